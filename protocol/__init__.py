@@ -1,1 +1,50 @@
+"""The engine protocol v1 (PROTOCOL.md): commands, events, codecs and fixed-point money."""
 
+from protocol.codec import FORMATS, Format, decode_command, decode_event, encode
+from protocol.commands import (
+    FEE_ACCOUNT,
+    USDC,
+    AmendOrder,
+    AnyCommand,
+    CancelOrder,
+    Command,
+    Deposit,
+    ListInstrument,
+    MalformedCommand,
+    MassCancel,
+    NewOrder,
+    Tick,
+    Withdraw,
+)
+from protocol.errors import ProtocolError
+from protocol.events import (
+    AmendRejected,
+    AnyEvent,
+    CancelRejected,
+    CommandRejected,
+    Deposited,
+    DepositRejected,
+    Event,
+    InstrumentClosed,
+    InstrumentListed,
+    OrderAccepted,
+    OrderAmended,
+    OrderCanceled,
+    OrderReduced,
+    OrderRejected,
+    Trade,
+    WithdrawalRejected,
+    Withdrawn,
+)
+from protocol.money import MICRO_PER_USDC, format_micro, parse_micro, parse_token_amount
+
+__all__ = [
+    "FEE_ACCOUNT", "FORMATS", "MICRO_PER_USDC", "USDC", "AmendOrder", "AmendRejected",
+    "AnyCommand", "AnyEvent", "CancelOrder", "CancelRejected", "Command", "CommandRejected",
+    "Deposit", "DepositRejected", "Deposited", "Event", "Format", "InstrumentClosed",
+    "InstrumentListed", "ListInstrument", "MalformedCommand", "MassCancel", "NewOrder",
+    "OrderAccepted", "OrderAmended", "OrderCanceled", "OrderReduced", "OrderRejected",
+    "ProtocolError", "Tick", "Trade", "Withdraw", "WithdrawalRejected", "Withdrawn",
+    "decode_command", "decode_event", "encode", "format_micro", "parse_micro",
+    "parse_token_amount",
+]

@@ -1,0 +1,132 @@
+"""Commands the matching engine consumes from the command log (PROTOCOL.md, Commands).
+
+Each command is a frozen msgspec Struct tagged by `type`. The types here check the shape
+of a command (JSON types, enumerations, identifier syntax); the engine checks everything
+that needs its state (ticks, funds, open orders) and answers with a rejection event.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Final, Literal
+
+import msgspec
+
+IDENTIFIER_PATTERN: Final = r"^[A-Za-z0-9_.:\-]{1,64}$"
+Identifier = Annotated[str, msgspec.Meta(pattern=IDENTIFIER_PATTERN)]
+Nanoseconds = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+NonNegativeInt = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+
+Side = Literal["buy", "sell"]
+OrderType = Literal["limit", "market"]
+TimeInForce = Literal["gtc", "ioc", "fok", "gtd"]
+SelfTradePrevention = Literal["cancel_newest", "cancel_oldest", "cancel_both", "decrement"]
+
+USDC: Final = "USDC"
+FEE_ACCOUNT: Final = "fees"
+
+
+class Command(
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    forbid_unknown_fields=True,
+    omit_defaults=True,
+    tag_field="type",
+):
+    """Base of every command: `ts` is when it entered the log, in ns since the epoch."""
+
+    ts: Nanoseconds
+
+
+class ListInstrument(Command, tag="list_instrument", kw_only=True):
+    symbol: Identifier
+    gpu: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    region: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    delivery_start: Nanoseconds
+    delivery_hours: Annotated[int, msgspec.Meta(ge=1, le=24 * 366)]
+    tick_size: str
+    max_order_quantity: Annotated[int, msgspec.Meta(ge=1, le=10**9)]
+    maker_fee_bps: NonNegativeInt
+    taker_fee_bps: NonNegativeInt
+
+
+class Deposit(Command, tag="deposit", kw_only=True):
+    account: Identifier
+    asset: str
+    amount: str | int
+    deposit_id: str | None = None
+
+
+class Withdraw(Command, tag="withdraw", kw_only=True):
+    account: Identifier
+    asset: str
+    amount: str | int
+
+
+class NewOrder(Command, tag="new_order", kw_only=True):
+    account: Identifier
+    client_order_id: Identifier
+    instrument: str
+    side: Side
+    order_type: OrderType
+    price: str | None = None
+    quantity: int
+    time_in_force: TimeInForce | None = None
+    expire_at: Nanoseconds | None = None
+    post_only: bool = False
+    stp: SelfTradePrevention = "cancel_newest"
+
+
+class CancelOrder(Command, tag="cancel_order", kw_only=True):
+    account: Identifier
+    client_order_id: Identifier
+
+
+class AmendOrder(Command, tag="amend_order", kw_only=True):
+    account: Identifier
+    client_order_id: Identifier
+    new_price: str | None = None
+    new_quantity: int | None = None
+
+
+class MassCancel(Command, tag="mass_cancel", kw_only=True):
+    account: Identifier
+    instrument: str | None = None
+
+
+class Tick(Command, tag="tick", kw_only=True):
+    pass
+
+
+AnyCommand = (
+    ListInstrument | Deposit | Withdraw | NewOrder | CancelOrder | AmendOrder | MassCancel | Tick
+)
+COMMAND_TYPES: Final[dict[str, type[Command]]] = {
+    cls.__struct_config__.tag: cls  # type: ignore[misc]
+    for cls in (ListInstrument, Deposit, Withdraw, NewOrder, CancelOrder, AmendOrder,
+                MassCancel, Tick)
+}
+# Commands that name an account (and an order) whose malformation is `invalid_command`.
+ACCOUNT_COMMANDS: Final = frozenset(
+    {"deposit", "withdraw", "new_order", "cancel_order", "amend_order", "mass_cancel"}
+)
+ORDER_COMMANDS: Final = frozenset({"new_order", "cancel_order", "amend_order"})
+
+
+class MalformedCommand(msgspec.Struct, frozen=True, kw_only=True):
+    """A command that did not decode, with what could be salvaged for its rejection event.
+
+    `type` is the type as given (or "" when absent); `account`, `client_order_id`, and
+    `ts` are set only when they are well formed; `instrument`, `asset` and `amount` are
+    echoed when they are strings (or an integer amount); `error` says which field is wrong
+    and why.
+    """
+
+    type: str
+    error: str
+    ts: int | None = None
+    account: str | None = None
+    client_order_id: str | None = None
+    instrument: str | None = None
+    asset: str | None = None
+    amount: str | int | None = None

@@ -1,0 +1,166 @@
+"""Events the matching engine emits to the event log (PROTOCOL.md, Events).
+
+Money fields hold canonical decimal strings (`protocol.money.format_micro`); token
+amounts are integers. Optional fields are omitted from the encoding when absent.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import msgspec
+
+
+class Event(
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    forbid_unknown_fields=True,
+    omit_defaults=True,
+    tag_field="type",
+):
+    """Base of every event: `seq` numbers the whole log from 1 without gaps; `ts` is the
+    engine time at which it happened."""
+
+    seq: int
+    ts: int
+
+
+class InstrumentListed(Event, tag="instrument_listed", kw_only=True):
+    symbol: str
+    gpu: str
+    region: str
+    delivery_start: int
+    delivery_hours: int
+    tick_size: str
+    max_order_quantity: int
+    maker_fee_bps: int
+    taker_fee_bps: int
+
+
+class InstrumentClosed(Event, tag="instrument_closed", kw_only=True):
+    symbol: str
+
+
+class Deposited(Event, tag="deposited", kw_only=True):
+    account: str
+    asset: str
+    amount: str | int
+    deposit_id: str | None = None
+
+
+class Withdrawn(Event, tag="withdrawn", kw_only=True):
+    account: str
+    asset: str
+    amount: str | int
+
+
+class WithdrawalRejected(Event, tag="withdrawal_rejected", kw_only=True):
+    account: str
+    asset: str
+    amount: str | int
+    reason: str
+
+
+class OrderAccepted(Event, tag="order_accepted", kw_only=True):
+    account: str
+    client_order_id: str
+    order_id: str
+    instrument: str
+    side: str
+    order_type: str
+    price: str | None = None
+    quantity: int
+    time_in_force: str
+    post_only: bool
+    stp: str
+    expire_at: int | None = None
+
+
+class OrderRejected(Event, tag="order_rejected", kw_only=True):
+    account: str
+    client_order_id: str
+    reason: str
+    instrument: str | None = None
+
+
+class Trade(Event, tag="trade", kw_only=True):
+    trade_id: str
+    instrument: str
+    price: str
+    quantity: int
+    aggressor_side: str
+    maker_account: str
+    maker_client_order_id: str
+    maker_order_id: str
+    maker_fee: str
+    taker_account: str
+    taker_client_order_id: str
+    taker_order_id: str
+    taker_fee: str
+
+
+class OrderCanceled(Event, tag="order_canceled", kw_only=True):
+    account: str
+    client_order_id: str
+    order_id: str
+    instrument: str
+    reason: str
+    canceled_quantity: int
+
+
+class OrderAmended(Event, tag="order_amended", kw_only=True):
+    account: str
+    client_order_id: str
+    order_id: str
+    instrument: str
+    price: str
+    quantity: int
+    remaining_quantity: int
+
+
+class OrderReduced(Event, tag="order_reduced", kw_only=True):
+    account: str
+    client_order_id: str
+    order_id: str
+    instrument: str
+    reason: str
+    reduced_quantity: int
+    remaining_quantity: int
+
+
+class CancelRejected(Event, tag="cancel_rejected", kw_only=True):
+    account: str
+    client_order_id: str
+    reason: str
+
+
+class AmendRejected(Event, tag="amend_rejected", kw_only=True):
+    account: str
+    client_order_id: str
+    reason: str
+
+
+class DepositRejected(Event, tag="deposit_rejected", kw_only=True):
+    account: str
+    asset: str
+    amount: str | int
+    reason: str
+
+
+class CommandRejected(Event, tag="command_rejected", kw_only=True):
+    command: str
+    reason: str
+
+
+AnyEvent = (
+    InstrumentListed | InstrumentClosed | Deposited | Withdrawn | WithdrawalRejected
+    | OrderAccepted | OrderRejected | Trade | OrderCanceled | OrderAmended | OrderReduced
+    | CancelRejected | AmendRejected | DepositRejected | CommandRejected
+)
+EVENT_TYPES: Final[dict[str, type[Event]]] = {
+    cls.__struct_config__.tag: cls  # type: ignore[misc]
+    for cls in (InstrumentListed, InstrumentClosed, Deposited, Withdrawn, WithdrawalRejected,
+                OrderAccepted, OrderRejected, Trade, OrderCanceled, OrderAmended, OrderReduced,
+                CancelRejected, AmendRejected, DepositRejected, CommandRejected)
+}
