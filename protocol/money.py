@@ -42,8 +42,21 @@ def parse_positive_micro(text: object, field: str = "amount") -> int:
     return micro
 
 
+_FORMAT_CACHE_SIZE_MAX = 1 << 16
+_formatted: dict[int, str] = {}
+
+
 def format_micro(micro: int) -> str:
     """Format micro-USDC as the canonical decimal string: no trailing zeros, no dot if whole."""
+    text = _formatted.get(micro)
+    if text is None:
+        if len(_formatted) >= _FORMAT_CACHE_SIZE_MAX:
+            _formatted.clear()
+        text = _formatted[micro] = _format_micro(micro)
+    return text
+
+
+def _format_micro(micro: int) -> str:
     sign = "-" if micro < 0 else ""
     whole, fraction = divmod(abs(micro), MICRO_PER_USDC)
     if fraction == 0:

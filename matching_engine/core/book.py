@@ -21,7 +21,7 @@ class Instrument:
     __slots__ = (
         "symbol", "gpu", "region", "delivery_start", "delivery_hours", "tick",
         "max_order_quantity", "maker_fee_bps", "taker_fee_bps", "hold_fee_bps", "closed",
-        "bids", "asks",
+        "bids", "asks", "parsed_prices",
     )
 
     def __init__(
@@ -42,6 +42,8 @@ class Instrument:
         self.closed = closed
         self.bids = BookSide(is_buy=True)
         self.asks = BookSide(is_buy=False)
+        # price text -> micro-USDC (0 when invalid): order flow repeats a few prices
+        self.parsed_prices: dict[str, int] = {}
 
     def side(self, is_buy: bool) -> BookSide:
         return self.bids if is_buy else self.asks

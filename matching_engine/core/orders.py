@@ -26,6 +26,7 @@ from protocol.errors import ProtocolError
 from protocol.money import parse_positive_micro
 
 MARKET_TIME_IN_FORCE = ("ioc", "fok")
+PRICE_CACHE_SIZE_MAX = 4096
 GTD = "gtd"
 
 
@@ -123,11 +124,19 @@ class OrderFlow(EngineState):
     @staticmethod
     def parse_price(text: str, instrument: Instrument) -> int:
         """Return the price in micro-USDC, or 0 when it is not a positive multiple of the tick."""
-        try:
-            price = parse_positive_micro(text, "price")
-        except ProtocolError:
-            return 0
-        return price if price % instrument.tick == 0 else 0
+        prices = instrument.parsed_prices
+        price = prices.get(text)
+        if price is None:
+            try:
+                price = parse_positive_micro(text, "price")
+            except ProtocolError:
+                price = 0
+            if price % instrument.tick:
+                price = 0
+            if len(prices) >= PRICE_CACHE_SIZE_MAX:
+                prices.clear()
+            prices[text] = price
+        return price
 
     # -- execution -------------------------------------------------------------------------
 

@@ -1,0 +1,225 @@
+"""Engine core throughput on a mixed order flow, beside a plain baseline book.
+
+    python -m benchmarks.engine_core [--commands N] [--seed S]
+
+The flow, on 8 books and 64 accounts: 50% passive limit orders around the touch, 18%
+cancels, 10% amends, 15% aggressive limit orders that trade, 5% market orders, 2% ioc.
+Commands are decoded before the clock starts, so the figure is the core alone; the same
+flow also runs through a baseline book (sortedcontainers, price-time, no risk checks, no
+events) in the same process, so the ratio means something on a noisy machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import random
+import time
+from collections import deque
+from typing import Any
+
+from sortedcontainers import SortedDict
+
+from matching_engine.core import Engine
+from protocol import (
+    AmendOrder,
+    AnyCommand,
+    CancelOrder,
+    Deposit,
+    ListInstrument,
+    NewOrder,
+)
+
+INSTRUMENTS = 8
+ACCOUNTS = 64
+TARGET_COMMANDS_PER_S = 1_000_000
+DELIVERY_START_NS = 10**18
+MID_TICKS = 1000
+TICK_MICRO = 10_000  # 0.01 USDC
+
+
+def price_text(ticks: int) -> str:
+    return f"{ticks * TICK_MICRO // 1_000_000}.{ticks * TICK_MICRO % 1_000_000:06d}"
+
+
+def setup_commands() -> list[AnyCommand]:
+    commands: list[AnyCommand] = []
+    for index in range(INSTRUMENTS):
+        commands.append(ListInstrument(
+            ts=1, symbol=f"GPU-{index}", gpu="H100-SXM-80GB", region="eu-west",
+            delivery_start=DELIVERY_START_NS, delivery_hours=1, tick_size="0.01",
+            max_order_quantity=1_000, maker_fee_bps=2, taker_fee_bps=5,
+        ))
+    for account in range(ACCOUNTS):
+        commands.append(Deposit(ts=2, account=f"acct{account}", asset="USDC", amount="1000000000"))
+        for index in range(INSTRUMENTS):
+            commands.append(
+                Deposit(ts=2, account=f"acct{account}", asset=f"GPU-{index}", amount=10**9)
+            )
+    return commands
+
+
+def flow(count: int, seed: int) -> list[AnyCommand]:
+    """Build the mixed flow; it tracks live orders so cancels and amends hit real ones."""
+    rng = random.Random(seed)
+    live: list[deque[tuple[str, str, bool]]] = [deque() for _ in range(INSTRUMENTS)]
+    commands: list[AnyCommand] = []
+    for n in range(count):
+        ts = 10 + n
+        index = rng.randrange(INSTRUMENTS)
+        account = f"acct{rng.randrange(ACCOUNTS)}"
+        is_buy = rng.random() < 0.5
+        side = "buy" if is_buy else "sell"
+        roll = rng.random()
+        coid = f"c{n}"
+        if roll < 0.18 and live[index]:
+            owner, old, _ = live[index].popleft()
+            commands.append(CancelOrder(ts=ts, account=owner, client_order_id=old))
+            continue
+        if roll < 0.28 and live[index]:
+            owner, old, old_buy = live[index][rng.randrange(len(live[index]))]
+            offset = rng.randint(1, 6)
+            ticks = MID_TICKS - offset if old_buy else MID_TICKS + offset
+            commands.append(AmendOrder(
+                ts=ts, account=owner, client_order_id=old,
+                new_price=price_text(ticks), new_quantity=rng.randint(1, 20),
+            ))
+            continue
+        if roll < 0.33:
+            commands.append(NewOrder(
+                ts=ts, account=account, client_order_id=coid, instrument=f"GPU-{index}",
+                side=side, order_type="market", quantity=rng.randint(1, 10),
+            ))
+            continue
+        if roll < 0.50:
+            offset = rng.randint(0, 3)
+            ticks = MID_TICKS + offset if is_buy else MID_TICKS - offset
+            tif = "ioc" if roll < 0.35 else "gtc"
+        else:
+            offset = rng.randint(1, 8)
+            ticks = MID_TICKS - offset if is_buy else MID_TICKS + offset
+            tif = "gtc"
+        commands.append(NewOrder(
+            ts=ts, account=account, client_order_id=coid, instrument=f"GPU-{index}",
+            side=side, order_type="limit", price=price_text(ticks),
+            quantity=rng.randint(1, 20), time_in_force=tif,
+        ))
+        if tif == "gtc":
+            live[index].append((account, coid, is_buy))
+    return commands
+
+
+class BaselineBook:
+    """A plain price-time book: SortedDict of price -> FIFO, no risk, no fees, no events."""
+
+    def __init__(self) -> None:
+        self.bids: Any = SortedDict()
+        self.asks: Any = SortedDict()
+        self.orders: dict[tuple[str, str], list[Any]] = {}
+
+    def new(self, key: tuple[str, str], is_buy: bool, price: int, quantity: int,
+            is_market: bool) -> None:
+        book = self.asks if is_buy else self.bids
+        while quantity and book:
+            best = book.peekitem(0 if is_buy else -1)
+            level_price, level = best
+            if not is_market and (level_price > price if is_buy else level_price < price):
+                break
+            maker = level[0]
+            traded = min(quantity, maker[1])
+            quantity -= traded
+            maker[1] -= traded
+            if maker[1] == 0:
+                level.popleft()
+                del self.orders[maker[0]]
+                if not level:
+                    del book[level_price]
+        if quantity and not is_market:
+            own = self.bids if is_buy else self.asks
+            order = [key, quantity, price, is_buy]
+            own.setdefault(price, deque()).append(order)
+            self.orders[key] = order
+
+    def cancel(self, key: tuple[str, str]) -> None:
+        order = self.orders.pop(key, None)
+        if order is None:
+            return
+        book = self.bids if order[3] else self.asks
+        level = book[order[2]]
+        level.remove(order)
+        if not level:
+            del book[order[2]]
+
+
+def run_baseline(commands: list[AnyCommand]) -> float:
+    books = {f"GPU-{i}": BaselineBook() for i in range(INSTRUMENTS)}
+    where: dict[tuple[str, str], BaselineBook] = {}
+    start = time.perf_counter()
+    for command in commands:
+        if type(command) is NewOrder:
+            key = (command.account, command.client_order_id)
+            book = books[command.instrument]
+            price = 0 if command.price is None else round(float(command.price) * 1e6)
+            book.new(key, command.side == "buy", price, command.quantity,
+                     command.order_type == "market")
+            where[key] = book
+        elif type(command) is CancelOrder:
+            key = (command.account, command.client_order_id)
+            book = where.get(key)
+            if book is not None:
+                book.cancel(key)
+        elif type(command) is AmendOrder:
+            key = (command.account, command.client_order_id)
+            book = where.get(key)
+            if book is not None and key in book.orders:
+                order = book.orders[key]
+                book.cancel(key)
+                assert command.new_price is not None and command.new_quantity is not None
+                book.new(key, order[3], round(float(command.new_price) * 1e6),
+                         command.new_quantity, False)
+    return time.perf_counter() - start
+
+
+def run_engine(commands: list[AnyCommand]) -> tuple[float, int]:
+    engine = Engine()
+    for command in setup_commands():
+        engine.apply(command)
+    events = 0
+    apply = engine.apply
+    start = time.perf_counter()
+    for command in commands:
+        events += len(apply(command))
+    return time.perf_counter() - start, events
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--commands", type=int, default=300_000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--profile", action="store_true", help="profile the engine run")
+    args = parser.parse_args(argv)
+    commands = flow(args.commands, args.seed)
+    gc.collect()
+    gc.disable()
+    if args.profile:
+        from pyinstrument import Profiler
+
+        with Profiler() as profiler:
+            run_engine(commands)
+        profiler.print()
+        return 0
+    baseline_s = min(run_baseline(commands) for _ in range(2))
+    engine_s, events = min(run_engine(commands) for _ in range(2))
+    gc.enable()
+    engine_rate = len(commands) / engine_s
+    baseline_rate = len(commands) / baseline_s
+    print(f"commands: {len(commands):,} (events from the engine: {events:,})")
+    print(f"engine core    : {engine_rate:12,.0f} commands/s   "
+          f"(target {TARGET_COMMANDS_PER_S:,})")
+    print(f"baseline book  : {baseline_rate:12,.0f} commands/s   (no risk, no events)")
+    print(f"engine/baseline: {engine_rate / baseline_rate:12.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from gpux.cli import main
+
+sys.exit(main())
