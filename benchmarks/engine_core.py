@@ -2,8 +2,9 @@
 
     python -m benchmarks.engine_core [--commands N] [--seed S]
 
-The flow, on 8 books and 64 accounts: 50% passive limit orders around the touch, 18%
-cancels, 10% amends, 15% aggressive limit orders that trade, 5% market orders, 2% ioc.
+The flow is `matching_engine.workload.Workload` on 8 books and 64 accounts: 50% passive
+limit orders around the touch, 18% cancels, 10% amends, 15% aggressive limit orders that
+trade (2% of all as ioc), 5% market orders.
 Commands are decoded before the clock starts, so the figure is the core alone; the same
 flow also runs through a baseline book (sortedcontainers, price-time, no risk checks, no
 events) in the same process, so the ratio means something on a noisy machine.
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import random
 import time
 from collections import deque
 from typing import Any
@@ -21,92 +21,11 @@ from typing import Any
 from sortedcontainers import SortedDict
 
 from matching_engine.core import Engine
-from protocol import (
-    AmendOrder,
-    AnyCommand,
-    CancelOrder,
-    Deposit,
-    ListInstrument,
-    NewOrder,
-)
+from matching_engine.workload import Workload
+from protocol import AmendOrder, AnyCommand, CancelOrder, NewOrder
 
-INSTRUMENTS = 8
-ACCOUNTS = 64
 TARGET_COMMANDS_PER_S = 1_000_000
-DELIVERY_START_NS = 10**18
-MID_TICKS = 1000
-TICK_MICRO = 10_000  # 0.01 USDC
-
-
-def price_text(ticks: int) -> str:
-    return f"{ticks * TICK_MICRO // 1_000_000}.{ticks * TICK_MICRO % 1_000_000:06d}"
-
-
-def setup_commands() -> list[AnyCommand]:
-    commands: list[AnyCommand] = []
-    for index in range(INSTRUMENTS):
-        commands.append(ListInstrument(
-            ts=1, symbol=f"GPU-{index}", gpu="H100-SXM-80GB", region="eu-west",
-            delivery_start=DELIVERY_START_NS, delivery_hours=1, tick_size="0.01",
-            max_order_quantity=1_000, maker_fee_bps=2, taker_fee_bps=5,
-        ))
-    for account in range(ACCOUNTS):
-        commands.append(Deposit(ts=2, account=f"acct{account}", asset="USDC", amount="1000000000"))
-        for index in range(INSTRUMENTS):
-            commands.append(
-                Deposit(ts=2, account=f"acct{account}", asset=f"GPU-{index}", amount=10**9)
-            )
-    return commands
-
-
-def flow(count: int, seed: int) -> list[AnyCommand]:
-    """Build the mixed flow; it tracks live orders so cancels and amends hit real ones."""
-    rng = random.Random(seed)
-    live: list[deque[tuple[str, str, bool]]] = [deque() for _ in range(INSTRUMENTS)]
-    commands: list[AnyCommand] = []
-    for n in range(count):
-        ts = 10 + n
-        index = rng.randrange(INSTRUMENTS)
-        account = f"acct{rng.randrange(ACCOUNTS)}"
-        is_buy = rng.random() < 0.5
-        side = "buy" if is_buy else "sell"
-        roll = rng.random()
-        coid = f"c{n}"
-        if roll < 0.18 and live[index]:
-            owner, old, _ = live[index].popleft()
-            commands.append(CancelOrder(ts=ts, account=owner, client_order_id=old))
-            continue
-        if roll < 0.28 and live[index]:
-            owner, old, old_buy = live[index][rng.randrange(len(live[index]))]
-            offset = rng.randint(1, 6)
-            ticks = MID_TICKS - offset if old_buy else MID_TICKS + offset
-            commands.append(AmendOrder(
-                ts=ts, account=owner, client_order_id=old,
-                new_price=price_text(ticks), new_quantity=rng.randint(1, 20),
-            ))
-            continue
-        if roll < 0.33:
-            commands.append(NewOrder(
-                ts=ts, account=account, client_order_id=coid, instrument=f"GPU-{index}",
-                side=side, order_type="market", quantity=rng.randint(1, 10),
-            ))
-            continue
-        if roll < 0.50:
-            offset = rng.randint(0, 3)
-            ticks = MID_TICKS + offset if is_buy else MID_TICKS - offset
-            tif = "ioc" if roll < 0.35 else "gtc"
-        else:
-            offset = rng.randint(1, 8)
-            ticks = MID_TICKS - offset if is_buy else MID_TICKS + offset
-            tif = "gtc"
-        commands.append(NewOrder(
-            ts=ts, account=account, client_order_id=coid, instrument=f"GPU-{index}",
-            side=side, order_type="limit", price=price_text(ticks),
-            quantity=rng.randint(1, 20), time_in_force=tif,
-        ))
-        if tif == "gtc":
-            live[index].append((account, coid, is_buy))
-    return commands
+WORKLOAD = Workload(instruments=8, accounts=64)
 
 
 class BaselineBook:
@@ -152,7 +71,7 @@ class BaselineBook:
 
 
 def run_baseline(commands: list[AnyCommand]) -> float:
-    books = {f"GPU-{i}": BaselineBook() for i in range(INSTRUMENTS)}
+    books = {symbol: BaselineBook() for symbol in WORKLOAD.symbols()}
     where: dict[tuple[str, str], BaselineBook] = {}
     start = time.perf_counter()
     for command in commands:
@@ -182,7 +101,7 @@ def run_baseline(commands: list[AnyCommand]) -> float:
 
 def run_engine(commands: list[AnyCommand]) -> tuple[float, int]:
     engine = Engine()
-    for command in setup_commands():
+    for command in WORKLOAD.setup():
         engine.apply(command)
     events = 0
     apply = engine.apply
@@ -198,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--profile", action="store_true", help="profile the engine run")
     args = parser.parse_args(argv)
-    commands = flow(args.commands, args.seed)
+    commands = Workload(seed=args.seed).flow(args.commands)
     gc.collect()
     gc.disable()
     if args.profile:

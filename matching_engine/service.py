@@ -1,0 +1,299 @@
+"""The engine service (`gpux engine`): commands in, events out, exactly once.
+
+The loop reads a batch of commands (bounded by `batch_size_max` and `batch_interval_ms`),
+applies them to the core, and writes the batch's events together with the consumer's next
+command offset in one transaction. On start it takes over the transactional id (fencing
+any older instance and completing what it left open), loads the newest snapshot at or
+below the committed command offset, and re-applies the commands between the two without
+publishing their events again. It then checks that its event seq equals the last committed
+event's seq before it publishes anything: a mismatch means the logs and the engine
+disagree, and the service refuses to run rather than write a second truth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from eventlog.port import (
+    COMMANDS_TOPIC,
+    EVENTS_TOPIC,
+    Consumer,
+    EventLog,
+    Producer,
+    Record,
+    TopicSpec,
+)
+from matching_engine.core import Engine
+from matching_engine.snapshots import Snapshot, SnapshotStore
+from protocol import decode_command, decode_event, encode
+
+log = logging.getLogger("gpux.engine")
+
+TAIL_SCAN_OFFSETS = 256
+
+
+class EngineStateError(Exception):
+    """The engine's recovered state disagrees with the event log: refuse to publish."""
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How the engine batches, snapshots and names itself on the log."""
+
+    batch_size_max: int = 2000
+    batch_interval_ms: int = 5
+    snapshot_every_commands: int = 200_000
+    snapshot_dir: Path | None = None
+    snapshots_kept_max: int = 3
+    transactional_id: str = "gpux-engine"
+    group_id: str = "gpux-engine"
+    catch_up_batch_max: int = 10_000
+    # Prefixed to both topic names, so several venues (or test runs) share one cluster.
+    topic_namespace: str = ""
+
+    @property
+    def commands_topic(self) -> str:
+        return self.topic_namespace + COMMANDS_TOPIC
+
+    @property
+    def events_topic(self) -> str:
+        return self.topic_namespace + EVENTS_TOPIC
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size_max", "batch_interval_ms", "snapshot_every_commands",
+                     "snapshots_kept_max", "catch_up_batch_max"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass
+class EngineStats:
+    commands: int = 0
+    events: int = 0
+    batches: int = 0
+    recovered_commands: int = 0
+    recovery_s: float = 0.0
+
+
+class EngineService:
+    """Run the core over a log; `run()` returns when `stop` is set."""
+
+    def __init__(self, event_log: EventLog, config: EngineConfig) -> None:
+        self.log = event_log
+        self.config = config
+        self.snapshots = (
+            SnapshotStore(config.snapshot_dir, config.snapshots_kept_max)
+            if config.snapshot_dir is not None else None
+        )
+        self.engine = Engine()
+        self.stats = EngineStats()
+        self.ready = asyncio.Event()
+        self._since_snapshot = 0
+        # offset of the next command to apply: everything before it is committed
+        self.next_offset = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.log.create_topics(
+            [TopicSpec(name=self.config.commands_topic), TopicSpec(name=self.config.events_topic)]
+        )
+        producer = self.log.producer(self.config.transactional_id)
+        await producer.start()
+        try:
+            consumer = await self._recover()
+            try:
+                self.ready.set()
+                await self._serve(producer, consumer, stop)
+            finally:
+                await consumer.stop()
+        finally:
+            await producer.stop()
+
+    async def _recover(self) -> Consumer:
+        """Rebuild the state the committed events reflect; return a consumer right after it."""
+        started = time.perf_counter()
+        committed = await self.log.committed_offset(self.config.group_id, self.config.commands_topic) or 0
+        snapshot = self.snapshots.latest(committed) if self.snapshots is not None else None
+        offset = 0
+        if snapshot is not None:
+            self.engine = Engine.restore(snapshot.engine)
+            offset = snapshot.command_offset
+            if self.engine.seq != snapshot.event_seq:
+                raise EngineStateError(f"snapshot at {offset} has seq {self.engine.seq}, "
+                                       f"recorded {snapshot.event_seq}")
+        consumer = self.log.consumer(
+            self.config.commands_topic, group_id=self.config.group_id, start=offset
+        )
+        await consumer.start()
+        replayed = await self._replay_until(consumer, committed)
+        last_seq = await self._last_committed_seq()
+        if self.engine.seq != last_seq:
+            await consumer.stop()
+            raise EngineStateError(
+                f"after replaying commands up to offset {committed} the engine is at event seq "
+                f"{self.engine.seq}, but the event log ends at seq {last_seq}"
+            )
+        self.stats.recovered_commands = replayed
+        self.next_offset = committed
+        self.stats.recovery_s = time.perf_counter() - started
+        log.info("recovered: snapshot at %s, replayed %d commands to offset %d, seq %d, %.3f s",
+                 offset if snapshot else "none", replayed, committed, last_seq,
+                 self.stats.recovery_s)
+        return consumer
+
+    async def _replay_until(self, consumer: Consumer, committed: int) -> int:
+        """Apply the already-published commands before `committed` without publishing."""
+        replayed = 0
+        apply = self.engine.apply
+        while await consumer.position() < committed:
+            records = await consumer.getmany(self.config.catch_up_batch_max, 1000)
+            for record in records:
+                if record.offset >= committed:
+                    consumer.seek(record.offset)
+                    return replayed
+                apply(decode_command(record.value))
+                replayed += 1
+        return replayed
+
+    async def _last_committed_seq(self) -> int:
+        """Return the seq of the last committed event (0 for an empty event log)."""
+        end = await self.log.end_offset(self.config.events_topic)
+        start = end
+        while start > 0:
+            start = max(0, start - TAIL_SCAN_OFFSETS)
+            last = await self._last_record(start, end)
+            if last is not None:
+                return decode_event(last.value).seq
+        return 0
+
+    async def _last_record(self, start: int, end: int) -> Record | None:
+        consumer = self.log.consumer(self.config.events_topic, start=start)
+        await consumer.start()
+        try:
+            last: Record | None = None
+            while await consumer.position() < end:
+                records = await consumer.getmany(TAIL_SCAN_OFFSETS, 1000)
+                if records:
+                    last = records[-1]
+            return last
+        finally:
+            await consumer.stop()
+
+    async def _serve(self, producer: Producer, consumer: Consumer, stop: asyncio.Event) -> None:
+        """Process batches until `stop`; each wait for commands lasts one batch interval."""
+        while not stop.is_set():
+            records = await consumer.getmany(
+                self.config.batch_size_max, self.config.batch_interval_ms
+            )
+            if records:
+                await self._process(producer, records)
+
+    async def _process(self, producer: Producer, records: list[Record]) -> None:
+        """Apply a batch and publish its events and next offset in one transaction."""
+        apply = self.engine.apply
+        payloads = [encode(event) for record in records
+                    for event in apply(decode_command(record.value))]
+        next_offset = records[-1].offset + 1
+        await producer.begin()
+        try:
+            if payloads:
+                await producer.send_batch(self.config.events_topic, payloads)
+            await producer.send_offsets(
+                self.config.group_id, {(self.config.commands_topic, 0): next_offset}
+            )
+            await producer.commit()
+        except BaseException:
+            # The engine has moved past what is committed: the caller must recover anew.
+            await _abort_quietly(producer)
+            raise
+        self.next_offset = next_offset
+        self.stats.commands += len(records)
+        self.stats.events += len(payloads)
+        self.stats.batches += 1
+        self._since_snapshot += len(records)
+        if self.snapshots is not None and self._since_snapshot >= self.config.snapshot_every_commands:
+            self.save_snapshot(next_offset)
+
+    def save_snapshot(self, command_offset: int) -> None:
+        assert self.snapshots is not None
+        started = time.perf_counter()
+        path = self.snapshots.save(Snapshot(command_offset, self.engine.seq, self.engine.snapshot()))
+        self._since_snapshot = 0
+        log.info("snapshot %s (seq %d) in %.3f s", path.name, self.engine.seq,
+                 time.perf_counter() - started)
+
+
+async def _abort_quietly(producer: Producer) -> None:
+    try:
+        await producer.abort()
+    except Exception as error:  # the original failure is the one worth raising
+        log.warning("abort after a failed batch also failed: %s", error)
+
+
+def open_log(kind: str, *, kafka: str | None, data_dir: Path | None) -> EventLog:
+    """Open the Kafka or the embedded log, as the command line chose."""
+    if kind == "kafka":
+        from eventlog.kafka import KafkaConfig, KafkaLog
+
+        if not kafka:
+            raise SystemExit("gpux engine: --kafka HOST:PORT (or KAFKA_BOOTSTRAP) is required")
+        return KafkaLog(KafkaConfig(bootstrap_servers=kafka))
+    from eventlog.embedded import EmbeddedLog
+
+    if data_dir is None:
+        raise SystemExit("gpux engine: --data-dir is required with --log embedded")
+    return EmbeddedLog.open(data_dir / "log")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="gpux engine", description=__doc__.split("\n")[0])
+    parser.add_argument("--log", choices=("kafka", "embedded"), default="kafka")
+    parser.add_argument("--kafka", default=os.environ.get("KAFKA_BOOTSTRAP"),
+                        help="bootstrap servers (default: $KAFKA_BOOTSTRAP)")
+    parser.add_argument("--data-dir", type=Path, help="embedded log directory")
+    parser.add_argument("--snapshot-dir", type=Path, help="where snapshots go (none: no snapshots)")
+    parser.add_argument("--batch-size-max", type=int, default=EngineConfig.batch_size_max)
+    parser.add_argument("--batch-interval-ms", type=int, default=EngineConfig.batch_interval_ms)
+    parser.add_argument("--snapshot-every-commands", type=int,
+                        default=EngineConfig.snapshot_every_commands)
+    parser.add_argument("--transactional-id", default=EngineConfig.transactional_id)
+    parser.add_argument("--group-id", default=EngineConfig.group_id)
+    parser.add_argument("--topic-namespace", default="", help="prefix of both topic names")
+    return parser.parse_args(argv)
+
+
+async def serve(args: argparse.Namespace) -> None:
+    config = EngineConfig(
+        batch_size_max=args.batch_size_max, batch_interval_ms=args.batch_interval_ms,
+        snapshot_every_commands=args.snapshot_every_commands, snapshot_dir=args.snapshot_dir,
+        transactional_id=args.transactional_id, group_id=args.group_id,
+        topic_namespace=args.topic_namespace,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    event_log = open_log(args.log, kafka=args.kafka, data_dir=args.data_dir)
+    try:
+        service = EngineService(event_log, config)
+        await service.run(stop)
+    finally:
+        await event_log.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    args = parse_args(argv)
+    try:
+        import uvloop
+
+        uvloop.run(serve(args))
+    except ImportError:
+        asyncio.run(serve(args))
+    return 0

@@ -1,0 +1,92 @@
+"""Engine snapshots on disk: the state with the command offset and event seq it reflects.
+
+A snapshot file is written to a temporary name, fsynced, renamed into place and the
+directory fsynced, so a crash leaves either the old set of snapshots or the new one. Each
+file carries a SHA-256 of its body; one that fails the check is skipped (never trusted),
+and recovery falls back to the one before it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+
+log = logging.getLogger("gpux.engine.snapshots")
+
+SUFFIX = ".snapshot"
+
+
+class SnapshotFile(msgspec.Struct, frozen=True):
+    command_offset: int
+    event_seq: int
+    engine: bytes
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    command_offset: int
+    event_seq: int
+    engine: bytes
+
+
+class SnapshotStore:
+    """A directory of snapshots named by the command offset they reflect."""
+
+    def __init__(self, directory: Path, kept_max: int = 3) -> None:
+        if kept_max < 1:
+            raise ValueError(f"kept_max must be >= 1, got {kept_max}")
+        self.directory = directory
+        self.kept_max = kept_max
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def save(self, snapshot: Snapshot) -> Path:
+        """Write a snapshot durably, then drop the oldest beyond `kept_max`."""
+        body = SnapshotFile(
+            command_offset=snapshot.command_offset, event_seq=snapshot.event_seq,
+            engine=snapshot.engine, sha256=hashlib.sha256(snapshot.engine).hexdigest(),
+        )
+        path = self.directory / f"{snapshot.command_offset:020d}{SUFFIX}"
+        temporary = path.with_suffix(".tmp")
+        with temporary.open("wb") as file:
+            file.write(msgspec.msgpack.encode(body))
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+        directory_fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(directory_fd)
+        finally:
+            os.close(directory_fd)
+        for old in self._paths()[: -self.kept_max]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def latest(self, command_offset_max: int) -> Snapshot | None:
+        """Return the newest sound snapshot at or below `command_offset_max`."""
+        for path in reversed(self._paths()):
+            if int(path.name.removesuffix(SUFFIX)) > command_offset_max:
+                continue
+            snapshot = self._load(path)
+            if snapshot is not None:
+                return snapshot
+        return None
+
+    def _load(self, path: Path) -> Snapshot | None:
+        try:
+            body = msgspec.msgpack.decode(path.read_bytes(), type=SnapshotFile)
+        except (OSError, msgspec.DecodeError, msgspec.ValidationError) as error:
+            log.warning("skipping unreadable snapshot %s: %s", path, error)
+            return None
+        if hashlib.sha256(body.engine).hexdigest() != body.sha256:
+            log.warning("skipping snapshot %s: checksum mismatch", path)
+            return None
+        return Snapshot(body.command_offset, body.event_seq, body.engine)
+
+    def _paths(self) -> list[Path]:
+        return sorted(self.directory.glob(f"*{SUFFIX}"))

@@ -1,0 +1,131 @@
+"""The engine service on the embedded log: batches, snapshots, restart, replay equality."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from eventlog.embedded import EmbeddedLog
+from eventlog.port import COMMANDS_TOPIC, EVENTS_TOPIC, EventLog
+from matching_engine.core import Engine
+from matching_engine.service import EngineConfig, EngineService, EngineStateError
+from matching_engine.workload import Workload
+from protocol import encode
+from tests.helpers import eventually
+
+
+async def append_commands(event_log: EventLog, payloads: list[bytes]) -> None:
+    producer = event_log.producer()
+    await producer.start()
+    try:
+        await producer.send_batch(COMMANDS_TOPIC, payloads)
+    finally:
+        await producer.stop()
+
+
+async def read_all(event_log: EventLog, topic: str) -> list[bytes]:
+    end = await event_log.end_offset(topic)
+    consumer = event_log.consumer(topic, start="earliest")
+    await consumer.start()
+    values: list[bytes] = []
+    try:
+        while await consumer.position() < end:
+            values += [record.value for record in await consumer.getmany(1000, 200)]
+    finally:
+        await consumer.stop()
+    return values
+
+
+def replay(commands: list[bytes]) -> list[bytes]:
+    from protocol import decode_command
+
+    engine = Engine()
+    return [encode(event) for command in commands for event in engine.apply(decode_command(command))]
+
+
+async def run_until_applied(event_log: EventLog, config: EngineConfig, count: int) -> EngineService:
+    service = EngineService(event_log, config)
+    stop = asyncio.Event()
+    task = asyncio.create_task(service.run(stop))
+    try:
+        await eventually(
+            lambda: task.done() or service.next_offset >= count,
+            message=f"engine applied {count} commands",
+        )
+    finally:
+        stop.set()
+        await task
+    return service
+
+
+def workload_payloads(count: int) -> list[bytes]:
+    workload = Workload(instruments=3, accounts=8, seed=11)
+    return [encode(command) for command in workload.setup() + workload.flow(count)]
+
+
+async def test_restart_from_snapshot_publishes_each_event_exactly_once(tmp_path: Path) -> None:
+    payloads = workload_payloads(3000)
+    half = len(payloads) // 2
+    config = EngineConfig(batch_size_max=64, snapshot_every_commands=400,
+                          snapshot_dir=tmp_path / "snapshots")
+    event_log = EmbeddedLog.open(tmp_path / "log")
+    try:
+        await event_log.create_topics([])
+        first = EngineService(event_log, config)
+        await append_commands_after_topics(event_log, first, payloads[:half])
+        await run_until_applied(event_log, config, half)
+        await append_commands(event_log, payloads[half:])
+        second = await run_until_applied(event_log, config, len(payloads))
+        assert second.stats.recovered_commands < 400 + 64, "recovery started from a snapshot"
+        events = await read_all(event_log, EVENTS_TOPIC)
+    finally:
+        await event_log.close()
+    assert events == replay(payloads)
+
+
+async def append_commands_after_topics(
+    event_log: EventLog, service: EngineService, payloads: list[bytes]
+) -> None:
+    from eventlog.port import TopicSpec
+
+    await event_log.create_topics([TopicSpec(name=service.config.commands_topic),
+                                   TopicSpec(name=service.config.events_topic)])
+    await append_commands(event_log, payloads)
+
+
+async def test_recovery_without_snapshots_replays_the_whole_log(tmp_path: Path) -> None:
+    payloads = workload_payloads(800)
+    config = EngineConfig(batch_size_max=50)
+    event_log = EmbeddedLog.open(tmp_path / "log")
+    try:
+        await append_commands_after_topics(event_log, EngineService(event_log, config), payloads)
+        await run_until_applied(event_log, config, len(payloads))
+        again = await run_until_applied(event_log, config, len(payloads))
+        assert again.stats.recovered_commands == len(payloads)
+        assert again.engine.seq == len(await read_all(event_log, EVENTS_TOPIC))
+    finally:
+        await event_log.close()
+
+
+async def test_engine_refuses_to_run_when_the_event_log_disagrees(tmp_path: Path) -> None:
+    payloads = workload_payloads(200)
+    config = EngineConfig(batch_size_max=50)
+    event_log = EmbeddedLog.open(tmp_path / "log")
+    try:
+        await append_commands_after_topics(event_log, EngineService(event_log, config), payloads)
+        await run_until_applied(event_log, config, len(payloads))
+        producer = event_log.producer()
+        await producer.start()
+        await producer.send(EVENTS_TOPIC, b'{"type":"command_rejected","seq":999999,"ts":1,'
+                                          b'"command":"x","reason":"invalid_command"}')
+        await producer.stop()
+        service = EngineService(event_log, config)
+        stop = asyncio.Event()
+        try:
+            await service.run(stop)
+        except EngineStateError as error:
+            assert "999999" in str(error)
+        else:
+            raise AssertionError("the engine ran on an event log it disagrees with")
+    finally:
+        await event_log.close()
