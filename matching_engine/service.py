@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from eventlog.errors import FencedError, LogError
 from eventlog.port import (
     COMMANDS_TOPIC,
     EVENTS_TOPIC,
@@ -37,6 +38,9 @@ from protocol import decode_command, decode_event, encode
 log = logging.getLogger("gpux.engine")
 
 TAIL_SCAN_OFFSETS = 256
+RETRIES_MAX = 30
+RETRY_BACKOFF_MIN_S = 0.2
+RETRY_BACKOFF_MAX_S = 5.0
 
 
 class EngineStateError(Exception):
@@ -268,6 +272,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+async def run_supervised(
+    event_log: EventLog, config: EngineConfig, stop: asyncio.Event
+) -> None:
+    """Run the service; after a retriable log failure, recover anew (bounded, with backoff).
+
+    A failure mid-batch leaves the in-memory engine past what is committed, so every retry
+    starts from a fresh engine and the recovery path. A fenced engine stops for good:
+    another instance owns the transactional id now.
+    """
+    backoff_s = RETRY_BACKOFF_MIN_S
+    for attempt in range(1, RETRIES_MAX + 1):
+        service = EngineService(event_log, config)
+        try:
+            await service.run(stop)
+            return
+        except LogError as error:
+            if isinstance(error, FencedError) or not error.retriable or attempt == RETRIES_MAX:
+                raise
+            log.warning("log failure (%s); recovering again in %.1f s (attempt %d of %d)",
+                        error, backoff_s, attempt, RETRIES_MAX)
+        try:
+            await asyncio.wait_for(stop.wait(), backoff_s)
+            return
+        except TimeoutError:
+            backoff_s = min(backoff_s * 2, RETRY_BACKOFF_MAX_S)
+
+
 async def serve(args: argparse.Namespace) -> None:
     config = EngineConfig(
         batch_size_max=args.batch_size_max, batch_interval_ms=args.batch_interval_ms,
@@ -281,8 +312,7 @@ async def serve(args: argparse.Namespace) -> None:
         loop.add_signal_handler(signum, stop.set)
     event_log = open_log(args.log, kafka=args.kafka, data_dir=args.data_dir)
     try:
-        service = EngineService(event_log, config)
-        await service.run(stop)
+        await run_supervised(event_log, config, stop)
     finally:
         await event_log.close()
 
