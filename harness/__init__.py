@@ -1,1 +1,7 @@
+"""Real Kafka 4.x, PostgreSQL and anvil on free loopback ports, for tests and for people.
 
+`python -m harness install` fetches everything ahead of time; `python -m harness up`
+starts the stack detached (see `harness.cli`); tests get it through the fixtures of
+`tests/conftest.py`. Each service is a `harness.service.Service`: start, stop, kill,
+restart (same ports, same data), endpoint and log_path.
+"""
