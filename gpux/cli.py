@@ -11,6 +11,9 @@ SUBCOMMANDS: Final = {
     "dev": ("gpux.dev", "run the whole venue in one process on embedded defaults"),
     "engine": ("matching_engine.service", "run the matching engine on Kafka or the embedded log"),
     "replay": ("matching_engine.replay", "replay a command file through the engine core"),
+    "gateway": ("gateway.cli", "run the websocket gateway (API, feeds, trading page)"),
+    "ledger": ("ledger.cli", "project events into the PostgreSQL journal; verify, reconcile"),
+    "settlement": ("settlement.cli", "settle fills on chain, watch deposits, pay withdrawals"),
     "services": ("harness.cli", "start/stop real Kafka, PostgreSQL and anvil for local work"),
 }
 
