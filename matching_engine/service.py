@@ -122,7 +122,8 @@ class EngineService:
     async def _recover(self) -> Consumer:
         """Rebuild the state the committed events reflect; return a consumer right after it."""
         started = time.perf_counter()
-        committed = await self.log.committed_offset(self.config.group_id, self.config.commands_topic) or 0
+        config = self.config
+        committed = await self.log.committed_offset(config.group_id, config.commands_topic) or 0
         snapshot = self.snapshots.latest(committed) if self.snapshots is not None else None
         offset = 0
         if snapshot is not None:
@@ -221,13 +222,16 @@ class EngineService:
         self.stats.events += len(payloads)
         self.stats.batches += 1
         self._since_snapshot += len(records)
-        if self.snapshots is not None and self._since_snapshot >= self.config.snapshot_every_commands:
+        if self._since_snapshot >= self.config.snapshot_every_commands:
             self.save_snapshot(next_offset)
 
     def save_snapshot(self, command_offset: int) -> None:
-        assert self.snapshots is not None
+        """Write the state as of `command_offset` (all commands before it applied)."""
+        if self.snapshots is None:
+            return
         started = time.perf_counter()
-        path = self.snapshots.save(Snapshot(command_offset, self.engine.seq, self.engine.snapshot()))
+        snapshot = Snapshot(command_offset, self.engine.seq, self.engine.snapshot())
+        path = self.snapshots.save(snapshot)
         self._since_snapshot = 0
         log.info("snapshot %s (seq %d) in %.3f s", path.name, self.engine.seq,
                  time.perf_counter() - started)

@@ -13,6 +13,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from protocol import AmendOrder, AnyCommand, CancelOrder, Deposit, ListInstrument, NewOrder
+from protocol.commands import Side, TimeInForce
 
 TICK_MICRO = 10_000  # 0.01 USDC
 MID_TICKS = 1000  # 10.00 USDC
@@ -66,7 +67,7 @@ class Workload:
         symbol = f"GPU-{index}"
         account = f"acct{rng.randrange(self.accounts)}"
         is_buy = rng.random() < 0.5
-        side = "buy" if is_buy else "sell"
+        side: Side = "buy" if is_buy else "sell"
         roll = rng.random()
         client_order_id = f"{self.prefix}{n}"
         resting = live[index]
@@ -86,7 +87,7 @@ class Workload:
         if roll < 0.50:
             offset = rng.randint(0, 3)
             ticks = MID_TICKS + offset if is_buy else MID_TICKS - offset
-            time_in_force = "ioc" if roll < 0.35 else "gtc"
+            time_in_force: TimeInForce = "ioc" if roll < 0.35 else "gtc"
         else:
             offset = rng.randint(1, 8)
             ticks = MID_TICKS - offset if is_buy else MID_TICKS + offset

@@ -20,15 +20,21 @@ FORMATS: Final = ("json", "msgpack")
 _IDENTIFIER = re.compile(IDENTIFIER_PATTERN)
 _json_encoder = msgspec.json.Encoder()
 _msgpack_encoder = msgspec.msgpack.Encoder()
-_command_decoders: Final = {
+_command_decoders: Final[dict[str, msgspec.json.Decoder[Any] | msgspec.msgpack.Decoder[Any]]] = {
     "json": msgspec.json.Decoder(AnyCommand),
     "msgpack": msgspec.msgpack.Decoder(AnyCommand),
 }
-_event_decoders: Final = {
+_event_decoders: Final[dict[str, msgspec.json.Decoder[Any] | msgspec.msgpack.Decoder[Any]]] = {
     "json": msgspec.json.Decoder(AnyEvent),
     "msgpack": msgspec.msgpack.Decoder(AnyEvent),
 }
-_generic_decoders: Final = {"json": msgspec.json.Decoder(), "msgpack": msgspec.msgpack.Decoder()}
+_generic_decoders: Final[dict[str, msgspec.json.Decoder[Any] | msgspec.msgpack.Decoder[Any]]] = {
+    "json": msgspec.json.Decoder(),
+    "msgpack": msgspec.msgpack.Decoder(),
+}
+# What msgspec raises on undecodable input besides DecodeError: invalid UTF-8 in a string
+# (UnicodeDecodeError) and nesting deeper than the interpreter's recursion limit.
+_UNDECODABLE: Final = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 
 
 def encode(message: msgspec.Struct, fmt: Format = "json") -> bytes:
@@ -46,18 +52,20 @@ def decode_event(data: bytes, fmt: Format = "json") -> AnyEvent:
 
 def decode_command(data: bytes | str, fmt: Format = "json") -> AnyCommand | MalformedCommand:
     """Decode one command; anything that does not fit comes back as a MalformedCommand."""
+    if isinstance(data, str):
+        data = data.encode()
     try:
         command: AnyCommand = _command_decoders[fmt].decode(data)
         return command
-    except (msgspec.ValidationError, msgspec.DecodeError) as error:
+    except (msgspec.ValidationError, *_UNDECODABLE) as error:
         return _salvage(data, fmt, str(error))
 
 
-def _salvage(data: bytes | str, fmt: Format, error: str) -> MalformedCommand:
+def _salvage(data: bytes, fmt: Format, error: str) -> MalformedCommand:
     """Pick out the well-formed fields of a command that failed to decode."""
     try:
         raw = _generic_decoders[fmt].decode(data)
-    except msgspec.DecodeError as decode_error:
+    except _UNDECODABLE as decode_error:
         return MalformedCommand(type="", error=f"not {fmt}: {decode_error}")
     if not isinstance(raw, dict):
         return MalformedCommand(type="", error=f"expected an object, got {type(raw).__name__}")

@@ -11,7 +11,8 @@ from typing import Annotated, Final, Literal
 
 import msgspec
 
-IDENTIFIER_PATTERN: Final = r"^[A-Za-z0-9_.:\-]{1,64}$"
+# `\Z`, not `$`: in Python `$` also matches before a trailing newline ("alice\n").
+IDENTIFIER_PATTERN: Final = r"^[A-Za-z0-9_.:\-]{1,64}\Z"
 Identifier = Annotated[str, msgspec.Meta(pattern=IDENTIFIER_PATTERN)]
 Nanoseconds = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 NonNegativeInt = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
@@ -38,7 +39,7 @@ class Command(
     ts: Nanoseconds
 
 
-class ListInstrument(Command, tag="list_instrument", kw_only=True):
+class ListInstrument(Command, tag="list_instrument", frozen=True, kw_only=True):
     symbol: Identifier
     gpu: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
     region: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
@@ -50,20 +51,20 @@ class ListInstrument(Command, tag="list_instrument", kw_only=True):
     taker_fee_bps: NonNegativeInt
 
 
-class Deposit(Command, tag="deposit", kw_only=True):
+class Deposit(Command, tag="deposit", frozen=True, kw_only=True):
     account: Identifier
     asset: str
     amount: str | int
     deposit_id: str | None = None
 
 
-class Withdraw(Command, tag="withdraw", kw_only=True):
+class Withdraw(Command, tag="withdraw", frozen=True, kw_only=True):
     account: Identifier
     asset: str
     amount: str | int
 
 
-class NewOrder(Command, tag="new_order", kw_only=True):
+class NewOrder(Command, tag="new_order", frozen=True, kw_only=True):
     account: Identifier
     client_order_id: Identifier
     instrument: str
@@ -77,24 +78,24 @@ class NewOrder(Command, tag="new_order", kw_only=True):
     stp: SelfTradePrevention = "cancel_newest"
 
 
-class CancelOrder(Command, tag="cancel_order", kw_only=True):
+class CancelOrder(Command, tag="cancel_order", frozen=True, kw_only=True):
     account: Identifier
     client_order_id: Identifier
 
 
-class AmendOrder(Command, tag="amend_order", kw_only=True):
+class AmendOrder(Command, tag="amend_order", frozen=True, kw_only=True):
     account: Identifier
     client_order_id: Identifier
     new_price: str | None = None
     new_quantity: int | None = None
 
 
-class MassCancel(Command, tag="mass_cancel", kw_only=True):
+class MassCancel(Command, tag="mass_cancel", frozen=True, kw_only=True):
     account: Identifier
     instrument: str | None = None
 
 
-class Tick(Command, tag="tick", kw_only=True):
+class Tick(Command, tag="tick", frozen=True, kw_only=True):
     pass
 
 

@@ -26,7 +26,7 @@ class Event(
     ts: int
 
 
-class InstrumentListed(Event, tag="instrument_listed", kw_only=True):
+class InstrumentListed(Event, tag="instrument_listed", frozen=True, kw_only=True):
     symbol: str
     gpu: str
     region: str
@@ -38,31 +38,31 @@ class InstrumentListed(Event, tag="instrument_listed", kw_only=True):
     taker_fee_bps: int
 
 
-class InstrumentClosed(Event, tag="instrument_closed", kw_only=True):
+class InstrumentClosed(Event, tag="instrument_closed", frozen=True, kw_only=True):
     symbol: str
 
 
-class Deposited(Event, tag="deposited", kw_only=True):
+class Deposited(Event, tag="deposited", frozen=True, kw_only=True):
     account: str
     asset: str
     amount: str | int
     deposit_id: str | None = None
 
 
-class Withdrawn(Event, tag="withdrawn", kw_only=True):
+class Withdrawn(Event, tag="withdrawn", frozen=True, kw_only=True):
     account: str
     asset: str
     amount: str | int
 
 
-class WithdrawalRejected(Event, tag="withdrawal_rejected", kw_only=True):
+class WithdrawalRejected(Event, tag="withdrawal_rejected", frozen=True, kw_only=True):
     account: str
     asset: str
     amount: str | int
     reason: str
 
 
-class OrderAccepted(Event, tag="order_accepted", kw_only=True):
+class OrderAccepted(Event, tag="order_accepted", frozen=True, kw_only=True):
     account: str
     client_order_id: str
     order_id: str
@@ -77,14 +77,14 @@ class OrderAccepted(Event, tag="order_accepted", kw_only=True):
     expire_at: int | None = None
 
 
-class OrderRejected(Event, tag="order_rejected", kw_only=True):
+class OrderRejected(Event, tag="order_rejected", frozen=True, kw_only=True):
     account: str
     client_order_id: str
     reason: str
     instrument: str | None = None
 
 
-class Trade(Event, tag="trade", kw_only=True):
+class Trade(Event, tag="trade", frozen=True, kw_only=True):
     trade_id: str
     instrument: str
     price: str
@@ -100,7 +100,7 @@ class Trade(Event, tag="trade", kw_only=True):
     taker_fee: str
 
 
-class OrderCanceled(Event, tag="order_canceled", kw_only=True):
+class OrderCanceled(Event, tag="order_canceled", frozen=True, kw_only=True):
     account: str
     client_order_id: str
     order_id: str
@@ -109,7 +109,7 @@ class OrderCanceled(Event, tag="order_canceled", kw_only=True):
     canceled_quantity: int
 
 
-class OrderAmended(Event, tag="order_amended", kw_only=True):
+class OrderAmended(Event, tag="order_amended", frozen=True, kw_only=True):
     account: str
     client_order_id: str
     order_id: str
@@ -119,7 +119,7 @@ class OrderAmended(Event, tag="order_amended", kw_only=True):
     remaining_quantity: int
 
 
-class OrderReduced(Event, tag="order_reduced", kw_only=True):
+class OrderReduced(Event, tag="order_reduced", frozen=True, kw_only=True):
     account: str
     client_order_id: str
     order_id: str
@@ -129,26 +129,26 @@ class OrderReduced(Event, tag="order_reduced", kw_only=True):
     remaining_quantity: int
 
 
-class CancelRejected(Event, tag="cancel_rejected", kw_only=True):
+class CancelRejected(Event, tag="cancel_rejected", frozen=True, kw_only=True):
     account: str
     client_order_id: str
     reason: str
 
 
-class AmendRejected(Event, tag="amend_rejected", kw_only=True):
+class AmendRejected(Event, tag="amend_rejected", frozen=True, kw_only=True):
     account: str
     client_order_id: str
     reason: str
 
 
-class DepositRejected(Event, tag="deposit_rejected", kw_only=True):
+class DepositRejected(Event, tag="deposit_rejected", frozen=True, kw_only=True):
     account: str
     asset: str
     amount: str | int
     reason: str
 
 
-class CommandRejected(Event, tag="command_rejected", kw_only=True):
+class CommandRejected(Event, tag="command_rejected", frozen=True, kw_only=True):
     command: str
     reason: str
 

@@ -19,8 +19,8 @@ from eventlog.errors import LogError
 from eventlog.kafka import KafkaConfig, KafkaLog
 from eventlog.port import COMMANDS_TOPIC, EVENTS_TOPIC, EventLog, TopicSpec
 from matching_engine.core import Engine
-from matching_engine.workload import Workload
 from matching_engine.replay import replay_lines
+from matching_engine.workload import Workload
 from protocol import decode_event, encode
 from tests.helpers import eventually
 
@@ -43,7 +43,9 @@ async def read_topic(event_log: EventLog, topic: str) -> list[bytes]:
     return values
 
 
-def start_engine(bootstrap: str, namespace: str, snapshot_dir: Path, log_path: Path) -> subprocess.Popen[bytes]:
+def start_engine(
+    bootstrap: str, namespace: str, snapshot_dir: Path, log_path: Path
+) -> subprocess.Popen[bytes]:
     with log_path.open("ab") as log_file:
         return subprocess.Popen(
             [sys.executable, "-m", "gpux", "engine", "--log", "kafka", "--kafka", bootstrap,

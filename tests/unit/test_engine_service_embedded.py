@@ -40,7 +40,7 @@ def replay(commands: list[bytes]) -> list[bytes]:
     from protocol import decode_command
 
     engine = Engine()
-    return [encode(event) for command in commands for event in engine.apply(decode_command(command))]
+    return [encode(e) for command in commands for e in engine.apply(decode_command(command))]
 
 
 async def run_until_applied(event_log: EventLog, config: EngineConfig, count: int) -> EngineService:
