@@ -16,6 +16,8 @@ IDENTIFIER_PATTERN: Final = r"^[A-Za-z0-9_.:\-]{1,64}\Z"
 Identifier = Annotated[str, msgspec.Meta(pattern=IDENTIFIER_PATTERN)]
 Nanoseconds = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 NonNegativeInt = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+# A deposit or withdrawal amount as given: checked by the engine, echoed in rejections.
+AmountInput = str | Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
 
 Side = Literal["buy", "sell"]
 OrderType = Literal["limit", "market"]
@@ -54,14 +56,14 @@ class ListInstrument(Command, tag="list_instrument", frozen=True, kw_only=True):
 class Deposit(Command, tag="deposit", frozen=True, kw_only=True):
     account: Identifier
     asset: str
-    amount: str | int
+    amount: AmountInput
     deposit_id: str | None = None
 
 
 class Withdraw(Command, tag="withdraw", frozen=True, kw_only=True):
     account: Identifier
     asset: str
-    amount: str | int
+    amount: AmountInput
 
 
 class NewOrder(Command, tag="new_order", frozen=True, kw_only=True):
