@@ -1,1 +1,73 @@
+"""The event log port and its adapters: Kafka for production, embedded files for dev and tests.
 
+Import the port from here; import an adapter from its module (`eventlog.kafka`,
+`eventlog.embedded`), so a service that never uses Kafka never imports aiokafka.
+"""
+
+from __future__ import annotations
+
+from eventlog.errors import (
+    CorruptRecordError,
+    FencedError,
+    LogClosedError,
+    LogError,
+    LogTimeoutError,
+    RecordError,
+    TopicError,
+    TornRecordError,
+    TransactionStateError,
+)
+from eventlog.port import (
+    COMMANDS_TOPIC,
+    EVENTS_TOPIC,
+    Consumer,
+    EventLog,
+    Isolation,
+    Producer,
+    Record,
+    StartPosition,
+    TopicPartition,
+    TopicSpec,
+    default_topic_specs,
+)
+from eventlog.processor import (
+    BatchResult,
+    Output,
+    ProcessorConfig,
+    TransactionalProcessor,
+    Transform,
+    consume_transform_produce,
+)
+from eventlog.reading import read_to_end, read_until, settled_end_offset
+
+__all__ = [
+    "COMMANDS_TOPIC",
+    "EVENTS_TOPIC",
+    "BatchResult",
+    "Consumer",
+    "CorruptRecordError",
+    "EventLog",
+    "FencedError",
+    "Isolation",
+    "LogClosedError",
+    "LogError",
+    "LogTimeoutError",
+    "Output",
+    "ProcessorConfig",
+    "Producer",
+    "Record",
+    "RecordError",
+    "StartPosition",
+    "TopicError",
+    "TopicPartition",
+    "TopicSpec",
+    "TornRecordError",
+    "TransactionStateError",
+    "TransactionalProcessor",
+    "Transform",
+    "consume_transform_produce",
+    "default_topic_specs",
+    "read_to_end",
+    "read_until",
+    "settled_end_offset",
+]
