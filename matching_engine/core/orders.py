@@ -173,22 +173,14 @@ class OrderFlow(EngineState):
                 continue
             quantity = min(taker.quantity - taker.filled, maker.quantity - maker.filled)
             if taker.is_market and is_buy:
-                affordable = self._affordable(taker.account, maker.price, instrument)
-                if affordable < quantity:
-                    if affordable > 0:
-                        self._trade(maker, taker, affordable)
+                quantity = _affordable(
+                    quantity, self.available(taker.account, USDC), maker.price,
+                    instrument.taker_fee_bps,
+                )
+                if quantity == 0:
                     return True
             self._trade(maker, taker, quantity)
         return True
-
-    def _affordable(self, account: str, price: int, instrument: Instrument) -> int:
-        """Largest quantity whose notional plus taker fee the account's available USDC pays."""
-        available = self.available(account, USDC)
-        bps = instrument.taker_fee_bps
-        quantity = available * BPS // (price * (BPS + bps))
-        while _cost(quantity + 1, price, bps) <= available:
-            quantity += 1
-        return quantity
 
     def _trade(self, maker: Order, taker: Order, quantity: int) -> None:
         instrument = maker.instrument
@@ -270,13 +262,17 @@ class OrderFlow(EngineState):
                     if taker.stp == "cancel_oldest":
                         continue
                     return False
-                quantity = min(needed, maker.quantity - maker.filled)
-                if taker.is_market and taker.is_buy:
-                    cost = _cost(quantity, level.price, instrument.taker_fee_bps)
-                    if cost > budget:
-                        return False
-                    budget -= cost
-                needed -= quantity
+                maker_remaining = maker.quantity - maker.filled
+                while maker_remaining and needed:
+                    quantity = min(needed, maker_remaining)
+                    if taker.is_market and taker.is_buy:
+                        bps = instrument.taker_fee_bps
+                        quantity = _affordable(quantity, budget, level.price, bps)
+                        if quantity == 0:
+                            return False
+                        budget -= _cost(quantity, level.price, bps)
+                    needed -= quantity
+                    maker_remaining -= quantity
                 if needed == 0:
                     return True
         return False
@@ -359,6 +355,16 @@ class OrderFlow(EngineState):
         if order.post_only and instrument.opposite(order.is_buy).crosses(order.is_buy, price):
             return R.POST_ONLY_WOULD_CROSS, 0, 0
         return None, price, quantity
+
+
+def _affordable(wanted: int, budget: int, price: int, fee_bps: int) -> int:
+    """Largest quantity up to `wanted` whose notional plus fee (floored) `budget` pays."""
+    if _cost(wanted, price, fee_bps) <= budget:
+        return wanted
+    quantity = budget * BPS // (price * (BPS + fee_bps))
+    while quantity < wanted and _cost(quantity + 1, price, fee_bps) <= budget:
+        quantity += 1
+    return quantity
 
 
 def _cost(quantity: int, price: int, fee_bps: int) -> int:
