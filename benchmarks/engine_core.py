@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import gc
 import time
-from collections import deque
 from typing import Any
 
 from sortedcontainers import SortedDict
@@ -29,7 +28,8 @@ WORKLOAD = Workload(instruments=8, accounts=64)
 
 
 class BaselineBook:
-    """A plain price-time book: SortedDict of price -> FIFO, no risk, no fees, no events."""
+    """A plain price-time book: SortedDict of price -> insertion-ordered dict of orders,
+    no risk checks, no fees, no events."""
 
     def __init__(self) -> None:
         self.bids: Any = SortedDict()
@@ -44,19 +44,19 @@ class BaselineBook:
             level_price, level = best
             if not is_market and (level_price > price if is_buy else level_price < price):
                 break
-            maker = level[0]
+            maker = next(iter(level.values()))
             traded = min(quantity, maker[1])
             quantity -= traded
             maker[1] -= traded
             if maker[1] == 0:
-                level.popleft()
+                del level[maker[0]]
                 del self.orders[maker[0]]
                 if not level:
                     del book[level_price]
         if quantity and not is_market:
             own = self.bids if is_buy else self.asks
             order = [key, quantity, price, is_buy]
-            own.setdefault(price, deque()).append(order)
+            own.setdefault(price, {})[key] = order
             self.orders[key] = order
 
     def cancel(self, key: tuple[str, str]) -> None:
@@ -65,7 +65,7 @@ class BaselineBook:
             return
         book = self.bids if order[3] else self.asks
         level = book[order[2]]
-        level.remove(order)
+        del level[key]
         if not level:
             del book[order[2]]
 
