@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
 from eventlog.errors import FencedError, LogError
 from eventlog.port import (
     COMMANDS_TOPIC,
@@ -31,6 +33,7 @@ from eventlog.port import (
     Record,
     TopicSpec,
 )
+from gpux.observability import MetricsServer, configure_logging
 from matching_engine.core import Engine
 from matching_engine.snapshots import Snapshot, SnapshotStore
 from protocol import decode_command, decode_event, encode
@@ -38,6 +41,7 @@ from protocol import decode_command, decode_event, encode
 log = logging.getLogger("gpux.engine")
 
 TAIL_SCAN_OFFSETS = 256
+LAG_INTERVAL_S = 1.0
 RETRIES_MAX = 30
 RETRY_BACKOFF_MIN_S = 0.2
 RETRY_BACKOFF_MAX_S = 5.0
@@ -86,12 +90,42 @@ class EngineStats:
     recovery_s: float = 0.0
 
 
+class EngineMetrics:
+    """The engine's Prometheus metrics, in a registry of their own."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.commands = Counter("gpux_engine_commands", "Commands applied",
+                                registry=self.registry)
+        self.events = Counter("gpux_engine_events", "Events published", registry=self.registry)
+        self.batch_size = Histogram(
+            "gpux_engine_batch_size_commands", "Commands per transaction",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000),
+            registry=self.registry,
+        )
+        self.batch_seconds = Histogram(
+            "gpux_engine_batch_seconds", "Apply plus transaction time of one batch",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2),
+            registry=self.registry,
+        )
+        self.lag = Gauge("gpux_engine_consumer_lag_commands",
+                         "Commands in the log not yet applied", registry=self.registry)
+        self.seq = Gauge("gpux_engine_event_seq", "Seq of the last event published",
+                         registry=self.registry)
+        self.recovery_seconds = Gauge("gpux_engine_recovery_seconds",
+                                      "Time the last recovery took", registry=self.registry)
+
+
 class EngineService:
     """Run the core over a log; `run()` returns when `stop` is set."""
 
-    def __init__(self, event_log: EventLog, config: EngineConfig) -> None:
+    def __init__(
+        self, event_log: EventLog, config: EngineConfig, metrics: EngineMetrics | None = None
+    ) -> None:
         self.log = event_log
         self.config = config
+        self.metrics = metrics or EngineMetrics()
+        self._lag_checked_at = 0.0
         self.snapshots = (
             SnapshotStore(config.snapshot_dir, config.snapshots_kept_max)
             if config.snapshot_dir is not None else None
@@ -146,6 +180,8 @@ class EngineService:
             )
         self.stats.recovered_commands = replayed
         self.next_offset = committed
+        self.metrics.recovery_seconds.set(time.perf_counter() - started)
+        self.metrics.seq.set(self.engine.seq)
         self.stats.recovery_s = time.perf_counter() - started
         log.info("recovered: snapshot at %s, replayed %d commands to offset %d, seq %d, %.3f s",
                  offset if snapshot else "none", replayed, committed, last_seq,
@@ -201,6 +237,7 @@ class EngineService:
 
     async def _process(self, producer: Producer, records: list[Record]) -> None:
         """Apply a batch and publish its events and next offset in one transaction."""
+        started = time.perf_counter()
         apply = self.engine.apply
         payloads = [encode(event) for record in records
                     for event in apply(decode_command(record.value))]
@@ -221,9 +258,27 @@ class EngineService:
         self.stats.commands += len(records)
         self.stats.events += len(payloads)
         self.stats.batches += 1
+        metrics = self.metrics
+        metrics.commands.inc(len(records))
+        metrics.events.inc(len(payloads))
+        metrics.batch_size.observe(len(records))
+        metrics.batch_seconds.observe(time.perf_counter() - started)
+        metrics.seq.set(self.engine.seq)
+        await self._update_lag(consumer_end=None)
         self._since_snapshot += len(records)
         if self._since_snapshot >= self.config.snapshot_every_commands:
             self.save_snapshot(next_offset)
+
+    async def _update_lag(self, consumer_end: int | None) -> None:
+        """Refresh the lag gauge at most once per LAG_INTERVAL_S (it costs a log request)."""
+        now = time.monotonic()
+        if now - self._lag_checked_at < LAG_INTERVAL_S:
+            return
+        self._lag_checked_at = now
+        end = consumer_end if consumer_end is not None else await self.log.end_offset(
+            self.config.commands_topic
+        )
+        self.metrics.lag.set(max(0, end - self.next_offset))
 
     def save_snapshot(self, command_offset: int) -> None:
         """Write the state as of `command_offset` (all commands before it applied)."""
@@ -273,34 +328,47 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--transactional-id", default=EngineConfig.transactional_id)
     parser.add_argument("--group-id", default=EngineConfig.group_id)
     parser.add_argument("--topic-namespace", default="", help="prefix of both topic names")
+    parser.add_argument("--metrics-port", type=int, default=9101,
+                        help="serve /metrics and /healthz here (0: any free port, -1: off)")
+    parser.add_argument("--json-logs", action="store_true", help="log JSON lines")
     return parser.parse_args(argv)
 
 
-async def run_supervised(
-    event_log: EventLog, config: EngineConfig, stop: asyncio.Event
-) -> None:
+class EngineSupervisor:
     """Run the service; after a retriable log failure, recover anew (bounded, with backoff).
 
     A failure mid-batch leaves the in-memory engine past what is committed, so every retry
     starts from a fresh engine and the recovery path. A fenced engine stops for good:
     another instance owns the transactional id now.
     """
-    backoff_s = RETRY_BACKOFF_MIN_S
-    for attempt in range(1, RETRIES_MAX + 1):
-        service = EngineService(event_log, config)
-        try:
-            await service.run(stop)
-            return
-        except LogError as error:
-            if isinstance(error, FencedError) or not error.retriable or attempt == RETRIES_MAX:
-                raise
-            log.warning("log failure (%s); recovering again in %.1f s (attempt %d of %d)",
-                        error, backoff_s, attempt, RETRIES_MAX)
-        try:
-            await asyncio.wait_for(stop.wait(), backoff_s)
-            return
-        except TimeoutError:
-            backoff_s = min(backoff_s * 2, RETRY_BACKOFF_MAX_S)
+
+    def __init__(self, event_log: EventLog, config: EngineConfig) -> None:
+        self.log = event_log
+        self.config = config
+        self.metrics = EngineMetrics()
+        self.service: EngineService | None = None
+
+    def healthy(self) -> bool:
+        return self.service is not None and self.service.ready.is_set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        backoff_s = RETRY_BACKOFF_MIN_S
+        for attempt in range(1, RETRIES_MAX + 1):
+            self.service = EngineService(self.log, self.config, self.metrics)
+            try:
+                await self.service.run(stop)
+                return
+            except LogError as error:
+                if isinstance(error, FencedError) or not error.retriable or attempt == RETRIES_MAX:
+                    raise
+                log.warning("log failure (%s); recovering again in %.1f s (attempt %d of %d)",
+                            error, backoff_s, attempt, RETRIES_MAX)
+            self.service = None
+            try:
+                await asyncio.wait_for(stop.wait(), backoff_s)
+                return
+            except TimeoutError:
+                backoff_s = min(backoff_s * 2, RETRY_BACKOFF_MAX_S)
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -315,15 +383,24 @@ async def serve(args: argparse.Namespace) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     event_log = open_log(args.log, kafka=args.kafka, data_dir=args.data_dir)
+    supervisor = EngineSupervisor(event_log, config)
+    metrics_server = None
+    if args.metrics_port >= 0:
+        metrics_server = MetricsServer(supervisor.metrics.registry, supervisor.healthy,
+                                       port=args.metrics_port)
+        await metrics_server.start()
+        log.info("metrics on http://127.0.0.1:%d/metrics", metrics_server.port)
     try:
-        await run_supervised(event_log, config, stop)
+        await supervisor.run(stop)
     finally:
+        if metrics_server is not None:
+            await metrics_server.stop()
         await event_log.close()
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     args = parse_args(argv)
+    configure_logging(json_logs=args.json_logs)
     try:
         import uvloop
 

@@ -51,7 +51,8 @@ def start_engine(
             [sys.executable, "-m", "gpux", "engine", "--log", "kafka", "--kafka", bootstrap,
              "--topic-namespace", namespace, "--transactional-id", f"{namespace}engine",
              "--group-id", f"{namespace}engine", "--snapshot-dir", str(snapshot_dir),
-             "--snapshot-every-commands", "900", "--batch-size-max", "40"],
+             "--snapshot-every-commands", "900", "--batch-size-max", "40",
+             "--metrics-port", "0"],
             cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
