@@ -234,6 +234,8 @@ class EngineService:
             )
             if records:
                 await self._process(producer, records)
+            else:
+                await self._update_lag()
 
     async def _process(self, producer: Producer, records: list[Record]) -> None:
         """Apply a batch and publish its events and next offset in one transaction."""
@@ -264,20 +266,18 @@ class EngineService:
         metrics.batch_size.observe(len(records))
         metrics.batch_seconds.observe(time.perf_counter() - started)
         metrics.seq.set(self.engine.seq)
-        await self._update_lag(consumer_end=None)
+        await self._update_lag()
         self._since_snapshot += len(records)
         if self._since_snapshot >= self.config.snapshot_every_commands:
             self.save_snapshot(next_offset)
 
-    async def _update_lag(self, consumer_end: int | None) -> None:
+    async def _update_lag(self) -> None:
         """Refresh the lag gauge at most once per LAG_INTERVAL_S (it costs a log request)."""
         now = time.monotonic()
         if now - self._lag_checked_at < LAG_INTERVAL_S:
             return
         self._lag_checked_at = now
-        end = consumer_end if consumer_end is not None else await self.log.end_offset(
-            self.config.commands_topic
-        )
+        end = await self.log.end_offset(self.config.commands_topic)
         self.metrics.lag.set(max(0, end - self.next_offset))
 
     def save_snapshot(self, command_offset: int) -> None:
