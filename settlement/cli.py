@@ -1,0 +1,276 @@
+"""`gpux settlement COMMAND`: build, deploy, register accounts, watch deposits, settle, prove.
+
+  build                      compile the contracts (solc-js) into settlement/build/
+  deploy                     deploy MockUSDC, GpuHourToken and Vault; write the deployment file
+  register-account A ADDR    settle exchange account A to wallet ADDR (e.g. the `fees` account)
+  deposits                   turn confirmed Vault deposits into `deposit` commands on Kafka
+  run                        batch unsettled trades and settle them on chain, pay withdrawals
+                             out (and watch deposits too with --kafka)
+  prove TRADE_ID             print a fill's batch, transaction and Merkle proof, verified on chain
+
+Endpoints default to $ETH_RPC_URL, $DATABASE_URL, $KAFKA_BOOTSTRAP; the deployment file to
+$GPUX_DEPLOYMENT or var/settlement/deployment.json; keys to $GPUX_DEPLOYER_KEY and
+$GPUX_SETTLER_KEY, which default to anvil's dev account 0 on chain 31337 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import asyncpg  # type: ignore[import-untyped]
+import msgspec
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+
+from settlement import store
+from settlement.artifacts import ARTIFACT_PATH, build
+from settlement.chain import Chain, Contracts, Deployment, deploy, dev_account, is_wallet_address
+from settlement.deposits import DepositWatcher, WatcherConfig
+from settlement.errors import SettlementError
+from settlement.proofs import prove
+from settlement.submitter import Submitter, SubmitterConfig
+
+log = logging.getLogger("gpux.settlement")
+DEFAULT_DEPLOYMENT = Path("var/settlement/deployment.json")
+DEV_CHAIN_ID = 31337
+
+
+def main(argv: list[str]) -> int:
+    """Run one subcommand; return the exit code."""
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    arguments = _parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = arguments.handler
+    try:
+        return handler(arguments)
+    except SettlementError as error:
+        print(f"gpux settlement: {error}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gpux settlement", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n", 2)[2])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    command = commands.add_parser("build", help="compile the contracts")
+    command.set_defaults(handler=_build)
+
+    command = commands.add_parser("deploy", help="deploy the contracts")
+    _chain_options(command)
+    command.add_argument("--settler", help="address given the SETTLER role (default: deployer)")
+    command.add_argument("--minter", help="address given the MINTER role (default: deployer)")
+    command.add_argument("--usdc", help="an existing USDC token (default: deploy MockUSDC)")
+    command.set_defaults(handler=_deploy)
+
+    command = commands.add_parser("register-account", help="set an account's wallet address")
+    command.add_argument("account")
+    command.add_argument("address")
+    _database_option(command)
+    command.set_defaults(handler=_register_account)
+
+    command = commands.add_parser("deposits", help="watch Vault deposits")
+    _chain_options(command)
+    _database_option(command)
+    _deposit_options(command, required=True)
+    command.set_defaults(handler=_deposits)
+
+    command = commands.add_parser("run", help="settle trades in batches")
+    _chain_options(command)
+    _database_option(command)
+    _deposit_options(command, required=False)
+    defaults = SubmitterConfig()
+    command.add_argument("--batch-size-max", type=int, default=defaults.batch_size_max)
+    command.add_argument("--batch-interval-ms", type=int, default=defaults.batch_interval_ms)
+    command.add_argument("--poll-interval-ms", type=int, default=defaults.poll_interval_ms)
+    command.add_argument("--stuck-after-ms", type=int, default=defaults.stuck_after_ms)
+    command.add_argument("--fee-bump-percent", type=int, default=defaults.fee_bump_percent)
+    command.add_argument("--no-payouts", action="store_true",
+                         help="settle trades only; leave ledger.withdrawals unpaid")
+    command.set_defaults(handler=_run)
+
+    command = commands.add_parser("prove", help="prove one fill against the chain")
+    command.add_argument("trade_id")
+    _chain_options(command)
+    _database_option(command)
+    command.set_defaults(handler=_prove)
+    return parser
+
+
+def _chain_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--rpc", default=os.environ.get("ETH_RPC_URL"),
+                         help="JSON-RPC URL of the node (default: $ETH_RPC_URL)")
+    command.add_argument("--deployment", type=Path,
+                         default=Path(os.environ.get("GPUX_DEPLOYMENT", DEFAULT_DEPLOYMENT)),
+                         help="deployment file (default: $GPUX_DEPLOYMENT or "
+                              f"{DEFAULT_DEPLOYMENT})")
+    command.add_argument("--confirmations", type=int, default=12,
+                         help="blocks deep a deposit or a batch must be (default: 12)")
+
+
+def _database_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--database-url", default=os.environ.get("DATABASE_URL"),
+                         help="PostgreSQL URL (default: $DATABASE_URL)")
+
+
+def _deposit_options(command: argparse.ArgumentParser, *, required: bool) -> None:
+    command.add_argument("--kafka", default=os.environ.get("KAFKA_BOOTSTRAP") if required else None,
+                         help="bootstrap servers for deposit commands"
+                              + (" (default: $KAFKA_BOOTSTRAP)" if required else ""))
+    command.add_argument("--topic-namespace", default="", help="prefix of the commands topic")
+
+
+def _require(value: str | None, what: str) -> str:
+    if not value:
+        raise SettlementError(f"{what} is required")
+    return value
+
+
+def _key(variable: str, chain: Chain) -> LocalAccount:
+    """Return the account of $variable, or anvil's dev account 0 on a dev chain."""
+    key = os.environ.get(variable, "").strip()
+    if key:
+        account: LocalAccount = Account.from_key(key)
+        return account
+    if chain.chain_id() != DEV_CHAIN_ID:
+        raise SettlementError(f"${variable} is required off the dev chain {DEV_CHAIN_ID}")
+    return dev_account(0)
+
+
+def _contracts(arguments: argparse.Namespace) -> Contracts:
+    chain = Chain(_require(arguments.rpc, "--rpc (or $ETH_RPC_URL)"))
+    contracts = Contracts(chain, Deployment.load(arguments.deployment))
+    contracts.check()
+    return contracts
+
+
+def _build(arguments: argparse.Namespace) -> int:
+    artifacts = build(ARTIFACT_PATH)
+    print(f"{ARTIFACT_PATH}: {', '.join(artifacts.contracts)} (solc {artifacts.solc_version})")
+    return 0
+
+
+def _deploy(arguments: argparse.Namespace) -> int:
+    chain = Chain(_require(arguments.rpc, "--rpc (or $ETH_RPC_URL)"))
+    deployer = _key("GPUX_DEPLOYER_KEY", chain)
+    deployment = deploy(chain, deployer, settler=arguments.settler or deployer.address,
+                        minter=arguments.minter or deployer.address, usdc=arguments.usdc)
+    deployment.save(arguments.deployment)
+    print(json.dumps(msgspec.to_builtins(deployment), indent=2))
+    print(f"written to {arguments.deployment}", file=sys.stderr)
+    return 0
+
+
+def _register_account(arguments: argparse.Namespace) -> int:
+    if not is_wallet_address(arguments.address):
+        raise SettlementError(f"{arguments.address!r} is not a wallet address (0x + 40 hex)")
+
+    async def register(conn: asyncpg.Connection) -> int:
+        await store.register_account(conn, arguments.account, arguments.address)
+        print(f"{arguments.account} settles to {arguments.address}")
+        return 0
+
+    return _with_database(arguments, register)
+
+
+def _with_database(arguments: argparse.Namespace,
+                   body: Callable[[asyncpg.Connection], Awaitable[int]]) -> int:
+    url = _require(arguments.database_url, "--database-url (or $DATABASE_URL)")
+
+    async def run() -> int:
+        conn = await asyncpg.connect(url)
+        try:
+            await store.migrate(conn)
+            return await body(conn)
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+def _deposits(arguments: argparse.Namespace) -> int:
+    _require(arguments.kafka, "--kafka (or $KAFKA_BOOTSTRAP)")
+    contracts = _contracts(arguments)
+
+    async def watch(conn: asyncpg.Connection) -> int:
+        await _serve(arguments, conn, contracts, submitter=None)
+        return 0
+
+    return _with_database(arguments, watch)
+
+
+def _run(arguments: argparse.Namespace) -> int:
+    contracts = _contracts(arguments)
+    config = SubmitterConfig(
+        confirmations=arguments.confirmations, batch_size_max=arguments.batch_size_max,
+        batch_interval_ms=arguments.batch_interval_ms,
+        poll_interval_ms=arguments.poll_interval_ms, stuck_after_ms=arguments.stuck_after_ms,
+        fee_bump_percent=arguments.fee_bump_percent, pay_withdrawals=not arguments.no_payouts,
+    )  # fmt: skip
+    signer = _key("GPUX_SETTLER_KEY", contracts.chain)
+
+    async def run(conn: asyncpg.Connection) -> int:
+        await _serve(arguments, conn, contracts, Submitter(contracts, conn, signer, config))
+        return 0
+
+    return _with_database(arguments, run)
+
+
+async def _serve(arguments: argparse.Namespace, conn: asyncpg.Connection, contracts: Contracts,
+                 submitter: Submitter | None) -> None:
+    """Run the submitter and/or the deposit watcher until SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    tasks = []
+    event_log = None
+    if submitter is not None:
+        tasks.append(asyncio.create_task(submitter.run(stop)))
+    if arguments.kafka:
+        from eventlog.kafka import KafkaConfig, KafkaLog
+
+        event_log = KafkaLog(KafkaConfig(bootstrap_servers=arguments.kafka))
+        producer = event_log.producer()
+        await producer.start()
+        # the watcher needs its own connection: asyncpg runs one query at a time per connection
+        watcher_conn = await asyncpg.connect(arguments.database_url)
+        config = WatcherConfig(confirmations=arguments.confirmations,
+                               topic_namespace=arguments.topic_namespace)
+        watcher = DepositWatcher(contracts, watcher_conn, producer, config)
+        tasks.append(asyncio.create_task(watcher.run(stop)))
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            task.result()
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if event_log is not None:
+            await producer.stop()
+            await watcher_conn.close()
+            await event_log.close()
+
+
+def _prove(arguments: argparse.Namespace) -> int:
+    contracts = _contracts(arguments)
+
+    async def run(conn: asyncpg.Connection) -> int:
+        proof = await prove(conn, contracts, arguments.trade_id)
+        print(json.dumps(msgspec.to_builtins(proof), indent=2))
+        if not proof.verified:
+            print(f"trade {arguments.trade_id}: the proof does NOT verify against the root "
+                  "on chain", file=sys.stderr)
+            return 1
+        return 0
+
+    return _with_database(arguments, run)

@@ -1,0 +1,420 @@
+"""The PostgreSQL adapter: schema `settlement`, and reads of the ledger's tables.
+
+Reads `ledger.trades` and `ledger.withdrawals` with SQL (the columns agreed with the
+ledger), so settlement needs no import of the ledger package.
+
+Tables:
+- `accounts`: the wallet address each named exchange account settles to. An account that
+  is itself a wallet address (0x + 40 hex) needs no row.
+- `batches`: one row per batch, stored `pending` before its transaction is first sent, then
+  `sent` (nonce, every transaction hash broadcast, last fees), then `settled` (the mined
+  transaction, block, gas) once it has its confirmations.
+- `batch_fills`: the leaves of each batch in tree order, for proofs.
+- `payouts`: one row per withdrawal of `ledger.withdrawals` paid out by `Vault.payout`,
+  with the same `pending` / `sent` / `settled` life as a batch.
+- `watchers`: the next block each deposit watcher reads.
+
+Migrations are idempotent `CREATE ... IF NOT EXISTS`, run under an advisory lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any, Final, Literal
+
+import asyncpg  # type: ignore[import-untyped]
+import msgspec
+
+from settlement.chain import is_wallet_address
+from settlement.errors import SettlementError
+from settlement.fills import ChainFill, Fill
+
+BatchStatus = Literal["pending", "sent", "settled"]
+MIGRATION_LOCK_ID: Final = 0x67707578_5345_54  # "gpux" "SET"
+SCHEMA: Final = """
+CREATE SCHEMA IF NOT EXISTS settlement;
+CREATE TABLE IF NOT EXISTS settlement.accounts (
+    account text PRIMARY KEY,
+    address text NOT NULL CHECK (address ~ '^0x[0-9a-fA-F]{40}$'),
+    registered_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS settlement.batches (
+    batch_id bigint PRIMARY KEY CHECK (batch_id > 0),
+    first_seq bigint NOT NULL,
+    last_seq bigint NOT NULL CHECK (last_seq >= first_seq),
+    fill_count integer NOT NULL CHECK (fill_count > 0),
+    fills_root bytea NOT NULL CHECK (length(fills_root) = 32),
+    assets numeric[] NOT NULL,
+    deltas numeric[] NOT NULL,
+    status text NOT NULL CHECK (status IN ('pending', 'sent', 'settled')),
+    nonce bigint,
+    tx_hashes bytea[] NOT NULL DEFAULT '{}',
+    max_fee_per_gas numeric,
+    priority_fee_per_gas numeric,
+    sent_at timestamptz,
+    send_count integer NOT NULL DEFAULT 0,
+    tx_hash bytea,
+    block_number bigint,
+    gas_used bigint,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    settled_at timestamptz
+);
+CREATE INDEX IF NOT EXISTS batches_open ON settlement.batches (batch_id)
+    WHERE status <> 'settled';
+CREATE TABLE IF NOT EXISTS settlement.batch_fills (
+    batch_id bigint NOT NULL REFERENCES settlement.batches,
+    leaf_index integer NOT NULL,
+    seq bigint NOT NULL,
+    trade_id text NOT NULL UNIQUE,
+    leaf bytea NOT NULL CHECK (length(leaf) = 32),
+    fill jsonb NOT NULL,
+    PRIMARY KEY (batch_id, leaf_index)
+);
+CREATE TABLE IF NOT EXISTS settlement.payouts (
+    withdrawal_seq bigint PRIMARY KEY,
+    account text NOT NULL,
+    address text NOT NULL,
+    asset numeric NOT NULL,
+    amount numeric NOT NULL CHECK (amount > 0),
+    status text NOT NULL CHECK (status IN ('pending', 'sent', 'settled')),
+    nonce bigint,
+    tx_hashes bytea[] NOT NULL DEFAULT '{}',
+    max_fee_per_gas numeric,
+    priority_fee_per_gas numeric,
+    sent_at timestamptz,
+    send_count integer NOT NULL DEFAULT 0,
+    tx_hash bytea,
+    block_number bigint,
+    gas_used bigint,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    settled_at timestamptz
+);
+CREATE TABLE IF NOT EXISTS settlement.watchers (
+    name text PRIMARY KEY,
+    next_block bigint NOT NULL CHECK (next_block >= 0),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+"""
+WITHDRAWALS_QUERY: Final = """
+SELECT seq, account, asset, amount FROM ledger.withdrawals WHERE seq > $1 ORDER BY seq LIMIT $2
+"""
+TRADES_QUERY: Final = """
+SELECT seq, trade_id::text AS trade_id, instrument, price_micro, quantity, buyer, seller,
+       buyer_fee_micro, seller_fee_micro
+FROM ledger.trades WHERE seq > $1 ORDER BY seq LIMIT $2
+"""
+
+
+async def migrate(conn: asyncpg.Connection) -> None:
+    """Create the schema and tables if they are missing."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_ID)
+        await conn.execute(SCHEMA)
+
+
+# --- accounts --------------------------------------------------------------------------
+
+
+async def register_account(conn: asyncpg.Connection, account: str, address: str) -> None:
+    """Set the wallet address a named account settles to (replacing an earlier one)."""
+    await conn.execute(
+        "INSERT INTO settlement.accounts (account, address) VALUES ($1, $2) "
+        "ON CONFLICT (account) DO UPDATE SET address = EXCLUDED.address, registered_at = now()",
+        account, address,
+    )  # fmt: skip
+
+
+async def bind_account(conn: asyncpg.Connection, account: str, address: str) -> str:
+    """Register `account` to `address` unless it has an address already; return the address."""
+    row = await conn.fetchrow(
+        "INSERT INTO settlement.accounts (account, address) VALUES ($1, $2) "
+        "ON CONFLICT (account) DO UPDATE SET account = EXCLUDED.account RETURNING address",
+        account, address,
+    )  # fmt: skip
+    bound: str = row["address"]
+    return bound
+
+
+async def addresses(conn: asyncpg.Connection, accounts: Iterable[str]) -> dict[str, str]:
+    """Return the address of each account that has one (wallet addresses map to themselves)."""
+    found = {account: account for account in accounts if is_wallet_address(account)}
+    named = [account for account in accounts if account not in found]
+    if named:
+        rows = await conn.fetch(
+            "SELECT account, address FROM settlement.accounts WHERE account = ANY($1::text[])",
+            named,
+        )
+        found.update({row["account"]: row["address"] for row in rows})
+    return found
+
+
+# --- deposit watchers ----------------------------------------------------------------------
+
+
+async def next_block(conn: asyncpg.Connection, name: str) -> int | None:
+    value: int | None = await conn.fetchval(
+        "SELECT next_block FROM settlement.watchers WHERE name = $1", name
+    )
+    return value
+
+
+async def save_next_block(conn: asyncpg.Connection, name: str, block: int) -> None:
+    await conn.execute(
+        "INSERT INTO settlement.watchers (name, next_block) VALUES ($1, $2) ON CONFLICT (name) "
+        "DO UPDATE SET next_block = EXCLUDED.next_block, updated_at = now()",
+        name, block,
+    )  # fmt: skip
+
+
+# --- trades ----------------------------------------------------------------------------------
+
+
+async def read_trades(conn: asyncpg.Connection, after_seq: int, limit: int) -> list[Fill]:
+    """Return up to `limit` trades of `ledger.trades` after `after_seq`, in seq order."""
+    rows = await _fetch_ledger(conn, TRADES_QUERY, after_seq, limit)
+    return [Fill(**dict(row)) for row in rows]
+
+
+class Withdrawal(msgspec.Struct, frozen=True):
+    """A withdrawal the engine debited: `amount` in micro-USDC or GPU-hours."""
+
+    seq: int
+    account: str
+    asset: str
+    amount: int
+
+
+async def read_withdrawals(conn: asyncpg.Connection, after_seq: int, limit: int
+                           ) -> list[Withdrawal]:
+    """Return up to `limit` rows of `ledger.withdrawals` after `after_seq`, in seq order."""
+    rows = await _fetch_ledger(conn, WITHDRAWALS_QUERY, after_seq, limit)
+    return [Withdrawal(int(row["seq"]), row["account"], row["asset"], int(row["amount"]))
+            for row in rows]
+
+
+async def first_trade_after(conn: asyncpg.Connection, seq: int) -> int | None:
+    """Return the seq of the first trade after `seq`, or None."""
+    value = await _fetchval_ledger(conn, "SELECT min(seq) FROM ledger.trades WHERE seq > $1", seq)
+    return int(value) if value is not None else None
+
+
+async def _fetch_ledger(conn: asyncpg.Connection, query: str, *args: Any) -> list[Any]:
+    try:
+        rows: list[Any] = await conn.fetch(query, *args)
+    except asyncpg.UndefinedTableError as error:
+        raise SettlementError(f"the ledger's table is missing ({error}): is the ledger "
+                              "migrated?", retriable=True) from error
+    return rows
+
+
+async def _fetchval_ledger(conn: asyncpg.Connection, query: str, *args: Any) -> Any:
+    try:
+        return await conn.fetchval(query, *args)
+    except asyncpg.UndefinedTableError as error:
+        raise SettlementError(f"the ledger's table is missing ({error}): is the ledger "
+                              "migrated?", retriable=True) from error
+
+
+# --- batches ---------------------------------------------------------------------------------
+
+
+class SendState(msgspec.Struct, kw_only=True):
+    """How far a stored transaction job (a batch, a payout) has got."""
+
+    status: BatchStatus
+    nonce: int | None = None
+    tx_hashes: list[bytes] = []
+    max_fee_per_gas: int | None = None
+    priority_fee_per_gas: int | None = None
+    sent_at: datetime | None = None
+    send_count: int = 0
+    tx_hash: bytes | None = None
+    block_number: int | None = None
+    gas_used: int | None = None
+
+
+class Batch(SendState, kw_only=True):
+    """A stored batch: what `Vault.settle` is called with, and how far it has got."""
+
+    batch_id: int
+    first_seq: int
+    last_seq: int
+    fill_count: int
+    fills_root: bytes
+    assets: list[int]
+    deltas: list[int]
+
+
+class Payout(SendState, kw_only=True):
+    """A stored payout: what `Vault.payout` is called with, and how far it has got."""
+
+    withdrawal_seq: int
+    account: str
+    address: str
+    asset: int
+    amount: int
+
+
+_BATCH_COLUMNS: Final = ", ".join(Batch.__struct_fields__)
+_PAYOUT_COLUMNS: Final = ", ".join(Payout.__struct_fields__)
+
+
+def _send_state(row: asyncpg.Record) -> dict[str, Any]:
+    values: dict[str, Any] = dict(row)
+    values["tx_hashes"] = [bytes(tx_hash) for tx_hash in values["tx_hashes"]]
+    for name in ("max_fee_per_gas", "priority_fee_per_gas"):
+        if values[name] is not None:
+            values[name] = int(values[name])
+    return values
+
+
+def _batch(row: asyncpg.Record) -> Batch:
+    values = _send_state(row)
+    values["assets"] = [int(asset) for asset in values["assets"]]
+    values["deltas"] = [int(delta) for delta in values["deltas"]]
+    return Batch(**values)
+
+
+def _payout(row: asyncpg.Record) -> Payout:
+    values = _send_state(row)
+    values["asset"] = int(values["asset"])
+    values["amount"] = int(values["amount"])
+    return Payout(**values)
+
+
+async def open_batch(conn: asyncpg.Connection) -> Batch | None:
+    """Return the oldest batch not yet settled (the submitter keeps at most one open)."""
+    row = await conn.fetchrow(
+        f"SELECT {_BATCH_COLUMNS} FROM settlement.batches WHERE status <> 'settled' "
+        "ORDER BY batch_id LIMIT 1"
+    )
+    return _batch(row) if row is not None else None
+
+
+async def get_batch(conn: asyncpg.Connection, batch_id: int) -> Batch | None:
+    row = await conn.fetchrow(
+        f"SELECT {_BATCH_COLUMNS} FROM settlement.batches WHERE batch_id = $1", batch_id
+    )
+    return _batch(row) if row is not None else None
+
+
+async def batched_through(conn: asyncpg.Connection) -> tuple[int, int]:
+    """Return (the last trade seq in any batch, the last batch id); zeros when none."""
+    row = await conn.fetchrow(
+        "SELECT coalesce(max(last_seq), 0) AS seq, coalesce(max(batch_id), 0) AS batch_id "
+        "FROM settlement.batches"
+    )
+    return int(row["seq"]), int(row["batch_id"])
+
+
+async def settled_through(conn: asyncpg.Connection) -> int:
+    """Return the last trade seq of the settled batches (batches settle in order)."""
+    value = await conn.fetchval(
+        "SELECT coalesce(max(last_seq), 0) FROM settlement.batches WHERE status = 'settled'"
+    )
+    return int(value)
+
+
+async def insert_batch(conn: asyncpg.Connection, batch: Batch, fills: Sequence[ChainFill],
+                       trade_ids: Sequence[str]) -> None:
+    """Store a new pending batch with its leaves, in one transaction."""
+    async with conn.transaction():
+        await conn.execute(
+            "INSERT INTO settlement.batches (batch_id, first_seq, last_seq, fill_count, "
+            "fills_root, assets, deltas, status) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending')",
+            batch.batch_id, batch.first_seq, batch.last_seq, batch.fill_count, batch.fills_root,
+            batch.assets, batch.deltas,
+        )  # fmt: skip
+        await conn.copy_records_to_table(
+            "batch_fills", schema_name="settlement",
+            columns=["batch_id", "leaf_index", "seq", "trade_id", "leaf", "fill"],
+            records=[
+                (batch.batch_id, index, fill.seq, trade_id, fill.leaf(),
+                 msgspec.json.encode(fill).decode())
+                for index, (fill, trade_id) in enumerate(zip(fills, trade_ids, strict=True))
+            ],
+        )  # fmt: skip
+
+
+JobTable = Literal["batches", "payouts"]
+_KEY_COLUMN: Final = {"batches": "batch_id", "payouts": "withdrawal_seq"}
+
+
+async def record_send(conn: asyncpg.Connection, table: JobTable, key: int, nonce: int,
+                      tx_hash: bytes, max_fee_per_gas: int, priority_fee_per_gas: int) -> None:
+    """Record a signed transaction of a batch or payout before it is broadcast."""
+    await conn.execute(
+        f"UPDATE settlement.{table} SET status = 'sent', nonce = $2, "
+        "tx_hashes = array_append(tx_hashes, $3::bytea), max_fee_per_gas = $4, "
+        "priority_fee_per_gas = $5, sent_at = now(), send_count = send_count + 1 "
+        f"WHERE {_KEY_COLUMN[table]} = $1 AND status <> 'settled'",
+        key, nonce, tx_hash, max_fee_per_gas, priority_fee_per_gas,
+    )  # fmt: skip
+
+
+async def mark_settled(conn: asyncpg.Connection, table: JobTable, key: int, tx_hash: bytes,
+                       block_number: int, gas_used: int) -> None:
+    await conn.execute(
+        f"UPDATE settlement.{table} SET status = 'settled', tx_hash = $2, block_number = $3, "
+        f"gas_used = $4, settled_at = now() WHERE {_KEY_COLUMN[table]} = $1",
+        key, tx_hash, block_number, gas_used,
+    )  # fmt: skip
+
+
+# --- payouts ---------------------------------------------------------------------------------
+
+
+async def open_payout(conn: asyncpg.Connection) -> Payout | None:
+    row = await conn.fetchrow(
+        f"SELECT {_PAYOUT_COLUMNS} FROM settlement.payouts WHERE status <> 'settled' "
+        "ORDER BY withdrawal_seq LIMIT 1"
+    )
+    return _payout(row) if row is not None else None
+
+
+async def get_payout(conn: asyncpg.Connection, withdrawal_seq: int) -> Payout | None:
+    row = await conn.fetchrow(
+        f"SELECT {_PAYOUT_COLUMNS} FROM settlement.payouts WHERE withdrawal_seq = $1",
+        withdrawal_seq,
+    )
+    return _payout(row) if row is not None else None
+
+
+async def paid_through(conn: asyncpg.Connection) -> int:
+    """Return the seq of the last withdrawal with a stored payout (0 when none)."""
+    value = await conn.fetchval("SELECT coalesce(max(withdrawal_seq), 0) FROM settlement.payouts")
+    return int(value)
+
+
+async def insert_payout(conn: asyncpg.Connection, payout: Payout) -> None:
+    await conn.execute(
+        "INSERT INTO settlement.payouts (withdrawal_seq, account, address, asset, amount, "
+        "status) VALUES ($1, $2, $3, $4, $5, 'pending')",
+        payout.withdrawal_seq, payout.account, payout.address, payout.asset, payout.amount,
+    )  # fmt: skip
+
+
+class StoredFill(msgspec.Struct, frozen=True):
+    batch_id: int
+    leaf_index: int
+    fill: ChainFill
+
+
+async def find_fill(conn: asyncpg.Connection, trade_id: str) -> StoredFill | None:
+    row = await conn.fetchrow(
+        "SELECT batch_id, leaf_index, fill FROM settlement.batch_fills WHERE trade_id = $1",
+        trade_id,
+    )
+    if row is None:
+        return None
+    fill = msgspec.json.decode(row["fill"], type=ChainFill)
+    return StoredFill(batch_id=row["batch_id"], leaf_index=row["leaf_index"], fill=fill)
+
+
+async def batch_leaves(conn: asyncpg.Connection, batch_id: int) -> list[bytes]:
+    rows = await conn.fetch(
+        "SELECT leaf FROM settlement.batch_fills WHERE batch_id = $1 ORDER BY leaf_index",
+        batch_id,
+    )
+    return [bytes(row["leaf"]) for row in rows]

@@ -1,0 +1,354 @@
+"""The batcher and submitter (`gpux settlement run`): one transaction job at a time.
+
+Jobs are batches of fills (`Vault.settle`) and payouts of withdrawals (`Vault.payout`); the
+settler key has at most one in flight, which keeps its nonces simple. Each `step()` does one
+thing and says what (an `Outcome`):
+- no open job: cut a batch from the unsettled trades (`batching`), or else a payout of the
+  next withdrawal once every trade before it has settled, and store it `pending`;
+- an open job the chain already holds: follow its transaction to `confirmations` blocks
+  (re-checking the block is still canonical), then mark it `settled`;
+- an open job not on chain: sign the call, record the transaction (nonce, hash, fees) in
+  PostgreSQL, then broadcast it. A recorded transaction still in the mempool after
+  `stuck_after_ms` is replaced with fees raised by `fee_bump_percent` (same nonce); one the
+  node no longer knows (dropped, or the node restarted) is sent again, with the same nonce
+  unless that nonce has been used since.
+
+Because the chain is asked first, a restart never sends a job that already happened, and
+because the hash is recorded before the broadcast, no transaction is ever out there that
+the store does not know. A transaction mined and then dropped by a reorganisation makes the
+job undone again, and it is sent again. A job the chain refuses (a revert) stops the
+submitter with RefusedError: it needs a person.
+
+Payouts wait for the trades before them: a withdrawal at seq W is paid only when every trade
+with a seq below W has settled, so the address's balance on chain covers it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]
+from eth_account.datastructures import SignedTransaction
+from eth_account.signers.local import LocalAccount
+from hexbytes import HexBytes
+from web3.exceptions import (
+    ContractCustomError,
+    ContractLogicError,
+    TransactionNotFound,
+    Web3RPCError,
+)
+
+from protocol import USDC
+from settlement import store
+from settlement.batching import Blocked, plan_batch, settleable_prefix
+from settlement.chain import USDC_ASSET, Contracts, call_rpc, token_id
+from settlement.errors import RefusedError, SettlementError
+from settlement.fills import accounts_of
+from settlement.jobs import BatchJob, Job, PayoutJob
+from settlement.store import Batch, Payout
+
+log = logging.getLogger("gpux.settlement.submitter")
+
+
+class Outcome(enum.StrEnum):
+    IDLE = "idle"                              # nothing to settle or pay
+    WAITING_FOR_TRADES = "waiting_for_trades"  # a partial batch waits for its interval
+    WAITING_FOR_ACCOUNTS = "waiting_for_accounts"
+    WAITING_FOR_SETTLEMENT = "waiting_for_settlement"  # a payout waits for earlier trades
+    STORED = "stored"                          # a new job is stored, not yet sent
+    SENT = "sent"
+    WAITING = "waiting"                        # our transaction is in the mempool
+    BUMPED = "bumped"                          # replaced with higher fees
+    RESENT = "resent"                          # sent again after the node lost it
+    CONFIRMING = "confirming"                  # on chain, not yet N blocks deep
+    SETTLED = "settled"
+
+
+@dataclass(frozen=True)
+class SubmitterConfig:
+    """Batch size and timing, confirmations, and the fee policy of the settler."""
+
+    confirmations: int = 12
+    batch_size_max: int = 1000
+    batch_interval_ms: int = 5000
+    poll_interval_ms: int = 500
+    stuck_after_ms: int = 60_000
+    fee_bump_percent: int = 25
+    sends_max: int = 20
+    priority_fee_wei: int = 1_000_000_000
+    max_fee_per_gas_cap_wei: int = 1_000_000_000_000
+    pay_withdrawals: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("confirmations", "batch_size_max", "poll_interval_ms", "sends_max",
+                     "priority_fee_wei", "max_fee_per_gas_cap_wei"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.batch_interval_ms < 0 or self.stuck_after_ms < 0:
+            raise ValueError("batch_interval_ms and stuck_after_ms must be >= 0")
+        if self.fee_bump_percent < 10:
+            raise ValueError("a replacement needs fees at least 10% higher: fee_bump_percent")
+
+
+@dataclass
+class MempoolView:
+    """What the node knows of a job's recorded transactions."""
+
+    mined: bool = False
+    reverted: bytes | None = None
+    in_mempool: bool = False
+    next_nonce: int = 0
+
+
+class Submitter:
+    """Cut, send and confirm jobs; `step()` does one thing, `run()` loops."""
+
+    def __init__(self, contracts: Contracts, conn: asyncpg.Connection, signer: LocalAccount,
+                 config: SubmitterConfig) -> None:
+        self.contracts = contracts
+        self.chain = contracts.chain
+        self.conn = conn
+        self.signer = signer
+        self.config = config
+        self._last_cut_s = time.monotonic()
+        self._last_blocked: Blocked | None = None
+        self._last_waiting_payout: tuple[int, str] | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Step until `stop`; pause a poll interval whenever there is nothing to do now."""
+        busy = {Outcome.STORED, Outcome.SETTLED}
+        while not stop.is_set():
+            try:
+                outcome = await self.step()
+            except SettlementError as error:
+                if not error.retriable:
+                    raise
+                log.warning("submitter: %s; retrying", error)
+                outcome = Outcome.WAITING
+            if outcome not in busy:
+                try:
+                    await asyncio.wait_for(stop.wait(), self.config.poll_interval_ms / 1000)
+                except TimeoutError:
+                    pass
+
+    async def step(self) -> Outcome:
+        job = await self._open_job()
+        if job is not None:
+            return await self._advance(job)
+        batch_outcome = await self._cut_batch()
+        if batch_outcome == Outcome.STORED or not self.config.pay_withdrawals:
+            return batch_outcome
+        payout_outcome = await self._cut_payout()
+        return payout_outcome if payout_outcome != Outcome.IDLE else batch_outcome
+
+    async def _open_job(self) -> Job | None:
+        batch = await store.open_batch(self.conn)
+        if batch is not None:
+            return BatchJob(batch)
+        payout = await store.open_payout(self.conn)
+        return PayoutJob(payout) if payout is not None else None
+
+    # --- cutting ---------------------------------------------------------------------------
+
+    async def _cut_batch(self) -> Outcome:
+        after_seq, last_batch_id = await store.batched_through(self.conn)
+        fills = await store.read_trades(self.conn, after_seq, self.config.batch_size_max)
+        if not fills:
+            return Outcome.IDLE
+        waited_ms = (time.monotonic() - self._last_cut_s) * 1000
+        if len(fills) < self.config.batch_size_max and waited_ms < self.config.batch_interval_ms:
+            return Outcome.WAITING_FOR_TRADES
+        addresses = await store.addresses(self.conn, accounts_of(fills))
+        prefix, blocked = settleable_prefix(fills, addresses)
+        if blocked is not None and blocked != self._last_blocked:
+            log.warning("trade seq %d waits: no wallet address for account(s) %s; register "
+                        "with `gpux settlement register-account`", blocked.seq,
+                        ", ".join(blocked.accounts))
+        self._last_blocked = blocked
+        if not prefix:
+            return Outcome.WAITING_FOR_ACCOUNTS
+        plan = plan_batch(prefix, addresses)
+        batch = Batch(batch_id=last_batch_id + 1, first_seq=plan.first_seq,
+                      last_seq=plan.last_seq, fill_count=len(plan.fills),
+                      fills_root=plan.fills_root, assets=plan.assets, deltas=plan.deltas,
+                      status="pending")
+        await store.insert_batch(self.conn, batch, plan.fills, plan.trade_ids)
+        self._last_cut_s = time.monotonic()
+        log.info("batch %d: %d fills (seq %d..%d), %d deltas", batch.batch_id, batch.fill_count,
+                 batch.first_seq, batch.last_seq, len(batch.deltas))
+        return Outcome.STORED
+
+    async def _cut_payout(self) -> Outcome:
+        after_seq = await store.paid_through(self.conn)
+        withdrawals = await store.read_withdrawals(self.conn, after_seq, 1)
+        if not withdrawals:
+            return Outcome.IDLE
+        (withdrawal,) = withdrawals
+        unsettled = await store.first_trade_after(self.conn,
+                                                  await store.settled_through(self.conn))
+        if unsettled is not None and unsettled < withdrawal.seq:
+            return Outcome.WAITING_FOR_SETTLEMENT
+        address = (await store.addresses(self.conn, [withdrawal.account])).get(withdrawal.account)
+        if address is None:
+            waiting = (withdrawal.seq, withdrawal.account)
+            if waiting != self._last_waiting_payout:
+                log.warning("withdrawal seq %d waits: no wallet address for account %s",
+                            withdrawal.seq, withdrawal.account)
+            self._last_waiting_payout = waiting
+            return Outcome.WAITING_FOR_ACCOUNTS
+        asset = USDC_ASSET if withdrawal.asset == USDC else token_id(withdrawal.asset)
+        await store.insert_payout(self.conn, Payout(
+            withdrawal_seq=withdrawal.seq, account=withdrawal.account, address=address,
+            asset=asset, amount=withdrawal.amount, status="pending",
+        ))  # fmt: skip
+        log.info("payout of withdrawal %d: %d %s to %s", withdrawal.seq, withdrawal.amount,
+                 withdrawal.asset, address)
+        return Outcome.STORED
+
+    # --- advancing an open job -----------------------------------------------------------------
+
+    async def _advance(self, job: Job) -> Outcome:
+        if await asyncio.to_thread(job.done_on_chain, self.contracts):
+            return await self._confirm(job)
+        if job.state.status == "pending":
+            await self._send(job, nonce=None, bump=False)
+            return Outcome.SENT
+        return await self._chase(job)
+
+    async def _confirm(self, job: Job) -> Outcome:
+        landing = await asyncio.to_thread(job.landing, self.contracts)
+        if landing is None:
+            return Outcome.CONFIRMING  # the node answers the state before its logs
+        head = await asyncio.to_thread(self.chain.block_number)
+        if head - landing.block_number + 1 < self.config.confirmations:
+            return Outcome.CONFIRMING
+        canonical = await asyncio.to_thread(self._block_hash, landing.block_number)
+        if canonical != landing.block_hash:
+            return Outcome.CONFIRMING  # reorganised under us: look again next step
+        gas_used = await asyncio.to_thread(self._gas_used, landing.tx_hash)
+        await store.mark_settled(self.conn, job.table, job.key, landing.tx_hash,
+                                 landing.block_number, gas_used)
+        log.info("%s settled in 0x%s (block %d, %d gas)", job.label, landing.tx_hash.hex(),
+                 landing.block_number, gas_used)
+        return Outcome.SETTLED
+
+    async def _chase(self, job: Job) -> Outcome:
+        """The job's transaction is not (or no longer) on chain: wait, bump or resend."""
+        state = job.state
+        if state.send_count >= self.config.sends_max:
+            raise RefusedError(f"{job.label} is not on chain after {state.send_count} sends")
+        view = await asyncio.to_thread(self._look_up, state.tx_hashes)
+        if view.reverted is not None:
+            raise RefusedError(f"{job.label}: the chain refused it in "
+                               f"0x{view.reverted.hex()} (reverted)")
+        if view.mined:
+            return Outcome.CONFIRMING
+        if view.in_mempool:
+            assert state.sent_at is not None
+            age = datetime.now(UTC) - state.sent_at
+            if age < timedelta(milliseconds=self.config.stuck_after_ms):
+                return Outcome.WAITING
+            await self._send(job, nonce=state.nonce, bump=True)
+            return Outcome.BUMPED
+        nonce = state.nonce if state.nonce is not None and view.next_nonce <= state.nonce else None
+        log.warning("%s: the node does not know its transaction; sending again%s", job.label,
+                    f" with nonce {nonce}" if nonce is not None else " with a new nonce")
+        await self._send(job, nonce=nonce, bump=False)
+        return Outcome.RESENT
+
+    # --- sending -----------------------------------------------------------------------------
+
+    async def _send(self, job: Job, *, nonce: int | None, bump: bool) -> None:
+        signed, used_nonce, fees = await asyncio.to_thread(self._sign, job, nonce, bump)
+        await store.record_send(self.conn, job.table, job.key, used_nonce, bytes(signed.hash),
+                                *fees)
+        await self._broadcast(signed)
+        log.info("%s: sent 0x%s (nonce %d, max fee %d wei)", job.label,
+                 bytes(signed.hash).hex(), used_nonce, fees[0])
+
+    async def _broadcast(self, signed: SignedTransaction) -> None:
+        try:
+            await asyncio.to_thread(
+                call_rpc, lambda: self.chain.w3.eth.send_raw_transaction(signed.raw_transaction),
+                "eth_sendRawTransaction",
+            )
+        except Web3RPCError as error:
+            # "already known", "nonce too low", "underpriced": the next step looks again
+            log.warning("broadcast of 0x%s refused: %s", bytes(signed.hash).hex(), error)
+
+    def _fees(self, job: Job, bump: bool) -> tuple[int, int]:
+        """Return (max fee, tip): the market's, and for a replacement at least the bump."""
+        fields = self.chain.fee_fields(self.config.priority_fee_wei)
+        max_fee, tip = fields["maxFeePerGas"], fields["maxPriorityFeePerGas"]
+        state = job.state
+        if bump and state.max_fee_per_gas is not None and state.priority_fee_per_gas is not None:
+            factor = 100 + self.config.fee_bump_percent
+            max_fee = max(max_fee, state.max_fee_per_gas * factor // 100 + 1)
+            tip = max(tip, state.priority_fee_per_gas * factor // 100 + 1)
+        max_fee = min(max_fee, self.config.max_fee_per_gas_cap_wei)
+        return max_fee, min(tip, max_fee)
+
+    def _sign(self, job: Job, nonce: int | None, bump: bool
+              ) -> tuple[SignedTransaction, int, tuple[int, int]]:
+        w3 = self.chain.w3
+        address = self.signer.address
+        call = job.call(self.contracts)
+        if nonce is None:
+            nonce = call_rpc(lambda: w3.eth.get_transaction_count(address, "pending"),
+                             "eth_getTransactionCount")
+        max_fee, tip = self._fees(job, bump)
+        try:
+            estimate = call_rpc(lambda: call.estimate_gas({"from": address}), "eth_estimateGas")
+        except (ContractCustomError, ContractLogicError) as error:
+            raise RefusedError(f"{job.label} would revert: {error}") from error
+        params: Any = {
+            "from": address, "nonce": nonce, "gas": estimate + estimate // 4,
+            "maxFeePerGas": max_fee, "maxPriorityFeePerGas": tip,
+            "chainId": self.contracts.deployment.chain_id,
+        }  # fmt: skip
+        transaction: Any = call_rpc(lambda: call.build_transaction(params), "build_transaction")
+        return self.signer.sign_transaction(transaction), nonce, (max_fee, tip)
+
+    # --- looking at the chain (sync, run in a thread) ------------------------------------------
+
+    def _block_hash(self, block_number: int) -> bytes:
+        block = call_rpc(lambda: self.chain.w3.eth.get_block(block_number), "eth_getBlock")
+        return bytes(block["hash"])
+
+    def _gas_used(self, tx_hash: bytes) -> int:
+        receipt = call_rpc(lambda: self.chain.w3.eth.get_transaction_receipt(HexBytes(tx_hash)),
+                           "eth_getTransactionReceipt")
+        return int(receipt["gasUsed"])
+
+    def _look_up(self, tx_hashes: list[bytes]) -> MempoolView:
+        w3 = self.chain.w3
+        view = MempoolView()
+        for tx_hash in tx_hashes:
+            receipt = _optional(lambda h=tx_hash: w3.eth.get_transaction_receipt(HexBytes(h)))
+            if receipt is not None:
+                if receipt["status"] == 1:
+                    view.mined = True
+                else:
+                    view.reverted = tx_hash
+                continue
+            if _optional(lambda h=tx_hash: w3.eth.get_transaction(HexBytes(h))) is not None:
+                view.in_mempool = True
+        view.next_nonce = call_rpc(
+            lambda: w3.eth.get_transaction_count(self.signer.address, "latest"),
+            "eth_getTransactionCount",
+        )
+        return view
+
+
+def _optional(action: Any) -> Any:
+    """Return the node's answer, or None when it knows no such transaction."""
+    try:
+        return call_rpc(action, "transaction look-up")
+    except TransactionNotFound:
+        return None

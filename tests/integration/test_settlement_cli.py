@@ -1,0 +1,109 @@
+"""`gpux settlement` end to end as an operator runs it: deploy, register, run, prove.
+
+`run --kafka` settles the ledger's trades and turns Vault deposits into `deposit` commands
+on the commands topic, in one process that stops cleanly on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import asyncpg
+from eth_utils.address import to_checksum_address
+
+from eventlog.kafka import KafkaConfig, KafkaLog
+from eventlog.port import COMMANDS_TOPIC, TopicSpec
+from eventlog.reading import read_to_end
+from protocol import Deposit, decode_command
+from settlement import store
+from settlement.chain import Chain, Contracts, Deployment, dev_account
+from settlement.dev import deposit_tokens, deposit_usdc, new_wallet
+from settlement.fills import Fill
+from settlement.testing import create_ledger_trades_stand_in, fresh_database, insert_trades
+from tests.helpers import eventually
+
+ROOT = Path(__file__).resolve().parents[2]
+SYMBOL = "B200.ap-south.2026-04-01T00"
+
+
+def gpux_settlement(*arguments: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gpux", "settlement", *arguments], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+async def test_deploy_register_run_and_prove_from_the_command_line(
+    eth_rpc_url: str, database_url: str, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    url = await fresh_database(database_url)
+    deployment_path = tmp_path / "deployment.json"
+    namespace = f"c{uuid.uuid4().hex[:8]}."
+    env = {**os.environ, "ETH_RPC_URL": eth_rpc_url, "DATABASE_URL": url,
+           "GPUX_DEPLOYMENT": str(deployment_path), "PYTHONPATH": str(ROOT)}
+    deployed = gpux_settlement("deploy", env=env)
+    assert deployed.returncode == 0, deployed.stderr
+    assert json.loads(deployed.stdout)["vault"] == Deployment.load(deployment_path).vault
+    contracts = Contracts(Chain(eth_rpc_url), Deployment.load(deployment_path))
+    buyer, seller, fees = (new_wallet(contracts) for _ in range(3))
+    deposit_usdc(contracts, buyer, 50_000_000)
+    deposit_tokens(contracts, dev_account(0), seller, SYMBOL, 9, account="op-9")
+    for account, wallet in (("op-9", seller), ("fees", fees)):
+        registered = gpux_settlement("register-account", account, wallet.address, env=env)
+        assert registered.returncode == 0, registered.stderr
+    conn = await asyncpg.connect(url)
+    event_log = KafkaLog(KafkaConfig(bootstrap_servers=kafka_bootstrap))
+    commands_topic = namespace + COMMANDS_TOPIC
+    await event_log.create_topics([TopicSpec(name=commands_topic)])
+    await create_ledger_trades_stand_in(conn)
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "gpux", "settlement", "run", "--confirmations", "1",
+         "--batch-interval-ms", "0", "--poll-interval-ms", "50", "--kafka", kafka_bootstrap,
+         "--topic-namespace", namespace],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=(tmp_path / "run.log").open("w"),
+    )
+    try:
+        await insert_trades(conn, [Fill(seq=1, trade_id="1", instrument=SYMBOL,
+                                        price_micro=2_500_000, quantity=4, buyer=buyer.address,
+                                        seller="op-9", buyer_fee_micro=1_000,
+                                        seller_fee_micro=500)])
+
+        async def settled() -> bool:
+            batch = await store.get_batch(conn, 1)
+            return batch is not None and batch.status == "settled"
+
+        await eventually(settled, timeout_s=60, message="batch 1 settled by `run`")
+
+        async def deposits_sent() -> list[Deposit]:
+            consumer = event_log.consumer(commands_topic, start="earliest")
+            await consumer.start()
+            try:
+                records = await read_to_end(consumer)
+            finally:
+                await consumer.stop()
+            commands = [decode_command(record.value) for record in records]
+            return [command for command in commands if isinstance(command, Deposit)]
+
+        async def both_deposits_sent() -> bool:
+            return len(await deposits_sent()) == 2
+
+        await eventually(both_deposits_sent, timeout_s=60, message="two deposit commands")
+        deposits = await deposits_sent()
+        assert {(d.account, d.asset, d.amount) for d in deposits} == {
+            (to_checksum_address(buyer.address), "USDC", "50"), ("op-9", SYMBOL, 9)}
+        runner.send_signal(signal.SIGTERM)
+        assert runner.wait(timeout=30) == 0
+        proved = gpux_settlement("prove", "1", env=env)
+        assert proved.returncode == 0, proved.stderr
+        assert json.loads(proved.stdout)["verified_by_vault"] is True
+        assert contracts.vault_balance(fees.address, 0) == 1_500
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()
+        await event_log.close()
+        await conn.close()

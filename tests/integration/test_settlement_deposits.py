@@ -1,0 +1,161 @@
+"""Vault deposits reach the engine as `deposit` commands: once, and only when N blocks deep.
+
+The engine service runs in-process on the real Kafka; the watcher reads a real anvil and
+keeps its progress in a real PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import asyncpg
+import pytest
+from eth_utils import to_checksum_address
+
+from eventlog.kafka import KafkaConfig, KafkaLog
+from eventlog.port import EventLog, Producer
+from eventlog.reading import read_to_end
+from matching_engine.service import EngineConfig, EngineService
+from protocol import Deposited, DepositRejected, ListInstrument, decode_event, encode
+from settlement import store
+from settlement.chain import Chain, Contracts, deploy, dev_account
+from settlement.deposits import DepositWatcher, WatcherConfig
+from settlement.dev import deposit_tokens, deposit_usdc, new_wallet
+from settlement.testing import fresh_database
+from tests.helpers import eventually
+
+SYMBOL = "H100-SXM-80GB.eu-west.2026-02-01T00"
+CONFIRMATIONS = 3
+
+
+@dataclass
+class Venue:
+    contracts: Contracts
+    conn: asyncpg.Connection
+    event_log: EventLog
+    producer: Producer
+    engine_config: EngineConfig
+
+    def watcher(self) -> DepositWatcher:
+        config = WatcherConfig(confirmations=CONFIRMATIONS,
+                               topic_namespace=self.engine_config.topic_namespace)
+        return DepositWatcher(self.contracts, self.conn, self.producer, config)
+
+    def mine(self, blocks: int) -> None:
+        self.contracts.chain.rpc("anvil_mine", [hex(blocks)])
+
+    async def deposit_events(self) -> list[Deposited | DepositRejected]:
+        consumer = self.event_log.consumer(self.engine_config.events_topic, start="earliest")
+        await consumer.start()
+        try:
+            records = await read_to_end(consumer)
+        finally:
+            await consumer.stop()
+        events = [decode_event(record.value) for record in records]
+        return [e for e in events if isinstance(e, (Deposited, DepositRejected))]
+
+
+@pytest.fixture(scope="module")
+async def venue(eth_rpc_url: str, database_url: str, kafka_bootstrap: str
+                ) -> AsyncIterator[Venue]:
+    chain = Chain(eth_rpc_url)
+    admin = dev_account(0)
+    contracts = Contracts(chain, deploy(chain, admin, settler=admin.address,
+                                        minter=admin.address))
+    conn = await asyncpg.connect(await fresh_database(database_url))
+    await store.migrate(conn)
+    namespace = f"s{uuid.uuid4().hex[:8]}."
+    engine_config = EngineConfig(topic_namespace=namespace, transactional_id=f"{namespace}engine",
+                                 group_id=f"{namespace}engine")
+    event_log = KafkaLog(KafkaConfig(bootstrap_servers=kafka_bootstrap))
+    engine = EngineService(event_log, engine_config)
+    stop = asyncio.Event()
+    engine_task = asyncio.create_task(engine.run(stop))
+    producer = event_log.producer()
+    await producer.start()
+    try:
+        await asyncio.wait_for(engine.ready.wait(), 60)
+        now = time.time_ns()
+        listing = ListInstrument(
+            ts=now, symbol=SYMBOL, gpu="H100-SXM-80GB", region="eu-west",
+            delivery_start=now + 86_400 * 10**9, delivery_hours=1, tick_size="0.01",
+            max_order_quantity=1000, maker_fee_bps=0, taker_fee_bps=0,
+        )
+        await producer.send(engine_config.commands_topic, encode(listing))
+        yield Venue(contracts, conn, event_log, producer, engine_config)
+    finally:
+        stop.set()
+        await engine_task
+        await producer.stop()
+        await event_log.close()
+        await conn.close()
+
+
+async def test_confirmed_deposits_are_credited_once_even_when_read_again(venue: Venue) -> None:
+    contracts = venue.contracts
+    buyer, operator = new_wallet(contracts), new_wallet(contracts)
+    usdc = deposit_usdc(contracts, buyer, 1_250_500_000)
+    tokens = deposit_tokens(contracts, dev_account(0), operator, SYMBOL, 40, account="op-1")
+    usdc_id = f"0x{bytes(usdc['transactionHash']).hex()}:{usdc['logs'][-1]['logIndex']}"
+    token_id = f"0x{bytes(tokens['transactionHash']).hex()}:{tokens['logs'][-1]['logIndex']}"
+    watcher = venue.watcher()
+    start = await store.next_block(venue.conn, "deposits")
+    venue.mine(CONFIRMATIONS - 1)  # the token deposit has N-1 blocks on top: N confirmations
+    assert await watcher.step() == 2
+    assert await store.bind_account(venue.conn, "op-1", buyer.address) == operator.address
+
+    # A watcher that died before storing its progress reads the same blocks again.
+    await store.save_next_block(venue.conn, "deposits", start or 0)
+    assert await watcher.step() == 2
+
+    async def both_refused_the_second_time() -> bool:
+        events = await venue.deposit_events()
+        return sum(isinstance(e, DepositRejected) for e in events) >= 2
+
+    await eventually(both_refused_the_second_time, message="both repeats answered")
+    events = await venue.deposit_events()
+    credited = [e for e in events if isinstance(e, Deposited)
+                and e.deposit_id in (usdc_id, token_id)]
+    assert [(e.account, e.asset, e.amount) for e in credited] == [
+        (buyer.address, "USDC", "1250.5"), ("op-1", SYMBOL, 40)]
+    rejected = [(e.account, e.reason) for e in events if isinstance(e, DepositRejected)]
+    assert rejected == [(buyer.address, "duplicate_deposit"), ("op-1", "duplicate_deposit")]
+
+
+async def test_a_deposit_dropped_by_a_short_reorg_is_never_credited(venue: Venue) -> None:
+    contracts = venue.contracts
+    chain = contracts.chain
+    wallet = new_wallet(contracts)
+    watcher = venue.watcher()
+    await watcher.step()  # read up to here first
+    chain.transact(contracts.usdc.functions.mint(wallet.address, 10_000_000), wallet)
+    chain.transact(contracts.usdc.functions.approve(contracts.vault.address, 10_000_000), wallet)
+    snapshot = chain.rpc("evm_snapshot")
+    doomed = chain.transact(contracts.vault.functions.deposit(0, 7_000_000, ""), wallet)
+    venue.mine(CONFIRMATIONS - 2)  # N-1 confirmations: not deep enough
+    assert await watcher.step() == 0
+    assert chain.rpc("evm_revert", [snapshot]) is True
+    # another history: a different deposit, then enough blocks for everything to be N deep
+    kept = chain.transact(contracts.vault.functions.deposit(0, 3_000_000, ""), wallet)
+    venue.mine(CONFIRMATIONS + 2)
+    assert await watcher.step() == 1
+    doomed_id = f"0x{bytes(doomed['transactionHash']).hex()}:{doomed['logs'][-1]['logIndex']}"
+    kept_id = f"0x{bytes(kept['transactionHash']).hex()}:{kept['logs'][-1]['logIndex']}"
+    assert doomed_id != kept_id
+
+    async def kept_credited() -> bool:
+        events = await venue.deposit_events()
+        return any(isinstance(e, Deposited) and e.deposit_id == kept_id for e in events)
+
+    await eventually(kept_credited, message="the deposit on the surviving chain is credited")
+    events = await venue.deposit_events()
+    credited_ids = [e.deposit_id for e in events if isinstance(e, Deposited)]
+    assert doomed_id not in credited_ids
+    assert credited_ids.count(kept_id) == 1
+    (credited,) = [e for e in events if isinstance(e, Deposited) and e.deposit_id == kept_id]
+    assert (credited.account, credited.amount) == (to_checksum_address(wallet.address), "3")
+    assert contracts.vault_balance(wallet.address, 0) == 3_000_000
