@@ -1,0 +1,275 @@
+"""`gpux ledger COMMAND`: migrate, run the projector, verify, read, reconcile.
+
+    gpux ledger migrate   --database-url URL [--service-password PW]
+    gpux ledger run       --kafka HOST:PORT --database-url URL [--topic-namespace NS]
+    gpux ledger verify    --database-url URL
+    gpux ledger balances  --database-url URL [--account A] [--at-seq N]
+    gpux ledger statement ACCOUNT --database-url URL [--asset X] [--csv]
+    gpux ledger fees      --database-url URL [--at-seq N]
+    gpux ledger reconcile --database-url URL --kafka HOST:PORT [--topic-namespace NS]
+                          [--at-seq N] [--snapshot-dir DIR]
+
+`--database-url` defaults to $DATABASE_URL and `--kafka` to $KAFKA_BOOTSTRAP. Exit codes:
+0 success, 1 a broken chain, a reconciliation difference or a ledger failure, 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TextIO
+
+from eventlog.port import COMMANDS_TOPIC, EventLog
+from ledger import reads
+from ledger.db import SERVICE_ROLE, connect
+from ledger.errors import LedgerError
+from ledger.migrate import apply_migrations, set_service_password
+from ledger.projector import ProjectorConfig, run_supervised
+from ledger.reconcile import reconcile
+from ledger.verify import verify_chain
+from protocol import USDC, format_micro
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def format_amount(asset: str, amount: int) -> str:
+    """Format an amount as the wire does: a USDC decimal string, or a whole token count."""
+    return format_micro(amount) if asset == USDC else str(amount)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gpux ledger", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=text, description=text)
+        sub.add_argument("--database-url", default=os.environ.get("DATABASE_URL"),
+                         help="PostgreSQL URL (default: $DATABASE_URL)")
+        return sub
+
+    migrate = command("migrate", "create or upgrade the ledger schema")
+    migrate.add_argument("--service-password", default=os.environ.get("GPUX_LEDGER_PASSWORD"),
+                         help=f"let role {SERVICE_ROLE} log in with this password "
+                              "(default: $GPUX_LEDGER_PASSWORD)")
+    run = command("run", "project the events topic into the journal")
+    _add_log_arguments(run)
+    run.add_argument("--batch-size-max", type=int, default=ProjectorConfig.batch_size_max)
+    run.add_argument("--batch-interval-ms", type=int,
+                     default=ProjectorConfig.batch_interval_ms)
+    run.add_argument("--writer-connections", type=int,
+                     default=ProjectorConfig.writer_connections,
+                     help="batches appended at once (they still commit in order)")
+    run.add_argument("--database-role", default=SERVICE_ROLE,
+                     help="role to act as after connecting ('' to keep the login role)")
+    command("verify", "walk the hash chain; report the first broken link")
+    balances = command("balances", "print balances per account and asset")
+    balances.add_argument("--account")
+    balances.add_argument("--at-seq", type=int)
+    statement = command("statement", "print an account's entries with running balances")
+    statement.add_argument("account")
+    statement.add_argument("--asset")
+    statement.add_argument("--after-seq", type=int, default=0)
+    statement.add_argument("--limit", type=int, default=10_000)
+    statement.add_argument("--csv", action="store_true", help="CSV with a header line")
+    fees = command("fees", "print the fees earned, per instrument and in total")
+    fees.add_argument("--at-seq", type=int)
+    reconcile_parser = command("reconcile", "compare ledger balances with the engine state")
+    _add_log_arguments(reconcile_parser)
+    reconcile_parser.add_argument("--at-seq", type=int)
+    reconcile_parser.add_argument("--snapshot-dir", type=Path,
+                                  help="engine snapshots to start the replay from")
+    return parser
+
+
+def _add_log_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log", choices=("kafka", "embedded"), default="kafka")
+    parser.add_argument("--kafka", default=os.environ.get("KAFKA_BOOTSTRAP"),
+                        help="bootstrap servers (default: $KAFKA_BOOTSTRAP)")
+    parser.add_argument("--data-dir", type=Path, help="embedded log directory")
+    parser.add_argument("--topic-namespace", default="", help="prefix of the topic names")
+
+
+def open_log(args: argparse.Namespace) -> EventLog:
+    """Open the Kafka or the embedded log, as the command line chose."""
+    if args.log == "kafka":
+        from eventlog.kafka import KafkaConfig, KafkaLog
+
+        if not args.kafka:
+            raise _UsageError("--kafka HOST:PORT (or $KAFKA_BOOTSTRAP) is required")
+        return KafkaLog(KafkaConfig(bootstrap_servers=args.kafka))
+    from eventlog.embedded import EmbeddedLog
+
+    if args.data_dir is None:
+        raise _UsageError("--data-dir is required with --log embedded")
+    return EmbeddedLog.open(args.data_dir / "log")
+
+
+class _UsageError(Exception):
+    """Refuse a command line that parsed but cannot run (a missing URL, ...)."""
+
+
+async def _migrate(args: argparse.Namespace, out: TextIO) -> int:
+    connection = await connect(args.database_url)
+    try:
+        applied = await apply_migrations(connection)
+        if args.service_password:
+            await set_service_password(connection, args.service_password)
+    finally:
+        await connection.close()
+    for migration in applied:
+        print(f"applied {migration.version:03d}_{migration.name}", file=out)
+    if not applied:
+        print("schema is up to date", file=out)
+    return EXIT_OK
+
+
+async def _run(args: argparse.Namespace, out: TextIO) -> int:
+    config = ProjectorConfig(
+        batch_size_max=args.batch_size_max, batch_interval_ms=args.batch_interval_ms,
+        writer_connections=args.writer_connections, database_role=args.database_role or None,
+        topic_namespace=args.topic_namespace,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    event_log = open_log(args)
+    try:
+        await run_supervised(event_log, args.database_url, config, stop)
+    finally:
+        await event_log.close()
+    return EXIT_OK
+
+
+async def _verify(args: argparse.Namespace, out: TextIO) -> int:
+    connection = await connect(args.database_url)
+    try:
+        report = await verify_chain(connection)
+    finally:
+        await connection.close()
+    if report.broken is not None:
+        print(f"BROKEN at entry seq {report.broken.seq}: {report.broken.reason} "
+              f"({report.entries_checked} entries before it are sound)", file=out)
+        return EXIT_FAILED
+    print(f"ok: {report.entries_checked} entries, head seq {report.head_seq}, "
+          f"head hash {report.head_hash}", file=out)
+    return EXIT_OK
+
+
+async def _balances(args: argparse.Namespace, out: TextIO) -> int:
+    connection = await connect(args.database_url)
+    try:
+        found = await reads.balances(connection, at_seq=args.at_seq, account=args.account)
+    finally:
+        await connection.close()
+    for (account, asset), amount in sorted(found.items()):
+        print(f"{account}\t{asset}\t{format_amount(asset, amount)}", file=out)
+    return EXIT_OK
+
+
+async def _statement(args: argparse.Namespace, out: TextIO) -> int:
+    connection = await connect(args.database_url)
+    try:
+        lines = await reads.statement(connection, args.account, asset=args.asset,
+                                      after_seq=args.after_seq, limit=args.limit)
+    finally:
+        await connection.close()
+    header = ("seq", "ts", "kind", "asset", "amount", "balance")
+    rows = [
+        (str(line.seq), str(line.ts), line.kind, line.asset,
+         format_amount(line.asset, line.amount), format_amount(line.asset, line.balance))
+        for line in lines
+    ]
+    if args.csv:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+    else:
+        for row in [header, *rows]:
+            print("\t".join(row), file=out)
+    return EXIT_OK
+
+
+async def _fees(args: argparse.Namespace, out: TextIO) -> int:
+    connection = await connect(args.database_url)
+    try:
+        earned = await reads.fees_earned(connection, at_seq=args.at_seq)
+    finally:
+        await connection.close()
+    for instrument, fees in earned.by_instrument_micro.items():
+        print(f"{instrument}\t{format_micro(fees)}", file=out)
+    print(f"total\t{format_micro(earned.total_micro)}", file=out)
+    return EXIT_OK
+
+
+async def _reconcile(args: argparse.Namespace, out: TextIO) -> int:
+    from matching_engine.snapshots import SnapshotStore
+
+    snapshots = SnapshotStore(args.snapshot_dir) if args.snapshot_dir is not None else None
+    event_log = open_log(args)
+    try:
+        connection = await connect(args.database_url)
+        try:
+            report = await reconcile(connection, event_log, at_seq=args.at_seq,
+                                     commands_topic=args.topic_namespace + COMMANDS_TOPIC,
+                                     snapshots=snapshots)
+        finally:
+            await connection.close()
+    finally:
+        await event_log.close()
+    for difference in report.differences:
+        asset = difference.asset
+        print(f"DIFF {difference.account}\t{asset}\tledger "
+              f"{format_amount(asset, difference.ledger)}\tengine "
+              f"{format_amount(asset, difference.engine)}", file=out)
+    print(f"seq {report.seq}: {report.balances_compared} balances compared, "
+          f"{len(report.differences)} differences", file=out)
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], Awaitable[int]]] = {
+    "migrate": _migrate,
+    "run": _run,
+    "verify": _verify,
+    "balances": _balances,
+    "statement": _statement,
+    "fees": _fees,
+    "reconcile": _reconcile,
+}
+
+
+def main(argv: list[str]) -> int:
+    """Run one `gpux ledger` subcommand; return the process exit code."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if not args.database_url:
+        print("gpux ledger: --database-url URL (or $DATABASE_URL) is required", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return _run_loop(_COMMANDS[args.command](args, sys.stdout))
+    except _UsageError as error:
+        print(f"gpux ledger {args.command}: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except LedgerError as error:
+        print(f"gpux ledger {args.command}: {error}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _run_loop(coroutine: Awaitable[int]) -> int:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coroutine)  # type: ignore[arg-type]
+    return uvloop.run(coroutine)  # type: ignore[arg-type]

@@ -1,0 +1,306 @@
+"""Turn engine events into double-entry journal rows: the pure core of the ledger.
+
+No I/O, no clock, no `await`: `JournalBuilder.build` takes raw event records (offset and
+bytes) and returns the rows to append (a `JournalBatch`), so the same code runs in the
+projector, the benchmark and the tests.
+
+Money-moving events and their postings (amounts in integer units: micro-USDC for USDC,
+whole tokens for an instrument's token, whose asset id is the instrument symbol):
+
+    deposited  chain -amount, account +amount
+    withdrawn  account -amount, chain +amount
+    trade      buyer USDC -(q*P + buyer_fee), seller USDC +(q*P - seller_fee),
+               fees USDC +(maker_fee + taker_fee), seller token -q, buyer token +q
+
+where the buyer is the taker when `aggressor_side` is buy, else the maker. Postings of one
+entry are merged per (account, asset) and zero amounts are dropped, so an entry has at
+most one posting per account and asset. Every entry balances per asset.
+
+Each entry carries `hash = sha256(prev_hash || canonical)`, chained from `GENESIS_HASH`,
+where `canonical` is the compact JSON array `[seq, [[seq, account, asset, amount], ...]]`
+of the entry's posting rows sorted by (account, asset, amount); e.g.
+`[7,[[7,"@chain","USDC",-2500000],[7,"alice","USDC",2500000]]]`. JSON escaping makes the
+encoding unambiguous whatever text a tampered row holds.
+
+Of events that move no money only `type` and `seq` are read: the journal needs nothing
+else from them, and skipping their other fields halves the decoding cost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+import msgspec
+
+from eventlog.port import Record
+from ledger.errors import EventError, LedgerError, SeqGapError
+from protocol import FEE_ACCOUNT, USDC, Deposited, Trade, Withdrawn, decode_event
+from protocol.errors import ProtocolError
+from protocol.money import parse_micro
+
+__all__ = [
+    "CHAIN_ACCOUNT",
+    "GENESIS_HASH",
+    "MONEY_EVENT_KINDS",
+    "EntryRow",
+    "JournalBatch",
+    "JournalBuilder",
+    "PostingRow",
+    "trade_entry",
+    "TradeRow",
+    "WithdrawalRow",
+    "entry_hash",
+    "postings_of",
+]
+
+# The outside world that deposits come from and withdrawals go to. '@' is outside the
+# protocol's account alphabet [A-Za-z0-9_.:-], so no trading account can ever be named so.
+CHAIN_ACCOUNT: Final = "@chain"
+GENESIS_HASH: Final = bytes(32)
+MONEY_EVENT_KINDS: Final = frozenset(("deposited", "withdrawn", "trade"))
+
+EntryRow = tuple[int, str, int, bytes, bytes]  # (seq, kind, ts, prev_hash, hash)
+PostingRow = tuple[int, str, str, int]  # (seq, account, asset, signed amount)
+# (seq, trade_id, instrument, price_micro, quantity, buyer, seller, buyer_fee_micro,
+#  seller_fee_micro, maker_account, taker_account, aggressor_side, ts)
+TradeRow = tuple[int, str, str, int, int, str, str, int, int, str, str, str, int]
+WithdrawalRow = tuple[int, str, str, int, int]  # (seq, account, asset, amount, ts)
+
+ENTRY_COLUMNS: Final = ("seq", "kind", "ts", "prev_hash", "hash")
+POSTING_COLUMNS: Final = ("seq", "account", "asset", "amount")
+TRADE_COLUMNS: Final = (
+    "seq", "trade_id", "instrument", "price_micro", "quantity", "buyer", "seller",
+    "buyer_fee_micro", "seller_fee_micro", "maker_account", "taker_account",
+    "aggressor_side", "ts",
+)  # fmt: skip
+WITHDRAWAL_COLUMNS: Final = ("seq", "account", "asset", "amount", "ts")
+
+_MICRO_CACHE_SIZE_MAX: Final = 1 << 14
+_micro_cache: dict[str, int] = {}
+_canonical_encoder = msgspec.json.Encoder()
+
+
+class _Head(msgspec.Struct, frozen=True, gc=False):
+    """The two fields every event has that the ledger needs: read the rest only for money."""
+
+    type: str
+    seq: int
+
+
+_decode_head = msgspec.json.Decoder(_Head).decode
+
+
+def _micro(text: str, name: str) -> int:
+    """Parse a USDC decimal string, memoised: prices and fees repeat a lot."""
+    value = _micro_cache.get(text)
+    if value is None:
+        try:
+            value = parse_micro(text, name)
+        except ProtocolError as error:
+            raise ValueError(str(error)) from error
+        if len(_micro_cache) >= _MICRO_CACHE_SIZE_MAX:
+            _micro_cache.clear()
+        _micro_cache[text] = value
+    return value
+
+
+def asset_amount(asset: str, amount: str | int) -> int:
+    """Return a deposit's or withdrawal's amount in integer units; it must be positive."""
+    if asset == USDC:
+        if not isinstance(amount, str):
+            raise ValueError(f"USDC amount must be a decimal string, got {amount!r}")
+        units = _micro(amount, "amount")
+    else:
+        if not isinstance(amount, int) or isinstance(amount, bool):
+            raise ValueError(f"token amount must be an integer, got {amount!r}")
+        units = amount
+    if units <= 0:
+        raise ValueError(f"amount must be positive, got {amount!r}")
+    return units
+
+
+def trade_sides(event: Trade) -> tuple[str, int, str, int]:
+    """Return (buyer, buyer_fee_micro, seller, seller_fee_micro) of a trade."""
+    maker_fee = _micro(event.maker_fee, "maker_fee")
+    taker_fee = _micro(event.taker_fee, "taker_fee")
+    if event.aggressor_side == "buy":
+        return event.taker_account, taker_fee, event.maker_account, maker_fee
+    if event.aggressor_side == "sell":
+        return event.maker_account, maker_fee, event.taker_account, taker_fee
+    raise ValueError(f"aggressor_side must be buy or sell, got {event.aggressor_side!r}")
+
+
+def _merged(moves: Sequence[PostingRow]) -> list[PostingRow]:
+    """Merge moves per (account, asset), drop zeros, and sort: the entry's postings."""
+    totals: dict[tuple[str, str], int] = {}
+    for _seq, account, asset, amount in moves:
+        key = (account, asset)
+        totals[key] = totals.get(key, 0) + amount
+    seq = moves[0][0]
+    return sorted((seq, account, asset, amount)
+                  for (account, asset), amount in totals.items() if amount != 0)
+
+
+def trade_entry(event: Trade) -> tuple[list[PostingRow], TradeRow]:
+    """Return the sorted postings of a trade and its row in `ledger.trades`."""
+    if event.quantity < 1:
+        raise ValueError(f"trade quantity must be >= 1, got {event.quantity}")
+    buyer, buyer_fee, seller, seller_fee = trade_sides(event)
+    seq, quantity, symbol = event.seq, event.quantity, event.instrument
+    price = _micro(event.price, "price")
+    notional = quantity * price
+    moves = [
+        (seq, buyer, USDC, -(notional + buyer_fee)),
+        (seq, seller, USDC, notional - seller_fee),
+        (seq, seller, symbol, -quantity),
+        (seq, buyer, symbol, quantity),
+    ]
+    if buyer_fee or seller_fee:
+        moves.append((seq, FEE_ACCOUNT, USDC, buyer_fee + seller_fee))
+    if buyer == seller or buyer == FEE_ACCOUNT or seller == FEE_ACCOUNT:
+        postings = _merged(moves)
+    else:  # the usual case: every (account, asset) appears once and no amount is zero
+        moves.sort()
+        postings = moves
+    row = (
+        seq, event.trade_id, symbol, price, quantity, buyer, seller, buyer_fee, seller_fee,
+        event.maker_account, event.taker_account, event.aggressor_side, event.ts,
+    )
+    return postings, row
+
+
+def postings_of(event: Deposited | Withdrawn | Trade) -> list[PostingRow]:
+    """Return the sorted postings of a money-moving event; raise ValueError if impossible."""
+    if isinstance(event, Trade):
+        return trade_entry(event)[0]
+    seq, account, asset = event.seq, event.account, event.asset
+    amount = asset_amount(asset, event.amount)
+    if isinstance(event, Deposited):
+        return _merged(((seq, CHAIN_ACCOUNT, asset, -amount), (seq, account, asset, amount)))
+    return _merged(((seq, account, asset, -amount), (seq, CHAIN_ACCOUNT, asset, amount)))
+
+
+def entry_hash(prev_hash: bytes, seq: int, postings: Sequence[PostingRow]) -> bytes:
+    """Return sha256 over the previous hash and the canonical encoding of the entry.
+
+    `postings` are the entry's posting rows sorted, as `postings_of` returns them.
+    """
+    return hashlib.sha256(prev_hash + _canonical_encoder.encode((seq, postings))).digest()
+
+
+@dataclass(slots=True)
+class JournalBatch:
+    """Rows to append in one database transaction, and where the log stands after them.
+
+    `failure` is set when the records ran into an event that must stop the projector (a
+    gap, an undecodable event): the rows are everything before it, and the caller appends
+    them before raising `failure`.
+    """
+
+    first_seq: int
+    last_seq: int
+    next_offset: int
+    head_hash: bytes
+    entries: list[EntryRow] = field(default_factory=list)
+    postings: list[PostingRow] = field(default_factory=list)
+    trades: list[TradeRow] = field(default_factory=list)
+    withdrawals: list[WithdrawalRow] = field(default_factory=list)
+    failure: LedgerError | None = None
+
+    @property
+    def event_count(self) -> int:
+        return self.last_seq - self.first_seq + 1
+
+
+class JournalBuilder:
+    """Build journal batches from event records, holding the seq and hash they continue.
+
+    The builder's state moves on in `build`; if the caller then fails to append a batch,
+    the builder is stale and must be rebuilt from what the database holds.
+    """
+
+    def __init__(self, last_seq: int, head_hash: bytes) -> None:
+        if last_seq < 0 or len(head_hash) != 32:
+            raise ValueError("last_seq must be >= 0 and head_hash 32 bytes")
+        self.last_seq = last_seq
+        self.head_hash = head_hash
+
+    def build(self, records: Sequence[Record]) -> JournalBatch:
+        """Decode the records and return the rows of every event up to the first failure."""
+        batch = self.new_batch()
+        self.extend(batch, records)
+        return batch
+
+    def new_batch(self) -> JournalBatch:
+        """Return an empty batch that continues where the builder stands."""
+        return JournalBatch(self.last_seq + 1, self.last_seq, 0, self.head_hash)
+
+    def extend(self, batch: JournalBatch, records: Sequence[Record]) -> None:
+        """Add the records' rows to `batch`, stopping at the first failure.
+
+        The batch must be this builder's latest, and must not have failed already. Only
+        money-moving events are decoded whole; of the others the ledger reads type and seq.
+        """
+        if batch.failure is not None or batch.last_seq != self.last_seq:
+            raise ValueError("extend only the builder's latest batch, before any failure")
+        decode_head = _decode_head
+        append_entry = self._append_entry
+        for record in records:
+            try:
+                head = decode_head(record.value)
+            except (msgspec.ValidationError, msgspec.DecodeError) as error:
+                batch.failure = _event_error(f"undecodable event: {error}", record)
+                break
+            seq = head.seq
+            if seq != self.last_seq + 1:
+                batch.failure = _gap_error(self.last_seq + 1, seq, record)
+                break
+            if head.type in MONEY_EVENT_KINDS:
+                failure = append_entry(batch, head.type, record)
+                if failure is not None:
+                    batch.failure = failure
+                    break
+            self.last_seq = seq
+            batch.next_offset = record.offset + 1
+        batch.last_seq = self.last_seq
+        batch.head_hash = self.head_hash
+
+    def _append_entry(self, batch: JournalBatch, kind: str, record: Record) -> EventError | None:
+        """Add the event's entry, postings and side rows; advance the hash chain.
+
+        Return the error instead when the event cannot be decoded or moves impossible money.
+        """
+        try:
+            event = decode_event(record.value)
+        except (msgspec.ValidationError, msgspec.DecodeError) as error:
+            return _event_error(f"undecodable {kind} event: {error}", record)
+        try:
+            if isinstance(event, Trade):
+                postings, trade_row = trade_entry(event)
+                batch.trades.append(trade_row)
+            elif isinstance(event, Withdrawn | Deposited):
+                postings = postings_of(event)
+                if isinstance(event, Withdrawn):
+                    amount = asset_amount(event.asset, event.amount)
+                    batch.withdrawals.append((event.seq, event.account, event.asset, amount,
+                                              event.ts))
+            else:
+                return _event_error(f"event of type {kind} decoded as {type(event)}", record)
+        except ValueError as error:
+            return _event_error(f"event seq {event.seq}: {error}", record)
+        new_hash = entry_hash(self.head_hash, event.seq, postings)
+        batch.entries.append((event.seq, kind, event.ts, self.head_hash, new_hash))
+        batch.postings += postings
+        self.head_hash = new_hash
+        return None
+
+
+def _gap_error(expected_seq: int, got_seq: int, record: Record) -> SeqGapError:
+    return SeqGapError(expected_seq, got_seq, record.offset)
+
+
+def _event_error(message: str, record: Record) -> EventError:
+    return EventError(message, offset=record.offset)

@@ -1,0 +1,195 @@
+"""Read the journal: balances at any seq, statements, fees, and rows for settlement.
+
+Every function takes an open asyncpg connection (any role with SELECT on schema ledger)
+and returns plain values or frozen Structs; amounts are integers (micro-USDC for USDC,
+whole tokens otherwise). Every list is bounded by a `limit`.
+"""
+
+from __future__ import annotations
+
+import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
+import msgspec
+
+from ledger.journal import CHAIN_ACCOUNT
+
+__all__ = [
+    "CHAIN_ACCOUNT",
+    "Checkpoint",
+    "FeesEarned",
+    "StatementLine",
+    "TradeRecord",
+    "WithdrawalRecord",
+    "balances",
+    "entry_count",
+    "fees_earned",
+    "last_checkpoint",
+    "statement",
+    "unsettled_trades",
+    "withdrawals_after",
+]
+
+LIMIT_MAX = 1_000_000
+
+Balances = dict[tuple[str, str], int]  # (account, asset) -> amount
+
+
+class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
+    """The projector's newest checkpoint: the last applied seq and the log offset after it."""
+
+    last_seq: int
+    next_offset: int
+
+
+class StatementLine(msgspec.Struct, frozen=True, kw_only=True):
+    """One posting of an account, with the account's balance in that asset after it."""
+
+    seq: int
+    ts: int
+    kind: str
+    asset: str
+    amount: int
+    balance: int
+
+
+class FeesEarned(msgspec.Struct, frozen=True, kw_only=True):
+    """Fees the venue charged up to a seq, in micro-USDC: in total and per instrument."""
+
+    total_micro: int
+    by_instrument_micro: dict[str, int]
+
+
+class TradeRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One row of `ledger.trades`: a fill as settlement needs it."""
+
+    seq: int
+    trade_id: str
+    instrument: str
+    price_micro: int
+    quantity: int
+    buyer: str
+    seller: str
+    buyer_fee_micro: int
+    seller_fee_micro: int
+    maker_account: str
+    taker_account: str
+    aggressor_side: str
+    ts: int
+
+
+class WithdrawalRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One row of `ledger.withdrawals`: a payout settlement owes the account."""
+
+    seq: int
+    account: str
+    asset: str
+    amount: int
+    ts: int
+
+
+def _check_limit(limit: int) -> None:
+    if not 1 <= limit <= LIMIT_MAX:
+        raise ValueError(f"limit must be within 1..{LIMIT_MAX}, got {limit}")
+
+
+async def last_checkpoint(connection: asyncpg.Connection) -> Checkpoint | None:
+    """Return the newest checkpoint, or None before the first batch."""
+    row = await connection.fetchrow(
+        "SELECT last_seq, next_offset FROM ledger.checkpoints ORDER BY last_seq DESC LIMIT 1"
+    )
+    return None if row is None else Checkpoint(last_seq=row[0], next_offset=row[1])
+
+
+async def entry_count(connection: asyncpg.Connection, at_seq: int | None = None) -> int:
+    """Return how many journal entries there are with seq <= `at_seq` (all by default)."""
+    count: int = await connection.fetchval(
+        "SELECT count(*) FROM ledger.entries WHERE $1::bigint IS NULL OR seq <= $1", at_seq
+    )
+    return count
+
+
+async def balances(
+    connection: asyncpg.Connection, at_seq: int | None = None, account: str | None = None
+) -> Balances:
+    """Return every non-zero balance per (account, asset) after the entries up to `at_seq`.
+
+    A balance is the sum of the account's postings in the asset with entry seq <= `at_seq`.
+    """
+    rows = await connection.fetch(
+        "SELECT account, asset, sum(amount) AS amount FROM ledger.postings "
+        "WHERE ($1::bigint IS NULL OR seq <= $1) AND ($2::text IS NULL OR account = $2) "
+        "GROUP BY account, asset HAVING sum(amount) <> 0",
+        at_seq, account,
+    )
+    return {(row["account"], row["asset"]): int(row["amount"]) for row in rows}
+
+
+async def statement(
+    connection: asyncpg.Connection,
+    account: str,
+    *,
+    asset: str | None = None,
+    after_seq: int = 0,
+    limit: int = 10_000,
+) -> list[StatementLine]:
+    """Return the account's postings with seq > `after_seq`, each with its running balance.
+
+    Lines come in seq order (assets by name within one entry); page on with the last seq.
+    """
+    _check_limit(limit)
+    rows = await connection.fetch(
+        "SELECT seq, ts, kind, asset, amount, balance FROM ("
+        "  SELECT p.seq, e.ts, e.kind, p.asset, p.amount,"
+        "         sum(p.amount) OVER (PARTITION BY p.asset ORDER BY p.seq) AS balance"
+        "    FROM ledger.postings AS p JOIN ledger.entries AS e ON e.seq = p.seq"
+        "   WHERE p.account = $1 AND ($2::text IS NULL OR p.asset = $2)"
+        ") AS lines WHERE seq > $3 ORDER BY seq, asset LIMIT $4",
+        account, asset, after_seq, limit,
+    )
+    return [
+        StatementLine(seq=row["seq"], ts=row["ts"], kind=row["kind"], asset=row["asset"],
+                      amount=row["amount"], balance=int(row["balance"]))
+        for row in rows
+    ]
+
+
+async def fees_earned(connection: asyncpg.Connection, at_seq: int | None = None) -> FeesEarned:
+    """Return the maker and taker fees of every trade with seq <= `at_seq`."""
+    rows = await connection.fetch(
+        "SELECT instrument, sum(buyer_fee_micro + seller_fee_micro) AS fees "
+        "FROM ledger.trades WHERE $1::bigint IS NULL OR seq <= $1 "
+        "GROUP BY instrument ORDER BY instrument",
+        at_seq,
+    )
+    by_instrument = {row["instrument"]: int(row["fees"]) for row in rows}
+    return FeesEarned(total_micro=sum(by_instrument.values()),
+                      by_instrument_micro=by_instrument)
+
+
+async def unsettled_trades(
+    connection: asyncpg.Connection, after_seq: int, limit: int
+) -> list[TradeRecord]:
+    """Return up to `limit` trades with seq > `after_seq`, in seq order.
+
+    Settlement owns what "settled" means; here unsettled is simply "after its watermark".
+    """
+    _check_limit(limit)
+    rows = await connection.fetch(
+        "SELECT seq, trade_id, instrument, price_micro, quantity, buyer, seller, "
+        "buyer_fee_micro, seller_fee_micro, maker_account, taker_account, aggressor_side, ts "
+        "FROM ledger.trades WHERE seq > $1 ORDER BY seq LIMIT $2",
+        after_seq, limit,
+    )
+    return [TradeRecord(**dict(row)) for row in rows]
+
+
+async def withdrawals_after(
+    connection: asyncpg.Connection, after_seq: int, limit: int
+) -> list[WithdrawalRecord]:
+    """Return up to `limit` withdrawals with seq > `after_seq`, in seq order."""
+    _check_limit(limit)
+    rows = await connection.fetch(
+        "SELECT seq, account, asset, amount, ts FROM ledger.withdrawals "
+        "WHERE seq > $1 ORDER BY seq LIMIT $2",
+        after_seq, limit,
+    )
+    return [WithdrawalRecord(**dict(row)) for row in rows]

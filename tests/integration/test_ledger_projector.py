@@ -1,0 +1,431 @@
+"""The projector on real Kafka and PostgreSQL: exactly once under SIGKILL, gaps, reads.
+
+The engine runs in-process on a unique topic namespace (as in the engine's Kafka test);
+the projector runs as `python -m gpux ledger run` and is killed with SIGKILL again and
+again while events stream. Afterwards the journal must reconcile with a replay of the
+command topic, hold one entry per money-moving event, and verify.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import os
+import random
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]
+import pytest
+
+from eventlog.kafka import KafkaConfig, KafkaLog
+from eventlog.port import COMMANDS_TOPIC, EVENTS_TOPIC, EventLog, TopicSpec
+from ledger import reads
+from ledger.db import (
+    SERVICE_ROLE,
+    connect,
+    create_database,
+    drop_database,
+    url_with_credentials,
+)
+from ledger.errors import SeqGapError
+from ledger.journal import CHAIN_ACCOUNT
+from ledger.projector import Projector, ProjectorConfig
+from ledger.reconcile import reconcile
+from ledger.verify import verify_chain
+from matching_engine.core import Engine
+from matching_engine.service import EngineConfig, EngineService
+from matching_engine.snapshots import SnapshotStore
+from matching_engine.workload import Workload
+from protocol import (
+    AnyCommand,
+    Deposit,
+    Deposited,
+    ListInstrument,
+    NewOrder,
+    Trade,
+    Withdraw,
+    decode_event,
+    encode,
+)
+from tests.helpers import eventually
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICE_PASSWORD = "ledger-test-password"
+KILLS = 4
+FLOW_COMMANDS = 6000
+FEED_CHUNK = 20
+MONEY_TYPES = (b'"type":"deposited"', b'"type":"withdrawn"', b'"type":"trade"')
+SYMBOL = "H100-EU-1"
+
+
+@dataclass(frozen=True)
+class LedgerDatabase:
+    owner_url: str
+    service_url: str
+
+
+@pytest.fixture
+async def ledger_db(database_url: str) -> AsyncIterator[LedgerDatabase]:
+    """Give a fresh database migrated by `gpux ledger migrate`, dropped afterwards."""
+    name = f"ledger_{uuid.uuid4().hex[:12]}"
+    url = await create_database(database_url, name)
+    result = subprocess.run(
+        [sys.executable, "-m", "gpux", "ledger", "migrate", "--database-url", url,
+         "--service-password", SERVICE_PASSWORD],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    yield LedgerDatabase(url, url_with_credentials(url, SERVICE_ROLE, SERVICE_PASSWORD))
+    await drop_database(database_url, name)
+
+
+@pytest.fixture
+async def kafka_log(kafka_bootstrap: str) -> AsyncIterator[KafkaLog]:
+    event_log = KafkaLog(KafkaConfig(bootstrap_servers=kafka_bootstrap))
+    yield event_log
+    await event_log.close()
+
+
+def command_stream() -> list[AnyCommand]:
+    """Return a workload with withdrawals (some refused) and a duplicate deposit mixed in."""
+    workload = Workload(instruments=4, accounts=16, seed=5)
+    commands: list[AnyCommand] = list(workload.setup())
+    for index, command in enumerate(workload.flow(FLOW_COMMANDS)):
+        commands.append(command)
+        if index % 150 == 0:
+            commands.append(Withdraw(ts=command.ts, account=f"acct{index % 16}",
+                                     asset="USDC", amount="12.5"))
+        if index % 700 == 0:
+            commands.append(Withdraw(ts=command.ts, account=f"acct{index % 16}",
+                                     asset="GPU-1", amount=3))
+            commands.append(Withdraw(ts=command.ts, account="acct1", asset="USDC",
+                                     amount="99999999999"))  # more than it has: refused
+            commands.append(Deposit(ts=command.ts, account="acct2", asset="USDC",
+                                    amount="5", deposit_id="tx-1"))  # refused after the first
+    return commands
+
+
+def start_projector(
+    bootstrap: str, namespace: str, database_url: str, log_path: Path
+) -> subprocess.Popen[bytes]:
+    with log_path.open("ab") as log_file:
+        return subprocess.Popen(
+            [sys.executable, "-m", "gpux", "ledger", "run", "--kafka", bootstrap,
+             "--database-url", database_url, "--topic-namespace", namespace,
+             "--batch-size-max", "50", "--batch-interval-ms", "5"],
+            cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+
+
+async def feed(event_log: EventLog, topic: str, payloads: list[bytes]) -> None:
+    """Send the commands as a steady stream of small batches, over several seconds."""
+    producer = event_log.producer()
+    await producer.start()
+    try:
+        for start in range(0, len(payloads), FEED_CHUNK):
+            await producer.send_batch(topic, payloads[start:start + FEED_CHUNK])
+            await asyncio.sleep(0.01)
+    finally:
+        await producer.stop()
+
+
+async def read_values(event_log: EventLog, topic: str) -> list[bytes]:
+    end = await event_log.end_offset(topic)
+    consumer = event_log.consumer(topic, start="earliest", isolation="read_committed")
+    await consumer.start()
+    values: list[bytes] = []
+    try:
+        while await consumer.position() < end:
+            values += [record.value for record in await consumer.getmany(5000, 500)]
+    finally:
+        await consumer.stop()
+    return values
+
+
+async def ledger_seq(database_url: str) -> int:
+    connection = await connect(database_url)
+    try:
+        checkpoint = await reads.last_checkpoint(connection)
+        return 0 if checkpoint is None else checkpoint.last_seq
+    finally:
+        await connection.close()
+
+
+async def test_projector_killed_repeatedly_books_every_event_exactly_once(
+    kafka_log: KafkaLog, kafka_bootstrap: str, ledger_db: LedgerDatabase, tmp_path: Path
+) -> None:
+    namespace = f"t{uuid.uuid4().hex[:8]}."
+    commands_topic, events_topic = namespace + COMMANDS_TOPIC, namespace + EVENTS_TOPIC
+    commands = command_stream()
+    payloads = [encode(command) for command in commands]
+    replay = Engine()
+    for command in commands:
+        replay.apply(command)
+    total_events = replay.seq
+    await kafka_log.create_topics([TopicSpec(name=commands_topic), TopicSpec(name=events_topic)])
+    snapshot_dir = tmp_path / "snapshots"
+    engine = EngineService(kafka_log, EngineConfig(
+        topic_namespace=namespace, transactional_id=f"{namespace}engine",
+        group_id=f"{namespace}engine", batch_size_max=40, snapshot_dir=snapshot_dir,
+        snapshot_every_commands=1500,
+    ))
+    stop_engine = asyncio.Event()
+    engine_task = asyncio.create_task(engine.run(stop_engine))
+    feeder = asyncio.create_task(feed(kafka_log, commands_topic, payloads))
+    log_path = tmp_path / "projector.log"
+    rng = random.Random(7)
+    projector = start_projector(kafka_bootstrap, namespace, ledger_db.service_url, log_path)
+    kills_while_streaming = 0
+    try:
+        for kill in range(KILLS):
+            target = (kill + 1) * total_events // (KILLS + 2)
+
+            async def reached(target: int = target) -> bool:
+                return await ledger_seq(ledger_db.owner_url) >= target
+
+            await eventually(reached, timeout_s=60, message=f"ledger reached seq {target}")
+            await asyncio.sleep(rng.uniform(0, 0.05))
+            projector.send_signal(signal.SIGKILL)
+            projector.wait(timeout=30)
+            kills_while_streaming += not feeder.done()
+            projector = start_projector(kafka_bootstrap, namespace, ledger_db.service_url,
+                                        log_path)
+        await feeder
+
+        async def caught_up() -> bool:
+            return await ledger_seq(ledger_db.owner_url) >= total_events
+
+        await eventually(caught_up, timeout_s=90, message="ledger applied every event")
+        projector.send_signal(signal.SIGTERM)
+        assert projector.wait(timeout=30) == 0, log_path.read_text()[-3000:]
+        assert engine.engine.seq == total_events
+        events = await read_values(kafka_log, events_topic)
+    finally:
+        if projector.poll() is None:
+            projector.kill()
+            projector.wait()
+        stop_engine.set()
+        await engine_task
+    assert kills_while_streaming >= 1, "the kills should land while commands still stream"
+    assert log_path.read_text().count("resuming after seq") == KILLS + 1
+    money_seqs = [decode_event(event).seq for event in events
+                  if any(kind in event for kind in MONEY_TYPES)]
+    connection = await connect(ledger_db.owner_url)
+    try:
+        entry_seqs = [row[0] for row in
+                      await connection.fetch("SELECT seq FROM ledger.entries ORDER BY seq")]
+        assert entry_seqs == money_seqs, "one entry per money-moving event, none doubled"
+        assert await connection.fetchval("SELECT count(*) FROM ledger.trades") == sum(
+            b'"type":"trade"' in event for event in events)
+        assert await connection.fetchval("SELECT count(*) FROM ledger.withdrawals") == sum(
+            b'"type":"withdrawn"' in event for event in events)
+        covered = await connection.fetchval(
+            "SELECT sum(last_seq - first_seq + 1) FROM ledger.checkpoints")
+        assert covered == total_events == len(events)
+        report = await reconcile(connection, kafka_log, commands_topic=commands_topic)
+        assert (report.seq, report.differences) == (total_events, [])
+        assert report.balances_compared > 16 * 5
+        midway = await reconcile(connection, kafka_log, commands_topic=commands_topic,
+                                 at_seq=total_events // 2)
+        assert midway.differences == [] and midway.seq <= total_events // 2
+        snapshots = SnapshotStore(snapshot_dir)
+        assert snapshots.latest(len(payloads)) is not None
+        for at_seq in (total_events // 2, total_events):  # replay from an engine snapshot
+            from_snapshot = await reconcile(connection, kafka_log, at_seq=at_seq,
+                                            commands_topic=commands_topic, snapshots=snapshots)
+            assert from_snapshot.differences == [] and from_snapshot.seq <= at_seq
+        assert (await verify_chain(connection)).ok
+    finally:
+        await connection.close()
+    result = subprocess.run(
+        [sys.executable, "-m", "gpux", "ledger", "reconcile", "--database-url",
+         ledger_db.owner_url, "--kafka", kafka_bootstrap, "--topic-namespace", namespace],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"seq {total_events}:" in result.stdout and " 0 differences" in result.stdout
+
+
+def small_market_events() -> list[Any]:
+    """Return the engine's events for deposits, two fills, fees and a withdrawal."""
+    engine = Engine()
+    commands: list[Any] = [
+        ListInstrument(ts=1, symbol=SYMBOL, gpu="H100-SXM-80GB", region="eu-west",
+                       delivery_start=10**18, delivery_hours=1, tick_size="0.01",
+                       max_order_quantity=100, maker_fee_bps=10, taker_fee_bps=20),
+        Deposit(ts=2, account="alice", asset="USDC", amount="1000"),
+        Deposit(ts=2, account="bob", asset=SYMBOL, amount=50),
+        NewOrder(ts=3, account="bob", client_order_id="s1", instrument=SYMBOL, side="sell",
+                 order_type="limit", price="2.5", quantity=10),
+        NewOrder(ts=4, account="alice", client_order_id="b1", instrument=SYMBOL, side="buy",
+                 order_type="limit", price="2.6", quantity=4),
+        NewOrder(ts=5, account="alice", client_order_id="b2", instrument=SYMBOL, side="buy",
+                 order_type="limit", price="2.4", quantity=1),
+        NewOrder(ts=6, account="bob", client_order_id="s2", instrument=SYMBOL, side="sell",
+                 order_type="market", quantity=1),
+        Withdraw(ts=7, account="alice", asset="USDC", amount="100"),
+    ]
+    return [event for command in commands for event in engine.apply(command)]
+
+
+async def publish(event_log: EventLog, topic: str, events: list[Any]) -> None:
+    await event_log.create_topics([TopicSpec(name=topic)])
+    producer = event_log.producer()
+    await producer.start()
+    try:
+        await producer.send_batch(topic, [encode(event) for event in events])
+    finally:
+        await producer.stop()
+
+
+async def project_until(projector: Projector, seq: int) -> None:
+    stop = asyncio.Event()
+    task = asyncio.create_task(projector.run(stop))
+    try:
+        await eventually(lambda: task.done() or projector.applied_seq >= seq,
+                         message=f"projector applied seq {seq}")
+    finally:
+        stop.set()
+        await task
+
+
+async def test_reads_give_balances_statements_fees_and_unsettled_trades(
+    kafka_log: KafkaLog, ledger_db: LedgerDatabase
+) -> None:
+    namespace = f"t{uuid.uuid4().hex[:8]}."
+    events = small_market_events()
+    await publish(kafka_log, namespace + EVENTS_TOPIC, events)
+    projector = Projector(kafka_log, ledger_db.service_url,
+                          ProjectorConfig(topic_namespace=namespace))
+    await project_until(projector, len(events))
+    trades = [event for event in events if isinstance(event, Trade)]
+    assert [(t.price, t.quantity, t.aggressor_side) for t in trades] == [
+        ("2.5", 4, "buy"), ("2.4", 1, "sell")]
+    first_trade, second_trade = trades
+    connection = await connect(ledger_db.service_url)
+    try:
+        # alice bought 4 at 2.5 as taker (20 bps) and 1 at 2.4 as maker (10 bps)
+        alice_usdc = 1000_000000 - (10_000000 + 20_000) - (2_400000 + 2_400) - 100_000000
+        now = await reads.balances(connection)
+        assert now[("alice", "USDC")] == alice_usdc
+        assert now[("alice", SYMBOL)] == 5
+        assert now[("bob", SYMBOL)] == 45
+        assert now[("bob", "USDC")] == (10_000000 - 10_000) + (2_400000 - 4_800)
+        assert now[("fees", "USDC")] == 30_000 + 7_200
+        assert now[(CHAIN_ACCOUNT, "USDC")] == -1000_000000 + 100_000000
+        before_trades = await reads.balances(connection, at_seq=first_trade.seq - 1)
+        assert before_trades[("alice", "USDC")] == 1000_000000
+        assert ("fees", "USDC") not in before_trades
+        assert await reads.balances(connection, at_seq=first_trade.seq, account="alice") == {
+            ("alice", "USDC"): 1000_000000 - 10_020000, ("alice", SYMBOL): 4}
+        lines = await reads.statement(connection, "alice", asset="USDC")
+        assert [(line.kind, line.amount, line.balance) for line in lines] == [
+            ("deposited", 1000_000000, 1000_000000),
+            ("trade", -10_020000, 989_980000),
+            ("trade", -2_402400, 987_577600),
+            ("withdrawn", -100_000000, alice_usdc),
+        ]
+        fees = await reads.fees_earned(connection)
+        assert (fees.total_micro, fees.by_instrument_micro) == (37_200, {SYMBOL: 37_200})
+        assert (await reads.fees_earned(connection, at_seq=first_trade.seq)).total_micro == 30_000
+        unsettled = await reads.unsettled_trades(connection, after_seq=0, limit=10)
+        assert [(t.seq, t.buyer, t.seller, t.buyer_fee_micro, t.seller_fee_micro)
+                for t in unsettled] == [
+            (first_trade.seq, "alice", "bob", 20_000, 10_000),
+            (second_trade.seq, "alice", "bob", 2_400, 4_800)]
+        assert [t.seq for t in await reads.unsettled_trades(
+            connection, after_seq=first_trade.seq, limit=10)] == [second_trade.seq]
+        assert await reads.unsettled_trades(connection, after_seq=second_trade.seq,
+                                            limit=10) == []
+        withdrawals = await reads.withdrawals_after(connection, after_seq=0, limit=10)
+        assert [(w.account, w.asset, w.amount) for w in withdrawals] == [
+            ("alice", "USDC", 100_000000)]
+    finally:
+        await connection.close()
+    result = subprocess.run(
+        [sys.executable, "-m", "gpux", "ledger", "statement", "alice", "--csv",
+         "--database-url", ledger_db.service_url],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [(row["asset"], row["amount"], row["balance"]) for row in rows] == [
+        ("USDC", "1000", "1000"), (SYMBOL, "4", "4"), ("USDC", "-10.02", "989.98"),
+        (SYMBOL, "1", "5"), ("USDC", "-2.4024", "987.5776"), ("USDC", "-100", "887.5776")]
+
+
+async def test_projector_stops_at_a_seq_gap_and_never_skips_it(
+    kafka_log: KafkaLog, ledger_db: LedgerDatabase
+) -> None:
+    namespace = f"t{uuid.uuid4().hex[:8]}."
+    events = small_market_events()
+    missing = next(event.seq for event in events if isinstance(event, Trade))
+    await publish(kafka_log, namespace + EVENTS_TOPIC,
+                  [event for event in events if event.seq != missing])
+    config = ProjectorConfig(topic_namespace=namespace, batch_size_max=2)
+    for _attempt in range(2):  # a restart meets the same gap again
+        projector = Projector(kafka_log, ledger_db.service_url, config)
+        with pytest.raises(SeqGapError) as caught:
+            await asyncio.wait_for(projector.run(asyncio.Event()), 30)
+        assert (caught.value.expected_seq, caught.value.got_seq) == (missing, missing + 1)
+        assert projector.applied_seq == missing - 1
+    connection = await connect(ledger_db.service_url)
+    try:
+        checkpoint = await reads.last_checkpoint(connection)
+        assert checkpoint is not None and checkpoint.last_seq == missing - 1
+        assert checkpoint.next_offset == missing - 1  # offsets count from 0, seqs from 1
+        assert await reads.entry_count(connection) == 2  # the two deposits
+    finally:
+        await connection.close()
+
+
+async def test_events_that_move_no_money_still_advance_the_stored_seq(
+    kafka_log: KafkaLog, ledger_db: LedgerDatabase
+) -> None:
+    namespace = f"t{uuid.uuid4().hex[:8]}."
+    events = small_market_events()
+    first_deposit = next(event.seq for event in events if isinstance(event, Deposited))
+    quiet = events[: first_deposit - 1]  # the listing only
+    assert quiet
+    await publish(kafka_log, namespace + EVENTS_TOPIC, quiet)
+    projector = Projector(kafka_log, ledger_db.service_url,
+                          ProjectorConfig(topic_namespace=namespace))
+    await project_until(projector, len(quiet))
+    connection = await connect(ledger_db.service_url)
+    try:
+        checkpoint = await reads.last_checkpoint(connection)
+        assert checkpoint is not None and checkpoint.last_seq == len(quiet)
+        assert await reads.entry_count(connection) == 0
+    finally:
+        await connection.close()
+
+
+async def test_a_refused_write_stops_the_projector_without_losing_its_place(
+    kafka_log: KafkaLog, ledger_db: LedgerDatabase
+) -> None:
+    namespace = f"t{uuid.uuid4().hex[:8]}."
+    events = small_market_events()
+    last_trade = [event for event in events if isinstance(event, Trade)][-1]
+    await publish(kafka_log, namespace + EVENTS_TOPIC, events)
+    connection = await connect(ledger_db.owner_url)
+    try:  # a row the projector will collide with, planted behind its back
+        await connection.execute(
+            "INSERT INTO ledger.trades VALUES ($1, $2, 'X', 1, 1, 'a', 'b', 0, 0, 'a', 'b', "
+            "'buy', 0)", 10**9, last_trade.trade_id)
+    finally:
+        await connection.close()
+    projector = Projector(kafka_log, ledger_db.service_url,
+                          ProjectorConfig(topic_namespace=namespace, batch_size_max=2))
+    with pytest.raises(asyncpg.UniqueViolationError):
+        await asyncio.wait_for(projector.run(asyncio.Event()), 30)
+    assert projector.applied_seq < last_trade.seq
+    assert await ledger_seq(ledger_db.owner_url) == projector.applied_seq
