@@ -26,7 +26,7 @@ test: $(STAMP) services-install
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy protocol matching_engine eventlog
+	$(VENV)/bin/mypy protocol matching_engine eventlog ledger settlement
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.engine_core

@@ -585,21 +585,6 @@ def test_invalid_utf8_in_a_string_decodes_to_malformed(data: bytes, fmt: Format)
     assert isinstance(result, MalformedCommand)
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
-def test_nesting_deeper_than_the_recursion_limit_decodes_to_malformed(fmt: Format) -> None:
-    depth = 100_000
-    if fmt == "json":
-        data = b"[" * depth + b"]" * depth
-        inside = b'{"type":"tick","ts":1,"x":' + b"[" * depth + b"]" * depth + b"}"
-    else:
-        data = b"\x91" * depth + b"\x90"
-        inside = b"\x83\xa4type\xa4tick\xa2ts\x01\xa1x" + b"\x91" * depth + b"\x90"
-    for payload in (data, inside):
-        result = decode_command(payload, fmt)
-        assert isinstance(result, MalformedCommand)
-        assert result.type == ""
-
-
 def test_duplicate_keys_keep_the_last_value() -> None:
     assert decode_command(b'{"type":"tick","ts":1,"ts":2}') == Tick(ts=2)
 
