@@ -35,6 +35,12 @@ _generic_decoders: Final[dict[str, msgspec.json.Decoder[Any] | msgspec.msgpack.D
 # What msgspec raises on undecodable input besides DecodeError: invalid UTF-8 in a string
 # (UnicodeDecodeError) and nesting deeper than the interpreter's recursion limit.
 _UNDECODABLE: Final = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
+# No command nests at all; outside input may. msgspec walks nested values recursively in C
+# and trusts the interpreter's recursion limit, which a host (a test runner, a profiler) may
+# raise far beyond what the C stack holds, so nesting is capped here, before msgspec sees it.
+NESTING_MAX: Final = 32
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_JSON_NON_BRACKETS: Final = bytes(b for b in range(256) if b not in b"[]{}")
 
 
 def encode(message: msgspec.Struct, fmt: Format = "json") -> bytes:
@@ -54,6 +60,8 @@ def decode_command(data: bytes | str, fmt: Format = "json") -> AnyCommand | Malf
     """Decode one command; anything that does not fit comes back as a MalformedCommand."""
     if isinstance(data, str):
         data = data.encode()
+    if fmt == "msgpack" and _msgpack_nesting_exceeds(data, NESTING_MAX):
+        return MalformedCommand(type="", error=f"nested deeper than {NESTING_MAX} levels")
     try:
         command: AnyCommand = _command_decoders[fmt].decode(data)
         return command
@@ -63,6 +71,8 @@ def decode_command(data: bytes | str, fmt: Format = "json") -> AnyCommand | Malf
 
 def _salvage(data: bytes, fmt: Format, error: str) -> MalformedCommand:
     """Pick out the well-formed fields of a command that failed to decode."""
+    if fmt == "json" and _json_nesting_exceeds(data, NESTING_MAX):
+        return MalformedCommand(type="", error=f"nested deeper than {NESTING_MAX} levels")
     try:
         raw = _generic_decoders[fmt].decode(data)
     except _UNDECODABLE as decode_error:
@@ -80,6 +90,76 @@ def _salvage(data: bytes, fmt: Format, error: str) -> MalformedCommand:
         asset=_string(raw.get("asset")),
         amount=_amount(raw.get("amount")),
     )
+
+
+def _json_nesting_exceeds(data: bytes, limit: int) -> bool:
+    """Whether arrays and objects nest deeper than `limit` (strings are skipped whole)."""
+    brackets = _JSON_STRING.sub(b"", data).translate(None, _JSON_NON_BRACKETS)
+    depth = 0
+    for byte in brackets:
+        if byte in b"[{":
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
+def _msgpack_nesting_exceeds(data: bytes, limit: int) -> bool:
+    """Whether arrays and maps nest deeper than `limit`: walks the headers without recursion.
+
+    Truncated or invalid input answers False and is left to msgspec to refuse."""
+    open_levels = [1]  # values still to read at each open level; the root is one value
+    position, size = 0, len(data)
+    while open_levels:
+        if position >= size:
+            return False
+        open_levels[-1] -= 1
+        children, skip = _msgpack_header(data, position + 1, data[position])
+        if skip < 0:
+            return False
+        position += 1 + skip
+        if children:
+            open_levels.append(children)
+            if len(open_levels) > limit + 1:
+                return True
+        while open_levels and open_levels[-1] == 0:
+            open_levels.pop()
+    return False
+
+
+_MSGPACK_FIXED_SIZES: Final = {0xc4: 1, 0xc5: 2, 0xc6: 4, 0xd9: 1, 0xda: 2, 0xdb: 4}
+_MSGPACK_EXT_SIZES: Final = {0xc7: 1, 0xc8: 2, 0xc9: 4}
+_MSGPACK_SCALAR_SIZES: Final = {
+    0xc0: 0, 0xc2: 0, 0xc3: 0, 0xca: 4, 0xcb: 8, 0xcc: 1, 0xcd: 2, 0xce: 4, 0xcf: 8,
+    0xd0: 1, 0xd1: 2, 0xd2: 4, 0xd3: 8, 0xd4: 2, 0xd5: 3, 0xd6: 5, 0xd7: 9, 0xd8: 17,
+}
+
+
+def _msgpack_header(data: bytes, position: int, byte: int) -> tuple[int | None, int]:
+    """(child values or None for a scalar, bytes to skip after the type byte); -1 if invalid."""
+    if byte <= 0x7f or byte >= 0xe0:
+        return None, 0
+    if 0x80 <= byte <= 0x8f:
+        return 2 * (byte & 0x0f), 0
+    if 0x90 <= byte <= 0x9f:
+        return byte & 0x0f, 0
+    if 0xa0 <= byte <= 0xbf:
+        return None, byte & 0x1f
+    if byte in _MSGPACK_SCALAR_SIZES:
+        return None, _MSGPACK_SCALAR_SIZES[byte]
+    if byte in _MSGPACK_FIXED_SIZES:
+        width = _MSGPACK_FIXED_SIZES[byte]
+        return None, width + int.from_bytes(data[position:position + width], "big")
+    if byte in _MSGPACK_EXT_SIZES:
+        width = _MSGPACK_EXT_SIZES[byte]
+        return None, width + 1 + int.from_bytes(data[position:position + width], "big")
+    if byte in (0xdc, 0xdd, 0xde, 0xdf):
+        width = 2 if byte in (0xdc, 0xde) else 4
+        count = int.from_bytes(data[position:position + width], "big")
+        return (2 * count if byte >= 0xde else count), width
+    return None, -1
 
 
 def _valid_identifier(value: Any) -> str | None:

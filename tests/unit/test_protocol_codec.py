@@ -4,6 +4,8 @@ malformed commands."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import msgspec
@@ -583,6 +585,57 @@ def test_bytes_that_are_not_msgpack_decode_to_malformed(data: bytes) -> None:
 def test_invalid_utf8_in_a_string_decodes_to_malformed(data: bytes, fmt: Format) -> None:
     result = decode_command(data, fmt)
     assert isinstance(result, MalformedCommand)
+
+
+DEEP = 200_000
+
+
+def _deep_json(where: str) -> bytes:
+    nest = b"[" * DEEP + b"]" * DEEP
+    if where == "first":
+        return b'{"x":' + nest + b',"type":"tick","ts":1}'
+    return b'{"type":"tick","ts":1,"x":' + nest + b"}"
+
+
+def _deep_msgpack(where: str) -> bytes:
+    nest = b"\x91" * DEEP + b"\x90"
+    tick = msgspec.msgpack.encode("type") + msgspec.msgpack.encode("tick")
+    if where == "first":
+        return b"\x82" + msgspec.msgpack.encode("x") + nest + tick
+    return b"\x82" + tick + msgspec.msgpack.encode("x") + nest
+
+
+@pytest.mark.parametrize("where", ["first", "last"])
+@pytest.mark.parametrize("fmt", ["json", "msgpack"])
+def test_deep_nesting_is_refused_whatever_the_recursion_limit(fmt: Format, where: str) -> None:
+    """msgspec recurses in C up to the interpreter's recursion limit; with that limit raised,
+    200k levels would overflow the C stack. Run in a child so a crash fails, not kills, pytest."""
+    script = (
+        "import sys; sys.setrecursionlimit(10**7)\n"
+        "from tests.unit.test_protocol_codec import _deep_json, _deep_msgpack\n"
+        "from protocol import decode_command\n"
+        f"data = _deep_{fmt}({where!r})\n"
+        f"print(decode_command(data, {fmt!r}).error)\n"
+    )
+    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                           timeout=60, check=False)
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.strip() == "nested deeper than 32 levels"
+
+
+@pytest.mark.parametrize("fmt", ["json", "msgpack"])
+def test_nesting_up_to_the_cap_is_decoded_and_salvaged(fmt: Format) -> None:
+    value: Any = 1
+    for _ in range(31):
+        value = [value]
+    data = encode_value({"type": "tick", "ts": 5, "x": value}, fmt)
+    result = decode_command(data, fmt)
+    assert isinstance(result, MalformedCommand)
+    assert result.ts == 5 and "x" in result.error
+
+
+def encode_value(value: Any, fmt: Format) -> bytes:
+    return msgspec.json.encode(value) if fmt == "json" else msgspec.msgpack.encode(value)
 
 
 def test_duplicate_keys_keep_the_last_value() -> None:
