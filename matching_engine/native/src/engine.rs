@@ -1,0 +1,582 @@
+//! The engine state and the commands other than order entry (matching_engine/core/
+//! engine.py and state.py): time, expiry, instrument close, listings, deposits,
+//! withdrawals and malformed commands. `orders.rs` has the order flow.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use crate::book::{BookSide, Order, NIL};
+use crate::decode::{Amount, Command, ListInstrument};
+use crate::encode::EventWriter;
+use crate::money::{parse_positive_micro, parse_token_int, parse_token_text};
+
+pub const FEE_BPS_MAX: i64 = 1000;
+pub const NEVER: i128 = 1 << 63;
+pub const USDC: &[u8] = b"USDC";
+pub const FEE_ACCOUNT: &[u8] = b"fees";
+/// Asset ids: USDC is 0, the token of instrument `i` is `i + 1`.
+pub const USDC_ASSET: u32 = 0;
+
+pub struct Instrument {
+    pub symbol: Box<[u8]>,
+    pub gpu: Box<[u8]>,
+    pub region: Box<[u8]>,
+    pub delivery_start: i64,
+    pub delivery_hours: i64,
+    pub tick: i64,
+    pub max_order_quantity: i64,
+    pub maker_fee_bps: i64,
+    pub taker_fee_bps: i64,
+    pub hold_fee_bps: i64,
+    pub closed: bool,
+    pub bids: BookSide,
+    pub asks: BookSide,
+}
+
+impl Instrument {
+    #[inline]
+    pub fn side_mut(&mut self, is_buy: bool) -> &mut BookSide {
+        if is_buy {
+            &mut self.bids
+        } else {
+            &mut self.asks
+        }
+    }
+
+    #[inline]
+    pub fn opposite(&self, is_buy: bool) -> &BookSide {
+        if is_buy {
+            &self.asks
+        } else {
+            &self.bids
+        }
+    }
+}
+
+pub struct Account {
+    pub name: Box<[u8]>,
+    /// Open orders by client order id.
+    pub open: FxHashMap<Box<[u8]>, u32>,
+    /// Open orders in acceptance order, linked through the slab.
+    pub head: u32,
+    pub tail: u32,
+}
+
+#[derive(Default)]
+pub struct Engine {
+    pub time: i64,
+    pub seq: u64,
+    pub order_counter: u64,
+    pub trade_counter: u64,
+    pub instruments: Vec<Instrument>,
+    pub instrument_ids: FxHashMap<Box<[u8]>, u32>,
+    pub accounts: Vec<Account>,
+    pub account_ids: FxHashMap<Box<[u8]>, u32>,
+    /// (account, asset) -> [available, held]
+    pub balances: FxHashMap<u64, [i128; 2]>,
+    pub orders: Vec<Order>,
+    pub free_slots: Vec<u32>,
+    /// (expire_at, order_id, slot) of gtd orders.
+    pub expiries: BinaryHeap<Reverse<(i64, u64, u32)>>,
+    pub deposit_ids: FxHashSet<Box<[u8]>>,
+    /// asset -> deposited - withdrawn, for the conservation invariant.
+    pub supply: FxHashMap<u32, i128>,
+    pub next_close_ns: i128,
+    pub fee_account: u32,
+    pub events: EventWriter,
+}
+
+#[inline]
+fn balance_key(account: u32, asset: u32) -> u64 {
+    (u64::from(account) << 32) | u64::from(asset)
+}
+
+impl Engine {
+    pub fn new() -> Self {
+        let mut engine = Engine {
+            next_close_ns: NEVER,
+            events: EventWriter { out: Vec::new() },
+            ..Default::default()
+        };
+        engine.fee_account = engine.account_id(FEE_ACCOUNT);
+        engine
+    }
+
+    /// Apply one command; its events are appended to `self.events`.
+    pub fn apply(&mut self, command: &Command<'_>) {
+        if let Some(ts) = command.ts() {
+            if ts > self.time {
+                self.time = ts;
+            }
+        }
+        if let Some(Reverse((expire_at, _, _))) = self.expiries.peek() {
+            if *expire_at <= self.time {
+                self.expire_orders();
+            }
+        }
+        if self.next_close_ns <= i128::from(self.time) {
+            self.close_instruments();
+        }
+        match command {
+            Command::NewOrder(c) => self.on_new_order(c),
+            Command::CancelOrder { account, client_order_id, .. } => {
+                self.on_cancel_order(account, client_order_id)
+            }
+            Command::AmendOrder { account, client_order_id, new_price, new_quantity, .. } => {
+                self.on_amend_order(account, client_order_id, *new_price, *new_quantity)
+            }
+            Command::MassCancel { account, instrument, .. } => {
+                self.on_mass_cancel(account, *instrument)
+            }
+            Command::Deposit { account, asset, amount, deposit_id, .. } => {
+                self.on_deposit(account, asset, amount, *deposit_id)
+            }
+            Command::Withdraw { account, asset, amount, .. } => {
+                self.on_withdraw(account, asset, amount)
+            }
+            Command::ListInstrument(c) => self.on_list_instrument(c),
+            Command::Tick { .. } => {}
+            Command::Malformed { kind, ts, account, client_order_id, instrument } => {
+                self.on_malformed(kind, ts.is_some(), *account, *client_order_id, *instrument)
+            }
+        }
+    }
+
+    // -- primitive moves -------------------------------------------------------------------
+
+    #[inline]
+    pub fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    /// The id of an account name, made on first sight.
+    pub fn account_id(&mut self, name: &[u8]) -> u32 {
+        if let Some(&id) = self.account_ids.get(name) {
+            return id;
+        }
+        let id = self.accounts.len() as u32;
+        self.accounts.push(Account {
+            name: name.into(),
+            open: FxHashMap::default(),
+            head: NIL,
+            tail: NIL,
+        });
+        self.account_ids.insert(name.into(), id);
+        id
+    }
+
+    #[inline]
+    pub fn wallet(&mut self, account: u32, asset: u32) -> &mut [i128; 2] {
+        self.balances.entry(balance_key(account, asset)).or_insert([0, 0])
+    }
+
+    #[inline]
+    pub fn available(&self, account: u32, asset: u32) -> i128 {
+        self.balances.get(&balance_key(account, asset)).map_or(0, |pair| pair[0])
+    }
+
+    #[inline]
+    pub fn order_asset(&self, slot: u32) -> u32 {
+        let order = &self.orders[slot as usize];
+        if order.is_buy {
+            USDC_ASSET
+        } else {
+            order.instrument + 1
+        }
+    }
+
+    /// Move the difference between the order's hold and `hold` into or out of held.
+    pub fn set_hold(&mut self, slot: u32, hold: i128) {
+        let delta = hold - self.orders[slot as usize].hold;
+        if delta != 0 {
+            let asset = self.order_asset(slot);
+            let account = self.orders[slot as usize].account;
+            let pair = self.wallet(account, asset);
+            pair[0] -= delta;
+            pair[1] += delta;
+            self.orders[slot as usize].hold = hold;
+        }
+    }
+
+    /// `Order.required_hold`: USDC for a limit buy, tokens for a sell.
+    #[inline]
+    pub fn required_hold(&self, slot: u32) -> i128 {
+        let order = &self.orders[slot as usize];
+        let remaining = i128::from(order.remaining());
+        if !order.is_buy {
+            return remaining;
+        }
+        if order.is_market {
+            return 0;
+        }
+        let fee_bps = self.instruments[order.instrument as usize].hold_fee_bps;
+        crate::book::cost(remaining, i128::from(order.price), i128::from(fee_bps))
+    }
+
+    pub fn alloc_order(&mut self, order: Order) -> u32 {
+        match self.free_slots.pop() {
+            Some(slot) => {
+                self.orders[slot as usize] = order;
+                slot
+            }
+            None => {
+                self.orders.push(order);
+                (self.orders.len() - 1) as u32
+            }
+        }
+    }
+
+    /// Make an accepted order open: findable by client order id, last of its account's.
+    pub fn register(&mut self, slot: u32) {
+        let (account, client_order_id) = {
+            let order = &self.orders[slot as usize];
+            (order.account, order.client_order_id.clone())
+        };
+        let tail = self.accounts[account as usize].tail;
+        {
+            let order = &mut self.orders[slot as usize];
+            order.account_prev = tail;
+            order.account_next = NIL;
+        }
+        if tail == NIL {
+            self.accounts[account as usize].head = slot;
+        } else {
+            self.orders[tail as usize].account_next = slot;
+        }
+        let entry = &mut self.accounts[account as usize];
+        entry.tail = slot;
+        entry.open.insert(client_order_id, slot);
+    }
+
+    /// Finish an order: off the book, hold released, no longer open.
+    pub fn close(&mut self, slot: u32) {
+        let (resting, instrument, is_buy, account, prev, next) = {
+            let order = &self.orders[slot as usize];
+            (
+                order.resting,
+                order.instrument,
+                order.is_buy,
+                order.account,
+                order.account_prev,
+                order.account_next,
+            )
+        };
+        if resting {
+            self.instruments[instrument as usize].side_mut(is_buy).remove(&mut self.orders, slot);
+        }
+        self.set_hold(slot, 0);
+        let entry = &mut self.accounts[account as usize];
+        entry.open.remove(&self.orders[slot as usize].client_order_id);
+        if prev == NIL {
+            entry.head = next;
+        } else {
+            self.orders[prev as usize].account_next = next;
+        }
+        if next == NIL {
+            entry.tail = prev;
+        } else {
+            self.orders[next as usize].account_prev = prev;
+        }
+        self.orders[slot as usize].open = false;
+        self.free_slots.push(slot);
+    }
+
+    pub fn cancel(&mut self, slot: u32, reason: &str) {
+        let seq = self.next_seq();
+        let order = &self.orders[slot as usize];
+        let w = &mut self.events;
+        w.begin("order_canceled", seq, self.time);
+        w.plain("account", &self.accounts[order.account as usize].name);
+        w.plain("client_order_id", &order.client_order_id);
+        w.id("order_id", order.order_id);
+        w.plain("instrument", &self.instruments[order.instrument as usize].symbol);
+        w.plain("reason", reason.as_bytes());
+        w.int("canceled_quantity", i128::from(order.remaining()));
+        w.end();
+        self.close(slot);
+    }
+
+    // -- time ------------------------------------------------------------------------------
+
+    fn expire_orders(&mut self) {
+        let mut due: Vec<(u64, u32)> = Vec::new();
+        while let Some(&Reverse((expire_at, order_id, slot))) = self.expiries.peek() {
+            if expire_at > self.time {
+                break;
+            }
+            self.expiries.pop();
+            let order = &self.orders[slot as usize];
+            if order.open && order.order_id == order_id {
+                due.push((order_id, slot));
+            }
+        }
+        due.sort_unstable();
+        for (_, slot) in due {
+            self.cancel(slot, "expired");
+        }
+    }
+
+    fn close_instruments(&mut self) {
+        for index in 0..self.instruments.len() {
+            let instrument = &self.instruments[index];
+            if instrument.closed || i128::from(instrument.delivery_start) > i128::from(self.time) {
+                continue;
+            }
+            let mut resting = instrument.bids.orders_in_priority(&self.orders);
+            resting.extend(instrument.asks.orders_in_priority(&self.orders));
+            resting.sort_unstable_by_key(|&slot| self.orders[slot as usize].order_id);
+            for slot in resting {
+                self.cancel(slot, "instrument_closed");
+            }
+            self.instruments[index].closed = true;
+            let seq = self.next_seq();
+            self.events.begin("instrument_closed", seq, self.time);
+            self.events.plain("symbol", &self.instruments[index].symbol);
+            self.events.end();
+        }
+        self.next_close_ns = self
+            .instruments
+            .iter()
+            .filter(|i| !i.closed)
+            .map(|i| i128::from(i.delivery_start))
+            .min()
+            .unwrap_or(NEVER);
+    }
+
+    // -- instruments and money -------------------------------------------------------------
+
+    fn on_list_instrument(&mut self, c: &ListInstrument<'_>) {
+        if self.instrument_ids.contains_key(c.symbol) {
+            return self.reject_command(b"list_instrument", "duplicate_instrument");
+        }
+        let tick = parse_positive_micro(c.tick_size).unwrap_or(0);
+        if tick == 0
+            || c.symbol == USDC
+            || c.maker_fee_bps > FEE_BPS_MAX
+            || c.taker_fee_bps > FEE_BPS_MAX
+            || c.delivery_start <= self.time
+        {
+            return self.reject_command(b"list_instrument", "invalid_command");
+        }
+        let index = self.instruments.len() as u32;
+        self.instruments.push(Instrument {
+            symbol: c.symbol.into(),
+            gpu: c.gpu.into(),
+            region: c.region.into(),
+            delivery_start: c.delivery_start,
+            delivery_hours: c.delivery_hours,
+            tick: tick as i64,
+            max_order_quantity: c.max_order_quantity,
+            maker_fee_bps: c.maker_fee_bps,
+            taker_fee_bps: c.taker_fee_bps,
+            hold_fee_bps: c.maker_fee_bps.max(c.taker_fee_bps),
+            closed: false,
+            bids: BookSide::new(true),
+            asks: BookSide::new(false),
+        });
+        self.instrument_ids.insert(c.symbol.into(), index);
+        self.next_close_ns = self.next_close_ns.min(i128::from(c.delivery_start));
+        let seq = self.next_seq();
+        let w = &mut self.events;
+        w.begin("instrument_listed", seq, self.time);
+        w.plain("symbol", c.symbol);
+        w.str("gpu", c.gpu);
+        w.str("region", c.region);
+        w.int("delivery_start", i128::from(c.delivery_start));
+        w.int("delivery_hours", i128::from(c.delivery_hours));
+        w.micro("tick_size", tick);
+        w.int("max_order_quantity", i128::from(c.max_order_quantity));
+        w.int("maker_fee_bps", i128::from(c.maker_fee_bps));
+        w.int("taker_fee_bps", i128::from(c.taker_fee_bps));
+        w.end();
+    }
+
+    /// The asset id of an asset name: USDC or a listed instrument's symbol (open or closed).
+    fn asset_id(&self, asset: &[u8]) -> Option<u32> {
+        if asset == USDC {
+            return Some(USDC_ASSET);
+        }
+        self.instrument_ids.get(asset).map(|&index| index + 1)
+    }
+
+    /// Return Err(reason) for an unknown asset or a bad amount, else (asset id, amount).
+    fn check_amount(&self, asset: &[u8], amount: &Amount<'_>) -> Result<(u32, i128), &'static str> {
+        let asset_id = self.asset_id(asset).ok_or("unknown_asset")?;
+        let parsed = match (asset_id == USDC_ASSET, amount) {
+            (true, Amount::Text(text)) => parse_positive_micro(text),
+            (true, Amount::Integer { .. }) => None,
+            (false, Amount::Text(text)) => parse_token_text(text),
+            (false, Amount::Integer { value, .. }) => parse_token_int(*value),
+        };
+        parsed.map(|value| (asset_id, value)).ok_or("invalid_amount")
+    }
+
+    fn write_amount_echo(&mut self, amount: &Amount<'_>) {
+        match amount {
+            Amount::Text(text) => self.events.str("amount", text),
+            Amount::Integer { literal, .. } => self.events.int_literal("amount", literal),
+        }
+    }
+
+    fn write_wire_amount(&mut self, asset_id: u32, amount: i128) {
+        if asset_id == USDC_ASSET {
+            self.events.micro("amount", amount);
+        } else {
+            self.events.int("amount", amount);
+        }
+    }
+
+    fn on_deposit(
+        &mut self,
+        account: &[u8],
+        asset: &[u8],
+        amount: &Amount<'_>,
+        deposit_id: Option<&[u8]>,
+    ) {
+        let mut checked = self.check_amount(asset, amount);
+        if let (Ok(_), Some(id)) = (&checked, deposit_id) {
+            if self.deposit_ids.contains(id) {
+                checked = Err("duplicate_deposit");
+            }
+        }
+        let (asset_id, value) = match checked {
+            Ok(ok) => ok,
+            Err(reason) => {
+                let seq = self.next_seq();
+                self.events.begin("deposit_rejected", seq, self.time);
+                self.events.plain("account", account);
+                self.events.str("asset", asset);
+                self.write_amount_echo(amount);
+                self.events.plain("reason", reason.as_bytes());
+                return self.events.end();
+            }
+        };
+        if let Some(id) = deposit_id {
+            self.deposit_ids.insert(id.into());
+        }
+        let account_id = self.account_id(account);
+        self.wallet(account_id, asset_id)[0] += value;
+        *self.supply.entry(asset_id).or_insert(0) += value;
+        let seq = self.next_seq();
+        self.events.begin("deposited", seq, self.time);
+        self.events.plain("account", account);
+        self.events.plain("asset", asset);
+        self.write_wire_amount(asset_id, value);
+        if let Some(id) = deposit_id {
+            self.events.str("deposit_id", id);
+        }
+        self.events.end();
+    }
+
+    fn on_withdraw(&mut self, account: &[u8], asset: &[u8], amount: &Amount<'_>) {
+        let account_id = self.account_id(account);
+        let checked = self.check_amount(asset, amount).and_then(|(asset_id, value)| {
+            if value > self.available(account_id, asset_id) {
+                Err("insufficient_funds")
+            } else {
+                Ok((asset_id, value))
+            }
+        });
+        let (asset_id, value) = match checked {
+            Ok(ok) => ok,
+            Err(reason) => {
+                let seq = self.next_seq();
+                self.events.begin("withdrawal_rejected", seq, self.time);
+                self.events.plain("account", account);
+                self.events.str("asset", asset);
+                self.write_amount_echo(amount);
+                self.events.plain("reason", reason.as_bytes());
+                return self.events.end();
+            }
+        };
+        self.wallet(account_id, asset_id)[0] -= value;
+        *self.supply.entry(asset_id).or_insert(0) -= value;
+        let seq = self.next_seq();
+        self.events.begin("withdrawn", seq, self.time);
+        self.events.plain("account", account);
+        self.events.plain("asset", asset);
+        self.write_wire_amount(asset_id, value);
+        self.events.end();
+    }
+
+    // -- rejections ------------------------------------------------------------------------
+
+    /// Reject a command that did not decode, by the rules of docs/protocol-notes.md.
+    fn on_malformed(
+        &mut self,
+        kind: &[u8],
+        has_ts: bool,
+        account: Option<&[u8]>,
+        client_order_id: Option<&[u8]>,
+        instrument: Option<&[u8]>,
+    ) {
+        let known = matches!(
+            kind,
+            b"list_instrument"
+                | b"deposit"
+                | b"withdraw"
+                | b"new_order"
+                | b"cancel_order"
+                | b"amend_order"
+                | b"mass_cancel"
+                | b"tick"
+        );
+        let names_account = matches!(
+            kind,
+            b"deposit"
+                | b"withdraw"
+                | b"new_order"
+                | b"cancel_order"
+                | b"amend_order"
+                | b"mass_cancel"
+        );
+        let names_order = matches!(kind, b"new_order" | b"cancel_order" | b"amend_order");
+        if !known
+            || !has_ts
+            || (names_account && account.is_none())
+            || (names_order && client_order_id.is_none())
+        {
+            return self.reject_command(kind, "invalid_command");
+        }
+        let (Some(account), Some(client_order_id)) = (account, client_order_id) else {
+            return self.reject_command(kind, "invalid_command");
+        };
+        let seq = self.next_seq();
+        let w = &mut self.events;
+        match kind {
+            b"new_order" => {
+                let named = instrument.filter(|symbol| self.instrument_ids.contains_key(*symbol));
+                w.begin("order_rejected", seq, self.time);
+                w.plain("account", account);
+                w.plain("client_order_id", client_order_id);
+                w.plain("reason", b"invalid_order");
+                if let Some(symbol) = named {
+                    w.plain("instrument", symbol);
+                }
+            }
+            b"amend_order" => {
+                w.begin("amend_rejected", seq, self.time);
+                w.plain("account", account);
+                w.plain("client_order_id", client_order_id);
+                w.plain("reason", b"invalid_order");
+            }
+            _ => {
+                w.begin("command_rejected", seq, self.time);
+                w.str("command", kind);
+                w.plain("reason", b"invalid_command");
+            }
+        }
+        w.end();
+    }
+
+    pub fn reject_command(&mut self, kind: &[u8], reason: &str) {
+        let seq = self.next_seq();
+        self.events.begin("command_rejected", seq, self.time);
+        self.events.str("command", kind);
+        self.events.plain("reason", reason.as_bytes());
+        self.events.end();
+    }
+}
