@@ -12,6 +12,7 @@ SUBCOMMANDS: Final = {
     "engine": ("matching_engine.service", "run the matching engine on Kafka or the embedded log"),
     "replay": ("matching_engine.replay", "replay a command file through the engine core"),
     "gateway": ("gateway.cli", "run the websocket gateway (API, feeds, trading page)"),
+    "trade": ("sdk.cli", "trade from the command line over the websocket API"),
     "ledger": ("ledger.cli", "project events into the PostgreSQL journal; verify, reconcile"),
     "settlement": ("settlement.cli", "settle fills on chain, watch deposits, pay withdrawals"),
     "services": ("harness.cli", "start/stop real Kafka, PostgreSQL and anvil for local work"),

@@ -1,0 +1,184 @@
+"""`gpux gateway`: serve the websocket API, apply the key store's migrations, add API keys.
+
+    gpux gateway serve --kafka HOST:PORT --database-url URL --port 8765 [--clock]
+    gpux gateway --kafka ... --database-url ... --port ...      (serve is the default)
+    gpux gateway migrate --database-url URL
+    gpux gateway add-key --database-url URL --account A --role trader
+    gpux gateway set-role --database-url URL --account 0xAbC... --role market_maker
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+from gateway.config import ROLES, GatewayConfig
+
+SUBCOMMANDS = ("serve", "migrate", "add-key", "set-role")
+# A read_committed fetch is not woken when a transaction commits, only when data arrives
+# or the wait ends: keep the wait short, or every reply can wait that long.
+KAFKA_FETCH_MAX_WAIT_MS = 5
+_DEFAULTS = GatewayConfig()
+
+
+def _database_url(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"),
+                        help="PostgreSQL URL (default: $DATABASE_URL)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gpux gateway", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command")
+    serve = commands.add_parser("serve", help="run the websocket gateway")
+    serve.add_argument("--kafka", default=os.environ.get("KAFKA_BOOTSTRAP"),
+                       help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP)")
+    serve.add_argument("--log", choices=("kafka", "embedded"), default="kafka")
+    serve.add_argument("--data-dir", help="embedded log directory (with --log embedded)")
+    _database_url(serve)
+    serve.add_argument("--host", default=_DEFAULTS.host)
+    serve.add_argument("--port", type=int, default=_DEFAULTS.port)
+    serve.add_argument("--topic-namespace", default="", help="prefix of both topic names")
+    serve.add_argument("--gateway-id", default=_DEFAULTS.gateway_id)
+    serve.add_argument("--clock", action="store_true",
+                       help="send a tick command every --clock-interval-ms (one gateway only)")
+    serve.add_argument("--clock-interval-ms", type=int, default=1000)
+    serve.add_argument("--connections-per-ip-max", type=int,
+                       default=_DEFAULTS.connections_per_ip_max)
+    serve.add_argument("--frame-bytes-max", type=int, default=_DEFAULTS.frame_bytes_max)
+    serve.add_argument("--fetch-max-wait-ms", type=int, default=KAFKA_FETCH_MAX_WAIT_MS,
+                       help="how long a Kafka fetch of events may wait for data")
+    migrate = commands.add_parser("migrate", help="create or upgrade the gateway schema")
+    _database_url(migrate)
+    add_key = commands.add_parser("add-key", help="create an API key; prints it once")
+    _database_url(add_key)
+    add_key.add_argument("--account", required=True)
+    add_key.add_argument("--role", required=True, choices=ROLES)
+    set_role = commands.add_parser("set-role", help="set the role an account logs in with")
+    _database_url(set_role)
+    set_role.add_argument("--account", required=True)
+    set_role.add_argument("--role", required=True, choices=ROLES)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if not args_list or args_list[0] not in (*SUBCOMMANDS, "-h", "--help"):
+        args_list.insert(0, "serve")
+    args = build_parser().parse_args(args_list)
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if not args.database_url and args.command != "serve":
+        print("gpux gateway: --database-url (or DATABASE_URL) is required", file=sys.stderr)
+        return 2
+    if args.command == "migrate":
+        return asyncio.run(_migrate(args.database_url))
+    if args.command == "add-key":
+        return asyncio.run(_add_key(args.database_url, args.account, args.role))
+    if args.command == "set-role":
+        return asyncio.run(_set_role(args.database_url, args.account, args.role))
+    return _serve(args)
+
+
+async def _migrate(database_url: str) -> int:
+    from gateway.store import migrate
+
+    applied = await migrate(database_url)
+    print(f"gateway schema: applied {applied or 'nothing (up to date)'}")
+    return 0
+
+
+async def _add_key(database_url: str, account: str, role: str) -> int:
+    from gateway.requests import RESERVED_PREFIX
+    from gateway.store import PostgresKeyStore, migrate
+
+    if account.startswith(RESERVED_PREFIX):
+        print(f"gpux gateway: accounts starting with {RESERVED_PREFIX!r} are reserved",
+              file=sys.stderr)
+        return 2
+    await migrate(database_url)
+    store = await PostgresKeyStore.open(database_url)
+    try:
+        key_id, private_key = await store.add_key(account, role)
+    finally:
+        await store.close()
+    print("New API key (the private key is shown once; the server keeps only the public key)")
+    print(f"account:     {account}")
+    print(f"role:        {role}")
+    print(f"key_id:      {key_id}")
+    print(f"private_key: {private_key}")
+    return 0
+
+
+async def _set_role(database_url: str, account: str, role: str) -> int:
+    from gateway.store import PostgresKeyStore, migrate
+
+    await migrate(database_url)
+    store = await PostgresKeyStore.open(database_url)
+    try:
+        await store.set_role(account, role)
+    finally:
+        await store.close()
+    print(f"{account}: {role}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    config = GatewayConfig(
+        host=args.host, port=args.port, topic_namespace=args.topic_namespace,
+        gateway_id=args.gateway_id,
+        clock_interval_ms=args.clock_interval_ms if args.clock else None,
+        connections_per_ip_max=args.connections_per_ip_max,
+        frame_bytes_max=args.frame_bytes_max,
+    )
+    try:
+        import uvloop
+
+        uvloop.run(_run(args, config))
+    except ImportError:
+        asyncio.run(_run(args, config))
+    return 0
+
+
+async def _run(args: argparse.Namespace, config: GatewayConfig) -> None:
+    from pathlib import Path
+
+    from gateway.service import GatewayService
+    from gateway.static import StaticSite
+    from gateway.store import PostgresKeyStore, migrate
+    from matching_engine.service import open_log
+
+    logging.getLogger("websockets.server").setLevel(logging.WARNING)  # one line per connection
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    store = None
+    if args.database_url:
+        await migrate(args.database_url)
+        store = await PostgresKeyStore.open(args.database_url)
+    else:
+        logging.getLogger("gpux.gateway").warning("no --database-url: logins are refused")
+    if args.log == "kafka":
+        from eventlog.kafka import KafkaConfig, KafkaLog
+
+        if not args.kafka:
+            raise SystemExit("gpux gateway: --kafka HOST:PORT (or KAFKA_BOOTSTRAP) is required")
+        event_log: Any = KafkaLog(KafkaConfig(bootstrap_servers=args.kafka,
+                                              client_id=f"gpux-{config.gateway_id}",
+                                              fetch_max_wait_ms=args.fetch_max_wait_ms))
+    else:
+        event_log = open_log(args.log, kafka=None,
+                             data_dir=Path(args.data_dir) if args.data_dir else None)
+    try:
+        site = StaticSite.from_directory()
+        await GatewayService(event_log, config, store,
+                             process_request=site.process_request).run(stop)
+    finally:
+        await event_log.close()
+        if store is not None:
+            await store.close()

@@ -1,0 +1,91 @@
+"""Configure the gateway: where it listens, what it allows, and the bound on every buffer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+ROLES: Final = ("trader", "operator", "market_maker", "admin")
+ANONYMOUS: Final = "anonymous"
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """A token bucket: `burst` tokens at most, refilled at `per_second` tokens per second."""
+
+    per_second: float
+    burst: int
+
+    def __post_init__(self) -> None:
+        if self.per_second <= 0 or self.burst < 1:
+            raise ValueError("a rate limit needs per_second > 0 and burst >= 1")
+
+
+def _default_role_limits() -> dict[str, RateLimit]:
+    return {
+        ANONYMOUS: RateLimit(per_second=5, burst=20),
+        "trader": RateLimit(per_second=20, burst=50),
+        "operator": RateLimit(per_second=20, burst=50),
+        "market_maker": RateLimit(per_second=200, burst=500),
+        "admin": RateLimit(per_second=100, burst=200),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    """Say where the gateway listens and bound everything a client can make it hold."""
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    topic_namespace: str = ""
+    gateway_id: str = "gw"
+    # A frame above this size closes the connection with 1009 (message too big).
+    frame_bytes_max: int = 64 * 1024
+    # Bytes buffered for one connection before it is dropped as a slow consumer.
+    outbound_bytes_max: int = 4 * 1024 * 1024
+    connections_max: int = 10_000
+    connections_per_ip_max: int = 200
+    # Tokens per request are charged to the key (logged in) or to the IP (anonymous), and
+    # every request from an IP is also charged to `ip_limit`.
+    role_limits: dict[str, RateLimit] = field(default_factory=_default_role_limits)
+    ip_limit: RateLimit = RateLimit(per_second=500, burst=1000)
+    batch_size_max: int = 20
+    mass_quote_size_max: int = 40
+    pending_per_session_max: int = 500
+    subscriptions_per_session_max: int = 200
+    request_timeout_ms: int = 10_000
+    # Orders a session tracks for cancel-on-disconnect (scope "session").
+    session_orders_max: int = 10_000
+    login_window_ms: int = 30_000
+    eip712_chain_id: int = 1
+    heartbeat_interval_ms: int = 5_000
+    housekeeping_interval_ms: int = 100
+    command_queue_max: int = 10_000
+    send_batch_max: int = 1_000
+    event_batch_max: int = 5_000
+    candles_kept_max: int = 24 * 60
+    candles_snapshot_max: int = 60
+    trades_snapshot_max: int = 50
+    clock_interval_ms: int | None = None  # None: this gateway runs no clock
+    key_cache_ttl_ms: int = 60_000
+
+    def __post_init__(self) -> None:
+        for name in (
+            "frame_bytes_max", "outbound_bytes_max", "connections_max", "connections_per_ip_max",
+            "batch_size_max", "mass_quote_size_max", "pending_per_session_max",
+            "subscriptions_per_session_max", "request_timeout_ms", "session_orders_max",
+            "login_window_ms", "heartbeat_interval_ms", "housekeeping_interval_ms",
+            "command_queue_max", "send_batch_max", "event_batch_max", "candles_kept_max",
+            "candles_snapshot_max", "trades_snapshot_max", "key_cache_ttl_ms",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be within 0..65535, got {self.port}")
+        if self.clock_interval_ms is not None and self.clock_interval_ms < 1:
+            raise ValueError("clock_interval_ms must be >= 1 (or None for no clock)")
+        missing = {ANONYMOUS, *ROLES} - set(self.role_limits)
+        if missing:
+            raise ValueError(f"role_limits lacks {sorted(missing)}")
+        if not self.gateway_id or len(self.gateway_id) > 16:
+            raise ValueError("gateway_id must be 1-16 characters")

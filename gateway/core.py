@@ -1,0 +1,572 @@
+"""The gateway's protocol state machine: requests in, commands and messages out; no I/O.
+
+`GatewayCore` never awaits and never reads a clock: the I/O layer (gateway.service) passes
+`now_ns` (wall clock, for `ts` stamps and login windows) and `mono_ns` (monotonic, for rate
+limits and deadlines) into every call, delivers frames and events, and gives the core three
+ports: a `Transport` to push bytes to connections, a `CommandSink` that writes commands to
+the log, and an `AuthPort` that verifies logins against the key store and calls back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from gateway.auth import Principal, check_timestamp, new_nonce
+from gateway.config import ANONYMOUS, GatewayConfig, RateLimit
+from gateway.correlation import Correlator, Group, PendingOp
+from gateway.errors import (
+    ALREADY_AUTHENTICATED,
+    AUTH_FAILED,
+    FORBIDDEN,
+    INVALID_REQUEST,
+    OVERLOADED,
+    RATE_LIMITED,
+    SUBSCRIPTION_LIMIT,
+    TOO_MANY_PENDING,
+    UNAUTHENTICATED,
+    UNKNOWN_INSTRUMENT,
+    RequestError,
+)
+from gateway.messages import (
+    API_VERSION,
+    ErrorBody,
+    FillsMessage,
+    Heartbeat,
+    Hello,
+    Notice,
+    OrdersMessage,
+    RateUsage,
+    Reply,
+    encode,
+)
+from gateway.orderentry import Plan, Planner
+from gateway.projection import Projection
+from gateway.ratelimit import Charge, RateLimiter
+from gateway.requests import (
+    ADMIN_OPS,
+    MASS_QUOTE_ROLES,
+    PRIVATE_CHANNELS,
+    TRADING_OPS,
+    AmendOrderRequest,
+    AnyRequest,
+    Balances,
+    BatchRequest,
+    CancelAllAfter,
+    CancelOrderRequest,
+    DepositRequest,
+    Instruments,
+    ListInstrumentRequest,
+    Login,
+    LoginWallet,
+    MassCancelRequest,
+    MassQuoteRequest,
+    NewOrderRequest,
+    OpenOrders,
+    Ping,
+    Subscribe,
+    Time,
+    Unsubscribe,
+    decode_request,
+    salvage_req_id,
+)
+from gateway.session import Session
+from protocol import AnyCommand, AnyEvent, CancelOrder, Tick
+from protocol import encode as encode_command
+
+CLOSE_GOING_AWAY = 1001
+
+
+class Transport(Protocol):
+    """Deliver bytes to connections (without waiting) and close them."""
+
+    def push(self, conn_id: int, payload: bytes) -> None: ...
+
+    def push_many(self, conn_ids: Iterable[int], payload: bytes) -> None: ...
+
+    def close(self, conn_id: int, code: int, reason: str) -> None: ...
+
+
+@dataclass(slots=True)
+class Submission:
+    """Commands to append to the log, in order; `group` is told if the write fails."""
+
+    payloads: list[bytes]
+    group: Group | None
+
+
+class CommandSink(Protocol):
+    def room(self) -> int:
+        """Return how many more submissions fit in the bounded queue."""
+        ...
+
+    def offer(self, submission: Submission) -> bool:
+        """Queue a submission; False when the queue is full."""
+        ...
+
+
+class AuthPort(Protocol):
+    def begin(self, conn_id: int, req_id: int, request: Login | LoginWallet, nonce: str) -> None:
+        """Verify the login in the background, then call `GatewayCore.login_result`."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyContext:
+    charge: Charge
+
+
+class GatewayCore:
+    """Hold sessions, subscriptions, pending requests and the projection of the event log."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        transport: Transport,
+        sink: CommandSink,
+        auth: AuthPort,
+        projection: Projection | None = None,
+    ) -> None:
+        self.config = config
+        self.transport = transport
+        self.sink = sink
+        self.auth = auth
+        self.projection = projection or Projection(
+            trades_kept_max=config.trades_snapshot_max, candles_kept_max=config.candles_kept_max)
+        self.correlator = Correlator()
+        self.planner = Planner(config.gateway_id)
+        self.limiter = RateLimiter(config.ip_limit)
+        self.sessions: dict[int, Session] = {}
+        self.connections_by_ip: dict[str, int] = {}
+        self.subscribers: dict[tuple[str, str], set[int]] = {}
+        self.dead_man: dict[str, int] = {}  # account -> deadline (monotonic ns)
+        self.last_ts = 0
+        self.next_heartbeat_ns = 0
+        self.requests_refused = 0
+        self.commands_sent = 0
+
+    # -- connections -----------------------------------------------------------------------
+
+    def connect(self, conn_id: int, ip: str, now_ns: int) -> bool:
+        """Open a session and greet it; False when over the connection limits."""
+        if (len(self.sessions) >= self.config.connections_max
+                or self.connections_by_ip.get(ip, 0) >= self.config.connections_per_ip_max):
+            return False
+        session = Session(conn_id=conn_id, ip=ip, nonce=new_nonce())
+        self.sessions[conn_id] = session
+        self.connections_by_ip[ip] = self.connections_by_ip.get(ip, 0) + 1
+        assert session.nonce is not None
+        self.transport.push(conn_id, encode(Hello(
+            api_version=API_VERSION, gateway_id=self.config.gateway_id, nonce=session.nonce,
+            server_time_ns=now_ns, frame_bytes_max=self.config.frame_bytes_max,
+            heartbeat_interval_ms=self.config.heartbeat_interval_ms,
+            batch_size_max=self.config.batch_size_max,
+            mass_quote_size_max=self.config.mass_quote_size_max,
+        )))
+        return True
+
+    def disconnect(self, conn_id: int, now_ns: int) -> None:
+        """Forget a session; cancel its orders if it asked for cancel-on-disconnect."""
+        session = self.sessions.pop(conn_id, None)
+        if session is None:
+            return
+        session.closed = True
+        count = self.connections_by_ip.get(session.ip, 1) - 1
+        if count:
+            self.connections_by_ip[session.ip] = count
+        else:
+            self.connections_by_ip.pop(session.ip, None)
+        for key in session.subscriptions:
+            self._unsubscribe_key(conn_id, key)
+        account = session.account
+        if account is None or session.cancel_on_disconnect == "off":
+            return
+        ts = self._stamp(now_ns)
+        commands: list[AnyCommand]
+        if session.cancel_on_disconnect == "account":
+            commands = [self.planner.mass_cancel_command(account, ts)]
+        else:
+            open_orders = self.projection.open_by_client
+            commands = [CancelOrder(ts=ts, account=account, client_order_id=cid)
+                        for cid in session.placed if (account, cid) in open_orders]
+        if commands:
+            self._submit_unanswered(commands)
+
+    # -- requests --------------------------------------------------------------------------
+
+    def receive(self, conn_id: int, data: bytes | str, now_ns: int, mono_ns: int) -> None:
+        """Handle one client frame: exactly one reply for it, now or when the engine answers."""
+        session = self.sessions.get(conn_id)
+        if session is None:
+            return
+        try:
+            request = decode_request(data)
+        except RequestError as error:
+            charge = self._charge(session, 1, mono_ns)
+            self._refuse(session, salvage_req_id(data), "unknown", error, charge)
+            return
+        op = request.__struct_config__.tag
+        assert isinstance(op, str)
+        charge = self._charge(session, _cost(request), mono_ns)
+        if charge.retry_after_ms:
+            self._refuse(session, request.req_id, op, RequestError(
+                RATE_LIMITED, f"rate limit of {charge.bucket} exceeded",
+                retry_after_ms=charge.retry_after_ms), charge)
+            return
+        try:
+            self._dispatch(session, request, op, charge, now_ns, mono_ns)
+        except RequestError as error:
+            self._refuse(session, request.req_id, op, error, charge)
+
+    def _dispatch(
+        self, session: Session, request: AnyRequest, op: str, charge: Charge, now_ns: int,
+        mono_ns: int,
+    ) -> None:
+        if isinstance(request, (Login, LoginWallet)):
+            self._login(session, request, now_ns)
+            return
+        if isinstance(request, (Time, Ping, Instruments)):
+            self._reply_ok(session, request.req_id, op, _public_result(self, request, now_ns),
+                           charge)
+            return
+        if isinstance(request, (Subscribe, Unsubscribe)):
+            self._subscription(session, request, op, charge)
+            return
+        principal = self._require_role(session, op)
+        if isinstance(request, CancelAllAfter):
+            self._cancel_all_after(session, principal, request, charge, mono_ns)
+        elif isinstance(request, OpenOrders):
+            orders = self.projection.open_orders(principal.account, request.instrument)
+            self._reply_ok(session, request.req_id, op, {"orders": orders}, charge)
+        elif isinstance(request, Balances):
+            message = self.projection.balances_message(principal.account)
+            self._reply_ok(session, request.req_id, op,
+                           {"seq": message.seq, "balances": message.balances}, charge)
+        else:
+            self._order_entry(session, principal, request, op, charge, now_ns, mono_ns)
+
+    def _require_role(self, session: Session, op: str) -> Principal:
+        principal = session.principal
+        if principal is None:
+            raise RequestError(UNAUTHENTICATED, f"{op} needs a login")
+        if op in ADMIN_OPS and principal.role != "admin":
+            raise RequestError(FORBIDDEN, f"{op} is for the admin role, not {principal.role}")
+        if op == "mass_quote" and principal.role not in MASS_QUOTE_ROLES:
+            raise RequestError(FORBIDDEN, f"mass_quote is not for the {principal.role} role")
+        if op not in ADMIN_OPS and op not in TRADING_OPS:
+            raise RequestError(INVALID_REQUEST, f"{op} is not an account operation")
+        return principal
+
+    def _order_entry(
+        self, session: Session, principal: Principal, request: AnyRequest, op: str,
+        charge: Charge, now_ns: int, mono_ns: int,
+    ) -> None:
+        if session.pending_groups >= self.config.pending_per_session_max:
+            raise RequestError(TOO_MANY_PENDING, "too many requests awaiting the engine",
+                               retry_after_ms=100)
+        if self.sink.room() < 1:
+            raise RequestError(OVERLOADED, "the command queue is full", retry_after_ms=100)
+        ts = self._stamp(now_ns)
+        plan = self._plan(principal.account, request, ts)
+        group = Group(conn_id=session.conn_id, req_id=request.req_id, op=op,
+                      deadline_ns=mono_ns + self.config.request_timeout_ms * 1_000_000,
+                      outcomes=[None] * len(plan.ops), waiting=len(plan.ops),
+                      context=ReplyContext(charge))
+        self.correlator.register(group, [
+            PendingOp(group=group, index=index, op=spec.op, account=spec.account, ts=ts,
+                      client_order_id=spec.client_order_id, instrument=spec.instrument,
+                      asset=spec.asset, deposit_id=spec.deposit_id, fence_id=spec.fence_id)
+            for index, spec in enumerate(plan.ops)
+        ])
+        session.pending_groups += 1
+        for spec in plan.ops:
+            if spec.op == "new_order" and spec.client_order_id is not None:
+                session.remember_placed(spec.client_order_id, self.config.session_orders_max)
+        submission = Submission([encode_command(c) for c in plan.commands], group)
+        if self.sink.offer(submission):
+            self.commands_sent += len(plan.commands)
+        else:
+            self.submission_failed(submission, OVERLOADED)
+
+    def _plan(self, account: str, request: AnyRequest, ts: int) -> Plan:
+        planner = self.planner
+        if isinstance(request, (NewOrderRequest, CancelOrderRequest, AmendOrderRequest,
+                                MassCancelRequest)):
+            return planner.single(request, account, ts)
+        if isinstance(request, BatchRequest):
+            return planner.batch(request, account, ts, self.config.batch_size_max)
+        if isinstance(request, MassQuoteRequest):
+            return planner.mass_quote(request, account, ts, self.config.mass_quote_size_max)
+        if isinstance(request, ListInstrumentRequest):
+            return planner.list_instrument(request, account, ts)
+        if isinstance(request, DepositRequest):
+            return planner.deposit(request, ts)
+        raise AssertionError(f"no plan for {type(request).__name__}")
+
+    def _cancel_all_after(
+        self, session: Session, principal: Principal, request: CancelAllAfter, charge: Charge,
+        mono_ns: int,
+    ) -> None:
+        if request.timeout_s == 0:
+            self.dead_man.pop(principal.account, None)
+            result: dict[str, Any] = {"armed": False}
+        else:
+            self.dead_man[principal.account] = mono_ns + request.timeout_s * 1_000_000_000
+            result = {"armed": True, "timeout_s": request.timeout_s}
+        self._reply_ok(session, request.req_id, "cancel_all_after", result, charge)
+
+    # -- login -----------------------------------------------------------------------------
+
+    def _login(self, session: Session, request: Login | LoginWallet, now_ns: int) -> None:
+        if session.principal is not None:
+            raise RequestError(ALREADY_AUTHENTICATED, "this session is logged in")
+        if session.login_pending:
+            raise RequestError(AUTH_FAILED, "a login is in progress")
+        nonce = session.nonce
+        if nonce is None:
+            raise RequestError(AUTH_FAILED, "the nonce of this connection was used; reconnect")
+        session.nonce = None
+        check_timestamp(request.timestamp_ms, now_ns, self.config.login_window_ms)
+        session.login_pending = True
+        self.auth.begin(session.conn_id, request.req_id, request, nonce)
+
+    def login_result(
+        self, conn_id: int, req_id: int, op: str, outcome: Principal | RequestError,
+        cancel_on_disconnect: str, mono_ns: int,
+    ) -> None:
+        """Finish a login the AuthPort verified (or refused)."""
+        session = self.sessions.get(conn_id)
+        if session is None:
+            return
+        session.login_pending = False
+        if isinstance(outcome, RequestError):
+            charge = self._charge(session, 0, mono_ns)
+            self._refuse(session, req_id, op, outcome, charge)
+            return
+        session.principal = outcome
+        session.cancel_on_disconnect = cancel_on_disconnect
+        charge = self._charge(session, 0, mono_ns)
+        self._reply_ok(session, req_id, op, {
+            "account": outcome.account, "role": outcome.role,
+            "cancel_on_disconnect": cancel_on_disconnect,
+        }, charge)
+
+    # -- subscriptions ---------------------------------------------------------------------
+
+    def _subscription(
+        self, session: Session, request: Subscribe | Unsubscribe, op: str, charge: Charge
+    ) -> None:
+        channel = request.channel
+        if channel in PRIVATE_CHANNELS:
+            if session.principal is None:
+                raise RequestError(UNAUTHENTICATED, f"the {channel} channel needs a login")
+            if request.instrument is not None:
+                raise RequestError(INVALID_REQUEST, f"the {channel} channel takes no instrument",
+                                   field="$.instrument")
+            key = (channel, session.principal.account)
+        else:
+            if request.instrument is None:
+                raise RequestError(INVALID_REQUEST, f"the {channel} channel needs an instrument",
+                                   field="$.instrument")
+            if request.instrument not in self.projection.instruments:
+                raise RequestError(UNKNOWN_INSTRUMENT, f"no instrument {request.instrument!r}",
+                                   field="$.instrument")
+            key = (channel, request.instrument)
+        if isinstance(request, Unsubscribe):
+            session.subscriptions.discard(key)
+            self._unsubscribe_key(session.conn_id, key)
+            self._reply_ok(session, request.req_id, op, {"channel": channel,
+                                                         "instrument": request.instrument}, charge)
+            return
+        if (key not in session.subscriptions
+                and len(session.subscriptions) >= self.config.subscriptions_per_session_max):
+            raise RequestError(SUBSCRIPTION_LIMIT, "too many subscriptions on this session")
+        session.subscriptions.add(key)
+        self.subscribers.setdefault(key, set()).add(session.conn_id)
+        self._reply_ok(session, request.req_id, op, {"channel": channel,
+                                                     "instrument": request.instrument}, charge)
+        snapshot = self._snapshot(channel, key[1])
+        if snapshot is not None:
+            self.transport.push(session.conn_id, snapshot)
+
+    def _snapshot(self, channel: str, key: str) -> bytes | None:
+        projection = self.projection
+        if channel == "book":
+            return encode(projection.book_snapshot(key))
+        if channel == "trades":
+            return encode(projection.trades_snapshot(key))
+        if channel == "ticker":
+            return encode(projection.ticker(key))
+        if channel == "candles":
+            return encode(projection.candles_snapshot(key, self.config.candles_snapshot_max))
+        if channel == "orders":
+            return encode(OrdersMessage(kind="snapshot", orders=projection.open_orders(key)))
+        if channel == "balances":
+            return encode(projection.balances_message(key))
+        if channel == "fills":
+            return encode(FillsMessage(kind="snapshot", fills=[]))
+        return None
+
+    def _unsubscribe_key(self, conn_id: int, key: tuple[str, str]) -> None:
+        conns = self.subscribers.get(key)
+        if conns is not None:
+            conns.discard(conn_id)
+            if not conns:
+                del self.subscribers[key]
+
+    # -- events ----------------------------------------------------------------------------
+
+    def apply_events(self, events: Sequence[AnyEvent]) -> None:
+        """Answer the requests the events complete, then fan out what changed."""
+        correlate = self.correlator.on_event
+        apply = self.projection.apply
+        for event in events:
+            completed = correlate(event)
+            apply(event)
+            for group in completed:
+                self._reply_group(group)
+        subscribers = self.subscribers
+        for update in self.projection.flush(lambda channel, key: (channel, key) in subscribers):
+            conns = subscribers.get((update.channel, update.key))
+            if conns:
+                self.transport.push_many(conns, update.payload)
+
+    def _reply_group(self, group: Group) -> None:
+        session = self.sessions.get(group.conn_id)
+        if session is None:
+            return
+        session.pending_groups -= 1
+        context = group.context
+        charge = context.charge if isinstance(context, ReplyContext) else None
+        outcomes = [outcome for outcome in group.outcomes if outcome is not None]
+        if group.op in ("batch",):
+            self._send_reply(session, Reply(req_id=group.req_id, op=group.op, status="ok",
+                                            result={"results": outcomes},
+                                            rate_limit=_usage(charge)))
+            return
+        if group.op == "mass_quote":
+            first, rest = outcomes[0], outcomes[1:]
+            failed = first.status == "error"
+            self._send_reply(session, Reply(
+                req_id=group.req_id, op=group.op, status="error" if failed else "ok",
+                result={"canceled": first.canceled or 0, "results": rest},
+                error=ErrorBody(code=first.reason or "timeout",
+                                message="the engine did not answer the cancel") if failed
+                else None, rate_limit=_usage(charge)))
+            return
+        outcome = outcomes[0]
+        error = (ErrorBody(code=outcome.reason or "timeout", message="the engine did not answer")
+                 if outcome.status == "error" else None)
+        self._send_reply(session, Reply(
+            req_id=group.req_id, op=group.op, status=outcome.status,
+            reason=outcome.reason if outcome.status == "rejected" else None, result=outcome,
+            error=error, rate_limit=_usage(charge)))
+
+    def submission_failed(self, submission: Submission, reason: str) -> None:
+        """Answer a group whose commands could not be written to the log."""
+        group = submission.group
+        if group is None or group.done:
+            return
+        self.correlator.fail(group, reason)
+        self._reply_group(group)
+
+    # -- time ------------------------------------------------------------------------------
+
+    def housekeeping(self, now_ns: int, mono_ns: int) -> None:
+        """Expire requests, fire dead-man's switches and send heartbeats that are due."""
+        for group in self.correlator.expire(mono_ns):
+            self._reply_group(group)
+        fired = [account for account, deadline in self.dead_man.items() if deadline <= mono_ns]
+        for account in fired:
+            del self.dead_man[account]
+            self._submit_unanswered([self.planner.mass_cancel_command(account,
+                                                                      self._stamp(now_ns))])
+            notice = encode(Notice(code="dead_man_switch", ts=now_ns,
+                                   message="cancel_all_after expired: all orders canceled"))
+            for session in self.sessions.values():
+                if session.account == account:
+                    self.transport.push(session.conn_id, notice)
+        if mono_ns >= self.next_heartbeat_ns:
+            self.next_heartbeat_ns = mono_ns + self.config.heartbeat_interval_ms * 1_000_000
+            if self.sessions:
+                self.transport.push_many(list(self.sessions), encode(Heartbeat(
+                    ts=now_ns, event_seq=self.projection.event_seq)))
+            self.limiter.prune(mono_ns)
+
+    def tick(self, now_ns: int) -> bytes:
+        """Return a tick command stamped now (for the clock)."""
+        return encode_command(Tick(ts=self._stamp(now_ns)))
+
+    def _stamp(self, now_ns: int) -> int:
+        """Return the `ts` for a command: the wall clock, never below an earlier stamp."""
+        self.last_ts = max(self.last_ts, now_ns)
+        return self.last_ts
+
+    def _submit_unanswered(self, commands: list[AnyCommand]) -> bool:
+        """Queue commands nobody awaits an answer to; False when the queue is full."""
+        if not self.sink.offer(Submission([encode_command(c) for c in commands], None)):
+            return False
+        self.commands_sent += len(commands)
+        return True
+
+    # -- replies ---------------------------------------------------------------------------
+
+    def _charge(self, session: Session, cost: int, mono_ns: int) -> Charge:
+        principal = session.principal
+        limit: RateLimit = self.config.role_limits[
+            principal.role if principal is not None else ANONYMOUS]
+        return self.limiter.charge(
+            ip=session.ip, principal=principal.credential + ":" + principal.account
+            if principal is not None else None, limit=limit, cost=cost, now_ns=mono_ns)
+
+    def _reply_ok(
+        self, session: Session, req_id: int, op: str, result: Any, charge: Charge
+    ) -> None:
+        self._send_reply(session, Reply(req_id=req_id, op=op, status="ok", result=result,
+                                        rate_limit=_usage(charge)))
+
+    def _refuse(
+        self, session: Session, req_id: int | None, op: str, error: RequestError,
+        charge: Charge | None,
+    ) -> None:
+        self.requests_refused += 1
+        self._send_reply(session, Reply(
+            req_id=req_id, op=op, status="error", rate_limit=_usage(charge),
+            error=ErrorBody(code=error.code, message=error.message, field=error.field,
+                            retry_after_ms=error.retry_after_ms),
+        ))
+
+    def _send_reply(self, session: Session, reply: Reply) -> None:
+        if not session.closed:
+            self.transport.push(session.conn_id, encode(reply))
+
+
+def _cost(request: AnyRequest) -> int:
+    if isinstance(request, BatchRequest):
+        return max(1, len(request.orders))
+    if isinstance(request, MassQuoteRequest):
+        return 1 + len(request.quotes)
+    return 1
+
+
+def _usage(charge: Charge | None) -> RateUsage | None:
+    if charge is None:
+        return None
+    return RateUsage(bucket=charge.bucket.split(":", 1)[0], remaining=charge.remaining,
+                     burst=charge.burst, per_second=charge.per_second)
+
+
+def _public_result(core: GatewayCore, request: Time | Ping | Instruments, now_ns: int) -> Any:
+    if isinstance(request, Time):
+        return {"server_time_ns": now_ns, "engine_time_ns": core.projection.time_ns,
+                "event_seq": core.projection.event_seq}
+    if isinstance(request, Ping):
+        return {"pong": now_ns}
+    return {"instruments": core.projection.instrument_specs()}
+
+
+__all__ = [
+    "AuthPort", "CLOSE_GOING_AWAY", "CommandSink",
+    "GatewayCore", "Submission", "Transport",
+]

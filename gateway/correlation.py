@@ -1,0 +1,261 @@
+"""Match engine events to the requests that caused them; pure, no I/O, no clock.
+
+Order commands are matched by (account, client_order_id): per key a FIFO of pending ops,
+and an event answers the oldest op of the kind it answers (order_accepted/order_rejected a
+new order, order_canceled with reason `user` or cancel_rejected a cancel, ...). The engine
+applies commands in log order, so the oldest pending op is the one the event is about.
+
+Commands that yield no event of their own when nothing happens (mass_cancel) or whose
+rejection names no key (list_instrument, deposit) are followed by a fence: a cancel of a
+client order id that never exists, for the gateway's own account, which the engine always
+answers with cancel_rejected. Everything such a command caused lies between it and its fence.
+
+An answer is never older than its command: the engine's time is the maximum `ts` it has
+seen, so every event a command causes has `ts` >= that command's stamp, and an event with
+an older `ts` is skipped. That keeps a gateway that lags behind the log from taking the
+answer to another gateway's earlier command on the same key (a retry sent to a second
+gateway) for its own. Known limit: two gateways whose clocks differ by more than the time
+between two commands on the same account and client order id may still mix their answers.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from gateway.messages import Outcome
+from protocol import (
+    AmendRejected,
+    AnyEvent,
+    CancelRejected,
+    CommandRejected,
+    Deposited,
+    DepositRejected,
+    InstrumentListed,
+    OrderAccepted,
+    OrderAmended,
+    OrderCanceled,
+    OrderRejected,
+)
+
+FENCE_ACCOUNT: Final = "gpux.gateway"
+KEYED_OPS: Final = frozenset({"new_order", "cancel_order", "amend_order"})
+FENCED_OPS: Final = frozenset({"mass_cancel", "list_instrument", "deposit"})
+
+
+@dataclass(slots=True)
+class Group:
+    """One client request: one or more ops whose outcomes make up its single reply."""
+
+    conn_id: int
+    req_id: int
+    op: str
+    deadline_ns: int
+    outcomes: list[Outcome | None]
+    waiting: int
+    context: Any = None  # what the reply needs besides the outcomes (rate usage)
+    done: bool = False
+
+
+@dataclass(slots=True)
+class PendingOp:
+    """One engine command of a group, waiting for the event that answers it."""
+
+    group: Group
+    index: int
+    op: str
+    account: str
+    ts: int = 0  # the command's stamp: no answer to it is older
+    client_order_id: str | None = None
+    instrument: str | None = None
+    asset: str | None = None
+    deposit_id: str | None = None
+    fence_id: str | None = None
+    canceled: int = 0
+    rejection: str | None = None
+    listed: bool = False
+
+
+@dataclass(slots=True)
+class Correlator:
+    """Hold pending ops; `on_event` returns the groups an event completed."""
+
+    by_key: dict[tuple[str, str], deque[PendingOp]] = field(default_factory=dict)
+    by_fence: dict[str, PendingOp] = field(default_factory=dict)
+    groups: dict[int, Group] = field(default_factory=dict)  # id(group) -> group
+
+    def register(self, group: Group, ops: list[PendingOp]) -> None:
+        if group.waiting != len(ops) or len(group.outcomes) != len(ops):
+            raise ValueError("a group waits for exactly its ops")
+        self.groups[id(group)] = group
+        for op in ops:
+            if op.op in KEYED_OPS:
+                assert op.client_order_id is not None
+                self.by_key.setdefault((op.account, op.client_order_id), deque()).append(op)
+            elif op.op in FENCED_OPS:
+                assert op.fence_id is not None
+                self.by_fence[op.fence_id] = op
+            else:
+                raise ValueError(f"cannot correlate op {op.op!r}")
+
+    def pending(self) -> int:
+        return len(self.groups)
+
+    def on_event(self, event: AnyEvent) -> list[Group]:
+        """Resolve what `event` answers; return the groups that are now complete."""
+        completed: list[Group] = []
+        kind = type(event)
+        if kind is CancelRejected and event.account == FENCE_ACCOUNT:  # type: ignore[union-attr]
+            op = self.by_fence.pop(event.client_order_id, None)  # type: ignore[union-attr]
+            if op is not None:
+                self._resolve(op, _fenced_outcome(op), completed)
+            return completed
+        if self.by_fence:
+            self._watch_fenced(event)
+        key_fields = _KEY_EVENTS.get(kind)
+        if key_fields is not None:
+            key = (event.account, event.client_order_id)  # type: ignore[union-attr]
+            queue = self.by_key.get(key)
+            if queue:
+                for op in queue:
+                    if event.ts < op.ts:
+                        continue
+                    outcome = _keyed_outcome(op, event)
+                    if outcome is not None:
+                        queue.remove(op)
+                        if not queue:
+                            del self.by_key[key]
+                        self._resolve(op, outcome, completed)
+                        break
+        return completed
+
+    def _watch_fenced(self, event: AnyEvent) -> None:
+        """Note what a fenced op caused, for its outcome when its fence comes back."""
+        for op in self.by_fence.values():
+            if op.op == "mass_cancel":
+                if (isinstance(event, OrderCanceled) and event.reason == "mass_cancel"
+                        and event.account == op.account
+                        and (op.instrument is None or event.instrument == op.instrument)):
+                    op.canceled += 1
+                elif isinstance(event, CommandRejected) and event.command == "mass_cancel":
+                    op.rejection = op.rejection or event.reason
+            elif op.op == "list_instrument":
+                if isinstance(event, InstrumentListed) and event.symbol == op.instrument:
+                    op.listed = True
+                elif isinstance(event, CommandRejected) and event.command == "list_instrument":
+                    op.rejection = op.rejection or event.reason
+            elif op.op == "deposit":
+                if (isinstance(event, (Deposited, DepositRejected)) and event.account == op.account
+                        and event.asset == op.asset
+                        and (op.deposit_id is None
+                             or getattr(event, "deposit_id", op.deposit_id) == op.deposit_id)):
+                    if isinstance(event, Deposited):
+                        op.listed = True
+                    else:
+                        op.rejection = event.reason
+
+    def _resolve(self, op: PendingOp, outcome: Outcome, completed: list[Group]) -> None:
+        group = op.group
+        if group.done or group.outcomes[op.index] is not None:
+            return
+        group.outcomes[op.index] = outcome
+        group.waiting -= 1
+        if group.waiting == 0:
+            group.done = True
+            self.groups.pop(id(group), None)
+            completed.append(group)
+
+    def expire(self, now_ns: int) -> list[Group]:
+        """Give up on the groups past their deadline; their unanswered ops become errors."""
+        expired = [group for group in self.groups.values() if group.deadline_ns <= now_ns]
+        for group in expired:
+            self._forget(group)
+            group.outcomes = [
+                outcome if outcome is not None
+                else Outcome(op=group.op, status="error", reason="timeout")
+                for outcome in group.outcomes
+            ]
+            group.waiting = 0
+            group.done = True
+        return expired
+
+    def fail(self, group: Group, reason: str) -> None:
+        """Give up on a group whose commands could not be written."""
+        self._forget(group)
+        group.outcomes = [Outcome(op=group.op, status="error", reason=reason)
+                          if outcome is None else outcome for outcome in group.outcomes]
+        group.waiting = 0
+        group.done = True
+
+    def _forget(self, group: Group) -> None:
+        self.groups.pop(id(group), None)
+        for key, queue in list(self.by_key.items()):
+            kept = deque(op for op in queue if op.group is not group)
+            if len(kept) != len(queue):
+                if kept:
+                    self.by_key[key] = kept
+                else:
+                    del self.by_key[key]
+        for fence_id, op in list(self.by_fence.items()):
+            if op.group is group:
+                del self.by_fence[fence_id]
+
+
+_KEY_EVENTS: Final[dict[type[Any], bool]] = {
+    OrderAccepted: True, OrderRejected: True, OrderCanceled: True, OrderAmended: True,
+    CancelRejected: True, AmendRejected: True,
+}
+
+
+def _keyed_outcome(op: PendingOp, event: AnyEvent) -> Outcome | None:
+    """Return the outcome `event` gives `op`, or None if the event does not answer it."""
+    cid = op.client_order_id
+    if op.op == "new_order":
+        if isinstance(event, OrderAccepted):
+            return Outcome(op=op.op, status="accepted", client_order_id=cid,
+                           order_id=event.order_id, instrument=event.instrument,
+                           price=event.price, quantity=event.quantity)
+        if isinstance(event, OrderRejected):
+            return Outcome(op=op.op, status="rejected", client_order_id=cid,
+                           instrument=event.instrument, reason=event.reason)
+    elif op.op == "cancel_order":
+        if isinstance(event, OrderCanceled) and event.reason == "user":
+            return Outcome(op=op.op, status="accepted", client_order_id=cid,
+                           order_id=event.order_id, instrument=event.instrument,
+                           canceled_quantity=event.canceled_quantity)
+        if isinstance(event, CancelRejected):
+            return Outcome(op=op.op, status="rejected", client_order_id=cid,
+                           reason=event.reason)
+    elif op.op == "amend_order":
+        if isinstance(event, OrderAmended):
+            return Outcome(op=op.op, status="accepted", client_order_id=cid,
+                           order_id=event.order_id, instrument=event.instrument,
+                           price=event.price, quantity=event.quantity,
+                           remaining_quantity=event.remaining_quantity)
+        if isinstance(event, OrderCanceled) and event.reason == "amended":
+            return Outcome(op=op.op, status="accepted", client_order_id=cid,
+                           order_id=event.order_id, instrument=event.instrument,
+                           reason="amended", remaining_quantity=0,
+                           canceled_quantity=event.canceled_quantity)
+        if isinstance(event, AmendRejected):
+            return Outcome(op=op.op, status="rejected", client_order_id=cid,
+                           reason=event.reason)
+    return None
+
+
+def _fenced_outcome(op: PendingOp) -> Outcome:
+    if op.op == "mass_cancel":
+        if op.rejection is not None and op.canceled == 0:
+            return Outcome(op=op.op, status="rejected", instrument=op.instrument,
+                           reason=op.rejection)
+        return Outcome(op=op.op, status="accepted", instrument=op.instrument,
+                       canceled=op.canceled)
+    if op.op == "list_instrument":
+        if op.listed:
+            return Outcome(op=op.op, status="accepted", instrument=op.instrument)
+        return Outcome(op=op.op, status="rejected", instrument=op.instrument,
+                       reason=op.rejection or "invalid_command")
+    if op.listed:
+        return Outcome(op=op.op, status="accepted")
+    return Outcome(op=op.op, status="rejected", reason=op.rejection or "invalid_amount")

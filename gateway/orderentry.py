@@ -1,0 +1,182 @@
+"""Turn order-entry requests into engine commands and the ops that await their answers.
+
+Pure: the caller passes the account and the `ts` to stamp. A mass cancel (alone, in a batch
+or in a mass quote), a listing and a deposit are each followed by a fence (see
+gateway.correlation), so their outcome is known when the fence comes back.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Final
+
+from gateway.correlation import FENCE_ACCOUNT
+from gateway.errors import INVALID_REQUEST, RequestError
+from gateway.requests import (
+    RESERVED_PREFIX,
+    AmendOrderBody,
+    BatchRequest,
+    CancelOrderBody,
+    DepositRequest,
+    ListInstrumentRequest,
+    MassCancelBody,
+    MassQuoteRequest,
+    NewOrderBody,
+    Quote,
+)
+from protocol import (
+    AmendOrder,
+    AnyCommand,
+    CancelOrder,
+    Deposit,
+    ListInstrument,
+    MassCancel,
+    NewOrder,
+)
+
+OrderBody = NewOrderBody | CancelOrderBody | AmendOrderBody | MassCancelBody
+FENCE_PREFIX: Final = RESERVED_PREFIX + "fence"
+
+
+@dataclass(frozen=True, slots=True)
+class OpSpec:
+    """What one pending op waits for (becomes a correlation.PendingOp)."""
+
+    op: str
+    account: str
+    client_order_id: str | None = None
+    instrument: str | None = None
+    asset: str | None = None
+    deposit_id: str | None = None
+    fence_id: str | None = None
+
+
+@dataclass(slots=True)
+class Plan:
+    commands: list[AnyCommand]
+    ops: list[OpSpec]
+
+
+class Planner:
+    """Build engine commands; fence ids are unique to this planner (random run token)."""
+
+    def __init__(self, gateway_id: str) -> None:
+        self._fence_base = f"{FENCE_PREFIX}.{gateway_id}.{secrets.token_hex(4)}."
+        self._fences = 0
+
+    def _fence(self, ts: int) -> tuple[str, CancelOrder]:
+        self._fences += 1
+        fence_id = f"{self._fence_base}{self._fences}"
+        return fence_id, CancelOrder(ts=ts, account=FENCE_ACCOUNT, client_order_id=fence_id)
+
+    def single(self, body: OrderBody, account: str, ts: int) -> Plan:
+        plan = Plan(commands=[], ops=[])
+        self._add(plan, body, account, ts)
+        return plan
+
+    def batch(self, request: BatchRequest, account: str, ts: int, size_max: int) -> Plan:
+        """Plan a whole batch, or refuse it whole: nothing of a refused batch is sent."""
+        if len(request.orders) > size_max:
+            raise RequestError(INVALID_REQUEST, f"a batch holds at most {size_max} orders",
+                               field="$.orders")
+        _refuse_repeated_new_ids(
+            [(index, item.client_order_id) for index, item in enumerate(request.orders)
+             if isinstance(item, NewOrderBody)], "orders")
+        plan = Plan(commands=[], ops=[])
+        for item in request.orders:
+            self._add(plan, item, account, ts)
+        return plan
+
+    def mass_quote(self, request: MassQuoteRequest, account: str, ts: int, size_max: int) -> Plan:
+        """Plan a mass cancel of the account's orders on the instrument, then the quotes."""
+        if len(request.quotes) > size_max:
+            raise RequestError(INVALID_REQUEST, f"a mass quote holds at most {size_max} quotes",
+                               field="$.quotes")
+        _refuse_repeated_new_ids(
+            [(index, quote.client_order_id) for index, quote in enumerate(request.quotes)],
+            "quotes")
+        plan = Plan(commands=[], ops=[])
+        self._add(plan, MassCancelBody(instrument=request.instrument), account, ts)
+        for quote in request.quotes:
+            plan.commands.append(_quote_order(quote, request.instrument, account, ts))
+            plan.ops.append(OpSpec(op="new_order", account=account,
+                                   client_order_id=quote.client_order_id,
+                                   instrument=request.instrument))
+        return plan
+
+    def list_instrument(self, request: ListInstrumentRequest, account: str, ts: int) -> Plan:
+        fence_id, fence = self._fence(ts)
+        command = ListInstrument(
+            ts=ts, symbol=request.symbol, gpu=request.gpu, region=request.region,
+            delivery_start=request.delivery_start, delivery_hours=request.delivery_hours,
+            tick_size=request.tick_size, max_order_quantity=request.max_order_quantity,
+            maker_fee_bps=request.maker_fee_bps, taker_fee_bps=request.taker_fee_bps,
+        )
+        return Plan(commands=[command, fence], ops=[OpSpec(
+            op="list_instrument", account=account, instrument=request.symbol,
+            fence_id=fence_id)])
+
+    def deposit(self, request: DepositRequest, ts: int) -> Plan:
+        fence_id, fence = self._fence(ts)
+        command = Deposit(ts=ts, account=request.account, asset=request.asset,
+                          amount=request.amount, deposit_id=request.deposit_id)
+        return Plan(commands=[command, fence], ops=[OpSpec(
+            op="deposit", account=request.account, asset=request.asset,
+            deposit_id=request.deposit_id, fence_id=fence_id)])
+
+    def mass_cancel_command(self, account: str, ts: int) -> MassCancel:
+        """Return an unanswered mass cancel (cancel-on-disconnect, dead-man's switch)."""
+        return MassCancel(ts=ts, account=account)
+
+    def _add(self, plan: Plan, body: OrderBody, account: str, ts: int) -> None:
+        if isinstance(body, NewOrderBody):
+            plan.commands.append(_new_order(body, account, ts))
+            plan.ops.append(OpSpec(op="new_order", account=account,
+                                   client_order_id=body.client_order_id,
+                                   instrument=body.instrument))
+        elif isinstance(body, CancelOrderBody):
+            plan.commands.append(CancelOrder(ts=ts, account=account,
+                                             client_order_id=body.client_order_id))
+            plan.ops.append(OpSpec(op="cancel_order", account=account,
+                                   client_order_id=body.client_order_id))
+        elif isinstance(body, AmendOrderBody):
+            plan.commands.append(AmendOrder(ts=ts, account=account,
+                                            client_order_id=body.client_order_id,
+                                            new_price=body.new_price,
+                                            new_quantity=body.new_quantity))
+            plan.ops.append(OpSpec(op="amend_order", account=account,
+                                   client_order_id=body.client_order_id))
+        else:
+            fence_id, fence = self._fence(ts)
+            plan.commands += [MassCancel(ts=ts, account=account, instrument=body.instrument),
+                              fence]
+            plan.ops.append(OpSpec(op="mass_cancel", account=account,
+                                   instrument=body.instrument, fence_id=fence_id))
+
+
+def _new_order(body: NewOrderBody, account: str, ts: int) -> NewOrder:
+    return NewOrder(
+        ts=ts, account=account, client_order_id=body.client_order_id,
+        instrument=body.instrument, side=body.side, order_type=body.order_type,
+        price=body.price, quantity=body.quantity, time_in_force=body.time_in_force,
+        expire_at=body.expire_at, post_only=body.post_only, stp=body.stp,
+    )
+
+
+def _quote_order(quote: Quote, instrument: str, account: str, ts: int) -> NewOrder:
+    return NewOrder(
+        ts=ts, account=account, client_order_id=quote.client_order_id, instrument=instrument,
+        side=quote.side, order_type="limit", price=quote.price, quantity=quote.quantity,
+        time_in_force="gtc", post_only=quote.post_only,
+    )
+
+
+def _refuse_repeated_new_ids(ids: list[tuple[int, str]], name: str) -> None:
+    seen: set[str] = set()
+    for index, client_order_id in ids:
+        if client_order_id in seen:
+            raise RequestError(INVALID_REQUEST, f"client_order_id {client_order_id!r} is used by "
+                               "two new orders of one request",
+                               field=f"$.{name}[{index}].client_order_id")
+        seen.add(client_order_id)

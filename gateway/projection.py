@@ -1,0 +1,489 @@
+"""Project the event log into what the gateway serves: books, market data, orders, balances.
+
+Pure: `apply` takes events in seq order, `flush` returns the feed messages for everything
+that changed since the last flush, encoded once. Every gateway that applies the same events
+holds the same state, so each instrument's book sequence number and checksum agree across
+gateways. The balance projection follows PROTOCOL.md's holds exactly: `held` is the sum of
+the open orders' holds, `available` is the total less `held`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from gateway.books import L2Book
+from gateway.marketstats import MarketStats
+from gateway.messages import (
+    Balance,
+    BalancesMessage,
+    BookMessage,
+    CandlesMessage,
+    Fill,
+    FillsMessage,
+    InstrumentSpec,
+    OrderReport,
+    OrdersMessage,
+    TickerMessage,
+    TradeItem,
+    TradesMessage,
+    encode,
+)
+from gateway.requests import RESERVED_PREFIX
+from protocol import (
+    FEE_ACCOUNT,
+    USDC,
+    AmendRejected,
+    AnyEvent,
+    CancelRejected,
+    Deposited,
+    InstrumentClosed,
+    InstrumentListed,
+    OrderAccepted,
+    OrderAmended,
+    OrderCanceled,
+    OrderReduced,
+    OrderRejected,
+    Trade,
+    Withdrawn,
+    format_micro,
+    parse_micro,
+)
+
+BPS: Final = 10_000
+
+
+class ProjectionError(Exception):
+    """The event stream broke an invariant the projection relies on (a gap in seq, ...)."""
+
+
+@dataclass(slots=True)
+class OpenOrder:
+    order_id: str
+    account: str
+    client_order_id: str
+    instrument: InstrumentState
+    is_buy: bool
+    is_market: bool
+    order_type: str
+    price: int
+    quantity: int
+    filled: int = 0
+    hold: int = 0
+
+    @property
+    def remaining(self) -> int:
+        return self.quantity - self.filled
+
+    def required_hold(self) -> int:
+        if not self.is_buy:
+            return self.remaining
+        if self.is_market:
+            return 0
+        notional = self.remaining * self.price
+        return notional + notional * self.instrument.hold_fee_bps // BPS
+
+
+@dataclass(slots=True)
+class InstrumentState:
+    spec: InstrumentListed
+    hold_fee_bps: int
+    stats: MarketStats
+    book: L2Book = field(default_factory=L2Book)
+    closed: bool = False
+    seq: int = 0
+    published_seq: int = 0
+    ticker_dirty: bool = False
+
+    def spec_message(self) -> InstrumentSpec:
+        spec = self.spec
+        return InstrumentSpec(
+            symbol=spec.symbol, gpu=spec.gpu, region=spec.region,
+            delivery_start=spec.delivery_start, delivery_hours=spec.delivery_hours,
+            tick_size=spec.tick_size, max_order_quantity=spec.max_order_quantity,
+            maker_fee_bps=spec.maker_fee_bps, taker_fee_bps=spec.taker_fee_bps,
+            status="closed" if self.closed else "open",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FeedUpdate:
+    """One encoded feed message and who it is for: an instrument's or an account's subscribers."""
+
+    channel: str
+    key: str
+    payload: bytes
+
+
+Wanted = Callable[[str, str], bool]
+
+
+def _everything(channel: str, key: str) -> bool:
+    return True
+
+
+class Projection:
+    """Apply events; hand out snapshots and, per flush, the changes as feed messages."""
+
+    def __init__(self, *, trades_kept_max: int = 50, candles_kept_max: int = 1440) -> None:
+        self.trades_kept_max = trades_kept_max
+        self.candles_kept_max = candles_kept_max
+        self.event_seq = 0
+        self.time_ns = 0
+        self.instruments: dict[str, InstrumentState] = {}
+        self.orders: dict[str, OpenOrder] = {}
+        self.open_by_client: dict[tuple[str, str], OpenOrder] = {}
+        self.by_account: dict[str, dict[str, OpenOrder]] = {}  # account -> order id -> order
+        self.balances: dict[str, dict[str, list[int]]] = {}  # account -> asset -> [total, held]
+        self._reports: dict[str, list[OrderReport]] = {}
+        self._fills: dict[str, list[Fill]] = {}
+        self._dirty_balances: dict[str, set[str]] = {}
+        self._dirty_instruments: set[str] = set()
+        self._handlers: dict[type[Any], Callable[[Any], None]] = {
+            InstrumentListed: self._listed, InstrumentClosed: self._closed,
+            Deposited: self._deposited, Withdrawn: self._withdrawn,
+            OrderAccepted: self._accepted, OrderRejected: self._rejected, Trade: self._trade,
+            OrderCanceled: self._canceled, OrderAmended: self._amended,
+            OrderReduced: self._reduced, CancelRejected: self._cancel_rejected,
+            AmendRejected: self._amend_rejected,
+        }
+
+    # -- applying events -------------------------------------------------------------------
+
+    def apply(self, event: AnyEvent) -> None:
+        """Apply one event; events must come in seq order with no gap."""
+        if event.seq != self.event_seq + 1:
+            raise ProjectionError(f"event seq {event.seq} after {self.event_seq}")
+        self.event_seq = event.seq
+        self.time_ns = max(self.time_ns, event.ts)
+        handler = self._handlers.get(type(event))
+        if handler is not None:
+            handler(event)
+
+    def _listed(self, event: InstrumentListed) -> None:
+        self.instruments[event.symbol] = InstrumentState(
+            spec=event, hold_fee_bps=max(event.maker_fee_bps, event.taker_fee_bps),
+            stats=MarketStats(trades_kept_max=self.trades_kept_max,
+                              candles_kept_max=self.candles_kept_max),
+        )
+
+    def _closed(self, event: InstrumentClosed) -> None:
+        instrument = self.instruments[event.symbol]
+        instrument.closed = True
+        instrument.seq += 1
+        self._dirty_instruments.add(event.symbol)
+
+    def _deposited(self, event: Deposited) -> None:
+        self._add_total(event.account, event.asset, _amount(event.asset, event.amount))
+
+    def _withdrawn(self, event: Withdrawn) -> None:
+        self._add_total(event.account, event.asset, -_amount(event.asset, event.amount))
+
+    def _accepted(self, event: OrderAccepted) -> None:
+        instrument = self.instruments[event.instrument]
+        is_market = event.order_type == "market"
+        order = OpenOrder(
+            order_id=event.order_id, account=event.account,
+            client_order_id=event.client_order_id, instrument=instrument,
+            is_buy=event.side == "buy", is_market=is_market, order_type=event.order_type,
+            price=0 if is_market or event.price is None else parse_micro(event.price),
+            quantity=event.quantity,
+        )
+        self.orders[order.order_id] = order
+        self.open_by_client[(order.account, order.client_order_id)] = order
+        self.by_account.setdefault(order.account, {})[order.order_id] = order
+        self._set_hold(order)
+        if not is_market:
+            self._level(order, order.remaining)
+        self._report(order, event, "accepted", "open")
+
+    def _rejected(self, event: OrderRejected) -> None:
+        self._reports.setdefault(event.account, []).append(OrderReport(
+            event="rejected", client_order_id=event.client_order_id, seq=event.seq,
+            ts=event.ts, status="rejected", instrument=event.instrument, reason=event.reason,
+        ))
+
+    def _trade(self, event: Trade) -> None:
+        instrument = self.instruments[event.instrument]
+        maker = self.orders[event.maker_order_id]
+        taker = self.orders[event.taker_order_id]
+        price = parse_micro(event.price)
+        quantity = event.quantity
+        notional = quantity * price
+        maker_fee = parse_micro(event.maker_fee)
+        taker_fee = parse_micro(event.taker_fee)
+        buyer, buyer_fee, seller, seller_fee = (
+            (taker, taker_fee, maker, maker_fee) if taker.is_buy
+            else (maker, maker_fee, taker, taker_fee)
+        )
+        for order in (maker, taker):
+            order.filled += quantity
+            if not order.is_market:
+                self._level(order, -quantity)
+            self._set_hold(order)
+        self._add_total(buyer.account, USDC, -(notional + buyer_fee))
+        self._add_total(buyer.account, instrument.spec.symbol, quantity)
+        self._add_total(seller.account, instrument.spec.symbol, -quantity)
+        self._add_total(seller.account, USDC, notional - seller_fee)
+        self._add_total(FEE_ACCOUNT, USDC, maker_fee + taker_fee)
+        item = TradeItem(trade_id=event.trade_id, price=event.price, quantity=quantity,
+                         aggressor_side=event.aggressor_side, ts=event.ts)
+        instrument.stats.add_trade(item, price)
+        instrument.ticker_dirty = True
+        for order, fee, liquidity in ((maker, event.maker_fee, "maker"),
+                                      (taker, event.taker_fee, "taker")):
+            self._fills.setdefault(order.account, []).append(Fill(
+                trade_id=event.trade_id, instrument=event.instrument,
+                client_order_id=order.client_order_id, order_id=order.order_id,
+                side="buy" if order.is_buy else "sell", price=event.price, quantity=quantity,
+                fee=fee, liquidity=liquidity, seq=event.seq, ts=event.ts,  # type: ignore[arg-type]
+            ))
+            status = "filled" if order.remaining == 0 else "open"
+            self._report(order, event, "fill", status, fill_price=event.price,
+                         fill_quantity=quantity)
+            if order.remaining == 0:
+                self._close(order)
+
+    def _canceled(self, event: OrderCanceled) -> None:
+        order = self.orders[event.order_id]
+        if order.remaining != event.canceled_quantity:
+            raise ProjectionError(f"order {order.order_id} has {order.remaining} left, "
+                                  f"canceled {event.canceled_quantity}")
+        if not order.is_market:
+            self._level(order, -order.remaining)
+        self._report(order, event, "canceled", "canceled", reason=event.reason,
+                     remaining_quantity=0)
+        self._close(order)
+
+    def _amended(self, event: OrderAmended) -> None:
+        order = self.orders[event.order_id]
+        self._level(order, -order.remaining)
+        order.price = parse_micro(event.price)
+        order.quantity = event.quantity
+        order.filled = event.quantity - event.remaining_quantity
+        self._level(order, order.remaining)
+        self._set_hold(order)
+        self._report(order, event, "amended", "open")
+
+    def _reduced(self, event: OrderReduced) -> None:
+        order = self.orders[event.order_id]
+        if not order.is_market:
+            self._level(order, -event.reduced_quantity)
+        order.quantity -= event.reduced_quantity
+        if order.remaining != event.remaining_quantity:
+            raise ProjectionError(f"order {order.order_id} reduced to {order.remaining}, "
+                                  f"event says {event.remaining_quantity}")
+        self._set_hold(order)
+        self._report(order, event, "reduced", "open", reason=event.reason)
+
+    def _cancel_rejected(self, event: CancelRejected) -> None:
+        if not event.client_order_id.startswith(RESERVED_PREFIX):
+            self._reports.setdefault(event.account, []).append(OrderReport(
+                event="cancel_rejected", client_order_id=event.client_order_id, seq=event.seq,
+                ts=event.ts, reason=event.reason,
+            ))
+
+    def _amend_rejected(self, event: AmendRejected) -> None:
+        self._reports.setdefault(event.account, []).append(OrderReport(
+            event="amend_rejected", client_order_id=event.client_order_id, seq=event.seq,
+            ts=event.ts, reason=event.reason,
+        ))
+
+    # -- state changes ---------------------------------------------------------------------
+
+    def _level(self, order: OpenOrder, delta: int) -> None:
+        if delta == 0:
+            return
+        instrument = order.instrument
+        instrument.book.add(order.is_buy, order.price, delta)
+        instrument.seq += 1
+        instrument.ticker_dirty = True
+        self._dirty_instruments.add(instrument.spec.symbol)
+
+    def _set_hold(self, order: OpenOrder) -> None:
+        hold = order.required_hold()
+        delta = hold - order.hold
+        if delta:
+            asset = USDC if order.is_buy else order.instrument.spec.symbol
+            self._wallet(order.account, asset)[1] += delta
+            self._dirty_balances.setdefault(order.account, set()).add(asset)
+            order.hold = hold
+
+    def _close(self, order: OpenOrder) -> None:
+        """Finish an order: its hold goes back to available and it is no longer open."""
+        if order.hold:
+            asset = USDC if order.is_buy else order.instrument.spec.symbol
+            self._wallet(order.account, asset)[1] -= order.hold
+            self._dirty_balances.setdefault(order.account, set()).add(asset)
+            order.hold = 0
+        del self.orders[order.order_id]
+        del self.open_by_client[(order.account, order.client_order_id)]
+        account_orders = self.by_account[order.account]
+        del account_orders[order.order_id]
+        if not account_orders:
+            del self.by_account[order.account]
+
+    def _add_total(self, account: str, asset: str, delta: int) -> None:
+        self._wallet(account, asset)[0] += delta
+        self._dirty_balances.setdefault(account, set()).add(asset)
+
+    def _wallet(self, account: str, asset: str) -> list[int]:
+        assets = self.balances.setdefault(account, {})
+        pair = assets.get(asset)
+        if pair is None:
+            pair = assets[asset] = [0, 0]
+        return pair
+
+    def _report(
+        self, order: OpenOrder, event: AnyEvent, kind: str, status: str, **extra: Any
+    ) -> None:
+        fields: dict[str, Any] = {
+            "order_id": order.order_id, "instrument": order.instrument.spec.symbol,
+            "side": "buy" if order.is_buy else "sell", "order_type": order.order_type,
+            "price": format_micro(order.price) if not order.is_market else None,
+            "quantity": order.quantity, "filled_quantity": order.filled,
+            "remaining_quantity": order.remaining,
+        }
+        fields.update(extra)
+        self._reports.setdefault(order.account, []).append(OrderReport(
+            event=kind, client_order_id=order.client_order_id, seq=event.seq, ts=event.ts,  # type: ignore[arg-type]
+            status=status, **fields,  # type: ignore[arg-type]
+        ))
+
+    # -- output ----------------------------------------------------------------------------
+
+    def flush(self, wanted: Wanted = _everything) -> list[FeedUpdate]:
+        """Return the feed messages for everything changed since the last flush.
+
+        Messages nobody wants (`wanted(channel, key)` false) are not built, but the state
+        moves on all the same, so a later snapshot and the sequence numbers stay right.
+        """
+        updates: list[FeedUpdate] = []
+        for symbol in sorted(self._dirty_instruments):
+            instrument = self.instruments.get(symbol)
+            if instrument is not None:
+                updates += self._instrument_updates(instrument, wanted)
+        self._dirty_instruments.clear()
+        for account, reports in self._reports.items():
+            if wanted("orders", account):
+                updates.append(FeedUpdate("orders", account, encode(
+                    OrdersMessage(kind="update", orders=reports))))
+        for account, fills in self._fills.items():
+            if wanted("fills", account):
+                updates.append(FeedUpdate("fills", account, encode(
+                    FillsMessage(kind="update", fills=fills))))
+        for account, assets in self._dirty_balances.items():
+            if wanted("balances", account):
+                updates.append(FeedUpdate("balances", account, encode(BalancesMessage(
+                    kind="update", seq=self.event_seq,
+                    balances={asset: self._balance(account, asset) for asset in sorted(assets)},
+                ))))
+        self._reports = {}
+        self._fills = {}
+        self._dirty_balances = {}
+        return updates
+
+    def _instrument_updates(self, instrument: InstrumentState, wanted: Wanted) -> list[FeedUpdate]:
+        symbol = instrument.spec.symbol
+        updates: list[FeedUpdate] = []
+        if instrument.seq != instrument.published_seq:
+            bids, asks = instrument.book.take_changes()
+            if wanted("book", symbol):
+                updates.append(FeedUpdate("book", symbol, encode(BookMessage(
+                    instrument=symbol, kind="update", seq=instrument.seq,
+                    prev_seq=instrument.published_seq, ts=self.time_ns, bids=bids, asks=asks,
+                    checksum=instrument.book.checksum(),
+                ))))
+            instrument.published_seq = instrument.seq
+        trades = instrument.stats.take_new_trades()
+        if trades and wanted("trades", symbol):
+            updates.append(FeedUpdate("trades", symbol, encode(
+                TradesMessage(instrument=symbol, kind="update", trades=trades))))
+        candles = instrument.stats.take_dirty_candles()
+        if candles and wanted("candles", symbol):
+            updates.append(FeedUpdate("candles", symbol, encode(CandlesMessage(
+                instrument=symbol, interval="1m", kind="update", candles=candles))))
+        if instrument.ticker_dirty:
+            instrument.ticker_dirty = False
+            if wanted("ticker", symbol):
+                updates.append(FeedUpdate("ticker", symbol, encode(self.ticker(symbol))))
+        return updates
+
+    # -- snapshots and queries -------------------------------------------------------------
+
+    def book_snapshot(self, symbol: str) -> BookMessage:
+        """Return the whole book as of the last flush (call between flushes only)."""
+        instrument = self.instruments[symbol]
+        if instrument.book.touched() or instrument.seq != instrument.published_seq:
+            raise ProjectionError("book snapshot taken with unflushed changes")
+        bids, asks = instrument.book.levels()
+        return BookMessage(
+            instrument=symbol, kind="snapshot", seq=instrument.seq, prev_seq=instrument.seq,
+            ts=self.time_ns, bids=bids, asks=asks, checksum=instrument.book.checksum(),
+        )
+
+    def trades_snapshot(self, symbol: str) -> TradesMessage:
+        trades = list(self.instruments[symbol].stats.trades)
+        return TradesMessage(instrument=symbol, kind="snapshot", trades=trades)
+
+    def candles_snapshot(self, symbol: str, count: int) -> CandlesMessage:
+        candles = self.instruments[symbol].stats.recent_candles(count)
+        return CandlesMessage(instrument=symbol, interval="1m", kind="snapshot", candles=candles)
+
+    def ticker(self, symbol: str) -> TickerMessage:
+        instrument = self.instruments[symbol]
+        bid = instrument.book.best_bid()
+        ask = instrument.book.best_ask()
+        last = instrument.stats.last_price
+        volume, high, low = instrument.stats.window_24h(self.time_ns)
+        return TickerMessage(
+            instrument=symbol, ts=self.time_ns,
+            bid=format_micro(bid[0]) if bid else None, bid_quantity=bid[1] if bid else 0,
+            ask=format_micro(ask[0]) if ask else None, ask_quantity=ask[1] if ask else 0,
+            last=format_micro(last) if last is not None else None, volume_24h=volume,
+            high_24h=format_micro(high) if high is not None else None,
+            low_24h=format_micro(low) if low is not None else None,
+        )
+
+    def balances_message(self, account: str) -> BalancesMessage:
+        assets = self.balances.get(account, {})
+        return BalancesMessage(kind="snapshot", seq=self.event_seq, balances={
+            asset: self._balance(account, asset) for asset in sorted(assets)
+            if assets[asset][0] or assets[asset][1]
+        })
+
+    def _balance(self, account: str, asset: str) -> Balance:
+        total, held = self.balances[account][asset]
+        if asset == USDC:
+            return Balance(available=format_micro(total - held), held=format_micro(held))
+        return Balance(available=total - held, held=held)
+
+    def open_orders(self, account: str, instrument: str | None = None) -> list[OrderReport]:
+        """Return the account's open orders as reports, oldest first."""
+        orders = [
+            order for order in self.by_account.get(account, {}).values()
+            if instrument is None or order.instrument.spec.symbol == instrument
+        ]
+        orders.sort(key=lambda order: int(order.order_id))
+        return [
+            OrderReport(
+                event="open", client_order_id=order.client_order_id, seq=self.event_seq,
+                ts=self.time_ns, status="open", order_id=order.order_id,
+                instrument=order.instrument.spec.symbol, side="buy" if order.is_buy else "sell",
+                order_type=order.order_type,
+                price=None if order.is_market else format_micro(order.price),
+                quantity=order.quantity, filled_quantity=order.filled,
+                remaining_quantity=order.remaining,
+            )
+            for order in orders
+        ]
+
+    def instrument_specs(self) -> list[InstrumentSpec]:
+        return [instrument.spec_message() for instrument in self.instruments.values()]
+
+
+def _amount(asset: str, amount: str | int) -> int:
+    if asset == USDC:
+        return parse_micro(amount)
+    return int(amount)

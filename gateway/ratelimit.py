@@ -1,0 +1,110 @@
+"""Token buckets per API key and per IP; pure: the caller passes monotonic time in ns.
+
+A request costs one token per engine command it carries (a batch of 5 costs 5), at least
+one. A refused request is told how long until enough tokens have refilled. Buckets idle
+long enough to be full again are dropped, so memory is bounded by the active clients.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Final
+
+from gateway.config import RateLimit
+
+NS_PER_S: Final = 1_000_000_000
+
+
+class TokenBucket:
+    """Hold up to `burst` tokens, refilled continuously at `per_second`."""
+
+    __slots__ = ("limit", "tokens", "updated_ns")
+
+    def __init__(self, limit: RateLimit, now_ns: int) -> None:
+        self.limit = limit
+        self.tokens = float(limit.burst)
+        self.updated_ns = now_ns
+
+    def _refill(self, now_ns: int) -> None:
+        elapsed_ns = max(0, now_ns - self.updated_ns)
+        self.tokens = min(float(self.limit.burst),
+                          self.tokens + elapsed_ns * self.limit.per_second / NS_PER_S)
+        self.updated_ns = max(self.updated_ns, now_ns)
+
+    def take(self, cost: int, now_ns: int) -> int:
+        """Take `cost` tokens and return 0, or take none and return the ms until possible."""
+        self._refill(now_ns)
+        if cost <= self.tokens:
+            self.tokens -= cost
+            return 0
+        if cost > self.limit.burst:
+            cost = self.limit.burst  # never satisfiable in one go: say when the bucket is full
+        missing = cost - self.tokens
+        return max(1, math.ceil(missing * 1000 / self.limit.per_second))
+
+    def remaining(self) -> int:
+        return int(self.tokens)
+
+    def full_at_ns(self) -> int:
+        missing = self.limit.burst - self.tokens
+        return self.updated_ns + int(missing * NS_PER_S / self.limit.per_second)
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """The outcome of charging a request: refused when `retry_after_ms` > 0."""
+
+    bucket: str
+    remaining: int
+    burst: int
+    per_second: float
+    retry_after_ms: int
+
+
+class RateLimiter:
+    """Keep the buckets of keys and IPs; at most `buckets_max` of them, least recent dropped."""
+
+    def __init__(self, ip_limit: RateLimit, buckets_max: int = 100_000) -> None:
+        if buckets_max < 1:
+            raise ValueError("buckets_max must be >= 1")
+        self.ip_limit = ip_limit
+        self.buckets_max = buckets_max
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+
+    def charge(
+        self, *, ip: str, principal: str | None, limit: RateLimit, cost: int, now_ns: int
+    ) -> Charge:
+        """Charge the IP bucket and the principal's (or the anonymous IP's) bucket."""
+        ip_bucket = self._bucket(f"ip:{ip}", self.ip_limit, now_ns)
+        name = f"key:{principal}" if principal is not None else f"anon:{ip}"
+        bucket = self._bucket(name, limit, now_ns)
+        wait_ms = ip_bucket.take(cost, now_ns)
+        if wait_ms == 0:
+            wait_ms = bucket.take(cost, now_ns)
+            if wait_ms:
+                ip_bucket.tokens += cost  # refund: the request is refused as a whole
+        else:
+            name = f"ip:{ip}"
+            bucket = ip_bucket
+        return Charge(bucket=name, remaining=bucket.remaining(), burst=bucket.limit.burst,
+                      per_second=bucket.limit.per_second, retry_after_ms=wait_ms)
+
+    def _bucket(self, name: str, limit: RateLimit, now_ns: int) -> TokenBucket:
+        bucket = self._buckets.get(name)
+        if bucket is None or bucket.limit != limit:
+            bucket = TokenBucket(limit, now_ns)
+            self._buckets[name] = bucket
+            while len(self._buckets) > self.buckets_max:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(name)
+        return bucket
+
+    def prune(self, now_ns: int) -> int:
+        """Drop buckets that are full again (they would be recreated full); return how many."""
+        idle = [name for name, bucket in self._buckets.items() if bucket.full_at_ns() <= now_ns]
+        for name in idle:
+            del self._buckets[name]
+        return len(idle)

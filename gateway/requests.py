@@ -1,0 +1,295 @@
+"""Client requests: strict msgspec Structs tagged by `op`, decoded with errors naming the field.
+
+Every request carries `req_id` (an integer the client chooses) and gets exactly one reply
+with the same `req_id`. Unknown fields, wrong JSON types and out-of-range numbers are refused
+before anything reaches the engine; the schema here is at least as strict as the engine's
+own decoding (protocol.commands), so a request that decodes here always decodes there.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Final, Literal
+
+import msgspec
+
+from gateway.errors import INVALID_JSON, INVALID_REQUEST, UNKNOWN_OP, RequestError
+
+# Client order ids starting with this prefix are the gateway's own (fences): refused here.
+RESERVED_PREFIX: Final = "gpux."
+
+ReqId = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
+Identifier = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:\-]{1,64}\Z")]
+ClientOrderId = Annotated[str, msgspec.Meta(pattern=r"^(?!gpux\.)[A-Za-z0-9_.:\-]{1,64}\Z")]
+Account = Annotated[str, msgspec.Meta(pattern=r"^(?!gpux\.)[A-Za-z0-9_.:\-]{1,64}\Z")]
+# A positive or zero USDC amount with at most 6 decimals; the engine checks the tick.
+Price = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,12}(\.[0-9]{1,6})?\Z")]
+Quantity = Annotated[int, msgspec.Meta(ge=1, le=1_000_000_000)]
+Nanoseconds = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+TimestampMs = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
+Bps = Annotated[int, msgspec.Meta(ge=0, le=1000)]
+Side = Literal["buy", "sell"]
+OrderType = Literal["limit", "market"]
+TimeInForce = Literal["gtc", "ioc", "fok", "gtd"]
+Stp = Literal["cancel_newest", "cancel_oldest", "cancel_both", "decrement"]
+CancelOnDisconnect = Literal["off", "session", "account"]
+Channel = Literal["book", "trades", "ticker", "candles", "orders", "fills", "balances"]
+PUBLIC_CHANNELS: Final = frozenset({"book", "trades", "ticker", "candles"})
+PRIVATE_CHANNELS: Final = frozenset({"orders", "fills", "balances"})
+
+
+class _Body(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Base of request bodies: frozen, keyword-only, unknown fields forbidden."""
+
+
+class NewOrderBody(_Body, frozen=True, kw_only=True):
+    client_order_id: ClientOrderId
+    instrument: Identifier
+    side: Side
+    order_type: OrderType
+    price: Price | None = None
+    quantity: Quantity
+    time_in_force: TimeInForce | None = None
+    expire_at: Nanoseconds | None = None
+    post_only: bool = False
+    stp: Stp = "cancel_newest"
+
+
+class CancelOrderBody(_Body, frozen=True, kw_only=True):
+    client_order_id: ClientOrderId
+
+
+class AmendOrderBody(_Body, frozen=True, kw_only=True):
+    client_order_id: ClientOrderId
+    new_price: Price | None = None
+    new_quantity: Quantity | None = None
+
+
+class MassCancelBody(_Body, frozen=True, kw_only=True):
+    instrument: Identifier | None = None
+
+
+# Items of a batch: the order-entry bodies, tagged by `op`, without a req_id of their own.
+class BatchNewOrder(NewOrderBody, tag_field="op", tag="new_order", frozen=True, kw_only=True):
+    pass
+
+
+class BatchCancelOrder(
+    CancelOrderBody, tag_field="op", tag="cancel_order", frozen=True, kw_only=True
+):
+    pass
+
+
+class BatchAmendOrder(AmendOrderBody, tag_field="op", tag="amend_order", frozen=True, kw_only=True):
+    pass
+
+
+class BatchMassCancel(MassCancelBody, tag_field="op", tag="mass_cancel", frozen=True, kw_only=True):
+    pass
+
+
+BatchItem = BatchNewOrder | BatchCancelOrder | BatchAmendOrder | BatchMassCancel
+
+
+class Quote(_Body, frozen=True, kw_only=True):
+    """One order of a mass quote: always a limit gtc order."""
+
+    client_order_id: ClientOrderId
+    side: Side
+    price: Price
+    quantity: Quantity
+    post_only: bool = False
+
+
+class Request(_Body, tag_field="op", frozen=True, kw_only=True):
+    req_id: ReqId
+
+
+class Login(Request, tag="login", frozen=True, kw_only=True):
+    key_id: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_\-]{8,64}\Z")]
+    timestamp_ms: TimestampMs
+    signature: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9+/=_\-]{16,128}\Z")]
+    cancel_on_disconnect: CancelOnDisconnect = "off"
+
+
+class LoginWallet(Request, tag="login_wallet", frozen=True, kw_only=True):
+    address: Annotated[str, msgspec.Meta(pattern=r"^0x[0-9a-fA-F]{40}\Z")]
+    timestamp_ms: TimestampMs
+    signature: Annotated[str, msgspec.Meta(pattern=r"^0x[0-9a-fA-F]{130}\Z")]
+    cancel_on_disconnect: CancelOnDisconnect = "off"
+
+
+class NewOrderRequest(
+    NewOrderBody, tag_field="op", tag="new_order", frozen=True, kw_only=True
+):
+    req_id: ReqId
+
+
+class CancelOrderRequest(
+    CancelOrderBody, tag_field="op", tag="cancel_order", frozen=True, kw_only=True
+):
+    req_id: ReqId
+
+
+class AmendOrderRequest(
+    AmendOrderBody, tag_field="op", tag="amend_order", frozen=True, kw_only=True
+):
+    req_id: ReqId
+
+
+class MassCancelRequest(
+    MassCancelBody, tag_field="op", tag="mass_cancel", frozen=True, kw_only=True
+):
+    req_id: ReqId
+
+
+class BatchRequest(Request, tag="batch", frozen=True, kw_only=True):
+    orders: Annotated[list[BatchItem], msgspec.Meta(min_length=1, max_length=1000)]
+
+
+class MassQuoteRequest(Request, tag="mass_quote", frozen=True, kw_only=True):
+    instrument: Identifier
+    quotes: Annotated[list[Quote], msgspec.Meta(max_length=1000)]
+
+
+class CancelAllAfter(Request, tag="cancel_all_after", frozen=True, kw_only=True):
+    timeout_s: Annotated[int, msgspec.Meta(ge=0, le=86_400)]
+
+
+class Subscribe(Request, tag="subscribe", frozen=True, kw_only=True):
+    channel: Channel
+    instrument: Identifier | None = None
+
+
+class Unsubscribe(Request, tag="unsubscribe", frozen=True, kw_only=True):
+    channel: Channel
+    instrument: Identifier | None = None
+
+
+class Instruments(Request, tag="instruments", frozen=True, kw_only=True):
+    pass
+
+
+class Time(Request, tag="time", frozen=True, kw_only=True):
+    pass
+
+
+class Ping(Request, tag="ping", frozen=True, kw_only=True):
+    pass
+
+
+class OpenOrders(Request, tag="open_orders", frozen=True, kw_only=True):
+    instrument: Identifier | None = None
+
+
+class Balances(Request, tag="balances", frozen=True, kw_only=True):
+    pass
+
+
+class ListInstrumentRequest(Request, tag="list_instrument", frozen=True, kw_only=True):
+    symbol: Annotated[str, msgspec.Meta(pattern=r"^(?!gpux\.)(?!USDC\Z)[A-Za-z0-9_.:\-]{1,64}\Z")]
+    gpu: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    region: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    delivery_start: Nanoseconds
+    delivery_hours: Annotated[int, msgspec.Meta(ge=1, le=24 * 366)]
+    tick_size: Price
+    max_order_quantity: Annotated[int, msgspec.Meta(ge=1, le=10**9)]
+    maker_fee_bps: Bps
+    taker_fee_bps: Bps
+
+
+class DepositRequest(Request, tag="deposit", frozen=True, kw_only=True):
+    account: Account
+    asset: Identifier
+    amount: Price | Annotated[int, msgspec.Meta(ge=1, le=10**18)]
+    deposit_id: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:\-]{1,128}\Z")] | None = None
+
+
+AnyRequest = (
+    Login | LoginWallet | NewOrderRequest | CancelOrderRequest | AmendOrderRequest
+    | MassCancelRequest | BatchRequest | MassQuoteRequest | CancelAllAfter | Subscribe
+    | Unsubscribe | Instruments | Time | Ping | OpenOrders | Balances | ListInstrumentRequest
+    | DepositRequest
+)
+REQUEST_TYPES: Final[dict[str, type[msgspec.Struct]]] = {
+    cls.__struct_config__.tag: cls
+    for cls in AnyRequest.__args__
+}
+ADMIN_OPS: Final = frozenset({"list_instrument", "deposit"})
+TRADING_OPS: Final = frozenset(
+    {"new_order", "cancel_order", "amend_order", "mass_cancel", "batch", "mass_quote",
+     "cancel_all_after", "open_orders", "balances"}
+)
+MASS_QUOTE_ROLES: Final = frozenset({"market_maker", "operator", "admin"})
+
+# msgspec recurses once per nesting level and has no depth limit: a frame deep enough
+# overflows the C stack. No request needs more than a few dozen brackets.
+BRACKETS_MAX: Final = 1024
+
+_decoder: Final = msgspec.json.Decoder(AnyRequest)
+_generic: Final = msgspec.json.Decoder()
+_AT = re.compile(r" - at `(?P<path>\$[^`]*)`\Z")
+_NAMED = re.compile(r"(?:unknown|missing required) field `(?P<name>.*)`\Z", re.DOTALL)
+_UNDECODABLE: Final = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
+
+
+def decode_request(data: bytes | str) -> AnyRequest:
+    """Decode one client frame; raise RequestError naming the field when it does not fit."""
+    if _too_deep(data):
+        raise RequestError(INVALID_REQUEST, f"more than {BRACKETS_MAX} brackets in one frame",
+                           field="$")
+    try:
+        request: AnyRequest = _decoder.decode(data)
+        return request
+    except msgspec.ValidationError as error:
+        raise _validation_error(data, str(error)) from None
+    except _UNDECODABLE as error:
+        raise RequestError(INVALID_JSON, f"not a JSON object: {error}") from None
+
+
+def salvage_req_id(data: bytes | str) -> int | None:
+    """Return the frame's `req_id` when it is a well-formed one, to echo in an error reply."""
+    if _too_deep(data):
+        return None
+    try:
+        raw = _generic.decode(data)
+    except _UNDECODABLE:
+        return None
+    if not isinstance(raw, dict):
+        return None
+    value: Any = raw.get("req_id")
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 2**53:
+        return value
+    return None
+
+
+def _too_deep(data: bytes | str) -> bool:
+    if isinstance(data, str):
+        return data.count("[") + data.count("{") > BRACKETS_MAX
+    return data.count(b"[") + data.count(b"{") > BRACKETS_MAX
+
+
+def _validation_error(data: bytes | str, message: str) -> RequestError:
+    """Turn msgspec's message into a RequestError whose `field` is a JSON path."""
+    match = _AT.search(message)
+    path = match.group("path") if match else "$"
+    text = message[: match.start()] if match else message
+    named = _NAMED.search(text)
+    if named is not None:
+        path = f"{path}.{named.group('name')}"
+    if path == "$.op" or (path == "$" and "op" in text and "tag" in text.lower()):
+        return RequestError(UNKNOWN_OP, _unknown_op_message(data), field="$.op")
+    return RequestError(INVALID_REQUEST, text, field=path)
+
+
+def _unknown_op_message(data: bytes | str) -> str:
+    try:
+        raw = _generic.decode(data)
+    except _UNDECODABLE:
+        return "missing or unknown op"
+    if not isinstance(raw, dict):
+        return "missing or unknown op"
+    op = raw.get("op") if isinstance(raw, dict) else None
+    if op is None:
+        return "missing field op"
+    return f"unknown op {op!r}; known: {', '.join(sorted(REQUEST_TYPES))}"

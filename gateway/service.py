@@ -1,0 +1,326 @@
+"""Run the gateway: a websocket server, a command producer and an event consumer.
+
+Why the `websockets` library's asyncio server: it is the reference implementation of RFC
+6455 for asyncio, with its protocol state machine (Sans-I/O) kept apart from the connection
+that drives it, as we keep ours (gateway.core) apart from this module. It enforces the frame
+size limit (`max_size`, a 1009 close) and a bounded incoming queue per connection, answers
+pings, and its `broadcast` writes one encoded frame to many connections without a task or a
+copy per message per connection, which is what market-data fan-out needs on two cores. We
+turn compression off: per-connection deflate would cost more CPU than the fan-out itself.
+
+Outgoing messages are written straight into each connection's transport buffer, in the
+order the core produces them. That buffer is the per-connection bounded queue: a
+connection with more than `outbound_bytes_max` bytes unsent is dropped (its TCP connection
+aborted: a close frame would wait behind the backlog) rather than buffered without limit.
+
+Tasks: the event loop (consume the events topic from the beginning, answer requests, fan
+out), the sender (batch queued commands into the commands topic), housekeeping (timeouts,
+dead-man's switches, heartbeats) and, with a clock, the ticker. Cancellation: `run` returns
+when `stop` is set, closes the server (1001 to every client), sends the commands queued so
+far (cancel-on-disconnect included) within `shutdown_timeout_s`, then stops the clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Callable, Iterable
+from contextlib import suppress
+
+from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from eventlog.errors import LogError
+from eventlog.port import COMMANDS_TOPIC, EVENTS_TOPIC, Consumer, EventLog, Producer, TopicSpec
+from gateway.auth import Authenticator, KeyStore
+from gateway.config import GatewayConfig
+from gateway.core import GatewayCore, Submission
+from gateway.errors import OVERLOADED, UNAVAILABLE, AuthError, RequestError, StoreError
+from gateway.requests import Login, LoginWallet
+from protocol import decode_event
+
+log = logging.getLogger("gpux.gateway")
+ProcessRequest = Callable[[ServerConnection, Request], Response | None]
+
+LOGINS_IN_FLIGHT_MAX = 256
+SHUTDOWN_TIMEOUT_S = 5.0
+EVENT_POLL_TIMEOUT_MS = 100
+
+
+class WebsocketTransport:
+    """Write frames into connections' buffers; drop a connection whose buffer overflows."""
+
+    def __init__(self, outbound_bytes_max: int) -> None:
+        self.outbound_bytes_max = outbound_bytes_max
+        self.connections: dict[int, ServerConnection] = {}
+        self.slow_consumers_dropped = 0
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def _writable(self, conn_id: int) -> ServerConnection | None:
+        connection = self.connections.get(conn_id)
+        if connection is None:
+            return None
+        if connection.transport.get_write_buffer_size() > self.outbound_bytes_max:
+            self._drop_slow(conn_id, connection)
+            return None
+        return connection
+
+    def push(self, conn_id: int, payload: bytes) -> None:
+        connection = self._writable(conn_id)
+        if connection is not None:
+            broadcast((connection,), payload, text=True)
+
+    def push_many(self, conn_ids: Iterable[int], payload: bytes) -> None:
+        writable = [c for c in map(self._writable, list(conn_ids)) if c is not None]
+        if writable:
+            broadcast(writable, payload, text=True)
+
+    def close(self, conn_id: int, code: int, reason: str) -> None:
+        connection = self.connections.pop(conn_id, None)
+        if connection is not None:
+            task = asyncio.get_running_loop().create_task(connection.close(code, reason))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    def _drop_slow(self, conn_id: int, connection: ServerConnection) -> None:
+        self.slow_consumers_dropped += 1
+        self.connections.pop(conn_id, None)
+        log.info("closing connection %d: slow consumer (%d bytes unsent)", conn_id,
+                 connection.transport.get_write_buffer_size())
+        # The close frame would queue behind the backlog: abort the TCP connection instead.
+        connection.transport.abort()
+
+
+class QueueSink:
+    """Hold submissions for the sender task in a bounded queue."""
+
+    def __init__(self, size_max: int) -> None:
+        self.queue: asyncio.Queue[Submission] = asyncio.Queue(maxsize=size_max)
+
+    def room(self) -> int:
+        return self.queue.maxsize - self.queue.qsize()
+
+    def offer(self, submission: Submission) -> bool:
+        try:
+            self.queue.put_nowait(submission)
+        except asyncio.QueueFull:
+            log.warning("command queue full: refusing a submission of %d commands",
+                        len(submission.payloads))
+            return False
+        return True
+
+
+class ServiceAuth:
+    """Verify logins off the request path, bounded in number, then tell the core."""
+
+    def __init__(self, authenticator: Authenticator | None) -> None:
+        self.authenticator = authenticator
+        self.core: GatewayCore | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def begin(self, conn_id: int, req_id: int, request: Login | LoginWallet, nonce: str) -> None:
+        if len(self.tasks) >= LOGINS_IN_FLIGHT_MAX:
+            self._finish(conn_id, req_id, request, RequestError(
+                OVERLOADED, "too many logins in progress", retry_after_ms=200))
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._verify(conn_id, req_id, request, nonce))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _verify(
+        self, conn_id: int, req_id: int, request: Login | LoginWallet, nonce: str
+    ) -> None:
+        try:
+            if self.authenticator is None:
+                raise RequestError(UNAVAILABLE, "this gateway has no key store")
+            if isinstance(request, Login):
+                outcome: object = await self.authenticator.login(nonce, request)
+            else:
+                outcome = await self.authenticator.login_wallet(nonce, request)
+        except RequestError as error:
+            outcome = error
+        except (StoreError, OSError, TimeoutError) as error:
+            log.warning("login failed on the key store: %s", error)
+            outcome = RequestError(UNAVAILABLE, "the key store is unavailable",
+                                   retry_after_ms=1000)
+        except Exception as error:  # noqa: BLE001 -- asyncpg's errors have no common base here
+            log.exception("login verification failed")
+            outcome = AuthError(f"login could not be verified ({type(error).__name__})")
+        self._finish(conn_id, req_id, request, outcome)
+
+    def _finish(
+        self, conn_id: int, req_id: int, request: Login | LoginWallet, outcome: object
+    ) -> None:
+        assert self.core is not None
+        op = "login" if isinstance(request, Login) else "login_wallet"
+        self.core.login_result(conn_id, req_id, op, outcome,  # type: ignore[arg-type]
+                               request.cancel_on_disconnect, time.monotonic_ns())
+
+
+class GatewayService:
+    """Own the core and drive it from the websocket server and the log."""
+
+    def __init__(
+        self, event_log: EventLog, config: GatewayConfig, store: KeyStore | None = None,
+        *, process_request: ProcessRequest | None = None,
+    ) -> None:
+        """`process_request` answers plain HTTP requests on the same port (the trading page:
+        gateway.static.StaticSite.process_request); None lets every request upgrade."""
+        self.process_request = process_request
+        self.log = event_log
+        self.config = config
+        self.transport = WebsocketTransport(config.outbound_bytes_max)
+        self.sink = QueueSink(config.command_queue_max)
+        authenticator = (
+            Authenticator(store, chain_id=config.eip712_chain_id,
+                          cache_ttl_ms=config.key_cache_ttl_ms)
+            if store is not None else None
+        )
+        self.auth = ServiceAuth(authenticator)
+        self.core = GatewayCore(config, self.transport, self.sink, self.auth)
+        self.auth.core = self.core
+        self.ready = asyncio.Event()
+        self.port: int | None = None
+        self.commands_topic = config.topic_namespace + COMMANDS_TOPIC
+        self.events_topic = config.topic_namespace + EVENTS_TOPIC
+        self._conn_ids = itertools.count(1)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until `stop` is set."""
+        await self.log.create_topics([TopicSpec(name=self.commands_topic),
+                                      TopicSpec(name=self.events_topic)])
+        producer = self.log.producer()
+        await producer.start()
+        consumer = self.log.consumer(self.events_topic, start="earliest")
+        await consumer.start()
+        try:
+            await self._catch_up(consumer)
+            await self._serve(producer, consumer, stop)
+        finally:
+            await consumer.stop()
+            await producer.stop()
+
+    async def _catch_up(self, consumer: Consumer) -> None:
+        """Rebuild the projection from the start of the events topic before serving."""
+        started = time.perf_counter()
+        end = await consumer.end_offset()
+        applied = 0
+        while await consumer.position() < end:
+            records = await consumer.getmany(self.config.event_batch_max, 500)
+            self.core.apply_events([decode_event(record.value) for record in records])
+            applied += len(records)
+        log.info("caught up: %d events to seq %d in %.3f s", applied,
+                 self.core.projection.event_seq, time.perf_counter() - started)
+
+    async def _serve(self, producer: Producer, consumer: Consumer, stop: asyncio.Event) -> None:
+        tasks = [
+            asyncio.create_task(self._consume(consumer), name="gateway-events"),
+            asyncio.create_task(self._send(producer), name="gateway-sender"),
+            asyncio.create_task(self._housekeep(), name="gateway-housekeeping"),
+        ]
+        if self.config.clock_interval_ms is not None:
+            tasks.append(asyncio.create_task(self._clock(self.config.clock_interval_ms),
+                                             name="gateway-clock"))
+        server = await serve(
+            self._handle, self.config.host, self.config.port, compression=None,
+            process_request=self.process_request,
+            max_size=self.config.frame_bytes_max, max_queue=16, ping_interval=20,
+            ping_timeout=20, close_timeout=2,
+        )
+        self.port = _bound_port(server)
+        self.ready.set()
+        log.info("gateway %s listening on %s:%d", self.config.gateway_id, self.config.host,
+                 self.port)
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            done, _ = await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not stopping:
+                    task.result()  # a loop died: raise its error
+                    raise RuntimeError(f"{task.get_name()} stopped unexpectedly")
+        finally:
+            server.close()
+            with suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), SHUTDOWN_TIMEOUT_S)
+            await self._drain_commands()
+            stopping.cancel()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, stopping, return_exceptions=True)
+
+    async def _drain_commands(self) -> None:
+        """Wait (bounded) until the commands queued at shutdown have been sent."""
+        deadline = time.monotonic() + SHUTDOWN_TIMEOUT_S
+        while not self.sink.queue.empty() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
+    async def _handle(self, connection: ServerConnection) -> None:
+        conn_id = next(self._conn_ids)
+        address = connection.remote_address
+        ip = str(address[0]) if address else "unknown"
+        self.transport.connections[conn_id] = connection
+        if not self.core.connect(conn_id, ip, time.time_ns()):
+            self.transport.connections.pop(conn_id, None)
+            await connection.close(1013, "too many connections")
+            return
+        receive = self.core.receive
+        try:
+            async for message in connection:
+                receive(conn_id, message, time.time_ns(), time.monotonic_ns())
+        except ConnectionClosed:
+            pass
+        finally:
+            self.transport.connections.pop(conn_id, None)
+            self.core.disconnect(conn_id, time.time_ns())
+
+    async def _consume(self, consumer: Consumer) -> None:
+        apply = self.core.apply_events
+        batch_max = self.config.event_batch_max
+        while True:
+            records = await consumer.getmany(batch_max, EVENT_POLL_TIMEOUT_MS)
+            if records:
+                apply([decode_event(record.value) for record in records])
+
+    async def _send(self, producer: Producer) -> None:
+        queue = self.sink.queue
+        batch_max = self.config.send_batch_max
+        while True:
+            batch = [await queue.get()]
+            count = len(batch[0].payloads)
+            while not queue.empty() and count < batch_max:
+                submission = queue.get_nowait()
+                batch.append(submission)
+                count += len(submission.payloads)
+            payloads = [payload for submission in batch for payload in submission.payloads]
+            try:
+                await producer.send_batch(self.commands_topic, payloads)
+            except LogError as error:
+                log.error("could not write %d commands: %s", len(payloads), error)
+                for submission in batch:
+                    self.core.submission_failed(submission, UNAVAILABLE)
+
+    async def _housekeep(self) -> None:
+        interval_s = self.config.housekeeping_interval_ms / 1000
+        while True:
+            self.core.housekeeping(time.time_ns(), time.monotonic_ns())
+            await asyncio.sleep(interval_s)
+
+    async def _clock(self, interval_ms: int) -> None:
+        """Send a tick every interval, so expiries and closes happen without any client."""
+        interval_s = interval_ms / 1000
+        next_s = time.monotonic()
+        while True:
+            if self.sink.room() > 0:
+                self.sink.offer(Submission([self.core.tick(time.time_ns())], None))
+            next_s += interval_s
+            await asyncio.sleep(max(0.0, next_s - time.monotonic()))
+
+
+def _bound_port(server: Server) -> int:
+    for sock in server.sockets:
+        return int(sock.getsockname()[1])
+    raise RuntimeError("the websocket server has no socket")

@@ -1,0 +1,36 @@
+"""The state of one client connection: who it is, what it subscribed to, what it placed."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from gateway.auth import Principal
+
+
+@dataclass(slots=True)
+class Session:
+    """One websocket connection's protocol state; the I/O layer owns the socket."""
+
+    conn_id: int
+    ip: str
+    nonce: str | None  # the login challenge; None once a login attempt has used it
+    principal: Principal | None = None
+    login_pending: bool = False
+    cancel_on_disconnect: str = "off"
+    subscriptions: set[tuple[str, str]] = field(default_factory=set)
+    pending_groups: int = 0
+    # client order ids placed through this session, for cancel-on-disconnect "session"
+    placed: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    closed: bool = False
+
+    @property
+    def account(self) -> str | None:
+        return self.principal.account if self.principal is not None else None
+
+    def remember_placed(self, client_order_id: str, kept_max: int) -> None:
+        """Note an order placed here; forget the oldest beyond `kept_max`."""
+        self.placed[client_order_id] = None
+        self.placed.move_to_end(client_order_id)
+        while len(self.placed) > kept_max:
+            self.placed.popitem(last=False)

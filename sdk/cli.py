@@ -1,0 +1,221 @@
+"""`gpux trade`: place and cancel orders, watch a book live, see balances, run the bots.
+
+    gpux trade instruments
+    gpux trade place SYMBOL buy 3 --price 2.15 [--tif gtc] [--post-only] [--cid ID]
+    gpux trade cancel ID | cancel-all [--instrument SYMBOL] | amend ID [--price P] [--quantity Q]
+    gpux trade orders [--instrument SYMBOL] | balances | time
+    gpux trade book SYMBOL [--depth 10] [--duration-s 30]
+    gpux trade market-maker ... | operator ...   (see sdk.bots)
+
+Connects to --url (default $GPUX_URL or ws://127.0.0.1:8765) and logs in with an API key
+($GPUX_KEY_ID and $GPUX_PRIVATE_KEY, or --key-id / --private-key) or a wallet
+($GPUX_WALLET_KEY or --wallet-key); `instruments`, `book` and `time` need no login.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from sdk.book import LocalBook
+from sdk.client import Client, ClientError, RequestFailed
+from sdk.messages import OrderResult
+from sdk.signing import ApiKey, Credentials, Wallet
+
+console = Console()
+PUBLIC_COMMANDS = frozenset({"instruments", "book", "time"})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gpux trade", description=__doc__.split("\n")[0])
+    parser.add_argument("--url", default=os.environ.get("GPUX_URL", "ws://127.0.0.1:8765"))
+    parser.add_argument("--key-id", default=os.environ.get("GPUX_KEY_ID"))
+    parser.add_argument("--private-key", default=os.environ.get("GPUX_PRIVATE_KEY"))
+    parser.add_argument("--wallet-key", default=os.environ.get("GPUX_WALLET_KEY"))
+    parser.add_argument("--chain-id", type=int, default=1, help="EIP-712 chain id of wallets")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("instruments", help="list instruments and their specs")
+    commands.add_parser("time", help="server and engine time")
+    place = commands.add_parser("place", help="place an order")
+    place.add_argument("instrument")
+    place.add_argument("side", choices=("buy", "sell"))
+    place.add_argument("quantity", type=int)
+    place.add_argument("--price", help="limit price (omit for a market order)")
+    place.add_argument("--tif", choices=("gtc", "ioc", "fok", "gtd"))
+    place.add_argument("--expire-at-ns", type=int)
+    place.add_argument("--post-only", action="store_true")
+    place.add_argument("--stp", choices=("cancel_newest", "cancel_oldest", "cancel_both",
+                                         "decrement"))
+    place.add_argument("--cid", help="client order id (default: generated)")
+    cancel = commands.add_parser("cancel", help="cancel an order by client order id")
+    cancel.add_argument("client_order_id")
+    cancel_all = commands.add_parser("cancel-all", help="cancel every open order")
+    cancel_all.add_argument("--instrument")
+    amend = commands.add_parser("amend", help="change an order's price or total quantity")
+    amend.add_argument("client_order_id")
+    amend.add_argument("--price")
+    amend.add_argument("--quantity", type=int)
+    orders = commands.add_parser("orders", help="open orders")
+    orders.add_argument("--instrument")
+    commands.add_parser("balances", help="available and held per asset")
+    book = commands.add_parser("book", help="watch a book live")
+    book.add_argument("instrument")
+    book.add_argument("--depth", type=int, default=10)
+    book.add_argument("--duration-s", type=float, help="stop after this long")
+    commands.add_parser("market-maker", help="run the market maker bot", add_help=False)
+    commands.add_parser("operator", help="run the operator quoter bot", add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    bots = {"market-maker": "sdk.bots.market_maker", "operator": "sdk.bots.operator_quoter"}
+    for name, module_name in bots.items():
+        if name in args_list:
+            import importlib
+
+            index = args_list.index(name)
+            result: int = importlib.import_module(module_name).main(args_list[index + 1:])
+            return result
+    args = build_parser().parse_args(args_list)
+    credentials = None if args.command in PUBLIC_COMMANDS else _credentials(args)
+    try:
+        return asyncio.run(_run(args, credentials))
+    except RequestFailed as error:
+        console.print(f"[red]refused[/red]: {error}")
+        return 1
+    except (ClientError, OSError) as error:
+        console.print(f"[red]error[/red]: {error}")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _credentials(args: argparse.Namespace) -> Credentials:
+    if args.key_id and args.private_key:
+        return ApiKey(args.key_id, args.private_key)
+    if args.wallet_key:
+        return Wallet(args.wallet_key, chain_id=args.chain_id)
+    raise SystemExit("gpux trade: set GPUX_KEY_ID and GPUX_PRIVATE_KEY (or GPUX_WALLET_KEY)")
+
+
+async def _run(args: argparse.Namespace, credentials: Credentials | None) -> int:
+    handlers: dict[str, Callable[[Client, argparse.Namespace], Awaitable[int]]] = {
+        "instruments": _instruments, "time": _time, "place": _place, "cancel": _cancel,
+        "cancel-all": _cancel_all, "amend": _amend, "orders": _orders, "balances": _balances,
+        "book": _book,
+    }
+    async with Client(args.url, credentials=credentials, reconnect=args.command == "book") \
+            as client:
+        return await handlers[args.command](client, args)
+
+
+async def _instruments(client: Client, args: argparse.Namespace) -> int:
+    table = Table("symbol", "gpu", "region", "delivery (UTC)", "hours", "tick", "fees m/t",
+                  "status", title="instruments")
+    from datetime import UTC, datetime
+
+    for spec in await client.instruments():
+        start = datetime.fromtimestamp(spec.delivery_start / 1e9, tz=UTC).strftime("%Y-%m-%d %H:%M")
+        table.add_row(spec.symbol, spec.gpu, spec.region, start, str(spec.delivery_hours),
+                      spec.tick_size, f"{spec.maker_fee_bps}/{spec.taker_fee_bps}", spec.status)
+    console.print(table)
+    return 0
+
+
+async def _time(client: Client, args: argparse.Namespace) -> int:
+    now = await client.server_time()
+    console.print(f"server {now.server_time_ns} ns, engine {now.engine_time_ns} ns, "
+                  f"event seq {now.event_seq}")
+    return 0
+
+
+def _print_result(result: OrderResult) -> int:
+    color = {"accepted": "green", "rejected": "red"}.get(result.status, "yellow")
+    details = {k: v for k, v in (("order_id", result.order_id), ("price", result.price),
+                                 ("quantity", result.quantity), ("canceled", result.canceled),
+                                 ("remaining", result.remaining_quantity),
+                                 ("reason", result.reason)) if v is not None}
+    text = " ".join(f"{k}={v}" for k, v in details.items())
+    console.print(f"[{color}]{result.status}[/{color}] {result.op} "
+                  f"{result.client_order_id or ''} {text}")
+    return 0 if result.status == "accepted" else 1
+
+
+async def _place(client: Client, args: argparse.Namespace) -> int:
+    return _print_result(await client.new_order(
+        args.instrument, args.side, args.quantity, args.price, client_order_id=args.cid,
+        time_in_force=args.tif, expire_at=args.expire_at_ns, post_only=args.post_only,
+        stp=args.stp))
+
+
+async def _cancel(client: Client, args: argparse.Namespace) -> int:
+    return _print_result(await client.cancel_order(args.client_order_id))
+
+
+async def _cancel_all(client: Client, args: argparse.Namespace) -> int:
+    return _print_result(await client.mass_cancel(args.instrument))
+
+
+async def _amend(client: Client, args: argparse.Namespace) -> int:
+    return _print_result(await client.amend_order(args.client_order_id, args.price,
+                                                  args.quantity))
+
+
+async def _orders(client: Client, args: argparse.Namespace) -> int:
+    table = Table("client order id", "order id", "instrument", "side", "price", "quantity",
+                  "filled", "remaining", title="open orders")
+    for order in await client.open_orders(args.instrument):
+        table.add_row(order.client_order_id, order.order_id or "", order.instrument or "",
+                      order.side or "", order.price or "market", str(order.quantity),
+                      str(order.filled_quantity), str(order.remaining_quantity))
+    console.print(table)
+    return 0
+
+
+async def _balances(client: Client, args: argparse.Namespace) -> int:
+    table = Table("asset", "available", "held", title=f"balances of {client.login.account}"
+                  if client.login else "balances")
+    for asset, balance in sorted((await client.balances()).items()):
+        table.add_row(asset, str(balance.available), str(balance.held))
+    console.print(table)
+    return 0
+
+
+def render_book(book: LocalBook, depth: int) -> Any:
+    """Return a rich renderable of the book: asks above bids, best prices in the middle."""
+    bids, asks = book.levels(depth)
+    table = Table("price", "quantity", title=f"{book.instrument}  seq {book.seq}",
+                  show_edge=False)
+    for price, quantity in reversed(asks):
+        table.add_row(Text(price, style="red"), str(quantity))
+    table.add_section()
+    for price, quantity in bids:
+        table.add_row(Text(price, style="green"), str(quantity))
+    status = Text(f"checksum {book.checksum()}  updates {book.updates_applied}  "
+                  f"resyncs {book.resyncs}", style="dim")
+    return Group(table, status)
+
+
+async def _book(client: Client, args: argparse.Namespace) -> int:
+    book = await client.watch_book(args.instrument)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + args.duration_s if args.duration_s else None
+    with Live(render_book(book, args.depth), console=console, refresh_per_second=10) as live:
+        while deadline is None or loop.time() < deadline:
+            await asyncio.sleep(0.1)
+            live.update(render_book(book, args.depth))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,243 @@
+"""Typed server messages and results, decoded with msgspec from the gateway's JSON.
+
+These mirror docs/asyncapi.yaml; unknown fields are ignored so a newer server with extra
+fields does not break an older client.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+Kind = Literal["snapshot", "update"]
+
+
+class _Message(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """Base of every server message."""
+
+
+class Hello(_Message, tag="hello", frozen=True, kw_only=True):
+    api_version: str
+    gateway_id: str
+    nonce: str
+    server_time_ns: int
+    frame_bytes_max: int
+    heartbeat_interval_ms: int
+    batch_size_max: int
+    mass_quote_size_max: int
+
+
+class RateLimitUsage(msgspec.Struct, frozen=True, kw_only=True):
+    bucket: str
+    remaining: int
+    burst: int
+    per_second: float
+
+
+class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True):
+    code: str
+    message: str
+    field: str | None = None
+    retry_after_ms: int | None = None
+
+
+class Reply(_Message, tag="reply", frozen=True, kw_only=True):
+    req_id: int | None
+    op: str
+    status: Literal["ok", "accepted", "rejected", "error"]
+    reason: str | None = None
+    result: Any = None
+    error: ErrorInfo | None = None
+    rate_limit: RateLimitUsage | None = None
+
+
+class Notice(_Message, tag="notice", frozen=True, kw_only=True):
+    code: str
+    message: str
+    ts: int
+
+
+class Heartbeat(_Message, tag="heartbeat", frozen=True, kw_only=True):
+    ts: int
+    event_seq: int
+
+
+class BookMessage(_Message, tag="book", frozen=True, kw_only=True):
+    instrument: str
+    kind: Kind
+    seq: int
+    prev_seq: int
+    ts: int
+    bids: list[tuple[str, int]]
+    asks: list[tuple[str, int]]
+    checksum: int
+
+
+class TradeItem(msgspec.Struct, frozen=True, kw_only=True):
+    trade_id: str
+    price: str
+    quantity: int
+    aggressor_side: Literal["buy", "sell"]
+    ts: int
+
+
+class TradesMessage(_Message, tag="trades", frozen=True, kw_only=True):
+    instrument: str
+    kind: Kind
+    trades: list[TradeItem]
+
+
+class TickerMessage(_Message, tag="ticker", frozen=True, kw_only=True):
+    instrument: str
+    ts: int
+    bid: str | None = None
+    bid_quantity: int = 0
+    ask: str | None = None
+    ask_quantity: int = 0
+    last: str | None = None
+    volume_24h: int = 0
+    high_24h: str | None = None
+    low_24h: str | None = None
+
+
+class Candle(msgspec.Struct, frozen=True, kw_only=True):
+    start_ns: int
+    open: str
+    high: str
+    low: str
+    close: str
+    volume: int
+    trades: int
+
+
+class CandlesMessage(_Message, tag="candles", frozen=True, kw_only=True):
+    instrument: str
+    interval: str
+    kind: Kind
+    candles: list[Candle]
+
+
+class OrderReport(msgspec.Struct, frozen=True, kw_only=True):
+    event: str
+    client_order_id: str
+    seq: int
+    ts: int
+    status: str | None = None
+    order_id: str | None = None
+    instrument: str | None = None
+    side: str | None = None
+    order_type: str | None = None
+    price: str | None = None
+    quantity: int | None = None
+    filled_quantity: int | None = None
+    remaining_quantity: int | None = None
+    fill_price: str | None = None
+    fill_quantity: int | None = None
+    reason: str | None = None
+
+
+class OrdersMessage(_Message, tag="orders", frozen=True, kw_only=True):
+    kind: Kind
+    orders: list[OrderReport]
+
+
+class Fill(msgspec.Struct, frozen=True, kw_only=True):
+    trade_id: str
+    instrument: str
+    client_order_id: str
+    order_id: str
+    side: Literal["buy", "sell"]
+    price: str
+    quantity: int
+    fee: str
+    liquidity: Literal["maker", "taker"]
+    seq: int
+    ts: int
+
+
+class FillsMessage(_Message, tag="fills", frozen=True, kw_only=True):
+    kind: Kind
+    fills: list[Fill]
+
+
+class Balance(msgspec.Struct, frozen=True, kw_only=True):
+    available: str | int
+    held: str | int
+
+
+class BalancesMessage(_Message, tag="balances", frozen=True, kw_only=True):
+    kind: Kind
+    seq: int
+    balances: dict[str, Balance]
+
+
+ServerMessage = (
+    Hello | Reply | Notice | Heartbeat | BookMessage | TradesMessage | TickerMessage
+    | CandlesMessage | OrdersMessage | FillsMessage | BalancesMessage
+)
+FeedMessage = (
+    BookMessage | TradesMessage | TickerMessage | CandlesMessage | OrdersMessage
+    | FillsMessage | BalancesMessage
+)
+
+
+# -- results of requests ------------------------------------------------------------------
+
+class OrderResult(msgspec.Struct, frozen=True, kw_only=True):
+    """The engine's answer to one order command: `status` accepted, rejected or error."""
+
+    op: str
+    status: Literal["accepted", "rejected", "error"]
+    client_order_id: str | None = None
+    order_id: str | None = None
+    instrument: str | None = None
+    reason: str | None = None
+    price: str | None = None
+    quantity: int | None = None
+    remaining_quantity: int | None = None
+    canceled_quantity: int | None = None
+    canceled: int | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.status == "accepted"
+
+
+class MassQuoteResult(msgspec.Struct, frozen=True, kw_only=True):
+    canceled: int
+    results: list[OrderResult]
+
+
+class Instrument(msgspec.Struct, frozen=True, kw_only=True):
+    symbol: str
+    gpu: str
+    region: str
+    delivery_start: int
+    delivery_hours: int
+    tick_size: str
+    max_order_quantity: int
+    maker_fee_bps: int
+    taker_fee_bps: int
+    status: Literal["open", "closed"]
+
+
+class ServerTime(msgspec.Struct, frozen=True, kw_only=True):
+    server_time_ns: int
+    engine_time_ns: int
+    event_seq: int
+
+
+class LoginResult(msgspec.Struct, frozen=True, kw_only=True):
+    account: str
+    role: str
+    cancel_on_disconnect: str
+
+
+_decoder = msgspec.json.Decoder(ServerMessage)
+
+
+def decode_message(data: bytes | str) -> ServerMessage:
+    """Decode one server frame into its typed message."""
+    message: ServerMessage = _decoder.decode(data)
+    return message

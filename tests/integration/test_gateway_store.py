@@ -1,0 +1,76 @@
+"""The gateway's PostgreSQL schema: migrations are idempotent, `add-key` prints a key once
+and stores only its public half, nonces are single use, wallets get a stored role."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import asyncpg
+
+from gateway.auth import Authenticator, new_nonce
+from gateway.requests import Login
+from gateway.store import PostgresKeyStore, migrate
+from sdk.signing import ApiKey
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def gpux_gateway(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gpux", "gateway", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+async def test_migrate_twice_then_add_key_prints_a_working_key_once(database_url: str) -> None:
+    first = gpux_gateway("migrate", "--database-url", database_url)
+    second = gpux_gateway("migrate", "--database-url", database_url)
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    assert "up to date" in second.stdout
+    account = f"cli-{uuid.uuid4().hex[:6]}"
+    added = gpux_gateway("add-key", "--database-url", database_url, "--account", account,
+                         "--role", "market_maker")
+    assert added.returncode == 0, added.stderr
+    fields = dict(line.split(":", 1) for line in added.stdout.splitlines() if ":" in line)
+    key = ApiKey(fields["key_id"].strip(), fields["private_key"].strip())
+    connection = await asyncpg.connect(database_url)
+    try:
+        row = await connection.fetchrow(
+            "SELECT account, role, length(public_key) AS size FROM gateway.api_keys"
+            " WHERE key_id = $1", key.key_id)
+        text = await connection.fetchval("SELECT row_to_json(k)::text FROM gateway.api_keys k"
+                                         " WHERE key_id = $1", key.key_id)
+    finally:
+        await connection.close()
+    assert (row["account"], row["role"], row["size"]) == (account, "market_maker", 32)
+    assert key.private_key not in text, "the server keeps no private key"
+    store = await PostgresKeyStore.open(database_url)
+    try:
+        nonce = new_nonce()
+        fields_signed = key.login_fields(nonce, 1)
+        login = Login(req_id=1, key_id=key.key_id, timestamp_ms=1,
+                      signature=fields_signed["signature"])
+        principal = await Authenticator(store, chain_id=1, cache_ttl_ms=1).login(nonce, login)
+        assert (principal.account, principal.role) == (account, "market_maker")
+        assert not await store.use_nonce(nonce), "a used nonce is refused"
+        assert await store.revoke_key(key.key_id)
+        assert (await store.get_key(key.key_id)).revoked  # type: ignore[union-attr]
+    finally:
+        await store.close()
+
+
+async def test_wallet_accounts_start_as_traders_and_take_a_set_role(database_url: str) -> None:
+    await migrate(database_url)
+    wallet = "0x" + uuid.uuid4().hex[:8].upper() + "ab" * 16
+    store = await PostgresKeyStore.open(database_url)
+    try:
+        assert await store.wallet_role(wallet) == "trader"
+        result = gpux_gateway("set-role", "--database-url", database_url, "--account", wallet,
+                              "--role", "operator")
+        assert result.returncode == 0, result.stderr
+        assert await store.wallet_role(wallet) == "operator"
+    finally:
+        await store.close()

@@ -1,0 +1,66 @@
+"""Client requests are decoded strictly, and every refusal names the field at fault."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gateway.errors import RequestError
+from gateway.requests import BatchRequest, NewOrderRequest, decode_request, salvage_req_id
+
+ORDER = {"op": "new_order", "req_id": 1, "client_order_id": "a1", "instrument": "H100.x",
+         "side": "buy", "order_type": "limit", "price": "2.15", "quantity": 3}
+
+
+def refusal(frame: object) -> RequestError:
+    with pytest.raises(RequestError) as caught:
+        decode_request(json.dumps(frame) if not isinstance(frame, bytes) else frame)
+    return caught.value
+
+
+def test_a_valid_order_decodes_to_its_struct() -> None:
+    request = decode_request(json.dumps(ORDER))
+    assert isinstance(request, NewOrderRequest) and request.quantity == 3
+
+
+@pytest.mark.parametrize(("change", "field", "code"), [
+    ({"quantity": "3"}, "$.quantity", "invalid_request"),
+    ({"quantity": 0}, "$.quantity", "invalid_request"),
+    ({"quantity": 2**70}, "$.quantity", "invalid_request"),
+    ({"price": "2.1234567"}, "$.price", "invalid_request"),
+    ({"price": 2.15}, "$.price", "invalid_request"),
+    ({"side": "long"}, "$.side", "invalid_request"),
+    ({"client_order_id": "gpux.fence.1"}, "$.client_order_id", "invalid_request"),
+    ({"surprise": 1}, "$.surprise", "invalid_request"),
+    ({"op": "launch"}, "$.op", "unknown_op"),
+    ({"req_id": -1}, "$.req_id", "invalid_request"),
+])
+def test_refusals_name_the_field(change: dict[str, object], field: str, code: str) -> None:
+    error = refusal({**ORDER, **change})
+    assert (error.code, error.field) == (code, field)
+
+
+def test_missing_fields_and_batch_items_are_named_by_path() -> None:
+    without = {k: v for k, v in ORDER.items() if k != "instrument"}
+    assert refusal(without).field == "$.instrument"
+    batch = {"op": "batch", "req_id": 2, "orders": [
+        {k: v for k, v in ORDER.items() if k != "req_id"},
+        {"op": "cancel_order", "client_order_id": "a b"}]}
+    assert refusal(batch).field == "$.orders[1].client_order_id"
+    batch["orders"] = batch["orders"][:1]  # type: ignore[index]
+    assert isinstance(decode_request(json.dumps(batch)), BatchRequest)
+
+
+def test_not_json_and_not_objects_are_refused() -> None:
+    assert refusal(b"\xff{").code == "invalid_json"
+    assert refusal([1, 2]).code == "invalid_request"
+    assert refusal({"req_id": 5}).code == "unknown_op"
+    assert salvage_req_id(b'{"req_id": 5, "op": 3}') == 5
+    assert salvage_req_id(b'{"req_id": true}') is None
+
+
+def test_deep_nesting_is_refused_before_parsing() -> None:
+    deep = '{"op": "ping", "req_id": 1, "x": ' + "[" * 50_000 + "]" * 50_000 + "}"
+    assert refusal(deep.encode()).code == "invalid_request"
+    assert salvage_req_id(deep) is None
