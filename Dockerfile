@@ -10,6 +10,8 @@ COPY settlement settlement
 COPY sdk sdk
 COPY harness harness
 COPY gpux gpux
+COPY web/dist web/dist
+ENV GPUX_WEB_DIR=/app/web/dist
 RUN pip install --no-cache-dir .
 USER nobody
 ENTRYPOINT []

@@ -1,0 +1,631 @@
+"""The trading page in headless Chromium against a venue: market data without login, an
+API-key login signed in the browser, an order placed, amended and crossed through the page,
+its fill with the settlement-proof link, a reconnect after the gateway drops the page, a
+cancel; no console error anywhere.
+
+The venue (engine and gateway in this process) runs on the embedded log in a temporary
+directory with keys held in memory. The gateway serves web/dist on its websocket port
+through gateway.static's `process_request` hook: `Venue` does not hand the hook to its
+gateways, so this module wraps `gateway.service.serve` to pass it when the service passes
+none. Chromium is driven over the DevTools protocol with `websockets`.
+Screenshots and the browser console go to test-artifacts/trading-page/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import filecmp
+import itertools
+import json
+import os
+import random
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import websockets
+
+import gateway.service
+from eventlog.embedded import EmbeddedConfig, EmbeddedLog
+from eventlog.port import COMMANDS_TOPIC
+from gateway.config import GatewayConfig
+from gateway.static import StaticSite
+from gateway.testing import ApiContract, MemoryKeyStore, Venue
+from protocol import AnyCommand, Deposit, ListInstrument, NewOrder, encode, format_micro
+from tests.helpers import eventually
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts" / "trading-page"
+SITE_DIR = ROOT / "web" / "dist"
+CHROMIUM_FLAGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-dev-shm-usage", "--hide-scrollbars", "--mute-audio",
+    "--remote-debugging-port=0",
+)
+BROWSER_START_TIMEOUT_S = 30.0
+CDP_TIMEOUT_S = 30.0
+WAIT_TIMEOUT_S = 20.0
+HOUR_NS = 3600 * 10**9
+MINUTE_NS = 60 * 10**9
+TICK_MICRO = 10_000  # 0.01 USDC
+GPU_REFERENCE_TICKS = {"H100-SXM-80GB": 215, "A100-SXM-80GB": 130, "L40S-48GB": 80}
+REGION = "eu-west"
+HOURS_LISTED = 6
+HISTORY_MINUTES = 90
+BOOK_LEVELS = 15
+
+
+# -- the venue ------------------------------------------------------------------------------
+
+
+def chromium_path() -> str | None:
+    configured = os.environ.get("GPUX_CHROMIUM", "").strip()
+    if configured:
+        return configured
+    if Path("/usr/bin/chromium").is_file():
+        return "/usr/bin/chromium"
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
+
+
+def price(ticks: int) -> str:
+    return format_micro(ticks * TICK_MICRO)
+
+
+def symbol_for(gpu: str, delivery_start_ns: int) -> str:
+    hour = datetime.fromtimestamp(delivery_start_ns / 1e9, tz=UTC).strftime("%Y%m%dT%H")
+    return f"{gpu}.{REGION}.{hour}"
+
+
+@dataclass
+class Market:
+    """What the seeded venue holds: its URL, the contract traded, the keys."""
+
+    venue: Venue
+    url: str
+    main: str
+    other: str
+    last_ticks: int
+    keys: dict[str, tuple[str, str]]
+    site: StaticSite
+    symbols: list[str] = field(default_factory=list)
+
+    @property
+    def http_url(self) -> str:
+        return self.url.replace("ws://", "http://", 1) + "/"
+
+
+def seed_commands(now_ns: int) -> tuple[list[AnyCommand], list[str], int]:
+    """List 3 GPU classes x 6 hours, fund accounts, trade 90 minutes of history (engine time
+    comes from the commands' ts, so these make real one-minute candles), rest a book."""
+    first_hour = (now_ns // HOUR_NS + 2) * HOUR_NS  # an hour or more before trading closes
+    start = now_ns - HISTORY_MINUTES * MINUTE_NS
+    rng = random.Random(7)
+    commands: list[AnyCommand] = []
+    symbols: list[str] = []
+    for gpu in GPU_REFERENCE_TICKS:
+        for hour in range(HOURS_LISTED):
+            symbol = symbol_for(gpu, first_hour + hour * HOUR_NS)
+            symbols.append(symbol)
+            commands.append(ListInstrument(
+                ts=start, symbol=symbol, gpu=gpu, region=REGION,
+                delivery_start=first_hour + hour * HOUR_NS, delivery_hours=1,
+                tick_size=price(1), max_order_quantity=10_000, maker_fee_bps=2, taker_fee_bps=5))
+            for account in ("mm", "flow"):
+                commands.append(Deposit(ts=start, account=account, asset=symbol, amount=1_000_000))
+    for account, usdc in (("mm", "50000000"), ("flow", "50000000"), ("alice", "100000"),
+                          ("bob", "100000")):
+        commands.append(Deposit(ts=start, account=account, asset="USDC", amount=usdc))
+    main = symbols[0]
+    commands.append(Deposit(ts=start, account="bob", asset=main, amount=500))
+    counter = itertools.count(1)
+    last_by_symbol: dict[str, int] = {}
+    for symbol, minutes in ((main, HISTORY_MINUTES), (symbols[HOURS_LISTED], 30)):
+        ticks = GPU_REFERENCE_TICKS[symbol.split(".")[0]]
+        for minute in range(HISTORY_MINUTES - minutes, HISTORY_MINUTES):
+            for trade in range(rng.randint(1, 4)):
+                ticks = max(10, ticks + rng.choice((-2, -1, -1, 0, 1, 1, 2)))
+                ts = start + minute * MINUTE_NS + trade * 10 * 10**9
+                quantity = rng.randint(1, 60)
+                maker_sells = rng.random() < 0.5
+                commands += _cross(symbol, ticks, quantity, maker_sells, ts, next(counter))
+        last_by_symbol[symbol] = ticks
+    book_ts = now_ns - 10**9
+    for symbol in symbols:
+        last = last_by_symbol.get(symbol, GPU_REFERENCE_TICKS[symbol.split(".")[0]])
+        levels = BOOK_LEVELS if symbol in last_by_symbol else 5
+        for level in range(levels):
+            for side, ticks in (("buy", last - 2 - level), ("sell", last + 2 + level)):
+                commands.append(NewOrder(
+                    ts=book_ts, account="mm", client_order_id=f"book-{next(counter)}",
+                    instrument=symbol, side=side, order_type="limit", price=price(ticks),
+                    quantity=rng.randint(5, 120), time_in_force="gtc"))
+    return commands, symbols, last_by_symbol[main]
+
+
+def _cross(symbol: str, ticks: int, quantity: int, maker_sells: bool, ts: int,
+           number: int) -> list[AnyCommand]:
+    maker_side, taker_side = ("sell", "buy") if maker_sells else ("buy", "sell")
+    return [
+        NewOrder(ts=ts, account="mm", client_order_id=f"h-{number}", instrument=symbol,
+                 side=maker_side, order_type="limit", price=price(ticks), quantity=quantity,
+                 time_in_force="gtc"),
+        NewOrder(ts=ts, account="flow", client_order_id=f"t-{number}", instrument=symbol,
+                 side=taker_side, order_type="limit", price=price(ticks), quantity=quantity,
+                 time_in_force="ioc"),
+    ]
+
+
+@pytest.fixture(scope="module")
+async def market() -> AsyncIterator[Market]:
+    if not (SITE_DIR / "index.html").is_file():
+        _unavailable(f"{SITE_DIR} is not built: run `npm run build:web`")
+    site = StaticSite.from_directory(SITE_DIR)
+    serve = gateway.service.serve
+
+    def serve_with_page(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("process_request") is None:  # a hook the service was given stays
+            kwargs["process_request"] = site.process_request
+        return serve(*args, **kwargs)
+
+    store = MemoryKeyStore()
+    keys = {name: store.add_key(name, "trader") for name in ("alice", "bob")}
+    with tempfile.TemporaryDirectory(prefix="gpux-page-") as directory, \
+            pytest.MonkeyPatch.context() as patch:
+        patch.setattr(gateway.service, "serve", serve_with_page)
+        event_log = EmbeddedLog.open(Path(directory) / "log", EmbeddedConfig(fsync=False))
+        try:
+            async with Venue.start(event_log, namespace="page.", store=store,
+                                   config=GatewayConfig(port=0)) as venue:
+                commands, symbols, last_ticks = seed_commands(time.time_ns())
+                producer = event_log.producer()
+                await producer.start()
+                await producer.send_batch("page." + COMMANDS_TOPIC,
+                                          [encode(c) for c in commands])
+                await producer.stop()
+                core = venue.gateways[0].core
+                await eventually(lambda: core.projection.instruments.keys() >= set(symbols)
+                                 and core.projection.event_seq >= len(commands),
+                                 message="the gateway applied the seeded market")
+                yield Market(venue=venue, url=venue.urls[0], main=symbols[0],
+                             other=symbols[HOURS_LISTED], last_ticks=last_ticks, keys=keys,
+                             site=site, symbols=symbols)
+        finally:
+            await event_log.close()
+
+
+# -- a headless Chromium over the DevTools protocol ---------------------------------------
+
+
+class Browser:
+    """Chromium with one DevTools websocket; pages are flat sessions on it."""
+
+    def __init__(self, process: asyncio.subprocess.Process, ws: Any, stderr: deque[str]) -> None:
+        self.process = process
+        self.ws = ws
+        self.stderr = stderr
+        self.ids = itertools.count(1)
+        self.pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self.pages: dict[str, Page] = {}
+        self.reader = asyncio.create_task(self._read())
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def launch(cls, executable: str, profile: Path) -> AsyncIterator[Browser]:
+        process = await asyncio.create_subprocess_exec(
+            executable, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank",
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        stderr: deque[str] = deque(maxlen=200)
+        browser: Browser | None = None
+        drain: asyncio.Task[None] | None = None
+        try:
+            url = await asyncio.wait_for(_devtools_url(process, stderr), BROWSER_START_TIMEOUT_S)
+            drain = asyncio.create_task(_drain(process, stderr))
+            ws = await websockets.connect(url, max_size=256 * 1024 * 1024, ping_interval=None)
+            browser = cls(process, ws, stderr)
+            yield browser
+        finally:
+            if browser is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(browser.send("Browser.close"), 5)
+                browser.reader.cancel()
+                await browser.ws.close()
+            with contextlib.suppress(ProcessLookupError):
+                try:
+                    await asyncio.wait_for(process.wait(), 5)
+                except TimeoutError:
+                    process.kill()
+                    await process.wait()
+            if drain is not None:
+                drain.cancel()
+
+    async def send(self, method: str, params: dict[str, Any] | None = None,
+                   session_id: str | None = None) -> dict[str, Any]:
+        message_id = next(self.ids)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.pending[message_id] = future
+        message: dict[str, Any] = {"id": message_id, "method": method, "params": params or {}}
+        if session_id is not None:
+            message["sessionId"] = session_id
+        await self.ws.send(json.dumps(message))
+        reply = await asyncio.wait_for(future, CDP_TIMEOUT_S)
+        if "error" in reply:
+            raise RuntimeError(f"{method}: {reply['error']}")
+        return reply.get("result", {})
+
+    async def _read(self) -> None:
+        async for text in self.ws:
+            message = json.loads(text)
+            if "id" in message:
+                future = self.pending.pop(message["id"], None)
+                if future is not None and not future.done():
+                    future.set_result(message)
+            elif (page := self.pages.get(message.get("sessionId", ""))) is not None:
+                page.on_event(message["method"], message.get("params", {}))
+
+    async def new_page(self, width: int, height: int) -> Page:
+        target = await self.send("Target.createTarget", {"url": "about:blank"})
+        attached = await self.send("Target.attachToTarget",
+                                   {"targetId": target["targetId"], "flatten": True})
+        page = Page(self, attached["sessionId"], target["targetId"])
+        self.pages[page.session_id] = page
+        for domain in ("Page", "Runtime", "Log", "Network"):
+            await page.send(f"{domain}.enable")
+        await page.resize(width, height)
+        return page
+
+
+async def _devtools_url(process: asyncio.subprocess.Process, lines: deque[str]) -> str:
+    assert process.stderr is not None
+    while True:
+        raw = await process.stderr.readline()
+        if not raw:
+            raise RuntimeError("chromium exited before DevTools listened:\n" + "\n".join(lines))
+        line = raw.decode(errors="replace").rstrip()
+        lines.append(line)
+        if "DevTools listening on " in line:
+            return line.split("DevTools listening on ", 1)[1].strip()
+
+
+async def _drain(process: asyncio.subprocess.Process, lines: deque[str]) -> None:
+    assert process.stderr is not None
+    while raw := await process.stderr.readline():
+        lines.append(raw.decode(errors="replace").rstrip())
+
+
+class Page:
+    """One tab: navigate, evaluate, click and type like a user, screenshot; it records
+    every console message and uncaught exception."""
+
+    def __init__(self, browser: Browser, session_id: str, target_id: str) -> None:
+        self.browser = browser
+        self.session_id = session_id
+        self.target_id = target_id
+        self.console: list[str] = []
+        self.errors: list[str] = []
+        self.frames: list[tuple[str, str]] = []  # ("send" | "recv", websocket text frame)
+        self.loaded = asyncio.Event()
+
+    def on_event(self, method: str, params: dict[str, Any]) -> None:
+        if method == "Runtime.consoleAPICalled":
+            text = " ".join(str(arg.get("value", arg.get("description", "")))
+                            for arg in params.get("args", []))
+            self.console.append(f"console.{params['type']}: {text}")
+            if params["type"] in ("error", "assert"):
+                self.errors.append(f"console.{params['type']}: {text}")
+        elif method == "Runtime.exceptionThrown":
+            details = params["exceptionDetails"]
+            description = details.get("exception", {}).get("description", details.get("text"))
+            self.console.append(f"exception: {description}")
+            self.errors.append(f"uncaught exception: {description}")
+        elif method == "Log.entryAdded":
+            entry = params["entry"]
+            self.console.append(f"log.{entry['level']}: {entry['text']} {entry.get('url', '')}")
+            if entry["level"] == "error":
+                self.errors.append(f"{entry['source']}: {entry['text']} {entry.get('url', '')}")
+        elif method in ("Network.webSocketFrameSent", "Network.webSocketFrameReceived"):
+            direction = "send" if method.endswith("Sent") else "recv"
+            self.frames.append((direction, params["response"]["payloadData"]))
+        elif method == "Page.loadEventFired":
+            self.loaded.set()
+
+    async def send(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        return await self.browser.send(method, params, self.session_id)
+
+    async def resize(self, width: int, height: int) -> None:
+        await self.send("Emulation.setDeviceMetricsOverride", {
+            "width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600})
+
+    async def goto(self, url: str) -> None:
+        self.loaded.clear()
+        await self.send("Page.navigate", {"url": url})
+        await asyncio.wait_for(self.loaded.wait(), CDP_TIMEOUT_S)
+
+    async def front(self) -> None:
+        await self.send("Page.bringToFront")
+
+    async def evaluate(self, expression: str) -> Any:
+        result = await self.send("Runtime.evaluate", {
+            "expression": expression, "returnByValue": True, "awaitPromise": True})
+        if "exceptionDetails" in result:
+            raise AssertionError(f"{expression!r} threw: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    async def wait_for(self, expression: str, message: str,
+                       timeout_s: float = WAIT_TIMEOUT_S) -> None:
+        async def holds() -> bool:
+            return bool(await self.evaluate(expression))
+
+        try:
+            await eventually(holds, timeout_s=timeout_s, interval_s=0.05, message=message)
+        except AssertionError:
+            await self.screenshot(f"failed-{message[:40].replace(' ', '-')}")
+            raise
+
+    async def text(self, selector: str) -> str:
+        return str(await self.evaluate(
+            f"document.querySelector({json.dumps(selector)})?.textContent?.trim() ?? ''"))
+
+    async def click(self, selector: str) -> None:
+        box = await self.evaluate(f"""(() => {{
+            const element = document.querySelector({json.dumps(selector)});
+            if (!element) return null;
+            element.scrollIntoView({{block: "center", inline: "center"}});
+            const r = element.getBoundingClientRect();
+            return {{x: r.left + r.width / 2, y: r.top + r.height / 2, w: r.width}};
+        }})()""")
+        assert box and box["w"] > 0, f"nothing to click at {selector}"
+        for kind, buttons in (("mouseMoved", 0), ("mousePressed", 1), ("mouseReleased", 0)):
+            await self.send("Input.dispatchMouseEvent", {
+                "type": kind, "x": box["x"], "y": box["y"], "button": "left",
+                "buttons": buttons, "clickCount": 1})
+
+    async def fill(self, selector: str, text: str) -> None:
+        await self.click(selector)
+        await self.evaluate(f"document.querySelector({json.dumps(selector)}).select()")
+        await self.send("Input.insertText", {"text": text})
+
+    async def choose(self, selector: str, value: str) -> None:
+        await self.evaluate(f"""(() => {{
+            const select = document.querySelector({json.dumps(selector)});
+            select.value = {json.dumps(value)};
+            select.dispatchEvent(new Event("change", {{bubbles: true}}));
+        }})()""")
+
+    async def screenshot(self, name: str) -> Path:
+        """Save the page, from the top, as test-artifacts/trading-page/NAME.png: the viewport,
+        or the whole page when it is taller (a phone layout)."""
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        await self.evaluate("window.scrollTo(0, 0)")
+        metrics = await self.send("Page.getLayoutMetrics")
+        content, viewport = metrics["cssContentSize"], metrics["cssLayoutViewport"]
+        params: dict[str, Any] = {"format": "png"}
+        if content["height"] > viewport["clientHeight"] + 1:
+            params.update(captureBeyondViewport=True, clip={
+                "x": 0, "y": 0, "width": viewport["clientWidth"], "height": content["height"],
+                "scale": 1})
+        shot = await self.send("Page.captureScreenshot", params)
+        path = ARTIFACTS / f"{name}.png"
+        path.write_bytes(base64.b64decode(shot["data"]))
+        return path
+
+    def save_console(self, name: str) -> None:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        (ARTIFACTS / f"{name}-console.txt").write_text("\n".join(self.console) + "\n")
+
+
+@pytest.fixture
+async def browser(tmp_path: Path) -> AsyncIterator[Browser]:
+    executable = chromium_path()
+    if executable is None:
+        _unavailable("chromium is not installed (apt-get install chromium)")
+    async with Browser.launch(str(executable), tmp_path / "profile") as launched:
+        yield launched
+
+
+# -- the tests ------------------------------------------------------------------------------
+
+
+def level_size(side: str, price_text: str) -> str:
+    return (f"(document.querySelector('#ladder-{side} .level[data-price=\"{price_text}\"] .size')"
+            f"?.textContent ?? '')")
+
+
+def toast_with(text: str) -> str:
+    return (f"[...document.querySelectorAll('.toast')].some("
+            f"t => t.textContent.includes({json.dumps(text)}))")
+
+
+async def test_page_shows_market_data_logs_in_trades_and_sees_its_fill(
+    market: Market, browser: Browser
+) -> None:
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)  # this run's screenshots only
+    alice = await browser.new_page(1600, 1000)
+    await alice.goto(market.http_url)
+    # Market data without a login: the default contract's book, then the picker.
+    await alice.wait_for("document.querySelectorAll('#ladder-bids .level[data-price]').length > 0",
+                         "the default contract's book shows anonymously")
+    await alice.click('.gpu-tab[data-gpu="H100-SXM-80GB"]')
+    await alice.click(f'.hour[data-symbol="{market.main}"]')
+    await alice.wait_for(f"location.hash.includes({json.dumps(market.main)})"
+                         " && document.querySelectorAll('#tape .tape-row').length >= 20"
+                         " && document.querySelectorAll('#ladder-asks .level[data-price]').length"
+                         " >= 10 && document.querySelector('#price-chart canvas') !== null"
+                         " && document.getElementById('chart-empty').hidden",
+                         "the picked contract's book, trades and candles show")
+    assert await alice.text("#connection-text") == "Live"
+    await alice.screenshot("01-market-data-anonymous")
+
+    # Log in through the dialog: the page signs the challenge with the pasted key.
+    key_id, private_key = market.keys["alice"]
+    await alice.click("#login-button")
+    await alice.fill("#login-key-id", key_id)
+    await alice.fill("#login-private-key", private_key)
+    await alice.click("#login-submit")
+    await alice.wait_for("document.getElementById('account-name').textContent === 'alice'"
+                         " && document.querySelector('#balances-body tr[data-asset=\"USDC\"]')"
+                         " !== null",
+                         "alice is logged in and sees her balances")
+    assert "100,000.00" in await alice.text('#balances-body tr[data-asset="USDC"]')
+
+    # A limit buy inside the spread through the form: on the book and in open orders.
+    bid = price(market.last_ticks - 1)
+    await alice.fill("#order-price", bid)
+    await alice.fill("#order-quantity", "7")
+    await alice.click("#order-submit")
+    await alice.wait_for(f"{level_size('bids', bid)} === '7'"
+                         " && document.querySelectorAll('#orders-body tr[data-client-order-id]')"
+                         ".length === 1", "the order rests on the book and in open orders")
+    assert await alice.evaluate(
+        f"document.querySelector('#ladder-bids .level[data-price=\"{bid}\"]')"
+        ".classList.contains('mine')")
+    await alice.screenshot("02-order-resting")
+
+    # Amend it in place: new price and total quantity.
+    amended = price(market.last_ticks)
+    await alice.click("#orders-body [data-action=amend]")
+    await alice.fill("#orders-body [data-field=new_price]", amended)
+    await alice.fill("#orders-body [data-field=new_quantity]", "9")
+    await alice.click("#orders-body [data-action=save]")
+    await alice.wait_for(f"{level_size('bids', amended)} === '9' && {level_size('bids', bid)}"
+                         " === ''", "the amended order moved on the book")
+
+    # A post-only order that would cross is refused, and the page says why.
+    await alice.fill("#order-price", price(market.last_ticks + 2))
+    await alice.fill("#order-quantity", "1")
+    await alice.click("#order-post-only")
+    await alice.click("#order-submit")
+    await alice.wait_for(toast_with("post-only order would cross"), "the post-only refusal")
+
+    # Bob logs in from a link (key in the fragment) and sells at market into alice's bid.
+    bob = await browser.new_page(1600, 1000)
+    bob_key_id, bob_private_key = market.keys["bob"]
+    await bob.goto(f"{market.http_url}#key={bob_key_id}:{bob_private_key}&account=bob"
+                   f"&instrument={market.main}")
+    await bob.wait_for("document.getElementById('account-name').textContent === 'bob'"
+                       " && !location.hash.includes('key=')"
+                       " && document.querySelector("
+                       f"'#balances-body tr[data-asset=\"{market.main}\"]') !== null",
+                       "bob is logged in from the link, and the key left the address bar")
+    await bob.click(".side.sell span")
+    await bob.click(".type-tabs input[value=market] + span")
+    await bob.fill("#order-quantity", "9")
+    await bob.click("#order-submit")
+    await bob.wait_for(toast_with("accepted"), "bob's market sell is accepted")
+    await bob.wait_for("document.querySelectorAll('#fills-body tr[data-trade-id]').length === 1",
+                       "bob sees his fill")
+    await bob.click("#tab-fills")
+    await bob.screenshot("03-bob-after-market-sell")
+
+    # Alice sees the fill, its proof link, the trade on the tape, and her order gone.
+    await alice.front()
+    await alice.wait_for("document.querySelectorAll('#fills-body tr[data-trade-id]').length === 1"
+                         " && document.querySelectorAll('#orders-body tr[data-client-order-id]')"
+                         ".length === 0", "alice sees her fill and no open order")
+    trade_id = await alice.evaluate(
+        "document.querySelector('#fills-body tr[data-trade-id]').dataset.tradeId")
+    assert await alice.evaluate("document.querySelector('#fills-body a.proof-link').getAttribute"
+                                "('href')") == f"/proof/{trade_id}"
+    assert await alice.evaluate(f"document.querySelector('#tape .tape-row').dataset.tradeId"
+                                f" === {json.dumps(trade_id)}")
+    assert "9" in await alice.text(f'#balances-body tr[data-asset="{market.main}"]')
+    await alice.click("#tab-fills")
+    await alice.screenshot("04-alice-filled")
+
+    # The gateway drops every connection (as a restart would): the pages reconnect, log in
+    # again by themselves and resubscribe; the cancel below needs that login.
+    service = market.venue.gateways[0]
+    for conn_id in list(service.transport.connections):
+        service.transport.close(conn_id, 1012, "restarting")
+    await alice.wait_for("document.getElementById('connection').dataset.state !== 'open'",
+                         "the page sees the connection drop")
+    await alice.wait_for("document.getElementById('connection').dataset.state === 'open'",
+                         "the page reconnects")
+    await eventually(lambda: any(s.principal is not None and s.principal.account == "alice"
+                                 for s in service.core.sessions.values()),
+                     timeout_s=WAIT_TIMEOUT_S, message="the page logged in again")
+
+    # Cancel through the page.
+    await alice.click("#tab-orders")
+    await alice.fill("#order-price", bid)
+    await alice.fill("#order-quantity", "4")
+    await alice.click("#order-submit")
+    await alice.wait_for(f"{level_size('bids', bid)} === '4'", "the second order rests")
+    await alice.click("#orders-body [data-action=cancel]")
+    await alice.wait_for(f"{level_size('bids', bid)} === ''"
+                         " && document.querySelectorAll('#orders-body tr[data-client-order-id]')"
+                         ".length === 0", "the canceled order left the book and open orders")
+
+    # Narrower screens: everything still fits the width.
+    for width, height, name in ((1180, 900, "05-medium"), (414, 860, "06-phone")):
+        await alice.resize(width, height)
+        await alice.wait_for("document.documentElement.scrollWidth <= window.innerWidth",
+                             f"no sideways scrolling at {width} px")
+        await alice.screenshot(name)
+
+    contract = ApiContract()
+    for name, page in (("alice", alice), ("bob", bob)):
+        page.save_console(name)
+        assert page.errors == [], f"{name}'s console: {page.errors}"
+        for direction, text in page.frames:
+            contract.check(direction, text)
+    assert contract.violations == [], contract.violations[:5]
+    sent = {op for (direction, op), count in contract.seen.items() if direction == "send"}
+    assert {"login", "new_order", "amend_order", "cancel_order", "subscribe", "unsubscribe",
+            "instruments"} <= sent, sent
+
+
+async def test_gateway_port_serves_the_page_and_nothing_outside_it(market: Market) -> None:
+    def get(path: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+        request = urllib.request.Request(market.http_url.rstrip("/") + path,
+                                         headers=headers or {})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, dict(response.headers), response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, dict(error.headers), error.read()
+
+    status, headers, body = await asyncio.to_thread(get, "/")
+    assert status == 200 and b"<title>gpux" in body
+    assert headers["Content-Type"].startswith("text/html")
+    assert "script-src 'self'" in headers["Content-Security-Policy"]
+    status, headers, _ = await asyncio.to_thread(get, "/", {"If-None-Match": headers["ETag"]})
+    assert status == 304
+    status, headers, body = await asyncio.to_thread(get, "/app.js?v=1")
+    assert status == 200 and headers["Content-Type"].startswith("text/javascript") and body
+    for path in ("/proof/12", "/../pyproject.toml", "/%2e%2e/pyproject.toml", "/web/src/main.js"):
+        status, _, _ = await asyncio.to_thread(get, path)
+        assert status == 404, path
+    async with websockets.connect(market.url) as ws:  # the websocket still answers on "/"
+        assert json.loads(await ws.recv())["type"] == "hello"
+
+
+def test_committed_bundle_is_what_the_sources_build(tmp_path: Path) -> None:
+    if shutil.which("node") is None or not (ROOT / "node_modules" / "esbuild").is_dir():
+        _unavailable("node and the npm packages (npm ci) are needed to build web/")
+    result = subprocess.run(["node", "web/build.mjs", "--outdir", str(tmp_path / "dist")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    comparison = filecmp.dircmp(SITE_DIR, tmp_path / "dist")
+    _, mismatch, errors = filecmp.cmpfiles(SITE_DIR, tmp_path / "dist", comparison.common_files,
+                                           shallow=False)
+    assert not (comparison.left_only or comparison.right_only or mismatch or errors), (
+        "web/dist is stale: run `npm run build:web` and commit web/dist")
