@@ -13,7 +13,8 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # type: ignore[import-untyped]
+import aiokafka.producer.sender  # type: ignore[import-untyped]
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka import TopicPartition as KafkaTopicPartition
 from aiokafka.errors import InvalidProducerEpoch, ProducerFenced  # type: ignore[import-untyped]
 
@@ -37,6 +38,14 @@ from eventlog.port import (
 )
 
 __all__ = ["KafkaConsumer", "KafkaProducer"]
+
+# The broker writes a transaction's markers after answering EndTxn; a transaction begun
+# before they are written is refused CONCURRENT_TRANSACTIONS (KAFKA-5477), and aiokafka
+# retries after BACKOFF_OVERRIDE (20 ms). An engine committing back to back met that wait
+# in most batches (~25 ms a batch, measured by benchmarks/e2e.py); markers take about a
+# millisecond here, so retry after 1 ms. The retries stay bounded by the request timeouts.
+TRANSACTION_RETRY_BACKOFF_S = 0.001
+aiokafka.producer.sender.BACKOFF_OVERRIDE = TRANSACTION_RETRY_BACKOFF_S
 
 
 class KafkaProducer(Producer):

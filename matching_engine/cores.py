@@ -1,0 +1,135 @@
+"""The two matching cores behind one face for the engine service: log records in, event bytes out.
+
+`PythonCore` runs `matching_engine.core.Engine`, one `decode_command` per record, and can
+snapshot and restore. `NativeCore` runs the Rust core (`gpux_native.NativeEngine`, built by
+`make native`), which `tests/property/test_native_differential.py` holds byte-identical to
+the Python core over JSON Lines; a batch of records goes in as one buffer and the events
+come back as one, so per command only the Rust code runs. The native core exposes no
+snapshot or restore, so it runs without snapshots and recovers by replaying the whole log.
+
+A log record is one command; JSON Lines are not quite records: the native core splits on
+`\\n`, skips blank lines and strips a trailing `\\r`, where the service decodes a record
+whole. A record that is blank or holds `\\r` or `\\n` (nothing the gateway writes) is
+therefore handed to the native core as a line that decodes to the same command or
+`MalformedCommand` as the record (its `error` text aside, which no event carries), checked
+with the Python decoder; when no such line is found the core raises `CoreError` rather
+than diverge from the Python core.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final
+
+import msgspec
+
+from matching_engine.core import Engine
+from protocol import AnyCommand, MalformedCommand, decode_command, encode
+
+CORES: Final = ("python", "native")
+_NOTHING_SALVAGED: Final = b"x"
+
+
+class CoreError(Exception):
+    """The native core cannot apply a record exactly as the Python core would."""
+
+
+class PythonCore:
+    """The pure-Python engine core; snapshots supported."""
+
+    name: Final = "python"
+    snapshots = True
+
+    def __init__(self, engine: Engine | None = None) -> None:
+        self.engine = engine if engine is not None else Engine()
+
+    @property
+    def seq(self) -> int:
+        return self.engine.seq
+
+    def apply_records(self, values: Sequence[bytes]) -> list[bytes]:
+        """Apply each record as one command; return the events' encoded payloads."""
+        apply = self.engine.apply
+        return [encode(event) for value in values for event in apply(decode_command(value))]
+
+    def replay(self, values: Sequence[bytes]) -> None:
+        """Apply commands whose events were published already; build no payloads."""
+        apply = self.engine.apply
+        for value in values:
+            apply(decode_command(value))
+
+    def snapshot(self) -> bytes:
+        return self.engine.snapshot()
+
+    @classmethod
+    def restore(cls, data: bytes) -> PythonCore:
+        return cls(Engine.restore(data))
+
+
+class NativeCore:
+    """The Rust engine core (gpux_native); no snapshots."""
+
+    name: Final = "native"
+    snapshots = False
+
+    def __init__(self) -> None:
+        try:
+            import gpux_native
+        except ImportError as error:
+            raise CoreError("the native core is not built: run `make native`") from error
+        self.engine: Any = gpux_native.NativeEngine()
+
+    @property
+    def seq(self) -> int:
+        return int(self.engine.seq)
+
+    def apply_records(self, values: Sequence[bytes]) -> list[bytes]:
+        """Apply each record as one command; return the events' encoded payloads."""
+        events: bytes = self.engine.apply_batch(b"\n".join([_as_line(v) for v in values]))
+        if not events:
+            return []
+        payloads = events.split(b"\n")
+        payloads.pop()  # the empty piece after the last event's newline
+        return payloads
+
+    def replay(self, values: Sequence[bytes]) -> None:
+        self.engine.apply_batch(b"\n".join([_as_line(value) for value in values]))
+
+    def snapshot(self) -> bytes:
+        raise CoreError("the native core has no snapshot (gpux_native exposes none)")
+
+
+def _as_line(value: bytes) -> bytes:
+    """Return `value` as a JSON line that the native core reads as the same command."""
+    if value[:1] == b"{" and b"\n" not in value and b"\r" not in value:
+        return value
+    return equivalent_line(value)
+
+
+def equivalent_line(value: bytes) -> bytes:
+    """Find a line without `\\r`/`\\n`, not blank, that decodes as `value` decodes."""
+    target = _as_applied(decode_command(value))
+    candidates = [value.replace(b"\r", b" ").replace(b"\n", b" ")]
+    if not isinstance(target, MalformedCommand):
+        candidates.append(encode(target))
+    candidates.append(_NOTHING_SALVAGED)
+    for candidate in candidates:
+        if candidate.strip() and _as_applied(decode_command(candidate)) == target:
+            return candidate
+    raise CoreError(f"no JSON line decodes as the record {value[:80]!r} does; "
+                    "run the engine with --core python")
+
+
+def _as_applied(command: AnyCommand | MalformedCommand) -> AnyCommand | MalformedCommand:
+    """Return the command as the engine sees it: a malformed one's `error` text unused."""
+    if isinstance(command, MalformedCommand):
+        return msgspec.structs.replace(command, error="")
+    return command
+
+
+def new_core(name: str) -> PythonCore | NativeCore:
+    if name == "python":
+        return PythonCore()
+    if name == "native":
+        return NativeCore()
+    raise ValueError(f"core must be one of {CORES}, got {name!r}")

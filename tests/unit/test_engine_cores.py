@@ -1,0 +1,85 @@
+"""The engine service on the native core: the same event bytes as the Python core, restart by
+full replay, and records that are not JSON lines (blank, with line breaks) applied as the
+Python core applies them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from eventlog.embedded import EmbeddedLog
+from eventlog.port import EVENTS_TOPIC
+from matching_engine.cores import NativeCore, PythonCore, equivalent_line
+from matching_engine.service import EngineConfig, EngineService
+from tests.unit.test_engine_service_embedded import (
+    append_commands_after_topics,
+    read_all,
+    replay,
+    run_until_applied,
+    workload_payloads,
+)
+
+gpux_native = pytest.importorskip("gpux_native")
+
+ODD_RECORDS = [
+    b"", b" ", b"\n", b"\r\n", b"x", b"\x0b",
+    b'{"type":"deposit",\n"ts":5,"account":"a","asset":"USDC","amount":"7"}',
+    b'{"type":"deposit","ts":5,"account":"a","asset":"USDC","amount":"7"}\r',
+    b'{"type":"deposit","ts":5,"account":"a\nb","asset":"USDC","amount":"7"}',
+    b'  {"type":"tick","ts":9}',
+    b'{"type":"new_order","ts":10,"account":"a","client_order_id":"c\r"}',
+]
+
+
+def test_native_core_applies_odd_records_as_the_python_core_does() -> None:
+    payloads = workload_payloads(300)
+    mixed = [record for index, payload in enumerate(payloads)
+             for record in ([payload, ODD_RECORDS[index % len(ODD_RECORDS)]]
+                            if index % 7 == 0 else [payload])]
+    python, native = PythonCore(), NativeCore()
+    for start in range(0, len(mixed), 97):
+        batch = mixed[start:start + 97]
+        assert native.apply_records(batch) == python.apply_records(batch)
+    assert native.seq == python.seq
+
+
+def test_equivalent_line_decodes_as_the_record() -> None:
+    import msgspec
+
+    from protocol import MalformedCommand, decode_command
+
+    def as_applied(raw: bytes) -> object:
+        command = decode_command(raw)
+        if isinstance(command, MalformedCommand):
+            return msgspec.structs.replace(command, error="")
+        return command
+
+    for record in ODD_RECORDS:
+        line = equivalent_line(record)
+        assert line.strip() and b"\n" not in line and b"\r" not in line
+        assert as_applied(line) == as_applied(record)
+
+
+def test_native_core_refuses_snapshots_in_config(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="native core"):
+        EngineConfig(core="native", snapshot_dir=tmp_path)
+
+
+async def test_native_service_publishes_the_python_core_events_and_recovers(
+    tmp_path: Path,
+) -> None:
+    payloads = workload_payloads(1500)
+    config = EngineConfig(batch_size_max=64, core="native")
+    event_log = EmbeddedLog.open(tmp_path / "log")
+    try:
+        await append_commands_after_topics(event_log, EngineService(event_log, config),
+                                           payloads)
+        await run_until_applied(event_log, config, len(payloads))
+        again = await run_until_applied(event_log, config, len(payloads))
+        assert again.stats.recovered_commands == len(payloads)
+        events = await read_all(event_log, EVENTS_TOPIC)
+        assert again.core.seq == len(events)
+    finally:
+        await event_log.close()
+    assert events == replay(payloads)
