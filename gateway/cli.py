@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--frame-bytes-max", type=int, default=_DEFAULTS.frame_bytes_max)
     serve.add_argument("--fetch-max-wait-ms", type=int, default=KAFKA_FETCH_MAX_WAIT_MS,
                        help="how long a Kafka fetch of events may wait for data")
+    serve.add_argument("--metrics-port", type=int, default=-1,
+                       help="serve /metrics and /healthz here (0: any free port; default off)")
     migrate = commands.add_parser("migrate", help="create or upgrade the gateway schema")
     _database_url(migrate)
     add_key = commands.add_parser("add-key", help="create an API key; prints it once")
@@ -147,9 +149,11 @@ def _serve(args: argparse.Namespace) -> int:
 async def _run(args: argparse.Namespace, config: GatewayConfig) -> None:
     from pathlib import Path
 
+    from gateway.metrics import GatewayMetrics
     from gateway.service import GatewayService
     from gateway.static import StaticSite
     from gateway.store import PostgresKeyStore, migrate
+    from gpux.observability import MetricsServer
     from matching_engine.service import open_log
 
     logging.getLogger("websockets.server").setLevel(logging.WARNING)  # one line per connection
@@ -174,11 +178,22 @@ async def _run(args: argparse.Namespace, config: GatewayConfig) -> None:
     else:
         event_log = open_log(args.log, kafka=None,
                              data_dir=Path(args.data_dir) if args.data_dir else None)
+    metrics_server = None
     try:
         site = StaticSite.from_directory()
-        await GatewayService(event_log, config, store,
-                             process_request=site.process_request).run(stop)
+        metrics = GatewayMetrics()
+        service = GatewayService(event_log, config, store, process_request=site.process_request,
+                                 metrics=metrics)
+        if args.metrics_port >= 0:
+            metrics_server = MetricsServer(metrics.registry, service.ready.is_set,
+                                           port=args.metrics_port)
+            await metrics_server.start()
+            logging.getLogger("gpux.gateway").info(
+                "metrics on http://127.0.0.1:%d/metrics", metrics_server.port)
+        await service.run(stop)
     finally:
+        if metrics_server is not None:
+            await metrics_server.stop()
         await event_log.close()
         if store is not None:
             await store.close()

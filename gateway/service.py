@@ -39,6 +39,7 @@ from gateway.auth import Authenticator, KeyStore
 from gateway.config import GatewayConfig
 from gateway.core import GatewayCore, Submission
 from gateway.errors import OVERLOADED, UNAVAILABLE, AuthError, RequestError, StoreError
+from gateway.metrics import CountingRateLimiter, GatewayMetrics, timed_correlator
 from gateway.requests import Login, LoginWallet
 from protocol import decode_event
 
@@ -53,10 +54,11 @@ EVENT_POLL_TIMEOUT_MS = 100
 class WebsocketTransport:
     """Write frames into connections' buffers; drop a connection whose buffer overflows."""
 
-    def __init__(self, outbound_bytes_max: int) -> None:
+    def __init__(self, outbound_bytes_max: int, metrics: GatewayMetrics | None = None) -> None:
         self.outbound_bytes_max = outbound_bytes_max
         self.connections: dict[int, ServerConnection] = {}
         self.slow_consumers_dropped = 0
+        self.frames_out = metrics.frames_out if metrics is not None else None
         self._closing: set[asyncio.Task[None]] = set()
 
     def _writable(self, conn_id: int) -> ServerConnection | None:
@@ -72,11 +74,15 @@ class WebsocketTransport:
         connection = self._writable(conn_id)
         if connection is not None:
             broadcast((connection,), payload, text=True)
+            if self.frames_out is not None:
+                self.frames_out.inc()
 
     def push_many(self, conn_ids: Iterable[int], payload: bytes) -> None:
         writable = [c for c in map(self._writable, list(conn_ids)) if c is not None]
         if writable:
             broadcast(writable, payload, text=True)
+            if self.frames_out is not None:
+                self.frames_out.inc(len(writable))
 
     def close(self, conn_id: int, code: int, reason: str) -> None:
         connection = self.connections.pop(conn_id, None)
@@ -166,14 +172,16 @@ class GatewayService:
 
     def __init__(
         self, event_log: EventLog, config: GatewayConfig, store: KeyStore | None = None,
-        *, process_request: ProcessRequest | None = None,
+        *, process_request: ProcessRequest | None = None, metrics: GatewayMetrics | None = None,
     ) -> None:
         """`process_request` answers plain HTTP requests on the same port (the trading page:
-        gateway.static.StaticSite.process_request); None lets every request upgrade."""
+        gateway.static.StaticSite.process_request); None lets every request upgrade.
+        `metrics` (gateway.metrics) is fed when given."""
         self.process_request = process_request
         self.log = event_log
         self.config = config
-        self.transport = WebsocketTransport(config.outbound_bytes_max)
+        self.metrics = metrics
+        self.transport = WebsocketTransport(config.outbound_bytes_max, metrics)
         self.sink = QueueSink(config.command_queue_max)
         authenticator = (
             Authenticator(store, chain_id=config.eip712_chain_id,
@@ -183,11 +191,25 @@ class GatewayService:
         self.auth = ServiceAuth(authenticator)
         self.core = GatewayCore(config, self.transport, self.sink, self.auth)
         self.auth.core = self.core
+        if metrics is not None:
+            self._watch(metrics)
         self.ready = asyncio.Event()
         self.port: int | None = None
         self.commands_topic = config.topic_namespace + COMMANDS_TOPIC
         self.events_topic = config.topic_namespace + EVENTS_TOPIC
         self._conn_ids = itertools.count(1)
+
+    def _watch(self, metrics: GatewayMetrics) -> None:
+        """Feed `metrics` from the core's correlator and limiter and the service's state."""
+        self.core.correlator = timed_correlator(metrics, self.config.request_timeout_ms)
+        self.core.limiter = CountingRateLimiter(self.config.ip_limit, metrics)
+        metrics.watch(
+            connections=lambda: len(self.transport.connections),
+            refused=lambda: self.core.requests_refused,
+            queued=self.sink.queue.qsize,
+            slow_dropped=lambda: self.transport.slow_consumers_dropped,
+            event_seq=lambda: self.core.projection.event_seq,
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until `stop` is set."""
@@ -263,14 +285,22 @@ class GatewayService:
         address = connection.remote_address
         ip = str(address[0]) if address else "unknown"
         self.transport.connections[conn_id] = connection
+        metrics = self.metrics
         if not self.core.connect(conn_id, ip, time.time_ns()):
             self.transport.connections.pop(conn_id, None)
+            if metrics is not None:
+                metrics.connections_refused.inc()
             await connection.close(1013, "too many connections")
             return
+        if metrics is not None:
+            metrics.connections_opened.inc()
         receive = self.core.receive
+        frames_in = metrics.frames_in if metrics is not None else None
         try:
             async for message in connection:
                 receive(conn_id, message, time.time_ns(), time.monotonic_ns())
+                if frames_in is not None:
+                    frames_in.inc()
         except ConnectionClosed:
             pass
         finally:

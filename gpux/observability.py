@@ -2,7 +2,8 @@
 
 Each service registers its Prometheus metrics in its own `CollectorRegistry` and serves
 `GET /metrics` (Prometheus text format) and `GET /healthz` (200 when its health check
-passes, else 503) from a small asyncio HTTP server on its own port.
+passes, else 503) from a small asyncio HTTP server on its own port. `gpux dev`, which runs
+every service in one process, serves all their registries on one port.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -52,13 +53,18 @@ def configure_logging(json_logs: bool, level: int = logging.INFO) -> None:
 
 
 class MetricsServer:
-    """Serve /metrics and /healthz for one registry on 127.0.0.1:`port` (0: any free port)."""
+    """Serve /metrics and /healthz on 127.0.0.1:`port` (0: any free port) for one registry,
+    or several (their metric names must differ)."""
 
     def __init__(
-        self, registry: CollectorRegistry, healthy: Callable[[], bool],
-        host: str = "127.0.0.1", port: int = 0,
+        self, registry: CollectorRegistry | Sequence[CollectorRegistry],
+        healthy: Callable[[], bool], host: str = "127.0.0.1", port: int = 0,
     ) -> None:
-        self.registry = registry
+        self.registries = (
+            [registry] if isinstance(registry, CollectorRegistry) else list(registry)
+        )
+        if not self.registries:
+            raise ValueError("MetricsServer needs at least one registry")
         self.healthy = healthy
         self.host = host
         self.port = port
@@ -95,7 +101,8 @@ class MetricsServer:
             return "405 Method Not Allowed", "text/plain", b"only GET\n"
         path = parts[1].split("?", 1)[0]
         if path == "/metrics":
-            return "200 OK", CONTENT_TYPE_LATEST, generate_latest(self.registry)
+            body = b"".join(generate_latest(registry) for registry in self.registries)
+            return "200 OK", CONTENT_TYPE_LATEST, body
         if path == "/healthz":
             if self.healthy():
                 return "200 OK", "text/plain", b"ok\n"

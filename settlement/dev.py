@@ -1,16 +1,20 @@
 """Dev-chain helpers: fresh funded wallets, USDC from the faucet, GPU-hour capacity, deposits.
 
-Used by tests, the gas benchmark and `gpux settlement dev-deposit`; they need a dev node
-(anvil) for `anvil_setBalance` and the MockUSDC faucet.
+Used by tests, the gas benchmark, `gpux settlement dev-deposit` and `gpux dev`; they need a
+dev node (anvil) for `anvil_setBalance` and the MockUSDC faucet.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3.types import TxReceipt
 
-from settlement.chain import USDC_ASSET, Contracts, token_id
+from settlement.chain import USDC_ASSET, Chain, Contracts, call_rpc, token_id
+from settlement.errors import TransactionRevertedError
 
 WALLET_ETH_WEI = 100 * 10**18
 
@@ -46,3 +50,71 @@ def deposit_tokens(contracts: Contracts, minter: LocalAccount, wallet: LocalAcco
     asset = register_capacity(contracts, minter, wallet.address, symbol, quantity)
     chain.transact(contracts.gpu_hours.functions.setApprovalForAll(vault.address, True), wallet)
     return chain.transact(vault.functions.deposit(asset, quantity, account), wallet)
+
+
+# -- many transactions at once, for `gpux dev` ---------------------------------------------
+
+DEV_GAS = 300_000  # a fixed limit: estimating hundreds of dev transactions costs a trip each
+
+
+def send_all(chain: Chain, signer: LocalAccount, calls: Sequence[Any],
+             gas: int = DEV_GAS) -> list[TxReceipt]:
+    """Send `calls` from `signer` back to back (consecutive nonces, fixed gas, no estimates),
+    then wait for every receipt; raise TransactionRevertedError if any reverted.
+
+    Meant for a dev node that mines on arrival (anvil): hundreds of transactions cost one
+    round trip each plus one per receipt, where `Chain.transact` costs six.
+    """
+    if not calls:
+        return []
+    address = signer.address
+    nonce = call_rpc(lambda: int(chain.w3.eth.get_transaction_count(address, "pending")),
+                     "eth_getTransactionCount")
+    common = {"from": address, "chainId": chain.chain_id(), "gas": gas, **chain.fee_fields()}
+    hashes = []
+    for offset, call in enumerate(calls):
+        # With gas, fees, nonce and chain id given, building needs no request to the node.
+        transaction: dict[str, Any] = call.build_transaction({**common, "nonce": nonce + offset})
+        hashes.append(chain.send_signed(transaction, signer))
+    receipts = [chain.wait_receipt(tx_hash) for tx_hash in hashes]
+    for call, receipt in zip(calls, receipts, strict=True):
+        if receipt["status"] != 1:
+            name = getattr(call, "fn_name", "call")
+            raise TransactionRevertedError(
+                f"{name} reverted in 0x{bytes(receipt['transactionHash']).hex()}")
+    return receipts
+
+
+def fund_usdc(contracts: Contracts, wallet: LocalAccount, amount_micro: int,
+              account: str) -> TxReceipt:
+    """Mint MockUSDC to `wallet` and deposit it to the vault for `account`, in one go."""
+    usdc, vault = contracts.usdc.functions, contracts.vault.functions
+    receipts = send_all(contracts.chain, wallet, [
+        usdc.mint(wallet.address, amount_micro),
+        usdc.approve(contracts.vault.address, amount_micro),
+        vault.deposit(USDC_ASSET, amount_micro, account),
+    ])
+    return receipts[-1]
+
+
+def fund_capacity(contracts: Contracts, minter: LocalAccount, wallet: LocalAccount,
+                  account: str, quantities: Mapping[str, int]) -> int:
+    """Register `quantities` (symbol -> GPU-hours) of capacity to `wallet` and deposit all of
+    it to the vault for `account`; return the number of deposits made."""
+    if not quantities:
+        return 0
+    tokens, vault = contracts.gpu_hours.functions, contracts.vault.functions
+    send_all(contracts.chain, minter, [
+        tokens.registerCapacity(wallet.address, symbol, quantity)
+        for symbol, quantity in quantities.items()
+    ])
+    calls: list[Any] = []
+    approved = call_rpc(
+        lambda: bool(tokens.isApprovedForAll(wallet.address, contracts.vault.address).call()),
+        "GpuHourToken.isApprovedForAll")
+    if not approved:
+        calls.append(tokens.setApprovalForAll(contracts.vault.address, True))
+    calls += [vault.deposit(token_id(symbol), quantity, account)
+              for symbol, quantity in quantities.items()]
+    send_all(contracts.chain, wallet, calls)
+    return len(quantities)

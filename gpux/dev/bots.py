@@ -1,0 +1,183 @@
+"""The demo's bots, over the websocket API like any client, so the books are alive.
+
+- a market maker (sdk.bots.market_maker) on the nearest delivery hours of each GPU class,
+  quoting around the book's mid and skewing with its inventory; the set of hours follows
+  the clock as hours close;
+- a GPU operator (sdk.bots.operator_quoter) offering its capacity on every listed hour;
+- a taker that now and then buys or sells at market on the nearest hours, so trades print,
+  candles form and the maker's inventory moves its quotes.
+
+A bot's failure is logged and does not stop the venue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Iterable
+
+from gpux.dev.market import DEMO_ACCOUNTS, GPU_CLASSES, REGION, ApiKeyRecord
+from protocol import format_micro
+from sdk.bots.market_maker import MarketMaker, MarketMakerConfig, plan_quotes
+from sdk.bots.operator_quoter import Capacity, GpuClass, OperatorQuoter
+from sdk.client import Client, ClientError
+from sdk.messages import Instrument
+from sdk.signing import ApiKey
+
+log = logging.getLogger("gpux.dev.bots")
+
+MAKER_HOURS = 3  # nearest open delivery hours of each GPU class the market maker quotes
+TAKER_HOURS = 2  # nearest open delivery hours of each GPU class the taker trades
+LEAD_NS = 10 * 60 * 10**9  # leave an hour alone this close to its delivery
+RESCAN_INTERVAL_S = 30.0
+TAKER_INTERVAL_S = 2.0
+OPERATOR_INTERVAL_S = 5.0
+OPERATOR_GPUS = 8  # GPUs of each class the operator offers per hour
+TAKER_QUANTITY_MAX = 4
+
+
+def nearest_hours(instruments: Iterable[Instrument], count: int, now_ns: int) -> set[str]:
+    """Return the `count` nearest open delivery hours of each GPU class, past the lead."""
+    chosen: set[str] = set()
+    for gpu in GPU_CLASSES:
+        upcoming = sorted((i for i in instruments
+                           if i.gpu == gpu and i.status == "open"
+                           and i.delivery_start > now_ns + LEAD_NS),
+                          key=lambda i: i.delivery_start)
+        chosen.update(i.symbol for i in upcoming[:count])
+    return chosen
+
+
+def _gpu_hours_of(account: str) -> int:
+    return next(a.gpu_hours for a in DEMO_ACCOUNTS if a.name == account)
+
+
+async def _pause(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+class ManyMarketsMaker(MarketMaker):
+    """sdk's market maker, with client order ids unique to its instrument, so that one
+    account can make several markets (the SDK bot's ids are the same on every instrument)."""
+
+    def __init__(self, client: Client, config: MarketMakerConfig) -> None:
+        super().__init__(client, config)
+        self.prefix = "mm" + hashlib.sha256(config.instrument.encode()).hexdigest()[:10] + "-"
+
+    async def refresh(self, reference_micro: int, tick_micro: int) -> None:
+        """As MarketMaker.refresh, with the ids prefixed."""
+        balances = await self.client.balances()
+        balance = balances.get(self.config.instrument)
+        tokens = int(balance.available) + int(balance.held) if balance else 0
+        inventory = tokens - self.config.target_inventory
+        plan = [dataclasses.replace(quote, client_order_id=self.prefix + quote.client_order_id)
+                for quote in plan_quotes(self.config, reference_micro, tick_micro, inventory)]
+        if plan == self.last_plan:
+            return
+        result = await self.client.mass_quote(self.config.instrument, plan)
+        self.quotes_sent += 1
+        self.last_plan = plan
+        rejected = [r for r in result.results if r.status != "accepted"]
+        if rejected:
+            log.info("%d quotes on %s rejected (first: %s)", len(rejected),
+                     self.config.instrument, rejected[0].reason)
+            self.last_plan = None  # try again next cycle
+
+
+class DemoBots:
+    """Run the market maker, the operator and the taker until `stop` is set."""
+
+    def __init__(self, url: str, keys: dict[str, ApiKeyRecord]) -> None:
+        self.url = url
+        self.keys = keys
+        self.taker_orders = 0
+
+    def _client(self, account: str, cancel_on_disconnect: str = "off") -> Client:
+        key = self.keys[account]
+        return Client(self.url, credentials=ApiKey(key.key_id, key.private_key),
+                      cancel_on_disconnect=cancel_on_disconnect)  # type: ignore[arg-type]
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await asyncio.gather(
+            self._guarded("market maker", self._market_makers(stop)),
+            self._guarded("operator", self._operator(stop)),
+            self._guarded("taker", self._taker(stop)),
+        )
+
+    @staticmethod
+    async def _guarded(name: str, bot: object) -> None:
+        try:
+            await bot  # type: ignore[misc]
+        except (ClientError, OSError) as error:
+            log.error("the %s bot stopped: %s", name, error)
+
+    async def _market_makers(self, stop: asyncio.Event) -> None:
+        async with self._client("mm-1", cancel_on_disconnect="session") as client:
+            running: dict[str, tuple[asyncio.Event, asyncio.Task[None]]] = {}
+            try:
+                while not stop.is_set():
+                    wanted = nearest_hours(await client.instruments(), MAKER_HOURS,
+                                           time.time_ns())
+                    for symbol in wanted - running.keys():
+                        running[symbol] = self._start_maker(client, symbol)
+                    for symbol in list(running):
+                        bot_stop, task = running[symbol]
+                        if symbol not in wanted:
+                            bot_stop.set()
+                        if task.done():
+                            del running[symbol]
+                    await _pause(stop, RESCAN_INTERVAL_S)
+            finally:
+                for bot_stop, _ in running.values():
+                    bot_stop.set()
+                await asyncio.gather(*(task for _, task in running.values()),
+                                     return_exceptions=True)
+
+    def _start_maker(self, client: Client, symbol: str) -> tuple[asyncio.Event,
+                                                                 asyncio.Task[None]]:
+        config = MarketMakerConfig(instrument=symbol, target_inventory=_gpu_hours_of("mm-1"))
+        bot_stop = asyncio.Event()
+        task = asyncio.create_task(ManyMarketsMaker(client, config).run(bot_stop),
+                                   name=f"market-maker {symbol}")
+        return bot_stop, task
+
+    async def _operator(self, stop: asyncio.Event) -> None:
+        capacity = Capacity(
+            region=REGION, hours_ahead=24, lead_minutes=LEAD_NS // (60 * 10**9),
+            classes={gpu: GpuClass(gpus=OPERATOR_GPUS, price=format_micro(price))
+                     for gpu, price in GPU_CLASSES.items()},
+        )
+        async with self._client("operator-1") as client:
+            await OperatorQuoter(client, capacity).run(stop, OPERATOR_INTERVAL_S)
+
+    async def _taker(self, stop: asyncio.Event) -> None:
+        rng = random.Random()
+        async with self._client("taker-1") as client:
+            symbols: list[str] = []
+            scanned_s = 0.0
+            while not stop.is_set():
+                await _pause(stop, rng.uniform(0.5, 1.5) * TAKER_INTERVAL_S)
+                if time.monotonic() - scanned_s > RESCAN_INTERVAL_S:
+                    symbols = sorted(nearest_hours(await client.instruments(), TAKER_HOURS,
+                                                   time.time_ns()))
+                    scanned_s = time.monotonic()
+                if symbols and not stop.is_set():
+                    await self._take(client, rng, rng.choice(symbols))
+
+    async def _take(self, client: Client, rng: random.Random, symbol: str) -> None:
+        """Buy or sell a few GPU-hours at market (sell only what it holds)."""
+        try:
+            balance = (await client.balances()).get(symbol)
+            holding = int(balance.available) if balance is not None else 0
+            quantity = rng.randint(1, TAKER_QUANTITY_MAX)
+            selling = holding >= quantity and rng.random() < 0.5
+            await client.new_order(symbol, "sell" if selling else "buy", quantity)
+            self.taker_orders += 1
+        except ClientError as error:
+            log.info("taker order on %s failed: %s", symbol, error)

@@ -1,0 +1,139 @@
+"""The demo market of `gpux dev`: what is listed, who trades, and their API keys.
+
+Three GPU classes in one region, one contract per delivery hour for the next 24 hours
+(`listing_commands` lists whatever hours are missing, on every start and every few
+minutes). The demo accounts are anvil's default dev wallets, so the same wallets exist on
+every start of the same chain and need no keys kept: each is funded on chain through the
+Vault and credited by the deposit watcher like any depositor. Their API keys are made once
+and kept in the data directory (`demo-keys.json`, private keys: mode 0600).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final
+
+from gateway.store import PostgresKeyStore
+from protocol import ListInstrument, format_micro
+
+HOUR_NS: Final = 3600 * 10**9
+DELIVERY_HOURS_AHEAD: Final = 24
+REGION: Final = "eu-west"
+TICK_MICRO: Final = 10_000  # 0.01 USDC
+# GPU class -> the operator's asking price per GPU-hour, in micro-USDC.
+GPU_CLASSES: Final = {"H100-SXM-80GB": 2_150_000, "A100-SXM-80GB": 1_300_000,
+                      "L40S-48GB": 800_000}
+MAX_ORDER_QUANTITY: Final = 10_000
+MAKER_FEE_BPS: Final = 2
+TAKER_FEE_BPS: Final = 5
+
+# anvil's default dev wallets (settlement.chain.dev_account) and what each does.
+DEPLOYER_WALLET: Final = 0
+SETTLER_WALLET: Final = 1
+MINTER_WALLET: Final = 2
+FEES_WALLET: Final = 8
+
+
+@dataclass(frozen=True, slots=True)
+class DemoAccount:
+    """An exchange account of the demo, its role, wallet and what it starts with."""
+
+    name: str
+    role: str
+    wallet: int  # anvil dev account index
+    usdc: int  # whole USDC deposited on the first start
+    gpu_hours: int  # GPU-hours of every listed delivery hour deposited
+
+
+PAGE_ACCOUNT: Final = "alice"
+DEMO_ACCOUNTS: Final = (
+    DemoAccount("alice", "trader", wallet=5, usdc=100_000, gpu_hours=20),
+    DemoAccount("bob", "trader", wallet=6, usdc=100_000, gpu_hours=0),
+    DemoAccount("mm-1", "market_maker", wallet=3, usdc=2_000_000, gpu_hours=400),
+    DemoAccount("operator-1", "operator", wallet=4, usdc=1_000, gpu_hours=64),
+    DemoAccount("taker-1", "trader", wallet=7, usdc=500_000, gpu_hours=0),
+)
+
+
+def symbol_for(gpu: str, delivery_start_ns: int) -> str:
+    hour = datetime.fromtimestamp(delivery_start_ns / 1e9, tz=UTC).strftime("%Y%m%dT%H")
+    return f"{gpu}.{REGION}.{hour}"
+
+
+def upcoming_hours(now_ns: int) -> Iterator[int]:
+    """Yield the starts of the next DELIVERY_HOURS_AHEAD delivery hours, in ns."""
+    first = (now_ns // HOUR_NS + 1) * HOUR_NS
+    return (first + hour * HOUR_NS for hour in range(DELIVERY_HOURS_AHEAD))
+
+
+def listing_commands(listed: Collection[str], now_ns: int) -> list[ListInstrument]:
+    """Return the listings of the upcoming delivery hours not yet in `listed`, by hour."""
+    commands = []
+    for start in upcoming_hours(now_ns):
+        for gpu in GPU_CLASSES:
+            symbol = symbol_for(gpu, start)
+            if symbol not in listed:
+                commands.append(ListInstrument(
+                    ts=now_ns, symbol=symbol, gpu=gpu, region=REGION, delivery_start=start,
+                    delivery_hours=1, tick_size=format_micro(TICK_MICRO),
+                    max_order_quantity=MAX_ORDER_QUANTITY, maker_fee_bps=MAKER_FEE_BPS,
+                    taker_fee_bps=TAKER_FEE_BPS,
+                ))
+    return commands
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRecord:
+    account: str
+    role: str
+    key_id: str
+    private_key: str
+
+
+async def demo_keys(store: PostgresKeyStore, path: Path) -> dict[str, ApiKeyRecord]:
+    """Return an API key per demo account: those in `path` that the store still knows,
+    new ones for the rest (then written back to `path`)."""
+    kept = _read_keys(path)
+    keys: dict[str, ApiKeyRecord] = {}
+    for account in DEMO_ACCOUNTS:
+        record = kept.get(account.name)
+        if record is not None and record.role == account.role:
+            stored = await store.get_key(record.key_id)
+            if stored is not None and not stored.revoked and stored.account == account.name:
+                keys[account.name] = record
+                continue
+        key_id, private_key = await store.add_key(account.name, account.role)
+        keys[account.name] = ApiKeyRecord(account.name, account.role, key_id, private_key)
+    if keys != kept:
+        _write_keys(path, keys)
+    return keys
+
+
+def _read_keys(path: Path) -> dict[str, ApiKeyRecord]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return {name: ApiKeyRecord(account=name, **fields) for name, fields in data.items()}
+    except (OSError, ValueError, TypeError):
+        return {}
+
+
+def _write_keys(path: Path, keys: dict[str, ApiKeyRecord]) -> None:
+    data = {name: {"role": key.role, "key_id": key.key_id, "private_key": key.private_key}
+            for name, key in keys.items()}
+    temporary = path.with_suffix(".tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2)
+        handle.write("\n")
+    temporary.replace(path)
+
+
+def page_url(host: str, port: int, key: ApiKeyRecord) -> str:
+    """Return the trading page's URL that logs `key` in (the key rides in the fragment,
+    which the browser never sends to a server)."""
+    return f"http://{host}:{port}/#key={key.key_id}:{key.private_key}&account={key.account}"
