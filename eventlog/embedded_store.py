@@ -72,6 +72,8 @@ def _record_positions(payload: bytes, frame_position: int) -> tuple[int, int, li
         if cursor + RECORD_HEADER.size > len(payload):
             raise ValueError("record header past the end of its batch")
         key_length, value_length = RECORD_HEADER.unpack_from(payload, cursor)
+        if key_length < -1:
+            raise ValueError(f"record key length {key_length}")
         positions.append(frame_position + FRAME_HEADER.size + cursor)
         cursor += RECORD_HEADER.size + max(key_length, 0) + value_length
     if cursor != len(payload):
@@ -130,9 +132,13 @@ class PartitionStore:
     ) -> PartitionStore:
         """Open the file, drop a torn tail or an unfinished transaction, and index it."""
         store = cls(topic, partition, FrameFile.open(path))
-        keep_bytes = store._index(committed_seq, frame_bytes_max)
-        if keep_bytes < store.file.size:
-            store.file.truncate(keep_bytes)
+        try:
+            keep_bytes = store._index(committed_seq, frame_bytes_max)
+            if keep_bytes < store.file.size:
+                store.file.truncate(keep_bytes)
+        except BaseException:
+            store.close()
+            raise
         store.published_size = store.file.size
         return store
 
@@ -294,25 +300,34 @@ class CommitStore:
         """Open the commit log, truncating a torn last entry (an unfinished commit)."""
         store = cls(FrameFile.open(path))
         try:
-            for position, payload in store.file.scan(_COMMIT_FRAME_BYTES_MAX):
-                entry = store._decode(payload, position)
-                if entry.seq != 0 and entry.seq <= store.last_seq:
+            store._recover()
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    def _recover(self) -> None:
+        """Apply every entry in the file; truncate a torn last entry (an unfinished commit)."""
+        path = self.file.path
+        try:
+            for position, payload in self.file.scan(_COMMIT_FRAME_BYTES_MAX):
+                entry = self._decode(payload, position)
+                if entry.seq != 0 and entry.seq <= self.last_seq:
                     raise CorruptRecordError(
-                        f"commit seq {entry.seq} after {store.last_seq}",
+                        f"commit seq {entry.seq} after {self.last_seq}",
                         path=path,
                         position=position,
                         offset=None,
                     )
-                store._apply(entry)
+                self._apply(entry)
         except TornRecordError as torn:
             log.warning("truncating torn tail of %s at byte %d", path, torn.position)
-            store.file.truncate(torn.position)
-        return store
+            self.file.truncate(torn.position)
 
     def _decode(self, payload: bytes, position: int) -> CommitEntry:
         try:
             return _commit_decoder.decode(payload)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # bad UTF-8 in a string
             raise CorruptRecordError(
                 f"malformed commit entry ({exc})",
                 path=self.file.path,

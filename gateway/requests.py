@@ -230,7 +230,8 @@ _decoder: Final = msgspec.json.Decoder(AnyRequest)
 _generic: Final = msgspec.json.Decoder()
 _AT = re.compile(r" - at `(?P<path>\$[^`]*)`\Z")
 _NAMED = re.compile(r"(?:unknown|missing required) field `(?P<name>.*)`\Z", re.DOTALL)
-_UNDECODABLE: Final = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
+# UnicodeError: invalid UTF-8 in bytes, or a lone surrogate in a str (msgspec encodes it).
+_UNDECODABLE: Final = (msgspec.DecodeError, UnicodeError, RecursionError)
 
 
 def decode_request(data: bytes | str) -> AnyRequest:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,11 @@ import msgspec
 log = logging.getLogger("gpux.engine.snapshots")
 
 SUFFIX = ".snapshot"
+# A snapshot's name is its command offset, 20 digits so that names sort as offsets do.
+_NAME = re.compile(r"[0-9]{20}" + re.escape(SUFFIX) + r"\Z")
+# What msgspec raises on a damaged file besides DecodeError: bad UTF-8 in a string, and
+# nesting past the recursion limit (in an unknown field, which msgspec skips recursively).
+_UNREADABLE = (OSError, msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 
 
 class SnapshotFile(msgspec.Struct, frozen=True):
@@ -69,8 +75,10 @@ class SnapshotStore:
 
     def latest(self, command_offset_max: int) -> Snapshot | None:
         """Return the newest sound snapshot at or below `command_offset_max`."""
+        for stray in sorted(set(self.directory.glob(f"*{SUFFIX}")) - set(self._paths())):
+            log.warning("ignoring %s: not named <20-digit command offset>%s", stray, SUFFIX)
         for path in reversed(self._paths()):
-            if int(path.name.removesuffix(SUFFIX)) > command_offset_max:
+            if _offset_of(path) > command_offset_max:
                 continue
             snapshot = self._load(path)
             if snapshot is not None:
@@ -78,15 +86,25 @@ class SnapshotStore:
         return None
 
     def _load(self, path: Path) -> Snapshot | None:
+        """Read one snapshot file; None, with a warning saying why, when it is not sound."""
         try:
             body = msgspec.msgpack.decode(path.read_bytes(), type=SnapshotFile)
-        except (OSError, msgspec.DecodeError, msgspec.ValidationError) as error:
+        except _UNREADABLE as error:
             log.warning("skipping unreadable snapshot %s: %s", path, error)
             return None
         if hashlib.sha256(body.engine).hexdigest() != body.sha256:
             log.warning("skipping snapshot %s: checksum mismatch", path)
             return None
+        if body.command_offset != _offset_of(path) or body.event_seq < 0:
+            log.warning("skipping snapshot %s: it records command offset %d, event seq %d",
+                        path, body.command_offset, body.event_seq)
+            return None
         return Snapshot(body.command_offset, body.event_seq, body.engine)
 
     def _paths(self) -> list[Path]:
-        return sorted(self.directory.glob(f"*{SUFFIX}"))
+        """Return the snapshot files, oldest first; files of other names are left alone."""
+        return sorted(p for p in self.directory.glob(f"*{SUFFIX}") if _NAME.match(p.name))
+
+
+def _offset_of(path: Path) -> int:
+    return int(path.name.removesuffix(SUFFIX))

@@ -51,16 +51,24 @@ def encode(message: msgspec.Struct, fmt: Format = "json") -> bytes:
 
 
 def decode_event(data: bytes, fmt: Format = "json") -> AnyEvent:
-    """Decode one event, raising msgspec.ValidationError or DecodeError if it is malformed."""
-    event: AnyEvent = _event_decoders[fmt].decode(data)
+    """Decode one event, raising msgspec.ValidationError or DecodeError if it is malformed.
+
+    ValidationError (a DecodeError) names the field at fault; DecodeError alone means the
+    bytes are not the format, not UTF-8 where a string is, or nested past NESTING_MAX."""
+    if _nesting_exceeds(data, fmt, NESTING_MAX):
+        raise msgspec.DecodeError(f"nested deeper than {NESTING_MAX} levels")
+    try:
+        event: AnyEvent = _event_decoders[fmt].decode(data)
+    except (UnicodeDecodeError, RecursionError) as error:
+        raise msgspec.DecodeError(f"not {fmt}: {error}") from error
     return event
 
 
 def decode_command(data: bytes | str, fmt: Format = "json") -> AnyCommand | MalformedCommand:
     """Decode one command; anything that does not fit comes back as a MalformedCommand."""
     if isinstance(data, str):
-        data = data.encode()
-    if fmt == "msgpack" and _msgpack_nesting_exceeds(data, NESTING_MAX):
+        data = data.encode("utf-8", "surrogatepass")  # a lone surrogate: invalid UTF-8 below
+    if _nesting_exceeds(data, fmt, NESTING_MAX):
         return MalformedCommand(type="", error=f"nested deeper than {NESTING_MAX} levels")
     try:
         command: AnyCommand = _command_decoders[fmt].decode(data)
@@ -71,8 +79,6 @@ def decode_command(data: bytes | str, fmt: Format = "json") -> AnyCommand | Malf
 
 def _salvage(data: bytes, fmt: Format, error: str) -> MalformedCommand:
     """Pick out the well-formed fields of a command that failed to decode."""
-    if fmt == "json" and _json_nesting_exceeds(data, NESTING_MAX):
-        return MalformedCommand(type="", error=f"nested deeper than {NESTING_MAX} levels")
     try:
         raw = _generic_decoders[fmt].decode(data)
     except _UNDECODABLE as decode_error:
@@ -92,8 +98,18 @@ def _salvage(data: bytes, fmt: Format, error: str) -> MalformedCommand:
     )
 
 
+def _nesting_exceeds(data: bytes, fmt: Format, limit: int) -> bool:
+    """Whether `data` nests deeper than `limit`: checked before msgspec, which recurses in C
+    (even the typed decoders do, to skip an unknown field's value or find a late tag)."""
+    if fmt == "json":
+        return _json_nesting_exceeds(data, limit)
+    return _msgpack_nesting_exceeds(data, limit)
+
+
 def _json_nesting_exceeds(data: bytes, limit: int) -> bool:
     """Whether arrays and objects nest deeper than `limit` (strings are skipped whole)."""
+    if data.count(b"[") + data.count(b"{") <= limit:
+        return False  # the common case, a flat object, without a regex pass
     brackets = _JSON_STRING.sub(b"", data).translate(None, _JSON_NON_BRACKETS)
     depth = 0
     for byte in brackets:

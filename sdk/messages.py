@@ -1,19 +1,30 @@
 """Typed server messages and results, decoded with msgspec from the gateway's JSON.
 
-These mirror docs/asyncapi.yaml; unknown fields are ignored so a newer server with extra
-fields does not break an older client.
+These mirror docs/asyncapi.yaml and are the single definition of the messages' shapes: the
+gateway encodes the same Structs (optional fields left out when absent), and imports them
+from here so that a client needs nothing of the server. Unknown fields are ignored, and a
+message of an unknown `type` decodes to `UnknownMessage`, so a newer server does not break
+an older client.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
 Kind = Literal["snapshot", "update"]
+# A book level's price as docs/asyncapi.yaml (Price) has it, and a quantity (0 removes).
+LevelPrice = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,12}(\.[0-9]{1,6})?\Z")]
+LevelQuantity = Annotated[int, msgspec.Meta(ge=0)]
+# No server message nests deeper than a few levels; a frame may. msgspec recurses in C per
+# level and trusts the interpreter's recursion limit, which a host may have raised past what
+# the C stack holds, so nesting is capped before msgspec sees the frame.
+NESTING_MAX: Final = 32
 
 
-class _Message(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+class _Message(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="type"):
     """Base of every server message."""
 
 
@@ -35,7 +46,7 @@ class RateLimitUsage(msgspec.Struct, frozen=True, kw_only=True):
     per_second: float
 
 
-class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True):
+class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     code: str
     message: str
     field: str | None = None
@@ -69,8 +80,8 @@ class BookMessage(_Message, tag="book", frozen=True, kw_only=True):
     seq: int
     prev_seq: int
     ts: int
-    bids: list[tuple[str, int]]
-    asks: list[tuple[str, int]]
+    bids: list[tuple[LevelPrice, LevelQuantity]]
+    asks: list[tuple[LevelPrice, LevelQuantity]]
     checksum: int
 
 
@@ -118,7 +129,9 @@ class CandlesMessage(_Message, tag="candles", frozen=True, kw_only=True):
     candles: list[Candle]
 
 
-class OrderReport(msgspec.Struct, frozen=True, kw_only=True):
+class OrderReport(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One execution report: what happened to an order of the account, and its state now."""
+
     event: str
     client_order_id: str
     seq: int
@@ -234,10 +247,58 @@ class LoginResult(msgspec.Struct, frozen=True, kw_only=True):
     cancel_on_disconnect: str
 
 
+class UnknownMessage(msgspec.Struct, frozen=True, kw_only=True):
+    """A message of a `type` this SDK does not know (from a newer server): to be ignored."""
+
+    type: str
+
+
 _decoder = msgspec.json.Decoder(ServerMessage)
+_generic = msgspec.json.Decoder()
+_TYPES: Final = frozenset(cls.__struct_config__.tag for cls in ServerMessage.__args__)
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_NON_BRACKETS = re.compile(r"[^\[\]{}]+")
 
 
-def decode_message(data: bytes | str) -> ServerMessage:
-    """Decode one server frame into its typed message."""
-    message: ServerMessage = _decoder.decode(data)
-    return message
+def decode_message(data: bytes | str) -> ServerMessage | UnknownMessage:
+    """Decode one server frame into its typed message.
+
+    Raise msgspec.ValidationError, naming the field at fault, when a known message does not
+    fit its schema, and msgspec.DecodeError (its base) when the frame is not JSON, not
+    UTF-8 or nested deeper than NESTING_MAX levels.
+    """
+    try:
+        text = data if isinstance(data, str) else data.decode()
+        if _nesting_exceeds(text, NESTING_MAX):
+            raise msgspec.DecodeError(f"nested deeper than {NESTING_MAX} levels")
+        message: ServerMessage = _decoder.decode(text)
+        return message
+    except msgspec.ValidationError:
+        unknown = _unknown_type(text)
+        if unknown is None:
+            raise
+        return UnknownMessage(type=unknown)
+    except (UnicodeError, RecursionError) as error:  # not UTF-8; past the recursion limit
+        raise msgspec.DecodeError(f"not a JSON message: {error}") from error
+
+
+def _unknown_type(text: str) -> str | None:
+    """The frame's `type` when it is an object whose `type` names no message known here."""
+    raw = _generic.decode(text)
+    kind = raw.get("type") if isinstance(raw, dict) else None
+    return kind if isinstance(kind, str) and kind not in _TYPES else None
+
+
+def _nesting_exceeds(text: str, limit: int) -> bool:
+    """Whether arrays and objects nest deeper than `limit` (strings are skipped whole)."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    depth = 0
+    for bracket in _NON_BRACKETS.sub("", _JSON_STRING.sub("", text)):
+        if bracket in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
