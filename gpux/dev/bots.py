@@ -33,7 +33,7 @@ log = logging.getLogger("gpux.dev.bots")
 
 MAKER_HOURS = 3  # nearest open delivery hours of each GPU class the market maker quotes
 TAKER_HOURS = 2  # nearest open delivery hours of each GPU class the taker trades
-LEAD_NS = 10 * 60 * 10**9  # leave an hour alone this close to its delivery
+LEAD_NS = 60 * 10**9  # leave an hour alone this close to its delivery (it closes then)
 RESCAN_INTERVAL_S = 30.0
 TAKER_INTERVAL_S = 2.0
 OPERATOR_INTERVAL_S = 5.0

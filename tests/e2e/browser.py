@@ -204,6 +204,10 @@ class Page:
     async def front(self) -> None:
         await self.send("Page.bringToFront")
 
+    async def close(self) -> None:
+        await self.browser.send("Target.closeTarget", {"targetId": self.target_id})
+        self.browser.pages.pop(self.session_id, None)
+
     async def evaluate(self, expression: str) -> Any:
         result = await self.send("Runtime.evaluate", {
             "expression": expression, "returnByValue": True, "awaitPromise": True})

@@ -1,0 +1,331 @@
+"""`gpux dev` as a person meets it: the venue comes up, the printed URL opens a live market in
+Chromium, an order placed through the form rests on the book and in open orders, another
+account crosses it, both see the fill; Ctrl-C stops everything, and a second start on the
+same data directory resumes the same market (instruments, balances, the trade and its
+settlement proof on chain).
+
+`gpux dev` runs as a subprocess on a temporary data directory and free ports, with its
+embedded log, PostgreSQL (the pgserver wheel's binaries) and anvil. Screenshots and the
+browser consoles go to test-artifacts/dev-venue/, with the venue's output and dev.log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from eventlog.embedded import EmbeddedLog
+from eventlog.port import COMMANDS_TOPIC, EVENTS_TOPIC, EventLog
+from gpux.dev.market import GPU_CLASSES, TICK_MICRO
+from harness.ports import free_ports
+from matching_engine.core import Engine
+from matching_engine.replay import replay_lines
+from protocol import format_micro
+from sdk.client import Client
+from sdk.messages import Balance, Instrument
+from sdk.signing import ApiKey
+from tests.e2e.browser import Browser, Page, chromium_path, level_size, toast_with, unavailable
+from tests.helpers import eventually
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts" / "dev-venue"
+# The first start on a fresh machine may run `npm ci` and compile the contracts.
+START_TIMEOUT_S = 300.0
+STOP_TIMEOUT_S = 90.0
+WAIT_TIMEOUT_S = 30.0
+URL_PATTERN = re.compile(r"(http://127\.0\.0\.1:(\d+)/#key=[^\s]+)")
+GPU = "H100-SXM-80GB"
+QUANTITY = 3
+
+
+@dataclass
+class DevProcess:
+    """One `gpux dev` run: its output lines, and the page URL once it printed one."""
+
+    process: asyncio.subprocess.Process
+    lines: list[str] = field(default_factory=list)
+    reader: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def start(cls, data_dir: Path, name: str) -> DevProcess:
+        port, metrics_port = free_ports(2)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        stderr = (ARTIFACTS / f"{name}-stderr.txt").open("wb")
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gpux", "dev", "--data-dir", str(data_dir),
+            "--port", str(port), "--metrics-port", str(metrics_port),
+            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr)
+        stderr.close()
+        dev = cls(process)
+        dev.reader = asyncio.create_task(dev._read(ARTIFACTS / f"{name}-stdout.txt"))
+        await eventually(lambda: dev.url is not None or process.returncode is not None,
+                         timeout_s=START_TIMEOUT_S, interval_s=0.2,
+                         message=f"gpux dev ({name}) printed its URL")
+        assert dev.url is not None, "gpux dev exited before it was up:\n" + "\n".join(dev.lines)
+        return dev
+
+    async def _read(self, copy: Path) -> None:
+        assert self.process.stdout is not None
+        with copy.open("w", encoding="utf-8") as out:
+            while raw := await self.process.stdout.readline():
+                line = raw.decode(errors="replace").rstrip()
+                self.lines.append(line)
+                out.write(line + "\n")
+                out.flush()
+
+    @property
+    def url(self) -> str | None:
+        for line in self.lines:
+            if "trading page" in line and (match := URL_PATTERN.search(line)):
+                return match.group(1)
+        return None
+
+    @property
+    def port(self) -> int:
+        assert self.url is not None
+        match = URL_PATTERN.search(self.url)
+        assert match is not None
+        return int(match.group(2))
+
+    @property
+    def metrics_url(self) -> str:
+        for line in self.lines:
+            if line.strip().startswith("metrics") and (found := re.search(r"http://\S+", line)):
+                return found.group(0).removesuffix("/metrics")
+        raise AssertionError("gpux dev printed no metrics URL")
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    async def interrupt(self) -> int:
+        """Stop it as Ctrl-C does; return its exit code."""
+        self.process.send_signal(signal.SIGINT)
+        await eventually(lambda: self.process.returncode is not None, timeout_s=STOP_TIMEOUT_S,
+                         interval_s=0.2, message="gpux dev stopped after SIGINT")
+        if self.reader is not None:
+            await self.reader
+        assert self.process.returncode is not None
+        return self.process.returncode
+
+    async def kill(self) -> None:
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                await asyncio.wait_for(self.process.wait(), STOP_TIMEOUT_S)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+
+
+def http_get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+async def proof_verified(url: str) -> bool:
+    status, body = await asyncio.to_thread(http_get, url)
+    return status == 200 and json.loads(body)["verified"] is True
+
+
+@dataclass
+class Snapshot:
+    """What a client sees of the market: instruments and alice's balances."""
+
+    instruments: list[Instrument]
+    balances: dict[str, Balance]
+
+
+async def snapshot(dev: DevProcess, key: dict[str, str]) -> Snapshot:
+    async with Client(dev.ws_url, credentials=ApiKey(key["key_id"], key["private_key"]),
+                      reconnect=False) as client:
+        return Snapshot(await client.instruments(), await client.balances())
+
+
+def last_hour(instruments: list[Instrument], gpu: str) -> Instrument:
+    """The furthest delivery hour: only the operator quotes it, the bots never trade it."""
+    return max((i for i in instruments if i.gpu == gpu and i.status == "open"),
+               key=lambda i: i.delivery_start)
+
+
+def next_hour(instruments: list[Instrument], gpu: str) -> Instrument:
+    """The nearest delivery hour not about to close: the market maker quotes it."""
+    soon_ns = time.time_ns() + 5 * 60 * 10**9
+    return min((i for i in instruments
+                if i.gpu == gpu and i.status == "open" and i.delivery_start > soon_ns),
+               key=lambda i: i.delivery_start)
+
+
+async def read_topic(event_log: EventLog, topic: str) -> list[bytes]:
+    end = await event_log.end_offset(topic)
+    consumer = event_log.consumer(topic, start="earliest")
+    await consumer.start()
+    values: list[bytes] = []
+    try:
+        while await consumer.position() < end:
+            values += [record.value for record in await consumer.getmany(10_000, 1000)]
+    finally:
+        await consumer.stop()
+    return values
+
+
+@pytest.fixture
+async def browser(tmp_path: Path) -> AsyncIterator[Browser]:
+    executable = chromium_path()
+    if executable is None:
+        unavailable("chromium is not installed (apt-get install chromium)")
+    if shutil.which("node") is None:
+        unavailable("gpux dev needs node and npm (anvil and solc come from npm)")
+    async with Browser.launch(str(executable), tmp_path / "profile", ARTIFACTS) as launched:
+        yield launched
+
+
+async def log_in_from_url(page: Page, url: str, account: str) -> None:
+    await page.goto(url)
+    await page.wait_for(f"document.getElementById('account-name').textContent === '{account}'"
+                        " && !location.hash.includes('key=')"
+                        " && document.querySelector('#balances-body tr[data-asset=\"USDC\"]')"
+                        " !== null", f"{account} is logged in from the URL")
+
+
+async def pick(page: Page, symbol: str) -> None:
+    await page.click(f'.gpu-tab[data-gpu="{GPU}"]')
+    await page.click(f'.hour[data-symbol="{symbol}"]')
+    await page.wait_for(f"location.hash.includes({json.dumps(symbol)})"
+                        " && document.querySelectorAll('#ladder-asks .level[data-price]').length"
+                        " > 0", f"{symbol}'s book shows")
+
+
+@pytest.mark.timeout(900)
+async def test_dev_brings_up_a_live_venue_that_trades_in_the_browser_and_resumes(
+    browser: Browser, tmp_path: Path
+) -> None:
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)
+    data_dir = tmp_path / "dev"
+    keys = {}
+    dev = await DevProcess.start(data_dir, "first")
+    try:
+        keys = json.loads((data_dir / "demo-keys.json").read_text())
+        before = await snapshot(dev, keys["alice"])
+        assert len(before.instruments) == 72, "24 delivery hours of 3 GPU classes"
+        target = last_hour(before.instruments, GPU)
+        ask = format_micro(GPU_CLASSES[GPU] - 5 * TICK_MICRO)  # below the operator's ask
+
+        # The books are alive: the market maker quotes both sides of the nearest hours.
+        alice = await browser.new_page(1600, 1000)
+        await log_in_from_url(alice, dev.url or "", "alice")
+        await pick(alice, next_hour(before.instruments, GPU).symbol)
+        await alice.wait_for("document.querySelectorAll('#ladder-bids .level[data-price]').length"
+                             " > 0 && document.querySelectorAll('#ladder-asks .level[data-price]')"
+                             ".length > 0", "the nearest hour has bids and asks")
+        await alice.screenshot("01-live-market")
+
+        # Alice sells through the form on the furthest hour: on the book, in open orders.
+        await pick(alice, target.symbol)
+        await alice.click(".side.sell span")
+        await alice.fill("#order-price", ask)
+        await alice.fill("#order-quantity", str(QUANTITY))
+        await alice.click("#order-submit")
+        await alice.wait_for(f"{level_size('asks', ask)} === '{QUANTITY}'"
+                             " && document.querySelectorAll('#orders-body tr"
+                             "[data-client-order-id]').length === 1",
+                             "alice's ask rests on the book and in her open orders")
+        await alice.screenshot("02-order-resting")
+
+        # Bob, logged in from a link to that hour, buys at market and crosses it.
+        bob = await browser.new_page(1600, 1000)
+        await log_in_from_url(bob, f"{dev.http_url}#key={keys['bob']['key_id']}:"
+                              f"{keys['bob']['private_key']}&account=bob"
+                              f"&instrument={target.symbol}", "bob")
+        await bob.click(".type-tabs input[value=market] + span")
+        await bob.fill("#order-quantity", str(QUANTITY))
+        await bob.click("#order-submit")
+        await bob.wait_for(toast_with("accepted"), "bob's market buy is accepted")
+        await bob.wait_for("document.querySelectorAll('#fills-body tr[data-trade-id]').length"
+                           " === 1", "bob sees his fill")
+        await alice.front()
+        await alice.wait_for("document.querySelectorAll('#fills-body tr[data-trade-id]').length"
+                             " === 1 && document.querySelectorAll('#orders-body tr"
+                             "[data-client-order-id]').length === 0 && "
+                             f"{level_size('asks', ask)} === ''",
+                             "alice sees her fill, and her ask left the book")
+        trade_id = await alice.evaluate(
+            "document.querySelector('#fills-body tr[data-trade-id]').dataset.tradeId")
+        await alice.click("#tab-fills")
+        await alice.screenshot("03-alice-filled")
+
+        # The fill is settled on chain; its proof verifies against the Vault's root.
+        proof_url = f"{dev.http_url}proof/{trade_id}"
+        await eventually(lambda: proof_verified(proof_url), timeout_s=WAIT_TIMEOUT_S,
+                         interval_s=0.5, message="the fill's settlement proof verifies")
+        status, body = await asyncio.to_thread(http_get, dev.metrics_url + "/metrics")
+        assert status == 200
+        assert b"gpux_gateway_order_ack_seconds_count" in body
+        assert b"gpux_engine_commands_total" in body
+        assert (await asyncio.to_thread(http_get, dev.metrics_url + "/healthz"))[0] == 200
+        filled = await snapshot(dev, keys["alice"])
+        for name, page in (("alice", alice), ("bob", bob)):
+            page.save_console(f"first-{name}")
+            assert page.errors == [], f"{name}'s console: {page.errors}"
+        await alice.close()
+        await bob.close()
+        assert await dev.interrupt() == 0
+        assert dev.lines[-1] == "gpux dev: stopped"
+    finally:
+        await dev.kill()
+
+    # Started again on the same data dir: the same market, keys, balances, trade and proof.
+    again = await DevProcess.start(data_dir, "second")
+    try:
+        assert json.loads((data_dir / "demo-keys.json").read_text()) == keys
+        after = await snapshot(again, keys["alice"])
+        assert {i.symbol for i in before.instruments} <= {i.symbol for i in after.instruments}
+        for asset in ("USDC", target.symbol):
+            assert after.balances[asset] == filled.balances[asset], asset
+        assert int(after.balances[target.symbol].available) == (
+            int(before.balances[target.symbol].available) - QUANTITY)
+        alice = await browser.new_page(1600, 1000)
+        await log_in_from_url(alice, again.url or "", "alice")
+        await pick(alice, target.symbol)
+        await alice.wait_for(f"document.querySelector('#tape .tape-row[data-trade-id="
+                             f"\"{trade_id}\"]') !== null", "the trade is on the tape again")
+        await alice.screenshot("04-resumed")
+        assert await proof_verified(f"{again.http_url}proof/{trade_id}")
+        alice.save_console("second-alice")
+        assert alice.errors == [], f"alice's console: {alice.errors}"
+        assert await again.interrupt() == 0
+    finally:
+        await again.kill()
+        shutil.copy(data_dir / "dev.log", ARTIFACTS / "dev.log")
+
+    # The log is the truth: replaying its commands gives its events, byte for byte.
+    event_log = EmbeddedLog.open(data_dir / "log")
+    try:
+        commands = await read_topic(event_log, COMMANDS_TOPIC)
+        events = await read_topic(event_log, EVENTS_TOPIC)
+    finally:
+        await event_log.close()
+    engine = Engine()
+    assert [line.rstrip(b"\n") for line in replay_lines(commands, engine)] == events
+    assert b'"duplicate_instrument"' not in b"".join(events), "no hour was listed twice"
+    assert engine.trade_counter > 1, "the bots traded too"
