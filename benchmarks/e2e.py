@@ -411,7 +411,7 @@ class Clients:
 
 def saturate(clients: Clients, venue: Venue, cpu: Cpu, args: argparse.Namespace,
              batch_size: int, tag: str) -> dict[str, Any]:
-    window = args.window if batch_size == 1 else max(1, args.window // batch_size)
+    window = args.window if batch_size == 1 else args.batch_window
     before = engine_metrics(venue.engine_port)
     cpu.begin()
     outcomes = clients.run({"kind": "saturate", "tag": tag, "batch_size": batch_size,
@@ -554,6 +554,42 @@ async def kafka_round_trips(kafka: str, namespace: str, count: int) -> dict[str,
     return results
 
 
+def start_profiles(args: argparse.Namespace, pids: dict[str, int]
+                   ) -> dict[str, tuple[subprocess.Popen[bytes], Path]]:
+    """Sample the named processes with py-spy during the single-order saturation run."""
+    if args.profile is None:
+        return {}
+    args.profile.mkdir(parents=True, exist_ok=True)
+    profilers = {}
+    for name, pid in pids.items():
+        path = args.profile / f"{name}.collapsed"
+        profilers[name] = (subprocess.Popen(
+            [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid),
+             "--duration", str(int(args.saturate_s)), "--rate", "200", "--format", "raw",
+             "--nonblocking", "-o", str(path)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), path)
+    return profilers
+
+
+def finish_profiles(profilers: dict[str, tuple[subprocess.Popen[bytes], Path]]
+                    ) -> dict[str, list[tuple[str, float]]]:
+    """Return each profile's functions by inclusive share of samples (top 25)."""
+    shares = {}
+    for name, (process, path) in profilers.items():
+        process.wait(120)
+        inclusive: dict[str, int] = {}
+        total = 0
+        for line in path.read_text().splitlines() if path.exists() else []:
+            stack, _, count_text = line.rpartition(" ")
+            count = int(count_text)
+            total += count
+            for frame in set(stack.split(";")):
+                inclusive[frame] = inclusive.get(frame, 0) + count
+        top = sorted(inclusive.items(), key=lambda item: -item[1])[:25]
+        shares[name] = [(frame, round(count / max(1, total), 3)) for frame, count in top]
+    return shares
+
+
 # -- report -------------------------------------------------------------------------------
 
 def verdict(value: float, target: float, higher_is_better: bool) -> str:
@@ -579,6 +615,10 @@ def print_report(figures: dict[str, Any]) -> None:
     print(f"  baseline: websocket echo, same library, same clients: "
           f"{echo['saturation_per_s']:,.0f} round trips/s  (e2e single / echo = "
           f"{figures['saturation'][0]['orders_per_s'] / echo['saturation_per_s']:.2f})")
+    for name, top in figures.get("profiles", {}).items():
+        print(f"  profile of the {name} at saturation (py-spy, inclusive share of samples):")
+        for frame, share in top[:25]:
+            print(f"    {share:6.1%}  {frame[:110]}")
     print("\norder-to-acknowledgement latency (open loop, from scheduled send; ms)")
     print(f"  {'level':<6} {'offered/s':>10} {'answered/s':>10} {'p50':>7} {'p99':>7} "
           f"{'p99.9':>7} {'max':>7}  targets at 20%: p50 < {TARGET_P50_MS}, p99 < {TARGET_P99_MS}")
@@ -702,8 +742,11 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             pids["kafka"] = [kafka_pid]
         cpu = Cpu(pids)
         print("saturation ...", flush=True)
-        figures["saturation"] = [saturate(clients, venue, cpu, args, 1, "1"),
-                                 saturate(clients, venue, cpu, args, 20, "20")]
+        profilers = start_profiles(args, {"engine": venue.engine.pid,
+                                          "gateway": venue.gateway.pid})
+        figures["saturation"] = [saturate(clients, venue, cpu, args, 1, "1")]
+        figures["profiles"] = finish_profiles(profilers)
+        figures["saturation"].append(saturate(clients, venue, cpu, args, 20, "20"))
         base_rate = figures["saturation"][0]["orders_per_s"]
         figures["levels"] = []
         for fraction in LEVELS:
@@ -731,8 +774,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kafka", help="use this broker instead of starting one")
     parser.add_argument("--processes", type=int, default=2, help="client processes")
     parser.add_argument("--connections", type=int, default=8, help="connections per process")
-    parser.add_argument("--window", type=int, default=32,
-                        help="orders in flight per connection at saturation")
+    parser.add_argument("--window", type=int, default=256,
+                        help="single-order requests in flight per connection at saturation "
+                             "(the gateway allows 500 pending per session)")
+    parser.add_argument("--batch-window", type=int, default=16,
+                        help="batch requests (of 20 orders) in flight per connection")
     parser.add_argument("--fetch-max-wait-ms", type=int, default=5,
                         help="the gateway's Kafka fetch wait (as gpux gateway's default)")
     parser.add_argument("--core", choices=("python", "native"), default="python",
@@ -740,6 +786,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine-args", default="",
                         help="extra arguments of gpux engine, e.g. '--batch-size-max 500'")
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--profile", type=Path,
+                        help="py-spy the engine and the gateway during single-order "
+                             "saturation; collapsed stacks go to this directory")
     parser.add_argument("--no-plots", action="store_true")
     args = parser.parse_args(argv)
     args.saturate_s, args.warmup_s, args.level_s = (8.0, 2.0, 6.0) if args.quick else \

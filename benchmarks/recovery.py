@@ -1,13 +1,20 @@
 """Engine restart time after SIGKILL against command-log length, snapshots on and off.
 
-    python -m benchmarks.recovery [--sizes 100000,1000000,10000000] [--kafka HOST:PORT]
+    python -m benchmarks.recovery [--sizes 100000,1000000,10000000] [--kafka HOST:PORT|start]
 
 For each size it writes that many commands (the `Workload` flow) to a fresh log, runs
 `gpux engine` over them with snapshots every `--snapshot-every` commands, kills it with
 SIGKILL, starts it again and times how long until `/healthz` answers 200 (process start,
 snapshot load, re-applying the commands after the snapshot, the event-log seq check). The
 baseline in the same run is the same restart with snapshots off (full replay), measured up
-to `--baseline-max` commands. Embedded log by default; `--kafka` uses a real broker.
+to `--baseline-max` commands. Embedded log by default; `--kafka` uses a real broker
+(`--kafka start`: a Kafka 4.1.1 broker of the harness's own, started for the run).
+
+Each restart is also split: the engine's own recovery (`gpux_engine_recovery_seconds`:
+committed offset, snapshot load, re-applying the commands after it, the seq check) and the
+rest (interpreter start and imports, opening the log, the metrics server). The embedded
+log indexes (and checks the CRC of) every frame of its files when it opens, so that rest
+grows with the log; a Kafka broker serves the same offsets without such a scan.
 """
 
 from __future__ import annotations
@@ -120,8 +127,10 @@ def free_port() -> int:
         return port
 
 
-def measure(size: int, kafka: str | None, snapshot_every: int | None, work: Path) -> float:
-    """Fill a log with `size` commands, apply them, SIGKILL, restart; return restart seconds."""
+def measure(size: int, kafka: str | None, snapshot_every: int | None, work: Path
+            ) -> tuple[float, float]:
+    """Fill a log with `size` commands, apply them, SIGKILL, restart; return the seconds until
+    healthy and the engine's own recovery seconds of that restart."""
     namespace = f"bench{uuid.uuid4().hex[:8]}."
     data_dir = work / namespace
     log_args = (["--log", "kafka", "--kafka", kafka] if kafka
@@ -145,8 +154,9 @@ def measure(size: int, kafka: str | None, snapshot_every: int | None, work: Path
     engine.wait_applied(size)
     engine.kill()
     restart_s = engine.start()
+    recovery_s = metric(engine.port, "gpux_engine_recovery_seconds")
     engine.kill()
-    return restart_s
+    return restart_s, recovery_s
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,20 +164,43 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="100000,1000000")
     parser.add_argument("--snapshot-every", type=int, default=200_000)
     parser.add_argument("--baseline-max", type=int, default=1_000_000)
-    parser.add_argument("--kafka", default=os.environ.get("KAFKA_BOOTSTRAP"))
+    parser.add_argument("--kafka", default=os.environ.get("KAFKA_BOOTSTRAP"),
+                        help="bootstrap servers, or 'start' for a broker of this run's own")
     args = parser.parse_args(argv)
     sizes = [int(size) for size in args.sizes.split(",")]
     print(f"log: {'kafka ' + args.kafka if args.kafka else 'embedded'}; snapshots every "
           f"{args.snapshot_every:,} commands; target < {TARGET_S} s at 10,000,000")
-    print(f"{'commands':>12} {'restart, snapshots (s)':>24} {'restart, full replay (s)':>26}")
+    print("restart: seconds from exec to /healthz 200 (of which: the engine's own recovery)")
+    print(f"{'commands':>12} {'restart, snapshots (s)':>24} {'restart, full replay (s)':>26}"
+          f" {'target':>8}")
     with tempfile.TemporaryDirectory(prefix="gpux-recovery-") as work:
-        for size in sizes:
-            with_snapshots = measure(size, args.kafka, args.snapshot_every, Path(work))
-            baseline = (f"{measure(size, args.kafka, None, Path(work)):26.2f}"
-                        if size <= args.baseline_max else f"{'(not run)':>26}")
-            print(f"{size:>12,} {with_snapshots:24.2f} {baseline}", flush=True)
+        broker = None
+        if args.kafka == "start":
+            from harness.kafka import KafkaService
+
+            broker = KafkaService(Path(work) / "kafka")
+            broker.start()
+            args.kafka = broker.bootstrap_servers
+        try:
+            run_sizes(sizes, args, Path(work))
+        finally:
+            if broker is not None:
+                broker.stop()
     return 0
 
+
+def run_sizes(sizes: list[int], args: argparse.Namespace, work: Path) -> None:
+    """Measure and print one row per size."""
+    for size in sizes:
+        restart_s, recovery_s = measure(size, args.kafka, args.snapshot_every, work)
+        with_snapshots = f"{restart_s:.2f} ({recovery_s:.2f})"
+        met = "met" if restart_s < TARGET_S else "NOT met"
+        if size <= args.baseline_max:
+            restart_s, recovery_s = measure(size, args.kafka, None, work)
+            baseline = f"{restart_s:.2f} ({recovery_s:.2f})"
+        else:
+            baseline = "(not run)"
+        print(f"{size:>12,} {with_snapshots:>24} {baseline:>26} {met:>8}", flush=True)
 
 if __name__ == "__main__":
     raise SystemExit(main())

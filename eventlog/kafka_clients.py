@@ -64,7 +64,9 @@ class KafkaProducer(Producer):
         self._stopped = False
         self._fenced = False
         self._in_transaction = False
+        # one future per queued record batch of the open transaction, and its record count
         self._pending: list[asyncio.Future[Any]] = []
+        self._pending_records = 0
         self._partitions: dict[str, frozenset[int]] = {}
 
     async def start(self) -> None:
@@ -120,30 +122,57 @@ class KafkaProducer(Producer):
 
     async def _enqueue(
         self, topic: str, partition: int, entries: list[tuple[bytes | None, bytes]]
-    ) -> list[asyncio.Future[Any]] | None:
-        """Queue records; inside a transaction keep their futures and return None."""
+    ) -> list[tuple[asyncio.Future[Any], int]] | None:
+        """Queue records in order as record batches; return each batch's future and record
+        count (inside a transaction keep the futures and return None).
+
+        One aiokafka `BatchBuilder` takes many records per call into its C builder, where
+        `send()` per record costs ~7 µs of Python each (measured: 2,000 records in 13 ms
+        against 1-2 ms), which the engine paid per event.
+        """
         producer = self._running()
         if self.transactional_id is not None and not self._in_transaction:
             raise TransactionStateError("a transactional producer sends only in a transaction")
         await self._check_partition(producer, topic, partition)
         if self._in_transaction:
             limit = self._config.transaction_records_max
-            if len(self._pending) + len(entries) > limit:
+            if self._pending_records + len(entries) > limit:
                 raise LogError(f"transaction over transaction_records_max={limit} records")
-        futures: list[asyncio.Future[Any]] = []
+        batches: list[tuple[asyncio.Future[Any], int]] = []
         with self._fencing_noted(), translated(f"send to {topic}[{partition}]"):
+            builder, count = producer.create_batch(), 0
             for key, value in entries:
-                futures.append(await producer.send(topic, value, key=key, partition=partition))
+                if builder.append(key=key, value=value, timestamp=None) is None:
+                    batches.append(await self._send_built(producer, builder, count, topic,
+                                                          partition))
+                    builder, count = producer.create_batch(), 0
+                    if builder.append(key=key, value=value, timestamp=None) is None:
+                        raise LogError(f"a record of {len(value)} bytes fits no batch")
+                count += 1
+            if count:
+                batches.append(await self._send_built(producer, builder, count, topic, partition))
         if self._in_transaction:
-            self._pending.extend(futures)
+            self._pending.extend(future for future, _ in batches)
+            self._pending_records += len(entries)
             return None
-        return futures
+        return batches
 
-    async def _acknowledged(self, futures: list[asyncio.Future[Any]], action: str) -> list[int]:
-        """Wait for every record's acknowledgement and return the offsets."""
+    @staticmethod
+    async def _send_built(producer: AIOKafkaProducer, builder: Any, count: int, topic: str,
+                          partition: int) -> tuple[asyncio.Future[Any], int]:
+        future: asyncio.Future[Any] = await producer.send_batch(builder, topic,
+                                                                partition=partition)
+        return future, count
+
+    async def _acknowledged(
+        self, batches: list[tuple[asyncio.Future[Any], int]], action: str
+    ) -> list[int]:
+        """Wait for every batch's acknowledgement and return its records' offsets."""
         with self._fencing_noted(), translated(action):
-            metadata = await asyncio.gather(*futures)
-        return [int(item.offset) for item in metadata]
+            metadata = await asyncio.gather(*(future for future, _ in batches))
+        return [int(item.offset) + index
+                for item, (_, count) in zip(metadata, batches, strict=True)
+                for index in range(count)]
 
     async def _check_partition(
         self, producer: AIOKafkaProducer, topic: str, partition: int
@@ -165,6 +194,7 @@ class KafkaProducer(Producer):
         await self._bounded_transactional(producer.begin_transaction(), "begin transaction")
         self._in_transaction = True
         self._pending = []
+        self._pending_records = 0
 
     async def send_offsets(self, group_id: str, offsets: Mapping[TopicPartition, int]) -> None:
         producer = self._running()
@@ -179,10 +209,12 @@ class KafkaProducer(Producer):
     async def commit(self) -> None:
         producer = self._running()
         self._require_transaction()
-        await self._acknowledged(self._pending, "deliver transaction records")
+        with self._fencing_noted(), translated("deliver transaction records"):
+            await asyncio.gather(*self._pending)
         await self._bounded_transactional(producer.commit_transaction(), "commit transaction")
         self._in_transaction = False
         self._pending = []
+        self._pending_records = 0
 
     async def abort(self) -> None:
         self._require_transaction()
@@ -231,6 +263,7 @@ class KafkaProducer(Producer):
             else:
                 future.add_done_callback(_retrieve_exception)
         self._pending = []
+        self._pending_records = 0
 
 
 def _retrieve_exception(future: asyncio.Future[Any]) -> None:

@@ -201,9 +201,9 @@ class EngineService:
         self.metrics.recovery_seconds.set(time.perf_counter() - started)
         self.metrics.seq.set(self.core.seq)
         self.stats.recovery_s = time.perf_counter() - started
-        log.info("recovered (%s core): snapshot at %s, replayed %d commands to offset %d, "
-                 "seq %d, %.3f s", self.core.name, offset if snapshot else "none", replayed,
-                 committed, last_seq, self.stats.recovery_s)
+        log.info("recovered: snapshot at %s, replayed %d commands to offset %d, seq %d, "
+                 "%.3f s (%s core)", offset if snapshot else "none", replayed, committed,
+                 last_seq, self.stats.recovery_s, self.core.name)
         return consumer
 
     async def _replay_until(self, consumer: Consumer, committed: int) -> int:

@@ -9,18 +9,30 @@ from pathlib import Path
 import pytest
 
 from eventlog.embedded import EmbeddedLog
-from eventlog.port import EVENTS_TOPIC
+from eventlog.port import EVENTS_TOPIC, EventLog
 from matching_engine.cores import NativeCore, PythonCore, equivalent_line
 from matching_engine.service import EngineConfig, EngineService
 from tests.unit.test_engine_service_embedded import (
     append_commands_after_topics,
-    read_all,
     replay,
     run_until_applied,
     workload_payloads,
 )
 
 gpux_native = pytest.importorskip("gpux_native")
+
+
+async def read_all(event_log: EventLog, topic: str) -> list[bytes]:
+    end = await event_log.end_offset(topic)
+    consumer = event_log.consumer(topic, start="earliest")
+    await consumer.start()
+    values: list[bytes] = []
+    try:
+        while await consumer.position() < end:
+            values += [record.value for record in await consumer.getmany(1000, 200)]
+    finally:
+        await consumer.stop()
+    return values
 
 ODD_RECORDS = [
     b"", b" ", b"\n", b"\r\n", b"x", b"\x0b",
