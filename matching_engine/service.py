@@ -184,11 +184,13 @@ class EngineService:
             if self.core.seq != snapshot.event_seq:
                 raise EngineStateError(f"snapshot at {offset} has seq {self.core.seq}, "
                                        f"recorded {snapshot.event_seq}")
+        loaded = time.perf_counter()
         consumer = self.log.consumer(
             self.config.commands_topic, group_id=self.config.group_id, start=offset
         )
         await consumer.start()
         replayed = await self._replay_until(consumer, committed)
+        caught_up = time.perf_counter()
         last_seq = await self._last_committed_seq()
         if self.core.seq != last_seq:
             await consumer.stop()
@@ -202,8 +204,10 @@ class EngineService:
         self.metrics.seq.set(self.core.seq)
         self.stats.recovery_s = time.perf_counter() - started
         log.info("recovered: snapshot at %s, replayed %d commands to offset %d, seq %d, "
-                 "%.3f s (%s core)", offset if snapshot else "none", replayed, committed,
-                 last_seq, self.stats.recovery_s, self.core.name)
+                 "%.3f s (%s core; snapshot %.3f s, replay %.3f s, seq check %.3f s)",
+                 offset if snapshot else "none", replayed, committed, last_seq,
+                 self.stats.recovery_s, self.core.name, loaded - started, caught_up - loaded,
+                 time.perf_counter() - caught_up)
         return consumer
 
     async def _replay_until(self, consumer: Consumer, committed: int) -> int:
