@@ -21,7 +21,7 @@ import random
 import time
 from collections.abc import Iterable
 
-from gpux.dev.market import DEMO_ACCOUNTS, GPU_CLASSES, REGION, ApiKeyRecord
+from gpux.dev.market import DEMO_ACCOUNTS, GPU_CLASSES, REGION, ApiKeyRecord, fair_price_micro
 from protocol import format_micro
 from sdk.bots.market_maker import MarketMaker, MarketMakerConfig, plan_quotes
 from sdk.bots.operator_quoter import Capacity, GpuClass, OperatorQuoter
@@ -39,17 +39,19 @@ TAKER_INTERVAL_S = 2.0
 OPERATOR_INTERVAL_S = 5.0
 OPERATOR_GPUS = 8  # GPUs of each class the operator offers per hour
 TAKER_QUANTITY_MAX = 4
+TAKER_HOME = 20  # GPU-hours of an hour the taker holds at which it buys and sells alike
 
 
-def nearest_hours(instruments: Iterable[Instrument], count: int, now_ns: int) -> set[str]:
+def nearest_hours(instruments: Iterable[Instrument], count: int,
+                  now_ns: int) -> dict[str, Instrument]:
     """Return the `count` nearest open delivery hours of each GPU class, past the lead."""
-    chosen: set[str] = set()
+    chosen: dict[str, Instrument] = {}
     for gpu in GPU_CLASSES:
         upcoming = sorted((i for i in instruments
                            if i.gpu == gpu and i.status == "open"
                            and i.delivery_start > now_ns + LEAD_NS),
                           key=lambda i: i.delivery_start)
-        chosen.update(i.symbol for i in upcoming[:count])
+        chosen.update((i.symbol, i) for i in upcoming[:count])
     return chosen
 
 
@@ -124,8 +126,8 @@ class DemoBots:
                 while not stop.is_set():
                     wanted = nearest_hours(await client.instruments(), MAKER_HOURS,
                                            time.time_ns())
-                    for symbol in wanted - running.keys():
-                        running[symbol] = self._start_maker(client, symbol)
+                    for symbol in wanted.keys() - running.keys():
+                        running[symbol] = self._start_maker(client, wanted[symbol])
                     for symbol in list(running):
                         bot_stop, task = running[symbol]
                         if symbol not in wanted:
@@ -139,12 +141,17 @@ class DemoBots:
                 await asyncio.gather(*(task for _, task in running.values()),
                                      return_exceptions=True)
 
-    def _start_maker(self, client: Client, symbol: str) -> tuple[asyncio.Event,
-                                                                 asyncio.Task[None]]:
-        config = MarketMakerConfig(instrument=symbol, target_inventory=_gpu_hours_of("mm-1"))
+    def _start_maker(self, client: Client, instrument: Instrument) -> tuple[asyncio.Event,
+                                                                            asyncio.Task[None]]:
+        # A fixed reference: quoting around the book's own mid would let the inventory skew
+        # add up cycle after cycle and walk the price away.
+        reference = fair_price_micro(instrument.gpu, instrument.delivery_start)
+        config = MarketMakerConfig(instrument=instrument.symbol,
+                                   reference_price=format_micro(reference),
+                                   target_inventory=_gpu_hours_of("mm-1"))
         bot_stop = asyncio.Event()
         task = asyncio.create_task(ManyMarketsMaker(client, config).run(bot_stop),
-                                   name=f"market-maker {symbol}")
+                                   name=f"market-maker {instrument.symbol}")
         return bot_stop, task
 
     async def _operator(self, stop: asyncio.Event) -> None:
@@ -171,12 +178,13 @@ class DemoBots:
                     await self._take(client, rng, rng.choice(symbols))
 
     async def _take(self, client: Client, rng: random.Random, symbol: str) -> None:
-        """Buy or sell a few GPU-hours at market (sell only what it holds)."""
+        """Buy or sell a few GPU-hours at market: sell only what it holds, and the more it
+        holds the likelier, so the maker's inventory (and with it the price) stays near home."""
         try:
             balance = (await client.balances()).get(symbol)
             holding = int(balance.available) if balance is not None else 0
             quantity = rng.randint(1, TAKER_QUANTITY_MAX)
-            selling = holding >= quantity and rng.random() < 0.5
+            selling = holding >= quantity and rng.random() < holding / (holding + TAKER_HOME)
             await client.new_order(symbol, "sell" if selling else "buy", quantity)
             self.taker_orders += 1
         except ClientError as error:

@@ -39,6 +39,7 @@ log = logging.getLogger("gpux.dev")
 DEFAULT_PORT = 8765
 DEFAULT_METRICS_PORT = 9100
 KEYS_FILE = "demo-keys.json"
+FUNDED_BEFORE_UP_HOURS = 4  # the hours the bots trade; the rest are funded once it is up
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,7 @@ async def run(options: DevOptions) -> int:
             try:
                 await venue.start()
                 lister = Lister(venue)
-                await lister.list_and_fund(fund_usdc=deployed)
+                await lister.list_and_fund(fund_usdc=deployed, hours_max=FUNDED_BEFORE_UP_HOURS)
                 assert venue.key_store is not None
                 keys = await demo_keys(venue.key_store, options.data_dir / KEYS_FILE)
                 print(banner(options, venue, infra, keys, time.monotonic() - started),

@@ -1,10 +1,12 @@
 """Keep the next 24 delivery hours listed and the demo accounts funded for each of them.
 
-On every start and then every few minutes: list the hours that are missing (admin
-commands straight to the commands topic), register and deposit the demo accounts'
-GPU-hours of every open hour that has none on chain yet (and, on the first start, their
-USDC), then wait until the deposit watcher has had the engine credit the last deposit, so
-whoever opens the page finds the accounts funded.
+On every start, just after every hour and every few minutes: list the hours that are
+missing (admin commands straight to the commands topic), register and deposit the demo
+accounts' GPU-hours of every open hour that has none on chain yet (and, on the first start,
+their USDC), then wait until the deposit watcher has had the engine credit the last
+deposit. A start funds only the nearest hours before the page's URL is printed (a few
+hundred transactions for all 72 take a while on a busy machine); `run` funds the rest
+right after.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ import time
 from collections.abc import Callable
 
 from gpux.dev.chain import fund_gpu_hours, fund_usdc_accounts, unregistered
-from gpux.dev.market import listing_commands
+from gpux.dev.market import GPU_CLASSES, listing_commands
 from gpux.dev.venue import Venue
 from matching_engine.core import Engine
 
 log = logging.getLogger("gpux.dev")
 
 LIST_INTERVAL_S = 300.0
+AFTER_THE_HOUR_S = 2.0  # list the new hour just after an hour closes
 CREDIT_TIMEOUT_S = 120.0
 
 
@@ -36,8 +39,9 @@ class Lister:
             raise RuntimeError("the engine is not running")
         return engine
 
-    async def list_and_fund(self, *, fund_usdc: bool) -> int:
-        """List the missing hours and fund what needs it; return how many were listed."""
+    async def list_and_fund(self, *, fund_usdc: bool, hours_max: int | None = None) -> int:
+        """List the missing hours and fund what needs it (the nearest `hours_max` delivery
+        hours of it, when given); return how many were listed."""
         commands = listing_commands(self._engine().instruments, time.time_ns())
         await self.venue.send_commands(list(commands))
         symbols = [command.symbol for command in commands]
@@ -48,6 +52,8 @@ class Lister:
         open_hours = sorted((i for i in self._engine().instruments.values() if not i.closed),
                             key=lambda i: (i.delivery_start, i.symbol))
         to_fund = await asyncio.to_thread(unregistered, contracts, [i.symbol for i in open_hours])
+        if hours_max is not None:
+            to_fund = to_fund[:hours_max * len(GPU_CLASSES)]
         last = await asyncio.to_thread(fund_gpu_hours, contracts, to_fund) or last
         if last is not None:
             account, asset = last
@@ -59,12 +65,12 @@ class Lister:
         return len(symbols)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """List and fund every LIST_INTERVAL_S until `stop`."""
+        """List and fund just after each hour, and every LIST_INTERVAL_S, until `stop`."""
         while not stop.is_set():
+            await self.list_and_fund(fund_usdc=False)
+            to_the_hour_s = 3600 - time.time() % 3600 + AFTER_THE_HOUR_S
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), LIST_INTERVAL_S)
-            if not stop.is_set():
-                await self.list_and_fund(fund_usdc=False)
+                await asyncio.wait_for(stop.wait(), min(LIST_INTERVAL_S, to_the_hour_s))
 
     async def _until(self, condition: Callable[[], bool], what: str) -> None:
         deadline = time.monotonic() + CREDIT_TIMEOUT_S

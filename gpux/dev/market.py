@@ -11,6 +11,7 @@ and kept in the data directory (`demo-keys.json`, private keys: mode 0600).
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
@@ -69,6 +70,15 @@ def upcoming_hours(now_ns: int) -> Iterator[int]:
     """Yield the starts of the next DELIVERY_HOURS_AHEAD delivery hours, in ns."""
     first = (now_ns // HOUR_NS + 1) * HOUR_NS
     return (first + hour * HOUR_NS for hour in range(DELIVERY_HOURS_AHEAD))
+
+
+def fair_price_micro(gpu: str, delivery_start_ns: int) -> int:
+    """Return the market maker's reference for one delivery hour: the operator's price less
+    up to 8%, least at 15:00 UTC, most at 03:00 (a day's demand), on the tick."""
+    hour = delivery_start_ns // HOUR_NS % 24
+    discount = 0.04 * (1 - math.cos(2 * math.pi * (hour - 15) / 24))
+    price = GPU_CLASSES[gpu] * (1 - discount)
+    return max(TICK_MICRO, round(price / TICK_MICRO) * TICK_MICRO)
 
 
 def listing_commands(listed: Collection[str], now_ns: int) -> list[ListInstrument]:

@@ -229,6 +229,14 @@ async def test_dev_brings_up_a_live_venue_that_trades_in_the_browser_and_resumes
         before = await snapshot(dev, keys["alice"])
         assert len(before.instruments) == 72, "24 delivery hours of 3 GPU classes"
         target = last_hour(before.instruments, GPU)
+
+        async def funded() -> bool:  # the furthest hours are funded after the URL is printed
+            nonlocal before
+            before = await snapshot(dev, keys["alice"])
+            return target.symbol in before.balances
+
+        await eventually(funded, timeout_s=START_TIMEOUT_S, interval_s=0.5,
+                         message="alice's GPU-hours of the furthest hour are credited")
         ask = format_micro(GPU_CLASSES[GPU] - 5 * TICK_MICRO)  # below the operator's ask
 
         # The books are alive: the market maker quotes both sides of the nearest hours.
