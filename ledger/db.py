@@ -3,27 +3,48 @@
 Every connection is bounded (`connect_timeout_s`, `command_timeout_s`). A connection made
 with `role=` runs `SET ROLE` first, so a process that logs in as an administrator still
 writes with the service role's privileges only.
+
+Services that outlive the database's restarts (the projector, settlement) recognise a lost
+connection with `is_connection_failure` and get a new one with `reconnect`: the broken
+connection is closed, then connecting is retried with bounded exponential backoff
+(`RetryPolicy`, `Backoff`), each failed attempt logged. A new connection carries no state
+of the old one: the caller resumes from what the database holds.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 
 __all__ = [
+    "APPLICATION_NAME",
     "SERVICE_ROLE",
+    "Backoff",
     "ConnectionConfig",
+    "ConnectionOpener",
+    "RetryPolicy",
+    "close_quietly",
     "connect",
     "create_database",
     "drop_database",
     "is_connection_failure",
+    "reconnect",
     "url_with_credentials",
     "url_with_database",
 ]
 
 SERVICE_ROLE = "gpux_ledger"
+APPLICATION_NAME = "gpux-ledger"  # how pg_stat_activity names connections by default
+CLOSE_TIMEOUT_S = 5.0
+
+log = logging.getLogger("gpux.ledger.db")
+
+ConnectionOpener = Callable[[], Awaitable[asyncpg.Connection]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,16 +59,76 @@ class ConnectionConfig:
             raise ValueError("connect_timeout_s and command_timeout_s must be > 0")
 
 
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Bound the retries of one outage: how many attempts, and the waits between them."""
+
+    attempts_max: int = 30
+    backoff_min_s: float = 0.2
+    backoff_max_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.attempts_max < 1:
+            raise ValueError(f"attempts_max must be >= 1, got {self.attempts_max}")
+        if not 0 < self.backoff_min_s <= self.backoff_max_s:
+            raise ValueError("need 0 < backoff_min_s <= backoff_max_s")
+
+
+class Backoff:
+    """Count the failed attempts of one outage and wait between them, twice as long each
+    time up to `backoff_max_s`; `reset()` when a new outage begins. Each failure is logged
+    to `logger` (the caller's) as "`what`: error; attempt N of M in S s"."""
+
+    def __init__(self, policy: RetryPolicy, what: str, logger: logging.Logger = log) -> None:
+        self.policy = policy
+        self.what = what
+        self.logger = logger
+        self.failures = 0
+
+    def reset(self) -> None:
+        self.failures = 0
+
+    def delay_s(self) -> float:
+        """Return the wait after the failures counted so far."""
+        doublings = max(self.failures - 1, 0)
+        return min(self.policy.backoff_min_s * 2.0**doublings, self.policy.backoff_max_s)
+
+    async def wait_after(self, error: BaseException, stop: asyncio.Event) -> bool:
+        """Count `error` as a failed attempt, log it and wait before the next attempt.
+
+        Raise `error` when it was the last attempt the policy allows; return False when
+        `stop` is set during the wait (the caller gives up quietly), else True.
+        """
+        self.failures += 1
+        if self.failures >= self.policy.attempts_max:
+            raise error
+        delay_s = self.delay_s()
+        self.logger.warning("%s: %s; attempt %d of %d in %.1f s", self.what, _describe(error),
+                            self.failures + 1, self.policy.attempts_max, delay_s)
+        try:
+            await asyncio.wait_for(stop.wait(), delay_s)
+        except TimeoutError:
+            return True
+        return False
+
+
 async def connect(
-    database_url: str, *, role: str | None = None, config: ConnectionConfig | None = None
+    database_url: str,
+    *,
+    role: str | None = None,
+    config: ConnectionConfig | None = None,
+    application_name: str = APPLICATION_NAME,
 ) -> asyncpg.Connection:
-    """Open one connection; with `role`, act as that role for the whole session."""
+    """Open one connection; with `role`, act as that role for the whole session.
+
+    `application_name` names the connection in `pg_stat_activity`.
+    """
     config = config or ConnectionConfig()
     connection: asyncpg.Connection = await asyncpg.connect(
         database_url,
         timeout=config.connect_timeout_s,
         command_timeout=config.command_timeout_s,
-        server_settings={"application_name": "gpux-ledger"},
+        server_settings={"application_name": application_name},
     )
     if role is not None:
         try:
@@ -59,16 +140,78 @@ async def connect(
 
 
 def is_connection_failure(error: BaseException) -> bool:
-    """Tell whether `error` means the database went away (retriable), not a refusal."""
-    return isinstance(
-        error,
-        OSError
-        | asyncpg.PostgresConnectionError
-        | asyncpg.InterfaceError
-        | asyncpg.CannotConnectNowError
-        | asyncpg.AdminShutdownError
-        | TimeoutError,
-    )
+    """Tell whether `error` means the database went away (retriable), not a refusal.
+
+    A server restart shows up as any of these, depending on what the connection was doing:
+    the socket closing or refusing (OSError, ConnectionResetError), the server saying it
+    shuts down, crashed or is starting (AdminShutdownError, CrashShutdownError,
+    CannotConnectNowError), asyncpg finding the connection gone or closed
+    (ConnectionDoesNotExistError and the other PostgresConnectionErrors, InterfaceError),
+    or its protocol left mid-operation by the loss (InternalClientError, "cannot switch to
+    state ..."). A connection that raised any of them must be closed, not used again.
+    """
+    return isinstance(error, _CONNECTION_FAILURES)
+
+
+_CONNECTION_FAILURES = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+)
+
+
+async def close_quietly(connection: asyncpg.Connection) -> None:
+    """Close `connection` within CLOSE_TIMEOUT_S, or drop it: never raise, never hang."""
+    try:
+        await asyncio.wait_for(connection.close(), CLOSE_TIMEOUT_S)
+    except Exception:  # noqa: BLE001 -- a connection that cannot close cleanly is dropped
+        connection.terminate()
+
+
+async def reconnect(
+    broken: asyncpg.Connection,
+    failure: BaseException,
+    open_connection: ConnectionOpener,
+    stop: asyncio.Event,
+    *,
+    what: str,
+    policy: RetryPolicy | None = None,
+    logger: logging.Logger = log,
+) -> asyncpg.Connection | None:
+    """Replace a connection the database dropped with `failure`; None if `stop` comes first.
+
+    Close `broken`, then open a connection with `open_connection`, retrying connection
+    failures (the server still down or starting up) with bounded exponential backoff. Any
+    other failure (a refused password, a missing database) is raised at once, and the
+    last connection failure once `policy.attempts_max` attempts have failed. Progress is
+    logged to `logger` (the caller's), each message starting with `what`.
+    """
+    logger.warning("%s: lost the database connection (%s); reconnecting", what,
+                   _describe(failure))
+    await close_quietly(broken)
+    backoff = Backoff(policy or RetryPolicy(), what, logger)
+    while not stop.is_set():
+        try:
+            connection = await open_connection()
+        except Exception as error:
+            if not is_connection_failure(error):
+                raise
+            if not await backoff.wait_after(error, stop):
+                return None
+            continue
+        logger.info("%s: connected to the database again after %d failed attempt(s)", what,
+                    backoff.failures)
+        return connection
+    return None
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
 def _identifier(name: str) -> str:

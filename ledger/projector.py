@@ -27,7 +27,15 @@ import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type informat
 
 from eventlog.errors import LogError
 from eventlog.port import EVENTS_TOPIC, Consumer, EventLog, Record, TopicSpec
-from ledger.db import SERVICE_ROLE, ConnectionConfig, connect, is_connection_failure
+from ledger.db import (
+    SERVICE_ROLE,
+    Backoff,
+    ConnectionConfig,
+    RetryPolicy,
+    close_quietly,
+    connect,
+    is_connection_failure,
+)
 from ledger.errors import LedgerError
 from ledger.journal import JournalBatch, JournalBuilder
 from ledger.store import Position, acquire_writer_lock, append_batch, read_position
@@ -35,10 +43,6 @@ from ledger.store import Position, acquire_writer_lock, append_batch, read_posit
 __all__ = ["Projector", "ProjectorConfig", "ProjectorStats", "run_supervised"]
 
 log = logging.getLogger("gpux.ledger")
-
-RETRIES_MAX = 30
-RETRY_BACKOFF_MIN_S = 0.2
-RETRY_BACKOFF_MAX_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,8 @@ class ProjectorConfig:
     database_role: str | None = SERVICE_ROLE
     writer_lock_timeout_s: float = 30.0
     connection: ConnectionConfig = ConnectionConfig()
+    # Bounds `run_supervised`'s restarts after one outage (the database or the log gone).
+    retry: RetryPolicy = RetryPolicy()
     # Prefixed to the events topic's name, as the engine's `topic_namespace`.
     topic_namespace: str = ""
 
@@ -129,7 +135,7 @@ class Projector:
                 await consumer.stop()
         finally:
             for connection in connections:
-                await _close_quietly(connection)
+                await close_quietly(connection)
 
     async def _pipeline(
         self,
@@ -286,13 +292,6 @@ def _note_failure(task: asyncio.Task[None], failed: asyncio.Event) -> None:
         failed.set()
 
 
-async def _close_quietly(connection: asyncpg.Connection) -> None:
-    try:
-        await asyncio.wait_for(connection.close(), 5.0)
-    except (OSError, asyncpg.InterfaceError, TimeoutError):
-        connection.terminate()
-
-
 def is_retriable(error: BaseException) -> bool:
     """Tell whether running the projector again may get past `error`."""
     if isinstance(error, LogError | LedgerError):
@@ -305,22 +304,22 @@ async def run_supervised(
 ) -> None:
     """Run the projector; after a retriable failure start it again (bounded, with backoff).
 
-    Each attempt is a fresh projector resuming from what the database holds, exactly as
-    after a crash. A gap, a bad event or a refused write is not retriable: it is raised.
+    Each attempt is a fresh projector on new connections, resuming from the checkpoint the
+    database holds, exactly as after a crash: a batch whose commit was lost with the
+    connection is either in the database or read again, never both. A projector that got
+    as far as resuming ends the outage, so the next failure starts a new count of attempts
+    (`config.retry`). A gap, a bad event or a refused write is not retriable: it is raised.
     """
-    backoff_s = RETRY_BACKOFF_MIN_S
-    for attempt in range(1, RETRIES_MAX + 1):
+    backoff = Backoff(config.retry, "projector", log)
+    while not stop.is_set():
         projector = Projector(event_log, database_url, config)
         try:
             await projector.run(stop)
             return
         except Exception as error:
-            if not is_retriable(error) or attempt == RETRIES_MAX:
+            if not is_retriable(error):
                 raise
-            log.warning("projector failed (%s); starting again in %.1f s (attempt %d of %d)",
-                        error, backoff_s, attempt, RETRIES_MAX)
-        try:
-            await asyncio.wait_for(stop.wait(), backoff_s)
-            return
-        except TimeoutError:
-            backoff_s = min(backoff_s * 2, RETRY_BACKOFF_MAX_S)
+            if projector.ready.is_set():
+                backoff.reset()
+            if not await backoff.wait_after(error, stop):
+                return

@@ -11,6 +11,9 @@
 Endpoints default to $ETH_RPC_URL, $DATABASE_URL, $KAFKA_BOOTSTRAP; the deployment file to
 $GPUX_DEPLOYMENT or var/settlement/deployment.json; keys to $GPUX_DEPLOYER_KEY and
 $GPUX_SETTLER_KEY, which default to anvil's dev account 0 on chain 31337 only.
+
+`run` and `deposits` keep running through a restart of PostgreSQL: each loop replaces a
+connection the database dropped (bounded backoff) and goes on from what the store holds.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 
 import asyncpg  # type: ignore[import-untyped]
@@ -30,6 +34,7 @@ import msgspec
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
+from ledger.db import ConnectionOpener, close_quietly, connect
 from settlement import store
 from settlement.artifacts import ARTIFACT_PATH, build
 from settlement.chain import Chain, Contracts, Deployment, deploy, dev_account, is_wallet_address
@@ -41,6 +46,7 @@ from settlement.submitter import Submitter, SubmitterConfig
 log = logging.getLogger("gpux.settlement")
 DEFAULT_DEPLOYMENT = Path("var/settlement/deployment.json")
 DEV_CHAIN_ID = 31337
+APPLICATION_NAME = "gpux-settlement"  # how pg_stat_activity names our connections
 
 
 def main(argv: list[str]) -> int:
@@ -182,17 +188,23 @@ def _register_account(arguments: argparse.Namespace) -> int:
     return _with_database(arguments, register)
 
 
+def _opener(arguments: argparse.Namespace) -> ConnectionOpener:
+    """Return how to open a connection to the database, now and after it dropped one."""
+    url = _require(arguments.database_url, "--database-url (or $DATABASE_URL)")
+    return partial(connect, url, application_name=APPLICATION_NAME)
+
+
 def _with_database(arguments: argparse.Namespace,
                    body: Callable[[asyncpg.Connection], Awaitable[int]]) -> int:
-    url = _require(arguments.database_url, "--database-url (or $DATABASE_URL)")
+    open_connection = _opener(arguments)
 
     async def run() -> int:
-        conn = await asyncpg.connect(url)
+        conn = await open_connection()
         try:
             await store.migrate(conn)
             return await body(conn)
         finally:
-            await conn.close()
+            await close_quietly(conn)
 
     return asyncio.run(run())
 
@@ -202,7 +214,7 @@ def _deposits(arguments: argparse.Namespace) -> int:
     contracts = _contracts(arguments)
 
     async def watch(conn: asyncpg.Connection) -> int:
-        await _serve(arguments, conn, contracts, submitter=None)
+        await _serve(arguments, contracts, submitter=None)
         return 0
 
     return _with_database(arguments, watch)
@@ -219,13 +231,17 @@ def _run(arguments: argparse.Namespace) -> int:
     signer = _key("GPUX_SETTLER_KEY", contracts.chain)
 
     async def run(conn: asyncpg.Connection) -> int:
-        await _serve(arguments, conn, contracts, Submitter(contracts, conn, signer, config))
+        submitter = Submitter(contracts, conn, signer, config, reopen=_opener(arguments))
+        try:
+            await _serve(arguments, contracts, submitter)
+        finally:
+            await close_quietly(submitter.conn)  # a new one if it replaced a dropped one
         return 0
 
     return _with_database(arguments, run)
 
 
-async def _serve(arguments: argparse.Namespace, conn: asyncpg.Connection, contracts: Contracts,
+async def _serve(arguments: argparse.Namespace, contracts: Contracts,
                  submitter: Submitter | None) -> None:
     """Run the submitter and/or the deposit watcher until SIGINT or SIGTERM."""
     stop = asyncio.Event()
@@ -234,6 +250,7 @@ async def _serve(arguments: argparse.Namespace, conn: asyncpg.Connection, contra
         loop.add_signal_handler(signum, stop.set)
     tasks = []
     event_log = None
+    watcher = None
     if submitter is not None:
         tasks.append(asyncio.create_task(submitter.run(stop)))
     if arguments.kafka:
@@ -243,10 +260,11 @@ async def _serve(arguments: argparse.Namespace, conn: asyncpg.Connection, contra
         producer = event_log.producer()
         await producer.start()
         # the watcher needs its own connection: asyncpg runs one query at a time per connection
-        watcher_conn = await asyncpg.connect(arguments.database_url)
+        open_connection = _opener(arguments)
         config = WatcherConfig(confirmations=arguments.confirmations,
                                topic_namespace=arguments.topic_namespace)
-        watcher = DepositWatcher(contracts, watcher_conn, producer, config)
+        watcher = DepositWatcher(contracts, await open_connection(), producer, config,
+                                 reopen=open_connection)
         tasks.append(asyncio.create_task(watcher.run(stop)))
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
@@ -257,7 +275,8 @@ async def _serve(arguments: argparse.Namespace, conn: asyncpg.Connection, contra
         await asyncio.gather(*tasks, return_exceptions=True)
         if event_log is not None:
             await producer.stop()
-            await watcher_conn.close()
+            if watcher is not None:
+                await close_quietly(watcher.conn)  # a new one if it replaced a dropped one
             await event_log.close()
 
 

@@ -16,6 +16,10 @@ named account with no address yet is bound to the depositor (its first deposit r
 it); a named account bound to another address, or a malformed name, credits the depositor's
 address instead (the tokens sit at the depositor's address on chain, and an exchange balance
 must be backed by the address its account settles to).
+
+A lost database connection is replaced (`ledger.db.reconnect`, bounded backoff) and the
+watcher goes on from the next block stored: a range whose progress was lost with the
+connection is read and sent again, which the engine rejects as duplicates, as above.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import asyncpg  # type: ignore[import-untyped]
 from eth_utils.address import to_checksum_address
 
 from eventlog.port import COMMANDS_TOPIC, Producer
+from ledger.db import ConnectionOpener, RetryPolicy, is_connection_failure, reconnect
 from protocol import USDC, Deposit, encode, format_micro
 from protocol.commands import IDENTIFIER_PATTERN
 from settlement import store
@@ -64,15 +69,23 @@ class WatcherConfig:
 
 
 class DepositWatcher:
-    """Turn confirmed Vault deposits into `deposit` commands; `step()` does one round."""
+    """Turn confirmed Vault deposits into `deposit` commands; `step()` does one round.
+
+    With `reopen` (how to open a connection like `conn`), `run()` replaces a connection the
+    database dropped, retrying per `reconnect_policy`; without it the failure is raised.
+    """
 
     def __init__(self, contracts: Contracts, conn: asyncpg.Connection, producer: Producer,
-                 config: WatcherConfig, clock_ns: Callable[[], int] = time.time_ns) -> None:
+                 config: WatcherConfig, clock_ns: Callable[[], int] = time.time_ns, *,
+                 reopen: ConnectionOpener | None = None,
+                 reconnect_policy: RetryPolicy | None = None) -> None:
         self.contracts = contracts
         self.conn = conn
         self.producer = producer
         self.config = config
         self.clock_ns = clock_ns
+        self.reopen = reopen
+        self.reconnect_policy = reconnect_policy
         self._symbols: dict[int, str] = {}
 
     async def step(self) -> int:
@@ -105,6 +118,15 @@ class DepositWatcher:
                 if not error.retriable:
                     raise
                 log.warning("deposit watcher: %s; retrying", error)
+            except Exception as error:
+                if self.reopen is None or not is_connection_failure(error):
+                    raise
+                conn = await reconnect(self.conn, error, self.reopen, stop, what="deposit watcher",
+                                       policy=self.reconnect_policy, logger=log)
+                if conn is None:
+                    return
+                self.conn = conn
+                continue  # the next step reads the stored next block, as after a restart
             if sent == 0:
                 try:
                     await asyncio.wait_for(stop.wait(), self.config.poll_interval_ms / 1000)

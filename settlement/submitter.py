@@ -21,6 +21,12 @@ submitter with RefusedError: it needs a person.
 
 Payouts wait for the trades before them: a withdrawal at seq W is paid only when every trade
 with a seq below W has settled, so the address's balance on chain covers it.
+
+The submitter keeps nothing between steps that the store does not hold, so a lost database
+connection (PostgreSQL restarted or failed over) is handled as a restart is: `run()` opens
+a new connection (`ledger.db.reconnect`, bounded backoff) and the next step reads the open
+job again and asks the chain first. A write whose commit was lost with the connection is
+either in the store or not; both cases are ones a restart already meets.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from web3.exceptions import (
     Web3RPCError,
 )
 
+from ledger.db import ConnectionOpener, RetryPolicy, is_connection_failure, reconnect
 from protocol import USDC
 from settlement import store
 from settlement.batching import Blocked, plan_batch, settleable_prefix
@@ -107,15 +114,22 @@ class MempoolView:
 
 
 class Submitter:
-    """Cut, send and confirm jobs; `step()` does one thing, `run()` loops."""
+    """Cut, send and confirm jobs; `step()` does one thing, `run()` loops.
+
+    With `reopen` (how to open a connection like `conn`), `run()` replaces a connection the
+    database dropped, retrying per `reconnect_policy`; without it the failure is raised.
+    """
 
     def __init__(self, contracts: Contracts, conn: asyncpg.Connection, signer: LocalAccount,
-                 config: SubmitterConfig) -> None:
+                 config: SubmitterConfig, *, reopen: ConnectionOpener | None = None,
+                 reconnect_policy: RetryPolicy | None = None) -> None:
         self.contracts = contracts
         self.chain = contracts.chain
         self.conn = conn
         self.signer = signer
         self.config = config
+        self.reopen = reopen
+        self.reconnect_policy = reconnect_policy
         self._last_cut_s = time.monotonic()
         self._last_blocked: Blocked | None = None
         self._last_waiting_payout: tuple[int, str] | None = None
@@ -131,6 +145,15 @@ class Submitter:
                     raise
                 log.warning("submitter: %s; retrying", error)
                 outcome = Outcome.WAITING
+            except Exception as error:
+                if self.reopen is None or not is_connection_failure(error):
+                    raise
+                conn = await reconnect(self.conn, error, self.reopen, stop, what="submitter",
+                                       policy=self.reconnect_policy, logger=log)
+                if conn is None:
+                    return
+                self.conn = conn
+                continue  # the next step starts from the store, as after a restart
             if outcome not in busy:
                 try:
                     await asyncio.wait_for(stop.wait(), self.config.poll_interval_ms / 1000)

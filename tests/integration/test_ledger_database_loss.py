@@ -1,0 +1,240 @@
+"""The projector (`gpux ledger run`) keeps running through lost database connections.
+
+The engine runs in-process on real Kafka and streams events while the projector, a
+`python -m gpux ledger run` process, loses its PostgreSQL connections again and again: the
+server terminates its sessions (on the session's PostgreSQL), or the whole server restarts
+(a cluster of the test's own: a fast shutdown, then a SIGKILL with crash recovery). The same
+process must reconnect and resume from the checkpoint each time; afterwards the journal
+holds every event exactly once: one entry per money-moving event, no doubled trade or
+withdrawal, a reconciliation with the engine without differences, a sound hash chain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from eventlog.kafka import KafkaConfig, KafkaLog
+from eventlog.port import COMMANDS_TOPIC, EVENTS_TOPIC, EventLog, TopicSpec
+from eventlog.reading import read_until, settled_end_offset
+from harness.paths import tail
+from ledger.db import APPLICATION_NAME as PROJECTOR_APPLICATION
+from ledger.db import (
+    SERVICE_ROLE,
+    create_database,
+    drop_database,
+    url_with_credentials,
+)
+from ledger.migrate import apply_migrations, set_service_password
+from ledger.reconcile import reconcile
+from ledger.verify import verify_chain
+from matching_engine.core import Engine
+from matching_engine.service import EngineConfig, EngineService
+from matching_engine.workload import Workload
+from protocol import AnyCommand, Withdraw, decode_event, encode
+from tests.helpers import eventually
+from tests.integration.database_faults import (
+    database_of,
+    observe,
+    own_postgres,
+    query_while_restarting,
+    terminate_backends,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICE_PASSWORD = "ledger-loss-password"
+FLOW_COMMANDS = 3000
+FEED_CHUNK = 20
+MONEY_TYPES = (b'"type":"deposited"', b'"type":"withdrawn"', b'"type":"trade"')
+CATCH_UP_TIMEOUT_S = 120.0
+
+Fault = Callable[[], Awaitable[None]]
+
+
+@pytest.fixture
+async def kafka_log(kafka_bootstrap: str) -> AsyncIterator[KafkaLog]:
+    event_log = KafkaLog(KafkaConfig(bootstrap_servers=kafka_bootstrap))
+    yield event_log
+    await event_log.close()
+
+
+def command_stream() -> list[AnyCommand]:
+    """Return a workload with withdrawals mixed in, so trades, deposits and withdrawals all
+    reach the journal."""
+    workload = Workload(instruments=3, accounts=12, seed=17)
+    commands: list[AnyCommand] = list(workload.setup())
+    for index, command in enumerate(workload.flow(FLOW_COMMANDS)):
+        commands.append(command)
+        if index % 100 == 0:
+            commands.append(Withdraw(ts=command.ts, account=f"acct{index % 12}",
+                                     asset="USDC", amount="7.5"))
+    return commands
+
+
+async def migrated_database(admin_url: str) -> tuple[str, str]:
+    """Create and migrate a fresh ledger database; return (owner URL, service role URL)."""
+    owner_url = await create_database(admin_url, f"ledger_loss_{uuid.uuid4().hex[:10]}")
+    connection = await observe(owner_url)
+    try:
+        await apply_migrations(connection)
+        await set_service_password(connection, SERVICE_PASSWORD)
+    finally:
+        await connection.close()
+    return owner_url, url_with_credentials(owner_url, SERVICE_ROLE, SERVICE_PASSWORD)
+
+
+def start_projector(bootstrap: str, namespace: str, database_url: str, log_path: Path
+                    ) -> subprocess.Popen[bytes]:
+    with log_path.open("ab") as log_file:
+        return subprocess.Popen(
+            [sys.executable, "-m", "gpux", "ledger", "run", "--kafka", bootstrap,
+             "--database-url", database_url, "--topic-namespace", namespace,
+             "--batch-size-max", "50", "--batch-interval-ms", "5"],
+            cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )  # fmt: skip
+
+
+async def feed(event_log: EventLog, topic: str, payloads: list[bytes]) -> None:
+    """Send the commands as a stream of small batches, so faults land while events flow."""
+    producer = event_log.producer()
+    await producer.start()
+    try:
+        for start in range(0, len(payloads), FEED_CHUNK):
+            await producer.send_batch(topic, payloads[start:start + FEED_CHUNK])
+    finally:
+        await producer.stop()
+
+
+async def project_through_faults(kafka_log: KafkaLog, bootstrap: str, owner_url: str,
+                                 service_url: str, faults: list[Fault], tmp_path: Path) -> None:
+    """Stream a workload through the engine into a running projector, injecting `faults`
+    at evenly spread points of the journal, then check it holds every event exactly once."""
+    namespace = f"loss{uuid.uuid4().hex[:8]}."
+    commands_topic, events_topic = namespace + COMMANDS_TOPIC, namespace + EVENTS_TOPIC
+    commands = command_stream()
+    replay = Engine()
+    for command in commands:
+        replay.apply(command)
+    total_events = replay.seq
+    await kafka_log.create_topics([TopicSpec(name=commands_topic), TopicSpec(name=events_topic)])
+    engine = EngineService(kafka_log, EngineConfig(
+        topic_namespace=namespace, transactional_id=f"{namespace}engine",
+        group_id=f"{namespace}engine", batch_size_max=40,
+    ))  # fmt: skip
+    stop_engine = asyncio.Event()
+    engine_task = asyncio.create_task(engine.run(stop_engine))
+    feeder = asyncio.create_task(feed(kafka_log, commands_topic,
+                                      [encode(command) for command in commands]))
+    log_path = tmp_path / "projector.log"
+    projector = start_projector(bootstrap, namespace, service_url, log_path)
+
+    def still_running() -> None:
+        assert projector.poll() is None, (
+            f"the projector exited with {projector.returncode}:\n{tail(log_path, 40)}")
+
+    async def reached(seq: int) -> bool:
+        still_running()
+        applied = await query_while_restarting(
+            owner_url, "SELECT coalesce(max(last_seq), 0) FROM ledger.checkpoints")
+        return applied is not None and applied >= seq
+
+    try:
+        for number, fault in enumerate(faults, start=1):
+            target = number * total_events // (len(faults) + 2)
+            await eventually(lambda target=target: reached(target), timeout_s=CATCH_UP_TIMEOUT_S,
+                             interval_s=0.05, message=f"the ledger reached seq {target}")
+            await fault()
+        await feeder
+        await eventually(lambda: reached(total_events), timeout_s=CATCH_UP_TIMEOUT_S,
+                         interval_s=0.1, message="the ledger applied every event")
+        still_running()
+        projector.send_signal(signal.SIGTERM)
+        assert projector.wait(timeout=30) == 0, tail(log_path, 40)
+        assert engine.engine.seq == total_events
+    finally:
+        if projector.poll() is None:
+            projector.kill()
+            projector.wait()
+        feeder.cancel()
+        stop_engine.set()
+        await engine_task
+    await check_every_event_once(kafka_log, owner_url, commands_topic, events_topic,
+                                 total_events)
+
+
+async def read_values(event_log: EventLog, topic: str) -> list[bytes]:
+    """Return every committed record of the topic, once no transaction is in flight."""
+    end_offset = await settled_end_offset(event_log, topic)
+    consumer = event_log.consumer(topic, start="earliest")
+    await consumer.start()
+    try:
+        return [record.value for record in await read_until(consumer, end_offset)]
+    finally:
+        await consumer.stop()
+
+
+async def check_every_event_once(kafka_log: KafkaLog, owner_url: str, commands_topic: str,
+                                 events_topic: str, total_events: int) -> None:
+    events = await read_values(kafka_log, events_topic)
+    assert len(events) == total_events
+    money_seqs = [decode_event(event).seq for event in events
+                  if any(kind in event for kind in MONEY_TYPES)]
+    connection = await observe(owner_url)
+    try:
+        entry_seqs = [row[0] for row in
+                      await connection.fetch("SELECT seq FROM ledger.entries ORDER BY seq")]
+        assert entry_seqs == money_seqs, "one entry per money-moving event, none doubled"
+        assert await connection.fetchval("SELECT count(*) FROM ledger.trades") == sum(
+            b'"type":"trade"' in event for event in events)
+        assert await connection.fetchval("SELECT count(*) FROM ledger.withdrawals") == sum(
+            b'"type":"withdrawn"' in event for event in events)
+        covered = await connection.fetchval(
+            "SELECT sum(last_seq - first_seq + 1) FROM ledger.checkpoints")
+        assert covered == total_events
+        report = await reconcile(connection, kafka_log, commands_topic=commands_topic)
+        assert (report.seq, report.differences) == (total_events, [])
+        assert (await verify_chain(connection)).ok
+    finally:
+        await connection.close()
+
+
+async def test_projector_resumes_after_the_server_ends_its_sessions_again_and_again(
+    kafka_log: KafkaLog, kafka_bootstrap: str, database_url: str, tmp_path: Path
+) -> None:
+    owner_url, service_url = await migrated_database(database_url)
+    terminated: list[int] = []
+
+    async def end_sessions() -> None:
+        terminated.append(await terminate_backends(database_url, database_of(owner_url),
+                                                   PROJECTOR_APPLICATION))
+
+    await project_through_faults(kafka_log, kafka_bootstrap, owner_url, service_url,
+                                 [end_sessions] * 4, tmp_path)
+    assert terminated and all(ended >= 1 for ended in terminated), terminated
+    await drop_database(database_url, database_of(owner_url))
+
+
+async def test_projector_resumes_after_postgresql_restarts_and_crashes(
+    kafka_log: KafkaLog, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    with own_postgres(tmp_path / "postgres") as postgres:
+        owner_url, service_url = await migrated_database(postgres.url)
+
+        async def restart() -> None:  # a fast shutdown: the server ends every session
+            await asyncio.to_thread(postgres.restart)
+
+        async def crash() -> None:  # SIGKILL: sockets just close; crash recovery on start
+            await asyncio.to_thread(postgres.kill)
+            await asyncio.to_thread(postgres.restart)
+
+        await project_through_faults(kafka_log, kafka_bootstrap, owner_url, service_url,
+                                     [restart, crash], tmp_path)
