@@ -20,7 +20,8 @@ def compose_command() -> list[str]:
             return [docker, "compose"]
     legacy = shutil.which("docker-compose")
     if legacy is None:
-        pytest.fail("neither 'docker compose' nor 'docker-compose' is installed (.ci/run installs it)")
+        pytest.fail("neither 'docker compose' nor 'docker-compose' is installed "
+                    "(.ci/run installs it)")
     return [legacy]
 
 
