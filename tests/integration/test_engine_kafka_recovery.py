@@ -22,25 +22,12 @@ from matching_engine.core import Engine
 from matching_engine.replay import replay_lines
 from matching_engine.workload import Workload
 from protocol import decode_event, encode
-from tests.helpers import eventually
+from tests.helpers import eventually, read_topic
 
 ROOT = Path(__file__).resolve().parents[2]
 KILLS = 4
 FLOW_COMMANDS = 6000
 FEED_CHUNK = 40
-
-
-async def read_topic(event_log: EventLog, topic: str) -> list[bytes]:
-    end = await event_log.end_offset(topic)
-    consumer = event_log.consumer(topic, start="earliest", isolation="read_committed")
-    await consumer.start()
-    values: list[bytes] = []
-    try:
-        while await consumer.position() < end:
-            values += [record.value for record in await consumer.getmany(5000, 500)]
-    finally:
-        await consumer.stop()
-    return values
 
 
 def start_engine(

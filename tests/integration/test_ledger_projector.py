@@ -55,7 +55,7 @@ from protocol import (
     decode_event,
     encode,
 )
-from tests.helpers import eventually
+from tests.helpers import eventually, read_topic
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE_PASSWORD = "ledger-test-password"
@@ -138,19 +138,6 @@ async def feed(event_log: EventLog, topic: str, payloads: list[bytes]) -> None:
         await producer.stop()
 
 
-async def read_values(event_log: EventLog, topic: str) -> list[bytes]:
-    end = await event_log.end_offset(topic)
-    consumer = event_log.consumer(topic, start="earliest", isolation="read_committed")
-    await consumer.start()
-    values: list[bytes] = []
-    try:
-        while await consumer.position() < end:
-            values += [record.value for record in await consumer.getmany(5000, 500)]
-    finally:
-        await consumer.stop()
-    return values
-
-
 async def ledger_seq(database_url: str) -> int:
     connection = await connect(database_url)
     try:
@@ -208,7 +195,7 @@ async def test_projector_killed_repeatedly_books_every_event_exactly_once(
         projector.send_signal(signal.SIGTERM)
         assert projector.wait(timeout=30) == 0, log_path.read_text()[-3000:]
         assert engine.engine.seq == total_events
-        events = await read_values(kafka_log, events_topic)
+        events = await read_topic(kafka_log, events_topic)
     finally:
         if projector.poll() is None:
             projector.kill()

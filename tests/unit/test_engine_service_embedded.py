@@ -11,7 +11,7 @@ from matching_engine.core import Engine
 from matching_engine.service import EngineConfig, EngineService, EngineStateError
 from matching_engine.workload import Workload
 from protocol import encode
-from tests.helpers import eventually
+from tests.helpers import eventually, read_topic
 
 
 async def append_commands(event_log: EventLog, payloads: list[bytes]) -> None:
@@ -21,19 +21,6 @@ async def append_commands(event_log: EventLog, payloads: list[bytes]) -> None:
         await producer.send_batch(COMMANDS_TOPIC, payloads)
     finally:
         await producer.stop()
-
-
-async def read_all(event_log: EventLog, topic: str) -> list[bytes]:
-    end = await event_log.end_offset(topic)
-    consumer = event_log.consumer(topic, start="earliest")
-    await consumer.start()
-    values: list[bytes] = []
-    try:
-        while await consumer.position() < end:
-            values += [record.value for record in await consumer.getmany(1000, 200)]
-    finally:
-        await consumer.stop()
-    return values
 
 
 def replay(commands: list[bytes]) -> list[bytes]:
@@ -77,7 +64,7 @@ async def test_restart_from_snapshot_publishes_each_event_exactly_once(tmp_path:
         await append_commands(event_log, payloads[half:])
         second = await run_until_applied(event_log, config, len(payloads))
         assert second.stats.recovered_commands < 400 + 64, "recovery started from a snapshot"
-        events = await read_all(event_log, EVENTS_TOPIC)
+        events = await read_topic(event_log, EVENTS_TOPIC)
     finally:
         await event_log.close()
     assert events == replay(payloads)
@@ -102,7 +89,7 @@ async def test_recovery_without_snapshots_replays_the_whole_log(tmp_path: Path) 
         await run_until_applied(event_log, config, len(payloads))
         again = await run_until_applied(event_log, config, len(payloads))
         assert again.stats.recovered_commands == len(payloads)
-        assert again.engine.seq == len(await read_all(event_log, EVENTS_TOPIC))
+        assert again.engine.seq == len(await read_topic(event_log, EVENTS_TOPIC))
     finally:
         await event_log.close()
 
