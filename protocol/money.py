@@ -28,7 +28,8 @@ def parse_micro(text: object, field: str = "amount") -> int:
     fraction = match.group("fraction") or ""
     if len(fraction) > USDC_DECIMALS:
         raise ProtocolError(field, f"{text!r} has more than {USDC_DECIMALS} decimals")
-    micro: int = int(match.group("whole")) * MICRO_PER_USDC + int(fraction.ljust(USDC_DECIMALS, "0"))
+    micro: int = (int(match.group("whole")) * MICRO_PER_USDC
+                  + int(fraction.ljust(USDC_DECIMALS, "0")))
     if micro > MICRO_MAX:
         raise ProtocolError(field, f"{text!r} is above the maximum {format_micro(MICRO_MAX)}")
     return micro
