@@ -207,6 +207,7 @@ class Client:
         self.last_heartbeat: Heartbeat | None = None
         self.notices: deque[Notice] = deque(maxlen=notices_kept_max)
         self.reconnects = 0
+        self.frames_undecodable = 0
         self.books: dict[str, LocalBook] = {}
         self._ws: ClientConnection | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -317,9 +318,15 @@ class Client:
     async def _read(self, ws: ClientConnection) -> None:
         try:
             async for frame in ws:
-                text = frame if isinstance(frame, str) else frame.decode()
-                self._hook("recv", text)
-                self._dispatch(text)
+                try:
+                    text = frame if isinstance(frame, str) else frame.decode()
+                    self._hook("recv", text)
+                    self._dispatch(text)
+                except (msgspec.DecodeError, UnicodeDecodeError) as error:
+                    # One bad frame must not end the reader and every subscription with it.
+                    self.frames_undecodable += 1
+                    log.warning("ignored a frame the client cannot decode: %s: %.200r",
+                                error, frame)
         except ConnectionClosed:
             pass
         finally:
