@@ -23,9 +23,10 @@ from collections.abc import Iterable
 
 from gpux.dev.market import DEMO_ACCOUNTS, GPU_CLASSES, REGION, ApiKeyRecord, fair_price_micro
 from protocol import format_micro
+from sdk.book import price_micro
 from sdk.bots.market_maker import MarketMaker, MarketMakerConfig, plan_quotes
 from sdk.bots.operator_quoter import Capacity, GpuClass, OperatorQuoter
-from sdk.client import Client, ClientError
+from sdk.client import Client, ClientError, Quote
 from sdk.messages import Instrument
 from sdk.signing import ApiKey
 
@@ -66,7 +67,9 @@ async def _pause(stop: asyncio.Event, seconds: float) -> None:
 
 class ManyMarketsMaker(MarketMaker):
     """sdk's market maker, with client order ids unique to its instrument, so that one
-    account can make several markets (the SDK bot's ids are the same on every instrument)."""
+    account can make several markets (the SDK bot's ids are the same on every instrument),
+    and quotes sent again when what rests differs from the plan (the SDK bot sends only
+    when its plan changes, so quotes taken by a fill stay gone until the skew moves)."""
 
     def __init__(self, client: Client, config: MarketMakerConfig) -> None:
         super().__init__(client, config)
@@ -80,7 +83,7 @@ class ManyMarketsMaker(MarketMaker):
         inventory = tokens - self.config.target_inventory
         plan = [dataclasses.replace(quote, client_order_id=self.prefix + quote.client_order_id)
                 for quote in plan_quotes(self.config, reference_micro, tick_micro, inventory)]
-        if plan == self.last_plan:
+        if plan == self.last_plan and await self._resting_as_planned(plan):
             return
         result = await self.client.mass_quote(self.config.instrument, plan)
         self.quotes_sent += 1
@@ -90,6 +93,14 @@ class ManyMarketsMaker(MarketMaker):
             log.info("%d quotes on %s rejected (first: %s)", len(rejected),
                      self.config.instrument, rejected[0].reason)
             self.last_plan = None  # try again next cycle
+
+
+    async def _resting_as_planned(self, plan: list[Quote]) -> bool:
+        resting = await self.client.open_orders(self.config.instrument)
+        wanted = {(q.client_order_id, q.quantity, price_micro(q.price)) for q in plan}
+        return wanted == {(o.client_order_id, o.remaining_quantity,
+                           price_micro(o.price) if o.price is not None else 0)
+                          for o in resting}
 
 
 class DemoBots:
