@@ -609,8 +609,10 @@ def print_report(figures: dict[str, Any]) -> None:
         print(f"  {label:<18} {run['orders_per_s']:>10,.0f} orders/s   target >= "
               f"{TARGET_ORDERS_PER_S:,}  {verdict(run['orders_per_s'], TARGET_ORDERS_PER_S, True)}"
               f"   statuses {run['statuses']}")
-        print(f"  {'':<18} cpu (cores): {run['cpu']}; engine "
-              f"{run['engine']['commands_per_batch']:.0f} commands/batch, "
+        per_order = {name: round(cores / run["orders_per_s"] * 1e6)
+                     for name, cores in run["cpu"].items()}
+        print(f"  {'':<18} cpu (cores): {run['cpu']}; CPU per order (us): {per_order}")
+        print(f"  {'':<18} engine: {run['engine']['commands_per_batch']:.0f} commands/batch, "
               f"{run['engine']['batch_ms_mean']:.2f} ms/batch")
     print(f"  baseline: websocket echo, same library, same clients: "
           f"{echo['saturation_per_s']:,.0f} round trips/s  (e2e single / echo = "

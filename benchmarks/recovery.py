@@ -31,7 +31,7 @@ import uuid
 from pathlib import Path
 
 from eventlog.port import COMMANDS_TOPIC, EventLog, TopicSpec
-from matching_engine.service import open_log
+from matching_engine.service import EngineConfig, open_log
 from matching_engine.workload import Workload
 from protocol import encode
 
@@ -163,7 +163,8 @@ def measure(size: int, kafka: str | None, snapshot_every: int | None, work: Path
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="100000,1000000")
-    parser.add_argument("--snapshot-every", type=int, default=200_000)
+    parser.add_argument("--snapshot-every", type=int,
+                        default=EngineConfig.snapshot_every_commands)
     parser.add_argument("--baseline-max", type=int, default=1_000_000)
     parser.add_argument("--kafka", default=os.environ.get("KAFKA_BOOTSTRAP"),
                         help="bootstrap servers, or 'start' for a broker of this run's own")
