@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import fcntl
 import logging
 import signal
 import sys
@@ -231,6 +232,13 @@ def _run_loop(options: DevOptions) -> int:
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(sys.argv[1:] if argv is None else argv)
     options.data_dir.mkdir(parents=True, exist_ok=True)
+    # One gpux dev per data dir: a second would take the first one's services for stale.
+    lock = (options.data_dir / "dev.lock").open("w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"gpux dev: another gpux dev runs on {options.data_dir}", file=sys.stderr)
+        return 1
     log_path = configure_logging(options)
     try:
         return _run_loop(options)

@@ -31,6 +31,7 @@ from eventlog.embedded import EmbeddedLog
 from eventlog.port import COMMANDS_TOPIC, EVENTS_TOPIC, EventLog
 from gpux.dev.market import GPU_CLASSES, TICK_MICRO
 from harness.ports import free_ports
+from harness.service import remove_run_dir
 from matching_engine.core import Engine
 from matching_engine.replay import replay_lines
 from protocol import format_micro
@@ -325,6 +326,7 @@ async def test_dev_brings_up_a_live_venue_that_trades_in_the_browser_and_resumes
     finally:
         await again.kill()
         shutil.copy(data_dir / "dev.log", ARTIFACTS / "dev.log")
+        remove_run_dir(data_dir / "postgres")  # as root its data may be linked from /tmp
 
     # The log is the truth: replaying its commands gives its events, byte for byte.
     event_log = EmbeddedLog.open(data_dir / "log")
