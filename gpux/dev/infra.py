@@ -4,18 +4,21 @@ PostgreSQL runs from the `pgserver` wheel's binaries: a PyPI package that `make 
 installs with everything else, so a fresh machine with Python, Node and Java needs no
 `apt-get` and no root for it. The cluster itself is the harness's (harness.postgres):
 initdb once, then `postgres` on a free loopback port with a password, as an unprivileged
-user when we are root, the same way the tests run it. Without the wheel, Debian's
-binaries (or $GPUX_PG_BIN) serve.
+user when we are root, the same way the tests run it (pgserver's own server manager would
+listen on a unix socket only and, as root, open every parent dir of the data to all users).
+Without the wheel, Debian's binaries (or $GPUX_PG_BIN) serve.
 
 anvil comes from npm (harness.anvil: `npm ci` from the repo's lock file, which also brings
 solc-js and OpenZeppelin for the contracts, so Node is needed either way). It runs with
 `--state FILE`: it loads the chain from that file on start and writes it back when stopped
-with SIGTERM, so a restart resumes the same chain, blocks and all.
+with SIGTERM, so a restart resumes the same chain, blocks and all. There is no in-process
+EVM fallback (eth-tester): the contracts are compiled by solc-js from the same `npm ci`, so
+a machine that can build them can run anvil too.
 
 Each service leads its own process group, so a Ctrl-C in the terminal reaches `gpux dev`
 alone, which stops the services after everything that uses them. A run killed without
 stopping them leaves them running: the next start finds them by their state files and
-stops them first (anvil writes its state as it goes), then starts them afresh.
+stops them first (anvil writes its state as it stops), then starts them afresh.
 """
 
 from __future__ import annotations
