@@ -40,6 +40,8 @@ TAKER_INTERVAL_S = 2.0
 OPERATOR_INTERVAL_S = 5.0
 OPERATOR_GPUS = 8  # GPUs of each class the operator offers per hour
 TAKER_QUANTITY_MAX = 4
+DRIFT_CHANCE = 0.2  # per refresh (a second) that the maker's fair price moves a tick
+DRIFT_TICKS_MAX = 15  # how far it strays, about
 TAKER_HOME = 20  # GPU-hours of an hour the taker holds at which it buys and sells alike
 
 
@@ -69,14 +71,26 @@ class ManyMarketsMaker(MarketMaker):
     """sdk's market maker, with client order ids unique to its instrument, so that one
     account can make several markets (the SDK bot's ids are the same on every instrument),
     and quotes sent again when what rests differs from the plan (the SDK bot sends only
-    when its plan changes, so quotes taken by a fill stay gone until the skew moves)."""
+    when its plan changes, so quotes taken by a fill stay gone until the skew moves). Its
+    view of the fair price wanders a tick now and then around the configured reference, so
+    the demo's prices move as a market's do."""
 
     def __init__(self, client: Client, config: MarketMakerConfig) -> None:
         super().__init__(client, config)
         self.prefix = "mm" + hashlib.sha256(config.instrument.encode()).hexdigest()[:10] + "-"
+        self.rng = random.Random(config.instrument)
+        self.drift_ticks = 0
+
+    def _wander(self) -> int:
+        """Move the fair price by a tick, sometimes, pulled back when it strays far."""
+        if self.rng.random() < DRIFT_CHANCE:
+            pull = -self.drift_ticks / DRIFT_TICKS_MAX / 2
+            self.drift_ticks += 1 if self.rng.random() < 0.5 + pull else -1
+        return self.drift_ticks
 
     async def refresh(self, reference_micro: int, tick_micro: int) -> None:
-        """As MarketMaker.refresh, with the ids prefixed."""
+        """As MarketMaker.refresh, with the reference wandering and the ids prefixed."""
+        reference_micro = max(tick_micro, reference_micro + self._wander() * tick_micro)
         balances = await self.client.balances()
         balance = balances.get(self.config.instrument)
         tokens = int(balance.available) + int(balance.held) if balance else 0
