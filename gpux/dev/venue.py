@@ -146,10 +146,17 @@ class Venue:
         submitter_connection = await asyncpg.connect(database_url)
         self._closers.append(submitter_connection.close)
         assert self.producer is not None
+        # With `reopen`, both replace a connection the database dropped, as `gpux settlement`.
+        async def reopen() -> asyncpg.Connection:
+            connection: asyncpg.Connection = await asyncpg.connect(database_url)
+            return connection
+
         watcher = DepositWatcher(self.contracts, watcher_connection, self.producer, WatcherConfig(
-            confirmations=CONFIRMATIONS, poll_interval_ms=DEPOSIT_POLL_INTERVAL_MS))
+            confirmations=CONFIRMATIONS, poll_interval_ms=DEPOSIT_POLL_INTERVAL_MS),
+            reopen=reopen)
         submitter = Submitter(self.contracts, submitter_connection, settler(), SubmitterConfig(
-            confirmations=CONFIRMATIONS, batch_interval_ms=SETTLEMENT_BATCH_INTERVAL_MS))
+            confirmations=CONFIRMATIONS, batch_interval_ms=SETTLEMENT_BATCH_INTERVAL_MS),
+            reopen=reopen)
         self._spawn("deposits", watcher.run(self.stop_event))
         self._spawn("settlement", submitter.run(self.stop_event))
 
