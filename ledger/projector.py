@@ -11,6 +11,10 @@ A bounded pipeline keeps both cores busy: a reader task fetches, decodes and bui
 next batch while the writer's COPYs run on the database server, and the writer keeps up to
 `writer_connections` batches in flight on as many connections, committing them strictly in
 seq order (`Projector._write`).
+
+`ProjectorSupervisor` (what `gpux ledger run` runs) restarts it after a lost connection and
+keeps its `LedgerMetrics` across restarts; its `healthy()` backs `/healthz`: a projector
+that has resumed, has not ended and holds open database connections.
 """
 
 from __future__ import annotations
@@ -38,11 +42,14 @@ from ledger.db import (
 )
 from ledger.errors import LedgerError
 from ledger.journal import JournalBatch, JournalBuilder
+from ledger.metrics import LedgerMetrics
 from ledger.store import Position, acquire_writer_lock, append_batch, read_position
 
-__all__ = ["Projector", "ProjectorConfig", "ProjectorStats", "run_supervised"]
+__all__ = ["Projector", "ProjectorConfig", "ProjectorStats", "ProjectorSupervisor",
+           "run_supervised"]
 
 log = logging.getLogger("gpux.ledger")
+LAG_INTERVAL_S = 1.0  # the lag gauge costs a request to the log: at most this often
 
 
 @dataclass(frozen=True)
@@ -97,13 +104,24 @@ _Item = JournalBatch | BaseException | None  # None: the reader stopped cleanly
 class Projector:
     """Project the events topic into the journal; `run()` returns when `stop` is set."""
 
-    def __init__(self, event_log: EventLog, database_url: str, config: ProjectorConfig) -> None:
+    def __init__(self, event_log: EventLog, database_url: str, config: ProjectorConfig,
+                 metrics: LedgerMetrics | None = None) -> None:
         self.log = event_log
         self.database_url = database_url
         self.config = config
+        self.metrics = metrics if metrics is not None else LedgerMetrics()
         self.stats = ProjectorStats()
         self.ready = asyncio.Event()
         self.position: Position | None = None  # as stored by the last committed batch
+        self._connections: list[asyncpg.Connection] = []
+        self._ended = False
+        self._lag_checked_at = -LAG_INTERVAL_S
+
+    def healthy(self) -> bool:
+        """Tell whether the projector runs: resumed, not ended, its connections all open."""
+        connections = self._connections
+        return (self.ready.is_set() and not self._ended and bool(connections)
+                and not any(connection.is_closed() for connection in connections))
 
     @property
     def applied_seq(self) -> int:
@@ -112,7 +130,7 @@ class Projector:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Resume from the stored checkpoint and project until `stop` is set."""
-        connections: list[asyncpg.Connection] = []
+        connections: list[asyncpg.Connection] = self._connections
         try:
             for _ in range(self.config.writer_connections):
                 connections.append(await connect(
@@ -121,6 +139,7 @@ class Projector:
                 ))
             await acquire_writer_lock(connections[0], self.config.writer_lock_timeout_s)
             position = self.position = await read_position(connections[0])
+            self.metrics.seq.set(position.last_seq)
             # The engine creates the topic too; creating it here lets either start first.
             await self.log.create_topics([TopicSpec(name=self.config.events_topic)])
             consumer = self.log.consumer(self.config.events_topic, isolation="read_committed",
@@ -134,6 +153,7 @@ class Projector:
             finally:
                 await consumer.stop()
         finally:
+            self._ended = True
             for connection in connections:
                 await close_quietly(connection)
 
@@ -166,6 +186,7 @@ class Projector:
         try:
             while not stop.is_set():
                 records = await self._next_records(consumer)
+                await self._refresh_lag()
                 if not records:
                     continue
                 batch = await self._build(builder, records)
@@ -176,6 +197,21 @@ class Projector:
             await queue.put(error)
             return
         await queue.put(None)
+
+    async def _refresh_lag(self) -> None:
+        """Set the lag gauge, at most once per LAG_INTERVAL_S: the log's end minus the offset
+        after the last committed batch. A log that does not answer leaves it as it was (the
+        reading that follows meets the failure, if it lasts)."""
+        now = time.monotonic()
+        if now - self._lag_checked_at < LAG_INTERVAL_S or self.position is None:
+            return
+        self._lag_checked_at = now
+        try:
+            end = await self.log.end_offset(self.config.events_topic)
+        except LogError as error:
+            log.debug("lag not refreshed: %s", error)
+            return
+        self.metrics.lag.set(max(0, end - self.position.next_offset))
 
     async def _build(self, builder: JournalBuilder, records: list[Record]) -> JournalBatch:
         """Build one batch in slices, yielding between them so the writer's COPY flows."""
@@ -266,6 +302,12 @@ class Projector:
         stats.postings += len(batch.postings)
         stats.batches += 1
         stats.append_s += append_s
+        metrics = self.metrics
+        metrics.events.inc(batch.event_count)
+        metrics.entries.inc(len(batch.entries))
+        metrics.batch_size.observe(batch.event_count)
+        metrics.batch_seconds.observe(append_s)
+        metrics.seq.set(batch.last_seq)
 
 
 class _Failed:
@@ -299,9 +341,7 @@ def is_retriable(error: BaseException) -> bool:
     return is_connection_failure(error)
 
 
-async def run_supervised(
-    event_log: EventLog, database_url: str, config: ProjectorConfig, stop: asyncio.Event
-) -> None:
+class ProjectorSupervisor:
     """Run the projector; after a retriable failure start it again (bounded, with backoff).
 
     Each attempt is a fresh projector on new connections, resuming from the checkpoint the
@@ -309,17 +349,43 @@ async def run_supervised(
     connection is either in the database or read again, never both. A projector that got
     as far as resuming ends the outage, so the next failure starts a new count of attempts
     (`config.retry`). A gap, a bad event or a refused write is not retriable: it is raised.
+    Every attempt reports to the same `metrics`.
     """
-    backoff = Backoff(config.retry, "projector", log)
-    while not stop.is_set():
-        projector = Projector(event_log, database_url, config)
-        try:
-            await projector.run(stop)
-            return
-        except Exception as error:
-            if not is_retriable(error):
-                raise
-            if projector.ready.is_set():
-                backoff.reset()
-            if not await backoff.wait_after(error, stop):
+
+    def __init__(self, event_log: EventLog, database_url: str, config: ProjectorConfig,
+                 metrics: LedgerMetrics | None = None) -> None:
+        self.log = event_log
+        self.database_url = database_url
+        self.config = config
+        self.metrics = metrics if metrics is not None else LedgerMetrics()
+        self.projector: Projector | None = None
+
+    def healthy(self) -> bool:
+        """Tell whether a projector is projecting now (not between attempts)."""
+        projector = self.projector
+        return projector is not None and projector.healthy()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        backoff = Backoff(self.config.retry, "projector", log)
+        while not stop.is_set():
+            projector = self.projector = Projector(self.log, self.database_url, self.config,
+                                                   self.metrics)
+            try:
+                await projector.run(stop)
                 return
+            except Exception as error:
+                if not is_retriable(error):
+                    raise
+                if projector.ready.is_set():
+                    backoff.reset()
+                if not await backoff.wait_after(error, stop):
+                    return
+                self.metrics.restarts.inc()
+
+
+async def run_supervised(
+    event_log: EventLog, database_url: str, config: ProjectorConfig, stop: asyncio.Event,
+    *, metrics: LedgerMetrics | None = None,
+) -> None:
+    """Run `ProjectorSupervisor` until `stop` (or a failure that is not retriable)."""
+    await ProjectorSupervisor(event_log, database_url, config, metrics).run(stop)

@@ -22,7 +22,7 @@ from hexbytes import HexBytes
 from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import ContractCustomError, ContractLogicError, TimeExhausted
-from web3.types import RPCEndpoint, TxReceipt
+from web3.types import FilterParams, LogReceipt, RPCEndpoint, TxReceipt
 
 from settlement.artifacts import Artifacts, load
 from settlement.errors import (
@@ -42,6 +42,8 @@ RECEIPT_POLL_S: Final = 0.05
 GAS_HEADROOM_PERCENT: Final = 25
 SETTLER_ROLE: Final = keccak(text="SETTLER_ROLE")
 MINTER_ROLE: Final = keccak(text="MINTER_ROLE")
+# topic 0 of Vault's `Deposited(address indexed, uint256 indexed, uint256, string)`
+DEPOSITED_TOPIC: Final = keccak(text="Deposited(address,uint256,uint256,string)")
 CONNECTION_ERRORS: Final = (
     requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError,
 )
@@ -59,17 +61,6 @@ def dev_account(index: int) -> LocalAccount:
 def token_id(symbol: str) -> int:
     """Return the GpuHourToken id of an instrument: uint256(keccak256(bytes(symbol)))."""
     return int.from_bytes(keccak(text=symbol), "big")
-
-
-def is_wallet_address(account: str) -> bool:
-    """Tell whether an exchange account is a wallet address (0x and 40 hex digits)."""
-    if len(account) != 42 or not account.startswith(("0x", "0X")):
-        return False
-    try:
-        int(account[2:], 16)
-    except ValueError:
-        return False
-    return True
 
 
 class Deployment(msgspec.Struct, frozen=True, kw_only=True):
@@ -244,6 +235,17 @@ class Contracts:
     def symbol_of(self, asset: int) -> str:
         return call_rpc(lambda: str(self.gpu_hours.functions.symbolOf(asset).call()),
                         "GpuHourToken.symbolOf")
+
+    def deposit_logs(self, start: int, end: int) -> list[LogReceipt]:
+        """Return the Vault's `Deposited` logs of blocks `start`..`end`, not decoded.
+
+        Not `vault.events.Deposited().get_logs`: web3 decodes the `account` string strictly,
+        and one deposit naming bytes that are not UTF-8 would fail the whole range. The
+        deposit watcher decodes each log itself (`settlement.deposits.decode_deposit_log`).
+        """
+        params: FilterParams = {"address": self.vault.address, "fromBlock": start,
+                                "toBlock": end, "topics": [HexBytes(DEPOSITED_TOPIC)]}
+        return call_rpc(lambda: list(self.chain.w3.eth.get_logs(params)), "eth_getLogs")
 
 
 def deploy(chain: Chain, deployer: LocalAccount, *, settler: str, minter: str,

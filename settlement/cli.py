@@ -14,6 +14,9 @@ $GPUX_SETTLER_KEY, which default to anvil's dev account 0 on chain 31337 only.
 
 `run` and `deposits` keep running through a restart of PostgreSQL: each loop replaces a
 connection the database dropped (bounded backoff) and goes on from what the store holds.
+With `--metrics-port PORT` they serve Prometheus metrics (`settlement.metrics`) on
+http://127.0.0.1:PORT/metrics and `/healthz` (200 while every loop runs on an open database
+connection, else 503); 0 picks a free port (logged), -1 (the default) serves nothing.
 """
 
 from __future__ import annotations
@@ -34,12 +37,15 @@ import msgspec
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
+from gpux.observability import MetricsServer
 from ledger.db import ConnectionOpener, close_quietly, connect
 from settlement import store
+from settlement.accounts import is_wallet_address
 from settlement.artifacts import ARTIFACT_PATH, build
-from settlement.chain import Chain, Contracts, Deployment, deploy, dev_account, is_wallet_address
+from settlement.chain import Chain, Contracts, Deployment, deploy, dev_account
 from settlement.deposits import DepositWatcher, WatcherConfig
 from settlement.errors import SettlementError
+from settlement.metrics import SettlementMetrics
 from settlement.proofs import prove
 from settlement.submitter import Submitter, SubmitterConfig
 
@@ -133,6 +139,8 @@ def _deposit_options(command: argparse.ArgumentParser, *, required: bool) -> Non
                          help="bootstrap servers for deposit commands"
                               + (" (default: $KAFKA_BOOTSTRAP)" if required else ""))
     command.add_argument("--topic-namespace", default="", help="prefix of the commands topic")
+    command.add_argument("--metrics-port", type=int, default=-1,
+                         help="serve /metrics and /healthz here (0: any free port, -1: off)")
 
 
 def _require(value: str | None, what: str) -> str:
@@ -214,7 +222,7 @@ def _deposits(arguments: argparse.Namespace) -> int:
     contracts = _contracts(arguments)
 
     async def watch(conn: asyncpg.Connection) -> int:
-        await _serve(arguments, contracts, submitter=None)
+        await _serve(arguments, contracts, None, SettlementMetrics())
         return 0
 
     return _with_database(arguments, watch)
@@ -231,9 +239,11 @@ def _run(arguments: argparse.Namespace) -> int:
     signer = _key("GPUX_SETTLER_KEY", contracts.chain)
 
     async def run(conn: asyncpg.Connection) -> int:
-        submitter = Submitter(contracts, conn, signer, config, reopen=_opener(arguments))
+        metrics = SettlementMetrics()
+        submitter = Submitter(contracts, conn, signer, config, reopen=_opener(arguments),
+                              metrics=metrics)
         try:
-            await _serve(arguments, contracts, submitter)
+            await _serve(arguments, contracts, submitter, metrics)
         finally:
             await close_quietly(submitter.conn)  # a new one if it replaced a dropped one
         return 0
@@ -242,17 +252,20 @@ def _run(arguments: argparse.Namespace) -> int:
 
 
 async def _serve(arguments: argparse.Namespace, contracts: Contracts,
-                 submitter: Submitter | None) -> None:
+                 submitter: Submitter | None, metrics: SettlementMetrics) -> None:
     """Run the submitter and/or the deposit watcher until SIGINT or SIGTERM."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    tasks = []
+    tasks: list[asyncio.Task[None]] = []
+    loops: list[Submitter | DepositWatcher] = []
     event_log = None
     watcher = None
+    metrics_server = None
     if submitter is not None:
         tasks.append(asyncio.create_task(submitter.run(stop)))
+        loops.append(submitter)
     if arguments.kafka:
         from eventlog.kafka import KafkaConfig, KafkaLog
 
@@ -264,14 +277,25 @@ async def _serve(arguments: argparse.Namespace, contracts: Contracts,
         config = WatcherConfig(confirmations=arguments.confirmations,
                                topic_namespace=arguments.topic_namespace)
         watcher = DepositWatcher(contracts, await open_connection(), producer, config,
-                                 reopen=open_connection)
+                                 reopen=open_connection, metrics=metrics)
         tasks.append(asyncio.create_task(watcher.run(stop)))
+        loops.append(watcher)
+
+    def healthy() -> bool:
+        return all(not task.done() for task in tasks) and all(each.healthy() for each in loops)
+
     try:
+        if arguments.metrics_port >= 0:
+            metrics_server = MetricsServer(metrics.registry, healthy, port=arguments.metrics_port)
+            await metrics_server.start()
+            log.info("metrics on http://127.0.0.1:%d/metrics", metrics_server.port)
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         for task in done:
             task.result()
     finally:
         stop.set()
+        if metrics_server is not None:
+            await metrics_server.stop()
         await asyncio.gather(*tasks, return_exceptions=True)
         if event_log is not None:
             await producer.stop()

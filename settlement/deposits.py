@@ -13,9 +13,16 @@ storing its progress reads the same logs again, and the engine rejects each repe
 The exchange account credited is the event's `account` when it names one the depositor may
 credit, else the depositor's own address (checksummed): "" or the depositor's address; a
 named account with no address yet is bound to the depositor (its first deposit registers
-it); a named account bound to another address, or a malformed name, credits the depositor's
-address instead (the tokens sit at the depositor's address on chain, and an exchange balance
-must be backed by the address its account settles to).
+it); a named account bound to another address, a reserved account (`fees`, "gpux." names:
+only the operator registers those), a malformed name and bytes that are not UTF-8 credit the
+depositor's address instead (the tokens sit at the depositor's address on chain, and an
+exchange balance must be backed by the address its account settles to). The rule itself is
+`settlement.accounts.deposit_target`.
+
+Logs are read undecoded and decoded here one by one (`decode_deposit_log`), the account as
+raw bytes: `Vault.deposit` takes any string of up to 64 bytes, and a strict UTF-8 decoding
+of the whole range (web3's) would fail on every step at the same log and so stop crediting
+every deposit after it.
 
 A lost database connection is replaced (`ledger.db.reconnect`, bounded backoff) and the
 watcher goes on from the next block stored: a range whose progress was lost with the
@@ -26,25 +33,70 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
+import msgspec
+from eth_abi.abi import decode as abi_decode
+from eth_abi.exceptions import DecodingError
 from eth_utils.address import to_checksum_address
+from hexbytes import HexBytes
 
 from eventlog.port import COMMANDS_TOPIC, Producer
 from ledger.db import ConnectionOpener, RetryPolicy, is_connection_failure, reconnect
 from protocol import USDC, Deposit, encode, format_micro
-from protocol.commands import IDENTIFIER_PATTERN
 from settlement import store
-from settlement.chain import USDC_ASSET, Contracts, call_rpc, is_wallet_address
+from settlement.accounts import REFUSALS, deposit_target
+from settlement.chain import DEPOSITED_TOPIC, USDC_ASSET, Contracts
 from settlement.errors import SettlementError
+from settlement.metrics import SettlementMetrics
 
 log = logging.getLogger("gpux.settlement.deposits")
-_IDENTIFIER = re.compile(IDENTIFIER_PATTERN)
+
+
+class DepositLog(msgspec.Struct, frozen=True, kw_only=True):
+    """One Vault `Deposited` log, decoded; `account` is the bytes the depositor gave."""
+
+    block_number: int
+    log_index: int
+    transaction_hash: bytes
+    depositor: str  # checksummed
+    asset: int
+    amount: int
+    account: bytes
+
+    @property
+    def deposit_id(self) -> str:
+        return f"0x{self.transaction_hash.hex()}:{self.log_index}"
+
+
+def decode_deposit_log(entry: Mapping[str, Any]) -> DepositLog:
+    """Decode a raw `Deposited` log (as eth_getLogs returns it), the account as raw bytes.
+
+    The ABI encodes a `string` as it does `bytes`, so decoding it as `bytes` never fails on
+    its content. A log that is not a well-formed `Deposited` of the Vault's raises a
+    non-retriable SettlementError: it means the deployment is not the one we know.
+    """
+    topics = [bytes(HexBytes(topic)) for topic in entry["topics"]]
+    if len(topics) != 3 or topics[0] != DEPOSITED_TOPIC:
+        raise SettlementError(f"log {entry.get('logIndex')} of block {entry.get('blockNumber')}"
+                              " is not a Vault Deposited log")
+    try:
+        (depositor,) = abi_decode(["address"], topics[1])
+        (asset,) = abi_decode(["uint256"], topics[2])
+        amount, account = abi_decode(["uint256", "bytes"], bytes(HexBytes(entry["data"])))
+    except DecodingError as error:
+        raise SettlementError(f"a Deposited log of block {entry.get('blockNumber')} does not "
+                              f"decode: {error}") from error
+    return DepositLog(
+        block_number=int(entry["blockNumber"]), log_index=int(entry["logIndex"]),
+        transaction_hash=bytes(HexBytes(entry["transactionHash"])),
+        depositor=to_checksum_address(depositor), asset=int(asset), amount=int(amount),
+        account=bytes(account),
+    )
 
 
 @dataclass(frozen=True)
@@ -73,12 +125,14 @@ class DepositWatcher:
 
     With `reopen` (how to open a connection like `conn`), `run()` replaces a connection the
     database dropped, retrying per `reconnect_policy`; without it the failure is raised.
+    `metrics` (shared with the submitter of the same process) counts what it sends.
     """
 
     def __init__(self, contracts: Contracts, conn: asyncpg.Connection, producer: Producer,
                  config: WatcherConfig, clock_ns: Callable[[], int] = time.time_ns, *,
                  reopen: ConnectionOpener | None = None,
-                 reconnect_policy: RetryPolicy | None = None) -> None:
+                 reconnect_policy: RetryPolicy | None = None,
+                 metrics: SettlementMetrics | None = None) -> None:
         self.contracts = contracts
         self.conn = conn
         self.producer = producer
@@ -86,7 +140,13 @@ class DepositWatcher:
         self.clock_ns = clock_ns
         self.reopen = reopen
         self.reconnect_policy = reconnect_policy
+        self.metrics = metrics if metrics is not None else SettlementMetrics()
         self._symbols: dict[int, str] = {}
+        self._running = False
+
+    def healthy(self) -> bool:
+        """Tell whether `run()` is looping on an open database connection."""
+        return self._running and not self.conn.is_closed()
 
     async def step(self) -> int:
         """Read one range of confirmed blocks; return how many deposit commands were sent."""
@@ -105,11 +165,22 @@ class DepositWatcher:
                 self.config.commands_topic, [encode(command) for command in commands]
             )
             log.info("blocks %d..%d: %d deposit(s) sent", start, end, len(commands))
+            for command, entry in zip(commands, logs, strict=True):
+                credited = "depositor" if command.account == entry.depositor else "named"
+                self.metrics.deposits.labels(credited).inc()
         await store.save_next_block(self.conn, self.config.name, end + 1)
+        self.metrics.deposits_next_block.set(end + 1)
         return len(commands)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Step until `stop`; a node that does not answer is retried every poll interval."""
+        self._running = True
+        try:
+            await self._loop(stop)
+        finally:
+            self._running = False
+
+    async def _loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             sent = 0
             try:
@@ -117,6 +188,7 @@ class DepositWatcher:
             except SettlementError as error:
                 if not error.retriable:
                     raise
+                self.metrics.retries.labels("deposits").inc()
                 log.warning("deposit watcher: %s; retrying", error)
             except Exception as error:
                 if self.reopen is None or not is_connection_failure(error):
@@ -126,6 +198,7 @@ class DepositWatcher:
                 if conn is None:
                     return
                 self.conn = conn
+                self.metrics.reconnects.labels("deposits").inc()
                 continue  # the next step reads the stored next block, as after a restart
             if sent == 0:
                 try:
@@ -133,24 +206,18 @@ class DepositWatcher:
                 except TimeoutError:
                     pass
 
-    def _deposit_logs(self, start: int, end: int) -> list[Any]:
-        event = self.contracts.vault.events.Deposited()
-        logs = call_rpc(lambda: list(event.get_logs(from_block=start, to_block=end)),
-                        "eth_getLogs")
-        return sorted(logs, key=lambda entry: (entry["blockNumber"], entry["logIndex"]))
+    def _deposit_logs(self, start: int, end: int) -> list[DepositLog]:
+        logs = [decode_deposit_log(entry) for entry in self.contracts.deposit_logs(start, end)]
+        return sorted(logs, key=lambda entry: (entry.block_number, entry.log_index))
 
-    async def _command(self, entry: Any) -> Deposit:
-        args = entry["args"]
-        asset_id = int(args["asset"])
-        amount = int(args["amount"])
-        account = await self._account_for(str(args["depositor"]), str(args["account"]))
-        deposit_id = f"0x{bytes(entry['transactionHash']).hex()}:{entry['logIndex']}"
-        if asset_id == USDC_ASSET:
+    async def _command(self, entry: DepositLog) -> Deposit:
+        account = await self._account_for(entry.depositor, entry.account)
+        if entry.asset == USDC_ASSET:
             return Deposit(ts=self.clock_ns(), account=account, asset=USDC,
-                           amount=format_micro(amount), deposit_id=deposit_id)
-        symbol = await self._symbol(asset_id)
-        return Deposit(ts=self.clock_ns(), account=account, asset=symbol, amount=amount,
-                       deposit_id=deposit_id)
+                           amount=format_micro(entry.amount), deposit_id=entry.deposit_id)
+        symbol = await self._symbol(entry.asset)
+        return Deposit(ts=self.clock_ns(), account=account, asset=symbol, amount=entry.amount,
+                       deposit_id=entry.deposit_id)
 
     async def _symbol(self, asset_id: int) -> str:
         symbol = self._symbols.get(asset_id)
@@ -161,16 +228,19 @@ class DepositWatcher:
             self._symbols[asset_id] = symbol
         return symbol
 
-    async def _account_for(self, depositor: str, named: str) -> str:
-        depositor = to_checksum_address(depositor)
-        if named == "" or named.lower() == depositor.lower():
-            return depositor
-        if is_wallet_address(named) or not _IDENTIFIER.fullmatch(named):
-            log.warning("deposit by %s names account %r, which it cannot credit; "
-                        "crediting %s", depositor, named, depositor)
+    async def _account_for(self, depositor: str, account: bytes) -> str:
+        """Return the account a deposit credits, binding a named one on its first deposit."""
+        target = deposit_target(depositor, account)
+        named = target.named
+        if named is None:
+            if target.refusal:
+                self.metrics.deposit_names_refused.labels(target.refusal).inc()
+                log.warning("deposit by %s names account %r, which %s; crediting %s",
+                            depositor, account, REFUSALS[target.refusal], depositor)
             return depositor
         bound = await store.bind_account(self.conn, named, depositor)
         if bound.lower() != depositor.lower():
+            self.metrics.deposit_names_refused.labels("bound_elsewhere").inc()
             log.warning("deposit by %s names account %r, which settles to %s; crediting %s",
                         depositor, named, bound, depositor)
             return depositor

@@ -27,6 +27,7 @@ class Landing:
 
 
 class Job(abc.ABC):
+    kind: str  # "batch" or "payout", as metrics label it
     table: JobTable
     key: int
     state: SendState
@@ -65,6 +66,7 @@ class Job(abc.ABC):
 
 
 class BatchJob(Job):
+    kind = "batch"
     table: JobTable = "batches"
 
     def __init__(self, batch: Batch) -> None:
@@ -95,6 +97,7 @@ class BatchJob(Job):
 
 
 class PayoutJob(Job):
+    kind = "payout"
     table: JobTable = "payouts"
 
     def __init__(self, payout: Payout) -> None:

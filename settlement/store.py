@@ -5,7 +5,9 @@ ledger), so settlement needs no import of the ledger package.
 
 Tables:
 - `accounts`: the wallet address each named exchange account settles to. An account that
-  is itself a wallet address (0x + 40 hex) needs no row.
+  is itself a wallet address (0x + 40 hex) needs no row. A deposit may bind an account that
+  has none (`bind_account`), except a reserved one (`settlement.accounts`): those, `fees`
+  first, only the operator registers.
 - `batches`: one row per batch, stored `pending` before its transaction is first sent, then
   `sent` (nonce, every transaction hash broadcast, last fees), then `settled` (the mined
   transaction, block, gas) once it has its confirmations.
@@ -26,7 +28,7 @@ from typing import Any, Final, Literal
 import asyncpg  # type: ignore[import-untyped]
 import msgspec
 
-from settlement.chain import is_wallet_address
+from settlement.accounts import is_reserved_account, is_wallet_address
 from settlement.errors import SettlementError
 from settlement.fills import ChainFill, Fill
 
@@ -126,7 +128,14 @@ async def register_account(conn: asyncpg.Connection, account: str, address: str)
 
 
 async def bind_account(conn: asyncpg.Connection, account: str, address: str) -> str:
-    """Register `account` to `address` unless it has an address already; return the address."""
+    """Register `account` to `address` unless it has an address already; return the address.
+
+    Only named accounts that are not the exchange's own may be bound so (a deposit's first
+    naming): a wallet address settles to itself, and a reserved account (`fees`, "gpux."
+    names) only ever to what the operator registers.
+    """
+    if is_wallet_address(account) or is_reserved_account(account):
+        raise ValueError(f"account {account!r} cannot be bound by a deposit")
     row = await conn.fetchrow(
         "INSERT INTO settlement.accounts (account, address) VALUES ($1, $2) "
         "ON CONFLICT (account) DO UPDATE SET account = EXCLUDED.account RETURNING address",
@@ -354,12 +363,50 @@ async def record_send(conn: asyncpg.Connection, table: JobTable, key: int, nonce
 
 
 async def mark_settled(conn: asyncpg.Connection, table: JobTable, key: int, tx_hash: bytes,
-                       block_number: int, gas_used: int) -> None:
-    await conn.execute(
+                       block_number: int, gas_used: int) -> float | None:
+    """Mark a job settled; return the seconds from its storing to now (database clock), or
+    None when no such job was stored."""
+    seconds = await conn.fetchval(
         f"UPDATE settlement.{table} SET status = 'settled', tx_hash = $2, block_number = $3, "
-        f"gas_used = $4, settled_at = now() WHERE {_KEY_COLUMN[table]} = $1",
+        f"gas_used = $4, settled_at = now() WHERE {_KEY_COLUMN[table]} = $1 "
+        "RETURNING extract(epoch FROM settled_at - created_at)",
         key, tx_hash, block_number, gas_used,
     )  # fmt: skip
+    return float(seconds) if seconds is not None else None
+
+
+class Backlog(msgspec.Struct, frozen=True, kw_only=True):
+    """What is left to settle and pay: `unsettled_trades` saturates at the count asked for."""
+
+    settled_seq: int
+    unsettled_trades: int
+    unpaid_withdrawals: int
+    open_batches: int
+    open_payouts: int
+
+
+BACKLOG_QUERY: Final = """
+WITH settled AS (
+    SELECT coalesce(max(last_seq), 0) AS seq FROM settlement.batches WHERE status = 'settled'
+), paid AS (
+    SELECT coalesce(max(withdrawal_seq), 0) AS seq FROM settlement.payouts
+)
+SELECT (SELECT seq FROM settled) AS settled_seq,
+       (SELECT count(*) FROM (SELECT 1 FROM ledger.trades
+                              WHERE seq > (SELECT seq FROM settled) LIMIT $1) AS t)
+           AS unsettled_trades,
+       (SELECT count(*) FROM (SELECT 1 FROM ledger.withdrawals
+                              WHERE seq > (SELECT seq FROM paid) LIMIT $1) AS w)
+           AS unpaid_withdrawals,
+       (SELECT count(*) FROM settlement.batches WHERE status <> 'settled') AS open_batches,
+       (SELECT count(*) FROM settlement.payouts WHERE status <> 'settled') AS open_payouts
+"""
+
+
+async def backlog(conn: asyncpg.Connection, count_max: int) -> Backlog:
+    """Return what is left to settle and pay, counting at most `count_max` rows of each."""
+    rows = await _fetch_ledger(conn, BACKLOG_QUERY, count_max)
+    return Backlog(**{name: int(value) for name, value in dict(rows[0]).items()})
 
 
 # --- payouts ---------------------------------------------------------------------------------

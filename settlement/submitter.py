@@ -22,6 +22,9 @@ submitter with RefusedError: it needs a person.
 Payouts wait for the trades before them: a withdrawal at seq W is paid only when every trade
 with a seq below W has settled, so the address's balance on chain covers it.
 
+Its metrics (`settlement.metrics`): what it sends and settles, gas, the time from storing a
+job to its settling, and the backlog, read from the store every `backlog_interval_ms`.
+
 The submitter keeps nothing between steps that the store does not hold, so a lost database
 connection (PostgreSQL restarted or failed over) is handled as a restart is: `run()` opens
 a new connection (`ledger.db.reconnect`, bounded backoff) and the next step reads the open
@@ -58,9 +61,11 @@ from settlement.chain import USDC_ASSET, Contracts, call_rpc, token_id
 from settlement.errors import RefusedError, SettlementError
 from settlement.fills import accounts_of
 from settlement.jobs import BatchJob, Job, PayoutJob
+from settlement.metrics import SettlementMetrics
 from settlement.store import Batch, Payout
 
 log = logging.getLogger("gpux.settlement.submitter")
+BACKLOG_COUNT_MAX = 1_000_000  # rows the backlog gauges count at most (a bounded query)
 
 
 class Outcome(enum.StrEnum):
@@ -91,10 +96,12 @@ class SubmitterConfig:
     priority_fee_wei: int = 1_000_000_000
     max_fee_per_gas_cap_wei: int = 1_000_000_000_000
     pay_withdrawals: bool = True
+    # how often the backlog gauges are read from the store (a few counts)
+    backlog_interval_ms: int = 5000
 
     def __post_init__(self) -> None:
         for name in ("confirmations", "batch_size_max", "poll_interval_ms", "sends_max",
-                     "priority_fee_wei", "max_fee_per_gas_cap_wei"):
+                     "priority_fee_wei", "max_fee_per_gas_cap_wei", "backlog_interval_ms"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.batch_interval_ms < 0 or self.stuck_after_ms < 0:
@@ -118,11 +125,13 @@ class Submitter:
 
     With `reopen` (how to open a connection like `conn`), `run()` replaces a connection the
     database dropped, retrying per `reconnect_policy`; without it the failure is raised.
+    `metrics` may be shared with the deposit watcher of the same process.
     """
 
     def __init__(self, contracts: Contracts, conn: asyncpg.Connection, signer: LocalAccount,
                  config: SubmitterConfig, *, reopen: ConnectionOpener | None = None,
-                 reconnect_policy: RetryPolicy | None = None) -> None:
+                 reconnect_policy: RetryPolicy | None = None,
+                 metrics: SettlementMetrics | None = None) -> None:
         self.contracts = contracts
         self.chain = contracts.chain
         self.conn = conn
@@ -130,19 +139,35 @@ class Submitter:
         self.config = config
         self.reopen = reopen
         self.reconnect_policy = reconnect_policy
+        self.metrics = metrics if metrics is not None else SettlementMetrics()
         self._last_cut_s = time.monotonic()
         self._last_blocked: Blocked | None = None
         self._last_waiting_payout: tuple[int, str] | None = None
+        self._backlog_read_s: float | None = None
+        self._running = False
+
+    def healthy(self) -> bool:
+        """Tell whether `run()` is looping on an open database connection."""
+        return self._running and not self.conn.is_closed()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Step until `stop`; pause a poll interval whenever there is nothing to do now."""
+        self._running = True
+        try:
+            await self._loop(stop)
+        finally:
+            self._running = False
+
+    async def _loop(self, stop: asyncio.Event) -> None:
         busy = {Outcome.STORED, Outcome.SETTLED}
         while not stop.is_set():
             try:
                 outcome = await self.step()
+                await self._read_backlog()
             except SettlementError as error:
                 if not error.retriable:
                     raise
+                self.metrics.retries.labels("submitter").inc()
                 log.warning("submitter: %s; retrying", error)
                 outcome = Outcome.WAITING
             except Exception as error:
@@ -153,6 +178,7 @@ class Submitter:
                 if conn is None:
                     return
                 self.conn = conn
+                self.metrics.reconnects.labels("submitter").inc()
                 continue  # the next step starts from the store, as after a restart
             if outcome not in busy:
                 try:
@@ -169,6 +195,21 @@ class Submitter:
             return batch_outcome
         payout_outcome = await self._cut_payout()
         return payout_outcome if payout_outcome != Outcome.IDLE else batch_outcome
+
+    async def _read_backlog(self) -> None:
+        """Refresh the backlog gauges, at most once per `backlog_interval_ms`."""
+        now_s = time.monotonic()
+        if (self._backlog_read_s is not None
+                and (now_s - self._backlog_read_s) * 1000 < self.config.backlog_interval_ms):
+            return
+        self._backlog_read_s = now_s
+        backlog = await store.backlog(self.conn, BACKLOG_COUNT_MAX)
+        metrics = self.metrics
+        metrics.settled_seq.set(backlog.settled_seq)
+        metrics.unsettled_trades.set(backlog.unsettled_trades)
+        metrics.unpaid_withdrawals.set(backlog.unpaid_withdrawals)
+        metrics.open_jobs.labels("batch").set(backlog.open_batches)
+        metrics.open_jobs.labels("payout").set(backlog.open_payouts)
 
     async def _open_job(self) -> Job | None:
         batch = await store.open_batch(self.conn)
@@ -240,7 +281,9 @@ class Submitter:
         if await asyncio.to_thread(job.done_on_chain, self.contracts):
             return await self._confirm(job)
         if job.state.status == "pending":
-            await self._send(job, nonce=None, bump=False)
+            await self._send(job, nonce=None, reason="first")
+            if isinstance(job, BatchJob):
+                self.metrics.batches_submitted.inc()
             return Outcome.SENT
         return await self._chase(job)
 
@@ -255,11 +298,25 @@ class Submitter:
         if canonical != landing.block_hash:
             return Outcome.CONFIRMING  # reorganised under us: look again next step
         gas_used = await asyncio.to_thread(self._gas_used, landing.tx_hash)
-        await store.mark_settled(self.conn, job.table, job.key, landing.tx_hash,
-                                 landing.block_number, gas_used)
+        seconds = await store.mark_settled(self.conn, job.table, job.key, landing.tx_hash,
+                                           landing.block_number, gas_used)
         log.info("%s settled in 0x%s (block %d, %d gas)", job.label, landing.tx_hash.hex(),
                  landing.block_number, gas_used)
+        self._count_settled(job, gas_used, seconds)
         return Outcome.SETTLED
+
+    def _count_settled(self, job: Job, gas_used: int, seconds: float | None) -> None:
+        metrics = self.metrics
+        metrics.gas_used.labels(job.kind).inc(gas_used)
+        metrics.job_gas.labels(job.kind).observe(gas_used)
+        if seconds is not None:
+            metrics.confirmation_seconds.labels(job.kind).observe(max(seconds, 0.0))
+        if isinstance(job, BatchJob):
+            metrics.batches_settled.inc()
+            metrics.fills_settled.inc(job.batch.fill_count)
+            metrics.settled_seq.set(job.batch.last_seq)
+        else:
+            metrics.withdrawals_paid.inc()
 
     async def _chase(self, job: Job) -> Outcome:
         """The job's transaction is not (or no longer) on chain: wait, bump or resend."""
@@ -277,21 +334,25 @@ class Submitter:
             age = datetime.now(UTC) - state.sent_at
             if age < timedelta(milliseconds=self.config.stuck_after_ms):
                 return Outcome.WAITING
-            await self._send(job, nonce=state.nonce, bump=True)
+            await self._send(job, nonce=state.nonce, reason="bump")
             return Outcome.BUMPED
         nonce = state.nonce if state.nonce is not None and view.next_nonce <= state.nonce else None
         log.warning("%s: the node does not know its transaction; sending again%s", job.label,
                     f" with nonce {nonce}" if nonce is not None else " with a new nonce")
-        await self._send(job, nonce=nonce, bump=False)
+        await self._send(job, nonce=nonce, reason="resend")
         return Outcome.RESENT
 
     # --- sending -----------------------------------------------------------------------------
 
-    async def _send(self, job: Job, *, nonce: int | None, bump: bool) -> None:
+    async def _send(self, job: Job, *, nonce: int | None, reason: str) -> None:
+        """Sign, record and broadcast the job's transaction; `reason` is "first" (its first
+        send), "bump" (a replacement with higher fees) or "resend" (the node lost it)."""
+        bump = reason == "bump"
         signed, used_nonce, fees = await asyncio.to_thread(self._sign, job, nonce, bump)
         await store.record_send(self.conn, job.table, job.key, used_nonce, bytes(signed.hash),
                                 *fees)
         await self._broadcast(signed)
+        self.metrics.transactions_sent.labels(job.kind, reason).inc()
         log.info("%s: sent 0x%s (nonce %d, max fee %d wei)", job.label,
                  bytes(signed.hash).hex(), used_nonce, fees[0])
 

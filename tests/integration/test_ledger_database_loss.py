@@ -6,7 +6,8 @@ server terminates its sessions (on the session's PostgreSQL), or the whole serve
 (a cluster of the test's own: a fast shutdown, then a SIGKILL with crash recovery). The same
 process must reconnect and resume from the checkpoint each time; afterwards the journal
 holds every event exactly once: one entry per money-moving event, no doubled trade or
-withdrawal, a reconciliation with the engine without differences, a sound hash chain.
+withdrawal, a reconciliation with the engine without differences, a sound hash chain. Its
+/metrics counts a restart per fault at least, and /healthz answers 200 again afterwards.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from eventlog.kafka import KafkaConfig, KafkaLog
 from eventlog.port import COMMANDS_TOPIC, EVENTS_TOPIC, EventLog, TopicSpec
 from eventlog.reading import read_until, settled_end_offset
 from harness.paths import tail
+from harness.ports import free_port
 from ledger.db import APPLICATION_NAME as PROJECTOR_APPLICATION
 from ledger.db import (
     SERVICE_ROLE,
@@ -48,6 +50,7 @@ from tests.integration.database_faults import (
     query_while_restarting,
     terminate_backends,
 )
+from tests.integration.metrics_probe import health, scrape
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE_PASSWORD = "ledger-loss-password"
@@ -91,13 +94,14 @@ async def migrated_database(admin_url: str) -> tuple[str, str]:
     return owner_url, url_with_credentials(owner_url, SERVICE_ROLE, SERVICE_PASSWORD)
 
 
-def start_projector(bootstrap: str, namespace: str, database_url: str, log_path: Path
-                    ) -> subprocess.Popen[bytes]:
+def start_projector(bootstrap: str, namespace: str, database_url: str, log_path: Path,
+                    metrics_port: int) -> subprocess.Popen[bytes]:
     with log_path.open("ab") as log_file:
         return subprocess.Popen(
             [sys.executable, "-m", "gpux", "ledger", "run", "--kafka", bootstrap,
              "--database-url", database_url, "--topic-namespace", namespace,
-             "--batch-size-max", "50", "--batch-interval-ms", "5"],
+             "--batch-size-max", "50", "--batch-interval-ms", "5",
+             "--metrics-port", str(metrics_port)],
             cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
         )  # fmt: skip
@@ -135,7 +139,8 @@ async def project_through_faults(kafka_log: KafkaLog, bootstrap: str, owner_url:
     feeder = asyncio.create_task(feed(kafka_log, commands_topic,
                                       [encode(command) for command in commands]))
     log_path = tmp_path / "projector.log"
-    projector = start_projector(bootstrap, namespace, service_url, log_path)
+    port = free_port()
+    projector = start_projector(bootstrap, namespace, service_url, log_path, port)
 
     def still_running() -> None:
         assert projector.poll() is None, (
@@ -156,7 +161,15 @@ async def project_through_faults(kafka_log: KafkaLog, bootstrap: str, owner_url:
         await feeder
         await eventually(lambda: reached(total_events), timeout_s=CATCH_UP_TIMEOUT_S,
                          interval_s=0.1, message="the ledger applied every event")
-        still_running()
+
+        async def reports_recovery() -> bool:
+            still_running()
+            metrics = await scrape(port)
+            return (metrics.get("gpux_ledger_event_seq") == total_events
+                    and await health(port) == 200)
+
+        await eventually(reports_recovery, timeout_s=30, message="/metrics and /healthz")
+        assert (await scrape(port))["gpux_ledger_reconnects_total"] >= len(faults)
         projector.send_signal(signal.SIGTERM)
         assert projector.wait(timeout=30) == 0, tail(log_path, 40)
         assert engine.engine.seq == total_events

@@ -27,6 +27,7 @@ import pytest
 
 from eventlog.kafka import KafkaConfig, KafkaLog
 from eventlog.port import COMMANDS_TOPIC, EVENTS_TOPIC, EventLog, TopicSpec
+from harness.ports import free_port
 from ledger import reads
 from ledger.db import (
     SERVICE_ROLE,
@@ -56,6 +57,7 @@ from protocol import (
     encode,
 )
 from tests.helpers import eventually, read_topic
+from tests.integration.metrics_probe import health, scrape
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE_PASSWORD = "ledger-test-password"
@@ -114,13 +116,13 @@ def command_stream() -> list[AnyCommand]:
 
 
 def start_projector(
-    bootstrap: str, namespace: str, database_url: str, log_path: Path
+    bootstrap: str, namespace: str, database_url: str, log_path: Path, *options: str
 ) -> subprocess.Popen[bytes]:
     with log_path.open("ab") as log_file:
         return subprocess.Popen(
             [sys.executable, "-m", "gpux", "ledger", "run", "--kafka", bootstrap,
              "--database-url", database_url, "--topic-namespace", namespace,
-             "--batch-size-max", "50", "--batch-interval-ms", "5"],
+             "--batch-size-max", "50", "--batch-interval-ms", "5", *options],
             cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
@@ -416,3 +418,55 @@ async def test_a_refused_write_stops_the_projector_without_losing_its_place(
         await asyncio.wait_for(projector.run(asyncio.Event()), 30)
     assert projector.applied_seq < last_trade.seq
     assert await ledger_seq(ledger_db.owner_url) == projector.applied_seq
+
+
+async def test_gpux_ledger_run_serves_its_metrics_and_health(
+    kafka_log: KafkaLog, kafka_bootstrap: str, ledger_db: LedgerDatabase, tmp_path: Path
+) -> None:
+    namespace = f"t{uuid.uuid4().hex[:8]}."
+    topic = namespace + EVENTS_TOPIC
+    await kafka_log.create_topics([TopicSpec(name=topic)])
+    events = small_market_events()
+    port = free_port()
+    log_path = tmp_path / "projector.log"
+    projector = start_projector(kafka_bootstrap, namespace, ledger_db.service_url, log_path,
+                                "--batch-size-max", "3", "--metrics-port", str(port))
+    try:
+        async def healthy() -> bool:
+            assert projector.poll() is None, log_path.read_text()[-3000:]
+            return await health(port) == 200
+
+        await eventually(healthy, timeout_s=60, message="/healthz answers 200")
+        before = await scrape(port)
+        assert before["gpux_ledger_events_total"] == 0
+        assert before["gpux_ledger_reconnects_total"] == 0
+        await publish(kafka_log, topic, events)
+
+        async def applied() -> bool:
+            return (await scrape(port)).get("gpux_ledger_event_seq") == len(events)
+
+        await eventually(applied, timeout_s=60, message="/metrics shows every event applied")
+        after = await scrape(port)
+        assert after["gpux_ledger_events_total"] == len(events)
+        assert after["gpux_ledger_batch_size_events_sum"] == len(events)
+        batches = after["gpux_ledger_batch_size_events_count"]
+        assert batches == after["gpux_ledger_batch_seconds_count"] >= -(-len(events) // 3)
+        assert after["gpux_ledger_batch_seconds_sum"] > 0
+        connection = await connect(ledger_db.service_url)
+        try:
+            assert after["gpux_ledger_entries_total"] == await reads.entry_count(connection) > 0
+        finally:
+            await connection.close()
+
+        async def caught_up() -> bool:
+            return (await scrape(port)).get("gpux_ledger_consumer_lag_events") == 0
+
+        await eventually(caught_up, timeout_s=30, message="the lag gauge reaches 0")
+        assert (await scrape(port))["gpux_ledger_reconnects_total"] == 0
+        assert await health(port) == 200
+        projector.send_signal(signal.SIGTERM)
+        assert projector.wait(timeout=30) == 0, log_path.read_text()[-3000:]
+    finally:
+        if projector.poll() is None:
+            projector.kill()
+            projector.wait()

@@ -9,7 +9,8 @@ server restarts (a cluster of the test's own: a fast shutdown, then a SIGKILL wi
 recovery). The same process must reconnect and go on from what the store holds; afterwards
 every trade is in exactly one batch, every batch settled exactly once on chain (one
 `BatchSettled` each, its root on chain, the Vault's balances moved once), and every deposit
-credited exactly once.
+credited exactly once. Its /metrics counts the connections replaced, and /healthz answers
+200 again afterwards.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from eventlog.kafka import KafkaConfig, KafkaLog
 from eventlog.port import EventLog
 from eventlog.reading import read_until, settled_end_offset
 from harness.paths import tail
+from harness.ports import free_port
 from ledger.db import drop_database
 from matching_engine.service import EngineConfig, EngineService
 from protocol import Deposited, ListInstrument, decode_event, encode
@@ -50,6 +52,7 @@ from tests.integration.database_faults import (
     query_while_restarting,
     terminate_backends,
 )
+from tests.integration.metrics_probe import health, scrape
 
 ROOT = Path(__file__).resolve().parents[2]
 SYMBOL = "H100-SXM-80GB.eu-west.2026-05-01T00"
@@ -185,15 +188,16 @@ async def engine(kafka_bootstrap: str) -> AsyncIterator[tuple[KafkaLog, EngineCo
         await event_log.close()
 
 
-def start_settlement(venue: Venue, eth_rpc_url: str, kafka_bootstrap: str, log_path: Path
-                     ) -> subprocess.Popen[bytes]:
+def start_settlement(venue: Venue, eth_rpc_url: str, kafka_bootstrap: str, log_path: Path,
+                     metrics_port: int) -> subprocess.Popen[bytes]:
     with log_path.open("ab") as log_file:
         return subprocess.Popen(
             [sys.executable, "-m", "gpux", "settlement", "run", "--rpc", eth_rpc_url,
              "--deployment", str(venue.deployment_path), "--database-url", venue.database_url,
              "--confirmations", "1", "--batch-size-max", str(BATCH_SIZE_MAX),
              "--batch-interval-ms", "0", "--poll-interval-ms", "50", "--kafka", kafka_bootstrap,
-             "--topic-namespace", venue.engine_config.topic_namespace],
+             "--topic-namespace", venue.engine_config.topic_namespace,
+             "--metrics-port", str(metrics_port)],
             cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONPATH": str(ROOT),
                  "GPUX_SETTLER_KEY": "0x" + bytes(venue.settler.key).hex()},
@@ -206,7 +210,8 @@ async def settle_through_faults(venue: Venue, eth_rpc_url: str, kafka_bootstrap:
     after a new batch is stored; then wait until everything is settled and credited."""
     before = venue.balances()
     log_path = tmp_path / "settlement.log"
-    process = start_settlement(venue, eth_rpc_url, kafka_bootstrap, log_path)
+    port = free_port()
+    process = start_settlement(venue, eth_rpc_url, kafka_bootstrap, log_path, port)
 
     def still_running() -> None:
         assert process.poll() is None, (
@@ -239,7 +244,7 @@ async def settle_through_faults(venue: Venue, eth_rpc_url: str, kafka_bootstrap:
 
         await eventually(all_settled_and_credited, timeout_s=SETTLE_TIMEOUT_S, interval_s=0.1,
                          message="every trade settled and every deposit credited")
-        still_running()
+        await check_metrics_after_faults(port, len(faults), still_running)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0, tail(log_path, 40)
     finally:
@@ -247,6 +252,22 @@ async def settle_through_faults(venue: Venue, eth_rpc_url: str, kafka_bootstrap:
             process.kill()
             process.wait()
     await check_settled_once(venue, before)
+
+
+async def check_metrics_after_faults(port: int, faults: int,
+                                    still_running: Callable[[], None]) -> None:
+    """Each fault replaced the submitter's connection (the watcher's at least once), and
+    /healthz answers 200 again: both loops run on open connections."""
+
+    async def recovered() -> bool:
+        still_running()
+        return await health(port) == 200
+
+    await eventually(recovered, timeout_s=30, message="/healthz answers 200 after the faults")
+    metrics = await scrape(port)
+    assert metrics['gpux_settlement_reconnects_total{component="submitter"}'] >= faults
+    assert metrics['gpux_settlement_reconnects_total{component="deposits"}'] >= 1
+    assert metrics["gpux_settlement_batches_settled_total"] >= 1
 
 
 async def check_settled_once(venue: Venue, before: dict[str, tuple[int, int]]) -> None:

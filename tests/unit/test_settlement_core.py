@@ -7,8 +7,9 @@ from eth_utils import keccak
 from hypothesis import given
 from hypothesis import strategies as st
 
+from settlement.accounts import is_wallet_address
 from settlement.batching import Blocked, plan_batch, settleable_prefix
-from settlement.chain import is_wallet_address, token_id
+from settlement.chain import token_id
 from settlement.fills import (
     DELTA_MAX,
     USDC_ASSET,
