@@ -192,7 +192,7 @@ async def _serve(options: DevOptions, venue: Venue, lister: Lister,
     helpers: list[asyncio.Task[None]] = [
         asyncio.create_task(lister.run(stop), name="lister"),
         asyncio.create_task(StatusReporter(
-            venue.config.database_url, venue.dev_metrics, lambda: venue.engine_state,
+            venue.config.database_url, lambda: venue.engine_state,
             lambda: len(venue.gateway.transport.connections) if venue.gateway else 0,
         ).run(stop), name="status"),
     ]

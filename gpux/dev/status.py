@@ -1,8 +1,6 @@
-"""What `gpux dev` prints every few seconds, and the gauges behind it on /metrics.
-
-The engine and the gateway have metrics of their own; the ledger's and settlement's are
-read here from the database until those services grow theirs: the seq the ledger has
-projected, the trade seq settled on chain, and the trades not yet settled (the backlog).
+"""What `gpux dev` prints every few seconds: engine seq and trades, the seq the ledger has
+projected, the trades not yet settled on chain, connected clients and the nearest books.
+(The figures behind it are on /metrics, from each service's own metrics.)
 """
 
 from __future__ import annotations
@@ -13,7 +11,6 @@ import time
 from collections.abc import Callable
 
 import asyncpg  # type: ignore[import-untyped]
-from prometheus_client import CollectorRegistry, Gauge
 
 from gpux.dev.bots import LEAD_NS
 from gpux.dev.market import GPU_CLASSES
@@ -23,22 +20,6 @@ from settlement import store as settlement_store
 
 log = logging.getLogger("gpux.dev")
 STATUS_INTERVAL_S = 10.0
-
-
-class DevMetrics:
-    """Gauges of the ledger and settlement, read from the database by `StatusReporter`."""
-
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.ledger_seq = Gauge("gpux_dev_ledger_event_seq",
-                                "Seq of the last event the ledger projected",
-                                registry=self.registry)
-        self.settled_seq = Gauge("gpux_dev_settlement_settled_trade_seq",
-                                 "Event seq of the last trade settled on chain",
-                                 registry=self.registry)
-        self.backlog = Gauge("gpux_dev_settlement_backlog_trades",
-                             "Trades in the ledger not yet settled on chain",
-                             registry=self.registry)
 
 
 def market_summary(engine: Engine, now_ns: int) -> str:
@@ -57,13 +38,12 @@ def market_summary(engine: Engine, now_ns: int) -> str:
 
 
 class StatusReporter:
-    """Print one status line every `interval_s` and refresh the gauges."""
+    """Print one status line every `interval_s`."""
 
-    def __init__(self, database_url: str, metrics: DevMetrics,
+    def __init__(self, database_url: str,
                  engine: Callable[[], Engine | None], connections: Callable[[], int],
                  interval_s: float = STATUS_INTERVAL_S) -> None:
         self.database_url = database_url
-        self.metrics = metrics
         self.engine = engine
         self.connections = connections
         self.interval_s = interval_s
@@ -85,9 +65,6 @@ class StatusReporter:
         settled_seq = await settlement_store.settled_through(connection)
         backlog = int(await connection.fetchval(
             "SELECT count(*) FROM ledger.trades WHERE seq > $1", settled_seq))
-        self.metrics.ledger_seq.set(ledger_seq)
-        self.metrics.settled_seq.set(settled_seq)
-        self.metrics.backlog.set(backlog)
         engine = self.engine()
         clock = time.strftime("%H:%M:%S")
         if engine is None:

@@ -31,9 +31,9 @@ from gateway.static import StaticSite
 from gpux.dev.chain import settler
 from gpux.dev.market import FEES_WALLET
 from gpux.dev.site import DevSite
-from gpux.dev.status import DevMetrics
 from gpux.observability import MetricsServer
 from ledger.db import connect as ledger_connect
+from ledger.metrics import LedgerMetrics
 from ledger.migrate import apply_migrations
 from ledger.projector import ProjectorConfig, run_supervised
 from matching_engine.core import Engine
@@ -42,6 +42,7 @@ from protocol import FEE_ACCOUNT, AnyCommand, encode
 from settlement import store as settlement_store
 from settlement.chain import Contracts, dev_account
 from settlement.deposits import DepositWatcher, WatcherConfig
+from settlement.metrics import SettlementMetrics
 from settlement.submitter import Submitter, SubmitterConfig
 
 log = logging.getLogger("gpux.dev")
@@ -87,7 +88,8 @@ class Venue:
             snapshot_every_commands=SNAPSHOT_EVERY_COMMANDS,
         ))
         self.gateway_metrics = GatewayMetrics()
-        self.dev_metrics = DevMetrics()
+        self.ledger_metrics = LedgerMetrics()
+        self.settlement_metrics = SettlementMetrics()
         self.gateway: GatewayService | None = None
         self.key_store: gateway_store.PostgresKeyStore | None = None
         self.metrics_server: MetricsServer | None = None
@@ -124,7 +126,7 @@ class Venue:
         await self.producer.start()
         self._closers.append(self.producer.stop)
         self._spawn("ledger", run_supervised(self.event_log, database_url, ProjectorConfig(),
-                                             self.stop_event))
+                                             self.stop_event, metrics=self.ledger_metrics))
         await self._start_settlement(database_url)
         await self._start_gateway(database_url)
         await self._start_metrics()
@@ -153,10 +155,10 @@ class Venue:
 
         watcher = DepositWatcher(self.contracts, watcher_connection, self.producer, WatcherConfig(
             confirmations=CONFIRMATIONS, poll_interval_ms=DEPOSIT_POLL_INTERVAL_MS),
-            reopen=reopen)
+            reopen=reopen, metrics=self.settlement_metrics)
         submitter = Submitter(self.contracts, submitter_connection, settler(), SubmitterConfig(
             confirmations=CONFIRMATIONS, batch_interval_ms=SETTLEMENT_BATCH_INTERVAL_MS),
-            reopen=reopen)
+            reopen=reopen, metrics=self.settlement_metrics)
         self._spawn("deposits", watcher.run(self.stop_event))
         self._spawn("settlement", submitter.run(self.stop_event))
 
@@ -180,7 +182,7 @@ class Venue:
         if self.config.metrics_port < 0:
             return
         registries = [self.engine.metrics.registry, self.gateway_metrics.registry,
-                      self.dev_metrics.registry]
+                      self.ledger_metrics.registry, self.settlement_metrics.registry]
         self.metrics_server = MetricsServer(registries, self.healthy, host=self.config.host,
                                             port=self.config.metrics_port)
         await self.metrics_server.start()

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from eventlog.embedded import EmbeddedLog
-from eventlog.port import COMMANDS_TOPIC, EVENTS_TOPIC, EventLog
+from eventlog.port import COMMANDS_TOPIC, EVENTS_TOPIC
 from gpux.dev.market import GPU_CLASSES, TICK_MICRO
 from harness.ports import free_ports
 from harness.service import remove_run_dir
@@ -39,7 +39,7 @@ from sdk.client import Client
 from sdk.messages import Balance, Instrument
 from sdk.signing import ApiKey
 from tests.e2e.browser import Browser, Page, chromium_path, level_size, toast_with, unavailable
-from tests.helpers import eventually
+from tests.helpers import eventually, read_topic
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "dev-venue"
@@ -144,6 +144,14 @@ def http_get(url: str) -> tuple[int, bytes]:
         return error.code, error.read()
 
 
+def metric_value(body: bytes, name: str) -> float:
+    """The value of an unlabelled sample in a Prometheus text exposition."""
+    for line in body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"no sample {name} on /metrics")
+
+
 async def proof_verified(url: str) -> bool:
     status, body = await asyncio.to_thread(http_get, url)
     return status == 200 and json.loads(body)["verified"] is True
@@ -175,19 +183,6 @@ def next_hour(instruments: list[Instrument], gpu: str) -> Instrument:
     return min((i for i in instruments
                 if i.gpu == gpu and i.status == "open" and i.delivery_start > soon_ns),
                key=lambda i: i.delivery_start)
-
-
-async def read_topic(event_log: EventLog, topic: str) -> list[bytes]:
-    end = await event_log.end_offset(topic)
-    consumer = event_log.consumer(topic, start="earliest")
-    await consumer.start()
-    values: list[bytes] = []
-    try:
-        while await consumer.position() < end:
-            values += [record.value for record in await consumer.getmany(10_000, 1000)]
-    finally:
-        await consumer.stop()
-    return values
 
 
 @pytest.fixture
@@ -291,6 +286,8 @@ async def test_dev_brings_up_a_live_venue_that_trades_in_the_browser_and_resumes
         assert status == 200
         assert b"gpux_gateway_order_ack_seconds_count" in body
         assert b"gpux_engine_commands_total" in body
+        assert metric_value(body, "gpux_ledger_events_total") > 0
+        assert metric_value(body, "gpux_settlement_fills_settled_total") > 0
         assert (await asyncio.to_thread(http_get, dev.metrics_url + "/healthz"))[0] == 200
         filled = await snapshot(dev, keys["alice"])
         for name, page in (("alice", alice), ("bob", bob)):
