@@ -569,12 +569,16 @@ def start_profiles(args: argparse.Namespace, pids: dict[str, int]
     """Sample the named processes with py-spy during the single-order saturation run."""
     if args.profile is None:
         return {}
+    py_spy = Path(sys.executable).parent / "py-spy"
+    if not py_spy.exists():
+        print("--profile: py-spy is not installed in this environment (pip install py-spy)")
+        return {}
     args.profile.mkdir(parents=True, exist_ok=True)
     profilers = {}
     for name, pid in pids.items():
         path = args.profile / f"{name}.collapsed"
         profilers[name] = (subprocess.Popen(
-            [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid),
+            [str(py_spy), "record", "--pid", str(pid),
              "--duration", str(int(args.saturate_s)), "--rate", "200", "--format", "raw",
              "--nonblocking", "-o", str(path)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), path)
