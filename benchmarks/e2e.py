@@ -35,6 +35,7 @@ import math
 import multiprocessing
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -515,6 +516,7 @@ def echo_baseline(clients: Clients, args: argparse.Namespace, rate_per_s: float
                 "latency": histogram.summary(), "_histogram": histogram}
     finally:
         echo.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 async def kafka_round_trips(kafka: str, namespace: str, count: int) -> dict[str, Any]:
