@@ -1,7 +1,7 @@
 """Take PostgreSQL away from a running service, as a failover does, and watch it come back.
 
 Two faults, both real connection losses:
-- `terminate_backends`: the server ends the service's sessions (`pg_terminate_backend`), found
+- `end_live_sessions`: the server ends the service's sessions (`pg_terminate_backend`), found
   by database and `application_name`; the session's shared PostgreSQL stays up for others;
 - `OwnPostgres`: a PostgreSQL cluster of the test's own, to restart (a fast shutdown, or a
   SIGKILL and crash recovery) without disturbing any other test.
@@ -25,6 +25,7 @@ import pytest
 from harness.errors import ServiceError
 from harness.postgres import PostgresService
 from ledger.db import connect, is_connection_failure
+from tests.helpers import eventually
 
 OBSERVER_APPLICATION = "gpux-test-observer"
 
@@ -50,6 +51,21 @@ async def terminate_backends(admin_url: str, database: str, application_name: st
         )  # fmt: skip
     finally:
         await connection.close()
+    return ended
+
+
+async def end_live_sessions(admin_url: str, database: str, application_name: str) -> int:
+    """End the service's sessions once it has some: a fault that lands while the service is
+    between connections (still backing off from the previous fault) would end nothing."""
+    ended = 0
+
+    async def ended_some() -> bool:
+        nonlocal ended
+        ended = await terminate_backends(admin_url, database, application_name)
+        return ended > 0
+
+    await eventually(ended_some, timeout_s=60, interval_s=0.05,
+                     message=f"{application_name} has sessions to end")
     return ended
 
 

@@ -25,7 +25,6 @@ import pytest
 
 from eventlog.kafka import KafkaConfig, KafkaLog
 from eventlog.port import COMMANDS_TOPIC, EVENTS_TOPIC, EventLog, TopicSpec
-from eventlog.reading import read_until, settled_end_offset
 from harness.paths import tail
 from harness.ports import free_port
 from ledger.db import APPLICATION_NAME as PROJECTOR_APPLICATION
@@ -42,13 +41,13 @@ from matching_engine.core import Engine
 from matching_engine.service import EngineConfig, EngineService
 from matching_engine.workload import Workload
 from protocol import AnyCommand, Withdraw, decode_event, encode
-from tests.helpers import eventually
+from tests.helpers import eventually, read_topic
 from tests.integration.database_faults import (
     database_of,
+    end_live_sessions,
     observe,
     own_postgres,
     query_while_restarting,
-    terminate_backends,
 )
 from tests.integration.metrics_probe import health, scrape
 
@@ -186,20 +185,9 @@ async def project_through_faults(kafka_log: KafkaLog, bootstrap: str, owner_url:
                                  total_events)
 
 
-async def read_values(event_log: EventLog, topic: str) -> list[bytes]:
-    """Return every committed record of the topic, once no transaction is in flight."""
-    end_offset = await settled_end_offset(event_log, topic)
-    consumer = event_log.consumer(topic, start="earliest")
-    await consumer.start()
-    try:
-        return [record.value for record in await read_until(consumer, end_offset)]
-    finally:
-        await consumer.stop()
-
-
 async def check_every_event_once(kafka_log: KafkaLog, owner_url: str, commands_topic: str,
                                  events_topic: str, total_events: int) -> None:
-    events = await read_values(kafka_log, events_topic)
+    events = await read_topic(kafka_log, events_topic)
     assert len(events) == total_events
     money_seqs = [decode_event(event).seq for event in events
                   if any(kind in event for kind in MONEY_TYPES)]
@@ -229,7 +217,7 @@ async def test_projector_resumes_after_the_server_ends_its_sessions_again_and_ag
     terminated: list[int] = []
 
     async def end_sessions() -> None:
-        terminated.append(await terminate_backends(database_url, database_of(owner_url),
+        terminated.append(await end_live_sessions(database_url, database_of(owner_url),
                                                    PROJECTOR_APPLICATION))
 
     await project_through_faults(kafka_log, kafka_bootstrap, owner_url, service_url,

@@ -47,10 +47,10 @@ from settlement.testing import create_ledger_trades_stand_in, fresh_database, in
 from tests.helpers import eventually
 from tests.integration.database_faults import (
     database_of,
+    end_live_sessions,
     observe,
     own_postgres,
     query_while_restarting,
-    terminate_backends,
 )
 from tests.integration.metrics_probe import health, scrape
 
@@ -315,7 +315,7 @@ async def test_settlement_goes_on_after_the_server_ends_its_sessions_again_and_a
     terminated: list[int] = []
 
     async def end_sessions() -> None:
-        terminated.append(await terminate_backends(database_url,
+        terminated.append(await end_live_sessions(database_url,
                                                    database_of(venue.database_url),
                                                    SETTLEMENT_APPLICATION))
 
