@@ -39,7 +39,7 @@ test: $(STAMP) $(NATIVE_STAMP) services-install
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy protocol matching_engine eventlog ledger settlement
+	$(VENV)/bin/mypy protocol matching_engine eventlog ledger settlement gateway sdk gpux harness
 
 bench: $(STAMP) $(NATIVE_STAMP)
 	$(PY) -m benchmarks.engine_core

@@ -228,7 +228,8 @@ class Projection:
         self._add_total(seller.account, USDC, notional - seller_fee)
         self._add_total(FEE_ACCOUNT, USDC, maker_fee + taker_fee)
         item = TradeItem(trade_id=event.trade_id, price=event.price, quantity=quantity,
-                         aggressor_side=event.aggressor_side, ts=event.ts)
+                         aggressor_side="buy" if event.aggressor_side == "buy" else "sell",
+                         ts=event.ts)
         instrument.stats.add_trade(item, price)
         instrument.ticker_dirty = True
         for order, fee, liquidity in ((maker, event.maker_fee, "maker"),
@@ -347,8 +348,8 @@ class Projection:
         }
         fields.update(extra)
         self._reports.setdefault(order.account, []).append(OrderReport(
-            event=kind, client_order_id=order.client_order_id, seq=event.seq, ts=event.ts,  # type: ignore[arg-type]
-            status=status, **fields,  # type: ignore[arg-type]
+            event=kind, client_order_id=order.client_order_id, seq=event.seq, ts=event.ts,
+            status=status, **fields,
         ))
 
     # -- output ----------------------------------------------------------------------------
