@@ -13,10 +13,7 @@ withdrawal, a reconciliation with the engine without differences, a sound hash c
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -24,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from eventlog.kafka import KafkaConfig, KafkaLog
-from eventlog.port import COMMANDS_TOPIC, EVENTS_TOPIC, EventLog, TopicSpec
+from eventlog.port import COMMANDS_TOPIC, EVENTS_TOPIC, TopicSpec
 from harness.paths import tail
 from harness.ports import free_port
 from ledger.db import APPLICATION_NAME as PROJECTOR_APPLICATION
@@ -49,13 +46,11 @@ from tests.integration.database_faults import (
     own_postgres,
     query_while_restarting,
 )
+from tests.integration.ledger_flow import MONEY_TYPES, feed, start_projector
 from tests.integration.metrics_probe import health, scrape
 
-ROOT = Path(__file__).resolve().parents[2]
 SERVICE_PASSWORD = "ledger-loss-password"
 FLOW_COMMANDS = 3000
-FEED_CHUNK = 20
-MONEY_TYPES = (b'"type":"deposited"', b'"type":"withdrawn"', b'"type":"trade"')
 CATCH_UP_TIMEOUT_S = 120.0
 
 Fault = Callable[[], Awaitable[None]]
@@ -93,30 +88,6 @@ async def migrated_database(admin_url: str) -> tuple[str, str]:
     return owner_url, url_with_credentials(owner_url, SERVICE_ROLE, SERVICE_PASSWORD)
 
 
-def start_projector(bootstrap: str, namespace: str, database_url: str, log_path: Path,
-                    metrics_port: int) -> subprocess.Popen[bytes]:
-    with log_path.open("ab") as log_file:
-        return subprocess.Popen(
-            [sys.executable, "-m", "gpux", "ledger", "run", "--kafka", bootstrap,
-             "--database-url", database_url, "--topic-namespace", namespace,
-             "--batch-size-max", "50", "--batch-interval-ms", "5",
-             "--metrics-port", str(metrics_port)],
-            cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )  # fmt: skip
-
-
-async def feed(event_log: EventLog, topic: str, payloads: list[bytes]) -> None:
-    """Send the commands as a stream of small batches, so faults land while events flow."""
-    producer = event_log.producer()
-    await producer.start()
-    try:
-        for start in range(0, len(payloads), FEED_CHUNK):
-            await producer.send_batch(topic, payloads[start:start + FEED_CHUNK])
-    finally:
-        await producer.stop()
-
-
 async def project_through_faults(kafka_log: KafkaLog, bootstrap: str, owner_url: str,
                                  service_url: str, faults: list[Fault], tmp_path: Path) -> None:
     """Stream a workload through the engine into a running projector, injecting `faults`
@@ -139,7 +110,8 @@ async def project_through_faults(kafka_log: KafkaLog, bootstrap: str, owner_url:
                                       [encode(command) for command in commands]))
     log_path = tmp_path / "projector.log"
     port = free_port()
-    projector = start_projector(bootstrap, namespace, service_url, log_path, port)
+    projector = start_projector(bootstrap, namespace, service_url, log_path,
+                                "--metrics-port", str(port))
 
     def still_running() -> None:
         assert projector.poll() is None, (

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-import os
 import random
 import signal
 import subprocess
@@ -57,14 +56,13 @@ from protocol import (
     encode,
 )
 from tests.helpers import eventually, read_topic
+from tests.integration.ledger_flow import MONEY_TYPES, feed, start_projector
 from tests.integration.metrics_probe import health, scrape
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE_PASSWORD = "ledger-test-password"
 KILLS = 4
 FLOW_COMMANDS = 6000
-FEED_CHUNK = 20
-MONEY_TYPES = (b'"type":"deposited"', b'"type":"withdrawn"', b'"type":"trade"')
 SYMBOL = "H100-EU-1"
 
 
@@ -115,31 +113,6 @@ def command_stream() -> list[AnyCommand]:
     return commands
 
 
-def start_projector(
-    bootstrap: str, namespace: str, database_url: str, log_path: Path, *options: str
-) -> subprocess.Popen[bytes]:
-    with log_path.open("ab") as log_file:
-        return subprocess.Popen(
-            [sys.executable, "-m", "gpux", "ledger", "run", "--kafka", bootstrap,
-             "--database-url", database_url, "--topic-namespace", namespace,
-             "--batch-size-max", "50", "--batch-interval-ms", "5", *options],
-            cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-
-
-async def feed(event_log: EventLog, topic: str, payloads: list[bytes]) -> None:
-    """Send the commands as a steady stream of small batches, over several seconds."""
-    producer = event_log.producer()
-    await producer.start()
-    try:
-        for start in range(0, len(payloads), FEED_CHUNK):
-            await producer.send_batch(topic, payloads[start:start + FEED_CHUNK])
-            await asyncio.sleep(0.01)
-    finally:
-        await producer.stop()
-
-
 async def ledger_seq(database_url: str) -> int:
     connection = await connect(database_url)
     try:
@@ -169,7 +142,7 @@ async def test_projector_killed_repeatedly_books_every_event_exactly_once(
     ))
     stop_engine = asyncio.Event()
     engine_task = asyncio.create_task(engine.run(stop_engine))
-    feeder = asyncio.create_task(feed(kafka_log, commands_topic, payloads))
+    feeder = asyncio.create_task(feed(kafka_log, commands_topic, payloads, pause_s=0.01))
     log_path = tmp_path / "projector.log"
     rng = random.Random(7)
     projector = start_projector(kafka_bootstrap, namespace, ledger_db.service_url, log_path)
