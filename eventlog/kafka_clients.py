@@ -81,6 +81,7 @@ class KafkaProducer(Producer):
             transaction_timeout_ms=self._config.transaction_timeout_ms,
             request_timeout_ms=self._config.request_timeout_ms,
             linger_ms=self._config.linger_ms,
+            retry_backoff_ms=self._config.producer_retry_backoff_ms,
             max_batch_size=self._config.producer_batch_bytes_max,
             max_request_size=self._config.request_bytes_max,
         )

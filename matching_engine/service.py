@@ -39,6 +39,7 @@ from eventlog.port import (
     Record,
     TopicSpec,
 )
+from eventlog.readahead import ReadAhead
 from gpux.observability import MetricsServer, configure_logging
 from matching_engine.core import Engine
 from matching_engine.cores import CORES, NativeCore, PythonCore, new_core
@@ -48,6 +49,7 @@ from protocol import decode_event
 log = logging.getLogger("gpux.engine")
 
 TAIL_SCAN_OFFSETS = 256
+READ_AHEAD_BATCHES = 2
 LAG_INTERVAL_S = 1.0
 RETRIES_MAX = 30
 RETRY_BACKOFF_MIN_S = 0.2
@@ -64,9 +66,6 @@ class EngineConfig:
 
     batch_size_max: int = 2000
     batch_interval_ms: int = 5
-    # After a batch's first read, wait this long at most for the records that arrived while
-    # the previous batch committed (0: do not).
-    batch_drain_ms: int = 2
     # Recovery re-applies at most this many commands (plus a batch) after the snapshot: the
     # Python core re-applies 60-120k commands a second here, a snapshot costs ~30 ms.
     snapshot_every_commands: int = 100_000
@@ -92,8 +91,6 @@ class EngineConfig:
                      "snapshots_kept_max", "catch_up_batch_max"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.batch_drain_ms < 0:
-            raise ValueError(f"batch_drain_ms must be >= 0, got {self.batch_drain_ms}")
         if self.core not in CORES:
             raise ValueError(f"core must be one of {CORES}, got {self.core!r}")
         if self.core == "native" and self.snapshot_dir is not None:
@@ -281,22 +278,18 @@ class EngineService:
     async def _serve(self, producer: Producer, consumer: Consumer, stop: asyncio.Event) -> None:
         """Process batches until `stop`; each wait for commands lasts one batch interval.
 
-        A consumer holds one fetch response per partition and fetches again only once that is
-        read, so the records it hands over first are those of a fetch answered early in the
-        previous batch's transaction. One more read, waiting at most `batch_drain_ms`, takes
-        what arrived during the rest of it; without it those commands waited a whole further
-        batch (measured: the first command of a batch was ~2 batch times old at its start).
+        The commands are read ahead while a batch commits (eventlog.readahead), so the next
+        batch holds all that arrived meanwhile.
         """
         config = self.config
-        while not stop.is_set():
-            records = await consumer.getmany(config.batch_size_max, config.batch_interval_ms)
-            if records and len(records) < config.batch_size_max and config.batch_drain_ms:
-                records += await consumer.getmany(config.batch_size_max - len(records),
-                                                  config.batch_drain_ms)
-            if records:
-                await self._process(producer, records)
-            else:
-                await self._update_lag()
+        records_max = config.batch_size_max * READ_AHEAD_BATCHES
+        async with ReadAhead(consumer, records_max=records_max) as reader:
+            while not stop.is_set():
+                records = await reader.take(config.batch_size_max, config.batch_interval_ms)
+                if records:
+                    await self._process(producer, records)
+                else:
+                    await self._update_lag()
 
     async def _process(self, producer: Producer, records: list[Record]) -> None:
         """Apply a batch and publish its events and next offset in one transaction."""
@@ -385,7 +378,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--snapshot-dir", type=Path, help="where snapshots go (none: no snapshots)")
     parser.add_argument("--batch-size-max", type=int, default=EngineConfig.batch_size_max)
     parser.add_argument("--batch-interval-ms", type=int, default=EngineConfig.batch_interval_ms)
-    parser.add_argument("--batch-drain-ms", type=int, default=EngineConfig.batch_drain_ms)
     parser.add_argument("--snapshot-every-commands", type=int,
                         default=EngineConfig.snapshot_every_commands)
     parser.add_argument("--transactional-id", default=EngineConfig.transactional_id)
@@ -439,7 +431,6 @@ class EngineSupervisor:
 async def serve(args: argparse.Namespace) -> None:
     config = EngineConfig(
         batch_size_max=args.batch_size_max, batch_interval_ms=args.batch_interval_ms,
-        batch_drain_ms=args.batch_drain_ms,
         snapshot_every_commands=args.snapshot_every_commands, snapshot_dir=args.snapshot_dir,
         transactional_id=args.transactional_id, group_id=args.group_id,
         topic_namespace=args.topic_namespace, core=args.core,
