@@ -57,6 +57,12 @@ class LockTimeoutError(LedgerError):
     retriable = True
 
 
+class ConnectionLostError(LedgerError):
+    """A database connection closed while the projector waited for events: start again."""
+
+    retriable = True
+
+
 class ReconcileError(LedgerError):
     """Fail to build the engine state a reconciliation compares the ledger with."""
 

@@ -40,7 +40,7 @@ from ledger.db import (
     connect,
     is_connection_failure,
 )
-from ledger.errors import LedgerError
+from ledger.errors import ConnectionLostError, LedgerError
 from ledger.journal import JournalBatch, JournalBuilder
 from ledger.metrics import LedgerMetrics
 from ledger.store import Position, acquire_writer_lock, append_batch, read_position
@@ -188,6 +188,7 @@ class Projector:
                 records = await self._next_records(consumer)
                 await self._refresh_lag()
                 if not records:
+                    self._check_connections()
                     continue
                 batch = await self._build(builder, records)
                 await queue.put(batch)
@@ -197,6 +198,17 @@ class Projector:
             await queue.put(error)
             return
         await queue.put(None)
+
+    def _check_connections(self) -> None:
+        """Raise when a connection closed while idle (a restarted or terminated session).
+
+        Without this an idle projector would notice only at its next write, and report
+        unhealthy until then.
+        """
+        closed = sum(connection.is_closed() for connection in self._connections)
+        if closed:
+            raise ConnectionLostError(f"{closed} of {len(self._connections)} database "
+                                      "connections closed while waiting for events")
 
     async def _refresh_lag(self) -> None:
         """Set the lag gauge, at most once per LAG_INTERVAL_S: the log's end minus the offset
