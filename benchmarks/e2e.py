@@ -328,8 +328,7 @@ def start_venue(kafka: str, kafka_pid: int | None, work: Path, args: argparse.Na
     accounts = [f"bench{index:04d}" for index in range(args.processes * args.connections)]
     setup_count = asyncio.run(write_setup(kafka, namespace, accounts))
     engine_port = free_port()
-    # The Python core snapshots (as in production); the native core has no snapshots.
-    snapshots = ["--snapshot-dir", str(work / "snapshots")] if args.core == "python" else []
+    snapshots = ["--snapshot-dir", str(work / "snapshots")]  # as in production
     engine = ChildProcess("engine", [
         sys.executable, "-m", "gpux", "engine", "--log", "kafka", "--kafka", kafka,
         "--topic-namespace", namespace, "--transactional-id", f"{namespace}engine",
@@ -886,7 +885,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fetch-max-wait-ms", type=int, default=5,
                         help="the gateway's Kafka fetch wait (as gpux gateway's default)")
     parser.add_argument("--core", choices=("python", "native"), default="python",
-                        help="the engine's matching core (python: with snapshots)")
+                        help="the engine's matching core")
     parser.add_argument("--engine-args", default="",
                         help="extra arguments of gpux engine, e.g. '--batch-size-max 500'")
     parser.add_argument("--json", type=Path, help="write the figures here")

@@ -4,8 +4,9 @@
 snapshot and restore. `NativeCore` runs the Rust core (`gpux_native.NativeEngine`, built by
 `make native`), which `tests/property/test_native_differential.py` holds byte-identical to
 the Python core over JSON Lines; a batch of records goes in as one buffer and the events
-come back as one, so per command only the Rust code runs. The native core exposes no
-snapshot or restore, so it runs without snapshots and recovers by replaying the whole log.
+come back as one, so per command only the Rust code runs. Both cores write and read the
+same snapshot (`matching_engine.core.snapshot.EngineSnapshot`), so a venue can change its
+core and keep its snapshots.
 
 A log record is one command; JSON Lines are not quite records: the native core splits on
 `\\n`, skips blank lines and strips a trailing `\\r`, where the service decodes a record
@@ -24,6 +25,14 @@ from typing import Any, Final
 import msgspec
 
 from matching_engine.core import Engine
+from matching_engine.core.snapshot import (
+    SNAPSHOT_VERSION,
+    EngineSnapshot,
+    InstrumentState,
+    OrderState,
+    decode_snapshot,
+    encode_snapshot,
+)
 from protocol import AnyCommand, MalformedCommand, decode_command, encode
 
 CORES: Final = ("python", "native")
@@ -67,17 +76,13 @@ class PythonCore:
 
 
 class NativeCore:
-    """The Rust engine core (gpux_native); no snapshots."""
+    """The Rust engine core (gpux_native); snapshots in the Python core's format."""
 
     name: Final = "native"
-    snapshots = False
+    snapshots = True
 
-    def __init__(self) -> None:
-        try:
-            import gpux_native
-        except ImportError as error:
-            raise CoreError("the native core is not built: run `make native`") from error
-        self.engine: Any = gpux_native.NativeEngine()
+    def __init__(self, engine: Any = None) -> None:
+        self.engine: Any = engine if engine is not None else _native_module().NativeEngine()
 
     @property
     def seq(self) -> int:
@@ -96,7 +101,57 @@ class NativeCore:
         self.engine.apply_batch(b"\n".join([_as_line(value) for value in values]))
 
     def snapshot(self) -> bytes:
-        raise CoreError("the native core has no snapshot (gpux_native exposes none)")
+        (time, seq, order_counter, trade_counter, instruments, balances, expiries, deposit_ids,
+         supply) = self.engine.export_state()
+        accounts: dict[str, dict[str, tuple[int, int]]] = {}
+        for account, asset, available, held in balances:
+            accounts.setdefault(account, {})[asset] = (available, held)
+        return encode_snapshot(EngineSnapshot(
+            version=SNAPSHOT_VERSION, time=time, seq=seq, order_counter=order_counter,
+            trade_counter=trade_counter,
+            instruments=[_instrument_state(instrument) for instrument in instruments],
+            balances=accounts, expiries=expiries, deposit_ids=deposit_ids, supply=dict(supply),
+        ))
+
+    @classmethod
+    def restore(cls, data: bytes) -> NativeCore:
+        """Build the core from a snapshot of either core; ValueError names what is wrong."""
+        snapshot = decode_snapshot(data)
+        if snapshot.version != SNAPSHOT_VERSION:
+            raise ValueError(f"snapshot version {snapshot.version} != {SNAPSHOT_VERSION}")
+        state = (
+            snapshot.time, snapshot.seq, snapshot.order_counter, snapshot.trade_counter,
+            [(*_fields(instrument)[:-2], [_fields(o) for o in instrument.bids],
+              [_fields(o) for o in instrument.asks]) for instrument in snapshot.instruments],
+            sorted((account, asset, available, held)
+                   for account, assets in snapshot.balances.items()
+                   for asset, (available, held) in assets.items()),
+            sorted(tuple(entry) for entry in snapshot.expiries),
+            list(snapshot.deposit_ids),
+            sorted(snapshot.supply.items()),
+        )
+        return cls(_native_module().NativeEngine.restore(state))
+
+
+def _instrument_state(fields: tuple[Any, ...]) -> InstrumentState:
+    """An `InstrumentState` from its fields in order, its orders' too."""
+    *listing, bids, asks = fields
+    names = InstrumentState.__struct_fields__
+    return InstrumentState(**dict(zip(names, listing, strict=False)),
+                           bids=[OrderState(*order) for order in bids],
+                           asks=[OrderState(*order) for order in asks])
+
+
+def _native_module() -> Any:
+    try:
+        import gpux_native
+    except ImportError as error:
+        raise CoreError("the native core is not built: run `make native`") from error
+    return gpux_native
+
+
+def _fields(struct: msgspec.Struct) -> tuple[Any, ...]:
+    return msgspec.structs.astuple(struct)
 
 
 def _as_line(value: bytes) -> bytes:

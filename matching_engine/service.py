@@ -9,10 +9,9 @@ publishing their events again. It then checks that its event seq equals the last
 event's seq before it publishes anything: a mismatch means the logs and the engine
 disagree, and the service refuses to run rather than write a second truth.
 
-Two cores can run it (`--core`, matching_engine.cores): the Python core (the default, with
-snapshots) and the native Rust core (byte-identical events, about ten times the commands a
-second, but no snapshot or restore, so it runs without snapshots and recovers by replaying
-the whole command log).
+Two cores can run it (`--core`, matching_engine.cores): the Python core (the default) and
+the native Rust core (byte-identical events, about ten times the commands a second, built
+by `make native`). Both write and read the same snapshots, so either restores the other's.
 """
 
 from __future__ import annotations
@@ -93,9 +92,6 @@ class EngineConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.core not in CORES:
             raise ValueError(f"core must be one of {CORES}, got {self.core!r}")
-        if self.core == "native" and self.snapshot_dir is not None:
-            raise ValueError("the native core has no snapshot or restore: run it without a "
-                             "snapshot directory (recovery replays the whole log)")
 
 
 @dataclass
@@ -206,7 +202,7 @@ class EngineService:
         snapshot = self.snapshots.latest(committed) if self.snapshots is not None else None
         offset = 0
         if snapshot is not None:
-            self.core = PythonCore.restore(snapshot.engine)
+            self.core = type(self.core).restore(snapshot.engine)
             offset = snapshot.command_offset
             if self.core.seq != snapshot.event_seq:
                 raise EngineStateError(f"snapshot at {offset} has seq {self.core.seq}, "
@@ -384,7 +380,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--group-id", default=EngineConfig.group_id)
     parser.add_argument("--topic-namespace", default="", help="prefix of both topic names")
     parser.add_argument("--core", choices=CORES, default=EngineConfig.core,
-                        help="matching core: python (snapshots) or native (Rust, no snapshots)")
+                        help="matching core: python or native (Rust, built by `make native`); "
+                             "both read and write the same snapshots")
     parser.add_argument("--metrics-port", type=int, default=9101,
                         help="serve /metrics and /healthz here (0: any free port, -1: off)")
     parser.add_argument("--json-logs", action="store_true", help="log JSON lines")

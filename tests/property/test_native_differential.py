@@ -717,3 +717,84 @@ def test_hypothesis_command_streams_are_byte_identical(stream: list[dict[str, An
 def test_hypothesis_garbage_lines_are_byte_identical(lines: list[bytes]) -> None:
     assert_same(funded_prefix() + b"\n".join(lines))
 
+
+
+# ----------------------------------------------------------------- snapshots across cores
+
+
+def snapshot_fields(data: bytes) -> dict[str, Any]:
+    """A snapshot's fields; expiries as a sorted set, since a core may keep stale ones."""
+    from matching_engine.core.snapshot import decode_snapshot
+
+    snapshot = decode_snapshot(data)
+    fields = {name: getattr(snapshot, name) for name in snapshot.__struct_fields__}
+    fields.pop("expiries")
+    return fields
+
+
+def gtd_orders_then_expiry() -> list[bytes]:
+    """Good-till-date orders resting (a few canceled again), then a tick that expires them."""
+    start, now = 4 * 10**18, 2 * 10**18  # after the generated streams' times
+    records = [
+        b'{"type":"list_instrument","ts":1,"symbol":"GTD-1","gpu":"H100","region":"eu",'
+        b'"delivery_start":%d,"delivery_hours":1,"tick_size":"0.01","max_order_quantity":100,'
+        b'"maker_fee_bps":2,"taker_fee_bps":5}' % start,
+        b'{"type":"deposit","ts":2,"account":"g1","asset":"USDC","amount":"100000"}',
+    ]
+    for index in range(12):
+        records.append(
+            b'{"type":"new_order","ts":%d,"account":"g1","client_order_id":"g%d",'
+            b'"instrument":"GTD-1","side":"buy","order_type":"limit","price":"1.%02d",'
+            b'"quantity":%d,"time_in_force":"gtd","expire_at":%d}'
+            % (now + index, index, index % 5, 1 + index, now + SECOND + (index * 7) % 5))
+        if index % 4 == 1:
+            records.append(b'{"type":"cancel_order","ts":%d,"account":"g1","client_order_id":'
+                           b'"g%d"}' % (now + index, index))
+    records.append(b'{"type":"tick","ts":%d}' % (now + 2 * SECOND))
+    return records
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_snapshot_of_either_core_restores_in_either_and_goes_on_identically(
+    seed: int,
+) -> None:
+    from matching_engine.cores import NativeCore, PythonCore
+
+    native_engine()
+    data = Generator(7_000 + seed).stream(4_000)
+    records = [line.rstrip(b"\r") for line in data.split(b"\n") if line.strip(b" \t\r\x0b\x0c")]
+    records += gtd_orders_then_expiry()
+    cut = len(records) * (seed + 2) // 9 if seed else len(records) - 1
+    uninterrupted = PythonCore()
+    uninterrupted.apply_records(records[:cut])
+    expected = uninterrupted.apply_records(records[cut:])
+    python, native = PythonCore(), NativeCore()
+    assert native.apply_records(records[:cut]) == python.apply_records(records[:cut])
+    snapshots = {"python": python.snapshot(), "native": native.snapshot()}
+    assert snapshot_fields(snapshots["native"]) == snapshot_fields(snapshots["python"])
+    for taken_by, snapshot in snapshots.items():
+        for core in (PythonCore, NativeCore):
+            restored = core.restore(snapshot)
+            assert restored.seq == python.seq
+            assert restored.apply_records(records[cut:]) == expected, (taken_by, core.name)
+
+
+def test_native_restore_names_what_is_wrong_in_a_snapshot() -> None:
+    from matching_engine.core.snapshot import decode_snapshot, encode_snapshot
+    from matching_engine.cores import NativeCore, PythonCore
+
+    native_engine()
+    workload = Workload(instruments=2, accounts=6, seed=5)
+    python = PythonCore()
+    python.apply_records([encode(c) for c in workload.setup() + workload.flow(500)])
+    snapshot = decode_snapshot(python.snapshot())
+    account = next(iter(snapshot.balances))
+    unknown_asset = msgspec.structs.replace(
+        snapshot, balances={**snapshot.balances, account: {"NOPE": (1, 0)}})
+    with pytest.raises(ValueError, match="NOPE"):
+        NativeCore.restore(encode_snapshot(unknown_asset))
+    no_holds = msgspec.structs.replace(snapshot, balances={
+        name: {asset: (available + held, 0) for asset, (available, held) in assets.items()}
+        for name, assets in snapshot.balances.items()})
+    with pytest.raises(ValueError, match="hold|held"):
+        NativeCore.restore(encode_snapshot(no_holds))

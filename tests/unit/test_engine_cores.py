@@ -1,6 +1,6 @@
-"""The engine service on the native core: the same event bytes as the Python core, restart by
-full replay, and records that are not JSON lines (blank, with line breaks) applied as the
-Python core applies them."""
+"""The engine service on the native core: the same event bytes as the Python core, restart
+from the snapshots of either core, and records that are not JSON lines (blank, with line
+breaks) applied as the Python core applies them."""
 
 from __future__ import annotations
 
@@ -73,9 +73,31 @@ def test_equivalent_line_decodes_as_the_record() -> None:
         assert as_applied(line) == as_applied(record)
 
 
-def test_native_core_refuses_snapshots_in_config(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="native core"):
-        EngineConfig(core="native", snapshot_dir=tmp_path)
+async def test_each_core_recovers_from_the_snapshots_of_the_other(tmp_path: Path) -> None:
+    payloads = workload_payloads(3000)
+    half = len(payloads) // 2
+    snapshot_dir = tmp_path / "snapshots"
+
+    def config(core: str) -> EngineConfig:
+        return EngineConfig(batch_size_max=64, snapshot_every_commands=400,
+                            snapshot_dir=snapshot_dir, core=core)
+
+    event_log = EmbeddedLog.open(tmp_path / "log")
+    try:
+        service = EngineService(event_log, config("native"))
+        await append_commands_after_topics(event_log, service, payloads[:half])
+        await run_until_applied(event_log, config("native"), half)
+        python = await run_until_applied(event_log, config("python"), half)
+        assert 0 < python.stats.recovered_commands < 400 + 64
+        await append_commands_after_topics(event_log, service, payloads[half:])
+        await run_until_applied(event_log, config("python"), len(payloads))
+        native = await run_until_applied(event_log, config("native"), len(payloads))
+        assert 0 < native.stats.recovered_commands < 400 + 64
+        events = await read_all(event_log, EVENTS_TOPIC)
+        assert native.core.seq == len(events)
+    finally:
+        await event_log.close()
+    assert events == replay(payloads)
 
 
 async def test_native_service_publishes_the_python_core_events_and_recovers(

@@ -15,6 +15,7 @@ mod fast;
 pub mod json;
 pub mod money;
 mod orders;
+pub mod snapshot;
 pub mod state;
 
 use decode::Decoder;
@@ -123,12 +124,166 @@ fn command_line(line: &[u8]) -> Option<&[u8]> {
 
 #[cfg(feature = "python")]
 mod python {
-    use pyo3::exceptions::PyMemoryError;
+    use pyo3::exceptions::{PyMemoryError, PyValueError};
     use pyo3::ffi;
     use pyo3::prelude::*;
     use pyo3::types::PyBytes;
 
+    use crate::engine::Engine;
+    use crate::snapshot::{EngineState, InstrumentState, OrderState};
     use crate::Core;
+
+    /// `OrderState` of matching_engine/core/snapshot.py, field for field.
+    type OrderTuple = (u64, String, String, bool, i64, i64, i64, String, Option<i64>, bool, String);
+    /// `InstrumentState`, field for field.
+    type InstrumentTuple = (
+        String,
+        String,
+        String,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        bool,
+        Vec<OrderTuple>,
+        Vec<OrderTuple>,
+    );
+    /// `EngineSnapshot` without its version, field for field; balances and supply as
+    /// sorted rows rather than dicts.
+    type StateTuple = (
+        i64,
+        u64,
+        u64,
+        u64,
+        Vec<InstrumentTuple>,
+        Vec<(String, String, i128, i128)>,
+        Vec<(i64, u64, String, String)>,
+        Vec<String>,
+        Vec<(String, i128)>,
+    );
+
+    fn order_tuple(o: OrderState) -> OrderTuple {
+        (
+            o.order_id,
+            o.account,
+            o.client_order_id,
+            o.is_buy,
+            o.price,
+            o.quantity,
+            o.filled,
+            o.time_in_force,
+            o.expire_at,
+            o.post_only,
+            o.stp,
+        )
+    }
+
+    fn order_state(t: OrderTuple) -> OrderState {
+        let (
+            order_id,
+            account,
+            client_order_id,
+            is_buy,
+            price,
+            quantity,
+            filled,
+            time_in_force,
+            expire_at,
+            post_only,
+            stp,
+        ) = t;
+        OrderState {
+            order_id,
+            account,
+            client_order_id,
+            is_buy,
+            price,
+            quantity,
+            filled,
+            time_in_force,
+            expire_at,
+            post_only,
+            stp,
+        }
+    }
+
+    fn state_tuple(state: EngineState) -> StateTuple {
+        let instruments = state
+            .instruments
+            .into_iter()
+            .map(|i| {
+                (
+                    i.symbol,
+                    i.gpu,
+                    i.region,
+                    i.delivery_start,
+                    i.delivery_hours,
+                    i.tick,
+                    i.max_order_quantity,
+                    i.maker_fee_bps,
+                    i.taker_fee_bps,
+                    i.closed,
+                    i.bids.into_iter().map(order_tuple).collect(),
+                    i.asks.into_iter().map(order_tuple).collect(),
+                )
+            })
+            .collect();
+        (
+            state.time,
+            state.seq,
+            state.order_counter,
+            state.trade_counter,
+            instruments,
+            state.balances,
+            state.expiries,
+            state.deposit_ids,
+            state.supply,
+        )
+    }
+
+    fn engine_state(t: StateTuple) -> EngineState {
+        let (
+            time,
+            seq,
+            order_counter,
+            trade_counter,
+            instruments,
+            balances,
+            expiries,
+            deposit_ids,
+            supply,
+        ) = t;
+        let instruments = instruments
+            .into_iter()
+            .map(|i| InstrumentState {
+                symbol: i.0,
+                gpu: i.1,
+                region: i.2,
+                delivery_start: i.3,
+                delivery_hours: i.4,
+                tick: i.5,
+                max_order_quantity: i.6,
+                maker_fee_bps: i.7,
+                taker_fee_bps: i.8,
+                closed: i.9,
+                bids: i.10.into_iter().map(order_state).collect(),
+                asks: i.11.into_iter().map(order_state).collect(),
+            })
+            .collect();
+        EngineState {
+            time,
+            seq,
+            order_counter,
+            trade_counter,
+            instruments,
+            balances,
+            expiries,
+            deposit_ids,
+            supply,
+        }
+    }
 
     /// The native engine core: `apply_batch(commands: bytes) -> bytes` of JSON Lines.
     #[pyclass(module = "gpux_native")]
@@ -167,6 +322,22 @@ mod python {
         /// `apply_batch` timed in parts: (decode seconds, apply seconds, event bytes).
         fn profile_batch(&mut self, commands: &[u8]) -> (f64, f64, usize) {
             self.core.profile_batch(commands)
+        }
+
+        /// The whole state as tuples in the fields' order of `EngineSnapshot`
+        /// (matching_engine/core/snapshot.py), its version left out and its balances and
+        /// supply as sorted rows: (time, seq, order_counter, trade_counter, instruments,
+        /// balances, expiries, deposit_ids, supply).
+        fn export_state(&self) -> StateTuple {
+            state_tuple(self.core.engine.export_state())
+        }
+
+        /// An engine holding a state in `export_state`'s shape; ValueError names what in
+        /// it is inconsistent.
+        #[staticmethod]
+        fn restore(state: StateTuple) -> PyResult<Self> {
+            let engine = Engine::from_state(&engine_state(state)).map_err(PyValueError::new_err)?;
+            Ok(NativeEngine { core: Core { engine, ..Core::default() } })
         }
 
         /// The seq of the last event (0 before any).
