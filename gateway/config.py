@@ -66,6 +66,7 @@ class GatewayConfig:
     candles_kept_max: int = 24 * 60
     candles_snapshot_max: int = 60
     trades_snapshot_max: int = 50
+    fills_snapshot_max: int = 100  # an account's most recent fills, kept for its snapshot
     clock_interval_ms: int | None = None  # None: this gateway runs no clock
     key_cache_ttl_ms: int = 60_000
 
@@ -76,7 +77,8 @@ class GatewayConfig:
             "subscriptions_per_session_max", "request_timeout_ms", "session_orders_max",
             "login_window_ms", "heartbeat_interval_ms", "housekeeping_interval_ms",
             "command_queue_max", "send_batch_max", "event_batch_max", "candles_kept_max",
-            "candles_snapshot_max", "trades_snapshot_max", "key_cache_ttl_ms",
+            "candles_snapshot_max", "trades_snapshot_max", "fills_snapshot_max",
+            "key_cache_ttl_ms",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

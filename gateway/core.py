@@ -133,7 +133,8 @@ class GatewayCore:
         self.sink = sink
         self.auth = auth
         self.projection = projection or Projection(
-            trades_kept_max=config.trades_snapshot_max, candles_kept_max=config.candles_kept_max)
+            trades_kept_max=config.trades_snapshot_max, candles_kept_max=config.candles_kept_max,
+            fills_kept_max=config.fills_snapshot_max)
         self.correlator = Correlator()
         self.planner = Planner(config.gateway_id)
         self.limiter = RateLimiter(config.ip_limit)
@@ -405,7 +406,7 @@ class GatewayCore:
         if channel == "balances":
             return encode(projection.balances_message(key))
         if channel == "fills":
-            return encode(FillsMessage(kind="snapshot", fills=[]))
+            return encode(FillsMessage(kind="snapshot", fills=projection.recent_fills(key)))
         return None
 
     def _unsubscribe_key(self, conn_id: int, key: tuple[str, str]) -> None:

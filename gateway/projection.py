@@ -9,6 +9,7 @@ the open orders' holds, `available` is the total less `held`.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -126,9 +127,11 @@ def _everything(channel: str, key: str) -> bool:
 class Projection:
     """Apply events; hand out snapshots and, per flush, the changes as feed messages."""
 
-    def __init__(self, *, trades_kept_max: int = 50, candles_kept_max: int = 1440) -> None:
+    def __init__(self, *, trades_kept_max: int = 50, candles_kept_max: int = 1440,
+                 fills_kept_max: int = 100) -> None:
         self.trades_kept_max = trades_kept_max
         self.candles_kept_max = candles_kept_max
+        self.fills_kept_max = fills_kept_max
         self.event_seq = 0
         self.time_ns = 0
         self.instruments: dict[str, InstrumentState] = {}
@@ -138,6 +141,7 @@ class Projection:
         self.balances: dict[str, dict[str, list[int]]] = {}  # account -> asset -> [total, held]
         self._reports: dict[str, list[OrderReport]] = {}
         self._fills: dict[str, list[Fill]] = {}
+        self._recent_fills: dict[str, deque[Fill]] = {}  # account -> its latest fills
         self._dirty_balances: dict[str, set[str]] = {}
         self._dirty_instruments: set[str] = set()
         self._handlers: dict[type[Any], Callable[[Any], None]] = {
@@ -234,12 +238,17 @@ class Projection:
         instrument.ticker_dirty = True
         for order, fee, liquidity in ((maker, event.maker_fee, "maker"),
                                       (taker, event.taker_fee, "taker")):
-            self._fills.setdefault(order.account, []).append(Fill(
+            fill = Fill(
                 trade_id=event.trade_id, instrument=event.instrument,
                 client_order_id=order.client_order_id, order_id=order.order_id,
                 side="buy" if order.is_buy else "sell", price=event.price, quantity=quantity,
                 fee=fee, liquidity=liquidity, seq=event.seq, ts=event.ts,  # type: ignore[arg-type]
-            ))
+            )
+            self._fills.setdefault(order.account, []).append(fill)
+            recent = self._recent_fills.get(order.account)
+            if recent is None:
+                recent = self._recent_fills[order.account] = deque(maxlen=self.fills_kept_max)
+            recent.append(fill)
             status = "filled" if order.remaining == 0 else "open"
             self._report(order, event, "fill", status, fill_price=event.price,
                          fill_quantity=quantity)
@@ -446,6 +455,10 @@ class Projection:
             high_24h=format_micro(high) if high is not None else None,
             low_24h=format_micro(low) if low is not None else None,
         )
+
+    def recent_fills(self, account: str) -> list[Fill]:
+        """The account's most recent fills (up to `fills_kept_max`), oldest first."""
+        return list(self._recent_fills.get(account, ()))
 
     def balances_message(self, account: str) -> BalancesMessage:
         assets = self.balances.get(account, {})

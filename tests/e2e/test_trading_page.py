@@ -303,6 +303,15 @@ async def test_page_shows_market_data_logs_in_trades_and_sees_its_fill(
     await alice.click("#tab-fills")
     await alice.screenshot("04-alice-filled")
 
+    # A page bob opens after the trade lists it too: the fills feed's snapshot.
+    later = await browser.new_page(1600, 1000)
+    await later.goto(f"{market.http_url}#key={bob_key_id}:{bob_private_key}&account=bob"
+                     f"&instrument={market.main}")
+    await later.wait_for("document.querySelectorAll('#fills-body tr[data-trade-id]').length"
+                         f" === 1 && document.querySelector('#fills-body tr[data-trade-id]')"
+                         f".dataset.tradeId === {json.dumps(trade_id)}",
+                         "a page opened after the trade lists bob's fill")
+
     # The gateway drops every connection (as a restart would): the pages reconnect, log in
     # again by themselves and resubscribe; the cancel below needs that login.
     service = market.venue.gateways[0]

@@ -202,6 +202,35 @@ def test_cancel_on_disconnect_session_cancels_only_this_sessions_open_orders() -
     assert [o.client_order_id for o in core.projection.open_orders("alice")] == ["other"]
 
 
+def test_the_fills_snapshot_holds_the_accounts_latest_fills_oldest_first() -> None:
+    core, transport, sink, auth = make_core(fills_snapshot_max=3)
+    connect(core, auth, 1, "alice")
+    connect(core, auth, 2, "bob")
+    for index in range(4):
+        send(core, 2, {**ORDER, "req_id": 10 + index, "client_order_id": f"s{index}",
+                       "side": "sell", "price": f"{2 + index}", "quantity": 1})
+        send(core, 1, {**ORDER, "req_id": 20 + index, "client_order_id": f"b{index}",
+                       "side": "buy", "price": f"{2 + index}", "quantity": 1})
+    sink.run(core)
+    connect(core, auth, 3, "alice")  # a page opened after the fills
+    send(core, 3, {"op": "subscribe", "req_id": 1, "channel": "fills"})
+    send(core, 2, {"op": "subscribe", "req_id": 50, "channel": "fills"})
+    alice = [f for f in transport.frames[3] if f["type"] == "fills"]
+    assert [f["kind"] for f in alice] == ["snapshot"]
+    assert [(f["client_order_id"], f["price"], f["liquidity"]) for f in alice[0]["fills"]] == [
+        ("b1", "3", "taker"), ("b2", "4", "taker"), ("b3", "5", "taker")]
+    bob = [f for f in transport.frames[2] if f["type"] == "fills"]
+    assert [f["client_order_id"] for f in bob[0]["fills"]] == ["s1", "s2", "s3"]
+    send(core, 2, {**ORDER, "req_id": 60, "client_order_id": "s9", "side": "sell",
+                   "price": "9", "quantity": 1})
+    send(core, 3, {**ORDER, "req_id": 2, "client_order_id": "b9", "side": "buy",
+                   "price": "9", "quantity": 1})
+    sink.run(core)
+    alice = [f for f in transport.frames[3] if f["type"] == "fills"]
+    assert [f["kind"] for f in alice] == ["snapshot", "update"]
+    assert [f["client_order_id"] for f in alice[1]["fills"]] == ["b9"]
+
+
 def test_subscriptions_get_a_snapshot_then_updates_and_private_ones_need_a_login() -> None:
     core, transport, sink, auth = make_core()
     connect(core, auth, 1, None)

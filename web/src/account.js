@@ -73,7 +73,9 @@ export class AccountView {
   }
 
   applyFills(message) {
-    this.fills = [...[...message.fills].reverse(), ...this.fills].slice(0, FILLS_KEPT_MAX);
+    const newestFirst = [...message.fills].reverse();
+    const kept = message.kind === "snapshot" ? [] : this.fills;
+    this.fills = [...newestFirst, ...kept].slice(0, FILLS_KEPT_MAX);
     this.renderFills();
   }
 
@@ -201,7 +203,7 @@ export class AccountView {
           target: "_blank", rel: "noopener", text: "Proof ↗", title: `Settlement proof of trade ${fill.trade_id}` })));
     });
     if (rows.length === 0 && this.loggedIn) {
-      rows.push(el("tr", { class: "placeholder" }, el("td", { colspan: "9", text: "No fills since this page opened" })));
+      rows.push(el("tr", { class: "placeholder" }, el("td", { colspan: "9", text: "No fills yet" })));
     }
     byId("fills-body").replaceChildren(...rows);
   }
