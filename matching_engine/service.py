@@ -42,13 +42,14 @@ from eventlog.readahead import ReadAhead
 from gpux.observability import MetricsServer, configure_logging
 from matching_engine.core import Engine
 from matching_engine.cores import CORES, NativeCore, PythonCore, new_core
-from matching_engine.snapshots import Snapshot, SnapshotStore
+from matching_engine.snapshots import ForkedSnapshots, SnapshotStore
 from protocol import decode_event
 
 log = logging.getLogger("gpux.engine")
 
 TAIL_SCAN_OFFSETS = 256
 READ_AHEAD_BATCHES = 2
+SNAPSHOT_WAIT_S = 60.0
 LAG_INTERVAL_S = 1.0
 RETRIES_MAX = 30
 RETRY_BACKOFF_MIN_S = 0.2
@@ -66,7 +67,8 @@ class EngineConfig:
     batch_size_max: int = 2000
     batch_interval_ms: int = 5
     # Recovery re-applies at most this many commands (plus a batch) after the snapshot: the
-    # Python core re-applies 60-120k commands a second here, a snapshot costs ~30 ms.
+    # Python core re-applies 60-120k commands a second here. Snapshots are written by a
+    # forked child (matching_engine.snapshots.ForkedSnapshots); the loop pays for the fork.
     snapshot_every_commands: int = 100_000
     snapshot_dir: Path | None = None
     snapshots_kept_max: int = 3
@@ -165,6 +167,8 @@ class EngineService:
             SnapshotStore(config.snapshot_dir, config.snapshots_kept_max)
             if config.snapshot_dir is not None else None
         )
+        self.snapshot_writer = (
+            ForkedSnapshots(self.snapshots) if self.snapshots is not None else None)
         self.core: PythonCore | NativeCore = new_core(config.core)
         self.stats = EngineStats()
         self.ready = asyncio.Event()
@@ -193,6 +197,8 @@ class EngineService:
                 await consumer.stop()
         finally:
             await producer.stop()
+            if self.snapshot_writer is not None:
+                await asyncio.to_thread(self.snapshot_writer.wait, SNAPSHOT_WAIT_S)
 
     async def _recover(self) -> Consumer:
         """Rebuild the state the committed events reflect; return a consumer right after it."""
@@ -332,15 +338,15 @@ class EngineService:
         self.metrics.lag.set(max(0, end - self.next_offset))
 
     def save_snapshot(self, command_offset: int) -> None:
-        """Write the state as of `command_offset` (all commands before it applied)."""
-        if self.snapshots is None:
+        """Start writing the state as of `command_offset` (all commands before it applied)
+        in a forked child; while the previous one is still being written, do nothing."""
+        if self.snapshot_writer is None:
             return
         started = time.perf_counter()
-        snapshot = Snapshot(command_offset, self.core.seq, self.core.snapshot())
-        path = self.snapshots.save(snapshot)
-        self._since_snapshot = 0
-        log.info("snapshot %s (seq %d) in %.3f s", path.name, self.core.seq,
-                 time.perf_counter() - started)
+        if self.snapshot_writer.start(command_offset, self.core.seq, self.core.snapshot):
+            self._since_snapshot = 0
+            log.info("snapshot at command offset %d (seq %d) forked in %.3f s", command_offset,
+                     self.core.seq, time.perf_counter() - started)
 
 
 async def _abort_quietly(producer: Producer) -> None:

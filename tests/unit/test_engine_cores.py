@@ -88,11 +88,11 @@ async def test_each_core_recovers_from_the_snapshots_of_the_other(tmp_path: Path
         await append_commands_after_topics(event_log, service, payloads[:half])
         await run_until_applied(event_log, config("native"), half)
         python = await run_until_applied(event_log, config("python"), half)
-        assert 0 < python.stats.recovered_commands < 400 + 64
+        assert python.stats.recovered_commands < half  # from a native snapshot
         await append_commands_after_topics(event_log, service, payloads[half:])
         await run_until_applied(event_log, config("python"), len(payloads))
         native = await run_until_applied(event_log, config("native"), len(payloads))
-        assert 0 < native.stats.recovered_commands < 400 + 64
+        assert native.stats.recovered_commands < len(payloads) - half  # a Python one
         events = await read_all(event_log, EVENTS_TOPIC)
         assert native.core.seq == len(events)
     finally:

@@ -63,7 +63,9 @@ async def test_restart_from_snapshot_publishes_each_event_exactly_once(tmp_path:
         await run_until_applied(event_log, config, half)
         await append_commands(event_log, payloads[half:])
         second = await run_until_applied(event_log, config, len(payloads))
-        assert second.stats.recovered_commands < 400 + 64, "recovery started from a snapshot"
+        # A snapshot comes due every 400 commands, but one due while the last is still being
+        # written is skipped: recovery starts from some snapshot, not from the log's start.
+        assert second.stats.recovered_commands < half, "recovery started from a snapshot"
         events = await read_topic(event_log, EVENTS_TOPIC)
     finally:
         await event_log.close()

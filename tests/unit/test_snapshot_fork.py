@@ -1,0 +1,61 @@
+"""Snapshots written by a forked child: the loop goes on, one child at a time, failures told."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from matching_engine.core import Engine
+from matching_engine.snapshots import ForkedSnapshots, SnapshotStore
+from matching_engine.workload import Workload
+
+
+def engine_after(commands: int) -> Engine:
+    workload = Workload(instruments=2, accounts=6, seed=9)
+    engine = Engine()
+    for command in workload.setup() + workload.flow(commands):
+        engine.apply(command)
+    return engine
+
+
+def test_the_child_writes_the_state_as_of_the_fork(tmp_path: Path) -> None:
+    store = SnapshotStore(tmp_path)
+    writer = ForkedSnapshots(store)
+    engine = engine_after(2_000)
+    expected = engine.snapshot()
+    assert writer.start(2_010, engine.seq, engine.snapshot)
+    for command in Workload(instruments=2, accounts=6, seed=10).flow(500):
+        engine.apply(command)  # the parent goes on; the child holds its own copy
+    writer.wait(timeout_s=60)
+    snapshot = store.latest(2_010)
+    assert snapshot is not None and snapshot.engine == expected
+    assert (writer.written, writer.failed, writer.running()) == (1, 0, False)
+
+
+def test_one_child_at_a_time(tmp_path: Path) -> None:
+    writer = ForkedSnapshots(SnapshotStore(tmp_path))
+
+    def slow_capture() -> bytes:
+        time.sleep(0.5)
+        return b"state"
+
+    assert writer.start(10, 1, slow_capture)
+    assert not writer.start(20, 2, slow_capture), "a second child while the first runs"
+    writer.wait(timeout_s=60)
+    assert writer.start(30, 3, slow_capture)
+    writer.wait(timeout_s=60)
+    assert writer.written == 2
+    assert [path.name for path in sorted(tmp_path.glob("*.snapshot"))] == [
+        f"{10:020d}.snapshot", f"{30:020d}.snapshot"]
+
+
+def test_a_failing_child_is_counted_and_leaves_no_file(tmp_path: Path) -> None:
+    writer = ForkedSnapshots(SnapshotStore(tmp_path))
+
+    def broken_capture() -> bytes:
+        raise RuntimeError("capture failed")
+
+    assert writer.start(10, 1, broken_capture)
+    writer.wait(timeout_s=60)
+    assert (writer.written, writer.failed) == (0, 1)
+    assert list(tmp_path.iterdir()) == []
