@@ -46,12 +46,13 @@ from eth_utils.address import to_checksum_address
 from hexbytes import HexBytes
 
 from eventlog.port import COMMANDS_TOPIC, Producer
-from ledger.db import ConnectionOpener, RetryPolicy, is_connection_failure, reconnect
+from ledger.db import ConnectionOpener, RetryPolicy
 from protocol import USDC, Deposit, encode, format_micro
 from settlement import store
 from settlement.accounts import REFUSALS, deposit_target
 from settlement.chain import DEPOSITED_TOPIC, USDC_ASSET, Contracts
 from settlement.errors import SettlementError
+from settlement.looping import SteppingService
 from settlement.metrics import SettlementMetrics
 
 log = logging.getLogger("gpux.settlement.deposits")
@@ -120,11 +121,10 @@ class WatcherConfig:
         return self.topic_namespace + COMMANDS_TOPIC
 
 
-class DepositWatcher:
+class DepositWatcher(SteppingService):
     """Turn confirmed Vault deposits into `deposit` commands; `step()` does one round.
 
-    With `reopen` (how to open a connection like `conn`), `run()` replaces a connection the
-    database dropped, retrying per `reconnect_policy`; without it the failure is raised.
+    `run()` loops (settlement.looping: retries, reconnects with `reopen`, pauses when idle).
     `metrics` (shared with the submitter of the same process) counts what it sends.
     """
 
@@ -133,20 +133,14 @@ class DepositWatcher:
                  reopen: ConnectionOpener | None = None,
                  reconnect_policy: RetryPolicy | None = None,
                  metrics: SettlementMetrics | None = None) -> None:
+        super().__init__(conn, name="deposit watcher", label="deposits",
+                         poll_interval_ms=config.poll_interval_ms, reopen=reopen,
+                         reconnect_policy=reconnect_policy, metrics=metrics)
         self.contracts = contracts
-        self.conn = conn
         self.producer = producer
         self.config = config
         self.clock_ns = clock_ns
-        self.reopen = reopen
-        self.reconnect_policy = reconnect_policy
-        self.metrics = metrics if metrics is not None else SettlementMetrics()
         self._symbols: dict[int, str] = {}
-        self._running = False
-
-    def healthy(self) -> bool:
-        """Tell whether `run()` is looping on an open database connection."""
-        return self._running and not self.conn.is_closed()
 
     async def step(self) -> int:
         """Read one range of confirmed blocks; return how many deposit commands were sent."""
@@ -172,39 +166,8 @@ class DepositWatcher:
         self.metrics.deposits_next_block.set(end + 1)
         return len(commands)
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Step until `stop`; a node that does not answer is retried every poll interval."""
-        self._running = True
-        try:
-            await self._loop(stop)
-        finally:
-            self._running = False
-
-    async def _loop(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            sent = 0
-            try:
-                sent = await self.step()
-            except SettlementError as error:
-                if not error.retriable:
-                    raise
-                self.metrics.retries.labels("deposits").inc()
-                log.warning("deposit watcher: %s; retrying", error)
-            except Exception as error:
-                if self.reopen is None or not is_connection_failure(error):
-                    raise
-                conn = await reconnect(self.conn, error, self.reopen, stop, what="deposit watcher",
-                                       policy=self.reconnect_policy, logger=log)
-                if conn is None:
-                    return
-                self.conn = conn
-                self.metrics.reconnects.labels("deposits").inc()
-                continue  # the next step reads the stored next block, as after a restart
-            if sent == 0:
-                try:
-                    await asyncio.wait_for(stop.wait(), self.config.poll_interval_ms / 1000)
-                except TimeoutError:
-                    pass
+    async def _step(self) -> bool:
+        return await self.step() > 0
 
     def _deposit_logs(self, start: int, end: int) -> list[DepositLog]:
         logs = [decode_deposit_log(entry) for entry in self.contracts.deposit_logs(start, end)]

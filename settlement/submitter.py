@@ -53,14 +53,15 @@ from web3.exceptions import (
     Web3RPCError,
 )
 
-from ledger.db import ConnectionOpener, RetryPolicy, is_connection_failure, reconnect
+from ledger.db import ConnectionOpener, RetryPolicy
 from protocol import USDC
 from settlement import store
 from settlement.batching import Blocked, plan_batch, settleable_prefix
 from settlement.chain import USDC_ASSET, Contracts, call_rpc, token_id
-from settlement.errors import RefusedError, SettlementError
+from settlement.errors import RefusedError
 from settlement.fills import accounts_of
 from settlement.jobs import BatchJob, Job, PayoutJob
+from settlement.looping import SteppingService
 from settlement.metrics import SettlementMetrics
 from settlement.store import Batch, Payout
 
@@ -120,11 +121,10 @@ class MempoolView:
     next_nonce: int = 0
 
 
-class Submitter:
+class Submitter(SteppingService):
     """Cut, send and confirm jobs; `step()` does one thing, `run()` loops.
 
-    With `reopen` (how to open a connection like `conn`), `run()` replaces a connection the
-    database dropped, retrying per `reconnect_policy`; without it the failure is raised.
+    `run()` loops (settlement.looping: retries, reconnects with `reopen`, pauses when idle).
     `metrics` may be shared with the deposit watcher of the same process.
     """
 
@@ -132,59 +132,22 @@ class Submitter:
                  config: SubmitterConfig, *, reopen: ConnectionOpener | None = None,
                  reconnect_policy: RetryPolicy | None = None,
                  metrics: SettlementMetrics | None = None) -> None:
+        super().__init__(conn, name="submitter", label="submitter",
+                         poll_interval_ms=config.poll_interval_ms, reopen=reopen,
+                         reconnect_policy=reconnect_policy, metrics=metrics)
         self.contracts = contracts
         self.chain = contracts.chain
-        self.conn = conn
         self.signer = signer
         self.config = config
-        self.reopen = reopen
-        self.reconnect_policy = reconnect_policy
-        self.metrics = metrics if metrics is not None else SettlementMetrics()
         self._last_cut_s = time.monotonic()
         self._last_blocked: Blocked | None = None
         self._last_waiting_payout: tuple[int, str] | None = None
         self._backlog_read_s: float | None = None
-        self._running = False
 
-    def healthy(self) -> bool:
-        """Tell whether `run()` is looping on an open database connection."""
-        return self._running and not self.conn.is_closed()
-
-    async def run(self, stop: asyncio.Event) -> None:
-        """Step until `stop`; pause a poll interval whenever there is nothing to do now."""
-        self._running = True
-        try:
-            await self._loop(stop)
-        finally:
-            self._running = False
-
-    async def _loop(self, stop: asyncio.Event) -> None:
-        busy = {Outcome.STORED, Outcome.SETTLED}
-        while not stop.is_set():
-            try:
-                outcome = await self.step()
-                await self._read_backlog()
-            except SettlementError as error:
-                if not error.retriable:
-                    raise
-                self.metrics.retries.labels("submitter").inc()
-                log.warning("submitter: %s; retrying", error)
-                outcome = Outcome.WAITING
-            except Exception as error:
-                if self.reopen is None or not is_connection_failure(error):
-                    raise
-                conn = await reconnect(self.conn, error, self.reopen, stop, what="submitter",
-                                       policy=self.reconnect_policy, logger=log)
-                if conn is None:
-                    return
-                self.conn = conn
-                self.metrics.reconnects.labels("submitter").inc()
-                continue  # the next step starts from the store, as after a restart
-            if outcome not in busy:
-                try:
-                    await asyncio.wait_for(stop.wait(), self.config.poll_interval_ms / 1000)
-                except TimeoutError:
-                    pass
+    async def _step(self) -> bool:
+        outcome = await self.step()
+        await self._read_backlog()
+        return outcome in (Outcome.STORED, Outcome.SETTLED)
 
     async def step(self) -> Outcome:
         job = await self._open_job()
