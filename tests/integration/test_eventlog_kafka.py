@@ -6,12 +6,9 @@ import asyncio
 import signal
 import sys
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
-
-from eventlog.kafka import KafkaConfig, KafkaLog
+from eventlog.kafka import KafkaLog
 from eventlog.port import Isolation, Record, TopicSpec
 from eventlog.reading import read_until, settled_end_offset
 from tests.helpers import eventually
@@ -41,13 +38,6 @@ async def main(bootstrap, topic, transactional_id):
 
 asyncio.run(main(*sys.argv[1:4]))
 """
-
-
-@pytest.fixture
-async def kafka_log(kafka_bootstrap: str) -> AsyncIterator[KafkaLog]:
-    log = KafkaLog(KafkaConfig(bootstrap_servers=kafka_bootstrap, request_timeout_ms=15_000))
-    yield log
-    await log.close()
 
 
 def unique(prefix: str) -> str:

@@ -15,12 +15,10 @@ from __future__ import annotations
 import asyncio
 import signal
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import pytest
-
-from eventlog.kafka import KafkaConfig, KafkaLog
+from eventlog.kafka import KafkaLog
 from eventlog.port import COMMANDS_TOPIC, EVENTS_TOPIC, TopicSpec
 from harness.paths import tail
 from harness.ports import free_port
@@ -54,13 +52,6 @@ FLOW_COMMANDS = 3000
 CATCH_UP_TIMEOUT_S = 120.0
 
 Fault = Callable[[], Awaitable[None]]
-
-
-@pytest.fixture
-async def kafka_log(kafka_bootstrap: str) -> AsyncIterator[KafkaLog]:
-    event_log = KafkaLog(KafkaConfig(bootstrap_servers=kafka_bootstrap))
-    yield event_log
-    await event_log.close()
 
 
 def command_stream() -> list[AnyCommand]:

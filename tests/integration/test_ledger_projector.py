@@ -24,7 +24,7 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 import pytest
 
-from eventlog.kafka import KafkaConfig, KafkaLog
+from eventlog.kafka import KafkaLog
 from eventlog.port import COMMANDS_TOPIC, EVENTS_TOPIC, EventLog, TopicSpec
 from harness.ports import free_port
 from ledger import reads
@@ -85,13 +85,6 @@ async def ledger_db(database_url: str) -> AsyncIterator[LedgerDatabase]:
     assert result.returncode == 0, result.stderr
     yield LedgerDatabase(url, url_with_credentials(url, SERVICE_ROLE, SERVICE_PASSWORD))
     await drop_database(database_url, name)
-
-
-@pytest.fixture
-async def kafka_log(kafka_bootstrap: str) -> AsyncIterator[KafkaLog]:
-    event_log = KafkaLog(KafkaConfig(bootstrap_servers=kafka_bootstrap))
-    yield event_log
-    await event_log.close()
 
 
 def command_stream() -> list[AnyCommand]:

@@ -20,8 +20,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,14 +28,14 @@ import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
-from eventlog.kafka import KafkaConfig, KafkaLog
+from eventlog.kafka import KafkaLog
 from eventlog.port import EventLog
 from eventlog.reading import read_until, settled_end_offset
 from harness.paths import tail
 from harness.ports import free_port
 from ledger.db import drop_database
-from matching_engine.service import EngineConfig, EngineService
-from protocol import Deposited, ListInstrument, decode_event, encode
+from matching_engine.service import EngineConfig
+from protocol import Deposited, decode_event
 from settlement import store
 from settlement.chain import USDC_ASSET, Chain, Contracts, deploy, dev_account, token_id
 from settlement.cli import APPLICATION_NAME as SETTLEMENT_APPLICATION
@@ -52,6 +50,7 @@ from tests.integration.database_faults import (
     own_postgres,
     query_while_restarting,
 )
+from tests.integration.engine_run import engine_with_instrument
 from tests.integration.metrics_probe import health, scrape
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -163,29 +162,8 @@ async def prepare_venue(eth_rpc_url: str, admin_url: str, event_log: EventLog,
 @pytest.fixture
 async def engine(kafka_bootstrap: str) -> AsyncIterator[tuple[KafkaLog, EngineConfig]]:
     """Run the engine in-process on a fresh namespace, with the trades' instrument listed."""
-    namespace = f"sloss{uuid.uuid4().hex[:8]}."
-    config = EngineConfig(topic_namespace=namespace, transactional_id=f"{namespace}engine",
-                          group_id=f"{namespace}engine")
-    event_log = KafkaLog(KafkaConfig(bootstrap_servers=kafka_bootstrap))
-    service = EngineService(event_log, config)
-    stop = asyncio.Event()
-    task = asyncio.create_task(service.run(stop))
-    producer = event_log.producer()
-    await producer.start()
-    try:
-        await asyncio.wait_for(service.ready.wait(), 60)
-        now = time.time_ns()
-        await producer.send(config.commands_topic, encode(ListInstrument(
-            ts=now, symbol=SYMBOL, gpu="H100-SXM-80GB", region="eu-west",
-            delivery_start=now + 86_400 * 10**9, delivery_hours=1, tick_size="0.01",
-            max_order_quantity=1000, maker_fee_bps=0, taker_fee_bps=0,
-        )))  # fmt: skip
-        yield event_log, config
-    finally:
-        stop.set()
-        await task
-        await producer.stop()
-        await event_log.close()
+    async with engine_with_instrument(kafka_bootstrap, "sloss", SYMBOL) as run:
+        yield run.event_log, run.config
 
 
 def start_settlement(venue: Venue, eth_rpc_url: str, kafka_bootstrap: str, log_path: Path,

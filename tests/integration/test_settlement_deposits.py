@@ -6,9 +6,6 @@ keeps its progress in a real PostgreSQL.
 
 from __future__ import annotations
 
-import asyncio
-import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -16,17 +13,17 @@ import asyncpg
 import pytest
 from eth_utils import to_checksum_address
 
-from eventlog.kafka import KafkaConfig, KafkaLog
 from eventlog.port import EventLog, Producer
 from eventlog.reading import read_to_end
-from matching_engine.service import EngineConfig, EngineService
-from protocol import Deposited, DepositRejected, ListInstrument, decode_event, encode
+from matching_engine.service import EngineConfig
+from protocol import Deposited, DepositRejected, decode_event
 from settlement import store
 from settlement.chain import Chain, Contracts, deploy, dev_account
 from settlement.deposits import DepositWatcher, WatcherConfig
 from settlement.dev import deposit_tokens, deposit_usdc, new_wallet
 from settlement.testing import fresh_database
 from tests.helpers import eventually
+from tests.integration.engine_run import engine_with_instrument
 
 SYMBOL = "H100-SXM-80GB.eu-west.2026-02-01T00"
 CONFIRMATIONS = 3
@@ -68,30 +65,10 @@ async def venue(eth_rpc_url: str, database_url: str, kafka_bootstrap: str
                                         minter=admin.address))
     conn = await asyncpg.connect(await fresh_database(database_url))
     await store.migrate(conn)
-    namespace = f"s{uuid.uuid4().hex[:8]}."
-    engine_config = EngineConfig(topic_namespace=namespace, transactional_id=f"{namespace}engine",
-                                 group_id=f"{namespace}engine")
-    event_log = KafkaLog(KafkaConfig(bootstrap_servers=kafka_bootstrap))
-    engine = EngineService(event_log, engine_config)
-    stop = asyncio.Event()
-    engine_task = asyncio.create_task(engine.run(stop))
-    producer = event_log.producer()
-    await producer.start()
     try:
-        await asyncio.wait_for(engine.ready.wait(), 60)
-        now = time.time_ns()
-        listing = ListInstrument(
-            ts=now, symbol=SYMBOL, gpu="H100-SXM-80GB", region="eu-west",
-            delivery_start=now + 86_400 * 10**9, delivery_hours=1, tick_size="0.01",
-            max_order_quantity=1000, maker_fee_bps=0, taker_fee_bps=0,
-        )
-        await producer.send(engine_config.commands_topic, encode(listing))
-        yield Venue(contracts, conn, event_log, producer, engine_config)
+        async with engine_with_instrument(kafka_bootstrap, "s", SYMBOL) as run:
+            yield Venue(contracts, conn, run.event_log, run.producer, run.config)
     finally:
-        stop.set()
-        await engine_task
-        await producer.stop()
-        await event_log.close()
         await conn.close()
 
 
