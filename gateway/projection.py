@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import msgspec
+
 from gateway.books import L2Book
 from gateway.marketstats import MarketStats
 from gateway.messages import (
@@ -59,8 +61,15 @@ class ProjectionError(Exception):
     """The event stream broke an invariant the projection relies on (a gap in seq, ...)."""
 
 
-@dataclass(slots=True)
-class OpenOrder:
+class OpenOrder(msgspec.Struct, gc=False):
+    """An order the engine accepted and has not closed.
+
+    Untracked by the garbage collector (`gc=False`): a venue holds hundreds of thousands of
+    these, and each full collection walked them all (70 ms per 200k orders, measured; in the
+    e2e benchmark the gateway paused 50-300 ms every second or so, with nothing to collect).
+    It refers only to its instrument, which never refers back, so it is in no cycle.
+    """
+
     order_id: str
     account: str
     client_order_id: str
