@@ -337,13 +337,17 @@ impl Engine {
             self.events.plain("symbol", &self.instruments[index].symbol);
             self.events.end();
         }
-        self.next_close_ns = self
-            .instruments
+        self.next_close_ns = self.earliest_open_delivery();
+    }
+
+    /// The delivery start of the open instrument delivered first (NEVER when none is open).
+    pub fn earliest_open_delivery(&self) -> i128 {
+        self.instruments
             .iter()
             .filter(|i| !i.closed)
             .map(|i| i128::from(i.delivery_start))
             .min()
-            .unwrap_or(NEVER);
+            .unwrap_or(NEVER)
     }
 
     // -- instruments and money -------------------------------------------------------------

@@ -10,7 +10,7 @@ use std::cmp::Reverse;
 
 use crate::book::{Order, NIL};
 use crate::decode::{Stp, TimeInForce};
-use crate::engine::{Engine, Instrument, NEVER, USDC, USDC_ASSET};
+use crate::engine::{Engine, Instrument, USDC, USDC_ASSET};
 
 pub struct OrderState {
     pub order_id: u64,
@@ -277,13 +277,7 @@ impl Engine {
                 }
             }
         }
-        engine.next_close_ns = engine
-            .instruments
-            .iter()
-            .filter(|instrument| !instrument.closed)
-            .map(|instrument| i128::from(instrument.delivery_start))
-            .min()
-            .unwrap_or(NEVER);
+        engine.next_close_ns = engine.earliest_open_delivery();
         engine.validate()?;
         Ok(engine)
     }
