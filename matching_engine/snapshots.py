@@ -113,6 +113,9 @@ def _offset_of(path: Path) -> int:
     return int(path.name.removesuffix(SUFFIX))
 
 
+_FD_LIMIT = os.sysconf("SC_OPEN_MAX")
+
+
 class ForkedSnapshots:
     """Write snapshots from a forked child, so the engine's loop never waits for one.
 
@@ -139,6 +142,9 @@ class ForkedSnapshots:
         if pid == 0:  # the child: capture, write, exit without running the parent's cleanup
             status = 1
             try:
+                # Drop the parent's sockets and files (stdio kept): a child outliving a killed
+                # parent must not hold its listening ports while a new engine binds them.
+                os.closerange(3, _FD_LIMIT)
                 self.store.save(Snapshot(command_offset, event_seq, capture()))
                 status = 0
             except BaseException:  # noqa: BLE001 -- reported by the exit status and stderr
