@@ -132,15 +132,16 @@ class GatewayCore:
         self.transport = transport
         self.sink = sink
         self.auth = auth
+        self.subscribers: dict[tuple[str, str], set[int]] = {}
         self.projection = projection or Projection(
             trades_kept_max=config.trades_snapshot_max, candles_kept_max=config.candles_kept_max,
-            fills_kept_max=config.fills_snapshot_max)
+            fills_kept_max=config.fills_snapshot_max,
+            reports_wanted=lambda account: ("orders", account) in self.subscribers)
         self.correlator = Correlator()
         self.planner = Planner(config.gateway_id)
         self.limiter = RateLimiter(config.ip_limit)
         self.sessions: dict[int, Session] = {}
         self.connections_by_ip: dict[str, int] = {}
-        self.subscribers: dict[tuple[str, str], set[int]] = {}
         self.dead_man: dict[str, int] = {}  # account -> deadline (monotonic ns)
         self.last_ts = 0
         self.next_heartbeat_ns = 0

@@ -18,10 +18,21 @@ MICRO_MAX = 10**18
 _DECIMAL = re.compile(r"(?P<whole>[0-9]{1,19})(?:\.(?P<fraction>[0-9]{1,32}))?")
 
 
+_PARSE_CACHE_SIZE_MAX = 1 << 16
+_parsed: dict[str, int] = {}
+
+
 def parse_micro(text: object, field: str = "amount") -> int:
-    """Parse a non-negative USDC decimal string into micro-USDC, naming `field` on error."""
+    """Parse a non-negative USDC decimal string into micro-USDC, naming `field` on error.
+
+    Valid strings are remembered (prices repeat: a book has few levels), so most calls are
+    one dict lookup; what fails to parse is never cached and raises each time.
+    """
     if not isinstance(text, str):
         raise ProtocolError(field, f"expected a decimal string, got {type(text).__name__}")
+    cached = _parsed.get(text)
+    if cached is not None:
+        return cached
     match = _DECIMAL.fullmatch(text)
     if match is None:
         raise ProtocolError(field, f"{text!r} is not a decimal string like '2.15'")
@@ -32,6 +43,9 @@ def parse_micro(text: object, field: str = "amount") -> int:
                   + int(fraction.ljust(USDC_DECIMALS, "0")))
     if micro > MICRO_MAX:
         raise ProtocolError(field, f"{text!r} is above the maximum {format_micro(MICRO_MAX)}")
+    if len(_parsed) >= _PARSE_CACHE_SIZE_MAX:
+        _parsed.clear()
+    _parsed[text] = micro
     return micro
 
 

@@ -134,3 +134,21 @@ def test_candles_and_ticker_follow_trades_in_engine_time() -> None:
     assert ticker.last == trades[-1].price
     candles = projection.candles_snapshot("GPU-0", 10).candles
     assert sum(c.trades for c in candles) == len(trades)
+
+
+def test_reports_are_built_only_for_accounts_with_a_reader_and_the_state_is_the_same() -> None:
+    _, events = engine_events(3_000)
+    readers = {"acct1"}
+    projection = Projection(reports_wanted=lambda account: account in readers)
+    everyone = Projection()
+    report_accounts: set[str] = set()
+    for start in range(0, len(events), 50):
+        for event in events[start:start + 50]:
+            projection.apply(event)
+            everyone.apply(event)
+        everyone.flush()
+        report_accounts |= {update.key for update in projection.flush()
+                            if update.channel == "orders"}
+    assert report_accounts == {"acct1"}
+    for account in everyone.by_account:
+        assert projection.open_orders(account) == everyone.open_orders(account)

@@ -253,3 +253,13 @@ def test_parse_token_amount_names_amount_by_default() -> None:
     with pytest.raises(ProtocolError) as caught:
         parse_token_amount(0)
     assert caught.value.field == "amount"
+
+
+def test_parse_micro_answers_a_repeated_price_the_same_and_never_caches_a_refusal() -> None:
+    assert parse_micro("2.15") == parse_micro("2.15") == 2_150_000
+    assert parse_micro("2.150000") == 2_150_000
+    for _ in range(2):
+        with pytest.raises(ProtocolError, match="more than 6 decimals"):
+            parse_micro("2.1500001", "price")
+        with pytest.raises(ProtocolError, match="price"):
+            parse_micro("2,15", "price")
