@@ -1,5 +1,6 @@
-"""What the ledger's integration tests share: a `gpux ledger run` subprocess and a feeder
-that streams commands to the engine in small batches."""
+"""What the ledger's integration tests share: a `gpux ledger run` subprocess, a feeder
+that streams commands to the engine in small batches, and the check that the journal holds
+every event once."""
 
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import asyncpg  # type: ignore[import-untyped]
+
 from eventlog.port import EventLog
+from ledger.reconcile import ReconcileReport, reconcile
+from protocol import decode_event
 
 ROOT = Path(__file__).resolve().parents[2]
 FEED_CHUNK = 20
@@ -42,3 +47,27 @@ async def feed(event_log: EventLog, topic: str, payloads: list[bytes],
                 await asyncio.sleep(pause_s)
     finally:
         await producer.stop()
+
+
+async def assert_journal_holds_each_event_once(
+    connection: asyncpg.Connection, event_log: EventLog, events: list[bytes],
+    commands_topic: str,
+) -> ReconcileReport:
+    """Check the journal against the whole event topic: one entry per money-moving event,
+    each trade and withdrawal once, checkpoints covering every seq once, and a
+    reconciliation with a replay of the command log without differences."""
+    money_seqs = [decode_event(event).seq for event in events
+                  if any(kind in event for kind in MONEY_TYPES)]
+    entry_seqs = [row[0] for row in
+                  await connection.fetch("SELECT seq FROM ledger.entries ORDER BY seq")]
+    assert entry_seqs == money_seqs, "one entry per money-moving event, none doubled"
+    assert await connection.fetchval("SELECT count(*) FROM ledger.trades") == sum(
+        b'"type":"trade"' in event for event in events)
+    assert await connection.fetchval("SELECT count(*) FROM ledger.withdrawals") == sum(
+        b'"type":"withdrawn"' in event for event in events)
+    covered = await connection.fetchval(
+        "SELECT sum(last_seq - first_seq + 1) FROM ledger.checkpoints")
+    assert covered == len(events)
+    report = await reconcile(connection, event_log, commands_topic=commands_topic)
+    assert (report.seq, report.differences) == (len(events), [])
+    return report

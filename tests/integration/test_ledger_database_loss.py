@@ -30,12 +30,11 @@ from ledger.db import (
     url_with_credentials,
 )
 from ledger.migrate import apply_migrations, set_service_password
-from ledger.reconcile import reconcile
 from ledger.verify import verify_chain
 from matching_engine.core import Engine
 from matching_engine.service import EngineConfig, EngineService
 from matching_engine.workload import Workload
-from protocol import AnyCommand, Withdraw, decode_event, encode
+from protocol import AnyCommand, Withdraw, encode
 from tests.helpers import eventually, read_topic
 from tests.integration.database_faults import (
     database_of,
@@ -44,7 +43,11 @@ from tests.integration.database_faults import (
     own_postgres,
     query_while_restarting,
 )
-from tests.integration.ledger_flow import MONEY_TYPES, feed, start_projector
+from tests.integration.ledger_flow import (
+    assert_journal_holds_each_event_once,
+    feed,
+    start_projector,
+)
 from tests.integration.metrics_probe import health, scrape
 
 SERVICE_PASSWORD = "ledger-loss-password"
@@ -152,22 +155,10 @@ async def check_every_event_once(kafka_log: KafkaLog, owner_url: str, commands_t
                                  events_topic: str, total_events: int) -> None:
     events = await read_topic(kafka_log, events_topic)
     assert len(events) == total_events
-    money_seqs = [decode_event(event).seq for event in events
-                  if any(kind in event for kind in MONEY_TYPES)]
     connection = await observe(owner_url)
     try:
-        entry_seqs = [row[0] for row in
-                      await connection.fetch("SELECT seq FROM ledger.entries ORDER BY seq")]
-        assert entry_seqs == money_seqs, "one entry per money-moving event, none doubled"
-        assert await connection.fetchval("SELECT count(*) FROM ledger.trades") == sum(
-            b'"type":"trade"' in event for event in events)
-        assert await connection.fetchval("SELECT count(*) FROM ledger.withdrawals") == sum(
-            b'"type":"withdrawn"' in event for event in events)
-        covered = await connection.fetchval(
-            "SELECT sum(last_seq - first_seq + 1) FROM ledger.checkpoints")
-        assert covered == total_events
-        report = await reconcile(connection, kafka_log, commands_topic=commands_topic)
-        assert (report.seq, report.differences) == (total_events, [])
+        await assert_journal_holds_each_event_once(connection, kafka_log, events,
+                                                   commands_topic)
         assert (await verify_chain(connection)).ok
     finally:
         await connection.close()
