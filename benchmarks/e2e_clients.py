@@ -21,6 +21,7 @@ import collections
 import itertools
 import random
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 SYMBOL_MID_TICKS = 20_000  # 200.00 at a 0.01 tick
@@ -128,6 +129,18 @@ async def saturate(clients: list[Any], flow: OrderFlow, index: int,
             "finished_s": time.monotonic() - started}
 
 
+async def on_schedule(count: int, interval_ns: int) -> AsyncIterator[tuple[int, int]]:
+    """Yield (number, scheduled time in ns) for `count` sends `interval_ns` apart, each when
+    it is due (open loop: a sender that falls behind is not waited for, it is late)."""
+    start_ns = time.time_ns() + 20_000_000
+    for number in range(count):
+        scheduled_ns = start_ns + number * interval_ns
+        delay_ns = scheduled_ns - time.time_ns()
+        if delay_ns > 0:
+            await asyncio.sleep(delay_ns / 1e9)
+        yield number, scheduled_ns
+
+
 async def at_rate(clients: list[Any], flow: OrderFlow, index: int,
                   phase: dict[str, Any]) -> dict[str, Any]:
     """Send single new_order requests on a fixed schedule; record each one's times."""
@@ -142,12 +155,7 @@ async def at_rate(clients: list[Any], flow: OrderFlow, index: int,
         reply = await client.request(**flow.item(cid))
         rows.append((cid, scheduled_ns, sent_ns, time.time_ns(), reply.result["status"]))
 
-    start_ns = time.time_ns() + 20_000_000
-    for number in range(count):
-        scheduled_ns = start_ns + number * interval_ns
-        delay_ns = scheduled_ns - time.time_ns()
-        if delay_ns > 0:
-            await asyncio.sleep(delay_ns / 1e9)
+    async for number, scheduled_ns in on_schedule(count, interval_ns):
         task = asyncio.create_task(one(clients[number % len(clients)], f"{prefix}{number}",
                                        scheduled_ns))
         tasks.add(task)
@@ -204,12 +212,7 @@ async def echo_at_rate(phase: dict[str, Any]) -> dict[str, Any]:
             latencies.append(time.time_ns() - sent[position].popleft())
 
     readers = [asyncio.create_task(read(i, ws)) for i, ws in enumerate(connections)]
-    start_ns = time.time_ns() + 20_000_000
-    for number in range(count):
-        scheduled_ns = start_ns + number * interval_ns
-        delay_ns = scheduled_ns - time.time_ns()
-        if delay_ns > 0:
-            await asyncio.sleep(delay_ns / 1e9)
+    async for number, scheduled_ns in on_schedule(count, interval_ns):
         position = number % len(connections)
         sent[position].append(scheduled_ns)
         await connections[position].send(ECHO_PAYLOAD)
