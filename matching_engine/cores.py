@@ -117,18 +117,16 @@ class NativeCore:
     def restore(cls, data: bytes) -> NativeCore:
         """Build the core from a snapshot of either core; ValueError names what is wrong."""
         snapshot = decode_snapshot(data)
-        if snapshot.version != SNAPSHOT_VERSION:
-            raise ValueError(f"snapshot version {snapshot.version} != {SNAPSHOT_VERSION}")
         state = (
             snapshot.time, snapshot.seq, snapshot.order_counter, snapshot.trade_counter,
             [(*_fields(instrument)[:-2], [_fields(o) for o in instrument.bids],
               [_fields(o) for o in instrument.asks]) for instrument in snapshot.instruments],
-            sorted((account, asset, available, held)
-                   for account, assets in snapshot.balances.items()
-                   for asset, (available, held) in assets.items()),
-            sorted(tuple(entry) for entry in snapshot.expiries),
-            list(snapshot.deposit_ids),
-            sorted(snapshot.supply.items()),
+            [(account, asset, available, held)
+             for account, assets in snapshot.balances.items()
+             for asset, (available, held) in assets.items()],
+            snapshot.expiries,
+            snapshot.deposit_ids,
+            list(snapshot.supply.items()),
         )
         return cls(_native_module().NativeEngine.restore(state))
 

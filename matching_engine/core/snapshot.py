@@ -86,8 +86,6 @@ def capture(engine: Engine) -> EngineSnapshot:
 
 def restore_into(engine: Engine, snapshot: EngineSnapshot) -> None:
     """Load a captured state into a fresh engine."""
-    if snapshot.version != SNAPSHOT_VERSION:
-        raise ValueError(f"snapshot version {snapshot.version} != {SNAPSHOT_VERSION}")
     engine.time = snapshot.time
     engine.seq = snapshot.seq
     engine.order_counter = snapshot.order_counter
@@ -121,7 +119,10 @@ def encode_snapshot(snapshot: EngineSnapshot) -> bytes:
 
 
 def decode_snapshot(data: bytes) -> EngineSnapshot:
+    """Decode a snapshot of either core; ValueError when it is of another version."""
     snapshot: EngineSnapshot = _decoder.decode(data)
+    if snapshot.version != SNAPSHOT_VERSION:
+        raise ValueError(f"snapshot version {snapshot.version} != {SNAPSHOT_VERSION}")
     return snapshot
 
 
