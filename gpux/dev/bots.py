@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from gpux.dev.market import DEMO_ACCOUNTS, GPU_CLASSES, REGION, ApiKeyRecord, fair_price_micro
 from protocol import format_micro
 from sdk.book import price_micro
-from sdk.bots.market_maker import MarketMaker, MarketMakerConfig, plan_quotes
+from sdk.bots.market_maker import MarketMaker, MarketMakerConfig
 from sdk.bots.operator_quoter import Capacity, GpuClass, OperatorQuoter
 from sdk.client import Client, ClientError, Quote
 from sdk.messages import Instrument
@@ -89,25 +89,16 @@ class ManyMarketsMaker(MarketMaker):
         return self.drift_ticks
 
     async def refresh(self, reference_micro: int, tick_micro: int) -> None:
-        """As MarketMaker.refresh, with the reference wandering and the ids prefixed."""
-        reference_micro = max(tick_micro, reference_micro + self._wander() * tick_micro)
-        balances = await self.client.balances()
-        balance = balances.get(self.config.instrument)
-        tokens = int(balance.available) + int(balance.held) if balance else 0
-        inventory = tokens - self.config.target_inventory
-        plan = [dataclasses.replace(quote, client_order_id=self.prefix + quote.client_order_id)
-                for quote in plan_quotes(self.config, reference_micro, tick_micro, inventory)]
-        if plan == self.last_plan and await self._resting_as_planned(plan):
-            return
-        result = await self.client.mass_quote(self.config.instrument, plan)
-        self.quotes_sent += 1
-        self.last_plan = plan
-        rejected = [r for r in result.results if r.status != "accepted"]
-        if rejected:
-            log.info("%d quotes on %s rejected (first: %s)", len(rejected),
-                     self.config.instrument, rejected[0].reason)
-            self.last_plan = None  # try again next cycle
+        """As MarketMaker.refresh, with the reference wandering."""
+        wandered = max(tick_micro, reference_micro + self._wander() * tick_micro)
+        await super().refresh(wandered, tick_micro)
 
+    def plan(self, reference_micro: int, tick_micro: int, inventory: int) -> list[Quote]:
+        return [dataclasses.replace(quote, client_order_id=self.prefix + quote.client_order_id)
+                for quote in super().plan(reference_micro, tick_micro, inventory)]
+
+    async def needs_sending(self, plan: list[Quote]) -> bool:
+        return plan != self.last_plan or not await self._resting_as_planned(plan)
 
     async def _resting_as_planned(self, plan: list[Quote]) -> bool:
         resting = await self.client.open_orders(self.config.instrument)

@@ -133,16 +133,25 @@ class MarketMaker:
         balance = balances.get(self.config.instrument)
         tokens = int(balance.available) + int(balance.held) if balance else 0
         inventory = tokens - self.config.target_inventory
-        plan = plan_quotes(self.config, reference_micro, tick_micro, inventory)
-        if plan == self.last_plan:
+        plan = self.plan(reference_micro, tick_micro, inventory)
+        if not await self.needs_sending(plan):
             return
         result = await self.client.mass_quote(self.config.instrument, plan)
         self.quotes_sent += 1
         self.last_plan = plan
         rejected = [r for r in result.results if r.status != "accepted"]
         if rejected:
-            log.info("%d quotes rejected (first: %s)", len(rejected), rejected[0].reason)
+            log.info("%d quotes on %s rejected (first: %s)", len(rejected),
+                     self.config.instrument, rejected[0].reason)
             self.last_plan = None  # try again next cycle
+
+    def plan(self, reference_micro: int, tick_micro: int, inventory: int) -> list[Quote]:
+        """The quotes to rest now (a subclass may rename or reshape them)."""
+        return plan_quotes(self.config, reference_micro, tick_micro, inventory)
+
+    async def needs_sending(self, plan: list[Quote]) -> bool:
+        """Whether `plan` must be sent: here, when it differs from the last one sent."""
+        return plan != self.last_plan
 
 
 def main(argv: list[str] | None = None) -> int:
