@@ -5,6 +5,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+UV := $(VENV)/bin/uv
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+export UV_PYTHON := $(abspath $(PY))
 NATIVE_DIR := matching_engine/native
 NATIVE_STAMP := $(VENV)/.native-built
 NATIVE_SOURCES := $(NATIVE_DIR)/Cargo.toml $(NATIVE_DIR)/Cargo.lock $(wildcard $(NATIVE_DIR)/src/*.rs)
@@ -12,18 +15,20 @@ PYTEST_ARGS ?=
 # rustup installs cargo under ~/.cargo/bin, which a non-login shell may not have on PATH.
 export PATH := $(PATH):$(HOME)/.cargo/bin
 
-.PHONY: dev test native services-install lint bench clean
+.PHONY: dev test test-latest lock upgrade native services-install lint bench clean
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+# Python packages come from uv.lock alone: pip installs the hash-pinned uv (requirements/uv.txt),
+# then `uv sync --locked` makes the venv equal to the lock, and fails if pyproject.toml changed
+# without `make lock`.
+$(STAMP): pyproject.toml uv.lock requirements/uv.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements/uv.txt
+	$(UV) sync --locked --extra dev --quiet
 	touch $(STAMP)
 
-# The Rust matching core (gpux_native), built into the venv; cargo fetches from crates.io.
+# The Rust matching core (gpux_native), built into the venv with the crates of Cargo.lock.
 $(NATIVE_STAMP): $(STAMP) $(NATIVE_SOURCES)
-	$(PY) -m pip install --quiet 'maturin>=1.9,<2'
-	VIRTUAL_ENV=$(abspath $(VENV)) CARGO_BUILD_JOBS=2 $(VENV)/bin/maturin develop --release --quiet -m $(NATIVE_DIR)/Cargo.toml
+	VIRTUAL_ENV=$(abspath $(VENV)) CARGO_BUILD_JOBS=2 $(VENV)/bin/maturin develop --release --locked --quiet -m $(NATIVE_DIR)/Cargo.toml
 	touch $(NATIVE_STAMP)
 
 native: $(NATIVE_STAMP)
@@ -37,6 +42,36 @@ dev: $(STAMP)
 test: $(STAMP) $(NATIVE_STAMP) services-install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Rewrite uv.lock after a change to pyproject.toml, keeping every other pin as it is.
+lock: $(STAMP)
+	$(UV) lock
+	$(PIN_UV)
+
+# Move every pin to the newest version pyproject.toml allows, on purpose, in one commit.
+upgrade: $(STAMP)
+	$(UV) lock --upgrade
+	$(PIN_UV)
+
+# Rewrite the bootstrap pin of uv itself (every platform's wheel hash) at uv.lock's version.
+define PIN_UV
+echo "uv==$$($(PY) -c "import tomllib; print(next(p['version'] for p in tomllib.load(open('uv.lock', 'rb'))['package'] if p['name'] == 'uv'))")" \
+	| $(UV) pip compile --quiet --generate-hashes --universal --no-header - -o requirements/uv.txt
+endef
+
+# The newest allowed versions in a venv of their own, through the fast suites: evidence for
+# `make upgrade`. Not part of CI; the locked venv is untouched.
+LATEST_VENV := .venv-latest
+test-latest: $(STAMP)
+	rm -rf $(LATEST_VENV)
+	$(UV) venv --quiet --python $(PYTHON) $(LATEST_VENV)
+	$(UV) pip install --quiet --python $(LATEST_VENV)/bin/python --upgrade --resolution highest -e '.[dev]'
+	@echo "versions that differ from uv.lock (< locked, > newest):"
+	@$(UV) export --frozen --extra dev --no-hashes --no-emit-project --no-header --no-annotate \
+		| sed -n 's/^\([^ ;]*\).*/\1/p' | sort > $(LATEST_VENV)/locked.txt
+	@$(UV) pip freeze --python $(LATEST_VENV)/bin/python --exclude-editable | sort > $(LATEST_VENV)/newest.txt
+	@diff $(LATEST_VENV)/locked.txt $(LATEST_VENV)/newest.txt | grep '^[<>]' || echo "  none"
+	$(LATEST_VENV)/bin/python -m pytest tests/unit tests/fuzz tests/property -q -p no:cacheprovider $(PYTEST_ARGS)
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy protocol matching_engine eventlog ledger settlement gateway sdk gpux harness
@@ -45,4 +80,4 @@ bench: $(STAMP) $(NATIVE_STAMP)
 	$(PY) -m benchmarks.engine_core
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .hypothesis $(NATIVE_DIR)/target
+	rm -rf $(VENV) $(LATEST_VENV) var .pytest_cache .hypothesis $(NATIVE_DIR)/target

@@ -143,8 +143,9 @@ def test_the_bytes_of_an_event_mutated_decode_or_raise_a_decode_error(
 def test_regression_an_event_with_invalid_utf8_raises_a_decode_error(
     data: bytes, fmt: Format
 ) -> None:
-    """msgspec raised UnicodeDecodeError, which no caller of decode_event expected."""
-    with pytest.raises(msgspec.DecodeError, match="utf-8"):
+    """msgspec raised UnicodeDecodeError, which no caller of decode_event expected. The
+    error's type is our contract; its text is msgspec's and is not asserted."""
+    with pytest.raises(msgspec.DecodeError):
         decode_event(data, fmt)
 
 
