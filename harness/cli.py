@@ -2,7 +2,8 @@
 
 `up` starts Kafka, PostgreSQL and anvil detached (they outlive the command), prints the
 env lines clients need and writes them to DIR/env; `down` stops what the state files in
-DIR name; `status` shows it (exit code 0 when all run, 3 otherwise).
+DIR name; `status` shows it (exit code 0 when all run, 3 otherwise). `install` fetches the
+pinned versions of all three; `pin-kafka` fetches Kafka's jars afresh and pins their digests.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 from harness.anvil import AnvilService
 from harness.errors import ServiceError
 from harness.install import install_all
-from harness.kafka import KafkaService
+from harness.kafka import KafkaService, write_pinned_jar_digests
 from harness.postgres import PostgresService
 from harness.service import (
     Service,
@@ -46,6 +47,9 @@ def main(argv: list[str]) -> int:
             return _down(state_dir)
         if arguments.command == "status":
             return _status(state_dir)
+        if arguments.command == "pin-kafka":
+            print(f"pinned: {write_pinned_jar_digests()}")
+            return 0
         install_all()
         return 0
     except ServiceError as error:
@@ -57,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gpux services", description="Local Kafka, PostgreSQL and anvil for gpux."
     )
-    parser.add_argument("command", choices=("up", "down", "status", "install"))
+    parser.add_argument("command", choices=("up", "down", "status", "install", "pin-kafka"))
     parser.add_argument(
         "--dir", type=Path, default=DEFAULT_DIR, help=f"state dir (default: {DEFAULT_DIR})"
     )

@@ -21,8 +21,8 @@ from harness.kafka import KAFKA_VERSION, broker_answers_metadata
 from harness.ports import LOOPBACK_HOST, free_port
 
 KAFKA_IMAGE = f"apache/kafka:{KAFKA_VERSION}"
-POSTGRES_IMAGE = "postgres:15-alpine"
-FOUNDRY_IMAGE = "ghcr.io/foundry-rs/foundry:stable"
+POSTGRES_IMAGE = "postgres:16.2-alpine"  # the pgserver wheel's version
+FOUNDRY_IMAGE = "ghcr.io/foundry-rs/foundry:v1.7.1"  # package-lock.json's anvil
 DOCKER_PROBE_TIMEOUT_S = 5.0
 READY_TIMEOUT_S = 120.0
 

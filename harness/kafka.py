@@ -1,7 +1,10 @@
 """Apache Kafka 4.x in KRaft combined mode (broker + controller in one JVM) on loopback.
 
 The broker jars come from Maven Central through `mvn dependency:copy-dependencies`
-(see `harness/maven/pom.xml`) and are cached per version under the user's cache dir.
+(see `harness/maven/pom.xml`) and are cached per version under the user's cache dir. Maven
+checks each download against the repository's checksum (`--strict-checksums`), and the
+harness checks the whole set against `harness/maven/jars.sha256`, so a new machine runs the
+very jars the tests ran (`python -m harness pin-kafka` rewrites that list on purpose).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from harness.service import Service
 
 KAFKA_VERSION = "4.1.1"
 POM_PATH = REPO_ROOT / "harness" / "maven" / "pom.xml"
+JAR_DIGESTS_PATH = REPO_ROOT / "harness" / "maven" / "jars.sha256"
 MAVEN_TIMEOUT_S = 600.0
 FORMAT_TIMEOUT_S = 90.0
 PROBE_TIMEOUT_S = 5.0
@@ -72,7 +76,53 @@ def _pom_stamp_path(version: str) -> Path:
 
 
 def _pom_digest() -> str:
-    return hashlib.sha256(POM_PATH.read_bytes()).hexdigest()
+    """Digest of what decides the jars: the pom and the pinned jar digests."""
+    return hashlib.sha256(POM_PATH.read_bytes() + JAR_DIGESTS_PATH.read_bytes()).hexdigest()
+
+
+def jar_digests(directory: Path) -> dict[str, str]:
+    """Return {file name: sha256 hex} of every jar in `directory`."""
+    return {
+        path.name: hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(directory.glob("*.jar"))
+    }
+
+
+def pinned_jar_digests() -> dict[str, str]:
+    """Return the jar digests `jars.sha256` pins (lines of `SHA256  FILE`, as sha256sum)."""
+    pinned: dict[str, str] = {}
+    for line in JAR_DIGESTS_PATH.read_text(encoding="ascii").splitlines():
+        if line.strip() and not line.startswith("#"):
+            digest, name = line.split()
+            pinned[name] = digest
+    return pinned
+
+
+def check_jars(directory: Path) -> None:
+    """Raise ServiceError naming every jar that is missing, extra or not the pinned bytes."""
+    found, pinned = jar_digests(directory), pinned_jar_digests()
+    problems = [f"missing {name}" for name in sorted(pinned.keys() - found.keys())]
+    problems += [f"not pinned {name}" for name in sorted(found.keys() - pinned.keys())]
+    problems += [
+        f"sha256 of {name} is {found[name]}, pinned {pinned[name]}"
+        for name in sorted(found.keys() & pinned.keys())
+        if found[name] != pinned[name]
+    ]
+    if problems:
+        raise ServiceError(
+            f"the Kafka jars Maven fetched differ from {JAR_DIGESTS_PATH.name}: "
+            + "; ".join(problems)
+        )
+
+
+def write_pinned_jar_digests(version: str = KAFKA_VERSION) -> Path:
+    """Fetch the jars afresh and pin their digests in `jars.sha256`; return that path."""
+    with tempfile.TemporaryDirectory(prefix="kafka-pin-") as staging:
+        _copy_dependencies(version, Path(staging))
+        lines = [f"{digest}  {name}" for name, digest in jar_digests(Path(staging)).items()]
+    header = f"# Kafka {version} and its runtime jars, as `python -m harness pin-kafka` got them"
+    JAR_DIGESTS_PATH.write_text("\n".join([header, *lines]) + "\n", encoding="ascii")
+    return JAR_DIGESTS_PATH
 
 
 def kafka_installed(version: str = KAFKA_VERSION) -> bool:
@@ -95,6 +145,7 @@ def install_kafka(version: str = KAFKA_VERSION) -> Path:
     staging = Path(tempfile.mkdtemp(prefix="libs-", dir=target.parent))
     try:
         _copy_dependencies(version, staging)
+        check_jars(staging)
         shutil.rmtree(target, ignore_errors=True)  # resolved from an older pom
         _publish_dir(staging, target)
     finally:
@@ -107,7 +158,8 @@ def install_kafka(version: str = KAFKA_VERSION) -> Path:
 
 def _copy_dependencies(version: str, output_dir: Path) -> None:
     command = [
-        "mvn", "-q", "-B", "-f", str(POM_PATH), "dependency:copy-dependencies",
+        "mvn", "-q", "-B", "--strict-checksums", "-f", str(POM_PATH),
+        "dependency:copy-dependencies",
         f"-Dkafka.version={version}", "-DincludeScope=runtime",
         f"-DoutputDirectory={output_dir}",
     ]  # fmt: skip
