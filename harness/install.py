@@ -1,22 +1,19 @@
 """Fetch everything the services need ahead of time; fast and silent when all is cached.
 
-Kafka's jars come through Maven, anvil through npm (the repo's package.json), and the
-PostgreSQL binaries from Debian's `postgresql` package when missing and we are root.
+Each at the version the repo pins: Kafka's jars through Maven (harness/maven/pom.xml, every
+jar checked against harness/maven/jars.sha256), anvil through `npm ci` (package-lock.json)
+and PostgreSQL from the `pgserver` wheel of uv.lock.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from collections.abc import Callable
 
 from harness.anvil import install_anvil
-from harness.errors import ServiceError
 from harness.kafka import KAFKA_VERSION, install_kafka
-from harness.postgres import ensure_os_user, postgres_bin_dir
-
-APT_TIMEOUT_S = 900.0
+from harness.postgres import bin_dir_for, ensure_os_user, require_bin_dir
 
 
 def install_all(report: Callable[[str], None] = print) -> None:
@@ -33,38 +30,7 @@ def _timed(report: Callable[[str], None], what: str, step: Callable[[], str]) ->
 
 
 def ensure_postgres() -> str:
-    """Make sure initdb/postgres exist (apt-get when root) and, for root, the OS user."""
-    bin_dir = postgres_bin_dir()
-    if bin_dir is None:
-        if os.geteuid() != 0:
-            raise ServiceError(
-                "PostgreSQL binaries are missing; install Debian's `postgresql` package"
-                " or set GPUX_PG_BIN to the dir holding initdb"
-            )
-        _apt_install("postgresql")
-        bin_dir = postgres_bin_dir()
-        if bin_dir is None:
-            raise ServiceError("apt-get installed postgresql but initdb is still missing")
-    if os.geteuid() == 0:
-        ensure_os_user()
-    return str(bin_dir)
-
-
-def _apt_install(package: str) -> None:
-    environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "--no-install-recommends", package]
-    if _run_quietly(install, environment) == 0:
-        return
-    _run_quietly(["apt-get", "update"], environment)  # the package lists may be stale
-    if _run_quietly(install, environment) != 0:
-        raise ServiceError(f"`{' '.join(install)}` failed")
-
-
-def _run_quietly(command: list[str], environment: dict[str, str]) -> int:
-    try:
-        result = subprocess.run(
-            command, env=environment, capture_output=True, timeout=APT_TIMEOUT_S, check=False
-        )
-    except subprocess.TimeoutExpired as error:
-        raise ServiceError(f"`{' '.join(command)}` took over {APT_TIMEOUT_S}s") from error
-    return result.returncode
+    """Find the locked PostgreSQL binaries and, for root, the OS user that runs them and a
+    copy of the binaries it can reach; return the bin dir the cluster will use."""
+    os_user = ensure_os_user() if os.geteuid() == 0 else None
+    return str(bin_dir_for(require_bin_dir(), os_user))

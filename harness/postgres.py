@@ -1,11 +1,20 @@
-"""A throwaway PostgreSQL cluster (initdb + postgres) on a free loopback port.
+"""A PostgreSQL cluster (initdb + postgres) on a free loopback port.
+
+The binaries are the `pgserver` wheel's, so uv.lock pins PostgreSQL to the byte like every
+other dependency, and `gpux dev` and the tests run the same server ($GPUX_PG_BIN, then
+Debian's, serve where the wheel is absent).
 
 PostgreSQL refuses to run as root, so when we are root the cluster runs as the
-unprivileged system user `gpux-pg` (created on demand) and its data dir belongs to it.
+unprivileged system user `gpux-pg` (created on demand). That user must reach the binaries
+and the data dir, which a clone under /root or in a `mktemp -d` folder (mode 700) does not
+let it: the binaries are then copied once to a root-owned dir under /var/cache/gpux, and
+the data dir lives outside, linked from the run dir.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import os
 import pwd
 import re
@@ -23,6 +32,7 @@ from harness.ports import LOOPBACK_HOST, free_port
 from harness.service import Service
 
 OS_USER_NAME = "gpux-pg"
+USERADD_NAME_IN_USE = 9  # useradd(8)'s exit status
 DEFAULT_USER = "gpux"
 DEFAULT_PASSWORD = "gpux"
 DEFAULT_DATABASE = "gpux"
@@ -36,11 +46,30 @@ SERVER_SETTINGS = (
 )
 
 
+SHARED_BINARIES_ROOT = Path("/var/cache/gpux")
+
+
+def wheel_bin_dir() -> Path | None:
+    """Return the bin dir of the `pgserver` wheel's PostgreSQL, without importing pgserver
+    (its import sets up runtime dirs and locks we do not use)."""
+    spec = importlib.util.find_spec("pgserver")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / "pginstall" / "bin"
+        if (candidate / "initdb").is_file():
+            return candidate
+    return None
+
+
 def postgres_bin_dir() -> Path | None:
-    """Return the dir with initdb/postgres: $GPUX_PG_BIN, Debian's newest, else PATH."""
+    """Return the dir with initdb/postgres: $GPUX_PG_BIN, the wheel's, Debian's newest, PATH."""
     override = os.environ.get("GPUX_PG_BIN", "").strip()
     if override:
         return Path(override)
+    wheel = wheel_bin_dir()
+    if wheel is not None:
+        return wheel
     debian = sorted(glob("/usr/lib/postgresql/*/bin/initdb"), key=_major_version)
     if debian:
         return Path(debian[-1]).parent
@@ -57,10 +86,71 @@ def require_bin_dir() -> Path:
     bin_dir = postgres_bin_dir()
     if bin_dir is None or not (bin_dir / "initdb").is_file():
         raise ServiceError(
-            "PostgreSQL binaries (initdb, postgres) not found; run `python -m harness install`"
-            " or set GPUX_PG_BIN"
+            "PostgreSQL binaries (initdb, postgres) not found: `make test` installs the"
+            " pgserver wheel from uv.lock; or set GPUX_PG_BIN to a dir holding them"
         )
     return bin_dir
+
+
+def bin_dir_for(bin_dir: Path, os_user: pwd.struct_passwd | None) -> Path:
+    """Return a dir with the same binaries that `os_user` (None: ourselves) can run.
+
+    An install below a dir closed to others is copied (see `_install_parts`) to a dir named
+    by the server binary's digest, so each version is copied once and a changed one never
+    reuses a stale copy.
+    """
+    bin_dir = bin_dir.resolve()
+    if os_user is None or traversable_by_others(bin_dir):
+        return bin_dir
+    digest = hashlib.sha256((bin_dir / "postgres").read_bytes()).hexdigest()[:16]
+    shared = SHARED_BINARIES_ROOT / f"postgres-{digest}"
+    base, parts = _install_parts(bin_dir)
+    if not (shared / "complete").is_file():
+        _copy_parts(base, parts, shared)
+    _require_root_owned(shared)
+    return shared / bin_dir.relative_to(base)
+
+
+def _install_parts(bin_dir: Path) -> tuple[Path, list[Path]]:
+    """Return a base dir and the dirs below it that the binaries need, layout kept.
+
+    The install (bin, lib, share: PostgreSQL finds them relative to its binaries), and for
+    the wheel the shared libraries auditwheel put beside its package, which the binaries
+    find through their RPATH `$ORIGIN/../../../pgserver.libs`.
+    """
+    install = bin_dir.parent
+    package = install.parent
+    wheel_libs = package.parent / f"{package.name}.libs"
+    if wheel_libs.is_dir():
+        return package.parent, [install, wheel_libs]
+    return package, [install]
+
+
+def _copy_parts(base: Path, parts: list[Path], target: Path) -> None:
+    target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    os.chmod(target.parent, 0o755)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
+    try:
+        for part in parts:
+            shutil.copytree(part, staging / part.relative_to(base), symlinks=True)
+        for directory, _, _ in os.walk(staging):
+            os.chmod(directory, 0o755)  # mkdtemp and copied closed dirs: 0700
+        (staging / "complete").touch()
+        shutil.rmtree(target, ignore_errors=True)  # an earlier copy cut short
+        try:
+            staging.rename(target)
+        except OSError:
+            if not (target / "complete").is_file():  # not a concurrent copy that won
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _require_root_owned(path: Path) -> None:
+    """Refuse binaries that anyone but root could have written: root starts them."""
+    status = os.lstat(path)
+    if status.st_uid != 0 or status.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise ServiceError(f"{path} must belong to root and be writable by root alone")
 
 
 def ensure_os_user() -> pwd.struct_passwd:
@@ -74,7 +164,7 @@ def ensure_os_user() -> pwd.struct_passwd:
         "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", OS_USER_NAME,
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=30)
-    if result.returncode != 0 and "already exists" not in result.stderr:
+    if result.returncode not in (0, USERADD_NAME_IN_USE):  # in use: a concurrent creator
         raise ServiceError(f"could not create OS user {OS_USER_NAME}: {result.stderr.strip()}")
     return pwd.getpwnam(OS_USER_NAME)
 
@@ -91,6 +181,8 @@ class PostgresService(Service):
     """A PostgreSQL cluster with one superuser and one database, reachable over TCP."""
 
     name = "postgres"
+    # Where the data dir goes when root runs the cluster from a run dir others cannot reach.
+    outside_data_root = Path(tempfile.gettempdir())
     stop_signal = signal.SIGINT  # "fast" shutdown: roll back clients, checkpoint, exit
     start_timeout_s = 60.0
 
@@ -124,8 +216,8 @@ class PostgresService(Service):
         return self.run_dir / "data"
 
     def _prepare(self) -> None:
-        self._bin_dir = require_bin_dir()
         self._os_user = ensure_os_user() if os.geteuid() == 0 else None
+        self._bin_dir = bin_dir_for(require_bin_dir(), self._os_user)
         self.port = free_port()
         self._make_data_dir()
         if not (self.data_dir / "PG_VERSION").is_file():
@@ -133,6 +225,8 @@ class PostgresService(Service):
 
     def _make_data_dir(self) -> None:
         """Create the data dir; for root, one the `gpux-pg` user owns and can reach."""
+        if self.data_dir.is_symlink() and not self.data_dir.exists():
+            self.data_dir.unlink()  # the dir it led to is gone (a cleaned /tmp): start afresh
         if self.data_dir.exists():
             return
         if self._os_user is None:
@@ -140,8 +234,10 @@ class PostgresService(Service):
             return
         if traversable_by_others(self.run_dir):
             self.data_dir.mkdir(mode=0o700)
-        else:  # e.g. under /root: keep the data in /tmp and link it from the run dir
-            self.data_dir.symlink_to(tempfile.mkdtemp(prefix="gpux-pg-"))
+        else:  # e.g. under /root: keep the data outside and link it from the run dir
+            self.outside_data_root.mkdir(mode=0o755, parents=True, exist_ok=True)
+            outside = tempfile.mkdtemp(prefix="gpux-pg-", dir=self.outside_data_root)
+            self.data_dir.symlink_to(outside)
         os.chown(self.data_dir.resolve(), self._os_user.pw_uid, self._os_user.pw_gid)
 
     def _initdb(self) -> None:

@@ -1,12 +1,12 @@
 """What `gpux dev` embeds under its data directory: a PostgreSQL cluster and an anvil node.
 
 PostgreSQL runs from the `pgserver` wheel's binaries: a PyPI package that `make dev`
-installs with everything else, so a fresh machine with Python, Node and Java needs no
-`apt-get` and no root for it. The cluster itself is the harness's (harness.postgres):
-initdb once, then `postgres` on a free loopback port with a password, as an unprivileged
-user when we are root, the same way the tests run it (pgserver's own server manager would
-listen on a unix socket only and, as root, open every parent dir of the data to all users).
-Without the wheel, Debian's binaries (or $GPUX_PG_BIN) serve.
+installs from uv.lock with everything else, so a fresh machine with Python, Node and Java
+needs no `apt-get` and no root for it. The cluster itself is the harness's
+(harness.postgres), the same the tests run: initdb once, then `postgres` on a free loopback
+port with a password, as an unprivileged user when we are root (pgserver's own server
+manager would listen on a unix socket only and, as root, open every parent dir of the data
+to all users).
 
 anvil comes from npm (harness.anvil: `npm ci` from the repo's lock file, which also brings
 solc-js and OpenZeppelin for the contracts, so Node is needed either way). It runs with
@@ -24,16 +24,13 @@ stops them first (anvil writes its state as it stops), then starts them afresh.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
-import os
 import signal
 from pathlib import Path
 
 from harness import postgres as harness_postgres
 from harness.anvil import AnvilService, install_npm_packages
 from harness.errors import ServiceError
-from harness.ports import free_port
 from harness.service import (
     STATE_FILE_NAME,
     Service,
@@ -48,41 +45,10 @@ log = logging.getLogger("gpux.dev")
 STOP_TIMEOUT_S = 20.0
 
 
-def wheel_postgres_bin_dir() -> Path | None:
-    """Return the bin dir of the `pgserver` wheel's PostgreSQL, without importing pgserver
-    (its import sets up runtime dirs and locks we do not use)."""
-    spec = importlib.util.find_spec("pgserver")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
-        candidate = Path(location) / "pginstall" / "bin"
-        if (candidate / "initdb").is_file():
-            return candidate
-    return None
-
-
-def postgres_bin_dir() -> Path:
-    """Return where initdb and postgres are: $GPUX_PG_BIN, the wheel's, else Debian's."""
-    configured = os.environ.get("GPUX_PG_BIN", "").strip()
-    found = Path(configured) if configured else wheel_postgres_bin_dir()
-    if found is None:
-        found = harness_postgres.postgres_bin_dir()
-    if found is None or not (found / "initdb").is_file():
-        raise ServiceError("no PostgreSQL binaries: `make dev` installs the pgserver wheel "
-                           "(pip install pgserver), or install Debian's postgresql package")
-    return found
-
-
 class DevPostgres(harness_postgres.PostgresService):
-    """The harness's PostgreSQL cluster, run from the binaries `postgres_bin_dir` finds."""
+    """The harness's PostgreSQL cluster; for root, its data kept where a reboot leaves it."""
 
-    def _prepare(self) -> None:
-        self._bin_dir = postgres_bin_dir()
-        self._os_user = harness_postgres.ensure_os_user() if os.geteuid() == 0 else None
-        self.port = free_port()
-        self._make_data_dir()
-        if not (self.data_dir / "PG_VERSION").is_file():
-            self._initdb()
+    outside_data_root = Path("/var/lib/gpux")
 
 
 class DevAnvil(AnvilService):
