@@ -276,7 +276,8 @@ class KafkaService(Service):
     def _format_storage(self) -> None:
         command = self._java(
             "kafka.tools.StorageTool", "format",
-            "--cluster-id", random_cluster_id(), "--config", str(self.config_path),
+            # one argument: an id starting with "-" (1 in 64) would read as an option
+            f"--cluster-id={random_cluster_id()}", "--config", str(self.config_path),
         )  # fmt: skip
         with self.log_path.open("ab") as log:
             try:
