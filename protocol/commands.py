@@ -23,6 +23,9 @@ Side = Literal["buy", "sell"]
 OrderType = Literal["limit", "market"]
 TimeInForce = Literal["gtc", "ioc", "fok", "gtd"]
 SelfTradePrevention = Literal["cancel_newest", "cancel_oldest", "cancel_both", "decrement"]
+# Who asked for a cancel (PROTOCOL.md v2, Cancel reasons): the trader, or the venue for it.
+CancelReason = Literal["user", "disconnect"]
+MassCancelReason = Literal["mass_cancel", "disconnect", "dead_man_switch"]
 
 USDC: Final = "USDC"
 FEE_ACCOUNT: Final = "fees"
@@ -83,6 +86,7 @@ class NewOrder(Command, tag="new_order", frozen=True, kw_only=True):
 class CancelOrder(Command, tag="cancel_order", frozen=True, kw_only=True):
     account: Identifier
     client_order_id: Identifier
+    reason: CancelReason = "user"  # the default is omitted: a v1 command encodes the same
 
 
 class AmendOrder(Command, tag="amend_order", frozen=True, kw_only=True):
@@ -95,6 +99,7 @@ class AmendOrder(Command, tag="amend_order", frozen=True, kw_only=True):
 class MassCancel(Command, tag="mass_cancel", frozen=True, kw_only=True):
     account: Identifier
     instrument: str | None = None
+    reason: MassCancelReason = "mass_cancel"
 
 
 class Tick(Command, tag="tick", frozen=True, kw_only=True):

@@ -29,3 +29,6 @@ MARKET: Final = "market"
 STP: Final = "stp"
 EXPIRED: Final = "expired"
 AMENDED: Final = "amended"
+# Cancels the venue makes for a trader (v2): cancel-on-disconnect, the dead-man's switch
+DISCONNECT: Final = "disconnect"
+DEAD_MAN_SWITCH: Final = "dead_man_switch"

@@ -693,7 +693,7 @@ class ReferenceEngine:
             self._emit(CancelRejected, account=command.account,
                        client_order_id=command.client_order_id, reason=reason.UNKNOWN_ORDER)
             return
-        self._cancel(order, reason.USER)
+        self._cancel(order, command.reason)
 
     def _amend_order(self, command: AmendOrder) -> None:
         def reject(why: str) -> None:
@@ -746,4 +746,4 @@ class ReferenceEngine:
         for order in sorted(self.orders, key=lambda o: o.order_id):
             if order.account == command.account and command.instrument in (None,
                                                                            order.instrument):
-                self._cancel(order, reason.MASS_CANCEL)
+                self._cancel(order, command.reason)

@@ -287,7 +287,7 @@ class OrderFlow(EngineState):
                 client_order_id=command.client_order_id, reason=R.UNKNOWN_ORDER,
             ))
             return
-        self.cancel(order, R.USER)
+        self.cancel(order, command.reason)
 
     def on_mass_cancel(self, command: MassCancel) -> None:
         if command.instrument is not None and command.instrument not in self.instruments:
@@ -299,7 +299,7 @@ class OrderFlow(EngineState):
         orders = self.account_orders.get(command.account, {})
         for order in list(orders.values()):
             if command.instrument is None or order.instrument.symbol == command.instrument:
-                self.cancel(order, R.MASS_CANCEL)
+                self.cancel(order, command.reason)
 
     def on_amend_order(self, command: AmendOrder) -> None:
         order = self.open_orders.get((command.account, command.client_order_id))

@@ -132,12 +132,19 @@ def amends(draw: st.DrawFn) -> dict[str, Any]:
     return fields
 
 
-cancels = order_keys.map(lambda key: {"type": "cancel_order", "account": key[0],
-                                      "client_order_id": key[1]})
+# v2 cancel reasons (None: absent, as in a v1 log), each command's own and another's
+cancels = st.builds(lambda key, why: {"type": "cancel_order", "account": key[0],
+                                      "client_order_id": key[1],
+                                      **({} if why is None else {"reason": why})},
+                    order_keys, st.sampled_from((None, None, "user", "disconnect",
+                                                 "mass_cancel")))
 simple_commands = st.one_of(
-    st.builds(lambda a, i: {"type": "mass_cancel", "account": a,
-                            **({} if i is None else {"instrument": i})},
-              accounts, st.sampled_from((None, *SYMBOLS, "NOPE"))),
+    st.builds(lambda a, i, why: {"type": "mass_cancel", "account": a,
+                                 **({} if i is None else {"instrument": i}),
+                                 **({} if why is None else {"reason": why})},
+              accounts, st.sampled_from((None, *SYMBOLS, "NOPE")),
+              st.sampled_from((None, None, "mass_cancel", "disconnect", "dead_man_switch",
+                               "user"))),
     st.builds(lambda a, asset, amount: {"type": "withdraw", "account": a, "asset": asset,
                                         "amount": amount},
               accounts, st.sampled_from(("USDC", *SYMBOLS, "ETH")),

@@ -286,8 +286,12 @@ class Generator:
 
     def cancel(self) -> list[tuple[str, Any]]:
         account, client_order_id = self.order_ref()
-        return [("type", "cancel_order"), ("ts", self.next_ts()), ("account", account),
-                ("client_order_id", client_order_id)]
+        pairs: list[tuple[str, Any]] = [("type", "cancel_order"), ("ts", self.next_ts()),
+                                        ("account", account),
+                                        ("client_order_id", client_order_id)]
+        if self.rng.random() < 0.3:
+            pairs.append(("reason", self.rng.choice(["user", "disconnect", "mass_cancel"])))
+        return pairs
 
     def amend(self) -> list[tuple[str, Any]]:
         rng = self.rng
@@ -309,6 +313,9 @@ class Generator:
                                         ("account", self.account())]
         if self.rng.random() < 0.6:
             pairs.append(("instrument", self.symbol()))
+        if self.rng.random() < 0.3:
+            pairs.append(("reason", self.rng.choice(
+                ["mass_cancel", "disconnect", "dead_man_switch", "user"])))
         return pairs
 
     def tick(self) -> list[tuple[str, Any]]:
@@ -475,8 +482,9 @@ def test_seeded_100k_command_run_is_byte_identical() -> None:
     }
     reasons = {json.loads(line).get("reason") for line in events.splitlines()}
     assert {"stp", "fok", "ioc", "market", "expired", "instrument_closed", "amended",
-            "mass_cancel", "user", "post_only_would_cross", "insufficient_funds",
-            "duplicate_deposit", "duplicate_client_order_id", "duplicate_instrument",
+            "mass_cancel", "user", "disconnect", "dead_man_switch", "invalid_command",
+            "post_only_would_cross", "insufficient_funds", "duplicate_deposit",
+            "duplicate_client_order_id", "duplicate_instrument",
             "invalid_price", "invalid_quantity", "unknown_asset", "invalid_amount"} <= reasons
 
 
@@ -682,10 +690,12 @@ commands = st.one_of(
             opt_post_only=st.booleans(),
             opt_stp=st.sampled_from(["cancel_newest", "cancel_oldest", "cancel_both",
                                      "decrement"])),
-    command("cancel_order", account=identifier, client_order_id=st.sampled_from(["o1", "o2"])),
+    command("cancel_order", account=identifier, client_order_id=st.sampled_from(["o1", "o2"]),
+            opt_reason=st.sampled_from(["user", "disconnect", "mass_cancel", "x"])),
     command("amend_order", account=identifier, client_order_id=st.sampled_from(["o1", "o2"]),
             opt_new_price=money | st.none(), opt_new_quantity=quantity | st.none()),
-    command("mass_cancel", account=identifier, opt_instrument=symbol | st.none()),
+    command("mass_cancel", account=identifier, opt_instrument=symbol | st.none(),
+            opt_reason=st.sampled_from(["mass_cancel", "disconnect", "dead_man_switch", "user"])),
     command("tick"),
     st.dictionaries(st.sampled_from(["type", "ts", "account", "x"]), json_scalar, max_size=4),
 )

@@ -421,8 +421,14 @@ MALFORMED_CASES: list[tuple[str, Any, str, dict[str, Any]]] = [
     ("client_order_id_not_a_string", _new_order(client_order_id=1), "`$.client_order_id`",
      {"client_order_id": None, "instrument": SYMBOL}),
     # unknown fields
-    ("unknown_field_on_cancel", _cancel(reason="user"), "`reason`",
+    ("unknown_field_on_cancel", _cancel(note="user"), "`note`",
      {"type": "cancel_order", "ts": 5, "account": "alice", "client_order_id": "a-1"}),
+    # v2 cancel reasons: only those PROTOCOL.md lists for the command
+    ("cancel_reason_not_for_cancel_order", _cancel(reason="mass_cancel"), "reason",
+     {"type": "cancel_order", "ts": 5, "account": "alice", "client_order_id": "a-1"}),
+    ("cancel_reason_unknown_on_mass_cancel",
+     {"type": "mass_cancel", "ts": 5, "account": "alice", "reason": "user"}, "reason",
+     {"type": "mass_cancel", "ts": 5, "account": "alice"}),
     ("unknown_field_on_tick", {"type": "tick", "ts": 5, "account": "alice"}, "`account`",
      {"type": "tick", "ts": 5, "account": "alice"}),
     ("unknown_field_on_deposit", _deposit(memo="hi"), "`memo`",

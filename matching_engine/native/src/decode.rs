@@ -41,6 +41,47 @@ pub enum Stp {
     Decrement,
 }
 
+/// Who asked for a cancel (PROTOCOL.md v2, Cancel reasons): the `reason` of the
+/// `order_canceled` events a `cancel_order` or `mass_cancel` makes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum CancelReason {
+    User,
+    MassCancel,
+    Disconnect,
+    DeadManSwitch,
+}
+
+impl CancelReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CancelReason::User => "user",
+            CancelReason::MassCancel => "mass_cancel",
+            CancelReason::Disconnect => "disconnect",
+            CancelReason::DeadManSwitch => "dead_man_switch",
+        }
+    }
+
+    fn of(value: &[u8]) -> Option<CancelReason> {
+        Some(match value {
+            b"user" => CancelReason::User,
+            b"mass_cancel" => CancelReason::MassCancel,
+            b"disconnect" => CancelReason::Disconnect,
+            b"dead_man_switch" => CancelReason::DeadManSwitch,
+            _ => return None,
+        })
+    }
+}
+
+/// Whether `value` is a `reason` that `cancel_order` takes.
+pub fn is_cancel_reason(value: &[u8]) -> bool {
+    matches!(value, b"user" | b"disconnect")
+}
+
+/// Whether `value` is a `reason` that `mass_cancel` takes.
+pub fn is_mass_cancel_reason(value: &[u8]) -> bool {
+    matches!(value, b"mass_cancel" | b"disconnect" | b"dead_man_switch")
+}
+
 impl TimeInForce {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -125,6 +166,7 @@ pub enum Command<'a> {
         ts: i64,
         account: &'a [u8],
         client_order_id: &'a [u8],
+        reason: CancelReason,
     },
     AmendOrder {
         ts: i64,
@@ -137,6 +179,7 @@ pub enum Command<'a> {
         ts: i64,
         account: &'a [u8],
         instrument: Option<&'a [u8]>,
+        reason: CancelReason,
     },
     Tick {
         ts: i64,
@@ -209,6 +252,10 @@ pub(crate) enum Kind {
     OrderType,
     OptTimeInForce,
     Stp,
+    /// `CancelReason` of protocol/commands.py.
+    CancelReason,
+    /// `MassCancelReason` of protocol/commands.py.
+    MassCancelReason,
 }
 
 const NS: Kind = Kind::IntIn(0, TS_MAX);
@@ -267,8 +314,12 @@ const NEW_ORDER: &[Field] = &[
     opt(b"post_only", Kind::Bool),
     opt(b"stp", Kind::Stp),
 ];
-const CANCEL_ORDER: &[Field] =
-    &[req(b"ts", NS), req(b"account", Kind::Identifier), req(b"client_order_id", Kind::Identifier)];
+const CANCEL_ORDER: &[Field] = &[
+    req(b"ts", NS),
+    req(b"account", Kind::Identifier),
+    req(b"client_order_id", Kind::Identifier),
+    opt(b"reason", Kind::CancelReason),
+];
 const AMEND_ORDER: &[Field] = &[
     req(b"ts", NS),
     req(b"account", Kind::Identifier),
@@ -276,8 +327,12 @@ const AMEND_ORDER: &[Field] = &[
     opt(b"new_price", Kind::OptStr),
     opt(b"new_quantity", Kind::OptInt),
 ];
-const MASS_CANCEL: &[Field] =
-    &[req(b"ts", NS), req(b"account", Kind::Identifier), opt(b"instrument", Kind::OptStr)];
+const MASS_CANCEL: &[Field] = &[
+    req(b"ts", NS),
+    req(b"account", Kind::Identifier),
+    opt(b"instrument", Kind::OptStr),
+    opt(b"reason", Kind::MassCancelReason),
+];
 const TICK: &[Field] = &[req(b"ts", NS)];
 
 pub(crate) const FIELDS_MAX: usize = 12;
@@ -392,6 +447,8 @@ impl<'a> Members<'a> {
             (Kind::OptTimeInForce, Val::Str(s)) => {
                 matches!(self.bytes(*s), b"gtc" | b"ioc" | b"fok" | b"gtd")
             }
+            (Kind::CancelReason, Val::Str(s)) => is_cancel_reason(self.bytes(*s)),
+            (Kind::MassCancelReason, Val::Str(s)) => is_mass_cancel_reason(self.bytes(*s)),
             (Kind::Stp, Val::Str(s)) => matches!(
                 self.bytes(*s),
                 b"cancel_newest" | b"cancel_oldest" | b"cancel_both" | b"decrement"
@@ -551,7 +608,12 @@ pub(crate) fn build<'a>(values: &impl FieldValues<'a>, tag: Tag) -> Command<'a> 
                 Some(_) => Stp::Decrement,
             },
         }),
-        Tag::CancelOrder => Command::CancelOrder { ts, account: s(1), client_order_id: s(2) },
+        Tag::CancelOrder => Command::CancelOrder {
+            ts,
+            account: s(1),
+            client_order_id: s(2),
+            reason: opt_s(3).and_then(CancelReason::of).unwrap_or(CancelReason::User),
+        },
         Tag::AmendOrder => Command::AmendOrder {
             ts,
             account: s(1),
@@ -559,7 +621,12 @@ pub(crate) fn build<'a>(values: &impl FieldValues<'a>, tag: Tag) -> Command<'a> 
             new_price: opt_s(3),
             new_quantity: opt_int(4),
         },
-        Tag::MassCancel => Command::MassCancel { ts, account: s(1), instrument: opt_s(2) },
+        Tag::MassCancel => Command::MassCancel {
+            ts,
+            account: s(1),
+            instrument: opt_s(2),
+            reason: opt_s(3).and_then(CancelReason::of).unwrap_or(CancelReason::MassCancel),
+        },
         Tag::Tick => Command::Tick { ts },
     }
 }

@@ -121,14 +121,14 @@ impl Engine {
         }
         match command {
             Command::NewOrder(c) => self.on_new_order(c),
-            Command::CancelOrder { account, client_order_id, .. } => {
-                self.on_cancel_order(account, client_order_id)
+            Command::CancelOrder { account, client_order_id, reason, .. } => {
+                self.on_cancel_order(account, client_order_id, *reason)
             }
             Command::AmendOrder { account, client_order_id, new_price, new_quantity, .. } => {
                 self.on_amend_order(account, client_order_id, *new_price, *new_quantity)
             }
-            Command::MassCancel { account, instrument, .. } => {
-                self.on_mass_cancel(account, *instrument)
+            Command::MassCancel { account, instrument, reason, .. } => {
+                self.on_mass_cancel(account, *instrument, *reason)
             }
             Command::Deposit { account, asset, amount, deposit_id, .. } => {
                 self.on_deposit(account, asset, amount, *deposit_id)

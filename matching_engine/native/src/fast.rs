@@ -184,6 +184,12 @@ impl<'a> Cursor<'a> {
                     .filter(|t| matches!(*t, b"gtc" | b"ioc" | b"fok" | b"gtd"))
                     .map(Value::Text)
             }
+            Kind::CancelReason => {
+                self.text().filter(|t| crate::decode::is_cancel_reason(t)).map(Value::Text)
+            }
+            Kind::MassCancelReason => {
+                self.text().filter(|t| crate::decode::is_mass_cancel_reason(t)).map(Value::Text)
+            }
             Kind::Stp => self
                 .text()
                 .filter(|t| {

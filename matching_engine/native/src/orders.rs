@@ -2,7 +2,7 @@
 //! cancel; trades, fees, self-trade prevention, fok simulation, the market buy's cap.
 
 use crate::book::{cost, Order, BPS, NIL};
-use crate::decode::{NewOrder, OrderType, Side, Stp, TimeInForce};
+use crate::decode::{CancelReason, NewOrder, OrderType, Side, Stp, TimeInForce};
 use crate::engine::{Engine, USDC_ASSET};
 use crate::money::parse_positive_micro;
 
@@ -384,9 +384,14 @@ impl Engine {
         self.accounts[id as usize].open.get(client_order_id).copied()
     }
 
-    pub fn on_cancel_order(&mut self, account: &[u8], client_order_id: &[u8]) {
+    pub fn on_cancel_order(
+        &mut self,
+        account: &[u8],
+        client_order_id: &[u8],
+        reason: CancelReason,
+    ) {
         match self.find_open(account, client_order_id) {
-            Some(slot) => self.cancel(slot, "user"),
+            Some(slot) => self.cancel(slot, reason.as_str()),
             None => self.reject_order_command(
                 "cancel_rejected",
                 account,
@@ -412,7 +417,12 @@ impl Engine {
         w.end();
     }
 
-    pub fn on_mass_cancel(&mut self, account: &[u8], instrument: Option<&[u8]>) {
+    pub fn on_mass_cancel(
+        &mut self,
+        account: &[u8],
+        instrument: Option<&[u8]>,
+        reason: CancelReason,
+    ) {
         let mut only = None;
         if let Some(symbol) = instrument {
             match self.instrument_ids.get(symbol) {
@@ -431,7 +441,7 @@ impl Engine {
             slot = order.account_next;
         }
         for slot in slots {
-            self.cancel(slot, "mass_cancel");
+            self.cancel(slot, reason.as_str());
         }
     }
 
