@@ -136,6 +136,16 @@ class EngineMetrics:
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5),
             registry=self.registry,
         )
+        self.snapshots = Counter("gpux_engine_snapshots", "Snapshots the forked children "
+                                 "finished, by outcome", ["outcome"], registry=self.registry)
+        self.snapshot_seconds = Gauge(
+            "gpux_engine_snapshot_seconds", "From the fork to the child's exit, last snapshot",
+            registry=self.registry)
+
+    def snapshot_done(self, ok: bool, seconds: float) -> None:
+        """Count a snapshot child that exited (called from its watcher thread)."""
+        self.snapshots.labels("written" if ok else "failed").inc()
+        self.snapshot_seconds.set(seconds)
 
 
 _STAMP_DIGITS = re.compile(rb" *([0-9]{1,19})")
@@ -168,7 +178,8 @@ class EngineService:
             if config.snapshot_dir is not None else None
         )
         self.snapshot_writer = (
-            ForkedSnapshots(self.snapshots) if self.snapshots is not None else None)
+            ForkedSnapshots(self.snapshots, on_done=self.metrics.snapshot_done)
+            if self.snapshots is not None else None)
         self.core: PythonCore | NativeCore = new_core(config.core)
         self.stats = EngineStats()
         self.ready = asyncio.Event()

@@ -84,3 +84,25 @@ def test_the_child_holds_none_of_the_parents_listening_ports(tmp_path: Path) -> 
     assert bound_while_child_ran
     writer.wait(timeout_s=60)
     assert writer.written == 1
+
+
+def test_a_child_is_reaped_and_reported_as_soon_as_it_exits(tmp_path: Path) -> None:
+    """The child stayed a zombie, and its outcome unlogged, until the next snapshot came
+    due (14 minutes in `gpux dev`), and the log then gave those minutes as its duration."""
+    outcomes: list[tuple[bool, float]] = []
+    writer = ForkedSnapshots(SnapshotStore(tmp_path),
+                             on_done=lambda ok, seconds: outcomes.append((ok, seconds)))
+    started = time.monotonic()
+    assert writer.start(10, 1, lambda: b"state")
+    pid = writer.child_pid
+    assert pid is not None
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)  # neither running() nor wait() is called: nobody asks
+    assert not Path(f"/proc/{pid}").exists(), "the exited child was not reaped"
+    while not outcomes and time.monotonic() < deadline:
+        time.sleep(0.01)
+    observed = time.monotonic() - started
+    assert len(outcomes) == 1 and outcomes[0][0] is True
+    assert 0 < outcomes[0][1] <= observed
+    assert writer.written == 1
