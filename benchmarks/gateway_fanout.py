@@ -230,8 +230,9 @@ async def run(args: argparse.Namespace) -> list[Figures]:
     limits = dict(GatewayConfig().role_limits)
     limits["market_maker"] = RateLimit(per_second=100_000, burst=100_000)
     limits[ANONYMOUS] = RateLimit(per_second=100_000, burst=100_000)
+    # Every reader is anonymous and on 127.0.0.1: a real venue sees them from many IPs.
     config = GatewayConfig(port=0, connections_per_ip_max=args.connections * 2 + 10,
-                           role_limits=limits,
+                           anonymous_per_ip_max=args.connections * 2 + 10, role_limits=limits,
                            ip_limit=RateLimit(per_second=1_000_000, burst=1_000_000))
     symbol = "H100-SXM-80GB.bench"
     figures: list[Figures] = []

@@ -4,6 +4,7 @@
     gpux gateway --kafka ... --database-url ... --port ...      (serve is the default)
     gpux gateway migrate --database-url URL
     gpux gateway add-key --database-url URL --account A --role trader
+    gpux gateway add-key --dev [DATA_DIR] --account A --role trader   (a running `gpux dev`)
     gpux gateway set-role --database-url URL --account 0xAbC... --role market_maker
 """
 
@@ -11,10 +12,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 from gateway.config import ROLES, GatewayConfig
@@ -24,6 +27,14 @@ SUBCOMMANDS = ("serve", "migrate", "add-key", "set-role")
 # or the wait ends: keep the wait short, or every reply can wait that long.
 KAFKA_FETCH_MAX_WAIT_MS = 5
 _DEFAULTS = GatewayConfig()
+DEV_DATA_DIR = Path("var/dev")
+# The limits `serve` takes as flags (--connections-per-ip-max ...), all announced in `hello`.
+LIMIT_FLAGS = (
+    "frame_bytes_max", "connections_max", "connections_per_ip_max", "anonymous_per_ip_max",
+    "connections_per_account_max", "connections_per_key_max", "login_deadline_ms",
+    "subscriptions_per_session_max", "pending_per_session_max", "instruments_page_max",
+    "eip712_chain_id",
+)
 
 
 def _database_url(parser: argparse.ArgumentParser) -> None:
@@ -47,9 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--clock", action="store_true",
                        help="send a tick command every --clock-interval-ms (one gateway only)")
     serve.add_argument("--clock-interval-ms", type=int, default=1000)
-    serve.add_argument("--connections-per-ip-max", type=int,
-                       default=_DEFAULTS.connections_per_ip_max)
-    serve.add_argument("--frame-bytes-max", type=int, default=_DEFAULTS.frame_bytes_max)
+    for name in LIMIT_FLAGS:
+        serve.add_argument(f"--{name.replace('_', '-')}", type=int,
+                           default=getattr(_DEFAULTS, name))
     serve.add_argument("--fetch-max-wait-ms", type=int, default=KAFKA_FETCH_MAX_WAIT_MS,
                        help="how long a Kafka fetch of events may wait for data")
     serve.add_argument("--metrics-port", type=int, default=-1,
@@ -58,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     _database_url(migrate)
     add_key = commands.add_parser("add-key", help="create an API key; prints it once")
     _database_url(add_key)
+    add_key.add_argument(
+        "--dev", nargs="?", const=DEV_DATA_DIR, type=Path, metavar="DATA_DIR",
+        help=f"use the database of the `gpux dev` running on DATA_DIR (default {DEV_DATA_DIR})")
     add_key.add_argument("--account", required=True)
     add_key.add_argument("--role", required=True, choices=ROLES)
     set_role = commands.add_parser("set-role", help="set the role an account logs in with")
@@ -74,6 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(args_list)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if getattr(args, "dev", None) is not None:
+        args.database_url = dev_database_url(args.dev)
+        if args.database_url is None:
+            print(f"gpux gateway: no running `gpux dev` on {args.dev} (start it with `make dev`)",
+                  file=sys.stderr)
+            return 2
     if not args.database_url and args.command != "serve":
         print("gpux gateway: --database-url (or DATABASE_URL) is required", file=sys.stderr)
         return 2
@@ -113,7 +133,19 @@ async def _add_key(database_url: str, account: str, role: str) -> int:
     print(f"role:        {role}")
     print(f"key_id:      {key_id}")
     print(f"private_key: {private_key}")
+    print(f"login:       {key_id}:{private_key}   (the page's login, or `gpux trade --key`)")
     return 0
+
+
+def dev_database_url(data_dir: Path) -> str | None:
+    """Return the URL of the PostgreSQL a running `gpux dev` on `data_dir` embeds (its port
+    changes at every start), from the state file its service keeps there; None when none."""
+    try:
+        state = json.loads((data_dir / "postgres" / "service.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    url = state.get("env", {}).get("DATABASE_URL") if isinstance(state, dict) else None
+    return url if isinstance(url, str) else None
 
 
 async def _set_role(database_url: str, account: str, role: str) -> int:
@@ -134,8 +166,7 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host, port=args.port, topic_namespace=args.topic_namespace,
         gateway_id=args.gateway_id,
         clock_interval_ms=args.clock_interval_ms if args.clock else None,
-        connections_per_ip_max=args.connections_per_ip_max,
-        frame_bytes_max=args.frame_bytes_max,
+        **{name: getattr(args, name) for name in LIMIT_FLAGS},
     )
     try:
         import uvloop

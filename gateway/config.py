@@ -43,12 +43,25 @@ class GatewayConfig:
     frame_bytes_max: int = 64 * 1024
     # Bytes buffered for one connection before it is dropped as a slow consumer.
     outbound_bytes_max: int = 4 * 1024 * 1024
+    # Connections (gateway.admission): in all; per IP only as a backstop, since many traders
+    # may share one behind a NAT; per IP before a login, the oldest closed to make room;
+    # per account and per key once logged in.
     connections_max: int = 10_000
-    connections_per_ip_max: int = 200
+    connections_per_ip_max: int = 2_000
+    anonymous_per_ip_max: int = 32
+    connections_per_account_max: int = 64
+    connections_per_key_max: int = 16
+    # An anonymous connection that neither logs in nor subscribes by then is closed.
+    login_deadline_ms: int = 5_000
     # Tokens per request are charged to the key (logged in) or to the IP (anonymous), and
-    # every request from an IP is also charged to `ip_limit`.
+    # every request from an IP is also charged to `ip_limit`. Logins are charged to buckets
+    # of their own, per IP and per key, which no other traffic drains.
     role_limits: dict[str, RateLimit] = field(default_factory=_default_role_limits)
     ip_limit: RateLimit = RateLimit(per_second=500, burst=1000)
+    login_ip_limit: RateLimit = RateLimit(per_second=10, burst=50)
+    login_key_limit: RateLimit = RateLimit(per_second=2, burst=20)
+    # Instruments per `instruments` reply at most (a cursor pages on).
+    instruments_page_max: int = 500
     batch_size_max: int = 20
     mass_quote_size_max: int = 40
     pending_per_session_max: int = 500
@@ -73,6 +86,8 @@ class GatewayConfig:
     def __post_init__(self) -> None:
         for name in (
             "frame_bytes_max", "outbound_bytes_max", "connections_max", "connections_per_ip_max",
+            "anonymous_per_ip_max", "connections_per_account_max", "connections_per_key_max",
+            "login_deadline_ms", "instruments_page_max",
             "batch_size_max", "mass_quote_size_max", "pending_per_session_max",
             "subscriptions_per_session_max", "request_timeout_ms", "session_orders_max",
             "login_window_ms", "heartbeat_interval_ms", "housekeeping_interval_ms",

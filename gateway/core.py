@@ -9,16 +9,19 @@ the log, and an `AuthPort` that verifies logins against the key store and calls 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from gateway.admission import ANONYMOUS_PER_IP, LOGIN_DEADLINE, Admission
 from gateway.auth import Principal, check_timestamp, new_nonce
 from gateway.config import ANONYMOUS, GatewayConfig, RateLimit
 from gateway.correlation import Correlator, Group, PendingOp
 from gateway.errors import (
     ALREADY_AUTHENTICATED,
     AUTH_FAILED,
+    CONNECTION_LIMIT,
+    DUPLICATE_REQUEST,
     FORBIDDEN,
     INVALID_REQUEST,
     OVERLOADED,
@@ -39,10 +42,12 @@ from gateway.messages import (
     OrdersMessage,
     RateUsage,
     Reply,
+    announced_limits,
     encode,
 )
 from gateway.orderentry import Plan, Planner
 from gateway.projection import Projection
+from gateway.public import public_result
 from gateway.ratelimit import Charge, RateLimiter
 from gateway.requests import (
     ADMIN_OPS,
@@ -74,8 +79,10 @@ from gateway.requests import (
 from gateway.session import Session
 from protocol import AnyCommand, AnyEvent, CancelOrder, Tick
 from protocol import encode as encode_command
+from protocol import reasons as R
 
 CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008  # a limit of gateway.admission closed the connection
 
 
 class Transport(Protocol):
@@ -141,7 +148,10 @@ class GatewayCore:
         self.planner = Planner(config.gateway_id)
         self.limiter = RateLimiter(config.ip_limit)
         self.sessions: dict[int, Session] = {}
-        self.connections_by_ip: dict[str, int] = {}
+        self.admission = Admission(config)
+        # Told each time a limit bites: (limit name, IP); the service counts and logs it.
+        self.limit_bit: Callable[[str, str], None] = _ignore
+        self._limits = announced_limits(config)
         self.dead_man: dict[str, int] = {}  # account -> deadline (monotonic ns)
         self.last_ts = 0
         self.next_heartbeat_ns = 0
@@ -150,14 +160,18 @@ class GatewayCore:
 
     # -- connections -----------------------------------------------------------------------
 
-    def connect(self, conn_id: int, ip: str, now_ns: int) -> bool:
-        """Open a session and greet it; False when over the connection limits."""
-        if (len(self.sessions) >= self.config.connections_max
-                or self.connections_by_ip.get(ip, 0) >= self.config.connections_per_ip_max):
+    def connect(self, conn_id: int, ip: str, now_ns: int, mono_ns: int) -> bool:
+        """Open a session and greet it; False when over a connection limit. Anonymous
+        sessions of the same IP may be closed to make room (gateway.admission)."""
+        refused = self.admission.refusal(ip)
+        if refused is not None:
+            self.limit_bit(refused, ip)
             return False
         session = Session(conn_id=conn_id, ip=ip, nonce=new_nonce())
         self.sessions[conn_id] = session
-        self.connections_by_ip[ip] = self.connections_by_ip.get(ip, 0) + 1
+        for evicted in self.admission.open(session, mono_ns):
+            self.limit_bit(ANONYMOUS_PER_IP, ip)
+            self._close(evicted, "too many connections from this address without a login")
         assert session.nonce is not None
         self.transport.push(conn_id, encode(Hello(
             api_version=API_VERSION, gateway_id=self.config.gateway_id, nonce=session.nonce,
@@ -165,20 +179,22 @@ class GatewayCore:
             heartbeat_interval_ms=self.config.heartbeat_interval_ms,
             batch_size_max=self.config.batch_size_max,
             mass_quote_size_max=self.config.mass_quote_size_max,
+            eip712_chain_id=self.config.eip712_chain_id,
+            login_window_ms=self.config.login_window_ms, limits=self._limits,
         )))
         return True
+
+    def _close(self, session: Session, reason: str) -> None:
+        """Close an anonymous session for a limit: forget it now, then close its socket."""
+        self.disconnect(session.conn_id, 0)  # anonymous: nothing to cancel, no ts needed
+        self.transport.close(session.conn_id, CLOSE_POLICY, reason)
 
     def disconnect(self, conn_id: int, now_ns: int) -> None:
         """Forget a session; cancel its orders if it asked for cancel-on-disconnect."""
         session = self.sessions.pop(conn_id, None)
         if session is None:
             return
-        session.closed = True
-        count = self.connections_by_ip.get(session.ip, 1) - 1
-        if count:
-            self.connections_by_ip[session.ip] = count
-        else:
-            self.connections_by_ip.pop(session.ip, None)
+        self.admission.close(session)
         for key in session.subscriptions:
             self._unsubscribe_key(conn_id, key)
         account = session.account
@@ -187,10 +203,11 @@ class GatewayCore:
         ts = self._stamp(now_ns)
         commands: list[AnyCommand]
         if session.cancel_on_disconnect == "account":
-            commands = [self.planner.mass_cancel_command(account, ts)]
+            commands = [self.planner.mass_cancel_command(account, ts, R.DISCONNECT)]
         else:
             open_orders = self.projection.open_by_client
-            commands = [CancelOrder(ts=ts, account=account, client_order_id=cid)
+            commands = [CancelOrder(ts=ts, account=account, client_order_id=cid,
+                                    reason=R.DISCONNECT)
                         for cid in session.placed if (account, cid) in open_orders]
         if commands:
             self._submit_unanswered(commands)
@@ -202,6 +219,7 @@ class GatewayCore:
         session = self.sessions.get(conn_id)
         if session is None:
             return
+        session.spoke = True
         try:
             request = decode_request(data)
         except RequestError as error:
@@ -210,11 +228,22 @@ class GatewayCore:
             return
         op = request.__struct_config__.tag
         assert isinstance(op, str)
-        charge = self._charge(session, _cost(request), mono_ns)
+        if isinstance(request, (Login, LoginWallet)):
+            charge = self.limiter.charge_login(
+                ip=session.ip, key=request.key_id if isinstance(request, Login)
+                else request.address.lower(), ip_limit=self.config.login_ip_limit,
+                key_limit=self.config.login_key_limit, now_ns=mono_ns)
+        else:
+            charge = self._charge(session, _cost(request), mono_ns)
         if charge.retry_after_ms:
             self._refuse(session, request.req_id, op, RequestError(
                 RATE_LIMITED, f"rate limit of {charge.bucket} exceeded",
                 retry_after_ms=charge.retry_after_ms), charge)
+            return
+        if request.req_id in session.pending:
+            self._refuse(session, request.req_id, op, RequestError(
+                DUPLICATE_REQUEST, f"req_id {request.req_id} is still awaiting its reply on "
+                "this connection", field="$.req_id"), charge)
             return
         try:
             self._dispatch(session, request, op, charge, now_ns, mono_ns)
@@ -229,8 +258,8 @@ class GatewayCore:
             self._login(session, request, now_ns)
             return
         if isinstance(request, (Time, Ping, Instruments)):
-            self._reply_ok(session, request.req_id, op, _public_result(self, request, now_ns),
-                           charge)
+            self._reply_ok(session, request.req_id, op, public_result(
+                self.projection, request, now_ns, self.config.instruments_page_max), charge)
             return
         if isinstance(request, (Subscribe, Unsubscribe)):
             self._subscription(session, request, op, charge)
@@ -264,7 +293,7 @@ class GatewayCore:
         self, session: Session, principal: Principal, request: AnyRequest, op: str,
         charge: Charge, now_ns: int, mono_ns: int,
     ) -> None:
-        if session.pending_groups >= self.config.pending_per_session_max:
+        if len(session.pending) >= self.config.pending_per_session_max:
             raise RequestError(TOO_MANY_PENDING, "too many requests awaiting the engine",
                                retry_after_ms=100)
         if self.sink.room() < 1:
@@ -281,7 +310,7 @@ class GatewayCore:
                       asset=spec.asset, deposit_id=spec.deposit_id, fence_id=spec.fence_id)
             for index, spec in enumerate(plan.ops)
         ])
-        session.pending_groups += 1
+        session.pending.add(request.req_id)
         for spec in plan.ops:
             if spec.op == "new_order" and spec.client_order_id is not None:
                 session.remember_placed(spec.client_order_id, self.config.session_orders_max)
@@ -331,6 +360,7 @@ class GatewayCore:
         session.nonce = None
         check_timestamp(request.timestamp_ms, now_ns, self.config.login_window_ms)
         session.login_pending = True
+        session.pending.add(request.req_id)
         self.auth.begin(session.conn_id, request.req_id, request, nonce)
 
     def login_result(
@@ -342,11 +372,19 @@ class GatewayCore:
         if session is None:
             return
         session.login_pending = False
+        session.pending.discard(req_id)
+        refused = self.admission.login_refusal(outcome) if isinstance(outcome, Principal) else None
+        if refused is not None:
+            self.limit_bit(refused, session.ip)
+            outcome = RequestError(CONNECTION_LIMIT, f"{refused} reached: the account or key "
+                                   "already has as many connections as it may")
         if isinstance(outcome, RequestError):
+            self.admission.watch(session, mono_ns)
             charge = self._charge(session, 0, mono_ns)
             self._refuse(session, req_id, op, outcome, charge)
             return
         session.principal = outcome
+        self.admission.logged_in(session)
         session.cancel_on_disconnect = cancel_on_disconnect
         charge = self._charge(session, 0, mono_ns)
         self._reply_ok(session, req_id, op, {
@@ -438,7 +476,7 @@ class GatewayCore:
         session = self.sessions.get(group.conn_id)
         if session is None:
             return
-        session.pending_groups -= 1
+        session.pending.discard(group.req_id)
         context = group.context
         charge = context.charge if isinstance(context, ReplyContext) else None
         outcomes = [outcome for outcome in group.outcomes if outcome is not None]
@@ -476,14 +514,18 @@ class GatewayCore:
     # -- time ------------------------------------------------------------------------------
 
     def housekeeping(self, now_ns: int, mono_ns: int) -> None:
-        """Expire requests, fire dead-man's switches and send heartbeats that are due."""
+        """Expire requests, fire dead-man's switches, close anonymous connections past their
+        login deadline and send heartbeats that are due."""
         for group in self.correlator.expire(mono_ns):
             self._reply_group(group)
+        for session in self.admission.overdue(mono_ns):
+            self.limit_bit(LOGIN_DEADLINE, session.ip)
+            self._close(session, "no login or subscription within the login deadline")
         fired = [account for account, deadline in self.dead_man.items() if deadline <= mono_ns]
         for account in fired:
             del self.dead_man[account]
-            self._submit_unanswered([self.planner.mass_cancel_command(account,
-                                                                      self._stamp(now_ns))])
+            self._submit_unanswered([self.planner.mass_cancel_command(
+                account, self._stamp(now_ns), R.DEAD_MAN_SWITCH)])
             notice = encode(Notice(code="dead_man_switch", ts=now_ns,
                                    message="cancel_all_after expired: all orders canceled"))
             for session in self.sessions.values():
@@ -544,6 +586,10 @@ class GatewayCore:
             self.transport.push(session.conn_id, encode(reply))
 
 
+def _ignore(limit: str, ip: str) -> None:
+    """The default `limit_bit`: a core without a service counts nothing."""
+
+
 def _cost(request: AnyRequest) -> int:
     if isinstance(request, BatchRequest):
         return max(1, len(request.orders))
@@ -557,15 +603,6 @@ def _usage(charge: Charge | None) -> RateUsage | None:
         return None
     return RateUsage(bucket=charge.bucket.split(":", 1)[0], remaining=charge.remaining,
                      burst=charge.burst, per_second=charge.per_second)
-
-
-def _public_result(core: GatewayCore, request: Time | Ping | Instruments, now_ns: int) -> Any:
-    if isinstance(request, Time):
-        return {"server_time_ns": now_ns, "engine_time_ns": core.projection.time_ns,
-                "event_seq": core.projection.event_seq}
-    if isinstance(request, Ping):
-        return {"pong": now_ns}
-    return {"instruments": core.projection.instrument_specs()}
 
 
 __all__ = [

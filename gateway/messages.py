@@ -12,6 +12,7 @@ from typing import Final, Literal
 
 import msgspec
 
+from gateway.config import GatewayConfig
 from sdk.messages import (
     Balance,
     BalancesMessage,
@@ -23,9 +24,11 @@ from sdk.messages import (
     Heartbeat,
     Hello,
     Kind,
+    Limits,
     Notice,
     OrderReport,
     OrdersMessage,
+    RateLimitSpec,
     Reply,
     TickerMessage,
     TradeItem,
@@ -38,8 +41,9 @@ from sdk.messages import RateLimitUsage as RateUsage
 __all__ = [
     "API_VERSION", "SERVER_MESSAGE_TYPES", "Balance", "BalancesMessage", "BookMessage", "Candle",
     "CandlesMessage", "ErrorBody", "Fill", "FillsMessage", "Heartbeat", "Hello",
-    "InstrumentSpec", "Kind", "Notice", "OrderReport", "OrdersMessage", "Outcome", "RateUsage",
-    "Reply", "Status", "TickerMessage", "TradeItem", "TradesMessage", "encode",
+    "InstrumentSpec", "Kind", "Limits", "Notice", "OrderReport", "OrdersMessage", "Outcome",
+    "RateUsage", "Reply", "Status", "TickerMessage", "TradeItem", "TradesMessage",
+    "announced_limits", "encode",
 ]
 
 API_VERSION: Final = "1"
@@ -68,6 +72,18 @@ SERVER_MESSAGE_TYPES: Final = (
 )
 
 _encoder: Final = msgspec.json.Encoder()
+
+
+def announced_limits(config: GatewayConfig) -> Limits:
+    """Return every limit of `config` a client must respect, for `hello`."""
+    rates = {role: RateLimitSpec(per_second=limit.per_second, burst=limit.burst)
+             for role, limit in config.role_limits.items()}
+    for name, limit in (("ip", config.ip_limit), ("login_ip", config.login_ip_limit),
+                        ("login_key", config.login_key_limit)):
+        rates[name] = RateLimitSpec(per_second=limit.per_second, burst=limit.burst)
+    counts = {name: getattr(config, name)  # each Limits field is a GatewayConfig one
+              for name in Limits.__struct_fields__ if name != "rate_limits"}
+    return Limits(**counts, rate_limits=rates)
 
 
 def encode(message: msgspec.Struct) -> bytes:

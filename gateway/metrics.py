@@ -45,6 +45,9 @@ class GatewayMetrics:
             "gpux_gateway_order_ack_seconds",
             "From a request's frame to the engine's answer reaching the gateway",
             ["op"], buckets=LATENCY_BUCKETS_S, registry=self.registry)
+        self.limits_bit = Counter(
+            "gpux_gateway_connection_limits", "Connections refused or closed by a limit, by "
+            "limit (gateway.admission names)", ["limit"], registry=self.registry)
         self.rate_limited = Counter(
             "gpux_gateway_rate_limited", "Requests refused for a rate limit, by bucket kind",
             ["bucket"], registry=self.registry)
@@ -104,11 +107,10 @@ class CountingRateLimiter(RateLimiter):
         super().__init__(ip_limit)
         self.metrics = metrics
 
-    def charge(
-        self, *, ip: str, principal: str | None, limit: RateLimit, cost: int, now_ns: int
+    def charge_both(
+        self, outer: tuple[str, RateLimit], inner: tuple[str, RateLimit], cost: int, now_ns: int
     ) -> Charge:
-        charge = super().charge(ip=ip, principal=principal, limit=limit, cost=cost,
-                                now_ns=now_ns)
+        charge = super().charge_both(outer, inner, cost, now_ns)
         if charge.retry_after_ms:
             self.metrics.rate_limited.labels(charge.bucket.split(":", 1)[0]).inc()
         return charge

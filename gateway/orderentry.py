@@ -34,6 +34,7 @@ from protocol import (
     MassCancel,
     NewOrder,
 )
+from protocol.commands import MassCancelReason
 
 OrderBody = NewOrderBody | CancelOrderBody | AmendOrderBody | MassCancelBody
 FENCE_PREFIX: Final = RESERVED_PREFIX + "fence"
@@ -125,9 +126,10 @@ class Planner:
             op="deposit", account=request.account, asset=request.asset,
             deposit_id=request.deposit_id, fence_id=fence_id)])
 
-    def mass_cancel_command(self, account: str, ts: int) -> MassCancel:
-        """Return an unanswered mass cancel (cancel-on-disconnect, dead-man's switch)."""
-        return MassCancel(ts=ts, account=account)
+    def mass_cancel_command(self, account: str, ts: int, reason: MassCancelReason) -> MassCancel:
+        """Return an unanswered mass cancel the venue makes for `account` (`reason`:
+        cancel-on-disconnect or the dead-man's switch)."""
+        return MassCancel(ts=ts, account=account, reason=reason)
 
     def _add(self, plan: Plan, body: OrderBody, account: str, ts: int) -> None:
         if isinstance(body, NewOrderBody):

@@ -77,17 +77,32 @@ class RateLimiter:
         self, *, ip: str, principal: str | None, limit: RateLimit, cost: int, now_ns: int
     ) -> Charge:
         """Charge the IP bucket and the principal's (or the anonymous IP's) bucket."""
-        ip_bucket = self._bucket(f"ip:{ip}", self.ip_limit, now_ns)
         name = f"key:{principal}" if principal is not None else f"anon:{ip}"
+        return self.charge_both((f"ip:{ip}", self.ip_limit), (name, limit), cost, now_ns)
+
+    def charge_login(
+        self, *, ip: str, key: str, ip_limit: RateLimit, key_limit: RateLimit, now_ns: int
+    ) -> Charge:
+        """Charge one login attempt to the login buckets of its IP and of its key, which
+        nothing else drains."""
+        return self.charge_both((f"login_ip:{ip}", ip_limit), (f"login_key:{key}", key_limit),
+                                1, now_ns)
+
+    def charge_both(
+        self, outer: tuple[str, RateLimit], inner: tuple[str, RateLimit], cost: int, now_ns: int
+    ) -> Charge:
+        """Take `cost` from both buckets, or from neither; name the one that refused."""
+        outer_bucket = self._bucket(*outer, now_ns)
+        name, limit = inner
         bucket = self._bucket(name, limit, now_ns)
-        wait_ms = ip_bucket.take(cost, now_ns)
+        wait_ms = outer_bucket.take(cost, now_ns)
         if wait_ms == 0:
             wait_ms = bucket.take(cost, now_ns)
             if wait_ms:
-                ip_bucket.tokens += cost  # refund: the request is refused as a whole
+                outer_bucket.tokens += cost  # refund: the request is refused as a whole
         else:
-            name = f"ip:{ip}"
-            bucket = ip_bucket
+            name = outer[0]
+            bucket = outer_bucket
         return Charge(bucket=name, remaining=bucket.remaining(), burst=bucket.limit.burst,
                       per_second=bucket.limit.per_second, retry_after_ms=wait_ms)
 

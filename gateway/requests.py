@@ -167,7 +167,13 @@ class Unsubscribe(Request, tag="unsubscribe", frozen=True, kw_only=True):
 
 
 class Instruments(Request, tag="instruments", frozen=True, kw_only=True):
-    pass
+    """Instruments in listing order: open ones by default; a page at most `limit` long
+    (and never over the gateway's `instruments_page_max`); `cursor` is the previous page's
+    `next_cursor`."""
+
+    status: Literal["open", "closed", "all"] = "open"
+    cursor: Identifier | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=100_000)] | None = None
 
 
 class Time(Request, tag="time", frozen=True, kw_only=True):
@@ -201,7 +207,7 @@ class ListInstrumentRequest(Request, tag="list_instrument", frozen=True, kw_only
 class DepositRequest(Request, tag="deposit", frozen=True, kw_only=True):
     account: Account
     asset: Identifier
-    amount: Price | Annotated[int, msgspec.Meta(ge=1, le=10**18)]
+    amount: Price | Annotated[int, msgspec.Meta(ge=1, le=2**53)]  # exact in any JSON reader
     deposit_id: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:\-]{1,128}\Z")] | None = None
 
 
@@ -248,17 +254,24 @@ def decode_request(data: bytes | str) -> AnyRequest:
         raise RequestError(INVALID_JSON, f"not a JSON object: {error}") from None
 
 
+class _ReqIdOnly(msgspec.Struct):
+    """A frame read for its `req_id` alone: every other member is skipped unread, so a
+    number out of range or a wrong type elsewhere does not hide a readable req_id."""
+
+    req_id: Any = None
+
+
+_req_id_decoder: Final = msgspec.json.Decoder(_ReqIdOnly)
+
+
 def salvage_req_id(data: bytes | str) -> int | None:
     """Return the frame's `req_id` when it is a well-formed one, to echo in an error reply."""
     if _too_deep(data):
         return None
     try:
-        raw = _generic.decode(data)
-    except _UNDECODABLE:
+        value: Any = _req_id_decoder.decode(data).req_id
+    except _UNDECODABLE:  # not JSON, not an object, or not UTF-8
         return None
-    if not isinstance(raw, dict):
-        return None
-    value: Any = raw.get("req_id")
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 2**53:
         return value
     return None

@@ -206,6 +206,35 @@ class ServiceAuth:
                                request.cancel_on_disconnect, time.monotonic_ns())
 
 
+class LimitReport:
+    """Count the connection limits as they bite (metrics), and log what bit at most once
+    every `interval_s`, so a flood of refusals is seen without flooding the log."""
+
+    def __init__(self, metrics: GatewayMetrics | None, interval_s: float = 10.0) -> None:
+        self.metrics = metrics
+        self.interval_s = interval_s
+        self.counts: dict[str, int] = {}
+        self.last_ip: dict[str, str] = {}
+        self.next_log_s = 0.0
+
+    def __call__(self, limit: str, ip: str) -> None:
+        if self.metrics is not None:
+            self.metrics.limits_bit.labels(limit).inc()
+        self.counts[limit] = self.counts.get(limit, 0) + 1
+        self.last_ip[limit] = ip
+        self.flush_due()
+
+    def flush_due(self) -> None:
+        now_s = time.monotonic()
+        if not self.counts or now_s < self.next_log_s:
+            return
+        log.warning("connection limits bit: %s", ", ".join(
+            f"{limit} {count}x (last from {self.last_ip[limit]})"
+            for limit, count in sorted(self.counts.items())))
+        self.counts.clear()
+        self.next_log_s = now_s + self.interval_s
+
+
 class GatewayService:
     """Own the core and drive it from the websocket server and the log."""
 
@@ -230,6 +259,8 @@ class GatewayService:
         self.auth = ServiceAuth(authenticator)
         self.core = GatewayCore(config, self.transport, self.sink, self.auth)
         self.auth.core = self.core
+        self.limit_report = LimitReport(metrics)
+        self.core.limit_bit = self.limit_report
         if metrics is not None:
             self._watch(metrics)
         self.ready = asyncio.Event()
@@ -325,7 +356,7 @@ class GatewayService:
         ip = str(address[0]) if address else "unknown"
         self.transport.connections[conn_id] = connection
         metrics = self.metrics
-        if not self.core.connect(conn_id, ip, time.time_ns()):
+        if not self.core.connect(conn_id, ip, time.time_ns(), time.monotonic_ns()):
             self.transport.connections.pop(conn_id, None)
             if metrics is not None:
                 metrics.connections_refused.inc()
@@ -381,6 +412,7 @@ class GatewayService:
         interval_s = self.config.housekeeping_interval_ms / 1000
         while True:
             self.core.housekeeping(time.time_ns(), time.monotonic_ns())
+            self.limit_report.flush_due()
             await asyncio.sleep(interval_s)
 
     async def _clock(self, interval_ms: int) -> None:

@@ -17,9 +17,11 @@ class Session:
     nonce: str | None  # the login challenge; None once a login attempt has used it
     principal: Principal | None = None
     login_pending: bool = False
+    spoke: bool = False  # sent a frame since connecting (or since a failed login)
     cancel_on_disconnect: str = "off"
     subscriptions: set[tuple[str, str]] = field(default_factory=set)
-    pending_groups: int = 0
+    # req_ids awaiting their reply (a login, or the engine): a second one is a duplicate
+    pending: set[int] = field(default_factory=set)
     # client order ids placed through this session, for cancel-on-disconnect "session"
     placed: OrderedDict[str, None] = field(default_factory=OrderedDict)
     closed: bool = False

@@ -38,12 +38,15 @@ PUBLIC_COMMANDS = frozenset({"instruments", "book", "time"})
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gpux trade", description=__doc__.split("\n")[0])
     parser.add_argument("--url", default=os.environ.get("GPUX_URL", "ws://127.0.0.1:8765"))
+    parser.add_argument("--key", default=os.environ.get("GPUX_KEY"), metavar="KEY_ID:PRIVATE_KEY",
+                        help="an API key as `gpux gateway add-key` prints it (login:)")
     parser.add_argument("--key-id", default=os.environ.get("GPUX_KEY_ID"))
     parser.add_argument("--private-key", default=os.environ.get("GPUX_PRIVATE_KEY"))
     parser.add_argument("--wallet-key", default=os.environ.get("GPUX_WALLET_KEY"))
     parser.add_argument("--chain-id", type=int, default=1, help="EIP-712 chain id of wallets")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("instruments", help="list instruments and their specs")
+    listing = commands.add_parser("instruments", help="list instruments and their specs")
+    listing.add_argument("--status", choices=("open", "closed", "all"), default="open")
     commands.add_parser("time", help="server and engine time")
     place = commands.add_parser("place", help="place an order")
     place.add_argument("instrument")
@@ -101,11 +104,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _credentials(args: argparse.Namespace) -> Credentials:
+    if args.key:
+        key_id, _, private_key = args.key.partition(":")
+        if not key_id or not private_key:
+            raise SystemExit("gpux trade: --key takes KEY_ID:PRIVATE_KEY")
+        return ApiKey(key_id, private_key)
     if args.key_id and args.private_key:
         return ApiKey(args.key_id, args.private_key)
     if args.wallet_key:
         return Wallet(args.wallet_key, chain_id=args.chain_id)
-    raise SystemExit("gpux trade: set GPUX_KEY_ID and GPUX_PRIVATE_KEY (or GPUX_WALLET_KEY)")
+    raise SystemExit("gpux trade: give --key KEY_ID:PRIVATE_KEY (or set GPUX_KEY, or "
+                     "GPUX_KEY_ID and GPUX_PRIVATE_KEY, or GPUX_WALLET_KEY)")
 
 
 async def _run(args: argparse.Namespace, credentials: Credentials | None) -> int:
@@ -124,7 +133,7 @@ async def _instruments(client: Client, args: argparse.Namespace) -> int:
                   "status", title="instruments")
     from datetime import UTC, datetime
 
-    for spec in await client.instruments():
+    for spec in await client.instruments(status=args.status):
         start = datetime.fromtimestamp(spec.delivery_start / 1e9, tz=UTC).strftime("%Y-%m-%d %H:%M")
         table.add_row(spec.symbol, spec.gpu, spec.region, start, str(spec.delivery_hours),
                       spec.tick_size, f"{spec.maker_fee_bps}/{spec.taker_fee_bps}", spec.status)

@@ -505,9 +505,17 @@ class Client:
                                                      timeout_s=timeout_s)).result
         return result
 
-    async def instruments(self) -> list[Instrument]:
-        reply = await self.request("instruments")
-        return msgspec.convert(reply.result["instruments"], list[Instrument])
+    async def instruments(self, status: str = "open") -> list[Instrument]:
+        """Every instrument with `status` ("open", "closed" or "all"), in listing order,
+        following the gateway's pages."""
+        listed: list[Instrument] = []
+        cursor: str | None = None
+        while True:
+            result = (await self.request("instruments", status=status, cursor=cursor)).result
+            listed += msgspec.convert(result["instruments"], list[Instrument])
+            cursor = result.get("next_cursor")
+            if cursor is None:
+                return listed
 
     async def server_time(self) -> ServerTime:
         return msgspec.convert((await self.request("time")).result, ServerTime)

@@ -28,6 +28,30 @@ class _Message(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, ta
     """Base of every server message."""
 
 
+class RateLimitSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """A token bucket: `burst` tokens at most, refilled at `per_second`."""
+
+    per_second: float
+    burst: int
+
+
+class Limits(msgspec.Struct, frozen=True, kw_only=True):
+    """What the gateway holds a client to, as `hello` announces it (docs/asyncapi.yaml)."""
+
+    connections_max: int
+    connections_per_ip_max: int
+    anonymous_per_ip_max: int
+    login_deadline_ms: int
+    connections_per_account_max: int
+    connections_per_key_max: int
+    subscriptions_per_session_max: int
+    pending_per_session_max: int
+    request_timeout_ms: int
+    instruments_page_max: int
+    # per role ("anonymous", "trader", ...), and "ip", "login_ip", "login_key"
+    rate_limits: dict[str, RateLimitSpec]
+
+
 class Hello(_Message, tag="hello", frozen=True, kw_only=True):
     api_version: str
     gateway_id: str
@@ -37,6 +61,10 @@ class Hello(_Message, tag="hello", frozen=True, kw_only=True):
     heartbeat_interval_ms: int
     batch_size_max: int
     mass_quote_size_max: int
+    # Optional for clients of older gateways, which do not send them.
+    eip712_chain_id: int | None = None
+    login_window_ms: int | None = None
+    limits: Limits | None = None
 
 
 class RateLimitUsage(msgspec.Struct, frozen=True, kw_only=True):

@@ -16,12 +16,16 @@ from settlement.merkle import MerkleTree, verify
 
 
 class FillProof(msgspec.Struct, frozen=True, kw_only=True):
+    """A fill's proof. Ids and the fill's integers (uint256 on chain: the token id, the
+    amounts) are decimal strings, which no JSON reader rounds (a JavaScript verifier would
+    round a 76-digit token id and recompute a wrong leaf)."""
+
     trade_id: str
-    batch_id: int
+    batch_id: str
     batch_status: str
     tx_hash: str | None
     block_number: int | None
-    fill: dict[str, Any]
+    fill: dict[str, str]
     leaf_index: int
     leaf: str
     proof: list[str]
@@ -33,6 +37,10 @@ class FillProof(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def verified(self) -> bool:
         return self.verified_locally and self.verified_by_vault
+
+
+def _as_strings(fields: dict[str, Any]) -> dict[str, str]:
+    return {name: str(value) for name, value in fields.items()}
 
 
 def _hex(data: bytes) -> str:
@@ -59,9 +67,9 @@ async def prove(conn: asyncpg.Connection, contracts: Contracts, trade_id: str) -
         "Vault.verifyFill",
     )
     return FillProof(
-        trade_id=trade_id, batch_id=batch.batch_id, batch_status=batch.status,
+        trade_id=trade_id, batch_id=str(batch.batch_id), batch_status=batch.status,
         tx_hash=_hex(batch.tx_hash) if batch.tx_hash else None,
-        block_number=batch.block_number, fill=msgspec.to_builtins(stored.fill),
+        block_number=batch.block_number, fill=_as_strings(msgspec.to_builtins(stored.fill)),
         leaf_index=stored.leaf_index, leaf=_hex(leaf), proof=[_hex(node) for node in proof],
         stored_root=_hex(batch.fills_root), chain_root=_hex(chain_root),
         verified_locally=verify(proof, chain_root, leaf), verified_by_vault=by_vault,

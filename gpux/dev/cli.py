@@ -129,7 +129,13 @@ def banner(options: DevOptions, venue: Venue, infra: Infrastructure,
         metrics = f"http://{host}:{venue.metrics_server.port}"
         lines.append(f"  metrics        {metrics}/metrics   health {metrics}/healthz")
     log_name = options.kafka or f"embedded, {options.data_dir / 'log'}"
+    gpux = Path(sys.executable).with_name("gpux")  # the venv's, usable without activating it
+    alice = keys[PAGE_ACCOUNT]
     lines += [
+        f"  new API key    {gpux} gateway add-key --dev {options.data_dir} --account NAME "
+        "--role trader",
+        f"  CLI client     {gpux} trade --url ws://{host}:{port} "
+        f"--key {alice.key_id}:{alice.private_key} balances",
         f"  services       log {log_name}; {infra.describe()}",
         f"Ctrl-C stops; running it again resumes this market ({options.data_dir}).",
     ]

@@ -28,7 +28,7 @@ from gateway.config import GatewayConfig, RateLimit
 from gateway.metrics import GatewayMetrics
 from gateway.service import GatewayService
 from gateway.static import StaticSite
-from gpux.dev.chain import settler
+from gpux.dev.chain import DEV_CHAIN_ID, settler
 from gpux.dev.market import FEES_WALLET
 from gpux.dev.site import DevSite
 from gpux.observability import MetricsServer
@@ -168,7 +168,8 @@ class Venue:
         proof_pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
         site = DevSite(StaticSite.from_directory(), proof_pool, self.contracts)
         config = GatewayConfig(host=self.config.host, port=self.config.port,
-                               clock_interval_ms=CLOCK_INTERVAL_MS, role_limits=dev_role_limits())
+                               clock_interval_ms=CLOCK_INTERVAL_MS, role_limits=dev_role_limits(),
+                               eip712_chain_id=DEV_CHAIN_ID)
         self.gateway = GatewayService(self.event_log, config, key_store,
                                       process_request=site.process_request,  # type: ignore[arg-type]
                                       metrics=self.gateway_metrics)

@@ -157,6 +157,35 @@ async def proof_verified(url: str) -> bool:
     return status == 200 and json.loads(body)["verified"] is True
 
 
+async def assert_proof_numbers_are_strings(url: str) -> None:
+    """A uint256 as a JSON number is rounded by every JavaScript verifier (the token id has
+    76 digits), which then recomputes a wrong Merkle leaf: ids and amounts are strings."""
+    status, body = await asyncio.to_thread(http_get, url)
+    proof = json.loads(body)
+    assert status == 200 and isinstance(proof["batch_id"], str), body[:300]
+    assert all(isinstance(value, str) for value in proof["fill"].values()), proof["fill"]
+    assert int(proof["fill"]["asset"]) > 2**53
+
+
+async def add_key_with_dev_flag(dev: DevProcess, data_dir: Path) -> None:
+    """The command `gpux dev` prints adds a key to the running venue without a database
+    URL, and prints it in the KEY_ID:PRIVATE_KEY form the page and `gpux trade --key` take;
+    the CLI client logs in with it."""
+    printed = next(line for line in dev.lines if "gateway add-key --dev" in line)
+    gpux = Path(printed.split()[3])
+    assert gpux.is_file(), f"{gpux}: the venv's gpux, usable without activating the venv"
+    added = await asyncio.to_thread(subprocess.run, [
+        str(gpux), "gateway", "add-key", "--dev", str(data_dir), "--account", "carol",
+        "--role", "trader"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert added.returncode == 0, added.stderr
+    login = next(line.split()[1] for line in added.stdout.splitlines()
+                 if line.startswith("login:"))
+    trade = await asyncio.to_thread(subprocess.run, [
+        str(gpux), "trade", "--url", dev.ws_url, "--key", login, "balances"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert trade.returncode == 0, trade.stdout + trade.stderr
+
+
 @dataclass
 class Snapshot:
     """What a client sees of the market: instruments and alice's balances."""
@@ -168,7 +197,7 @@ class Snapshot:
 async def snapshot(dev: DevProcess, key: dict[str, str]) -> Snapshot:
     async with Client(dev.ws_url, credentials=ApiKey(key["key_id"], key["private_key"]),
                       reconnect=False) as client:
-        return Snapshot(await client.instruments(), await client.balances())
+        return Snapshot(await client.instruments(status="all"), await client.balances())
 
 
 def last_hour(instruments: list[Instrument], gpu: str) -> Instrument:
@@ -282,6 +311,8 @@ async def test_dev_brings_up_a_live_venue_that_trades_in_the_browser_and_resumes
         proof_url = f"{dev.http_url}proof/{trade_id}"
         await eventually(lambda: proof_verified(proof_url), timeout_s=WAIT_TIMEOUT_S,
                          interval_s=0.5, message="the fill's settlement proof verifies")
+        await assert_proof_numbers_are_strings(proof_url)
+        await add_key_with_dev_flag(dev, data_dir)
         status, body = await asyncio.to_thread(http_get, dev.metrics_url + "/metrics")
         assert status == 200
         assert b"gpux_gateway_order_ack_seconds_count" in body

@@ -51,10 +51,12 @@ class FuzzGateway:
 
 @pytest.fixture(scope="module")
 def gateway(kafka_bootstrap: str, database_url: str) -> Iterator[FuzzGateway]:
-    limits = {role: RateLimit(per_second=100_000, burst=100_000) for role in (*ROLES, ANONYMOUS)}
+    unlimited = RateLimit(per_second=100_000, burst=100_000)
+    limits = {role: unlimited for role in (*ROLES, ANONYMOUS)}
+    # The fuzzer logs in again after every frame that closes its connection.
     config = GatewayConfig(port=0, frame_bytes_max=FRAME_BYTES_MAX, role_limits=limits,
-                           request_timeout_ms=1000,
-                           ip_limit=RateLimit(per_second=100_000, burst=100_000),
+                           request_timeout_ms=1000, ip_limit=unlimited,
+                           login_ip_limit=unlimited, login_key_limit=unlimited,
                            topic_namespace=f"fuzz{uuid.uuid4().hex[:8]}.")
     ready = threading.Event()
     holder: dict[str, Any] = {}

@@ -115,7 +115,7 @@ def session_state(core: GatewayCore) -> tuple[Any, ...]:
     session = core.sessions[CONN]
     return (astuple(session.principal) if session.principal else None, session.nonce,
             session.login_pending, session.cancel_on_disconnect, set(session.subscriptions),
-            session.pending_groups, dict(session.placed), dict(core.subscribers),
+            set(session.pending), dict(session.placed), dict(core.subscribers),
             dict(core.dead_man), set(core.sessions))
 
 

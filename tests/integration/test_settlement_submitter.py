@@ -150,7 +150,7 @@ async def test_trades_settle_as_one_netted_batch_whose_fills_prove(venue: Venue)
     assert len(batch.deltas) == 5  # buyer, seller, fees in USDC; buyer, seller in tokens
     for trade_id in ("1", "17", "30"):
         proof = await prove(venue.conn, venue.contracts, trade_id)
-        assert proof.verified and proof.batch_id == 1
+        assert proof.verified and proof.batch_id == "1"
         assert proof.tx_hash == "0x" + (batch.tx_hash or b"").hex()
 
 

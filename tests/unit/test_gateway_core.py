@@ -85,7 +85,7 @@ def make_core(**config: Any) -> tuple[GatewayCore, StubTransport, EngineSink, St
 
 def connect(core: GatewayCore, auth: StubAuth, conn_id: int, account: str | None,
             role: str = "trader", cancel_on_disconnect: str = "off") -> None:
-    assert core.connect(conn_id, "10.0.0.1", NOW_NS)
+    assert core.connect(conn_id, "10.0.0.1", NOW_NS, 0)
     if account is not None:
         key_id = f"key{conn_id:08d}"
         auth.accounts[key_id] = (account, role)

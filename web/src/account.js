@@ -2,7 +2,7 @@
 // link to their settlement proof, the order history and the balances, all from the private
 // feeds (orders, fills, balances).
 
-import { byId, clockUtc, el } from "./dom.js";
+import { byId, clockUtc, el, reasonText } from "./dom.js";
 import { decimalsOf, formatDecimal, formatQuantity, formatUsdc } from "./decimal.js";
 
 const FILLS_KEPT_MAX = 500;
@@ -223,7 +223,7 @@ export class AccountView {
         el("td", { class: "num", text: report.filled_quantity !== undefined ? formatQuantity(report.filled_quantity) : "" }),
         el("td", { class: `status-${report.status ?? "open"}`, text: report.status ?? "" }),
         el("td", { class: "mono muted client-id", text: report.client_order_id, title: report.client_order_id }),
-        el("td", { class: "muted", text: report.reason ?? "" }));
+        el("td", { class: "muted", text: reasonText(report.reason), title: report.reason ?? "" }));
     });
     if (rows.length === 0 && this.loggedIn) {
       rows.push(el("tr", { class: "placeholder" }, el("td", { colspan: "10", text: "No order events since this page opened" })));

@@ -65,9 +65,12 @@ const REASONS = {
   invalid_price: "price is not a multiple of the tick",
   unknown_order: "the order is no longer open",
   instrument_closed: "trading in this contract has closed",
+  mass_cancel: "canceled by cancel all",
+  disconnect: "canceled by the venue: the connection that placed it closed (cancel on disconnect)",
+  dead_man_switch: "canceled by the venue: the dead-man's switch fired",
 };
 
-/** A reject reason for people: "post_only_would_cross" -> "post-only order would cross…". */
+/** A reject or cancel reason for people: "post_only_would_cross" -> "post-only order would cross…". */
 export function reasonText(reason) {
   if (!reason) return "";
   return REASONS[reason] ?? reason.replace(/_/g, " ");

@@ -87,14 +87,21 @@ class App {
   // -- instruments -------------------------------------------------------------------------
 
   async loadInstruments() {
-    let reply;
+    // The open contracts, page after page (the gateway caps a reply at hello's
+    // limits.instruments_page_max and gives a cursor to the next one).
+    const listed = [];
     try {
-      reply = await this.client.request("instruments");
+      let cursor = null;
+      do {
+        const reply = await this.client.request("instruments", cursor === null ? {} : { cursor });
+        listed.push(...reply.result.instruments);
+        cursor = reply.result.next_cursor ?? null;
+      } while (cursor !== null);
     } catch (error) {
       toast("error", "Could not load the instruments", error.message);
       return;
     }
-    this.instruments = new Map(reply.result.instruments.map((spec) => [spec.symbol, spec]));
+    this.instruments = new Map(listed.map((spec) => [spec.symbol, spec]));
     this.gpuLabels = shortLabels([...new Set([...this.instruments.values()].map((spec) => spec.gpu))]);
     this.markets.setInstruments([...this.instruments.values()], this.client.serverTimeMs());
     if (this.symbol === null || !this.instruments.has(this.symbol)) {
