@@ -62,6 +62,10 @@ class KeyStore(Protocol):
 
     def wallet_role(self, account: str) -> Awaitable[str]: ...
 
+    def prune_nonces(self, keep_s: int) -> Awaitable[int]:
+        """Forget the nonces used more than `keep_s` ago; return how many."""
+        ...
+
 
 def new_nonce() -> str:
     """Return a fresh challenge nonce: 128 random bits, hex."""

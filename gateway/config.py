@@ -70,6 +70,10 @@ class GatewayConfig:
     # Orders a session tracks for cancel-on-disconnect (scope "session").
     session_orders_max: int = 10_000
     login_window_ms: int = 30_000
+    # Used login nonces are kept this long (a login past its window is refused anyway),
+    # pruned every `nonce_prune_interval_ms`.
+    nonce_keep_ms: int = 24 * 3600 * 1000
+    nonce_prune_interval_ms: int = 600_000
     eip712_chain_id: int = 1
     heartbeat_interval_ms: int = 5_000
     housekeeping_interval_ms: int = 100
@@ -90,7 +94,8 @@ class GatewayConfig:
             "login_deadline_ms", "instruments_page_max",
             "batch_size_max", "mass_quote_size_max", "pending_per_session_max",
             "subscriptions_per_session_max", "request_timeout_ms", "session_orders_max",
-            "login_window_ms", "heartbeat_interval_ms", "housekeeping_interval_ms",
+            "login_window_ms", "nonce_keep_ms", "nonce_prune_interval_ms",
+            "heartbeat_interval_ms", "housekeeping_interval_ms",
             "command_queue_max", "send_batch_max", "event_batch_max", "candles_kept_max",
             "candles_snapshot_max", "trades_snapshot_max", "fills_snapshot_max",
             "key_cache_ttl_ms",

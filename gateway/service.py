@@ -246,6 +246,7 @@ class GatewayService:
         gateway.static.StaticSite.process_request); None lets every request upgrade.
         `metrics` (gateway.metrics) is fed when given."""
         self.process_request = process_request
+        self.store = store
         self.log = event_log
         self.config = config
         self.metrics = metrics
@@ -317,6 +318,9 @@ class GatewayService:
         if self.config.clock_interval_ms is not None:
             tasks.append(asyncio.create_task(self._clock(self.config.clock_interval_ms),
                                              name="gateway-clock"))
+        if self.store is not None:
+            tasks.append(asyncio.create_task(self._prune_nonces(self.store),
+                                             name="gateway-nonce-pruning"))
         server = await serve(
             self._handle, self.config.host, self.config.port, compression=None,
             process_request=self.process_request,
@@ -414,6 +418,20 @@ class GatewayService:
             self.core.housekeeping(time.time_ns(), time.monotonic_ns())
             self.limit_report.flush_due()
             await asyncio.sleep(interval_s)
+
+    async def _prune_nonces(self, store: KeyStore) -> None:
+        """Forget used login nonces past `nonce_keep_ms`, now and then, so the table stays
+        as small as the logins of that span; a failure is logged and tried next time."""
+        keep_s = self.config.nonce_keep_ms // 1000
+        while True:
+            try:
+                pruned = await store.prune_nonces(keep_s)
+            except Exception as error:  # noqa: BLE001 -- pruning must never stop the gateway
+                log.warning("could not prune login nonces: %s", error)
+            else:
+                if pruned:
+                    log.info("pruned %d login nonces used over %d s ago", pruned, keep_s)
+            await asyncio.sleep(self.config.nonce_prune_interval_ms / 1000)
 
     async def _clock(self, interval_ms: int) -> None:
         """Send a tick every interval, so expiries and closes happen without any client."""

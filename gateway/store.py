@@ -16,7 +16,6 @@ from gateway.config import ROLES
 from gateway.errors import StoreError
 
 MIGRATION_LOCK_ID: Final = 0x67707578_6777  # "gpux" "gw"
-NONCE_KEEP_S: Final = 24 * 3600
 
 MIGRATIONS: Final[tuple[tuple[int, str], ...]] = (
     (1, """
@@ -154,8 +153,9 @@ class PostgresKeyStore:
         assert row is not None
         return str(row["role"])
 
-    async def prune_nonces(self, keep_s: int = NONCE_KEEP_S) -> int:
-        """Forget nonces older than `keep_s` (far beyond the login window); return how many."""
+    async def prune_nonces(self, keep_s: int) -> int:
+        """Forget nonces used more than `keep_s` ago (a login older than its window is
+        refused on its timestamp alone); return how many."""
         status = await self.pool.execute(
             "DELETE FROM gateway.login_nonces WHERE used_at < now() - make_interval(secs => $1)",
             float(keep_s))

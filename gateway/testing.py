@@ -199,7 +199,7 @@ class MemoryKeyStore:
         from gateway.auth import KeyRecord
 
         self._records: dict[str, KeyRecord] = {}
-        self._nonces: set[str] = set()
+        self._nonces: dict[str, float] = {}  # nonce -> when used (monotonic s)
 
     def add_key(self, account: str, role: str) -> tuple[str, str]:
         """Create a key; return (key id, private key) as `gpux gateway add-key` prints them."""
@@ -214,10 +214,21 @@ class MemoryKeyStore:
         return self._records.get(key_id)
 
     async def use_nonce(self, nonce: str) -> bool:
+        import time
+
         if nonce in self._nonces:
             return False
-        self._nonces.add(nonce)
+        self._nonces[nonce] = time.monotonic()
         return True
+
+    async def prune_nonces(self, keep_s: int) -> int:
+        import time
+
+        cutoff = time.monotonic() - keep_s
+        old = [nonce for nonce, used in self._nonces.items() if used < cutoff]
+        for nonce in old:
+            del self._nonces[nonce]
+        return len(old)
 
     async def wallet_role(self, account: str) -> str:
         return "trader"

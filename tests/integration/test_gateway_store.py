@@ -74,3 +74,36 @@ async def test_wallet_accounts_start_as_traders_and_take_a_set_role(database_url
         assert await store.wallet_role(wallet) == "operator"
     finally:
         await store.close()
+
+
+async def test_the_gateway_prunes_used_nonces_past_their_keep(
+    database_url: str, kafka_bootstrap: str
+) -> None:
+    """The nonce table grew for ever: `prune_nonces` existed and nothing called it."""
+    from eventlog.kafka import KafkaConfig, KafkaLog
+    from gateway.config import GatewayConfig
+    from gateway.testing import Venue
+    from tests.helpers import eventually
+
+    await migrate(database_url)
+    store = await PostgresKeyStore.open(database_url)
+    event_log = KafkaLog(KafkaConfig(bootstrap_servers=kafka_bootstrap))
+    old, fresh = new_nonce(), new_nonce()
+    config = GatewayConfig(port=0, nonce_keep_ms=60_000, nonce_prune_interval_ms=100)
+    try:
+        assert await store.use_nonce(old) and await store.use_nonce(fresh)
+        await store.pool.execute("UPDATE gateway.login_nonces SET used_at = now() - "
+                                 "interval '2 minutes' WHERE nonce = $1", old)
+        async with Venue.start(event_log, namespace=f"nonce{uuid.uuid4().hex[:8]}.",
+                               store=store, config=config):
+
+            async def pruned() -> bool:
+                return await store.pool.fetchval(
+                    "SELECT count(*) FROM gateway.login_nonces WHERE nonce = $1", old) == 0
+
+            await eventually(pruned, timeout_s=30, interval_s=0.1,
+                             message="the gateway pruned the old nonce")
+        assert not await store.use_nonce(fresh), "a nonce within its keep is still refused"
+    finally:
+        await event_log.close()
+        await store.close()

@@ -24,6 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from matching_engine import replay
 from matching_engine.core import Engine
 from matching_engine.replay import replay_lines
 from matching_engine.workload import Workload
@@ -624,7 +625,7 @@ def test_nesting_cap_is_the_same(tmp_path: Any) -> None:
     path = tmp_path / "deep.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
     replay = subprocess.run(
-        [sys.executable, "-m", "matching_engine.replay", str(path)],
+        [sys.executable, "-m", "matching_engine.replay", str(path), "--core", "python"],
         capture_output=True, check=True, timeout=120,
     )
     assert native_engine().apply_batch(path.read_bytes()) == replay.stdout
@@ -808,3 +809,28 @@ def test_native_restore_names_what_is_wrong_in_a_snapshot() -> None:
         for name, assets in snapshot.balances.items()})
     with pytest.raises(ValueError, match="hold|held"):
         NativeCore.restore(encode_snapshot(no_holds))
+
+
+def test_the_replay_cli_gives_the_same_bytes_on_either_core(tmp_path: Any) -> None:
+    """The audit tool: events and final state byte for byte, whichever core replays."""
+    path = tmp_path / "commands.jsonl"
+    path.write_bytes(Generator(11).stream(20_000) + b"\n".join(EDGE_LINES) + b"\n")
+    outputs = {}
+    for core in ("python", "native"):
+        state = tmp_path / f"{core}.json"
+        result = subprocess.run(
+            [sys.executable, "-m", "matching_engine.replay", str(path), "--core", core,
+             "--final-state", str(state)], capture_output=True, check=True, timeout=300)
+        outputs[core] = (result.stdout, state.read_bytes())
+    assert outputs["native"][0].count(b"\n") > 20_000
+    assert outputs["native"] == outputs["python"]
+
+
+def test_native_replay_reads_blocks_cut_anywhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(replay, "NATIVE_BLOCK_BYTES", 97)
+    data = Generator(12).stream(2_000)
+    expected, _, _ = python_replay(data)
+    for commands in (data, data.rstrip(b"\n")):  # the last line with and without its newline
+        out = io.BytesIO()
+        replay.run_native(io.BytesIO(commands), out, None)
+        assert out.getvalue() == expected
