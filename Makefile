@@ -65,10 +65,10 @@ test-latest: $(STAMP)
 	rm -rf $(LATEST_VENV)
 	$(UV) venv --quiet --python $(PYTHON) $(LATEST_VENV)
 	$(UV) pip install --quiet --python $(LATEST_VENV)/bin/python --upgrade --resolution highest -e '.[dev]'
+	VIRTUAL_ENV=$(abspath $(LATEST_VENV)) CARGO_BUILD_JOBS=2 $(VENV)/bin/maturin develop --release --locked --quiet -m $(NATIVE_DIR)/Cargo.toml
 	@echo "versions that differ from uv.lock (< locked, > newest):"
-	@$(UV) export --frozen --extra dev --no-hashes --no-emit-project --no-header --no-annotate \
-		| sed -n 's/^\([^ ;]*\).*/\1/p' | sort > $(LATEST_VENV)/locked.txt
-	@$(UV) pip freeze --python $(LATEST_VENV)/bin/python --exclude-editable | sort > $(LATEST_VENV)/newest.txt
+	@$(UV) pip freeze --quiet --python $(PY) --exclude-editable | sort > $(LATEST_VENV)/locked.txt
+	@$(UV) pip freeze --quiet --python $(LATEST_VENV)/bin/python --exclude-editable | sort > $(LATEST_VENV)/newest.txt
 	@diff $(LATEST_VENV)/locked.txt $(LATEST_VENV)/newest.txt | grep '^[<>]' || echo "  none"
 	$(LATEST_VENV)/bin/python -m pytest tests/unit tests/fuzz tests/property -q -p no:cacheprovider $(PYTEST_ARGS)
 
