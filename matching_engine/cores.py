@@ -161,19 +161,19 @@ def _as_line(value: bytes) -> bytes:
 
 def equivalent_line(value: bytes) -> bytes:
     """Find a line without `\\r`/`\\n`, not blank, that decodes as `value` decodes."""
-    target = _as_applied(decode_command(value))
+    target = as_applied(decode_command(value))
     candidates = [value.replace(b"\r", b" ").replace(b"\n", b" ")]
     if not isinstance(target, MalformedCommand):
         candidates.append(encode(target))
     candidates.append(_NOTHING_SALVAGED)
     for candidate in candidates:
-        if candidate.strip() and _as_applied(decode_command(candidate)) == target:
+        if candidate.strip() and as_applied(decode_command(candidate)) == target:
             return candidate
     raise CoreError(f"no JSON line decodes as the record {value[:80]!r} does; "
                     "run the engine with --core python")
 
 
-def _as_applied(command: AnyCommand | MalformedCommand) -> AnyCommand | MalformedCommand:
+def as_applied(command: AnyCommand | MalformedCommand) -> AnyCommand | MalformedCommand:
     """Return the command as the engine sees it: a malformed one's `error` text unused."""
     if isinstance(command, MalformedCommand):
         return msgspec.structs.replace(command, error="")

@@ -25,9 +25,46 @@ SYMBOL = "H100-EU-1"
 
 Command = Any  # protocol.AnyCommand | protocol.MalformedCommand
 
+class NativeEngine:
+    """The Rust core (`make native`) behind the face the rules suite drives: each command
+    goes in as the JSON line the log would hold, its events come back decoded."""
+
+    def __init__(self) -> None:
+        from matching_engine.cores import NativeCore
+
+        self.core = NativeCore()
+
+    def apply(self, command: Command) -> list[protocol.Event]:
+        payloads = self.core.apply_records([command_line(command)])
+        return [protocol.decode_event(payload) for payload in payloads]
+
+    def validate(self) -> None:
+        problem = self.core.engine.validate()
+        assert problem is None, problem
+
+    def final_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = msgspec.json.decode(self.core.engine.final_state())
+        return state
+
+
+def command_line(command: Command) -> bytes:
+    """A JSON line that decodes to `command` (a malformed one: to the same salvage)."""
+    from matching_engine.cores import as_applied
+
+    if not isinstance(command, protocol.MalformedCommand):
+        return protocol.encode(command)
+    fields = {name: getattr(command, name) for name in command.__struct_fields__
+              if name not in ("type", "error") and getattr(command, name) is not None}
+    line = msgspec.json.encode({**({"type": command.type} if command.type else {}), **fields,
+                                "not_a_field": True})
+    assert as_applied(protocol.decode_command(line)) == as_applied(command), line
+    return line
+
+
 IMPLEMENTATIONS: dict[str, Callable[[], Any]] = {
     "engine": lambda: Engine(check_invariants=True),
     "reference": ReferenceEngine,
+    "native": NativeEngine,
 }
 
 

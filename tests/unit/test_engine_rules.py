@@ -1,7 +1,8 @@
 """One hand-written case per rule of PROTOCOL.md v1 (and docs/protocol-notes.md).
 
-Every test runs against both the real engine (`Engine(check_invariants=True)`) and the
-independent reference model, and asserts the exact events (their JSON form, `seq` checked
+Every test runs against the Python engine (`Engine(check_invariants=True)`), the native
+Rust core (`gpux_native`, its invariants checked after each command) and the independent
+reference model, and asserts the exact events (their JSON form, `seq` checked
 for continuity by the driver) and, where it matters, the exact balances in micro-USDC.
 
 The default market (`open_market`): instrument SYMBOL, tick 0.01, maker 10 bps, taker
@@ -40,7 +41,7 @@ OTHER = "A100-US-1"
 
 @pytest.fixture(params=sorted(IMPLEMENTATIONS))
 def ex(request: pytest.FixtureRequest) -> Driver:
-    """A fresh exchange: the real engine or the reference model."""
+    """A fresh exchange: the Python engine, the native core or the reference model."""
     return Driver(IMPLEMENTATIONS[request.param]())
 
 
