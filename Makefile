@@ -24,6 +24,7 @@ $(STAMP): pyproject.toml uv.lock requirements/uv.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements/uv.txt
 	$(UV) sync --locked --extra dev --quiet
+	rm -f $(NATIVE_STAMP)  # the sync removes what the lock does not name: gpux_native too
 	touch $(STAMP)
 
 # The Rust matching core (gpux_native), built into the venv with the crates of Cargo.lock.

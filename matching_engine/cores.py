@@ -20,7 +20,7 @@ than diverge from the Python core.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol, Self
 
 import msgspec
 
@@ -32,8 +32,13 @@ from matching_engine.core.snapshot import (
     OrderState,
     decode_snapshot,
     encode_snapshot,
+    snapshot_digest,
 )
+from matching_engine.core.state import InvariantError
 from protocol import AnyCommand, MalformedCommand, decode_command, encode
+
+if TYPE_CHECKING:
+    from gpux_native import NativeEngine
 
 CORES: Final = ("python", "native")
 _NOTHING_SALVAGED: Final = b"x"
@@ -41,6 +46,50 @@ _NOTHING_SALVAGED: Final = b"x"
 
 class CoreError(Exception):
     """The native core cannot apply a record exactly as the Python core would."""
+
+
+class Core(Protocol):
+    """What the engine service, replay and the tests ask of a matching core; both cores
+    give the same answers to the same records (tests/property/test_native_differential)."""
+
+    @property
+    def name(self) -> str:
+        """"python" or "native"."""
+        ...
+
+    @property
+    def seq(self) -> int:
+        """The seq of the last event (0 before any)."""
+        ...
+
+    def apply_records(self, values: Sequence[bytes]) -> list[bytes]:
+        """Apply each record as one command; return the events' encoded payloads."""
+        ...
+
+    def replay(self, values: Sequence[bytes]) -> None:
+        """Apply commands whose events were published already; build no payloads."""
+        ...
+
+    def snapshot(self) -> bytes:
+        """The whole state in the snapshot format both cores read."""
+        ...
+
+    @classmethod
+    def restore(cls, data: bytes) -> Self:
+        """A core holding a snapshot's state (of either core); ValueError names a fault."""
+        ...
+
+    def validate(self) -> str | None:
+        """Check every internal invariant; return the first broken one, or None."""
+        ...
+
+    def final_state(self) -> dict[str, Any]:
+        """Balances and open orders in the replay final-state format."""
+        ...
+
+    def digest(self) -> str:
+        """A digest of the whole state: equal across cores when their states are."""
+        ...
 
 
 class PythonCore:
@@ -71,8 +120,21 @@ class PythonCore:
         return self.engine.snapshot()
 
     @classmethod
-    def restore(cls, data: bytes) -> PythonCore:
+    def restore(cls, data: bytes) -> Self:
         return cls(Engine.restore(data))
+
+    def validate(self) -> str | None:
+        try:
+            self.engine.validate()
+        except InvariantError as broken:
+            return str(broken)
+        return None
+
+    def final_state(self) -> dict[str, Any]:
+        return self.engine.final_state()
+
+    def digest(self) -> str:
+        return snapshot_digest(self.snapshot())
 
 
 class NativeCore:
@@ -81,8 +143,8 @@ class NativeCore:
     name: Final = "native"
     snapshots = True
 
-    def __init__(self, engine: Any = None) -> None:
-        self.engine: Any = engine if engine is not None else _native_module().NativeEngine()
+    def __init__(self, engine: NativeEngine | None = None) -> None:
+        self.engine = engine if engine is not None else _native_module().NativeEngine()
 
     @property
     def seq(self) -> int:
@@ -113,8 +175,18 @@ class NativeCore:
             balances=accounts, expiries=expiries, deposit_ids=deposit_ids, supply=dict(supply),
         ))
 
+    def validate(self) -> str | None:
+        return self.engine.validate()
+
+    def final_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = msgspec.json.decode(self.engine.final_state())
+        return state
+
+    def digest(self) -> str:
+        return snapshot_digest(self.snapshot())
+
     @classmethod
-    def restore(cls, data: bytes) -> NativeCore:
+    def restore(cls, data: bytes) -> Self:
         """Build the core from a snapshot of either core; ValueError names what is wrong."""
         snapshot = decode_snapshot(data)
         state = (
@@ -180,7 +252,7 @@ def as_applied(command: AnyCommand | MalformedCommand) -> AnyCommand | Malformed
     return command
 
 
-def new_core(name: str) -> PythonCore | NativeCore:
+def new_core(name: str) -> Core:
     if name == "python":
         return PythonCore()
     if name == "native":

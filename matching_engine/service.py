@@ -41,7 +41,7 @@ from eventlog.port import (
 from eventlog.readahead import ReadAhead
 from gpux.observability import MetricsServer, configure_logging
 from matching_engine.core import Engine
-from matching_engine.cores import CORES, NativeCore, PythonCore, new_core
+from matching_engine.cores import CORES, Core, PythonCore, new_core
 from matching_engine.snapshots import ForkedSnapshots, SnapshotStore
 from protocol import decode_event
 
@@ -180,7 +180,7 @@ class EngineService:
         self.snapshot_writer = (
             ForkedSnapshots(self.snapshots, on_done=self.metrics.snapshot_done)
             if self.snapshots is not None else None)
-        self.core: PythonCore | NativeCore = new_core(config.core)
+        self.core: Core = new_core(config.core)
         self.stats = EngineStats()
         self.ready = asyncio.Event()
         self._since_snapshot = 0
@@ -189,9 +189,11 @@ class EngineService:
 
     @property
     def engine(self) -> Engine:
-        """The Python core's engine (the native core's `NativeEngine` when that one runs)."""
-        engine: Engine = self.core.engine
-        return engine
+        """The Python core's engine, whose state the dev status line and tests read; the
+        native core keeps its state in Rust (use `core.final_state()` for either)."""
+        if not isinstance(self.core, PythonCore):
+            raise TypeError(f"the {self.core.name} core has no Python Engine to read")
+        return self.core.engine
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.log.create_topics(

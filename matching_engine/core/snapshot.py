@@ -7,6 +7,7 @@ in priority order) and accounts keep their orders in acceptance order.
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -167,3 +168,10 @@ def _order(state: OrderState, instrument: Instrument) -> Order:
     )
     order.hold = order.required_hold()
     return order
+
+
+def snapshot_digest(data: bytes) -> str:
+    """The sha256 of a snapshot's state with every map in key order: the same for equal
+    states whichever core wrote them (each keeps its maps in its own order)."""
+    canonical = msgspec.msgpack.encode(decode_snapshot(data), order="sorted")
+    return hashlib.sha256(canonical).hexdigest()

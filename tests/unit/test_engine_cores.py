@@ -10,7 +10,7 @@ import pytest
 
 from eventlog.embedded import EmbeddedLog
 from eventlog.port import EVENTS_TOPIC, EventLog
-from matching_engine.cores import NativeCore, PythonCore, equivalent_line
+from matching_engine.cores import Core, NativeCore, PythonCore, equivalent_line
 from matching_engine.service import EngineConfig, EngineService
 from tests.unit.test_engine_service_embedded import (
     append_commands_after_topics,
@@ -117,3 +117,20 @@ async def test_native_service_publishes_the_python_core_events_and_recovers(
     finally:
         await event_log.close()
     assert events == replay(payloads)
+
+
+def test_both_cores_answer_the_core_protocol_alike() -> None:
+    """One contract, two cores: after the same records the same seq, final state, snapshot
+    digest and invariants, and a snapshot of one restores into the other."""
+    cores: list[Core] = [PythonCore(), NativeCore()]
+    records = workload_payloads(3_000)
+    for core in cores:
+        core.apply_records(records[:2_000])
+        core.replay(records[2_000:])
+    python, native = cores
+    assert python.seq == native.seq > 0
+    assert python.final_state() == native.final_state()
+    assert python.digest() == native.digest()
+    assert python.validate() is None and native.validate() is None
+    assert NativeCore.restore(python.snapshot()).digest() == python.digest()
+    assert PythonCore.restore(native.snapshot()).digest() == native.digest()
