@@ -3,9 +3,13 @@
 Pure: the core calls it with monotonic time and closes what it names. Behind one NAT or
 proxy many traders share an IP, so an IP is held only to a high backstop
 (`connections_per_ip_max`). What an IP may hold *without logging in* is small
-(`anonymous_per_ip_max`): a new connection past it closes that IP's oldest anonymous
-connection that is not logging in, idle ones (no subscription) first, so a trader who
-reconnects always gets in however many sockets a neighbour leaves open. An anonymous
+(`anonymous_per_ip_max`): a new connection past it closes one of that IP's anonymous
+connections, the oldest that never sent a frame first, then the oldest without a
+subscription, then the oldest, so a trader who reconnects always gets in however many
+sockets a neighbour leaves open. A connection younger than `anonymous_grace_ms` or with a
+login under way is never the one closed (traders behind one NAT reconnecting together
+after a restart must not evict each other between `hello` and their login); the IP then
+holds more for a moment, up to the backstop. An anonymous
 connection that has sent nothing within `login_deadline_ms` of its `hello` (no login, no
 request, no subscription) is closed. Logged-in connections count against their account
 and their key.
@@ -61,12 +65,14 @@ class Admission:
         self.by_ip[session.ip] = self.by_ip.get(session.ip, 0) + 1
         anonymous = self.anonymous_by_ip.setdefault(session.ip, {})
         evicted = []
+        young_after_ns = mono_ns - self.config.anonymous_grace_ms * 1_000_000
         while len(anonymous) >= self.config.anonymous_per_ip_max:
-            oldest = _eviction_choice(anonymous)
+            oldest = _eviction_choice(anonymous, young_after_ns)
             if oldest is None:
-                break  # every one is logging in: let this one exceed the allowance
+                break  # all young or logging in: let this one exceed the allowance
             evicted.append(oldest)
             self.close(oldest)
+        session.opened_ns = mono_ns
         anonymous[session.conn_id] = session
         self.watch(session, mono_ns)
         return evicted
@@ -125,12 +131,12 @@ class Admission:
                 del self.anonymous_by_ip[session.ip]
 
 
-def _eviction_choice(anonymous: dict[int, Session]) -> Session | None:
+def _eviction_choice(anonymous: dict[int, Session], young_after_ns: int) -> Session | None:
     """The oldest session that never sent a frame, else the oldest without a subscription,
-    else the oldest; never one logging in."""
+    else the oldest; never one logging in or opened after `young_after_ns`."""
     choices: list[Session | None] = [None, None, None]
     for session in anonymous.values():
-        if session.login_pending:
+        if session.login_pending or session.opened_ns > young_after_ns:
             continue
         rank = 0 if not session.spoke else 1 if not session.subscriptions else 2
         if rank == 0:

@@ -31,6 +31,7 @@ DEV_DATA_DIR = Path("var/dev")
 # The limits `serve` takes as flags (--connections-per-ip-max ...), all announced in `hello`.
 LIMIT_FLAGS = (
     "frame_bytes_max", "connections_max", "connections_per_ip_max", "anonymous_per_ip_max",
+    "anonymous_grace_ms",
     "connections_per_account_max", "connections_per_key_max", "login_deadline_ms",
     "subscriptions_per_session_max", "pending_per_session_max", "instruments_page_max",
     "eip712_chain_id",

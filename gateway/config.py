@@ -49,6 +49,7 @@ class GatewayConfig:
     connections_max: int = 10_000
     connections_per_ip_max: int = 2_000
     anonymous_per_ip_max: int = 32
+    anonymous_grace_ms: int = 2_000  # a connection this young is never closed for room
     connections_per_account_max: int = 64
     connections_per_key_max: int = 16
     # An anonymous connection that neither logs in nor subscribes by then is closed.
@@ -90,7 +91,8 @@ class GatewayConfig:
     def __post_init__(self) -> None:
         for name in (
             "frame_bytes_max", "outbound_bytes_max", "connections_max", "connections_per_ip_max",
-            "anonymous_per_ip_max", "connections_per_account_max", "connections_per_key_max",
+            "anonymous_per_ip_max", "anonymous_grace_ms", "connections_per_account_max",
+            "connections_per_key_max",
             "login_deadline_ms", "instruments_page_max",
             "batch_size_max", "mass_quote_size_max", "pending_per_session_max",
             "subscriptions_per_session_max", "request_timeout_ms", "session_orders_max",

@@ -18,6 +18,7 @@ class Session:
     principal: Principal | None = None
     login_pending: bool = False
     spoke: bool = False  # sent a frame since connecting (or since a failed login)
+    opened_ns: int = 0  # monotonic
     cancel_on_disconnect: str = "off"
     subscriptions: set[tuple[str, str]] = field(default_factory=set)
     # req_ids awaiting their reply (a login, or the engine): a second one is a duplicate

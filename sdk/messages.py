@@ -41,6 +41,7 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     connections_max: int
     connections_per_ip_max: int
     anonymous_per_ip_max: int
+    anonymous_grace_ms: int
     login_deadline_ms: int
     connections_per_account_max: int
     connections_per_key_max: int

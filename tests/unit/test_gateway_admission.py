@@ -16,8 +16,12 @@ from gateway.session import Session
 MS = 1_000_000
 
 
+GRACE_MS = 2_000
+LATER = 10 * GRACE_MS * MS  # when the sessions opened at 0 are no longer young
+
+
 def admission(**config: int) -> Admission:
-    return Admission(GatewayConfig(**config))  # type: ignore[arg-type]
+    return Admission(GatewayConfig(anonymous_grace_ms=GRACE_MS, **config))  # type: ignore[arg-type]
 
 
 def session(conn_id: int, ip: str = "10.0.0.1") -> Session:
@@ -32,9 +36,9 @@ def test_a_new_connection_past_the_anonymous_allowance_closes_the_oldest_silent_
     speaking.spoke = subscribed.spoke = True
     subscribed.subscriptions.add(("book", "H100"))
     fourth = session(4)
-    assert gate.open(fourth, 0) == [silent]
+    assert gate.open(fourth, LATER) == [silent]
     fourth.spoke = True
-    assert gate.open(session(5), 0) == [speaking], "then the oldest without a subscription"
+    assert gate.open(session(5), LATER) == [speaking], "then the oldest without a subscription"
     assert silent.closed and speaking.closed and gate.by_ip["10.0.0.1"] == 3
 
 
@@ -43,18 +47,29 @@ def test_a_connection_logging_in_is_never_closed_to_make_room() -> None:
     logging_in = session(1)
     gate.open(logging_in, 0)
     logging_in.login_pending = True
-    assert gate.open(session(2), 0) == []
+    assert gate.open(session(2), LATER) == []
     assert not logging_in.closed
 
+
+def test_young_connections_are_not_closed_to_make_room() -> None:
+    """Traders behind one NAT reconnecting at once must not evict each other before their
+    login: the IP holds more than its allowance until they are older than the grace."""
+    gate = admission(anonymous_per_ip_max=2)
+    first, second = session(1), session(2)
+    gate.open(first, 0)
+    gate.open(second, GRACE_MS * MS // 2)
+    assert gate.open(session(3), GRACE_MS * MS // 2 + 1) == []
+    assert gate.open(session(4), GRACE_MS * MS + 1) == [first], "the first one is old now"
+    assert not second.closed
 
 def test_other_ips_keep_their_own_allowance_and_the_backstop_refuses() -> None:
     gate = admission(anonymous_per_ip_max=1, connections_per_ip_max=2)
     gate.open(session(1, "10.0.0.1"), 0)
     assert gate.open(session(2, "10.0.0.2"), 0) == []
-    gate.open(session(3, "10.0.0.1"), 0)  # closes 1: the IP holds one anonymous
+    assert gate.open(session(3, "10.0.0.1"), LATER)  # closes 1: the IP holds one anonymous
     assert gate.refusal("10.0.0.1") is None
     logged = session(4, "10.0.0.1")
-    gate.open(logged, 0)
+    gate.open(logged, 2 * LATER)
     logged.principal = Principal("alice", "trader", "k1")
     gate.logged_in(logged)
     assert gate.refusal("10.0.0.1") == CONNECTIONS_PER_IP
