@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any
 
 import msgspec
 
@@ -35,7 +35,6 @@ from gateway.messages import (
 )
 from gateway.requests import RESERVED_PREFIX
 from protocol import (
-    FEE_ACCOUNT,
     USDC,
     AmendRejected,
     AnyEvent,
@@ -53,8 +52,7 @@ from protocol import (
     format_micro,
     parse_micro,
 )
-
-BPS: Final = 10_000
+from protocol.effects import order_hold, trade_moves, trade_sides
 
 
 class ProjectionError(Exception):
@@ -87,12 +85,8 @@ class OpenOrder(msgspec.Struct, gc=False):
         return self.quantity - self.filled
 
     def required_hold(self) -> int:
-        if not self.is_buy:
-            return self.remaining
-        if self.is_market:
-            return 0
-        notional = self.remaining * self.price
-        return notional + notional * self.instrument.hold_fee_bps // BPS
+        return order_hold(self.is_buy, self.is_market, self.remaining, self.price,
+                          self.instrument.hold_fee_bps)
 
 
 @dataclass(slots=True)
@@ -229,23 +223,17 @@ class Projection:
         taker = self.orders[event.taker_order_id]
         price = parse_micro(event.price)
         quantity = event.quantity
-        notional = quantity * price
-        maker_fee = parse_micro(event.maker_fee)
-        taker_fee = parse_micro(event.taker_fee)
-        buyer, buyer_fee, seller, seller_fee = (
-            (taker, taker_fee, maker, maker_fee) if taker.is_buy
-            else (maker, maker_fee, taker, taker_fee)
-        )
+        buyer, buyer_fee, seller, seller_fee = trade_sides(
+            taker.is_buy, maker.account, parse_micro(event.maker_fee), taker.account,
+            parse_micro(event.taker_fee))
         for order in (maker, taker):
             order.filled += quantity
             if not order.is_market:
                 self._level(order, -quantity)
             self._set_hold(order)
-        self._add_total(buyer.account, USDC, -(notional + buyer_fee))
-        self._add_total(buyer.account, instrument.spec.symbol, quantity)
-        self._add_total(seller.account, instrument.spec.symbol, -quantity)
-        self._add_total(seller.account, USDC, notional - seller_fee)
-        self._add_total(FEE_ACCOUNT, USDC, maker_fee + taker_fee)
+        for account, asset, amount in trade_moves(buyer, buyer_fee, seller, seller_fee,
+                                                  instrument.spec.symbol, quantity, price):
+            self._add_total(account, asset, amount)
         item = TradeItem(trade_id=event.trade_id, price=event.price, quantity=quantity,
                          aggressor_side="buy" if event.aggressor_side == "buy" else "sell",
                          ts=event.ts)

@@ -37,7 +37,7 @@ import msgspec
 
 from eventlog.port import Record
 from ledger.errors import EventError, LedgerError, SeqGapError
-from protocol import FEE_ACCOUNT, USDC, Deposited, Trade, Withdrawn, decode_event
+from protocol import FEE_ACCOUNT, USDC, Deposited, Trade, Withdrawn, decode_event, effects
 from protocol.errors import ProtocolError
 from protocol.money import parse_micro
 
@@ -124,13 +124,11 @@ def asset_amount(asset: str, amount: str | int) -> int:
 
 def trade_sides(event: Trade) -> tuple[str, int, str, int]:
     """Return (buyer, buyer_fee_micro, seller, seller_fee_micro) of a trade."""
-    maker_fee = _micro(event.maker_fee, "maker_fee")
-    taker_fee = _micro(event.taker_fee, "taker_fee")
-    if event.aggressor_side == "buy":
-        return event.taker_account, taker_fee, event.maker_account, maker_fee
-    if event.aggressor_side == "sell":
-        return event.maker_account, maker_fee, event.taker_account, taker_fee
-    raise ValueError(f"aggressor_side must be buy or sell, got {event.aggressor_side!r}")
+    if event.aggressor_side not in ("buy", "sell"):
+        raise ValueError(f"aggressor_side must be buy or sell, got {event.aggressor_side!r}")
+    return effects.trade_sides(
+        event.aggressor_side == "buy", event.maker_account, _micro(event.maker_fee, "maker_fee"),
+        event.taker_account, _micro(event.taker_fee, "taker_fee"))
 
 
 def _merged(moves: Sequence[PostingRow]) -> list[PostingRow]:
@@ -151,15 +149,8 @@ def trade_entry(event: Trade) -> tuple[list[PostingRow], TradeRow]:
     buyer, buyer_fee, seller, seller_fee = trade_sides(event)
     seq, quantity, symbol = event.seq, event.quantity, event.instrument
     price = _micro(event.price, "price")
-    notional = quantity * price
-    moves = [
-        (seq, buyer, USDC, -(notional + buyer_fee)),
-        (seq, seller, USDC, notional - seller_fee),
-        (seq, seller, symbol, -quantity),
-        (seq, buyer, symbol, quantity),
-    ]
-    if buyer_fee or seller_fee:
-        moves.append((seq, FEE_ACCOUNT, USDC, buyer_fee + seller_fee))
+    moves = [(seq, account, asset, amount) for account, asset, amount in effects.trade_moves(
+        buyer, buyer_fee, seller, seller_fee, symbol, quantity, price) if amount != 0]
     if buyer == seller or buyer == FEE_ACCOUNT or seller == FEE_ACCOUNT:
         postings = _merged(moves)
     else:  # the usual case: every (account, asset) appears once and no amount is zero

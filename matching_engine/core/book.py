@@ -12,7 +12,7 @@ from bisect import bisect_left, insort
 from collections import deque
 from collections.abc import Iterator
 
-BPS = 10_000
+from protocol.effects import order_hold
 
 
 class Instrument:
@@ -89,13 +89,8 @@ class Order:
 
     def required_hold(self) -> int:
         """What this order must hold now: USDC for a limit buy, tokens for a sell."""
-        remaining = self.quantity - self.filled
-        if not self.is_buy:
-            return remaining
-        if self.is_market:
-            return 0
-        notional = remaining * self.price
-        return notional + notional * self.instrument.hold_fee_bps // BPS
+        return order_hold(self.is_buy, self.is_market, self.quantity - self.filled, self.price,
+                          self.instrument.hold_fee_bps)
 
     def requeued(self) -> Order:
         """Return a copy to append at the back of a level; this object goes dead."""

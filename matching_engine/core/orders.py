@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from matching_engine.core.book import BPS, Instrument, Order
+from matching_engine.core.book import Instrument, Order
 from matching_engine.core.state import EngineState
 from protocol import (
-    FEE_ACCOUNT,
     USDC,
     AmendOrder,
     AmendRejected,
@@ -22,6 +21,7 @@ from protocol import (
     format_micro,
 )
 from protocol import reasons as R
+from protocol.effects import BPS, buy_cost, fee, trade_moves, trade_sides
 from protocol.errors import ProtocolError
 from protocol.money import parse_positive_micro
 
@@ -118,8 +118,7 @@ class OrderFlow(EngineState):
     def _hold_for(command: NewOrder, instrument: Instrument, price: int) -> int:
         if command.side == "sell":
             return command.quantity
-        notional = command.quantity * price
-        return notional + notional * instrument.hold_fee_bps // BPS
+        return buy_cost(command.quantity, price, instrument.hold_fee_bps)
 
     @staticmethod
     def parse_price(text: str, instrument: Instrument) -> int:
@@ -186,21 +185,18 @@ class OrderFlow(EngineState):
         instrument = maker.instrument
         price = maker.price
         notional = quantity * price
-        maker_fee = notional * instrument.maker_fee_bps // BPS
-        taker_fee = notional * instrument.taker_fee_bps // BPS
+        maker_fee = fee(notional, instrument.maker_fee_bps)
+        taker_fee = fee(notional, instrument.taker_fee_bps)
         maker.filled += quantity
         taker.filled += quantity
-        if taker.is_buy:
-            buyer, buyer_fee, seller, seller_fee = taker, taker_fee, maker, maker_fee
-        else:
-            buyer, buyer_fee, seller, seller_fee = maker, maker_fee, taker, taker_fee
+        buyer, buyer_fee, seller, seller_fee = trade_sides(
+            taker.is_buy, maker, maker_fee, taker, taker_fee)
         self.set_hold(buyer, buyer.required_hold())
-        self.wallet(buyer.account, USDC)[0] -= notional + buyer_fee
-        self.wallet(buyer.account, instrument.symbol)[0] += quantity
         self.set_hold(seller, seller.required_hold())
-        self.wallet(seller.account, instrument.symbol)[0] -= quantity
-        self.wallet(seller.account, USDC)[0] += notional - seller_fee
-        self.wallet(FEE_ACCOUNT, USDC)[0] += maker_fee + taker_fee
+        wallet = self.wallet
+        for account, asset, amount in trade_moves(buyer.account, buyer_fee, seller.account,
+                                                  seller_fee, instrument.symbol, quantity, price):
+            wallet(account, asset)[0] += amount
         self.trade_counter += 1
         self.emit(Trade(
             seq=self.next_seq(), ts=self.time, trade_id=str(self.trade_counter),
@@ -270,7 +266,7 @@ class OrderFlow(EngineState):
                         quantity = _affordable(quantity, budget, level.price, bps)
                         if quantity == 0:
                             return False
-                        budget -= _cost(quantity, level.price, bps)
+                        budget -= buy_cost(quantity, level.price, bps)
                     needed -= quantity
                     maker_remaining -= quantity
                 if needed == 0:
@@ -359,21 +355,16 @@ class OrderFlow(EngineState):
 
 def _affordable(wanted: int, budget: int, price: int, fee_bps: int) -> int:
     """Largest quantity up to `wanted` whose notional plus fee (floored) `budget` pays."""
-    if _cost(wanted, price, fee_bps) <= budget:
+    if buy_cost(wanted, price, fee_bps) <= budget:
         return wanted
     quantity = budget * BPS // (price * (BPS + fee_bps))
-    while quantity < wanted and _cost(quantity + 1, price, fee_bps) <= budget:
+    while quantity < wanted and buy_cost(quantity + 1, price, fee_bps) <= budget:
         quantity += 1
     return quantity
-
-
-def _cost(quantity: int, price: int, fee_bps: int) -> int:
-    notional = quantity * price
-    return notional + notional * fee_bps // BPS
 
 
 def _hold_after(order: Order, price: int, quantity: int) -> int:
     remaining = quantity - order.filled
     if not order.is_buy:
         return remaining
-    return _cost(remaining, price, order.instrument.hold_fee_bps)
+    return buy_cost(remaining, price, order.instrument.hold_fee_bps)
