@@ -11,6 +11,7 @@ COPY gateway gateway
 COPY ledger ledger
 COPY settlement settlement
 COPY sdk sdk
+COPY wsapi wsapi
 COPY harness harness
 COPY gpux gpux
 COPY web/dist web/dist

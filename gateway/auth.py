@@ -20,18 +20,16 @@ import secrets
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Final, Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from gateway.errors import AuthError
-from gateway.requests import Login, LoginWallet
+from wsapi.login import login_payload, wallet_typed_data
+from wsapi.requests import Login, LoginWallet
 
-LOGIN_PREFIX: Final = "gpux-login-v1"
-EIP712_DOMAIN_NAME: Final = "gpux"
-EIP712_DOMAIN_VERSION: Final = "1"
 KEY_CACHE_MAX: Final = 10_000
 
 
@@ -81,37 +79,10 @@ def new_key_pair() -> tuple[str, str, bytes]:
     return key_id, base64.urlsafe_b64encode(seed).decode(), public
 
 
-def login_payload(nonce: str, timestamp_ms: int, key_id: str) -> bytes:
-    """Return the bytes an API-key login signs."""
-    return f"{LOGIN_PREFIX}\n{nonce}\n{timestamp_ms}\n{key_id}".encode()
-
-
 def sign_login(private_key_b64: str, nonce: str, timestamp_ms: int, key_id: str) -> str:
     """Sign a login with a base64url Ed25519 private key (what a client does)."""
     private = Ed25519PrivateKey.from_private_bytes(_b64decode(private_key_b64))
     return base64.b64encode(private.sign(login_payload(nonce, timestamp_ms, key_id))).decode()
-
-
-def wallet_typed_data(address: str, nonce: str, timestamp_ms: int, chain_id: int) -> dict[str, Any]:
-    """Return the EIP-712 typed data a wallet login signs."""
-    return {
-        "types": {
-            "EIP712Domain": [
-                {"name": "name", "type": "string"},
-                {"name": "version", "type": "string"},
-                {"name": "chainId", "type": "uint256"},
-            ],
-            "Login": [
-                {"name": "wallet", "type": "address"},
-                {"name": "nonce", "type": "string"},
-                {"name": "timestamp", "type": "uint64"},
-            ],
-        },
-        "primaryType": "Login",
-        "domain": {"name": EIP712_DOMAIN_NAME, "version": EIP712_DOMAIN_VERSION,
-                   "chainId": chain_id},
-        "message": {"wallet": address, "nonce": nonce, "timestamp": timestamp_ms},
-    }
 
 
 def check_timestamp(timestamp_ms: int, now_ns: int, window_ms: int) -> None:

@@ -6,8 +6,8 @@ from itertools import islice
 
 from sortedcontainers import SortedDict  # type: ignore[import-untyped]
 
-from gateway.checksum import DEPTH, book_checksum
 from protocol import format_micro
+from wsapi.checksum import DEPTH, book_checksum
 
 
 class L2Book:

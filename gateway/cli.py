@@ -116,8 +116,8 @@ async def _migrate(database_url: str) -> int:
 
 
 async def _add_key(database_url: str, account: str, role: str) -> int:
-    from gateway.requests import RESERVED_PREFIX
     from gateway.store import PostgresKeyStore, migrate
+    from wsapi.requests import RESERVED_PREFIX
 
     if account.startswith(RESERVED_PREFIX):
         print(f"gpux gateway: accounts starting with {RESERVED_PREFIX!r} are reserved",

@@ -17,7 +17,28 @@ from gateway.admission import ANONYMOUS_PER_IP, LOGIN_DEADLINE, Admission
 from gateway.auth import Principal, check_timestamp, new_nonce
 from gateway.config import ANONYMOUS, GatewayConfig, RateLimit
 from gateway.correlation import Correlator, Group, PendingOp
-from gateway.errors import (
+from gateway.messages import (
+    API_VERSION,
+    ErrorInfo,
+    FillsMessage,
+    Heartbeat,
+    Hello,
+    Notice,
+    OrdersMessage,
+    RateLimitUsage,
+    Reply,
+    announced_limits,
+    encode,
+)
+from gateway.orderentry import Plan, Planner
+from gateway.projection import Projection
+from gateway.public import public_result
+from gateway.ratelimit import Charge, RateLimiter
+from gateway.session import Session
+from protocol import AnyCommand, AnyEvent, CancelOrder, Tick
+from protocol import encode as encode_command
+from protocol import reasons as R
+from wsapi.errors import (
     ALREADY_AUTHENTICATED,
     AUTH_FAILED,
     CONNECTION_LIMIT,
@@ -32,24 +53,7 @@ from gateway.errors import (
     UNKNOWN_INSTRUMENT,
     RequestError,
 )
-from gateway.messages import (
-    API_VERSION,
-    ErrorBody,
-    FillsMessage,
-    Heartbeat,
-    Hello,
-    Notice,
-    OrdersMessage,
-    RateUsage,
-    Reply,
-    announced_limits,
-    encode,
-)
-from gateway.orderentry import Plan, Planner
-from gateway.projection import Projection
-from gateway.public import public_result
-from gateway.ratelimit import Charge, RateLimiter
-from gateway.requests import (
+from wsapi.requests import (
     ADMIN_OPS,
     MASS_QUOTE_ROLES,
     PRIVATE_CHANNELS,
@@ -76,10 +80,6 @@ from gateway.requests import (
     decode_request,
     salvage_req_id,
 )
-from gateway.session import Session
-from protocol import AnyCommand, AnyEvent, CancelOrder, Tick
-from protocol import encode as encode_command
-from protocol import reasons as R
 
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008  # a limit of gateway.admission closed the connection
@@ -491,12 +491,12 @@ class GatewayCore:
             self._send_reply(session, Reply(
                 req_id=group.req_id, op=group.op, status="error" if failed else "ok",
                 result={"canceled": first.canceled or 0, "results": rest},
-                error=ErrorBody(code=first.reason or "timeout",
+                error=ErrorInfo(code=first.reason or "timeout",
                                 message="the engine did not answer the cancel") if failed
                 else None, rate_limit=_usage(charge)))
             return
         outcome = outcomes[0]
-        error = (ErrorBody(code=outcome.reason or "timeout", message="the engine did not answer")
+        error = (ErrorInfo(code=outcome.reason or "timeout", message="the engine did not answer")
                  if outcome.status == "error" else None)
         self._send_reply(session, Reply(
             req_id=group.req_id, op=group.op, status=outcome.status,
@@ -577,7 +577,7 @@ class GatewayCore:
         self.requests_refused += 1
         self._send_reply(session, Reply(
             req_id=req_id, op=op, status="error", rate_limit=_usage(charge),
-            error=ErrorBody(code=error.code, message=error.message, field=error.field,
+            error=ErrorInfo(code=error.code, message=error.message, field=error.field,
                             retry_after_ms=error.retry_after_ms),
         ))
 
@@ -598,10 +598,10 @@ def _cost(request: AnyRequest) -> int:
     return 1
 
 
-def _usage(charge: Charge | None) -> RateUsage | None:
+def _usage(charge: Charge | None) -> RateLimitUsage | None:
     if charge is None:
         return None
-    return RateUsage(bucket=charge.bucket.split(":", 1)[0], remaining=charge.remaining,
+    return RateLimitUsage(bucket=charge.bucket.split(":", 1)[0], remaining=charge.remaining,
                      burst=charge.burst, per_second=charge.per_second)
 
 

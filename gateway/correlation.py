@@ -24,7 +24,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from gateway.messages import Outcome
+from gateway.messages import OrderResult
 from protocol import (
     AmendRejected,
     AnyEvent,
@@ -52,7 +52,7 @@ class Group:
     req_id: int
     op: str
     deadline_ns: int
-    outcomes: list[Outcome | None]
+    outcomes: list[OrderResult | None]
     waiting: int
     context: Any = None  # what the reply needs besides the outcomes (rate usage)
     done: bool = False
@@ -155,7 +155,7 @@ class Correlator:
                     else:
                         op.rejection = event.reason
 
-    def _resolve(self, op: PendingOp, outcome: Outcome, completed: list[Group]) -> None:
+    def _resolve(self, op: PendingOp, outcome: OrderResult, completed: list[Group]) -> None:
         group = op.group
         if group.done or group.outcomes[op.index] is not None:
             return
@@ -173,7 +173,7 @@ class Correlator:
             self._forget(group)
             group.outcomes = [
                 outcome if outcome is not None
-                else Outcome(op=group.op, status="error", reason="timeout")
+                else OrderResult(op=group.op, status="error", reason="timeout")
                 for outcome in group.outcomes
             ]
             group.waiting = 0
@@ -183,7 +183,7 @@ class Correlator:
     def fail(self, group: Group, reason: str) -> None:
         """Give up on a group whose commands could not be written."""
         self._forget(group)
-        group.outcomes = [Outcome(op=group.op, status="error", reason=reason)
+        group.outcomes = [OrderResult(op=group.op, status="error", reason=reason)
                           if outcome is None else outcome for outcome in group.outcomes]
         group.waiting = 0
         group.done = True
@@ -208,54 +208,54 @@ _KEY_EVENTS: Final[dict[type[Any], bool]] = {
 }
 
 
-def _keyed_outcome(op: PendingOp, event: AnyEvent) -> Outcome | None:
+def _keyed_outcome(op: PendingOp, event: AnyEvent) -> OrderResult | None:
     """Return the outcome `event` gives `op`, or None if the event does not answer it."""
     cid = op.client_order_id
     if op.op == "new_order":
         if isinstance(event, OrderAccepted):
-            return Outcome(op=op.op, status="accepted", client_order_id=cid,
+            return OrderResult(op=op.op, status="accepted", client_order_id=cid,
                            order_id=event.order_id, instrument=event.instrument,
                            price=event.price, quantity=event.quantity)
         if isinstance(event, OrderRejected):
-            return Outcome(op=op.op, status="rejected", client_order_id=cid,
+            return OrderResult(op=op.op, status="rejected", client_order_id=cid,
                            instrument=event.instrument, reason=event.reason)
     elif op.op == "cancel_order":
         if isinstance(event, OrderCanceled) and event.reason == "user":
-            return Outcome(op=op.op, status="accepted", client_order_id=cid,
+            return OrderResult(op=op.op, status="accepted", client_order_id=cid,
                            order_id=event.order_id, instrument=event.instrument,
                            canceled_quantity=event.canceled_quantity)
         if isinstance(event, CancelRejected):
-            return Outcome(op=op.op, status="rejected", client_order_id=cid,
+            return OrderResult(op=op.op, status="rejected", client_order_id=cid,
                            reason=event.reason)
     elif op.op == "amend_order":
         if isinstance(event, OrderAmended):
-            return Outcome(op=op.op, status="accepted", client_order_id=cid,
+            return OrderResult(op=op.op, status="accepted", client_order_id=cid,
                            order_id=event.order_id, instrument=event.instrument,
                            price=event.price, quantity=event.quantity,
                            remaining_quantity=event.remaining_quantity)
         if isinstance(event, OrderCanceled) and event.reason == "amended":
-            return Outcome(op=op.op, status="accepted", client_order_id=cid,
+            return OrderResult(op=op.op, status="accepted", client_order_id=cid,
                            order_id=event.order_id, instrument=event.instrument,
                            reason="amended", remaining_quantity=0,
                            canceled_quantity=event.canceled_quantity)
         if isinstance(event, AmendRejected):
-            return Outcome(op=op.op, status="rejected", client_order_id=cid,
+            return OrderResult(op=op.op, status="rejected", client_order_id=cid,
                            reason=event.reason)
     return None
 
 
-def _fenced_outcome(op: PendingOp) -> Outcome:
+def _fenced_outcome(op: PendingOp) -> OrderResult:
     if op.op == "mass_cancel":
         if op.rejection is not None and op.canceled == 0:
-            return Outcome(op=op.op, status="rejected", instrument=op.instrument,
+            return OrderResult(op=op.op, status="rejected", instrument=op.instrument,
                            reason=op.rejection)
-        return Outcome(op=op.op, status="accepted", instrument=op.instrument,
+        return OrderResult(op=op.op, status="accepted", instrument=op.instrument,
                        canceled=op.canceled)
     if op.op == "list_instrument":
         if op.listed:
-            return Outcome(op=op.op, status="accepted", instrument=op.instrument)
-        return Outcome(op=op.op, status="rejected", instrument=op.instrument,
+            return OrderResult(op=op.op, status="accepted", instrument=op.instrument)
+        return OrderResult(op=op.op, status="rejected", instrument=op.instrument,
                        reason=op.rejection or "invalid_command")
     if op.listed:
-        return Outcome(op=op.op, status="accepted")
-    return Outcome(op=op.op, status="rejected", reason=op.rejection or "invalid_amount")
+        return OrderResult(op=op.op, status="accepted")
+    return OrderResult(op=op.op, status="rejected", reason=op.rejection or "invalid_amount")

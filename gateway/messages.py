@@ -2,68 +2,51 @@
 
 Each is encoded once (JSON bytes) and the same bytes go to every subscriber. Optional
 fields are omitted when absent; docs/asyncapi.yaml is the schema a client reads. The
-shapes are defined once, in `sdk.messages`, which clients decode with: the gateway imports
-them from there (under the names it has always used) so the two can never drift apart.
+shapes are defined once, in `wsapi.messages`, which clients decode with.
 """
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Final
 
 import msgspec
 
 from gateway.config import GatewayConfig
-from sdk.messages import (
+from wsapi.messages import (
     Balance,
     BalancesMessage,
     BookMessage,
     Candle,
     CandlesMessage,
+    ErrorInfo,
     Fill,
     FillsMessage,
     Heartbeat,
     Hello,
+    Instrument,
     Kind,
     Limits,
     Notice,
     OrderReport,
+    OrderResult,
     OrdersMessage,
     RateLimitSpec,
+    RateLimitUsage,
     Reply,
     TickerMessage,
     TradeItem,
     TradesMessage,
 )
-from sdk.messages import ErrorInfo as ErrorBody
-from sdk.messages import Instrument as InstrumentSpec
-from sdk.messages import RateLimitUsage as RateUsage
 
 __all__ = [
     "API_VERSION", "SERVER_MESSAGE_TYPES", "Balance", "BalancesMessage", "BookMessage", "Candle",
-    "CandlesMessage", "ErrorBody", "Fill", "FillsMessage", "Heartbeat", "Hello",
-    "InstrumentSpec", "Kind", "Limits", "Notice", "OrderReport", "OrdersMessage", "Outcome",
-    "RateUsage", "Reply", "Status", "TickerMessage", "TradeItem", "TradesMessage",
+    "CandlesMessage", "ErrorInfo", "Fill", "FillsMessage", "Heartbeat", "Hello",
+    "Instrument", "Kind", "Limits", "Notice", "OrderReport", "OrdersMessage", "OrderResult",
+    "RateLimitUsage", "Reply", "TickerMessage", "TradeItem", "TradesMessage",
     "announced_limits", "encode",
 ]
 
 API_VERSION: Final = "1"
-Status = Literal["ok", "accepted", "rejected", "error"]
-
-
-class Outcome(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """The engine's answer to one order-entry command."""
-
-    op: str
-    status: Status
-    client_order_id: str | None = None
-    order_id: str | None = None
-    instrument: str | None = None
-    reason: str | None = None
-    price: str | None = None
-    quantity: int | None = None
-    remaining_quantity: int | None = None
-    canceled_quantity: int | None = None
-    canceled: int | None = None
 
 
 SERVER_MESSAGE_TYPES: Final = (

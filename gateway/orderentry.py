@@ -12,8 +12,18 @@ from dataclasses import dataclass
 from typing import Final
 
 from gateway.correlation import FENCE_ACCOUNT
-from gateway.errors import INVALID_REQUEST, RequestError
-from gateway.requests import (
+from protocol import (
+    AmendOrder,
+    AnyCommand,
+    CancelOrder,
+    Deposit,
+    ListInstrument,
+    MassCancel,
+    NewOrder,
+)
+from protocol.commands import MassCancelReason
+from wsapi.errors import INVALID_REQUEST, RequestError
+from wsapi.requests import (
     RESERVED_PREFIX,
     AmendOrderBody,
     BatchRequest,
@@ -25,16 +35,6 @@ from gateway.requests import (
     NewOrderBody,
     Quote,
 )
-from protocol import (
-    AmendOrder,
-    AnyCommand,
-    CancelOrder,
-    Deposit,
-    ListInstrument,
-    MassCancel,
-    NewOrder,
-)
-from protocol.commands import MassCancelReason
 
 OrderBody = NewOrderBody | CancelOrderBody | AmendOrderBody | MassCancelBody
 FENCE_PREFIX: Final = RESERVED_PREFIX + "fence"

@@ -25,7 +25,7 @@ from gateway.messages import (
     CandlesMessage,
     Fill,
     FillsMessage,
-    InstrumentSpec,
+    Instrument,
     OrderReport,
     OrdersMessage,
     TickerMessage,
@@ -33,7 +33,6 @@ from gateway.messages import (
     TradesMessage,
     encode,
 )
-from gateway.requests import RESERVED_PREFIX
 from protocol import (
     USDC,
     AmendRejected,
@@ -53,6 +52,7 @@ from protocol import (
     parse_micro,
 )
 from protocol.effects import order_hold, trade_moves, trade_sides
+from wsapi.requests import RESERVED_PREFIX
 
 
 class ProjectionError(Exception):
@@ -100,9 +100,9 @@ class InstrumentState:
     published_seq: int = 0
     ticker_dirty: bool = False
 
-    def spec_message(self) -> InstrumentSpec:
+    def spec_message(self) -> Instrument:
         spec = self.spec
-        return InstrumentSpec(
+        return Instrument(
             symbol=spec.symbol, gpu=spec.gpu, region=spec.region,
             delivery_start=spec.delivery_start, delivery_hours=spec.delivery_hours,
             tick_size=spec.tick_size, max_order_quantity=spec.max_order_quantity,
@@ -500,7 +500,7 @@ class Projection:
             for order in orders
         ]
 
-    def instrument_specs(self) -> list[InstrumentSpec]:
+    def instrument_specs(self) -> list[Instrument]:
         return [instrument.spec_message() for instrument in self.instruments.values()]
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.errors import INVALID_REQUEST, RequestError
-from gateway.messages import InstrumentSpec
+from gateway.messages import Instrument
 from gateway.projection import Projection
-from gateway.requests import Instruments, Ping, Time
+from wsapi.errors import INVALID_REQUEST, RequestError
+from wsapi.requests import Instruments, Ping, Time
 
 
 def public_result(projection: Projection, request: Time | Ping | Instruments, now_ns: int,
@@ -21,7 +21,7 @@ def public_result(projection: Projection, request: Time | Ping | Instruments, no
     return instruments_page(projection.instrument_specs(), request, page_max)
 
 
-def instruments_page(listed: list[InstrumentSpec], request: Instruments,
+def instruments_page(listed: list[Instrument], request: Instruments,
                      page_max: int) -> dict[str, Any]:
     """One page of the instruments with the requested status, in listing order, after the
     instrument the cursor names; `next_cursor` when more may follow."""

@@ -39,10 +39,11 @@ from eventlog.port import COMMANDS_TOPIC, EVENTS_TOPIC, Consumer, EventLog, Prod
 from gateway.auth import Authenticator, KeyStore
 from gateway.config import GatewayConfig
 from gateway.core import GatewayCore, Submission
-from gateway.errors import OVERLOADED, UNAVAILABLE, AuthError, RequestError, StoreError
+from gateway.errors import AuthError, StoreError
 from gateway.metrics import CountingRateLimiter, GatewayMetrics, timed_correlator
-from gateway.requests import Login, LoginWallet
 from protocol import decode_event
+from wsapi.errors import OVERLOADED, UNAVAILABLE, RequestError
+from wsapi.requests import Login, LoginWallet
 
 log = logging.getLogger("gpux.gateway")
 ProcessRequest = Callable[[ServerConnection, Request], Response | None]

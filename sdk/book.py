@@ -9,14 +9,14 @@ fresh snapshot (the SDK client does this by itself).
 
 from __future__ import annotations
 
-import zlib
 from itertools import islice
 
 from sortedcontainers import SortedDict  # type: ignore[import-untyped]
 
-from sdk.messages import BookMessage
+from wsapi.checksum import DEPTH as CHECKSUM_DEPTH
+from wsapi.checksum import book_checksum
+from wsapi.messages import BookMessage
 
-CHECKSUM_DEPTH = 10
 MICRO_PER_USDC = 1_000_000
 
 
@@ -38,13 +38,6 @@ def price_micro(price: str) -> int:
     if len(fraction) > 6 or not whole.isdigit() or (fraction and not fraction.isdigit()):
         raise ValueError(f"not a USDC price: {price!r}")
     return int(whole) * MICRO_PER_USDC + int(fraction.ljust(6, "0") or "0")
-
-
-def checksum(bids: list[tuple[str, int]], asks: list[tuple[str, int]]) -> int:
-    """CRC-32 of "P:Q,P:Q|P:Q,...": top 10 bids best first, "|", top 10 asks best first."""
-    text = (",".join(f"{p}:{q}" for p, q in bids[:CHECKSUM_DEPTH]) + "|"
-            + ",".join(f"{p}:{q}" for p, q in asks[:CHECKSUM_DEPTH]))
-    return zlib.crc32(text.encode()) & 0xFFFFFFFF
 
 
 class LocalBook:
@@ -104,8 +97,7 @@ class LocalBook:
         return bids, asks
 
     def checksum(self) -> int:
-        bids, asks = self.levels(CHECKSUM_DEPTH)
-        return checksum(bids, asks)
+        return book_checksum(*self.levels(CHECKSUM_DEPTH))
 
     def best_bid(self) -> tuple[str, int] | None:
         return self.bids.peekitem(-1)[1] if self.bids else None

@@ -28,8 +28,8 @@ from rich.text import Text
 
 from sdk.book import LocalBook
 from sdk.client import Client, ClientError, RequestFailed
-from sdk.messages import OrderResult
 from sdk.signing import ApiKey, Credentials, Wallet
+from wsapi.messages import OrderResult
 
 console = Console()
 PUBLIC_COMMANDS = frozenset({"instruments", "book", "time"})

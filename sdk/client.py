@@ -32,7 +32,8 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from sdk.book import BookError, LocalBook
-from sdk.messages import (
+from sdk.signing import ApiKey, Credentials, Wallet
+from wsapi.messages import (
     Balance,
     BalancesMessage,
     BookMessage,
@@ -53,7 +54,6 @@ from sdk.messages import (
     TradesMessage,
     decode_message,
 )
-from sdk.signing import ApiKey, Credentials, Wallet
 
 log = logging.getLogger("gpux.sdk")
 

@@ -8,6 +8,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from wsapi.login import login_payload, wallet_typed_data
+
 
 @dataclass(frozen=True, slots=True)
 class ApiKey:
@@ -17,7 +19,7 @@ class ApiKey:
     private_key: str
 
     def login_fields(self, nonce: str, timestamp_ms: int) -> dict[str, Any]:
-        payload = f"gpux-login-v1\n{nonce}\n{timestamp_ms}\n{self.key_id}".encode()
+        payload = login_payload(nonce, timestamp_ms, self.key_id)
         seed = base64.urlsafe_b64decode(self.private_key + "=" * (-len(self.private_key) % 4))
         signature = Ed25519PrivateKey.from_private_bytes(seed).sign(payload)
         return {"op": "login", "key_id": self.key_id, "timestamp_ms": timestamp_ms,
@@ -42,19 +44,7 @@ class Wallet:
         from eth_account.messages import encode_typed_data
 
         address = self.address
-        typed = {
-            "types": {
-                "EIP712Domain": [{"name": "name", "type": "string"},
-                                 {"name": "version", "type": "string"},
-                                 {"name": "chainId", "type": "uint256"}],
-                "Login": [{"name": "wallet", "type": "address"},
-                          {"name": "nonce", "type": "string"},
-                          {"name": "timestamp", "type": "uint64"}],
-            },
-            "primaryType": "Login",
-            "domain": {"name": "gpux", "version": "1", "chainId": self.chain_id},
-            "message": {"wallet": address, "nonce": nonce, "timestamp": timestamp_ms},
-        }
+        typed = wallet_typed_data(address, nonce, timestamp_ms, self.chain_id)
         signed = Account.sign_message(encode_typed_data(full_message=typed), self.private_key)
         signature = signed.signature.hex()
         if not signature.startswith("0x"):

@@ -27,8 +27,8 @@ from sdk.book import price_micro
 from sdk.bots.market_maker import MarketMaker, MarketMakerConfig
 from sdk.bots.operator_quoter import Capacity, GpuClass, OperatorQuoter
 from sdk.client import Client, ClientError, Quote
-from sdk.messages import Instrument
 from sdk.signing import ApiKey
+from wsapi.messages import Instrument
 
 log = logging.getLogger("gpux.dev.bots")
 

@@ -32,8 +32,8 @@ import yaml  # type: ignore[import-untyped]
 
 from sdk.book import price_micro
 from sdk.client import Client, ClientError, Quote
-from sdk.messages import Balance, Instrument, OrderReport
 from sdk.signing import ApiKey
+from wsapi.messages import Balance, Instrument, OrderReport
 
 log = logging.getLogger("gpux.bots.operator")
 HOUR_NS = 3600 * 10**9

@@ -30,10 +30,10 @@ from eventlog.errors import LogError
 from eventlog.port import EventLog, Producer
 from protocol import Withdraw, encode
 from sdk.client import Client, ClientError, RequestFailed, Wallet
-from sdk.messages import OrderResult
 from settlement.chain import Contracts
 from settlement.dev import deposit_tokens, deposit_usdc
 from settlement.errors import SettlementError
+from wsapi.messages import OrderResult
 
 log = logging.getLogger("gpux.chaos")
 

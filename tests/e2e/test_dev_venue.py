@@ -36,10 +36,10 @@ from matching_engine.core import Engine
 from matching_engine.replay import replay_lines
 from protocol import format_micro
 from sdk.client import Client
-from sdk.messages import Balance, Instrument
 from sdk.signing import ApiKey
 from tests.e2e.browser import Browser, Page, chromium_path, level_size, toast_with, unavailable
 from tests.helpers import eventually, read_topic
+from wsapi.messages import Balance, Instrument
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "dev-venue"

@@ -28,8 +28,8 @@ from gateway.config import GatewayConfig
 from gateway.store import PostgresKeyStore, migrate
 from gateway.testing import ApiContract, Venue
 from sdk.client import ApiKey, Client
-from sdk.messages import OrdersMessage
 from tests.helpers import eventually
+from wsapi.messages import OrdersMessage
 
 DAY_NS = 86_400 * 10**9
 LOGIN_DEADLINE_MS = 1_000

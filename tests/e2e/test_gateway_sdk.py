@@ -36,7 +36,8 @@ from sdk.client import (
     mass_cancel_item,
     new_order_item,
 )
-from sdk.messages import (
+from tests.helpers import eventually
+from wsapi.messages import (
     BalancesMessage,
     BookMessage,
     FillsMessage,
@@ -44,7 +45,6 @@ from sdk.messages import (
     TickerMessage,
     TradesMessage,
 )
-from tests.helpers import eventually
 
 DAY_NS = 86_400 * 10**9
 

@@ -23,8 +23,8 @@ from gateway.store import PostgresKeyStore, migrate
 from harness.ports import free_ports, port_is_open
 from matching_engine.service import EngineConfig, EngineService
 from sdk.client import ApiKey, Client
-from sdk.messages import OrdersMessage
 from tests.helpers import eventually
+from wsapi.messages import OrdersMessage
 
 ROOT = Path(__file__).resolve().parents[2]
 

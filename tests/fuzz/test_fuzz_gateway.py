@@ -23,11 +23,11 @@ from hypothesis import strategies as st
 
 from gateway.config import ANONYMOUS, ROLES, RateLimit
 from gateway.core import GatewayCore
-from gateway.errors import INVALID_JSON, INVALID_REQUEST, UNKNOWN_OP, RequestError
-from gateway.requests import AnyRequest, decode_request, salvage_req_id
 from protocol import MalformedCommand, decode_command
 from tests.fuzz.support import fuzz, mutated_bytes, mutated_object, raw_structs
 from tests.unit.test_gateway_core import EngineSink, StubAuth, StubTransport, connect, make_core
+from wsapi.errors import INVALID_JSON, INVALID_REQUEST, UNKNOWN_OP, RequestError
+from wsapi.requests import AnyRequest, decode_request, salvage_req_id
 
 REQUEST_CLASSES: tuple[type[msgspec.Struct], ...] = get_args(AnyRequest)
 REFUSAL_CODES = {INVALID_JSON, INVALID_REQUEST, UNKNOWN_OP}

@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 from gateway.messages import encode
 from sdk.book import BookError, LocalBook
 from sdk.client import Client
-from sdk.messages import ServerMessage, UnknownMessage, decode_message
 from tests.fuzz.support import (
     fuzz,
     huge_ints,
@@ -29,6 +28,7 @@ from tests.fuzz.support import (
     odd_text,
     raw_structs,
 )
+from wsapi.messages import ServerMessage, UnknownMessage, decode_message
 
 MESSAGE_CLASSES: tuple[type[msgspec.Struct], ...] = get_args(ServerMessage)
 INSTRUMENT = "H100.fz"

@@ -12,9 +12,9 @@ from pathlib import Path
 import asyncpg
 
 from gateway.auth import Authenticator, new_nonce
-from gateway.requests import Login
 from gateway.store import PostgresKeyStore, migrate
 from sdk.signing import ApiKey
+from wsapi.requests import Login
 
 ROOT = Path(__file__).resolve().parents[2]
 

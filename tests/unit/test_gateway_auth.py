@@ -16,8 +16,8 @@ from gateway.auth import (
     sign_login,
 )
 from gateway.errors import AuthError
-from gateway.requests import Login, LoginWallet
 from sdk.signing import ApiKey, Wallet
+from wsapi.requests import Login, LoginWallet
 
 
 class MemoryStore:

@@ -10,9 +10,9 @@ from typing import Any
 from gateway.auth import Principal
 from gateway.config import ANONYMOUS, GatewayConfig, RateLimit
 from gateway.core import GatewayCore, Submission
-from gateway.requests import Login, LoginWallet
 from matching_engine.core import Engine
 from protocol import Deposit, ListInstrument, decode_command
+from wsapi.requests import Login, LoginWallet
 
 NOW_NS = 1_700_000_000_000_000_000
 DELIVERY_NS = NOW_NS + 86_400 * 10**9

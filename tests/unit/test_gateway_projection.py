@@ -6,11 +6,11 @@ from __future__ import annotations
 import random
 
 from gateway.books import L2Book
-from gateway.checksum import book_checksum, checksum_string
 from gateway.projection import Projection
 from matching_engine.core import Engine
 from matching_engine.workload import Workload
 from protocol import AnyEvent, Trade, format_micro
+from wsapi.checksum import book_checksum, checksum_string
 
 
 def engine_events(count: int, seed: int = 3) -> tuple[Engine, list[AnyEvent]]:

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from gateway.errors import RequestError
-from gateway.requests import BatchRequest, NewOrderRequest, decode_request, salvage_req_id
+from wsapi.errors import RequestError
+from wsapi.requests import BatchRequest, NewOrderRequest, decode_request, salvage_req_id
 
 ORDER = {"op": "new_order", "req_id": 1, "client_order_id": "a1", "instrument": "H100.x",
          "side": "buy", "order_type": "limit", "price": "2.15", "quantity": 3}

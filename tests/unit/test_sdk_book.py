@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.checksum import book_checksum
-from sdk.book import BookGap, ChecksumMismatch, LocalBook, checksum, price_micro
-from sdk.messages import BookMessage
+from sdk.book import BookGap, ChecksumMismatch, LocalBook, price_micro
+from wsapi.checksum import book_checksum
+from wsapi.messages import BookMessage
 
 
 def message(kind: str, seq: int, prev_seq: int, bids: list[tuple[str, int]],
             asks: list[tuple[str, int]], book_after: LocalBook | None = None) -> BookMessage:
     if book_after is None:
-        total = checksum(sorted(bids, key=lambda level: -price_micro(level[0])),
-                         sorted(asks, key=lambda level: price_micro(level[0])))
+        total = book_checksum(sorted(bids, key=lambda level: -price_micro(level[0]))[:10],
+                              sorted(asks, key=lambda level: price_micro(level[0]))[:10])
     else:
         total = book_after.checksum()
     return BookMessage(instrument="X", kind=kind, seq=seq, prev_seq=prev_seq,  # type: ignore[arg-type]

@@ -13,7 +13,7 @@ from sdk.bots.operator_quoter import (
     quote_id,
     resting_matches,
 )
-from sdk.messages import Balance, Instrument, OrderReport
+from wsapi.messages import Balance, Instrument, OrderReport
 
 HOUR_NS = 3600 * 10**9
 CAPACITY = """

@@ -7,8 +7,8 @@ import msgspec
 from websockets.asyncio.server import ServerConnection, serve
 
 from sdk.client import Client
-from sdk.messages import Heartbeat, Hello
 from tests.helpers import eventually
+from wsapi.messages import Heartbeat, Hello
 
 HELLO = Hello(api_version="1", gateway_id="g", nonce="n", server_time_ns=1, frame_bytes_max=1024,
               heartbeat_interval_ms=1000, batch_size_max=10, mass_quote_size_max=10)

@@ -1,8 +1,7 @@
-"""Typed server messages and results, decoded with msgspec from the gateway's JSON.
+"""Typed server messages and results: the gateway encodes them, the SDK decodes them.
 
-These mirror docs/asyncapi.yaml and are the single definition of the messages' shapes: the
-gateway encodes the same Structs (optional fields left out when absent), and imports them
-from here so that a client needs nothing of the server. Unknown fields are ignored, and a
+These mirror docs/asyncapi.yaml and are the single definition of the messages' shapes (the
+gateway leaves optional fields out when absent). Unknown fields are ignored, and a
 message of an unknown `type` decodes to `UnknownMessage`, so a newer server does not break
 an older client.
 """
@@ -226,7 +225,7 @@ FeedMessage = (
 
 # -- results of requests ------------------------------------------------------------------
 
-class OrderResult(msgspec.Struct, frozen=True, kw_only=True):
+class OrderResult(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """The engine's answer to one order command: `status` accepted, rejected or error."""
 
     op: str

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
-from gateway.errors import INVALID_JSON, INVALID_REQUEST, UNKNOWN_OP, RequestError
+from wsapi.errors import INVALID_JSON, INVALID_REQUEST, UNKNOWN_OP, RequestError
 
 # Client order ids starting with this prefix are the gateway's own (fences): refused here.
 RESERVED_PREFIX: Final = "gpux."
