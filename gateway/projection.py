@@ -1,40 +1,37 @@
 """Project the event log into what the gateway serves: books, market data, orders, balances.
 
 Pure: `apply` takes events in seq order, `flush` returns the feed messages for everything
-that changed since the last flush, encoded once. Every gateway that applies the same events
-holds the same state, so each instrument's book sequence number and checksum agree across
-gateways. The balance projection follows PROTOCOL.md's holds exactly: `held` is the sum of
-the open orders' holds, `available` is the total less `held`.
+that changed since the last flush, encoded once. The state is in two parts:
+`gateway.marketdata` (each instrument's book, trades, candles and ticker, the same on every
+gateway) and `gateway.accounts` (each account's open orders, balances, fills and reports).
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
-
-from gateway.books import L2Book
-from gateway.marketstats import MarketStats
+from gateway.accounts import Accounts, OpenOrder
+from gateway.marketdata import (
+    FeedUpdate,
+    InstrumentState,
+    LogPosition,
+    MarketData,
+    ProjectionError,
+    Wanted,
+    everything,
+)
 from gateway.messages import (
-    Balance,
     BalancesMessage,
     BookMessage,
     CandlesMessage,
     Fill,
-    FillsMessage,
     Instrument,
     OrderReport,
-    OrdersMessage,
     TickerMessage,
-    TradeItem,
     TradesMessage,
-    encode,
 )
 from protocol import (
-    USDC,
     AmendRejected,
     AnyEvent,
     CancelRejected,
@@ -48,463 +45,98 @@ from protocol import (
     OrderRejected,
     Trade,
     Withdrawn,
-    format_micro,
-    parse_micro,
 )
-from protocol.effects import order_hold, trade_moves, trade_sides
-from wsapi.requests import RESERVED_PREFIX
 
-
-class ProjectionError(Exception):
-    """The event stream broke an invariant the projection relies on (a gap in seq, ...)."""
-
-
-class OpenOrder(msgspec.Struct, gc=False):
-    """An order the engine accepted and has not closed.
-
-    Untracked by the garbage collector (`gc=False`): a venue holds hundreds of thousands of
-    these, and each full collection walked them all (70 ms per 200k orders, measured; in the
-    e2e benchmark the gateway paused 50-300 ms every second or so, with nothing to collect).
-    It refers only to its instrument, which never refers back, so it is in no cycle.
-    """
-
-    order_id: str
-    account: str
-    client_order_id: str
-    instrument: InstrumentState
-    is_buy: bool
-    is_market: bool
-    order_type: str
-    price: int
-    quantity: int
-    filled: int = 0
-    hold: int = 0
-
-    @property
-    def remaining(self) -> int:
-        return self.quantity - self.filled
-
-    def required_hold(self) -> int:
-        return order_hold(self.is_buy, self.is_market, self.remaining, self.price,
-                          self.instrument.hold_fee_bps)
-
-
-@dataclass(slots=True)
-class InstrumentState:
-    spec: InstrumentListed
-    hold_fee_bps: int
-    stats: MarketStats
-    book: L2Book = field(default_factory=L2Book)
-    closed: bool = False
-    seq: int = 0
-    published_seq: int = 0
-    ticker_dirty: bool = False
-
-    def spec_message(self) -> Instrument:
-        spec = self.spec
-        return Instrument(
-            symbol=spec.symbol, gpu=spec.gpu, region=spec.region,
-            delivery_start=spec.delivery_start, delivery_hours=spec.delivery_hours,
-            tick_size=spec.tick_size, max_order_quantity=spec.max_order_quantity,
-            maker_fee_bps=spec.maker_fee_bps, taker_fee_bps=spec.taker_fee_bps,
-            status="closed" if self.closed else "open",
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class FeedUpdate:
-    """One encoded feed message and who it is for: an instrument's or an account's subscribers."""
-
-    channel: str
-    key: str
-    payload: bytes
-
-
-Wanted = Callable[[str, str], bool]
-
-
-def _everything(channel: str, key: str) -> bool:
-    return True
+__all__ = ["FeedUpdate", "InstrumentState", "OpenOrder", "Projection", "ProjectionError"]
 
 
 class Projection:
-    """Apply events; hand out snapshots and, per flush, the changes as feed messages."""
+    """Apply events to the market data and the accounts; hand out their snapshots and, per
+    flush, the changes as feed messages."""
 
     def __init__(self, *, trades_kept_max: int = 50, candles_kept_max: int = 1440,
                  fills_kept_max: int = 100,
                  reports_wanted: Callable[[str], bool] = lambda account: True) -> None:
-        self.trades_kept_max = trades_kept_max
-        # Whether an account's execution reports have a reader: building one for nobody
-        # took ~15% of applying events (a snapshot is built from the state, not from them).
-        self.reports_wanted = reports_wanted
-        self.candles_kept_max = candles_kept_max
-        self.fills_kept_max = fills_kept_max
-        self.event_seq = 0
-        self.time_ns = 0
-        self.instruments: dict[str, InstrumentState] = {}
-        self.orders: dict[str, OpenOrder] = {}
-        self.open_by_client: dict[tuple[str, str], OpenOrder] = {}
-        self.by_account: dict[str, dict[str, OpenOrder]] = {}  # account -> order id -> order
-        self.balances: dict[str, dict[str, list[int]]] = {}  # account -> asset -> [total, held]
-        self._reports: dict[str, list[OrderReport]] = {}
-        self._fills: dict[str, list[Fill]] = {}
-        self._recent_fills: dict[str, deque[Fill]] = {}  # account -> its latest fills
-        self._dirty_balances: dict[str, set[str]] = {}
-        self._dirty_instruments: set[str] = set()
+        self.position = LogPosition()
+        self.market = MarketData(self.position, trades_kept_max=trades_kept_max,
+                                 candles_kept_max=candles_kept_max)
+        self.accounts = Accounts(self.position, self.market, fills_kept_max=fills_kept_max,
+                                 reports_wanted=reports_wanted)
+        market, accounts = self.market, self.accounts
         self._handlers: dict[type[Any], Callable[[Any], None]] = {
-            InstrumentListed: self._listed, InstrumentClosed: self._closed,
-            Deposited: self._deposited, Withdrawn: self._withdrawn,
-            OrderAccepted: self._accepted, OrderRejected: self._rejected, Trade: self._trade,
-            OrderCanceled: self._canceled, OrderAmended: self._amended,
-            OrderReduced: self._reduced, CancelRejected: self._cancel_rejected,
-            AmendRejected: self._amend_rejected,
+            InstrumentListed: market.listed, InstrumentClosed: market.closed,
+            Deposited: accounts.deposited, Withdrawn: accounts.withdrawn,
+            OrderAccepted: accounts.accepted, OrderRejected: accounts.rejected,
+            Trade: accounts.trade, OrderCanceled: accounts.canceled,
+            OrderAmended: accounts.amended, OrderReduced: accounts.reduced,
+            CancelRejected: accounts.cancel_rejected, AmendRejected: accounts.amend_rejected,
         }
 
-    # -- applying events -------------------------------------------------------------------
+    @property
+    def event_seq(self) -> int:
+        return self.position.event_seq
+
+    @property
+    def time_ns(self) -> int:
+        return self.position.time_ns
+
+    @property
+    def instruments(self) -> dict[str, InstrumentState]:
+        return self.market.instruments
+
+    @property
+    def orders(self) -> dict[str, OpenOrder]:
+        return self.accounts.orders
+
+    @property
+    def open_by_client(self) -> dict[tuple[str, str], OpenOrder]:
+        return self.accounts.open_by_client
+
+    @property
+    def balances(self) -> dict[str, dict[str, list[int]]]:
+        return self.accounts.balances
 
     def apply(self, event: AnyEvent) -> None:
         """Apply one event; events must come in seq order with no gap."""
-        if event.seq != self.event_seq + 1:
-            raise ProjectionError(f"event seq {event.seq} after {self.event_seq}")
-        self.event_seq = event.seq
-        self.time_ns = max(self.time_ns, event.ts)
+        position = self.position
+        if event.seq != position.event_seq + 1:
+            raise ProjectionError(f"event seq {event.seq} after {position.event_seq}")
+        position.event_seq = event.seq
+        position.time_ns = max(position.time_ns, event.ts)
         handler = self._handlers.get(type(event))
         if handler is not None:
             handler(event)
 
-    def _listed(self, event: InstrumentListed) -> None:
-        self.instruments[event.symbol] = InstrumentState(
-            spec=event, hold_fee_bps=max(event.maker_fee_bps, event.taker_fee_bps),
-            stats=MarketStats(trades_kept_max=self.trades_kept_max,
-                              candles_kept_max=self.candles_kept_max),
-        )
-
-    def _closed(self, event: InstrumentClosed) -> None:
-        instrument = self.instruments[event.symbol]
-        instrument.closed = True
-        instrument.seq += 1
-        self._dirty_instruments.add(event.symbol)
-
-    def _deposited(self, event: Deposited) -> None:
-        self._add_total(event.account, event.asset, _amount(event.asset, event.amount))
-
-    def _withdrawn(self, event: Withdrawn) -> None:
-        self._add_total(event.account, event.asset, -_amount(event.asset, event.amount))
-
-    def _accepted(self, event: OrderAccepted) -> None:
-        instrument = self.instruments[event.instrument]
-        is_market = event.order_type == "market"
-        order = OpenOrder(
-            order_id=event.order_id, account=event.account,
-            client_order_id=event.client_order_id, instrument=instrument,
-            is_buy=event.side == "buy", is_market=is_market, order_type=event.order_type,
-            price=0 if is_market or event.price is None else parse_micro(event.price),
-            quantity=event.quantity,
-        )
-        self.orders[order.order_id] = order
-        self.open_by_client[(order.account, order.client_order_id)] = order
-        self.by_account.setdefault(order.account, {})[order.order_id] = order
-        self._set_hold(order)
-        if not is_market:
-            self._level(order, order.remaining)
-        self._report(order, event, "accepted", "open")
-
-    def _rejected(self, event: OrderRejected) -> None:
-        if self.reports_wanted(event.account):
-            self._reports.setdefault(event.account, []).append(OrderReport(
-                event="rejected", client_order_id=event.client_order_id, seq=event.seq,
-                ts=event.ts, status="rejected", instrument=event.instrument,
-                reason=event.reason,
-            ))
-
-    def _trade(self, event: Trade) -> None:
-        instrument = self.instruments[event.instrument]
-        maker = self.orders[event.maker_order_id]
-        taker = self.orders[event.taker_order_id]
-        price = parse_micro(event.price)
-        quantity = event.quantity
-        buyer, buyer_fee, seller, seller_fee = trade_sides(
-            taker.is_buy, maker.account, parse_micro(event.maker_fee), taker.account,
-            parse_micro(event.taker_fee))
-        for order in (maker, taker):
-            order.filled += quantity
-            if not order.is_market:
-                self._level(order, -quantity)
-            self._set_hold(order)
-        for account, asset, amount in trade_moves(buyer, buyer_fee, seller, seller_fee,
-                                                  instrument.spec.symbol, quantity, price):
-            self._add_total(account, asset, amount)
-        item = TradeItem(trade_id=event.trade_id, price=event.price, quantity=quantity,
-                         aggressor_side="buy" if event.aggressor_side == "buy" else "sell",
-                         ts=event.ts)
-        instrument.stats.add_trade(item, price)
-        instrument.ticker_dirty = True
-        for order, fee, liquidity in ((maker, event.maker_fee, "maker"),
-                                      (taker, event.taker_fee, "taker")):
-            fill = Fill(
-                trade_id=event.trade_id, instrument=event.instrument,
-                client_order_id=order.client_order_id, order_id=order.order_id,
-                side="buy" if order.is_buy else "sell", price=event.price, quantity=quantity,
-                fee=fee, liquidity=liquidity, seq=event.seq, ts=event.ts,  # type: ignore[arg-type]
-            )
-            self._fills.setdefault(order.account, []).append(fill)
-            recent = self._recent_fills.get(order.account)
-            if recent is None:
-                recent = self._recent_fills[order.account] = deque(maxlen=self.fills_kept_max)
-            recent.append(fill)
-            status = "filled" if order.remaining == 0 else "open"
-            self._report(order, event, "fill", status, fill_price=event.price,
-                         fill_quantity=quantity)
-            if order.remaining == 0:
-                self._close(order)
-
-    def _canceled(self, event: OrderCanceled) -> None:
-        order = self.orders[event.order_id]
-        if order.remaining != event.canceled_quantity:
-            raise ProjectionError(f"order {order.order_id} has {order.remaining} left, "
-                                  f"canceled {event.canceled_quantity}")
-        if not order.is_market:
-            self._level(order, -order.remaining)
-        self._report(order, event, "canceled", "canceled", reason=event.reason,
-                     remaining_quantity=0)
-        self._close(order)
-
-    def _amended(self, event: OrderAmended) -> None:
-        order = self.orders[event.order_id]
-        self._level(order, -order.remaining)
-        order.price = parse_micro(event.price)
-        order.quantity = event.quantity
-        order.filled = event.quantity - event.remaining_quantity
-        self._level(order, order.remaining)
-        self._set_hold(order)
-        self._report(order, event, "amended", "open")
-
-    def _reduced(self, event: OrderReduced) -> None:
-        order = self.orders[event.order_id]
-        if not order.is_market:
-            self._level(order, -event.reduced_quantity)
-        order.quantity -= event.reduced_quantity
-        if order.remaining != event.remaining_quantity:
-            raise ProjectionError(f"order {order.order_id} reduced to {order.remaining}, "
-                                  f"event says {event.remaining_quantity}")
-        self._set_hold(order)
-        self._report(order, event, "reduced", "open", reason=event.reason)
-
-    def _cancel_rejected(self, event: CancelRejected) -> None:
-        if (not event.client_order_id.startswith(RESERVED_PREFIX)
-                and self.reports_wanted(event.account)):
-            self._reports.setdefault(event.account, []).append(OrderReport(
-                event="cancel_rejected", client_order_id=event.client_order_id, seq=event.seq,
-                ts=event.ts, reason=event.reason,
-            ))
-
-    def _amend_rejected(self, event: AmendRejected) -> None:
-        if self.reports_wanted(event.account):
-            self._reports.setdefault(event.account, []).append(OrderReport(
-                event="amend_rejected", client_order_id=event.client_order_id, seq=event.seq,
-                ts=event.ts, reason=event.reason,
-            ))
-
-    # -- state changes ---------------------------------------------------------------------
-
-    def _level(self, order: OpenOrder, delta: int) -> None:
-        if delta == 0:
-            return
-        instrument = order.instrument
-        instrument.book.add(order.is_buy, order.price, delta)
-        instrument.seq += 1
-        instrument.ticker_dirty = True
-        self._dirty_instruments.add(instrument.spec.symbol)
-
-    def _set_hold(self, order: OpenOrder) -> None:
-        hold = order.required_hold()
-        delta = hold - order.hold
-        if delta:
-            asset = USDC if order.is_buy else order.instrument.spec.symbol
-            self._wallet(order.account, asset)[1] += delta
-            self._dirty_balances.setdefault(order.account, set()).add(asset)
-            order.hold = hold
-
-    def _close(self, order: OpenOrder) -> None:
-        """Finish an order: its hold goes back to available and it is no longer open."""
-        if order.hold:
-            asset = USDC if order.is_buy else order.instrument.spec.symbol
-            self._wallet(order.account, asset)[1] -= order.hold
-            self._dirty_balances.setdefault(order.account, set()).add(asset)
-            order.hold = 0
-        del self.orders[order.order_id]
-        del self.open_by_client[(order.account, order.client_order_id)]
-        account_orders = self.by_account[order.account]
-        del account_orders[order.order_id]
-        if not account_orders:
-            del self.by_account[order.account]
-
-    def _add_total(self, account: str, asset: str, delta: int) -> None:
-        self._wallet(account, asset)[0] += delta
-        self._dirty_balances.setdefault(account, set()).add(asset)
-
-    def _wallet(self, account: str, asset: str) -> list[int]:
-        assets = self.balances.setdefault(account, {})
-        pair = assets.get(asset)
-        if pair is None:
-            pair = assets[asset] = [0, 0]
-        return pair
-
-    def _report(
-        self, order: OpenOrder, event: AnyEvent, kind: str, status: str, **extra: Any
-    ) -> None:
-        if not self.reports_wanted(order.account):
-            return
-        fields: dict[str, Any] = {
-            "order_id": order.order_id, "instrument": order.instrument.spec.symbol,
-            "side": "buy" if order.is_buy else "sell", "order_type": order.order_type,
-            "price": format_micro(order.price) if not order.is_market else None,
-            "quantity": order.quantity, "filled_quantity": order.filled,
-            "remaining_quantity": order.remaining,
-        }
-        fields.update(extra)
-        self._reports.setdefault(order.account, []).append(OrderReport(
-            event=kind, client_order_id=order.client_order_id, seq=event.seq, ts=event.ts,
-            status=status, **fields,
-        ))
-
-    # -- output ----------------------------------------------------------------------------
-
-    def flush(self, wanted: Wanted = _everything) -> list[FeedUpdate]:
+    def flush(self, wanted: Wanted = everything) -> list[FeedUpdate]:
         """Return the feed messages for everything changed since the last flush.
 
         Messages nobody wants (`wanted(channel, key)` false) are not built, but the state
         moves on all the same, so a later snapshot and the sequence numbers stay right.
         """
-        updates: list[FeedUpdate] = []
-        for symbol in sorted(self._dirty_instruments):
-            instrument = self.instruments.get(symbol)
-            if instrument is not None:
-                updates += self._instrument_updates(instrument, wanted)
-        self._dirty_instruments.clear()
-        for account, reports in self._reports.items():
-            if wanted("orders", account):
-                updates.append(FeedUpdate("orders", account, encode(
-                    OrdersMessage(kind="update", orders=reports))))
-        for account, fills in self._fills.items():
-            if wanted("fills", account):
-                updates.append(FeedUpdate("fills", account, encode(
-                    FillsMessage(kind="update", fills=fills))))
-        for account, assets in self._dirty_balances.items():
-            if wanted("balances", account):
-                updates.append(FeedUpdate("balances", account, encode(BalancesMessage(
-                    kind="update", seq=self.event_seq,
-                    balances={asset: self._balance(account, asset) for asset in sorted(assets)},
-                ))))
-        self._reports = {}
-        self._fills = {}
-        self._dirty_balances = {}
-        return updates
-
-    def _instrument_updates(self, instrument: InstrumentState, wanted: Wanted) -> list[FeedUpdate]:
-        symbol = instrument.spec.symbol
-        updates: list[FeedUpdate] = []
-        if instrument.seq != instrument.published_seq:
-            bids, asks = instrument.book.take_changes()
-            if wanted("book", symbol):
-                updates.append(FeedUpdate("book", symbol, encode(BookMessage(
-                    instrument=symbol, kind="update", seq=instrument.seq,
-                    prev_seq=instrument.published_seq, ts=self.time_ns, bids=bids, asks=asks,
-                    checksum=instrument.book.checksum(),
-                ))))
-            instrument.published_seq = instrument.seq
-        trades = instrument.stats.take_new_trades()
-        if trades and wanted("trades", symbol):
-            updates.append(FeedUpdate("trades", symbol, encode(
-                TradesMessage(instrument=symbol, kind="update", trades=trades))))
-        candles = instrument.stats.take_dirty_candles()
-        if candles and wanted("candles", symbol):
-            updates.append(FeedUpdate("candles", symbol, encode(CandlesMessage(
-                instrument=symbol, interval="1m", kind="update", candles=candles))))
-        if instrument.ticker_dirty:
-            instrument.ticker_dirty = False
-            if wanted("ticker", symbol):
-                updates.append(FeedUpdate("ticker", symbol, encode(self.ticker(symbol))))
-        return updates
+        return self.market.updates(wanted) + self.accounts.updates(wanted)
 
     # -- snapshots and queries -------------------------------------------------------------
 
     def book_snapshot(self, symbol: str) -> BookMessage:
-        """Return the whole book as of the last flush (call between flushes only)."""
-        instrument = self.instruments[symbol]
-        if instrument.book.touched() or instrument.seq != instrument.published_seq:
-            raise ProjectionError("book snapshot taken with unflushed changes")
-        bids, asks = instrument.book.levels()
-        return BookMessage(
-            instrument=symbol, kind="snapshot", seq=instrument.seq, prev_seq=instrument.seq,
-            ts=self.time_ns, bids=bids, asks=asks, checksum=instrument.book.checksum(),
-        )
+        return self.market.book_snapshot(symbol)
 
     def trades_snapshot(self, symbol: str) -> TradesMessage:
-        trades = list(self.instruments[symbol].stats.trades)
-        return TradesMessage(instrument=symbol, kind="snapshot", trades=trades)
+        return self.market.trades_snapshot(symbol)
 
     def candles_snapshot(self, symbol: str, count: int) -> CandlesMessage:
-        candles = self.instruments[symbol].stats.recent_candles(count)
-        return CandlesMessage(instrument=symbol, interval="1m", kind="snapshot", candles=candles)
+        return self.market.candles_snapshot(symbol, count)
 
     def ticker(self, symbol: str) -> TickerMessage:
-        instrument = self.instruments[symbol]
-        bid = instrument.book.best_bid()
-        ask = instrument.book.best_ask()
-        last = instrument.stats.last_price
-        volume, high, low = instrument.stats.window_24h(self.time_ns)
-        return TickerMessage(
-            instrument=symbol, ts=self.time_ns,
-            bid=format_micro(bid[0]) if bid else None, bid_quantity=bid[1] if bid else 0,
-            ask=format_micro(ask[0]) if ask else None, ask_quantity=ask[1] if ask else 0,
-            last=format_micro(last) if last is not None else None, volume_24h=volume,
-            high_24h=format_micro(high) if high is not None else None,
-            low_24h=format_micro(low) if low is not None else None,
-        )
-
-    def recent_fills(self, account: str) -> list[Fill]:
-        """The account's most recent fills (up to `fills_kept_max`), oldest first."""
-        return list(self._recent_fills.get(account, ()))
-
-    def balances_message(self, account: str) -> BalancesMessage:
-        assets = self.balances.get(account, {})
-        return BalancesMessage(kind="snapshot", seq=self.event_seq, balances={
-            asset: self._balance(account, asset) for asset in sorted(assets)
-            if assets[asset][0] or assets[asset][1]
-        })
-
-    def _balance(self, account: str, asset: str) -> Balance:
-        total, held = self.balances[account][asset]
-        if asset == USDC:
-            return Balance(available=format_micro(total - held), held=format_micro(held))
-        return Balance(available=total - held, held=held)
-
-    def open_orders(self, account: str, instrument: str | None = None) -> list[OrderReport]:
-        """Return the account's open orders as reports, oldest first."""
-        orders = [
-            order for order in self.by_account.get(account, {}).values()
-            if instrument is None or order.instrument.spec.symbol == instrument
-        ]
-        orders.sort(key=lambda order: int(order.order_id))
-        return [
-            OrderReport(
-                event="open", client_order_id=order.client_order_id, seq=self.event_seq,
-                ts=self.time_ns, status="open", order_id=order.order_id,
-                instrument=order.instrument.spec.symbol, side="buy" if order.is_buy else "sell",
-                order_type=order.order_type,
-                price=None if order.is_market else format_micro(order.price),
-                quantity=order.quantity, filled_quantity=order.filled,
-                remaining_quantity=order.remaining,
-            )
-            for order in orders
-        ]
+        return self.market.ticker(symbol)
 
     def instrument_specs(self) -> list[Instrument]:
-        return [instrument.spec_message() for instrument in self.instruments.values()]
+        return self.market.instrument_specs()
 
+    def recent_fills(self, account: str) -> list[Fill]:
+        return self.accounts.recent_fills(account)
 
-def _amount(asset: str, amount: str | int) -> int:
-    if asset == USDC:
-        return parse_micro(amount)
-    return int(amount)
+    def balances_message(self, account: str) -> BalancesMessage:
+        return self.accounts.balances_message(account)
+
+    def open_orders(self, account: str, instrument: str | None = None) -> list[OrderReport]:
+        return self.accounts.open_orders(account, instrument)

@@ -150,5 +150,5 @@ def test_reports_are_built_only_for_accounts_with_a_reader_and_the_state_is_the_
         report_accounts |= {update.key for update in projection.flush()
                             if update.channel == "orders"}
     assert report_accounts == {"acct1"}
-    for account in everyone.by_account:
+    for account in everyone.accounts.by_account:
         assert projection.open_orders(account) == everyone.open_orders(account)
