@@ -9,31 +9,31 @@ the log, and an `AuthPort` that verifies logins against the key store and calls 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from gateway.admission import ANONYMOUS_PER_IP, LOGIN_DEADLINE, Admission
 from gateway.auth import Principal, check_timestamp, new_nonce
 from gateway.config import ANONYMOUS, GatewayConfig, RateLimit
 from gateway.correlation import Correlator, Group, PendingOp
+from gateway.feeds import Feeds
 from gateway.messages import (
     API_VERSION,
     ErrorInfo,
-    FillsMessage,
     Heartbeat,
     Hello,
     Notice,
-    OrdersMessage,
-    RateLimitUsage,
     Reply,
     announced_limits,
     encode,
 )
 from gateway.orderentry import Plan, Planner
+from gateway.ports import AuthPort, CommandSink, Submission, Transport
 from gateway.projection import Projection
 from gateway.public import public_result
 from gateway.ratelimit import Charge, RateLimiter
+from gateway.replies import group_reply, rate_usage
 from gateway.session import Session
 from protocol import AnyCommand, AnyEvent, CancelOrder, Tick
 from protocol import encode as encode_command
@@ -47,16 +47,13 @@ from wsapi.errors import (
     INVALID_REQUEST,
     OVERLOADED,
     RATE_LIMITED,
-    SUBSCRIPTION_LIMIT,
     TOO_MANY_PENDING,
     UNAUTHENTICATED,
-    UNKNOWN_INSTRUMENT,
     RequestError,
 )
 from wsapi.requests import (
     ADMIN_OPS,
     MASS_QUOTE_ROLES,
-    PRIVATE_CHANNELS,
     TRADING_OPS,
     AmendOrderRequest,
     AnyRequest,
@@ -78,45 +75,12 @@ from wsapi.requests import (
     Time,
     Unsubscribe,
     decode_request,
+    request_cost,
     salvage_req_id,
 )
 
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008  # a limit of gateway.admission closed the connection
-
-
-class Transport(Protocol):
-    """Deliver bytes to connections (without waiting) and close them."""
-
-    def push(self, conn_id: int, payload: bytes) -> None: ...
-
-    def push_many(self, conn_ids: Iterable[int], payload: bytes) -> None: ...
-
-    def close(self, conn_id: int, code: int, reason: str) -> None: ...
-
-
-@dataclass(slots=True)
-class Submission:
-    """Commands to append to the log, in order; `group` is told if the write fails."""
-
-    payloads: list[bytes]
-    group: Group | None
-
-
-class CommandSink(Protocol):
-    def room(self) -> int:
-        """Return how many more submissions fit in the bounded queue."""
-        ...
-
-    def offer(self, submission: Submission) -> bool:
-        """Queue a submission; False when the queue is full."""
-        ...
-
-
-class AuthPort(Protocol):
-    def begin(self, conn_id: int, req_id: int, request: Login | LoginWallet, nonce: str) -> None:
-        """Verify the login in the background, then call `GatewayCore.login_result`."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,11 +103,12 @@ class GatewayCore:
         self.transport = transport
         self.sink = sink
         self.auth = auth
-        self.subscribers: dict[tuple[str, str], set[int]] = {}
         self.projection = projection or Projection(
             trades_kept_max=config.trades_snapshot_max, candles_kept_max=config.candles_kept_max,
             fills_kept_max=config.fills_snapshot_max,
             reports_wanted=lambda account: ("orders", account) in self.subscribers)
+        self.feeds = Feeds(config, self.projection)
+        self.subscribers = self.feeds.subscribers
         self.correlator = Correlator()
         self.planner = Planner(config.gateway_id)
         self.limiter = RateLimiter(config.ip_limit)
@@ -195,8 +160,7 @@ class GatewayCore:
         if session is None:
             return
         self.admission.close(session)
-        for key in session.subscriptions:
-            self._unsubscribe_key(conn_id, key)
+        self.feeds.drop(session)
         account = session.account
         if account is None or session.cancel_on_disconnect == "off":
             return
@@ -234,7 +198,7 @@ class GatewayCore:
                 else request.address.lower(), ip_limit=self.config.login_ip_limit,
                 key_limit=self.config.login_key_limit, now_ns=mono_ns)
         else:
-            charge = self._charge(session, _cost(request), mono_ns)
+            charge = self._charge(session, request_cost(request), mono_ns)
         if charge.retry_after_ms:
             self._refuse(session, request.req_id, op, RequestError(
                 RATE_LIMITED, f"rate limit of {charge.bucket} exceeded",
@@ -397,63 +361,16 @@ class GatewayCore:
     def _subscription(
         self, session: Session, request: Subscribe | Unsubscribe, op: str, charge: Charge
     ) -> None:
-        channel = request.channel
-        if channel in PRIVATE_CHANNELS:
-            if session.principal is None:
-                raise RequestError(UNAUTHENTICATED, f"the {channel} channel needs a login")
-            if request.instrument is not None:
-                raise RequestError(INVALID_REQUEST, f"the {channel} channel takes no instrument",
-                                   field="$.instrument")
-            key = (channel, session.principal.account)
-        else:
-            if request.instrument is None:
-                raise RequestError(INVALID_REQUEST, f"the {channel} channel needs an instrument",
-                                   field="$.instrument")
-            if request.instrument not in self.projection.instruments:
-                raise RequestError(UNKNOWN_INSTRUMENT, f"no instrument {request.instrument!r}",
-                                   field="$.instrument")
-            key = (channel, request.instrument)
+        feed = self.feeds.feed_of(session, request)
+        result = {"channel": request.channel, "instrument": request.instrument}
         if isinstance(request, Unsubscribe):
-            session.subscriptions.discard(key)
-            self._unsubscribe_key(session.conn_id, key)
-            self._reply_ok(session, request.req_id, op, {"channel": channel,
-                                                         "instrument": request.instrument}, charge)
+            self.feeds.unsubscribe(session, feed)
+            self._reply_ok(session, request.req_id, op, result, charge)
             return
-        if (key not in session.subscriptions
-                and len(session.subscriptions) >= self.config.subscriptions_per_session_max):
-            raise RequestError(SUBSCRIPTION_LIMIT, "too many subscriptions on this session")
-        session.subscriptions.add(key)
-        self.subscribers.setdefault(key, set()).add(session.conn_id)
-        self._reply_ok(session, request.req_id, op, {"channel": channel,
-                                                     "instrument": request.instrument}, charge)
-        snapshot = self._snapshot(channel, key[1])
+        snapshot = self.feeds.subscribe(session, feed)
+        self._reply_ok(session, request.req_id, op, result, charge)
         if snapshot is not None:
             self.transport.push(session.conn_id, snapshot)
-
-    def _snapshot(self, channel: str, key: str) -> bytes | None:
-        projection = self.projection
-        if channel == "book":
-            return encode(projection.book_snapshot(key))
-        if channel == "trades":
-            return encode(projection.trades_snapshot(key))
-        if channel == "ticker":
-            return encode(projection.ticker(key))
-        if channel == "candles":
-            return encode(projection.candles_snapshot(key, self.config.candles_snapshot_max))
-        if channel == "orders":
-            return encode(OrdersMessage(kind="snapshot", orders=projection.open_orders(key)))
-        if channel == "balances":
-            return encode(projection.balances_message(key))
-        if channel == "fills":
-            return encode(FillsMessage(kind="snapshot", fills=projection.recent_fills(key)))
-        return None
-
-    def _unsubscribe_key(self, conn_id: int, key: tuple[str, str]) -> None:
-        conns = self.subscribers.get(key)
-        if conns is not None:
-            conns.discard(conn_id)
-            if not conns:
-                del self.subscribers[key]
 
     # -- events ----------------------------------------------------------------------------
 
@@ -479,29 +396,7 @@ class GatewayCore:
         session.pending.discard(group.req_id)
         context = group.context
         charge = context.charge if isinstance(context, ReplyContext) else None
-        outcomes = [outcome for outcome in group.outcomes if outcome is not None]
-        if group.op in ("batch",):
-            self._send_reply(session, Reply(req_id=group.req_id, op=group.op, status="ok",
-                                            result={"results": outcomes},
-                                            rate_limit=_usage(charge)))
-            return
-        if group.op == "mass_quote":
-            first, rest = outcomes[0], outcomes[1:]
-            failed = first.status == "error"
-            self._send_reply(session, Reply(
-                req_id=group.req_id, op=group.op, status="error" if failed else "ok",
-                result={"canceled": first.canceled or 0, "results": rest},
-                error=ErrorInfo(code=first.reason or "timeout",
-                                message="the engine did not answer the cancel") if failed
-                else None, rate_limit=_usage(charge)))
-            return
-        outcome = outcomes[0]
-        error = (ErrorInfo(code=outcome.reason or "timeout", message="the engine did not answer")
-                 if outcome.status == "error" else None)
-        self._send_reply(session, Reply(
-            req_id=group.req_id, op=group.op, status=outcome.status,
-            reason=outcome.reason if outcome.status == "rejected" else None, result=outcome,
-            error=error, rate_limit=_usage(charge)))
+        self._send_reply(session, group_reply(group, rate_usage(charge)))
 
     def submission_failed(self, submission: Submission, reason: str) -> None:
         """Answer a group whose commands could not be written to the log."""
@@ -568,7 +463,7 @@ class GatewayCore:
         self, session: Session, req_id: int, op: str, result: Any, charge: Charge
     ) -> None:
         self._send_reply(session, Reply(req_id=req_id, op=op, status="ok", result=result,
-                                        rate_limit=_usage(charge)))
+                                        rate_limit=rate_usage(charge)))
 
     def _refuse(
         self, session: Session, req_id: int | None, op: str, error: RequestError,
@@ -576,7 +471,7 @@ class GatewayCore:
     ) -> None:
         self.requests_refused += 1
         self._send_reply(session, Reply(
-            req_id=req_id, op=op, status="error", rate_limit=_usage(charge),
+            req_id=req_id, op=op, status="error", rate_limit=rate_usage(charge),
             error=ErrorInfo(code=error.code, message=error.message, field=error.field,
                             retry_after_ms=error.retry_after_ms),
         ))
@@ -588,21 +483,6 @@ class GatewayCore:
 
 def _ignore(limit: str, ip: str) -> None:
     """The default `limit_bit`: a core without a service counts nothing."""
-
-
-def _cost(request: AnyRequest) -> int:
-    if isinstance(request, BatchRequest):
-        return max(1, len(request.orders))
-    if isinstance(request, MassQuoteRequest):
-        return 1 + len(request.quotes)
-    return 1
-
-
-def _usage(charge: Charge | None) -> RateLimitUsage | None:
-    if charge is None:
-        return None
-    return RateLimitUsage(bucket=charge.bucket.split(":", 1)[0], remaining=charge.remaining,
-                     burst=charge.burst, per_second=charge.per_second)
 
 
 __all__ = [

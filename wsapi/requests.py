@@ -221,6 +221,15 @@ REQUEST_TYPES: Final[dict[str, type[msgspec.Struct]]] = {
     cls.__struct_config__.tag: cls
     for cls in AnyRequest.__args__
 }
+def request_cost(request: AnyRequest) -> int:
+    """The rate-limit tokens a request costs: one per engine command it carries, at least 1."""
+    if isinstance(request, BatchRequest):
+        return max(1, len(request.orders))
+    if isinstance(request, MassQuoteRequest):
+        return 1 + len(request.quotes)
+    return 1
+
+
 ADMIN_OPS: Final = frozenset({"list_instrument", "deposit"})
 TRADING_OPS: Final = frozenset(
     {"new_order", "cancel_order", "amend_order", "mass_cancel", "batch", "mass_quote",

@@ -1,0 +1,92 @@
+"""Subscriptions: who reads which feed, and the snapshot a new reader gets first.
+
+A feed is a (channel, key) pair: a public channel keyed by instrument, or a private one
+(`orders`, `fills`, `balances`) keyed by the session's account. Pure, like the core.
+"""
+
+from __future__ import annotations
+
+from gateway.config import GatewayConfig
+from gateway.messages import FillsMessage, OrdersMessage, encode
+from gateway.projection import Projection
+from gateway.session import Session
+from wsapi.errors import (
+    INVALID_REQUEST,
+    SUBSCRIPTION_LIMIT,
+    UNAUTHENTICATED,
+    UNKNOWN_INSTRUMENT,
+    RequestError,
+)
+from wsapi.requests import PRIVATE_CHANNELS, Subscribe, Unsubscribe
+
+Feed = tuple[str, str]  # (channel, instrument or account)
+
+
+class Feeds:
+    """Hold the readers of every feed; check and apply (un)subscriptions."""
+
+    def __init__(self, config: GatewayConfig, projection: Projection) -> None:
+        self.config = config
+        self.projection = projection
+        self.subscribers: dict[Feed, set[int]] = {}
+
+    def feed_of(self, session: Session, request: Subscribe | Unsubscribe) -> Feed:
+        """The feed a request names; RequestError says what is wrong with it."""
+        channel = request.channel
+        if channel in PRIVATE_CHANNELS:
+            if session.principal is None:
+                raise RequestError(UNAUTHENTICATED, f"the {channel} channel needs a login")
+            if request.instrument is not None:
+                raise RequestError(INVALID_REQUEST, f"the {channel} channel takes no instrument",
+                                   field="$.instrument")
+            return channel, session.principal.account
+        if request.instrument is None:
+            raise RequestError(INVALID_REQUEST, f"the {channel} channel needs an instrument",
+                               field="$.instrument")
+        if request.instrument not in self.projection.instruments:
+            raise RequestError(UNKNOWN_INSTRUMENT, f"no instrument {request.instrument!r}",
+                               field="$.instrument")
+        return channel, request.instrument
+
+    def subscribe(self, session: Session, feed: Feed) -> bytes | None:
+        """Add the session to the feed's readers; return the snapshot it gets first."""
+        if (feed not in session.subscriptions
+                and len(session.subscriptions) >= self.config.subscriptions_per_session_max):
+            raise RequestError(SUBSCRIPTION_LIMIT, "too many subscriptions on this session")
+        session.subscriptions.add(feed)
+        self.subscribers.setdefault(feed, set()).add(session.conn_id)
+        return self._snapshot(*feed)
+
+    def unsubscribe(self, session: Session, feed: Feed) -> None:
+        session.subscriptions.discard(feed)
+        self._forget(session.conn_id, feed)
+
+    def drop(self, session: Session) -> None:
+        """Forget a closed session's subscriptions."""
+        for feed in session.subscriptions:
+            self._forget(session.conn_id, feed)
+
+    def _forget(self, conn_id: int, feed: Feed) -> None:
+        conns = self.subscribers.get(feed)
+        if conns is not None:
+            conns.discard(conn_id)
+            if not conns:
+                del self.subscribers[feed]
+
+    def _snapshot(self, channel: str, key: str) -> bytes | None:
+        projection = self.projection
+        if channel == "book":
+            return encode(projection.book_snapshot(key))
+        if channel == "trades":
+            return encode(projection.trades_snapshot(key))
+        if channel == "ticker":
+            return encode(projection.ticker(key))
+        if channel == "candles":
+            return encode(projection.candles_snapshot(key, self.config.candles_snapshot_max))
+        if channel == "orders":
+            return encode(OrdersMessage(kind="snapshot", orders=projection.open_orders(key)))
+        if channel == "balances":
+            return encode(projection.balances_message(key))
+        if channel == "fills":
+            return encode(FillsMessage(kind="snapshot", fills=projection.recent_fills(key)))
+        return None
