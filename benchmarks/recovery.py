@@ -30,9 +30,10 @@ import time
 import uuid
 from pathlib import Path
 
+from eventlog.flags import open_log
 from eventlog.port import COMMANDS_TOPIC, EventLog, TopicSpec
 from matching_engine.cores import CORES
-from matching_engine.service import EngineConfig, open_log
+from matching_engine.service import EngineConfig
 from matching_engine.workload import Workload
 from protocol import encode
 

@@ -18,8 +18,8 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
 
+from eventlog.flags import LogFlagsError, add_log_flags, open_log_from
 from gateway.config import ROLES, GatewayConfig
 
 SUBCOMMANDS = ("serve", "migrate", "add-key", "set-role")
@@ -47,14 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gpux gateway", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command")
     serve = commands.add_parser("serve", help="run the websocket gateway")
-    serve.add_argument("--kafka", default=os.environ.get("KAFKA_BOOTSTRAP"),
-                       help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP)")
-    serve.add_argument("--log", choices=("kafka", "embedded"), default="kafka")
-    serve.add_argument("--data-dir", help="embedded log directory (with --log embedded)")
+    add_log_flags(serve)
     _database_url(serve)
     serve.add_argument("--host", default=_DEFAULTS.host)
     serve.add_argument("--port", type=int, default=_DEFAULTS.port)
-    serve.add_argument("--topic-namespace", default="", help="prefix of both topic names")
     serve.add_argument("--gateway-id", default=_DEFAULTS.gateway_id)
     serve.add_argument("--clock", action="store_true",
                        help="send a tick command every --clock-interval-ms (one gateway only)")
@@ -179,14 +175,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace, config: GatewayConfig) -> None:
-    from pathlib import Path
-
     from gateway.metrics import GatewayMetrics
     from gateway.service import GatewayService
     from gateway.static import StaticSite
     from gateway.store import PostgresKeyStore, migrate
     from gpux.observability import MetricsServer
-    from matching_engine.service import open_log
 
     logging.getLogger("websockets.server").setLevel(logging.WARNING)  # one line per connection
     stop = asyncio.Event()
@@ -199,17 +192,11 @@ async def _run(args: argparse.Namespace, config: GatewayConfig) -> None:
         store = await PostgresKeyStore.open(args.database_url)
     else:
         logging.getLogger("gpux.gateway").warning("no --database-url: logins are refused")
-    if args.log == "kafka":
-        from eventlog.kafka import KafkaConfig, KafkaLog
-
-        if not args.kafka:
-            raise SystemExit("gpux gateway: --kafka HOST:PORT (or KAFKA_BOOTSTRAP) is required")
-        event_log: Any = KafkaLog(KafkaConfig(bootstrap_servers=args.kafka,
-                                              client_id=f"gpux-{config.gateway_id}",
-                                              fetch_max_wait_ms=args.fetch_max_wait_ms))
-    else:
-        event_log = open_log(args.log, kafka=None,
-                             data_dir=Path(args.data_dir) if args.data_dir else None)
+    try:
+        event_log = open_log_from(args, client_id=f"gpux-{config.gateway_id}",
+                                  fetch_max_wait_ms=args.fetch_max_wait_ms)
+    except LogFlagsError as error:
+        raise SystemExit(f"gpux gateway: {error}") from None
     metrics_server = None
     try:
         site = StaticSite.from_directory()

@@ -31,7 +31,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TextIO
 
-from eventlog.port import COMMANDS_TOPIC, EventLog
+from eventlog.flags import LogFlagsError, add_log_flags, open_log_from
+from eventlog.port import COMMANDS_TOPIC
 from gpux.observability import MetricsServer
 from ledger import reads
 from ledger.db import SERVICE_ROLE, connect
@@ -71,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
                          help=f"let role {SERVICE_ROLE} log in with this password "
                               "(default: $GPUX_LEDGER_PASSWORD)")
     run = command("run", "project the events topic into the journal")
-    _add_log_arguments(run)
+    add_log_flags(run)
     run.add_argument("--batch-size-max", type=int, default=ProjectorConfig.batch_size_max)
     run.add_argument("--batch-interval-ms", type=int,
                      default=ProjectorConfig.batch_interval_ms)
@@ -95,38 +96,11 @@ def _parser() -> argparse.ArgumentParser:
     fees = command("fees", "print the fees earned, per instrument and in total")
     fees.add_argument("--at-seq", type=int)
     reconcile_parser = command("reconcile", "compare ledger balances with the engine state")
-    _add_log_arguments(reconcile_parser)
+    add_log_flags(reconcile_parser)
     reconcile_parser.add_argument("--at-seq", type=int)
     reconcile_parser.add_argument("--snapshot-dir", type=Path,
                                   help="engine snapshots to start the replay from")
     return parser
-
-
-def _add_log_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--log", choices=("kafka", "embedded"), default="kafka")
-    parser.add_argument("--kafka", default=os.environ.get("KAFKA_BOOTSTRAP"),
-                        help="bootstrap servers (default: $KAFKA_BOOTSTRAP)")
-    parser.add_argument("--data-dir", type=Path, help="embedded log directory")
-    parser.add_argument("--topic-namespace", default="", help="prefix of the topic names")
-
-
-def open_log(args: argparse.Namespace) -> EventLog:
-    """Open the Kafka or the embedded log, as the command line chose."""
-    if args.log == "kafka":
-        from eventlog.kafka import KafkaConfig, KafkaLog
-
-        if not args.kafka:
-            raise _UsageError("--kafka HOST:PORT (or $KAFKA_BOOTSTRAP) is required")
-        return KafkaLog(KafkaConfig(bootstrap_servers=args.kafka))
-    from eventlog.embedded import EmbeddedLog
-
-    if args.data_dir is None:
-        raise _UsageError("--data-dir is required with --log embedded")
-    return EmbeddedLog.open(args.data_dir / "log")
-
-
-class _UsageError(Exception):
-    """Refuse a command line that parsed but cannot run (a missing URL, ...)."""
 
 
 async def _migrate(args: argparse.Namespace, out: TextIO) -> int:
@@ -154,7 +128,7 @@ async def _run(args: argparse.Namespace, out: TextIO) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    event_log = open_log(args)
+    event_log = open_log_from(args)
     supervisor = ProjectorSupervisor(event_log, args.database_url, config)
     metrics_server = None
     try:
@@ -236,7 +210,7 @@ async def _reconcile(args: argparse.Namespace, out: TextIO) -> int:
     from matching_engine.snapshots import SnapshotStore
 
     snapshots = SnapshotStore(args.snapshot_dir) if args.snapshot_dir is not None else None
-    event_log = open_log(args)
+    event_log = open_log_from(args)
     try:
         connection = await connect(args.database_url)
         try:
@@ -278,7 +252,7 @@ def main(argv: list[str]) -> int:
         return EXIT_USAGE
     try:
         return _run_loop(_COMMANDS[args.command](args, sys.stdout))
-    except _UsageError as error:
+    except LogFlagsError as error:
         print(f"gpux ledger {args.command}: {error}", file=sys.stderr)
         return EXIT_USAGE
     except LedgerError as error:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import re
 import signal
 import time
@@ -29,6 +28,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from eventlog.errors import FencedError, LogError
+from eventlog.flags import LogFlagsError, add_log_flags, open_log_from
 from eventlog.port import (
     COMMANDS_TOPIC,
     EVENTS_TOPIC,
@@ -369,27 +369,9 @@ async def _abort_quietly(producer: Producer) -> None:
         log.warning("abort after a failed batch also failed: %s", error)
 
 
-def open_log(kind: str, *, kafka: str | None, data_dir: Path | None) -> EventLog:
-    """Open the Kafka or the embedded log, as the command line chose."""
-    if kind == "kafka":
-        from eventlog.kafka import KafkaConfig, KafkaLog
-
-        if not kafka:
-            raise SystemExit("gpux engine: --kafka HOST:PORT (or KAFKA_BOOTSTRAP) is required")
-        return KafkaLog(KafkaConfig(bootstrap_servers=kafka))
-    from eventlog.embedded import EmbeddedLog
-
-    if data_dir is None:
-        raise SystemExit("gpux engine: --data-dir is required with --log embedded")
-    return EmbeddedLog.open(data_dir / "log")
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="gpux engine", description=__doc__.split("\n")[0])
-    parser.add_argument("--log", choices=("kafka", "embedded"), default="kafka")
-    parser.add_argument("--kafka", default=os.environ.get("KAFKA_BOOTSTRAP"),
-                        help="bootstrap servers (default: $KAFKA_BOOTSTRAP)")
-    parser.add_argument("--data-dir", type=Path, help="embedded log directory")
+    add_log_flags(parser)
     parser.add_argument("--snapshot-dir", type=Path, help="where snapshots go (none: no snapshots)")
     parser.add_argument("--batch-size-max", type=int, default=EngineConfig.batch_size_max)
     parser.add_argument("--batch-interval-ms", type=int, default=EngineConfig.batch_interval_ms)
@@ -397,7 +379,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         default=EngineConfig.snapshot_every_commands)
     parser.add_argument("--transactional-id", default=EngineConfig.transactional_id)
     parser.add_argument("--group-id", default=EngineConfig.group_id)
-    parser.add_argument("--topic-namespace", default="", help="prefix of both topic names")
     parser.add_argument("--core", choices=CORES, default=EngineConfig.core,
                         help="matching core: python or native (Rust, built by `make native`); "
                              "both read and write the same snapshots")
@@ -455,7 +436,10 @@ async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    event_log = open_log(args.log, kafka=args.kafka, data_dir=args.data_dir)
+    try:
+        event_log = open_log_from(args)
+    except LogFlagsError as error:
+        raise SystemExit(f"gpux engine: {error}") from None
     supervisor = EngineSupervisor(event_log, config)
     metrics_server = None
     if args.metrics_port >= 0:

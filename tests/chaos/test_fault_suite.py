@@ -320,7 +320,8 @@ async def run_and_audit(run: Run, result_path: Path) -> None:
         "unanswered_by_cause": dict(run.stats.unanswered_by_cause),
         "latency": run.stats.latency_summary(), "sdk_reconnects": run.stats.reconnects,
         "event_tail_errors": venue.tail.errors,
-        "deposit_failures": run.depositor.failures, "timeline": run.timeline,
+        "deposit_failures": run.depositor.failures, "audit_problems": audit.problems,
+        "timeline": run.timeline,
     }
     result_path.write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps({key: value for key, value in report.items() if key != "timeline"},
