@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.admission import ANONYMOUS_PER_IP, LOGIN_DEADLINE, Admission
+from gateway.admission import ANONYMOUS_PER_IP, LOGIN_DEADLINE, Admission, key_of
 from gateway.auth import Principal, check_timestamp, new_nonce
 from gateway.config import ANONYMOUS, GatewayConfig, RateLimit
 from gateway.correlation import Correlator, Group, PendingOp
@@ -456,8 +456,8 @@ class GatewayCore:
         limit: RateLimit = self.config.role_limits[
             principal.role if principal is not None else ANONYMOUS]
         return self.limiter.charge(
-            ip=session.ip, principal=principal.credential + ":" + principal.account
-            if principal is not None else None, limit=limit, cost=cost, now_ns=mono_ns)
+            ip=session.ip, principal=key_of(principal) if principal is not None else None,
+            limit=limit, cost=cost, now_ns=mono_ns)
 
     def _reply_ok(
         self, session: Session, req_id: int, op: str, result: Any, charge: Charge

@@ -140,7 +140,6 @@ class ForkedSnapshots:
         self.child_pid: int | None = None  # the latest child's
         self.written = 0
         self.failed = 0
-        self.last_seconds: float | None = None
 
     def start(self, command_offset: int, event_seq: int,
               capture: Callable[[], bytes]) -> bool:
@@ -184,7 +183,6 @@ class ForkedSnapshots:
     def _reap(self, pid: int, command_offset: int, started: float) -> None:
         _, status = os.waitpid(pid, 0)
         seconds = time.monotonic() - started
-        self.last_seconds = seconds
         code = os.waitstatus_to_exitcode(status)
         if code == 0:
             self.written += 1

@@ -39,12 +39,11 @@ class NativeEngine:
         return [protocol.decode_event(payload) for payload in payloads]
 
     def validate(self) -> None:
-        problem = self.core.engine.validate()
+        problem = self.core.validate()
         assert problem is None, problem
 
     def final_state(self) -> dict[str, Any]:
-        state: dict[str, Any] = msgspec.json.decode(self.core.engine.final_state())
-        return state
+        return self.core.final_state()
 
 
 def command_line(command: Command) -> bytes:
