@@ -12,6 +12,7 @@ COPY ledger ledger
 COPY settlement settlement
 COPY sdk sdk
 COPY wsapi wsapi
+COPY runtime runtime
 COPY harness harness
 COPY gpux gpux
 COPY web/dist web/dist

@@ -31,7 +31,6 @@ import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type informat
 import msgspec
 
 from eventlog.port import Consumer, EventLog, Producer, Record, StartPosition, TopicSpec
-from ledger.db import connect, create_database, drop_database
 from ledger.journal import (
     ENTRY_COLUMNS,
     GENESIS_HASH,
@@ -46,6 +45,7 @@ from ledger.projector import Projector, ProjectorConfig
 from matching_engine.core import Engine
 from matching_engine.workload import Workload
 from protocol import AnyCommand, Withdraw, encode
+from runtime.postgres import connect, create_database, drop_database
 
 TARGET_EVENTS_PER_S = 100_000
 WITHDRAW_EVERY_COMMANDS = 500

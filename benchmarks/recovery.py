@@ -32,8 +32,8 @@ from pathlib import Path
 
 from eventlog.flags import open_log
 from eventlog.port import COMMANDS_TOPIC, EventLog, TopicSpec
+from matching_engine.config import EngineConfig
 from matching_engine.cores import CORES
-from matching_engine.service import EngineConfig
 from matching_engine.workload import Workload
 from protocol import encode
 

@@ -32,11 +32,9 @@ from eventlog.port import (
 )
 from eventlog.processor import (
     BatchResult,
-    Output,
     ProcessorConfig,
     TransactionalProcessor,
     Transform,
-    consume_transform_produce,
 )
 from eventlog.reading import read_to_end, read_until, settled_end_offset
 
@@ -52,7 +50,6 @@ __all__ = [
     "LogClosedError",
     "LogError",
     "LogTimeoutError",
-    "Output",
     "ProcessorConfig",
     "Producer",
     "Record",
@@ -65,7 +62,6 @@ __all__ = [
     "TransactionStateError",
     "TransactionalProcessor",
     "Transform",
-    "consume_transform_produce",
     "default_topic_specs",
     "read_to_end",
     "read_until",

@@ -179,7 +179,7 @@ async def _run(args: argparse.Namespace, config: GatewayConfig) -> None:
     from gateway.service import GatewayService
     from gateway.static import StaticSite
     from gateway.store import PostgresKeyStore, migrate
-    from gpux.observability import MetricsServer
+    from runtime.observability import MetricsServer
 
     logging.getLogger("websockets.server").setLevel(logging.WARNING)  # one line per connection
     stop = asyncio.Event()

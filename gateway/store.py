@@ -1,12 +1,13 @@
 """Keep API keys, account roles and used login nonces in PostgreSQL (schema `gateway`).
 
-Migrations are numbered SQL steps applied in order, each in its own transaction under an
-advisory lock, and recorded in `gateway.schema_migrations`; `gpux gateway migrate` runs
-them, and running it again is a no-op.
+Migrations are the files `gateway/migrations/NNN_name.sql`, applied by `runtime.migrations`
+and recorded in `gateway.schema_migrations`; `gpux gateway migrate` runs them, and running
+it again is a no-op.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Final
 
 import asyncpg  # type: ignore[import-untyped]
@@ -14,71 +15,23 @@ import asyncpg  # type: ignore[import-untyped]
 from gateway.auth import KeyRecord, new_key_pair
 from gateway.config import ROLES
 from gateway.errors import StoreError
+from runtime.migrations import apply_migrations, load_migrations
+from runtime.postgres import connect
 
-MIGRATION_LOCK_ID: Final = 0x67707578_6777  # "gpux" "gw"
-
-MIGRATIONS: Final[tuple[tuple[int, str], ...]] = (
-    (1, """
-        CREATE SCHEMA IF NOT EXISTS gateway;
-        CREATE TABLE gateway.accounts (
-            account    text PRIMARY KEY CHECK (account ~ '^[A-Za-z0-9_.:-]{1,64}$'),
-            role       text NOT NULL
-                       CHECK (role IN ('trader', 'operator', 'market_maker', 'admin')),
-            created_at timestamptz NOT NULL DEFAULT now()
-        );
-        CREATE TABLE gateway.api_keys (
-            key_id     text PRIMARY KEY,
-            account    text NOT NULL REFERENCES gateway.accounts (account),
-            role       text NOT NULL
-                       CHECK (role IN ('trader', 'operator', 'market_maker', 'admin')),
-            public_key bytea NOT NULL CHECK (length(public_key) = 32),
-            created_at timestamptz NOT NULL DEFAULT now(),
-            revoked_at timestamptz
-        );
-        CREATE INDEX api_keys_account ON gateway.api_keys (account);
-        CREATE TABLE gateway.login_nonces (
-            nonce   text PRIMARY KEY,
-            used_at timestamptz NOT NULL DEFAULT now()
-        );
-        CREATE INDEX login_nonces_used_at ON gateway.login_nonces (used_at);
-    """),
-)
+MIGRATIONS_DIR: Final = Path(__file__).resolve().parent / "migrations"
 
 
 async def migrate(database_url: str) -> list[int]:
     """Apply the migrations not yet applied; return the versions applied now."""
-    connection = await _connect(database_url)
-    applied: list[int] = []
     try:
-        await connection.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_ID)
-        try:
-            await connection.execute(
-                "CREATE SCHEMA IF NOT EXISTS gateway;"
-                "CREATE TABLE IF NOT EXISTS gateway.schema_migrations ("
-                " version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-            )
-            done = {row[0] for row in await connection.fetch(
-                "SELECT version FROM gateway.schema_migrations")}
-            for version, sql in MIGRATIONS:
-                if version in done:
-                    continue
-                async with connection.transaction():
-                    await connection.execute(sql)
-                    await connection.execute(
-                        "INSERT INTO gateway.schema_migrations (version) VALUES ($1)", version)
-                applied.append(version)
-        finally:
-            await connection.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_ID)
-    finally:
-        await connection.close()
-    return applied
-
-
-async def _connect(database_url: str) -> asyncpg.Connection:
-    try:
-        return await asyncpg.connect(database_url, timeout=10)
+        connection = await connect(database_url, application_name="gpux-gateway")
     except (OSError, asyncpg.PostgresError, TimeoutError) as error:
         raise StoreError(f"cannot connect to PostgreSQL: {error}", retriable=True) from error
+    try:
+        applied = await apply_migrations(connection, "gateway", load_migrations(MIGRATIONS_DIR))
+    finally:
+        await connection.close()
+    return [migration.version for migration in applied]
 
 
 class PostgresKeyStore:

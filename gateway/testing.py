@@ -19,7 +19,8 @@ from eventlog.port import EventLog, TopicSpec
 from gateway.auth import KeyStore
 from gateway.config import GatewayConfig
 from gateway.service import GatewayService
-from matching_engine.service import EngineConfig, EngineService
+from matching_engine.config import EngineConfig
+from matching_engine.service import EngineService
 
 READY_TIMEOUT_S = 60.0
 _REFUSAL_CODES = frozenset({"invalid_request", "unknown_op", "invalid_json"})

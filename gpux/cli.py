@@ -9,7 +9,7 @@ from typing import Final
 # subcommand -> (module with `main(argv) -> int`, one-line help)
 SUBCOMMANDS: Final = {
     "dev": ("gpux.dev", "run the whole venue in one process on embedded defaults"),
-    "engine": ("matching_engine.service", "run the matching engine on Kafka or the embedded log"),
+    "engine": ("matching_engine.cli", "run the matching engine on Kafka or the embedded log"),
     "replay": ("matching_engine.replay", "replay a command file through the engine core"),
     "gateway": ("gateway.cli", "run the websocket gateway (API, feeds, trading page)"),
     "trade": ("sdk.cli", "trade from the command line over the websocket API"),

@@ -7,25 +7,19 @@ SIGKILL reaches the node itself.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
 import shutil
-import subprocess
 import urllib.request
 from pathlib import Path
 
 from harness.errors import ServiceError
-from harness.paths import REPO_ROOT
 from harness.ports import LOOPBACK_HOST, free_port
 from harness.service import Service
+from runtime.npm import NODE_MODULES, NpmError, install_npm_packages
 
-NPM_TIMEOUT_S = 600.0
 PROBE_TIMEOUT_S = 1.0
-NODE_MODULES = REPO_ROOT / "node_modules"
-PACKAGE_LOCK = REPO_ROOT / "package-lock.json"
-NPM_STAMP = NODE_MODULES / ".gpux-lock-sha256"
 PLATFORM_SUFFIXES = {
     ("Linux", "x86_64"): "linux-amd64",
     ("Linux", "aarch64"): "linux-arm64",
@@ -55,41 +49,12 @@ def anvil_binary() -> Path | None:
     return Path(on_path) if on_path else None
 
 
-def _lock_digest() -> str:
-    return hashlib.sha256(PACKAGE_LOCK.read_bytes()).hexdigest()
-
-
-def npm_packages_current() -> bool:
-    """Tell whether node_modules was installed from the current package-lock.json."""
-    try:
-        return NPM_STAMP.read_text(encoding="ascii").strip() == _lock_digest()
-    except OSError:
-        return False
-
-
-def install_npm_packages() -> None:
-    """Run `npm ci` in the repo root unless node_modules matches the lock file already."""
-    if npm_packages_current():
-        return
-    if shutil.which("npm") is None:
-        raise ServiceError("npm is not on PATH; it installs anvil (@foundry-rs/anvil)")
-    command = ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"]
-    try:
-        result = subprocess.run(
-            command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=NPM_TIMEOUT_S,
-            check=False,
-        )  # fmt: skip
-    except subprocess.TimeoutExpired as error:
-        raise ServiceError(f"`npm ci` in {REPO_ROOT} took over {NPM_TIMEOUT_S}s") from error
-    if result.returncode != 0:
-        output = (result.stdout + result.stderr)[-4000:]
-        raise ServiceError(f"`npm ci` in {REPO_ROOT} failed:\n{output}")
-    NPM_STAMP.write_text(_lock_digest() + "\n", encoding="ascii")
-
-
 def install_anvil() -> Path:
     """Make sure the anvil binary is installed; return its path."""
-    install_npm_packages()
+    try:
+        install_npm_packages()
+    except NpmError as error:
+        raise ServiceError(str(error)) from error
     binary = anvil_binary()
     if binary is None or not binary.is_file():
         raise ServiceError(f"npm ran but no anvil binary for {_platform_suffix()} is installed")

@@ -33,15 +33,15 @@ from typing import TextIO
 
 from eventlog.flags import LogFlagsError, add_log_flags, open_log_from
 from eventlog.port import COMMANDS_TOPIC
-from gpux.observability import MetricsServer
 from ledger import reads
-from ledger.db import SERVICE_ROLE, connect
 from ledger.errors import LedgerError
-from ledger.migrate import apply_migrations, set_service_password
+from ledger.migrate import SERVICE_ROLE, apply_migrations, set_service_password
 from ledger.projector import ProjectorConfig, ProjectorSupervisor
 from ledger.reconcile import reconcile
 from ledger.verify import verify_chain
 from protocol import USDC, format_micro
+from runtime.observability import MetricsServer
+from runtime.postgres import connect
 
 __all__ = ["main"]
 

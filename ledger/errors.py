@@ -12,7 +12,6 @@ __all__ = [
     "LedgerError",
     "LedgerStateError",
     "LockTimeoutError",
-    "MigrationError",
     "ReconcileError",
     "SeqGapError",
     "SeqNotAtCommandBoundaryError",
@@ -45,10 +44,6 @@ class EventError(LedgerError):
     def __init__(self, message: str, *, offset: int | None = None) -> None:
         super().__init__(message if offset is None else f"{message} (offset {offset})")
         self.offset = offset
-
-
-class MigrationError(LedgerError):
-    """Refuse a migration set that disagrees with what the database recorded as applied."""
 
 
 class LockTimeoutError(LedgerError):

@@ -31,24 +31,19 @@ import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type informat
 
 from eventlog.errors import LogError
 from eventlog.port import EVENTS_TOPIC, Consumer, EventLog, Record, TopicSpec
-from ledger.db import (
-    SERVICE_ROLE,
-    Backoff,
-    ConnectionConfig,
-    RetryPolicy,
-    close_quietly,
-    connect,
-    is_connection_failure,
-)
 from ledger.errors import ConnectionLostError, LedgerError
 from ledger.journal import JournalBatch, JournalBuilder
 from ledger.metrics import LedgerMetrics
+from ledger.migrate import SERVICE_ROLE
 from ledger.store import Position, acquire_writer_lock, append_batch, read_position
+from runtime.postgres import ConnectionConfig, close_quietly, connect, is_connection_failure
+from runtime.retry import RetryPolicy, Supervisor
 
 __all__ = ["Projector", "ProjectorConfig", "ProjectorStats", "ProjectorSupervisor",
            "run_supervised"]
 
 log = logging.getLogger("gpux.ledger")
+APPLICATION_NAME = "gpux-ledger"  # how pg_stat_activity names the projector's connections
 LAG_INTERVAL_S = 1.0  # the lag gauge costs a request to the log: at most this often
 
 
@@ -135,7 +130,7 @@ class Projector:
             for _ in range(self.config.writer_connections):
                 connections.append(await connect(
                     self.database_url, role=self.config.database_role,
-                    config=self.config.connection,
+                    config=self.config.connection, application_name=APPLICATION_NAME,
                 ))
             await acquire_writer_lock(connections[0], self.config.writer_lock_timeout_s)
             position = self.position = await read_position(connections[0])
@@ -353,7 +348,7 @@ def is_retriable(error: BaseException) -> bool:
     return is_connection_failure(error)
 
 
-class ProjectorSupervisor:
+class ProjectorSupervisor(Supervisor[Projector]):
     """Run the projector; after a retriable failure start it again (bounded, with backoff).
 
     Each attempt is a fresh projector on new connections, resuming from the checkpoint the
@@ -366,33 +361,12 @@ class ProjectorSupervisor:
 
     def __init__(self, event_log: EventLog, database_url: str, config: ProjectorConfig,
                  metrics: LedgerMetrics | None = None) -> None:
-        self.log = event_log
-        self.database_url = database_url
-        self.config = config
         self.metrics = metrics if metrics is not None else LedgerMetrics()
-        self.projector: Projector | None = None
-
-    def healthy(self) -> bool:
-        """Tell whether a projector is projecting now (not between attempts)."""
-        projector = self.projector
-        return projector is not None and projector.healthy()
-
-    async def run(self, stop: asyncio.Event) -> None:
-        backoff = Backoff(self.config.retry, "projector", log)
-        while not stop.is_set():
-            projector = self.projector = Projector(self.log, self.database_url, self.config,
-                                                   self.metrics)
-            try:
-                await projector.run(stop)
-                return
-            except Exception as error:
-                if not is_retriable(error):
-                    raise
-                if projector.ready.is_set():
-                    backoff.reset()
-                if not await backoff.wait_after(error, stop):
-                    return
-                self.metrics.restarts.inc()
+        super().__init__(
+            lambda: Projector(event_log, database_url, config, self.metrics),
+            what="projector", policy=config.retry, is_retriable=is_retriable,
+            on_restart=self.metrics.restarts.inc, logger=log,
+        )
 
 
 async def run_supervised(

@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 
+from runtime.npm import NpmError, install_npm_packages
 from settlement.errors import BuildError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -69,9 +70,10 @@ def source_hash() -> str:
 def _ensure_node_packages() -> None:
     if all(_installed_version(package) != "missing" for package in NODE_PACKAGES):
         return
-    from harness.anvil import install_npm_packages  # `npm ci` from the repo's lock file
-
-    install_npm_packages()
+    try:
+        install_npm_packages()  # `npm ci` from the repo's lock file
+    except NpmError as error:
+        raise BuildError(str(error)) from error
 
 
 def build(path: Path = ARTIFACT_PATH) -> Artifacts:

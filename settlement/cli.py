@@ -37,8 +37,8 @@ import msgspec
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
-from gpux.observability import MetricsServer
-from ledger.db import ConnectionOpener, close_quietly, connect
+from runtime.observability import MetricsServer
+from runtime.postgres import ConnectionOpener, close_quietly, connect
 from settlement import store
 from settlement.accounts import is_wallet_address
 from settlement.artifacts import ARTIFACT_PATH, build

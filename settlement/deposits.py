@@ -24,7 +24,7 @@ raw bytes: `Vault.deposit` takes any string of up to 64 bytes, and a strict UTF-
 of the whole range (web3's) would fail on every step at the same log and so stop crediting
 every deposit after it.
 
-A lost database connection is replaced (`ledger.db.reconnect`, bounded backoff) and the
+A lost database connection is replaced (`runtime.postgres.reconnect`, bounded backoff) and the
 watcher goes on from the next block stored: a range whose progress was lost with the
 connection is read and sent again, which the engine rejects as duplicates, as above.
 """
@@ -46,8 +46,9 @@ from eth_utils.address import to_checksum_address
 from hexbytes import HexBytes
 
 from eventlog.port import COMMANDS_TOPIC, Producer
-from ledger.db import ConnectionOpener, RetryPolicy
 from protocol import USDC, Deposit, encode, format_micro
+from runtime.postgres import ConnectionOpener
+from runtime.retry import RetryPolicy
 from settlement import store
 from settlement.accounts import REFUSALS, deposit_target
 from settlement.chain import DEPOSITED_TOPIC, USDC_ASSET, Contracts

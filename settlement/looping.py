@@ -15,7 +15,8 @@ from contextlib import suppress
 
 import asyncpg  # type: ignore[import-untyped]
 
-from ledger.db import ConnectionOpener, RetryPolicy, is_connection_failure, reconnect
+from runtime.postgres import ConnectionOpener, is_connection_failure, reconnect
+from runtime.retry import RetryPolicy
 from settlement.errors import SettlementError
 from settlement.metrics import SettlementMetrics
 

@@ -16,88 +16,27 @@ Tables:
   with the same `pending` / `sent` / `settled` life as a batch.
 - `watchers`: the next block each deposit watcher reads.
 
-Migrations are idempotent `CREATE ... IF NOT EXISTS`, run under an advisory lock.
+Migrations are the files `settlement/migrations/NNN_name.sql`, applied by
+`runtime.migrations` and recorded in `settlement.schema_migrations`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Final, Literal
 
 import asyncpg  # type: ignore[import-untyped]
 import msgspec
 
+from runtime.migrations import apply_migrations, load_migrations
 from settlement.accounts import is_reserved_account, is_wallet_address
 from settlement.errors import SettlementError
 from settlement.fills import ChainFill, Fill
 
 BatchStatus = Literal["pending", "sent", "settled"]
-MIGRATION_LOCK_ID: Final = 0x67707578_5345_54  # "gpux" "SET"
-SCHEMA: Final = """
-CREATE SCHEMA IF NOT EXISTS settlement;
-CREATE TABLE IF NOT EXISTS settlement.accounts (
-    account text PRIMARY KEY,
-    address text NOT NULL CHECK (address ~ '^0x[0-9a-fA-F]{40}$'),
-    registered_at timestamptz NOT NULL DEFAULT now()
-);
-CREATE TABLE IF NOT EXISTS settlement.batches (
-    batch_id bigint PRIMARY KEY CHECK (batch_id > 0),
-    first_seq bigint NOT NULL,
-    last_seq bigint NOT NULL CHECK (last_seq >= first_seq),
-    fill_count integer NOT NULL CHECK (fill_count > 0),
-    fills_root bytea NOT NULL CHECK (length(fills_root) = 32),
-    assets numeric[] NOT NULL,
-    deltas numeric[] NOT NULL,
-    status text NOT NULL CHECK (status IN ('pending', 'sent', 'settled')),
-    nonce bigint,
-    tx_hashes bytea[] NOT NULL DEFAULT '{}',
-    max_fee_per_gas numeric,
-    priority_fee_per_gas numeric,
-    sent_at timestamptz,
-    send_count integer NOT NULL DEFAULT 0,
-    tx_hash bytea,
-    block_number bigint,
-    gas_used bigint,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    settled_at timestamptz
-);
-CREATE INDEX IF NOT EXISTS batches_open ON settlement.batches (batch_id)
-    WHERE status <> 'settled';
-CREATE TABLE IF NOT EXISTS settlement.batch_fills (
-    batch_id bigint NOT NULL REFERENCES settlement.batches,
-    leaf_index integer NOT NULL,
-    seq bigint NOT NULL,
-    trade_id text NOT NULL UNIQUE,
-    leaf bytea NOT NULL CHECK (length(leaf) = 32),
-    fill jsonb NOT NULL,
-    PRIMARY KEY (batch_id, leaf_index)
-);
-CREATE TABLE IF NOT EXISTS settlement.payouts (
-    withdrawal_seq bigint PRIMARY KEY,
-    account text NOT NULL,
-    address text NOT NULL,
-    asset numeric NOT NULL,
-    amount numeric NOT NULL CHECK (amount > 0),
-    status text NOT NULL CHECK (status IN ('pending', 'sent', 'settled')),
-    nonce bigint,
-    tx_hashes bytea[] NOT NULL DEFAULT '{}',
-    max_fee_per_gas numeric,
-    priority_fee_per_gas numeric,
-    sent_at timestamptz,
-    send_count integer NOT NULL DEFAULT 0,
-    tx_hash bytea,
-    block_number bigint,
-    gas_used bigint,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    settled_at timestamptz
-);
-CREATE TABLE IF NOT EXISTS settlement.watchers (
-    name text PRIMARY KEY,
-    next_block bigint NOT NULL CHECK (next_block >= 0),
-    updated_at timestamptz NOT NULL DEFAULT now()
-);
-"""
+MIGRATIONS_DIR: Final = Path(__file__).resolve().parent / "migrations"
 WITHDRAWALS_QUERY: Final = """
 SELECT seq, account, asset, amount FROM ledger.withdrawals WHERE seq > $1 ORDER BY seq LIMIT $2
 """
@@ -109,10 +48,8 @@ FROM ledger.trades WHERE seq > $1 ORDER BY seq LIMIT $2
 
 
 async def migrate(conn: asyncpg.Connection) -> None:
-    """Create the schema and tables if they are missing."""
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_ID)
-        await conn.execute(SCHEMA)
+    """Apply settlement's migrations not yet applied (`runtime.migrations`)."""
+    await apply_migrations(conn, "settlement", load_migrations(MIGRATIONS_DIR))
 
 
 # --- accounts --------------------------------------------------------------------------

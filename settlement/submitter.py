@@ -27,7 +27,7 @@ job to its settling, and the backlog, read from the store every `backlog_interva
 
 The submitter keeps nothing between steps that the store does not hold, so a lost database
 connection (PostgreSQL restarted or failed over) is handled as a restart is: `run()` opens
-a new connection (`ledger.db.reconnect`, bounded backoff) and the next step reads the open
+a new connection (`runtime.postgres.reconnect`, bounded backoff) and the next step reads the open
 job again and asks the chain first. A write whose commit was lost with the connection is
 either in the store or not; both cases are ones a restart already meets.
 """
@@ -53,8 +53,9 @@ from web3.exceptions import (
     Web3RPCError,
 )
 
-from ledger.db import ConnectionOpener, RetryPolicy
 from protocol import USDC
+from runtime.postgres import ConnectionOpener
+from runtime.retry import RetryPolicy
 from settlement import store
 from settlement.batching import Blocked, plan_batch, settleable_prefix
 from settlement.chain import USDC_ASSET, Contracts, call_rpc, token_id

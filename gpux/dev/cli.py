@@ -33,7 +33,7 @@ from gpux.dev.lister import Lister
 from gpux.dev.market import PAGE_ACCOUNT, ApiKeyRecord, demo_keys, page_url
 from gpux.dev.status import StatusReporter
 from gpux.dev.venue import Venue, VenueConfig
-from gpux.observability import JsonLogFormatter
+from runtime.observability import JsonLogFormatter
 
 log = logging.getLogger("gpux.dev")
 

@@ -29,7 +29,7 @@ import signal
 from pathlib import Path
 
 from harness import postgres as harness_postgres
-from harness.anvil import AnvilService, install_npm_packages
+from harness.anvil import AnvilService
 from harness.errors import ServiceError
 from harness.service import (
     STATE_FILE_NAME,
@@ -39,6 +39,7 @@ from harness.service import (
     recorded_process,
     stop_recorded,
 )
+from runtime.npm import install_npm_packages
 
 log = logging.getLogger("gpux.dev")
 

@@ -31,14 +31,15 @@ from gateway.static import StaticSite
 from gpux.dev.chain import DEV_CHAIN_ID, settler
 from gpux.dev.market import FEES_WALLET
 from gpux.dev.site import DevSite
-from gpux.observability import MetricsServer
-from ledger.db import connect as ledger_connect
 from ledger.metrics import LedgerMetrics
 from ledger.migrate import apply_migrations
 from ledger.projector import ProjectorConfig, run_supervised
+from matching_engine.config import EngineConfig
 from matching_engine.core import Engine
-from matching_engine.service import EngineConfig, EngineSupervisor
+from matching_engine.service import EngineSupervisor
 from protocol import FEE_ACCOUNT, AnyCommand, encode
+from runtime.observability import MetricsServer
+from runtime.postgres import connect as ledger_connect
 from settlement import store as settlement_store
 from settlement.chain import Contracts, dev_account
 from settlement.deposits import DepositWatcher, WatcherConfig

@@ -32,9 +32,9 @@ from harness.kafka import KafkaService
 from harness.ports import free_port, port_is_open
 from harness.postgres import PostgresService
 from harness.service import Service
-from ledger.db import SERVICE_ROLE, create_database, url_with_credentials
-from ledger.migrate import apply_migrations, set_service_password
+from ledger.migrate import SERVICE_ROLE, apply_migrations, set_service_password
 from protocol import AnyEvent, Deposited, decode_event
+from runtime.postgres import create_database, url_with_credentials
 from sdk.client import ApiKey
 from settlement import store as settlement_store
 from settlement.chain import Chain, Contracts, Deployment, deploy, dev_account

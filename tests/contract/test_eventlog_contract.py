@@ -9,7 +9,7 @@ import pytest
 
 from eventlog.errors import FencedError, TopicError, TransactionStateError
 from eventlog.port import Consumer, EventLog, Record, TopicSpec
-from eventlog.processor import BatchResult, ProcessorConfig, TransactionalProcessor, Transform
+from eventlog.processor import BatchResult, ProcessorConfig, TransactionalProcessor
 from eventlog.reading import read_to_end, read_until, settled_end_offset
 from tests.helpers import eventually
 
@@ -41,13 +41,9 @@ async def send_values(log: EventLog, topic: str, values: Sequence[bytes]) -> Non
         await producer.send_batch(topic, values)
 
 
-def upper_to(output_topic: str) -> Transform:
-    """Return a transform making one upper-cased output on `output_topic` per input."""
-
-    def transform(records: Sequence[Record]) -> list[tuple[str, bytes]]:
-        return [(output_topic, record.value.upper()) for record in records]
-
-    return transform
+def upper(records: Sequence[Record]) -> list[bytes]:
+    """The transform of these tests: one upper-cased output per input."""
+    return [record.value.upper() for record in records]
 
 
 def processor_for(
@@ -56,11 +52,12 @@ def processor_for(
     def make(group_id: str, transactional_id: str) -> TransactionalProcessor:
         config = ProcessorConfig(
             input_topic=input_topic,
+            output_topic=output_topic,
             group_id=group_id,
             transactional_id=transactional_id,
             **limits,
         )
-        return TransactionalProcessor(log, config, upper_to(output_topic))
+        return TransactionalProcessor(log, config, upper)
 
     return make
 
@@ -302,14 +299,13 @@ async def test_processor_failure_aborts_and_rewinds_to_the_committed_offset(
     await send_values(event_log, source, [b"c%d" % i for i in range(6)])
     failing = {"transform": True}
 
-    def transform(records: Sequence[Record]) -> list[tuple[str, bytes]]:
+    def transform(records: Sequence[Record]) -> list[bytes]:
         if failing["transform"] and records[0].offset >= 3:
             raise ValueError("transform failed")
-        return [(topic, record.value.upper()) for record in records]
+        return upper(records)
 
-    config = ProcessorConfig(
-        input_topic=source, group_id=group, transactional_id=name("tx"), batch_size_max=3
-    )
+    config = ProcessorConfig(input_topic=source, output_topic=topic, group_id=group,
+                             transactional_id=name("tx"), batch_size_max=3)
     processor = TransactionalProcessor(event_log, config, transform)
     await processor.start()
     await process_next_batch(processor)
@@ -333,11 +329,12 @@ async def test_processor_write_failure_inside_the_transaction_leaves_nothing(
     await send_values(event_log, source, [b"c0", b"c1"])
     config = ProcessorConfig(
         input_topic=source,
+        output_topic=topic,
         group_id=group,
         transactional_id=name("tx"),
         output_partition=1,  # the output topic has only partition 0
     )
-    processor = TransactionalProcessor(event_log, config, upper_to(topic))
+    processor = TransactionalProcessor(event_log, config, upper)
     await processor.start()
     with pytest.raises(TopicError):
         await process_next_batch(processor)

@@ -21,7 +21,8 @@ from eventlog.kafka import KafkaConfig, KafkaLog
 from eventlog.port import TopicSpec
 from gateway.store import PostgresKeyStore, migrate
 from harness.ports import free_ports, port_is_open
-from matching_engine.service import EngineConfig, EngineService
+from matching_engine.config import EngineConfig
+from matching_engine.service import EngineService
 from sdk.client import ApiKey, Client
 from tests.helpers import eventually
 from wsapi.messages import OrdersMessage

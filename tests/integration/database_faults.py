@@ -24,7 +24,7 @@ import pytest
 
 from harness.errors import ServiceError
 from harness.postgres import PostgresService
-from ledger.db import connect, is_connection_failure
+from runtime.postgres import connect, is_connection_failure
 from tests.helpers import eventually
 
 OBSERVER_APPLICATION = "gpux-test-observer"

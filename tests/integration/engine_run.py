@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from eventlog.kafka import KafkaConfig, KafkaLog
 from eventlog.port import Producer
-from matching_engine.service import EngineConfig, EngineService
+from matching_engine.config import EngineConfig
+from matching_engine.service import EngineService
 from protocol import ListInstrument, encode
 
 READY_TIMEOUT_S = 60

@@ -1,4 +1,4 @@
-"""Read a service's /metrics and /healthz (gpux.observability.MetricsServer) from a test."""
+"""Read a service's /metrics and /healthz (runtime.observability.MetricsServer) from a test."""
 
 from __future__ import annotations
 

@@ -22,19 +22,15 @@ from eventlog.kafka import KafkaLog
 from eventlog.port import COMMANDS_TOPIC, EVENTS_TOPIC, TopicSpec
 from harness.paths import tail
 from harness.ports import free_port
-from ledger.db import APPLICATION_NAME as PROJECTOR_APPLICATION
-from ledger.db import (
-    SERVICE_ROLE,
-    create_database,
-    drop_database,
-    url_with_credentials,
-)
-from ledger.migrate import apply_migrations, set_service_password
+from ledger.migrate import SERVICE_ROLE, apply_migrations, set_service_password
+from ledger.projector import APPLICATION_NAME as PROJECTOR_APPLICATION
 from ledger.verify import verify_chain
+from matching_engine.config import EngineConfig
 from matching_engine.core import Engine
-from matching_engine.service import EngineConfig, EngineService
+from matching_engine.service import EngineService
 from matching_engine.workload import Workload
 from protocol import AnyCommand, Withdraw, encode
+from runtime.postgres import create_database, drop_database, url_with_credentials
 from tests.helpers import eventually, read_topic
 from tests.integration.database_faults import (
     database_of,

@@ -18,19 +18,19 @@ import asyncpg  # type: ignore[import-untyped]
 import pytest
 
 from eventlog.port import Record
-from ledger.db import (
-    SERVICE_ROLE,
-    connect,
-    create_database,
-    drop_database,
-    url_with_credentials,
-)
 from ledger.journal import GENESIS_HASH, JournalBuilder
-from ledger.migrate import Migration, apply_migrations, load_migrations, set_service_password
+from ledger.migrate import (
+    SERVICE_ROLE,
+    Migration,
+    apply_migrations,
+    load_migrations,
+    set_service_password,
+)
 from ledger.store import append_batch, read_position
 from ledger.verify import verify_chain
 from matching_engine.core import Engine
 from protocol import Deposit, ListInstrument, NewOrder, Withdraw, encode
+from runtime.postgres import connect, create_database, drop_database, url_with_credentials
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE_PASSWORD = "ledger-test-password"

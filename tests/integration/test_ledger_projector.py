@@ -28,20 +28,15 @@ from eventlog.kafka import KafkaLog
 from eventlog.port import COMMANDS_TOPIC, EVENTS_TOPIC, EventLog, TopicSpec
 from harness.ports import free_port
 from ledger import reads
-from ledger.db import (
-    SERVICE_ROLE,
-    connect,
-    create_database,
-    drop_database,
-    url_with_credentials,
-)
 from ledger.errors import SeqGapError
 from ledger.journal import CHAIN_ACCOUNT
+from ledger.migrate import SERVICE_ROLE
 from ledger.projector import Projector, ProjectorConfig
 from ledger.reconcile import reconcile
 from ledger.verify import verify_chain
+from matching_engine.config import EngineConfig
 from matching_engine.core import Engine
-from matching_engine.service import EngineConfig, EngineService
+from matching_engine.service import EngineService
 from matching_engine.snapshots import SnapshotStore
 from matching_engine.workload import Workload
 from protocol import (
@@ -54,6 +49,7 @@ from protocol import (
     Withdraw,
     encode,
 )
+from runtime.postgres import connect, create_database, drop_database, url_with_credentials
 from tests.helpers import eventually, read_topic
 from tests.integration.ledger_flow import (
     assert_journal_holds_each_event_once,

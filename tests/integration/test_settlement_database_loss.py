@@ -33,9 +33,9 @@ from eventlog.port import EventLog
 from eventlog.reading import read_until, settled_end_offset
 from harness.paths import tail
 from harness.ports import free_port
-from ledger.db import drop_database
-from matching_engine.service import EngineConfig
+from matching_engine.config import EngineConfig
 from protocol import Deposited, decode_event
+from runtime.postgres import drop_database
 from settlement import store
 from settlement.chain import USDC_ASSET, Chain, Contracts, deploy, dev_account, token_id
 from settlement.cli import APPLICATION_NAME as SETTLEMENT_APPLICATION

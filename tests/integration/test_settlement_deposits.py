@@ -15,7 +15,7 @@ from eth_utils import to_checksum_address
 
 from eventlog.port import EventLog, Producer
 from eventlog.reading import read_to_end
-from matching_engine.service import EngineConfig
+from matching_engine.config import EngineConfig
 from protocol import Deposited, DepositRejected, decode_event
 from settlement import store
 from settlement.chain import Chain, Contracts, deploy, dev_account

@@ -10,8 +10,9 @@ import pytest
 
 from eventlog.embedded import EmbeddedLog
 from eventlog.port import EVENTS_TOPIC, EventLog
+from matching_engine.config import EngineConfig
 from matching_engine.cores import Core, NativeCore, PythonCore, equivalent_line
-from matching_engine.service import EngineConfig, EngineService
+from matching_engine.service import EngineService
 from tests.unit.test_engine_service_embedded import (
     append_commands_after_topics,
     replay,

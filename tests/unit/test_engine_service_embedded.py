@@ -7,8 +7,10 @@ from pathlib import Path
 
 from eventlog.embedded import EmbeddedLog
 from eventlog.port import COMMANDS_TOPIC, EVENTS_TOPIC, EventLog
+from matching_engine.config import EngineConfig
 from matching_engine.core import Engine
-from matching_engine.service import EngineConfig, EngineService, EngineStateError
+from matching_engine.errors import EngineStateError
+from matching_engine.service import EngineService
 from matching_engine.workload import Workload
 from protocol import encode
 from tests.helpers import eventually, read_topic

@@ -8,8 +8,10 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Counter
 
 from eventlog.embedded import EmbeddedLog
-from gpux.observability import MetricsServer
-from matching_engine.service import EngineConfig, EngineMetrics, EngineService
+from matching_engine.config import EngineConfig
+from matching_engine.metrics import EngineMetrics
+from matching_engine.service import EngineService
+from runtime.observability import MetricsServer
 from tests.helpers import eventually
 from tests.unit.test_engine_service_embedded import append_commands_after_topics, workload_payloads
 

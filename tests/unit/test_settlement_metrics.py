@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 from gateway.metrics import GatewayMetrics
 from ledger.metrics import LedgerMetrics
 from ledger.projector import ProjectorConfig, ProjectorSupervisor
-from matching_engine.service import EngineMetrics
+from matching_engine.metrics import EngineMetrics
 from settlement.chain import dev_account
 from settlement.metrics import SettlementMetrics
 from settlement.submitter import Outcome, Submitter, SubmitterConfig

@@ -1,4 +1,4 @@
-"""Connect to the ledger's PostgreSQL database: the one place that opens connections.
+"""Connect to PostgreSQL: the one place every service opens its database connections.
 
 Every connection is bounded (`connect_timeout_s`, `command_timeout_s`). A connection made
 with `role=` runs `SET ROLE` first, so a process that logs in as an administrator still
@@ -7,7 +7,7 @@ writes with the service role's privileges only.
 Services that outlive the database's restarts (the projector, settlement) recognise a lost
 connection with `is_connection_failure` and get a new one with `reconnect`: the broken
 connection is closed, then connecting is retried with bounded exponential backoff
-(`RetryPolicy`, `Backoff`), each failed attempt logged. A new connection carries no state
+(`runtime.retry`), each failed attempt logged. A new connection carries no state
 of the old one: the caller resumes from what the database holds.
 """
 
@@ -21,13 +21,11 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 
+from runtime.retry import Backoff, RetryPolicy, describe_error
+
 __all__ = [
-    "APPLICATION_NAME",
-    "SERVICE_ROLE",
-    "Backoff",
     "ConnectionConfig",
     "ConnectionOpener",
-    "RetryPolicy",
     "close_quietly",
     "connect",
     "create_database",
@@ -38,11 +36,9 @@ __all__ = [
     "url_with_database",
 ]
 
-SERVICE_ROLE = "gpux_ledger"
-APPLICATION_NAME = "gpux-ledger"  # how pg_stat_activity names connections by default
 CLOSE_TIMEOUT_S = 5.0
 
-log = logging.getLogger("gpux.ledger.db")
+log = logging.getLogger("gpux.postgres")
 
 ConnectionOpener = Callable[[], Awaitable[asyncpg.Connection]]
 
@@ -59,65 +55,12 @@ class ConnectionConfig:
             raise ValueError("connect_timeout_s and command_timeout_s must be > 0")
 
 
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """Bound the retries of one outage: how many attempts, and the waits between them."""
-
-    attempts_max: int = 30
-    backoff_min_s: float = 0.2
-    backoff_max_s: float = 5.0
-
-    def __post_init__(self) -> None:
-        if self.attempts_max < 1:
-            raise ValueError(f"attempts_max must be >= 1, got {self.attempts_max}")
-        if not 0 < self.backoff_min_s <= self.backoff_max_s:
-            raise ValueError("need 0 < backoff_min_s <= backoff_max_s")
-
-
-class Backoff:
-    """Count the failed attempts of one outage and wait between them, twice as long each
-    time up to `backoff_max_s`; `reset()` when a new outage begins. Each failure is logged
-    to `logger` (the caller's) as "`what`: error; attempt N of M in S s"."""
-
-    def __init__(self, policy: RetryPolicy, what: str, logger: logging.Logger = log) -> None:
-        self.policy = policy
-        self.what = what
-        self.logger = logger
-        self.failures = 0
-
-    def reset(self) -> None:
-        self.failures = 0
-
-    def delay_s(self) -> float:
-        """Return the wait after the failures counted so far."""
-        doublings = max(self.failures - 1, 0)
-        return min(self.policy.backoff_min_s * 2.0**doublings, self.policy.backoff_max_s)
-
-    async def wait_after(self, error: BaseException, stop: asyncio.Event) -> bool:
-        """Count `error` as a failed attempt, log it and wait before the next attempt.
-
-        Raise `error` when it was the last attempt the policy allows; return False when
-        `stop` is set during the wait (the caller gives up quietly), else True.
-        """
-        self.failures += 1
-        if self.failures >= self.policy.attempts_max:
-            raise error
-        delay_s = self.delay_s()
-        self.logger.warning("%s: %s; attempt %d of %d in %.1f s", self.what, _describe(error),
-                            self.failures + 1, self.policy.attempts_max, delay_s)
-        try:
-            await asyncio.wait_for(stop.wait(), delay_s)
-        except TimeoutError:
-            return True
-        return False
-
-
 async def connect(
     database_url: str,
     *,
     role: str | None = None,
     config: ConnectionConfig | None = None,
-    application_name: str = APPLICATION_NAME,
+    application_name: str = "gpux",
 ) -> asyncpg.Connection:
     """Open one connection; with `role`, act as that role for the whole session.
 
@@ -192,7 +135,7 @@ async def reconnect(
     logged to `logger` (the caller's), each message starting with `what`.
     """
     logger.warning("%s: lost the database connection (%s); reconnecting", what,
-                   _describe(failure))
+                   describe_error(failure))
     await close_quietly(broken)
     backoff = Backoff(policy or RetryPolicy(), what, logger)
     while not stop.is_set():
@@ -208,10 +151,6 @@ async def reconnect(
                     backoff.failures)
         return connection
     return None
-
-
-def _describe(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
 def _identifier(name: str) -> str:

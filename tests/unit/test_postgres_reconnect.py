@@ -1,4 +1,4 @@
-"""The shared reconnect helpers of `ledger.db`: which failures mean a lost connection, the
+"""The shared reconnect helpers of `runtime.postgres`: which failures mean a lost connection, the
 bounded backoff, and replacing a dropped connection (with hand-written stub connections)."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ import asyncio
 import asyncpg  # type: ignore[import-untyped]
 import pytest
 
-from ledger.db import Backoff, RetryPolicy, close_quietly, is_connection_failure, reconnect
+from runtime.postgres import close_quietly, is_connection_failure, reconnect
+from runtime.retry import Backoff, RetryPolicy
 
 FAST = RetryPolicy(attempts_max=4, backoff_min_s=0.001, backoff_max_s=0.004)
 

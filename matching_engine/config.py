@@ -1,0 +1,47 @@
+"""How the engine batches, snapshots and names itself on the log (`EngineConfig`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from eventlog.port import COMMANDS_TOPIC, EVENTS_TOPIC
+from matching_engine.cores import CORES
+
+__all__ = ["EngineConfig"]
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How the engine batches, snapshots and names itself on the log."""
+
+    batch_size_max: int = 2000
+    batch_interval_ms: int = 5
+    # Recovery re-applies at most this many commands (plus a batch) after the snapshot: the
+    # Python core re-applies 60-120k commands a second here. Snapshots are written by a
+    # forked child (matching_engine.snapshots.ForkedSnapshots); the loop pays for the fork.
+    snapshot_every_commands: int = 100_000
+    snapshot_dir: Path | None = None
+    snapshots_kept_max: int = 3
+    transactional_id: str = "gpux-engine"
+    group_id: str = "gpux-engine"
+    catch_up_batch_max: int = 10_000
+    # Prefixed to both topic names, so several venues (or test runs) share one cluster.
+    topic_namespace: str = ""
+    core: str = "python"
+
+    @property
+    def commands_topic(self) -> str:
+        return self.topic_namespace + COMMANDS_TOPIC
+
+    @property
+    def events_topic(self) -> str:
+        return self.topic_namespace + EVENTS_TOPIC
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size_max", "batch_interval_ms", "snapshot_every_commands",
+                     "snapshots_kept_max", "catch_up_batch_max"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.core not in CORES:
+            raise ValueError(f"core must be one of {CORES}, got {self.core!r}")
