@@ -4,7 +4,7 @@
 //! O(1) and the order of live orders is the Python deque's with its dead entries skipped.
 //! A side keeps its levels in a Vec sorted so that the best level is the last one.
 
-use crate::decode::{Stp, TimeInForce};
+use crate::command::{Stp, TimeInForce};
 
 pub const NIL: u32 = u32::MAX;
 pub const BPS: i128 = 10_000;

@@ -9,206 +9,12 @@
 //!   kept) or another `type` equal to the tag; required fields must be present;
 //! - the salvage reads the members as a dict (the last duplicate wins).
 
+use crate::command::{
+    is_cancel_reason, is_mass_cancel_reason, Amount, CancelReason, Command, ListInstrument,
+    NewOrder, OrderType, Side, Stp, TimeInForce, TS_MAX,
+};
 use crate::json::{Scanner, Str, Top, Val};
-
-pub const TS_MAX: i128 = (1i128 << 63) - 1;
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Side {
-    Buy,
-    Sell,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum OrderType {
-    Limit,
-    Market,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum TimeInForce {
-    Gtc,
-    Ioc,
-    Fok,
-    Gtd,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Stp {
-    CancelNewest,
-    CancelOldest,
-    CancelBoth,
-    Decrement,
-}
-
-/// Who asked for a cancel (PROTOCOL.md v2, Cancel reasons): the `reason` of the
-/// `order_canceled` events a `cancel_order` or `mass_cancel` makes.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum CancelReason {
-    User,
-    MassCancel,
-    Disconnect,
-    DeadManSwitch,
-}
-
-impl CancelReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CancelReason::User => "user",
-            CancelReason::MassCancel => "mass_cancel",
-            CancelReason::Disconnect => "disconnect",
-            CancelReason::DeadManSwitch => "dead_man_switch",
-        }
-    }
-
-    fn of(value: &[u8]) -> Option<CancelReason> {
-        Some(match value {
-            b"user" => CancelReason::User,
-            b"mass_cancel" => CancelReason::MassCancel,
-            b"disconnect" => CancelReason::Disconnect,
-            b"dead_man_switch" => CancelReason::DeadManSwitch,
-            _ => return None,
-        })
-    }
-}
-
-/// Whether `value` is a `reason` that `cancel_order` takes.
-pub fn is_cancel_reason(value: &[u8]) -> bool {
-    matches!(value, b"user" | b"disconnect")
-}
-
-/// Whether `value` is a `reason` that `mass_cancel` takes.
-pub fn is_mass_cancel_reason(value: &[u8]) -> bool {
-    matches!(value, b"mass_cancel" | b"disconnect" | b"dead_man_switch")
-}
-
-impl TimeInForce {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TimeInForce::Gtc => "gtc",
-            TimeInForce::Ioc => "ioc",
-            TimeInForce::Fok => "fok",
-            TimeInForce::Gtd => "gtd",
-        }
-    }
-}
-
-impl Stp {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stp::CancelNewest => "cancel_newest",
-            Stp::CancelOldest => "cancel_oldest",
-            Stp::CancelBoth => "cancel_both",
-            Stp::Decrement => "decrement",
-        }
-    }
-}
-
-/// A deposit's or withdrawal's `amount` as given: a string, or an integer (its value
-/// saturated to i128, and its literal for the echo in a rejection).
-#[derive(Clone, Copy, Debug)]
-pub enum Amount<'a> {
-    Text(&'a [u8]),
-    Integer { value: i128, literal: &'a [u8] },
-}
-
-#[derive(Debug)]
-pub struct NewOrder<'a> {
-    pub ts: i64,
-    pub account: &'a [u8],
-    pub client_order_id: &'a [u8],
-    pub instrument: &'a [u8],
-    pub side: Side,
-    pub order_type: OrderType,
-    pub price: Option<&'a [u8]>,
-    /// Saturated to i128: only compared with the instrument's bounds before any use.
-    pub quantity: i128,
-    pub time_in_force: Option<TimeInForce>,
-    pub expire_at: Option<i64>,
-    pub post_only: bool,
-    pub stp: Stp,
-}
-
-#[derive(Debug)]
-pub struct ListInstrument<'a> {
-    pub ts: i64,
-    pub symbol: &'a [u8],
-    pub gpu: &'a [u8],
-    pub region: &'a [u8],
-    pub delivery_start: i64,
-    pub delivery_hours: i64,
-    pub tick_size: &'a [u8],
-    pub max_order_quantity: i64,
-    pub maker_fee_bps: i64,
-    pub taker_fee_bps: i64,
-}
-
-/// What `decode_command` returns for a line: a command, or a MalformedCommand with what
-/// `on_malformed` reads of it (`kind` is the type as given, "" when absent).
-#[derive(Debug)]
-pub enum Command<'a> {
-    ListInstrument(ListInstrument<'a>),
-    Deposit {
-        ts: i64,
-        account: &'a [u8],
-        asset: &'a [u8],
-        amount: Amount<'a>,
-        deposit_id: Option<&'a [u8]>,
-    },
-    Withdraw {
-        ts: i64,
-        account: &'a [u8],
-        asset: &'a [u8],
-        amount: Amount<'a>,
-    },
-    NewOrder(NewOrder<'a>),
-    CancelOrder {
-        ts: i64,
-        account: &'a [u8],
-        client_order_id: &'a [u8],
-        reason: CancelReason,
-    },
-    AmendOrder {
-        ts: i64,
-        account: &'a [u8],
-        client_order_id: &'a [u8],
-        new_price: Option<&'a [u8]>,
-        new_quantity: Option<i128>,
-    },
-    MassCancel {
-        ts: i64,
-        account: &'a [u8],
-        instrument: Option<&'a [u8]>,
-        reason: CancelReason,
-    },
-    Tick {
-        ts: i64,
-    },
-    Malformed {
-        kind: &'a [u8],
-        ts: Option<i64>,
-        account: Option<&'a [u8]>,
-        client_order_id: Option<&'a [u8]>,
-        instrument: Option<&'a [u8]>,
-    },
-}
-
-impl Command<'_> {
-    /// The `ts` that moves the engine time (None for a malformed command without one).
-    pub fn ts(&self) -> Option<i64> {
-        match self {
-            Command::ListInstrument(c) => Some(c.ts),
-            Command::NewOrder(c) => Some(c.ts),
-            Command::Deposit { ts, .. }
-            | Command::Withdraw { ts, .. }
-            | Command::CancelOrder { ts, .. }
-            | Command::AmendOrder { ts, .. }
-            | Command::MassCancel { ts, .. }
-            | Command::Tick { ts } => Some(*ts),
-            Command::Malformed { ts, .. } => *ts,
-        }
-    }
-}
+use crate::schema::{eq_bytes, fields_of, is_identifier, tag_of, Kind, Tag, FIELDS_MAX};
 
 const MALFORMED_EMPTY: Command<'static> = Command::Malformed {
     kind: b"",
@@ -217,195 +23,6 @@ const MALFORMED_EMPTY: Command<'static> = Command::Malformed {
     client_order_id: None,
     instrument: None,
 };
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Tag {
-    ListInstrument,
-    Deposit,
-    Withdraw,
-    NewOrder,
-    CancelOrder,
-    AmendOrder,
-    MassCancel,
-    Tick,
-}
-
-/// The schema of one field (protocol/commands.py).
-#[derive(Clone, Copy)]
-pub(crate) enum Kind {
-    /// `Identifier`: `^[A-Za-z0-9_.:\-]{1,64}\Z`.
-    Identifier,
-    Str,
-    /// A str of 1 to 64 characters (code points).
-    ShortStr,
-    OptStr,
-    /// An int in the inclusive range.
-    IntIn(i128, i128),
-    AnyInt,
-    OptInt,
-    /// `Nanoseconds | None`.
-    OptNanoseconds,
-    /// `AmountInput`: a str, or an int in the signed 64-bit range.
-    StrOrInt,
-    Bool,
-    Side,
-    OrderType,
-    OptTimeInForce,
-    Stp,
-    /// `CancelReason` of protocol/commands.py.
-    CancelReason,
-    /// `MassCancelReason` of protocol/commands.py.
-    MassCancelReason,
-}
-
-const NS: Kind = Kind::IntIn(0, TS_MAX);
-
-/// Fields per command, in declaration order; `required` as in the Struct.
-pub(crate) struct Field {
-    pub(crate) name: &'static [u8],
-    pub(crate) kind: Kind,
-    pub(crate) required: bool,
-}
-
-const fn req(name: &'static [u8], kind: Kind) -> Field {
-    Field { name, kind, required: true }
-}
-
-const fn opt(name: &'static [u8], kind: Kind) -> Field {
-    Field { name, kind, required: false }
-}
-
-const LIST_INSTRUMENT: &[Field] = &[
-    req(b"ts", NS),
-    req(b"symbol", Kind::Identifier),
-    req(b"gpu", Kind::ShortStr),
-    req(b"region", Kind::ShortStr),
-    req(b"delivery_start", NS),
-    req(b"delivery_hours", Kind::IntIn(1, 24 * 366)),
-    req(b"tick_size", Kind::Str),
-    req(b"max_order_quantity", Kind::IntIn(1, 1_000_000_000)),
-    req(b"maker_fee_bps", NS),
-    req(b"taker_fee_bps", NS),
-];
-const DEPOSIT: &[Field] = &[
-    req(b"ts", NS),
-    req(b"account", Kind::Identifier),
-    req(b"asset", Kind::Str),
-    req(b"amount", Kind::StrOrInt),
-    opt(b"deposit_id", Kind::OptStr),
-];
-const WITHDRAW: &[Field] = &[
-    req(b"ts", NS),
-    req(b"account", Kind::Identifier),
-    req(b"asset", Kind::Str),
-    req(b"amount", Kind::StrOrInt),
-];
-const NEW_ORDER: &[Field] = &[
-    req(b"ts", NS),
-    req(b"account", Kind::Identifier),
-    req(b"client_order_id", Kind::Identifier),
-    req(b"instrument", Kind::Str),
-    req(b"side", Kind::Side),
-    req(b"order_type", Kind::OrderType),
-    opt(b"price", Kind::OptStr),
-    req(b"quantity", Kind::AnyInt),
-    opt(b"time_in_force", Kind::OptTimeInForce),
-    opt(b"expire_at", Kind::OptNanoseconds),
-    opt(b"post_only", Kind::Bool),
-    opt(b"stp", Kind::Stp),
-];
-const CANCEL_ORDER: &[Field] = &[
-    req(b"ts", NS),
-    req(b"account", Kind::Identifier),
-    req(b"client_order_id", Kind::Identifier),
-    opt(b"reason", Kind::CancelReason),
-];
-const AMEND_ORDER: &[Field] = &[
-    req(b"ts", NS),
-    req(b"account", Kind::Identifier),
-    req(b"client_order_id", Kind::Identifier),
-    opt(b"new_price", Kind::OptStr),
-    opt(b"new_quantity", Kind::OptInt),
-];
-const MASS_CANCEL: &[Field] = &[
-    req(b"ts", NS),
-    req(b"account", Kind::Identifier),
-    opt(b"instrument", Kind::OptStr),
-    opt(b"reason", Kind::MassCancelReason),
-];
-const TICK: &[Field] = &[req(b"ts", NS)];
-
-pub(crate) const FIELDS_MAX: usize = 12;
-
-pub(crate) fn tag_of(name: &[u8]) -> Option<Tag> {
-    Some(match name {
-        b"list_instrument" => Tag::ListInstrument,
-        b"deposit" => Tag::Deposit,
-        b"withdraw" => Tag::Withdraw,
-        b"new_order" => Tag::NewOrder,
-        b"cancel_order" => Tag::CancelOrder,
-        b"amend_order" => Tag::AmendOrder,
-        b"mass_cancel" => Tag::MassCancel,
-        b"tick" => Tag::Tick,
-        _ => return None,
-    })
-}
-
-pub(crate) fn fields_of(tag: Tag) -> &'static [Field] {
-    match tag {
-        Tag::ListInstrument => LIST_INSTRUMENT,
-        Tag::Deposit => DEPOSIT,
-        Tag::Withdraw => WITHDRAW,
-        Tag::NewOrder => NEW_ORDER,
-        Tag::CancelOrder => CANCEL_ORDER,
-        Tag::AmendOrder => AMEND_ORDER,
-        Tag::MassCancel => MASS_CANCEL,
-        Tag::Tick => TICK,
-    }
-}
-
-/// The bytes of `[A-Za-z0-9_.:\-]`.
-const IDENTIFIER_BYTES: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        table[b] = c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b':' || c == b'-';
-        b += 1;
-    }
-    table
-};
-
-/// Whether `value` matches the identifier pattern.
-#[inline]
-pub fn is_identifier(value: &[u8]) -> bool {
-    !value.is_empty() && value.len() <= 64 && value.iter().all(|&b| IDENTIFIER_BYTES[b as usize])
-}
-
-/// Byte-slice equality for short slices, without a call to memcmp.
-#[inline(always)]
-pub fn eq_bytes(a: &[u8], b: &[u8]) -> bool {
-    let n = a.len();
-    if n != b.len() {
-        return false;
-    }
-    let word = |s: &[u8], i: usize| u64::from_le_bytes(s[i..i + 8].try_into().expect("8 bytes"));
-    let half = |s: &[u8], i: usize| u32::from_le_bytes(s[i..i + 4].try_into().expect("4 bytes"));
-    if n >= 8 {
-        let mut i = 0;
-        while i + 8 < n {
-            if word(a, i) != word(b, i) {
-                return false;
-            }
-            i += 8;
-        }
-        word(a, n - 8) == word(b, n - 8)
-    } else if n >= 4 {
-        half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4)
-    } else {
-        a.iter().zip(b).all(|(x, y)| x == y)
-    }
-}
 
 fn char_count(utf8: &[u8]) -> usize {
     utf8.iter().filter(|&&b| b & 0xC0 != 0x80).count()
@@ -444,15 +61,10 @@ impl<'a> Members<'a> {
             (Kind::Bool, Val::Bool(_)) => true,
             (Kind::Side, Val::Str(s)) => matches!(self.bytes(*s), b"buy" | b"sell"),
             (Kind::OrderType, Val::Str(s)) => matches!(self.bytes(*s), b"limit" | b"market"),
-            (Kind::OptTimeInForce, Val::Str(s)) => {
-                matches!(self.bytes(*s), b"gtc" | b"ioc" | b"fok" | b"gtd")
-            }
+            (Kind::OptTimeInForce, Val::Str(s)) => TimeInForce::named(self.bytes(*s)).is_some(),
             (Kind::CancelReason, Val::Str(s)) => is_cancel_reason(self.bytes(*s)),
             (Kind::MassCancelReason, Val::Str(s)) => is_mass_cancel_reason(self.bytes(*s)),
-            (Kind::Stp, Val::Str(s)) => matches!(
-                self.bytes(*s),
-                b"cancel_newest" | b"cancel_oldest" | b"cancel_both" | b"decrement"
-            ),
+            (Kind::Stp, Val::Str(s)) => Stp::named(self.bytes(*s)).is_some(),
             _ => false,
         }
     }
@@ -593,26 +205,16 @@ pub(crate) fn build<'a>(values: &impl FieldValues<'a>, tag: Tag) -> Command<'a> 
             order_type: if s(5) == b"limit" { OrderType::Limit } else { OrderType::Market },
             price: opt_s(6),
             quantity: int(7),
-            time_in_force: opt_s(8).map(|t| match t {
-                b"gtc" => TimeInForce::Gtc,
-                b"ioc" => TimeInForce::Ioc,
-                b"fok" => TimeInForce::Fok,
-                _ => TimeInForce::Gtd,
-            }),
+            time_in_force: opt_s(8).and_then(TimeInForce::named),
             expire_at: opt_int(9).map(|v| v as i64),
             post_only: values.boolean(10).unwrap_or(false),
-            stp: match opt_s(11) {
-                None | Some(b"cancel_newest") => Stp::CancelNewest,
-                Some(b"cancel_oldest") => Stp::CancelOldest,
-                Some(b"cancel_both") => Stp::CancelBoth,
-                Some(_) => Stp::Decrement,
-            },
+            stp: opt_s(11).and_then(Stp::named).unwrap_or(Stp::CancelNewest),
         }),
         Tag::CancelOrder => Command::CancelOrder {
             ts,
             account: s(1),
             client_order_id: s(2),
-            reason: opt_s(3).and_then(CancelReason::of).unwrap_or(CancelReason::User),
+            reason: opt_s(3).and_then(CancelReason::named).unwrap_or(CancelReason::User),
         },
         Tag::AmendOrder => Command::AmendOrder {
             ts,
@@ -625,7 +227,7 @@ pub(crate) fn build<'a>(values: &impl FieldValues<'a>, tag: Tag) -> Command<'a> 
             ts,
             account: s(1),
             instrument: opt_s(2),
-            reason: opt_s(3).and_then(CancelReason::of).unwrap_or(CancelReason::MassCancel),
+            reason: opt_s(3).and_then(CancelReason::named).unwrap_or(CancelReason::MassCancel),
         },
         Tag::Tick => Command::Tick { ts },
     }

@@ -4,11 +4,10 @@
 //! general path (`decode.rs`), so this only ever accepts lines msgspec's typed decode accepts,
 //! with the same values.
 
-use crate::decode::{
-    build, eq_bytes, fields_of, is_identifier, tag_of, Command, FieldValues, Kind, FIELDS_MAX,
-    TS_MAX,
-};
+use crate::command::{is_cancel_reason, is_mass_cancel_reason, Command, Stp, TimeInForce, TS_MAX};
+use crate::decode::{build, FieldValues};
 use crate::json::special_bytes;
+use crate::schema::{eq_bytes, fields_of, is_identifier, tag_of, Kind, FIELDS_MAX};
 
 #[derive(Clone, Copy)]
 enum Value<'a> {
@@ -180,25 +179,13 @@ impl<'a> Cursor<'a> {
                 if self.null() {
                     return Some(Value::Null);
                 }
-                self.text()
-                    .filter(|t| matches!(*t, b"gtc" | b"ioc" | b"fok" | b"gtd"))
-                    .map(Value::Text)
+                self.text().filter(|t| TimeInForce::named(t).is_some()).map(Value::Text)
             }
-            Kind::CancelReason => {
-                self.text().filter(|t| crate::decode::is_cancel_reason(t)).map(Value::Text)
-            }
+            Kind::CancelReason => self.text().filter(|t| is_cancel_reason(t)).map(Value::Text),
             Kind::MassCancelReason => {
-                self.text().filter(|t| crate::decode::is_mass_cancel_reason(t)).map(Value::Text)
+                self.text().filter(|t| is_mass_cancel_reason(t)).map(Value::Text)
             }
-            Kind::Stp => self
-                .text()
-                .filter(|t| {
-                    matches!(
-                        *t,
-                        b"cancel_newest" | b"cancel_oldest" | b"cancel_both" | b"decrement"
-                    )
-                })
-                .map(Value::Text),
+            Kind::Stp => self.text().filter(|t| Stp::named(t).is_some()).map(Value::Text),
         }
     }
 }

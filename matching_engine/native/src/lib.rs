@@ -8,18 +8,23 @@
 //! taken as a whole line, as replay takes a file's last line).
 
 pub mod book;
+pub mod command;
 pub mod decode;
 pub mod encode;
 pub mod engine;
 mod fast;
+mod invariants;
 pub mod json;
+mod matching;
 pub mod money;
 mod orders;
+pub mod schema;
 pub mod snapshot;
 pub mod state;
+mod views;
 
 use decode::Decoder;
-use engine::Engine;
+use state::Engine;
 
 /// The decoder and the engine: bytes of commands in, bytes of events out.
 pub struct Core {
@@ -129,8 +134,8 @@ mod python {
     use pyo3::prelude::*;
     use pyo3::types::PyBytes;
 
-    use crate::engine::Engine;
     use crate::snapshot::{EngineState, InstrumentState, OrderState};
+    use crate::state::Engine;
     use crate::Core;
 
     /// `OrderState` of matching_engine/core/snapshot.py, field for field.

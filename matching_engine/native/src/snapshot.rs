@@ -9,8 +9,8 @@
 use std::cmp::Reverse;
 
 use crate::book::{Order, NIL};
-use crate::decode::{Stp, TimeInForce};
-use crate::engine::{Engine, Instrument, USDC, USDC_ASSET};
+use crate::command::{Stp, TimeInForce};
+use crate::state::{Engine, Instrument, USDC, USDC_ASSET};
 
 pub struct OrderState {
     pub order_id: u64,

@@ -1,222 +1,257 @@
-//! Read-only views of the engine: the replay final state (matching_engine/core/views.py)
-//! and the internal invariants (matching_engine/core/invariants.py).
+//! The engine's state and the primitive moves on it (matching_engine/core/state.py):
+//! instruments, accounts, balances, the order slab, holds, registration and cancels.
 
-use rustc_hash::FxHashMap;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 
-use crate::book::{BookSide, NIL};
-use crate::encode::write_json_str;
-use crate::engine::{Engine, USDC_ASSET};
-use crate::money::{write_i128, write_micro, write_u64};
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use crate::book::{BookSide, Order, NIL};
+use crate::encode::EventWriter;
+
+pub const NEVER: i128 = 1 << 63;
+pub const USDC: &[u8] = b"USDC";
+pub const FEE_ACCOUNT: &[u8] = b"fees";
+/// Asset ids: USDC is 0, the token of instrument `i` is `i + 1`.
+pub const USDC_ASSET: u32 = 0;
+
+pub struct Instrument {
+    pub symbol: Box<[u8]>,
+    pub gpu: Box<[u8]>,
+    pub region: Box<[u8]>,
+    pub delivery_start: i64,
+    pub delivery_hours: i64,
+    pub tick: i64,
+    pub max_order_quantity: i64,
+    pub maker_fee_bps: i64,
+    pub taker_fee_bps: i64,
+    pub hold_fee_bps: i64,
+    pub closed: bool,
+    pub bids: BookSide,
+    pub asks: BookSide,
+}
+
+impl Instrument {
+    #[inline]
+    pub fn side_mut(&mut self, is_buy: bool) -> &mut BookSide {
+        if is_buy {
+            &mut self.bids
+        } else {
+            &mut self.asks
+        }
+    }
+
+    #[inline]
+    pub fn opposite(&self, is_buy: bool) -> &BookSide {
+        if is_buy {
+            &self.asks
+        } else {
+            &self.bids
+        }
+    }
+}
+
+pub struct Account {
+    pub name: Box<[u8]>,
+    /// Open orders by client order id.
+    pub open: FxHashMap<Box<[u8]>, u32>,
+    /// Open orders in acceptance order, linked through the slab.
+    pub head: u32,
+    pub tail: u32,
+}
+
+#[derive(Default)]
+pub struct Engine {
+    pub time: i64,
+    pub seq: u64,
+    pub order_counter: u64,
+    pub trade_counter: u64,
+    pub instruments: Vec<Instrument>,
+    pub instrument_ids: FxHashMap<Box<[u8]>, u32>,
+    pub accounts: Vec<Account>,
+    pub account_ids: FxHashMap<Box<[u8]>, u32>,
+    /// (account, asset) -> [available, held]
+    pub balances: FxHashMap<u64, [i128; 2]>,
+    pub orders: Vec<Order>,
+    pub free_slots: Vec<u32>,
+    /// (expire_at, order_id, slot) of gtd orders.
+    pub expiries: BinaryHeap<Reverse<(i64, u64, u32)>>,
+    pub deposit_ids: FxHashSet<Box<[u8]>>,
+    /// asset -> deposited - withdrawn, for the conservation invariant.
+    pub supply: FxHashMap<u32, i128>,
+    pub next_close_ns: i128,
+    pub fee_account: u32,
+    pub events: EventWriter,
+}
+
+#[inline]
+fn balance_key(account: u32, asset: u32) -> u64 {
+    (u64::from(account) << 32) | u64::from(asset)
+}
 
 impl Engine {
-    fn asset_name(&self, asset: u32) -> &[u8] {
-        if asset == USDC_ASSET {
-            b"USDC"
-        } else {
-            &self.instruments[(asset - 1) as usize].symbol
-        }
+    pub fn new() -> Self {
+        let mut engine = Engine {
+            next_close_ns: NEVER,
+            events: EventWriter { out: Vec::new() },
+            ..Default::default()
+        };
+        engine.fee_account = engine.account_id(FEE_ACCOUNT);
+        engine
     }
 
-    /// The replay final state as JSON: accounts with a non-zero asset (keys sorted), then
-    /// open orders by instrument in listing order, buys then sells, in priority order.
-    pub fn final_state_json(&self) -> String {
-        type Balances<'a> = Vec<(&'a [u8], i128, i128)>;
-        let mut by_account: FxHashMap<u32, Balances<'_>> = FxHashMap::default();
-        for (&key, &[available, held]) in &self.balances {
-            if available != 0 || held != 0 {
-                let (account, asset) = ((key >> 32) as u32, key as u32);
-                by_account.entry(account).or_default().push((
-                    self.asset_name(asset),
-                    available,
-                    held,
-                ));
-            }
+    // -- primitive moves -------------------------------------------------------------------
+
+    #[inline]
+    pub fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    /// The id of an account name, made on first sight.
+    pub fn account_id(&mut self, name: &[u8]) -> u32 {
+        if let Some(&id) = self.account_ids.get(name) {
+            return id;
         }
-        let mut accounts: Vec<_> = by_account.into_iter().collect();
-        accounts.sort_by(|a, b| {
-            self.accounts[a.0 as usize].name.cmp(&self.accounts[b.0 as usize].name)
+        let id = self.accounts.len() as u32;
+        self.accounts.push(Account {
+            name: name.into(),
+            open: FxHashMap::default(),
+            head: NIL,
+            tail: NIL,
         });
-        let mut out = Vec::new();
-        out.extend_from_slice(b"{\"accounts\":{");
-        for (i, (account, assets)) in accounts.iter_mut().enumerate() {
-            assets.sort_by(|a, b| a.0.cmp(b.0));
-            if i > 0 {
-                out.push(b',');
-            }
-            write_json_str(&mut out, &self.accounts[*account as usize].name);
-            out.extend_from_slice(b":{");
-            for (j, (asset, available, held)) in assets.iter().enumerate() {
-                if j > 0 {
-                    out.push(b',');
-                }
-                write_json_str(&mut out, asset);
-                let usdc = *asset == b"USDC";
-                for (k, (name, value)) in
-                    [("available", *available), ("held", *held)].iter().enumerate()
-                {
-                    out.extend_from_slice(if k == 0 { b":{\"" } else { b",\"" });
-                    out.extend_from_slice(name.as_bytes());
-                    out.extend_from_slice(b"\":");
-                    if usdc {
-                        out.push(b'"');
-                        write_micro(&mut out, *value);
-                        out.push(b'"');
-                    } else {
-                        write_i128(&mut out, *value);
-                    }
-                }
-                out.push(b'}');
-            }
-            out.push(b'}');
-        }
-        out.extend_from_slice(b"},\"open_orders\":[");
-        let mut first = true;
-        for instrument in &self.instruments {
-            for side in [&instrument.bids, &instrument.asks] {
-                for slot in side.orders_in_priority(&self.orders) {
-                    let order = &self.orders[slot as usize];
-                    if !first {
-                        out.push(b',');
-                    }
-                    first = false;
-                    out.extend_from_slice(b"{\"account\":");
-                    write_json_str(&mut out, &self.accounts[order.account as usize].name);
-                    out.extend_from_slice(b",\"client_order_id\":");
-                    write_json_str(&mut out, &order.client_order_id);
-                    out.extend_from_slice(b",\"order_id\":\"");
-                    write_u64(&mut out, order.order_id);
-                    out.extend_from_slice(b"\",\"instrument\":");
-                    write_json_str(&mut out, &instrument.symbol);
-                    out.extend_from_slice(if order.is_buy {
-                        b",\"side\":\"buy\",\"price\":\""
-                    } else {
-                        b",\"side\":\"sell\",\"price\":\""
-                    });
-                    write_micro(&mut out, i128::from(order.price));
-                    out.extend_from_slice(b"\",\"quantity\":");
-                    write_i128(&mut out, i128::from(order.quantity));
-                    out.extend_from_slice(b",\"remaining_quantity\":");
-                    write_i128(&mut out, i128::from(order.remaining()));
-                    out.push(b'}');
-                }
-            }
-        }
-        out.extend_from_slice(b"]}");
-        String::from_utf8(out).expect("identifiers and numbers are UTF-8")
+        self.account_ids.insert(name.into(), id);
+        id
     }
 
-    /// Check balances, holds, conservation, books and registrations from scratch.
-    pub fn validate(&self) -> Result<(), String> {
-        let check =
-            |ok: bool, message: &dyn Fn() -> String| if ok { Ok(()) } else { Err(message()) };
-        for (&key, &[available, held]) in &self.balances {
-            check(available >= 0 && held >= 0, &|| format!("balance {key:#x} negative"))?;
-        }
-        let mut holds: FxHashMap<u64, i128> = FxHashMap::default();
-        let mut open_count = 0usize;
-        for (id, account) in self.accounts.iter().enumerate() {
-            let mut slot = account.head;
-            let mut last_order_id = 0;
-            let mut listed = 0usize;
-            while slot != NIL {
-                let order = &self.orders[slot as usize];
-                check(order.open && order.resting, &|| {
-                    format!("order {} not resting", order.order_id)
-                })?;
-                check(order.account as usize == id, &|| {
-                    format!("order {} misfiled", order.order_id)
-                })?;
-                check(order.order_id > last_order_id, &|| "account orders out of order".into())?;
-                check(account.open.get(&order.client_order_id) == Some(&slot), &|| {
-                    format!("order {} not findable", order.order_id)
-                })?;
-                check(order.hold == self.required_hold(slot), &|| {
-                    format!("order {} hold stale", order.order_id)
-                })?;
-                check(0 <= order.filled && order.filled < order.quantity, &|| {
-                    format!("order {} quantities", order.order_id)
-                })?;
-                let asset = self.order_asset(slot);
-                *holds.entry((id as u64) << 32 | u64::from(asset)).or_insert(0) += order.hold;
-                last_order_id = order.order_id;
-                listed += 1;
-                slot = order.account_next;
-            }
-            check(listed == account.open.len(), &|| {
-                "account orders and open orders disagree".into()
-            })?;
-            open_count += listed;
-        }
-        for (&key, &[_, held]) in &self.balances {
-            let wanted = holds.remove(&key).unwrap_or(0);
-            check(held == wanted, &|| format!("balance {key:#x} held {held} != holds {wanted}"))?;
-        }
-        check(holds.values().all(|&h| h == 0), &|| "holds without balances".into())?;
-        let mut totals: FxHashMap<u32, i128> = FxHashMap::default();
-        for (&key, &[available, held]) in &self.balances {
-            *totals.entry(key as u32).or_insert(0) += available + held;
-        }
-        for (&asset, &supply) in &self.supply {
-            check(totals.remove(&asset).unwrap_or(0) == supply, &|| {
-                format!("asset {asset} not conserved")
-            })?;
-        }
-        check(totals.values().all(|&t| t == 0), &|| "balances without supply".into())?;
-        let mut resting = 0usize;
-        for (index, instrument) in self.instruments.iter().enumerate() {
-            resting += self.check_side(index as u32, &instrument.bids)?;
-            resting += self.check_side(index as u32, &instrument.asks)?;
-            if let (Some(bid), Some(ask)) =
-                (instrument.bids.best_price(), instrument.asks.best_price())
-            {
-                check(bid < ask, &|| "book crossed".into())?;
-            }
-            if instrument.closed {
-                check(
-                    instrument.bids.levels.is_empty() && instrument.asks.levels.is_empty(),
-                    &|| "closed instrument has orders".into(),
-                )?;
-            }
-        }
-        check(resting == open_count, &|| format!("{resting} resting != {open_count} open"))
+    #[inline]
+    pub fn wallet(&mut self, account: u32, asset: u32) -> &mut [i128; 2] {
+        self.balances.entry(balance_key(account, asset)).or_insert([0, 0])
     }
 
-    fn check_side(&self, instrument: u32, side: &BookSide) -> Result<usize, String> {
-        let mut count = 0;
-        for pair in side.levels.windows(2) {
-            let sorted = if side.is_buy {
-                pair[0].price < pair[1].price
-            } else {
-                pair[0].price > pair[1].price
-            };
-            if !sorted {
-                return Err("levels not sorted".into());
+    #[inline]
+    pub fn available(&self, account: u32, asset: u32) -> i128 {
+        self.balances.get(&balance_key(account, asset)).map_or(0, |pair| pair[0])
+    }
+
+    #[inline]
+    pub fn order_asset(&self, slot: u32) -> u32 {
+        let order = &self.orders[slot as usize];
+        if order.is_buy {
+            USDC_ASSET
+        } else {
+            order.instrument + 1
+        }
+    }
+
+    /// Move the difference between the order's hold and `hold` into or out of held.
+    pub fn set_hold(&mut self, slot: u32, hold: i128) {
+        let delta = hold - self.orders[slot as usize].hold;
+        if delta != 0 {
+            let asset = self.order_asset(slot);
+            let account = self.orders[slot as usize].account;
+            let pair = self.wallet(account, asset);
+            pair[0] -= delta;
+            pair[1] += delta;
+            self.orders[slot as usize].hold = hold;
+        }
+    }
+
+    /// `Order.required_hold`: USDC for a limit buy, tokens for a sell.
+    #[inline]
+    pub fn required_hold(&self, slot: u32) -> i128 {
+        let order = &self.orders[slot as usize];
+        let remaining = i128::from(order.remaining());
+        if !order.is_buy {
+            return remaining;
+        }
+        if order.is_market {
+            return 0;
+        }
+        let fee_bps = self.instruments[order.instrument as usize].hold_fee_bps;
+        crate::book::cost(remaining, i128::from(order.price), i128::from(fee_bps))
+    }
+
+    pub fn alloc_order(&mut self, order: Order) -> u32 {
+        match self.free_slots.pop() {
+            Some(slot) => {
+                self.orders[slot as usize] = order;
+                slot
+            }
+            None => {
+                self.orders.push(order);
+                (self.orders.len() - 1) as u32
             }
         }
-        for level in &side.levels {
-            let mut slot = level.head;
-            let mut live = 0;
-            let mut prev = NIL;
-            while slot != NIL {
-                let order = &self.orders[slot as usize];
-                if order.price != level.price
-                    || order.is_buy != side.is_buy
-                    || order.instrument != instrument
-                    || !order.open
-                    || !order.resting
-                    || order.prev != prev
-                {
-                    return Err(format!("order {} misplaced", order.order_id));
-                }
-                live += 1;
-                prev = slot;
-                slot = order.next;
-            }
-            if live == 0 || live != level.live || level.tail != prev {
-                return Err(format!("level {} count", level.price));
-            }
-            count += live as usize;
+    }
+
+    /// Make an accepted order open: findable by client order id, last of its account's.
+    pub fn register(&mut self, slot: u32) {
+        let (account, client_order_id) = {
+            let order = &self.orders[slot as usize];
+            (order.account, order.client_order_id.clone())
+        };
+        let tail = self.accounts[account as usize].tail;
+        {
+            let order = &mut self.orders[slot as usize];
+            order.account_prev = tail;
+            order.account_next = NIL;
         }
-        Ok(count)
+        if tail == NIL {
+            self.accounts[account as usize].head = slot;
+        } else {
+            self.orders[tail as usize].account_next = slot;
+        }
+        let entry = &mut self.accounts[account as usize];
+        entry.tail = slot;
+        entry.open.insert(client_order_id, slot);
+    }
+
+    /// Finish an order: off the book, hold released, no longer open.
+    pub fn close(&mut self, slot: u32) {
+        let (resting, instrument, is_buy, account, prev, next) = {
+            let order = &self.orders[slot as usize];
+            (
+                order.resting,
+                order.instrument,
+                order.is_buy,
+                order.account,
+                order.account_prev,
+                order.account_next,
+            )
+        };
+        if resting {
+            self.instruments[instrument as usize].side_mut(is_buy).remove(&mut self.orders, slot);
+        }
+        self.set_hold(slot, 0);
+        let entry = &mut self.accounts[account as usize];
+        entry.open.remove(&self.orders[slot as usize].client_order_id);
+        if prev == NIL {
+            entry.head = next;
+        } else {
+            self.orders[prev as usize].account_next = next;
+        }
+        if next == NIL {
+            entry.tail = prev;
+        } else {
+            self.orders[next as usize].account_prev = prev;
+        }
+        self.orders[slot as usize].open = false;
+        self.free_slots.push(slot);
+    }
+
+    pub fn cancel(&mut self, slot: u32, reason: &str) {
+        let seq = self.next_seq();
+        let order = &self.orders[slot as usize];
+        let w = &mut self.events;
+        w.begin("order_canceled", seq, self.time);
+        w.plain("account", &self.accounts[order.account as usize].name);
+        w.plain("client_order_id", &order.client_order_id);
+        w.id("order_id", order.order_id);
+        w.plain("instrument", &self.instruments[order.instrument as usize].symbol);
+        w.plain("reason", reason.as_bytes());
+        w.int("canceled_quantity", i128::from(order.remaining()));
+        w.end();
+        self.close(slot);
     }
 }

@@ -1,0 +1,105 @@
+//! The replay final state (matching_engine/core/views.py): balances and open orders.
+
+use rustc_hash::FxHashMap;
+
+use crate::encode::write_json_str;
+use crate::money::{write_i128, write_micro, write_u64};
+use crate::state::{Engine, USDC_ASSET};
+
+impl Engine {
+    fn asset_name(&self, asset: u32) -> &[u8] {
+        if asset == USDC_ASSET {
+            b"USDC"
+        } else {
+            &self.instruments[(asset - 1) as usize].symbol
+        }
+    }
+
+    /// The replay final state as JSON: accounts with a non-zero asset (keys sorted), then
+    /// open orders by instrument in listing order, buys then sells, in priority order.
+    pub fn final_state_json(&self) -> String {
+        type Balances<'a> = Vec<(&'a [u8], i128, i128)>;
+        let mut by_account: FxHashMap<u32, Balances<'_>> = FxHashMap::default();
+        for (&key, &[available, held]) in &self.balances {
+            if available != 0 || held != 0 {
+                let (account, asset) = ((key >> 32) as u32, key as u32);
+                by_account.entry(account).or_default().push((
+                    self.asset_name(asset),
+                    available,
+                    held,
+                ));
+            }
+        }
+        let mut accounts: Vec<_> = by_account.into_iter().collect();
+        accounts.sort_by(|a, b| {
+            self.accounts[a.0 as usize].name.cmp(&self.accounts[b.0 as usize].name)
+        });
+        let mut out = Vec::new();
+        out.extend_from_slice(b"{\"accounts\":{");
+        for (i, (account, assets)) in accounts.iter_mut().enumerate() {
+            assets.sort_by(|a, b| a.0.cmp(b.0));
+            if i > 0 {
+                out.push(b',');
+            }
+            write_json_str(&mut out, &self.accounts[*account as usize].name);
+            out.extend_from_slice(b":{");
+            for (j, (asset, available, held)) in assets.iter().enumerate() {
+                if j > 0 {
+                    out.push(b',');
+                }
+                write_json_str(&mut out, asset);
+                let usdc = *asset == b"USDC";
+                for (k, (name, value)) in
+                    [("available", *available), ("held", *held)].iter().enumerate()
+                {
+                    out.extend_from_slice(if k == 0 { b":{\"" } else { b",\"" });
+                    out.extend_from_slice(name.as_bytes());
+                    out.extend_from_slice(b"\":");
+                    if usdc {
+                        out.push(b'"');
+                        write_micro(&mut out, *value);
+                        out.push(b'"');
+                    } else {
+                        write_i128(&mut out, *value);
+                    }
+                }
+                out.push(b'}');
+            }
+            out.push(b'}');
+        }
+        out.extend_from_slice(b"},\"open_orders\":[");
+        let mut first = true;
+        for instrument in &self.instruments {
+            for side in [&instrument.bids, &instrument.asks] {
+                for slot in side.orders_in_priority(&self.orders) {
+                    let order = &self.orders[slot as usize];
+                    if !first {
+                        out.push(b',');
+                    }
+                    first = false;
+                    out.extend_from_slice(b"{\"account\":");
+                    write_json_str(&mut out, &self.accounts[order.account as usize].name);
+                    out.extend_from_slice(b",\"client_order_id\":");
+                    write_json_str(&mut out, &order.client_order_id);
+                    out.extend_from_slice(b",\"order_id\":\"");
+                    write_u64(&mut out, order.order_id);
+                    out.extend_from_slice(b"\",\"instrument\":");
+                    write_json_str(&mut out, &instrument.symbol);
+                    out.extend_from_slice(if order.is_buy {
+                        b",\"side\":\"buy\",\"price\":\""
+                    } else {
+                        b",\"side\":\"sell\",\"price\":\""
+                    });
+                    write_micro(&mut out, i128::from(order.price));
+                    out.extend_from_slice(b"\",\"quantity\":");
+                    write_i128(&mut out, i128::from(order.quantity));
+                    out.extend_from_slice(b",\"remaining_quantity\":");
+                    write_i128(&mut out, i128::from(order.remaining()));
+                    out.push(b'}');
+                }
+            }
+        }
+        out.extend_from_slice(b"]}");
+        String::from_utf8(out).expect("identifiers and numbers are UTF-8")
+    }
+}
