@@ -30,7 +30,15 @@ from pathlib import Path
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 import msgspec
 
-from eventlog.port import Consumer, EventLog, Producer, Record, StartPosition, TopicSpec
+from eventlog.port import (
+    Consumer,
+    EventLog,
+    Isolation,
+    Producer,
+    Record,
+    StartPosition,
+    TopicSpec,
+)
 from ledger.journal import (
     ENTRY_COLUMNS,
     GENESIS_HASH,
@@ -98,18 +106,11 @@ class MemoryLog(EventLog):
     async def create_topics(self, specs: Sequence[TopicSpec]) -> None:
         return None
 
-    def producer(self, transactional_id: str | None = None) -> Producer:
+    def _new_producer(self, transactional_id: str | None) -> Producer:
         raise NotImplementedError("the benchmark log is read-only")
 
-    def consumer(
-        self,
-        topic: str,
-        *,
-        partition: int = 0,
-        group_id: str | None = None,
-        isolation: str = "read_committed",
-        start: StartPosition = "committed",
-    ) -> Consumer:
+    def _new_consumer(self, topic: str, partition: int, group_id: str | None,
+                      isolation: Isolation, start: StartPosition) -> Consumer:
         return MemoryConsumer(self.records, start if isinstance(start, int) else 0)
 
     async def end_offset(self, topic: str, partition: int = 0, *, isolation: str = "") -> int:

@@ -56,7 +56,6 @@ from eventlog.port import (
     TopicPartition,
     TopicSpec,
     validate_isolation,
-    validate_start,
 )
 
 __all__ = ["EmbeddedConfig", "EmbeddedConsumer", "EmbeddedLog", "EmbeddedProducer"]
@@ -186,22 +185,11 @@ class EmbeddedLog(EventLog):
         self._partitions.update(stores)
         self._signals.update({tp: _AppendSignal() for tp in stores})
 
-    def producer(self, transactional_id: str | None = None) -> EmbeddedProducer:
-        if transactional_id is not None and not transactional_id:
-            raise ValueError("transactional_id must be a non-empty string or None")
+    def _new_producer(self, transactional_id: str | None) -> EmbeddedProducer:
         return EmbeddedProducer(self, transactional_id)
 
-    def consumer(
-        self,
-        topic: str,
-        *,
-        partition: int = 0,
-        group_id: str | None = None,
-        isolation: Isolation = "read_committed",
-        start: StartPosition = "committed",
-    ) -> EmbeddedConsumer:
-        validate_isolation(isolation)
-        validate_start(start, group_id)
+    def _new_consumer(self, topic: str, partition: int, group_id: str | None,
+                      isolation: Isolation, start: StartPosition) -> EmbeddedConsumer:
         return EmbeddedConsumer(self, topic, partition, group_id, start)
 
     async def end_offset(

@@ -38,7 +38,6 @@ from eventlog.port import (
     StartPosition,
     TopicSpec,
     validate_isolation,
-    validate_start,
 )
 
 __all__ = ["KafkaConfig", "KafkaConsumer", "KafkaLog", "KafkaProducer"]
@@ -112,23 +111,12 @@ class KafkaLog(EventLog):
                 configs.update({entry[0]: entry[1] for entry in entries})
         return configs
 
-    def producer(self, transactional_id: str | None = None) -> KafkaProducer:
-        if transactional_id is not None and not transactional_id:
-            raise ValueError("transactional_id must be a non-empty string or None")
+    def _new_producer(self, transactional_id: str | None) -> KafkaProducer:
         self._check_open()
         return KafkaProducer(self.config, transactional_id)
 
-    def consumer(
-        self,
-        topic: str,
-        *,
-        partition: int = 0,
-        group_id: str | None = None,
-        isolation: Isolation = "read_committed",
-        start: StartPosition = "committed",
-    ) -> KafkaConsumer:
-        validate_isolation(isolation)
-        validate_start(start, group_id)
+    def _new_consumer(self, topic: str, partition: int, group_id: str | None,
+                      isolation: Isolation, start: StartPosition) -> KafkaConsumer:
         self._check_open()
         return KafkaConsumer(
             self.config, topic, partition, group_id, isolation, start, self._partitions_of

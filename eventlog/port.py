@@ -157,7 +157,31 @@ def validate_isolation(isolation: str) -> None:
         raise ValueError(f"isolation must be one of {ISOLATIONS}, got {isolation!r}")
 
 
-class Producer(abc.ABC):
+class _Started(abc.ABC):
+    """Something started before use and stopped after: `async with` does both."""
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Connect."""
+
+    @abc.abstractmethod
+    async def stop(self) -> None:
+        """Release the connection."""
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+class Producer(_Started):
     """Write records; with a transactional id, write records and offsets atomically.
 
     Use as `async with log.producer(...) as producer:` or call `start()` and `stop()`.
@@ -217,20 +241,8 @@ class Producer(abc.ABC):
             raise
         await self.commit()
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-
-class Consumer(abc.ABC):
+class Consumer(_Started):
     """Read one partition of one topic in offset order, from a chosen start position.
 
     The start position ("committed" falls back to "earliest" when the group has no
@@ -269,18 +281,6 @@ class Consumer(abc.ABC):
     async def commit(self, offset: int) -> None:
         """Store `offset` as the group's next offset, outside any transaction."""
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
 
 class EventLog(abc.ABC):
     """Create topics and hand out producers and consumers of one log."""
@@ -289,11 +289,12 @@ class EventLog(abc.ABC):
     async def create_topics(self, specs: Sequence[TopicSpec]) -> None:
         """Create the topics; one that exists with the same partition count is fine."""
 
-    @abc.abstractmethod
     def producer(self, transactional_id: str | None = None) -> Producer:
         """Return an unstarted producer, transactional when given an id."""
+        if transactional_id is not None and not transactional_id:
+            raise ValueError("transactional_id must be a non-empty string or None")
+        return self._new_producer(transactional_id)
 
-    @abc.abstractmethod
     def consumer(
         self,
         topic: str,
@@ -304,6 +305,18 @@ class EventLog(abc.ABC):
         start: StartPosition = "committed",
     ) -> Consumer:
         """Return an unstarted consumer of one partition."""
+        validate_isolation(isolation)
+        validate_start(start, group_id)
+        return self._new_consumer(topic, partition, group_id, isolation, start)
+
+    @abc.abstractmethod
+    def _new_producer(self, transactional_id: str | None) -> Producer:
+        """The adapter's producer, its arguments checked."""
+
+    @abc.abstractmethod
+    def _new_consumer(self, topic: str, partition: int, group_id: str | None,
+                      isolation: Isolation, start: StartPosition) -> Consumer:
+        """The adapter's consumer, its arguments checked."""
 
     @abc.abstractmethod
     async def end_offset(
