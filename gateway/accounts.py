@@ -22,7 +22,10 @@ from gateway.marketdata import (
     ProjectionError,
     Wanted,
 )
-from gateway.messages import (
+from gateway.messages import encode
+from protocol import USDC, AnyEvent, events, format_micro, parse_micro
+from protocol.effects import order_hold, trade_moves, trade_sides
+from wsapi.messages import (
     Balance,
     BalancesMessage,
     Fill,
@@ -30,25 +33,7 @@ from gateway.messages import (
     OrderReport,
     OrdersMessage,
     TradeItem,
-    encode,
 )
-from protocol import (
-    USDC,
-    AmendRejected,
-    AnyEvent,
-    CancelRejected,
-    Deposited,
-    OrderAccepted,
-    OrderAmended,
-    OrderCanceled,
-    OrderReduced,
-    OrderRejected,
-    Trade,
-    Withdrawn,
-    format_micro,
-    parse_micro,
-)
-from protocol.effects import order_hold, trade_moves, trade_sides
 from wsapi.requests import RESERVED_PREFIX
 
 
@@ -104,13 +89,24 @@ class Accounts:
 
     # -- applying events -------------------------------------------------------------------
 
-    def deposited(self, event: Deposited) -> None:
+    def handlers(self) -> dict[type[Any], Callable[[Any], None]]:
+        """Return the method that applies each type of event these accounts follow."""
+        return {
+            events.Deposited: self.deposited, events.Withdrawn: self.withdrawn,
+            events.OrderAccepted: self.accepted, events.OrderRejected: self.rejected,
+            events.Trade: self.trade, events.OrderCanceled: self.canceled,
+            events.OrderAmended: self.amended, events.OrderReduced: self.reduced,
+            events.CancelRejected: self.cancel_rejected,
+            events.AmendRejected: self.amend_rejected,
+        }
+
+    def deposited(self, event: events.Deposited) -> None:
         self._add_total(event.account, event.asset, _amount(event.asset, event.amount))
 
-    def withdrawn(self, event: Withdrawn) -> None:
+    def withdrawn(self, event: events.Withdrawn) -> None:
         self._add_total(event.account, event.asset, -_amount(event.asset, event.amount))
 
-    def accepted(self, event: OrderAccepted) -> None:
+    def accepted(self, event: events.OrderAccepted) -> None:
         instrument = self.market.instruments[event.instrument]
         is_market = event.order_type == "market"
         order = OpenOrder(
@@ -128,7 +124,7 @@ class Accounts:
             self._level(order, order.remaining)
         self._report(order, event, "accepted", "open")
 
-    def rejected(self, event: OrderRejected) -> None:
+    def rejected(self, event: events.OrderRejected) -> None:
         if self.reports_wanted(event.account):
             self._reports.setdefault(event.account, []).append(OrderReport(
                 event="rejected", client_order_id=event.client_order_id, seq=event.seq,
@@ -136,7 +132,7 @@ class Accounts:
                 reason=event.reason,
             ))
 
-    def trade(self, event: Trade) -> None:
+    def trade(self, event: events.Trade) -> None:
         maker = self.orders[event.maker_order_id]
         taker = self.orders[event.taker_order_id]
         instrument = maker.instrument
@@ -176,7 +172,7 @@ class Accounts:
             if order.remaining == 0:
                 self._close(order)
 
-    def canceled(self, event: OrderCanceled) -> None:
+    def canceled(self, event: events.OrderCanceled) -> None:
         order = self.orders[event.order_id]
         if order.remaining != event.canceled_quantity:
             raise ProjectionError(f"order {order.order_id} has {order.remaining} left, "
@@ -187,7 +183,7 @@ class Accounts:
                      remaining_quantity=0)
         self._close(order)
 
-    def amended(self, event: OrderAmended) -> None:
+    def amended(self, event: events.OrderAmended) -> None:
         order = self.orders[event.order_id]
         self._level(order, -order.remaining)
         order.price = parse_micro(event.price)
@@ -197,7 +193,7 @@ class Accounts:
         self._set_hold(order)
         self._report(order, event, "amended", "open")
 
-    def reduced(self, event: OrderReduced) -> None:
+    def reduced(self, event: events.OrderReduced) -> None:
         order = self.orders[event.order_id]
         if not order.is_market:
             self._level(order, -event.reduced_quantity)
@@ -208,7 +204,7 @@ class Accounts:
         self._set_hold(order)
         self._report(order, event, "reduced", "open", reason=event.reason)
 
-    def cancel_rejected(self, event: CancelRejected) -> None:
+    def cancel_rejected(self, event: events.CancelRejected) -> None:
         if (not event.client_order_id.startswith(RESERVED_PREFIX)
                 and self.reports_wanted(event.account)):
             self._reports.setdefault(event.account, []).append(OrderReport(
@@ -216,7 +212,7 @@ class Accounts:
                 ts=event.ts, reason=event.reason,
             ))
 
-    def amend_rejected(self, event: AmendRejected) -> None:
+    def amend_rejected(self, event: events.AmendRejected) -> None:
         if self.reports_wanted(event.account):
             self._reports.setdefault(event.account, []).append(OrderReport(
                 event="amend_rejected", client_order_id=event.client_order_id, seq=event.seq,

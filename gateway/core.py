@@ -18,16 +18,7 @@ from gateway.auth import Principal, check_timestamp, new_nonce
 from gateway.config import ANONYMOUS, GatewayConfig, RateLimit
 from gateway.correlation import Correlator, Group, PendingOp
 from gateway.feeds import Feeds
-from gateway.messages import (
-    API_VERSION,
-    ErrorInfo,
-    Heartbeat,
-    Hello,
-    Notice,
-    Reply,
-    announced_limits,
-    encode,
-)
+from gateway.messages import API_VERSION, announced_limits, encode
 from gateway.orderentry import Plan, Planner
 from gateway.ports import AuthPort, CommandSink, Submission, Transport
 from gateway.projection import Projection
@@ -51,6 +42,7 @@ from wsapi.errors import (
     UNAUTHENTICATED,
     RequestError,
 )
+from wsapi.messages import ErrorInfo, Heartbeat, Hello, Notice, Reply
 from wsapi.requests import (
     ADMIN_OPS,
     MASS_QUOTE_ROLES,

@@ -24,20 +24,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from gateway.messages import OrderResult
-from protocol import (
-    AmendRejected,
-    AnyEvent,
-    CancelRejected,
-    CommandRejected,
-    Deposited,
-    DepositRejected,
-    InstrumentListed,
-    OrderAccepted,
-    OrderAmended,
-    OrderCanceled,
-    OrderRejected,
-)
+from protocol import AnyEvent, events
+from wsapi.messages import OrderResult
 
 FENCE_ACCOUNT: Final = "gpux.gateway"
 KEYED_OPS: Final = frozenset({"new_order", "cancel_order", "amend_order"})
@@ -106,7 +94,8 @@ class Correlator:
         """Resolve what `event` answers; return the groups that are now complete."""
         completed: list[Group] = []
         kind = type(event)
-        if kind is CancelRejected and event.account == FENCE_ACCOUNT:  # type: ignore[union-attr]
+        if (kind is events.CancelRejected
+                and event.account == FENCE_ACCOUNT):  # type: ignore[union-attr]
             op = self.by_fence.pop(event.client_order_id, None)  # type: ignore[union-attr]
             if op is not None:
                 self._resolve(op, _fenced_outcome(op), completed)
@@ -134,23 +123,25 @@ class Correlator:
         """Note what a fenced op caused, for its outcome when its fence comes back."""
         for op in self.by_fence.values():
             if op.op == "mass_cancel":
-                if (isinstance(event, OrderCanceled) and event.reason == "mass_cancel"
+                if (isinstance(event, events.OrderCanceled) and event.reason == "mass_cancel"
                         and event.account == op.account
                         and (op.instrument is None or event.instrument == op.instrument)):
                     op.canceled += 1
-                elif isinstance(event, CommandRejected) and event.command == "mass_cancel":
+                elif isinstance(event, events.CommandRejected) and event.command == "mass_cancel":
                     op.rejection = op.rejection or event.reason
             elif op.op == "list_instrument":
-                if isinstance(event, InstrumentListed) and event.symbol == op.instrument:
+                if isinstance(event, events.InstrumentListed) and event.symbol == op.instrument:
                     op.listed = True
-                elif isinstance(event, CommandRejected) and event.command == "list_instrument":
+                elif (isinstance(event, events.CommandRejected)
+                      and event.command == "list_instrument"):
                     op.rejection = op.rejection or event.reason
             elif op.op == "deposit":
-                if (isinstance(event, (Deposited, DepositRejected)) and event.account == op.account
+                if (isinstance(event, (events.Deposited, events.DepositRejected))
+                        and event.account == op.account
                         and event.asset == op.asset
                         and (op.deposit_id is None
                              or getattr(event, "deposit_id", op.deposit_id) == op.deposit_id)):
-                    if isinstance(event, Deposited):
+                    if isinstance(event, events.Deposited):
                         op.listed = True
                     else:
                         op.rejection = event.reason
@@ -203,8 +194,8 @@ class Correlator:
 
 
 _KEY_EVENTS: Final[dict[type[Any], bool]] = {
-    OrderAccepted: True, OrderRejected: True, OrderCanceled: True, OrderAmended: True,
-    CancelRejected: True, AmendRejected: True,
+    events.OrderAccepted: True, events.OrderRejected: True, events.OrderCanceled: True,
+    events.OrderAmended: True, events.CancelRejected: True, events.AmendRejected: True,
 }
 
 
@@ -212,33 +203,33 @@ def _keyed_outcome(op: PendingOp, event: AnyEvent) -> OrderResult | None:
     """Return the outcome `event` gives `op`, or None if the event does not answer it."""
     cid = op.client_order_id
     if op.op == "new_order":
-        if isinstance(event, OrderAccepted):
+        if isinstance(event, events.OrderAccepted):
             return OrderResult(op=op.op, status="accepted", client_order_id=cid,
                            order_id=event.order_id, instrument=event.instrument,
                            price=event.price, quantity=event.quantity)
-        if isinstance(event, OrderRejected):
+        if isinstance(event, events.OrderRejected):
             return OrderResult(op=op.op, status="rejected", client_order_id=cid,
                            instrument=event.instrument, reason=event.reason)
     elif op.op == "cancel_order":
-        if isinstance(event, OrderCanceled) and event.reason == "user":
+        if isinstance(event, events.OrderCanceled) and event.reason == "user":
             return OrderResult(op=op.op, status="accepted", client_order_id=cid,
                            order_id=event.order_id, instrument=event.instrument,
                            canceled_quantity=event.canceled_quantity)
-        if isinstance(event, CancelRejected):
+        if isinstance(event, events.CancelRejected):
             return OrderResult(op=op.op, status="rejected", client_order_id=cid,
                            reason=event.reason)
     elif op.op == "amend_order":
-        if isinstance(event, OrderAmended):
+        if isinstance(event, events.OrderAmended):
             return OrderResult(op=op.op, status="accepted", client_order_id=cid,
                            order_id=event.order_id, instrument=event.instrument,
                            price=event.price, quantity=event.quantity,
                            remaining_quantity=event.remaining_quantity)
-        if isinstance(event, OrderCanceled) and event.reason == "amended":
+        if isinstance(event, events.OrderCanceled) and event.reason == "amended":
             return OrderResult(op=op.op, status="accepted", client_order_id=cid,
                            order_id=event.order_id, instrument=event.instrument,
                            reason="amended", remaining_quantity=0,
                            canceled_quantity=event.canceled_quantity)
-        if isinstance(event, AmendRejected):
+        if isinstance(event, events.AmendRejected):
             return OrderResult(op=op.op, status="rejected", client_order_id=cid,
                            reason=event.reason)
     return None

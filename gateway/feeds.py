@@ -7,7 +7,7 @@ A feed is a (channel, key) pair: a public channel keyed by instrument, or a priv
 from __future__ import annotations
 
 from gateway.config import GatewayConfig
-from gateway.messages import FillsMessage, OrdersMessage, encode
+from gateway.messages import encode
 from gateway.projection import Projection
 from gateway.session import Session
 from wsapi.errors import (
@@ -17,6 +17,7 @@ from wsapi.errors import (
     UNKNOWN_INSTRUMENT,
     RequestError,
 )
+from wsapi.messages import FillsMessage, OrdersMessage
 from wsapi.requests import PRIVATE_CHANNELS, Subscribe, Unsubscribe
 
 Feed = tuple[str, str]  # (channel, instrument or account)

@@ -10,19 +10,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.books import L2Book
 from gateway.marketstats import MarketStats
-from gateway.messages import (
+from gateway.messages import encode
+from protocol import InstrumentClosed, InstrumentListed, format_micro
+from wsapi.messages import (
     BookMessage,
     CandlesMessage,
     Instrument,
     TickerMessage,
     TradeItem,
     TradesMessage,
-    encode,
 )
-from protocol import InstrumentClosed, InstrumentListed, format_micro
 
 
 class ProjectionError(Exception):
@@ -87,6 +88,10 @@ class MarketData:
         self.candles_kept_max = candles_kept_max
         self.instruments: dict[str, InstrumentState] = {}
         self._dirty: set[str] = set()
+
+    def handlers(self) -> dict[type[Any], Callable[[Any], None]]:
+        """Return the method that applies each type of event the market data follows."""
+        return {InstrumentListed: self.listed, InstrumentClosed: self.closed}
 
     def listed(self, event: InstrumentListed) -> None:
         self.instruments[event.symbol] = InstrumentState(

@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections import deque
 from typing import Final
 
-from gateway.messages import Candle, TradeItem
 from protocol import format_micro
+from wsapi.messages import Candle, TradeItem
 
 MINUTE_NS: Final = 60 * 10**9
 DAY_NS: Final = 24 * 60 * MINUTE_NS

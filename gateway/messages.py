@@ -1,8 +1,9 @@
-"""Server messages: replies to requests and the feeds, as msgspec Structs tagged by `type`.
+"""Encode server messages, and the API version and limits `hello` announces.
 
-Each is encoded once (JSON bytes) and the same bytes go to every subscriber. Optional
-fields are omitted when absent; docs/asyncapi.yaml is the schema a client reads. The
-shapes are defined once, in `wsapi.messages`, which clients decode with.
+Each message is encoded once (JSON bytes) and the same bytes go to every subscriber.
+Optional fields are omitted when absent; docs/asyncapi.yaml is the schema a client reads.
+The shapes are defined once, in `wsapi.messages`: the gateway imports them from there, and
+clients decode with them.
 """
 
 from __future__ import annotations
@@ -12,47 +13,11 @@ from typing import Final
 import msgspec
 
 from gateway.config import GatewayConfig
-from wsapi.messages import (
-    Balance,
-    BalancesMessage,
-    BookMessage,
-    Candle,
-    CandlesMessage,
-    ErrorInfo,
-    Fill,
-    FillsMessage,
-    Heartbeat,
-    Hello,
-    Instrument,
-    Kind,
-    Limits,
-    Notice,
-    OrderReport,
-    OrderResult,
-    OrdersMessage,
-    RateLimitSpec,
-    RateLimitUsage,
-    Reply,
-    TickerMessage,
-    TradeItem,
-    TradesMessage,
-)
+from wsapi.messages import Limits, RateLimitSpec
 
-__all__ = [
-    "API_VERSION", "SERVER_MESSAGE_TYPES", "Balance", "BalancesMessage", "BookMessage", "Candle",
-    "CandlesMessage", "ErrorInfo", "Fill", "FillsMessage", "Heartbeat", "Hello",
-    "Instrument", "Kind", "Limits", "Notice", "OrderReport", "OrdersMessage", "OrderResult",
-    "RateLimitUsage", "Reply", "TickerMessage", "TradeItem", "TradesMessage",
-    "announced_limits", "encode",
-]
+__all__ = ["API_VERSION", "announced_limits", "encode"]
 
 API_VERSION: Final = "1"
-
-
-SERVER_MESSAGE_TYPES: Final = (
-    Hello, Reply, Notice, Heartbeat, BookMessage, TradesMessage, TickerMessage,
-    CandlesMessage, OrdersMessage, FillsMessage, BalancesMessage,
-)
 
 _encoder: Final = msgspec.json.Encoder()
 

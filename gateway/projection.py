@@ -21,7 +21,8 @@ from gateway.marketdata import (
     Wanted,
     everything,
 )
-from gateway.messages import (
+from protocol import AnyEvent
+from wsapi.messages import (
     BalancesMessage,
     BookMessage,
     CandlesMessage,
@@ -30,21 +31,6 @@ from gateway.messages import (
     OrderReport,
     TickerMessage,
     TradesMessage,
-)
-from protocol import (
-    AmendRejected,
-    AnyEvent,
-    CancelRejected,
-    Deposited,
-    InstrumentClosed,
-    InstrumentListed,
-    OrderAccepted,
-    OrderAmended,
-    OrderCanceled,
-    OrderReduced,
-    OrderRejected,
-    Trade,
-    Withdrawn,
 )
 
 __all__ = ["FeedUpdate", "InstrumentState", "OpenOrder", "Projection", "ProjectionError"]
@@ -62,15 +48,8 @@ class Projection:
                                  candles_kept_max=candles_kept_max)
         self.accounts = Accounts(self.position, self.market, fills_kept_max=fills_kept_max,
                                  reports_wanted=reports_wanted)
-        market, accounts = self.market, self.accounts
         self._handlers: dict[type[Any], Callable[[Any], None]] = {
-            InstrumentListed: market.listed, InstrumentClosed: market.closed,
-            Deposited: accounts.deposited, Withdrawn: accounts.withdrawn,
-            OrderAccepted: accounts.accepted, OrderRejected: accounts.rejected,
-            Trade: accounts.trade, OrderCanceled: accounts.canceled,
-            OrderAmended: accounts.amended, OrderReduced: accounts.reduced,
-            CancelRejected: accounts.cancel_rejected, AmendRejected: accounts.amend_rejected,
-        }
+            **self.market.handlers(), **self.accounts.handlers()}
 
     @property
     def event_seq(self) -> int:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.messages import Instrument
 from gateway.projection import Projection
 from wsapi.errors import INVALID_REQUEST, RequestError
+from wsapi.messages import Instrument
 from wsapi.requests import Instruments, Ping, Time
 
 

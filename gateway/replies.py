@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from gateway.correlation import Group
-from gateway.messages import ErrorInfo, RateLimitUsage, Reply
 from gateway.ratelimit import Charge
+from wsapi.messages import ErrorInfo, RateLimitUsage, Reply
 
 
 def group_reply(group: Group, usage: RateLimitUsage | None) -> Reply:

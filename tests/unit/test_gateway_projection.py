@@ -77,7 +77,7 @@ def test_books_equal_the_engines_and_batching_changes_neither_seq_nor_checksum()
 def test_book_updates_chain_by_prev_seq_and_rebuild_the_snapshot() -> None:
     import msgspec
 
-    from gateway.messages import BookMessage
+    from wsapi.messages import BookMessage
 
     _, events = engine_events(3_000, seed=9)
     projection = Projection()
