@@ -22,6 +22,7 @@ __all__ = [
     "balances",
     "entry_count",
     "fees_earned",
+    "first_trade_after",
     "last_checkpoint",
     "statement",
     "unsettled_trades",
@@ -59,7 +60,8 @@ class FeesEarned(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class TradeRecord(msgspec.Struct, frozen=True, kw_only=True):
-    """One row of `ledger.trades`: a fill as settlement needs it."""
+    """One row of `ledger.trades`: a fill as settlement settles it (USDC in micro-USDC,
+    quantity in GPU-hours), with who made and who took it."""
 
     seq: int
     trade_id: str
@@ -70,10 +72,14 @@ class TradeRecord(msgspec.Struct, frozen=True, kw_only=True):
     seller: str
     buyer_fee_micro: int
     seller_fee_micro: int
-    maker_account: str
-    taker_account: str
-    aggressor_side: str
-    ts: int
+    maker_account: str = ""
+    taker_account: str = ""
+    aggressor_side: str = ""
+    ts: int = 0
+
+    @property
+    def notional_micro(self) -> int:
+        return self.price_micro * self.quantity
 
 
 class WithdrawalRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -193,3 +199,9 @@ async def withdrawals_after(
         after_seq, limit,
     )
     return [WithdrawalRecord(**dict(row)) for row in rows]
+
+
+async def first_trade_after(connection: asyncpg.Connection, seq: int) -> int | None:
+    """Return the seq of the first trade after `seq`, or None."""
+    value = await connection.fetchval("SELECT min(seq) FROM ledger.trades WHERE seq > $1", seq)
+    return int(value) if value is not None else None

@@ -1,7 +1,8 @@
 """Fills as settlement sees them, their on-chain form, and netting into balance deltas.
 
-Pure: no I/O. A `Fill` is a row of `ledger.trades`; with the wallet addresses of its buyer
-and seller it becomes a `ChainFill`, whose ABI encoding is the Merkle leaf of the batch.
+Pure: no I/O. A `Fill` is a row of `ledger.trades` (`ledger.reads.TradeRecord`); with the
+wallet addresses of its buyer and seller it becomes a `ChainFill`, whose ABI encoding is the
+Merkle leaf of the batch.
 Netting turns a batch of fills into one signed delta per (address, asset): the buyer pays
 notional plus its fee, the seller receives notional minus its fee, the fees go to the fee
 account's address, and the tokens move from seller to buyer; each asset sums to zero.
@@ -16,6 +17,7 @@ import msgspec
 from eth_abi.abi import encode as abi_encode
 from eth_utils.address import to_checksum_address
 
+from ledger.reads import TradeRecord
 from protocol import FEE_ACCOUNT
 from settlement.merkle import leaf_hash
 
@@ -28,22 +30,7 @@ LEAF_TYPES: Final = ["uint256", "uint256", "uint256", "uint256", "uint256", "add
                      "address", "uint256", "uint256"]  # fmt: skip
 
 
-class Fill(msgspec.Struct, frozen=True, kw_only=True):
-    """One trade of `ledger.trades`: USDC in micro-USDC, quantity in GPU-hours."""
-
-    seq: int
-    trade_id: str
-    instrument: str
-    price_micro: int
-    quantity: int
-    buyer: str
-    seller: str
-    buyer_fee_micro: int
-    seller_fee_micro: int
-
-    @property
-    def notional_micro(self) -> int:
-        return self.price_micro * self.quantity
+Fill = TradeRecord  # a fill as settlement sees it is the ledger's row of `ledger.trades`
 
 
 class ChainFill(msgspec.Struct, frozen=True, kw_only=True):

@@ -1,7 +1,7 @@
 """The PostgreSQL adapter: schema `settlement`, and reads of the ledger's tables.
 
-Reads `ledger.trades` and `ledger.withdrawals` with SQL (the columns agreed with the
-ledger), so settlement needs no import of the ledger package.
+Reads the trades and withdrawals it settles through the ledger's read API
+(`ledger.reads`), and counts its backlog against the ledger's tables.
 
 Tables:
 - `accounts`: the wallet address each named exchange account settles to. An account that
@@ -22,7 +22,8 @@ Migrations are the files `settlement/migrations/NNN_name.sql`, applied by
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -30,6 +31,8 @@ from typing import Any, Final, Literal
 import asyncpg  # type: ignore[import-untyped]
 import msgspec
 
+from ledger import reads
+from ledger.reads import WithdrawalRecord
 from runtime.migrations import apply_migrations, load_migrations
 from settlement.accounts import is_reserved_account, is_wallet_address
 from settlement.errors import SettlementError
@@ -37,16 +40,6 @@ from settlement.fills import ChainFill, Fill
 
 BatchStatus = Literal["pending", "sent", "settled"]
 MIGRATIONS_DIR: Final = Path(__file__).resolve().parent / "migrations"
-WITHDRAWALS_QUERY: Final = """
-SELECT seq, account, asset, amount FROM ledger.withdrawals WHERE seq > $1 ORDER BY seq LIMIT $2
-"""
-TRADES_QUERY: Final = """
-SELECT seq, trade_id::text AS trade_id, instrument, price_micro, quantity, buyer, seller,
-       buyer_fee_micro, seller_fee_micro
-FROM ledger.trades WHERE seq > $1 ORDER BY seq LIMIT $2
-"""
-
-
 async def migrate(conn: asyncpg.Connection) -> None:
     """Apply settlement's migrations not yet applied (`runtime.migrations`)."""
     await apply_migrations(conn, "settlement", load_migrations(MIGRATIONS_DIR))
@@ -118,45 +111,28 @@ async def save_next_block(conn: asyncpg.Connection, name: str, block: int) -> No
 
 async def read_trades(conn: asyncpg.Connection, after_seq: int, limit: int) -> list[Fill]:
     """Return up to `limit` trades of `ledger.trades` after `after_seq`, in seq order."""
-    rows = await _fetch_ledger(conn, TRADES_QUERY, after_seq, limit)
-    return [Fill(**dict(row)) for row in rows]
-
-
-class Withdrawal(msgspec.Struct, frozen=True):
-    """A withdrawal the engine debited: `amount` in micro-USDC or GPU-hours."""
-
-    seq: int
-    account: str
-    asset: str
-    amount: int
+    with _ledger_tables():
+        return await reads.unsettled_trades(conn, after_seq, limit)
 
 
 async def read_withdrawals(conn: asyncpg.Connection, after_seq: int, limit: int
-                           ) -> list[Withdrawal]:
+                           ) -> list[WithdrawalRecord]:
     """Return up to `limit` rows of `ledger.withdrawals` after `after_seq`, in seq order."""
-    rows = await _fetch_ledger(conn, WITHDRAWALS_QUERY, after_seq, limit)
-    return [Withdrawal(int(row["seq"]), row["account"], row["asset"], int(row["amount"]))
-            for row in rows]
+    with _ledger_tables():
+        return await reads.withdrawals_after(conn, after_seq, limit)
 
 
 async def first_trade_after(conn: asyncpg.Connection, seq: int) -> int | None:
     """Return the seq of the first trade after `seq`, or None."""
-    value = await _fetchval_ledger(conn, "SELECT min(seq) FROM ledger.trades WHERE seq > $1", seq)
-    return int(value) if value is not None else None
+    with _ledger_tables():
+        return await reads.first_trade_after(conn, seq)
 
 
-async def _fetch_ledger(conn: asyncpg.Connection, query: str, *args: Any) -> list[Any]:
+@contextmanager
+def _ledger_tables() -> Iterator[None]:
+    """Turn a missing ledger table (the ledger not migrated yet) into a retriable error."""
     try:
-        rows: list[Any] = await conn.fetch(query, *args)
-    except asyncpg.UndefinedTableError as error:
-        raise SettlementError(f"the ledger's table is missing ({error}): is the ledger "
-                              "migrated?", retriable=True) from error
-    return rows
-
-
-async def _fetchval_ledger(conn: asyncpg.Connection, query: str, *args: Any) -> Any:
-    try:
-        return await conn.fetchval(query, *args)
+        yield
     except asyncpg.UndefinedTableError as error:
         raise SettlementError(f"the ledger's table is missing ({error}): is the ledger "
                               "migrated?", retriable=True) from error
@@ -342,7 +318,8 @@ SELECT (SELECT seq FROM settled) AS settled_seq,
 
 async def backlog(conn: asyncpg.Connection, count_max: int) -> Backlog:
     """Return what is left to settle and pay, counting at most `count_max` rows of each."""
-    rows = await _fetch_ledger(conn, BACKLOG_QUERY, count_max)
+    with _ledger_tables():
+        rows = await conn.fetch(BACKLOG_QUERY, count_max)
     return Backlog(**{name: int(value) for name, value in dict(rows[0]).items()})
 
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg  # type: ignore[import-untyped]
 
+from runtime.postgres import create_database
 from settlement.fills import Fill
 
 LEDGER_TRADES_STAND_IN = """
@@ -48,14 +48,7 @@ CREATE TABLE IF NOT EXISTS ledger.withdrawals (
 
 async def fresh_database(superuser_url: str, prefix: str = "settlement") -> str:
     """Create an empty database and return its URL (same server and credentials)."""
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect(superuser_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    parts = urlsplit(superuser_url)
-    return urlunsplit(parts._replace(path=f"/{name}"))
+    return await create_database(superuser_url, f"{prefix}_{uuid.uuid4().hex[:10]}")
 
 
 async def create_ledger_trades_stand_in(conn: asyncpg.Connection) -> None:
