@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -28,39 +29,32 @@ class GatewayMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        self.connections_opened = Counter(
-            "gpux_gateway_connections_opened", "Websocket connections accepted",
-            registry=self.registry)
-        self.connections_refused = Counter(
-            "gpux_gateway_connections_refused", "Websocket connections refused (over a limit)",
-            registry=self.registry)
-        self.connections = Gauge("gpux_gateway_connections", "Websocket connections open",
-                                 registry=self.registry)
-        self.frames_in = Counter("gpux_gateway_frames_in", "Frames received from clients",
-                                 registry=self.registry)
-        self.frames_out = Counter(
-            "gpux_gateway_frames_out", "Frames written to clients (one per connection)",
-            registry=self.registry)
+        counter = partial(Counter, registry=self.registry)
+        gauge = partial(Gauge, registry=self.registry)
+        self.connections_opened = counter(
+            "gpux_gateway_connections_opened", "Websocket connections accepted")
+        self.connections_refused = counter(
+            "gpux_gateway_connections_refused", "Websocket connections refused (over a limit)")
+        self.connections = gauge("gpux_gateway_connections", "Websocket connections open")
+        self.frames_in = counter("gpux_gateway_frames_in", "Frames received from clients")
+        self.frames_out = counter(
+            "gpux_gateway_frames_out", "Frames written to clients (one per connection)")
         self.request_seconds = Histogram(
             "gpux_gateway_order_ack_seconds",
             "From a request's frame to the engine's answer reaching the gateway",
             ["op"], buckets=LATENCY_BUCKETS_S, registry=self.registry)
-        self.limits_bit = Counter(
+        self.limits_bit = counter(
             "gpux_gateway_connection_limits", "Connections refused or closed by a limit, by "
-            "limit (gateway.admission names)", ["limit"], registry=self.registry)
-        self.rate_limited = Counter(
+            "limit (gateway.admission names)", ["limit"])
+        self.rate_limited = counter(
             "gpux_gateway_rate_limited", "Requests refused for a rate limit, by bucket kind",
-            ["bucket"], registry=self.registry)
-        self.requests_refused = Gauge(
-            "gpux_gateway_requests_refused", "Requests refused for any reason",
-            registry=self.registry)
-        self.commands_queued = Gauge("gpux_gateway_command_queue", "Submissions not yet sent",
-                                     registry=self.registry)
-        self.slow_consumers_dropped = Gauge(
-            "gpux_gateway_slow_consumers_dropped", "Connections dropped as slow consumers",
-            registry=self.registry)
-        self.event_seq = Gauge("gpux_gateway_event_seq", "Seq of the last event applied",
-                               registry=self.registry)
+            ["bucket"])
+        self.requests_refused = gauge(
+            "gpux_gateway_requests_refused", "Requests refused for any reason")
+        self.commands_queued = gauge("gpux_gateway_command_queue", "Submissions not yet sent")
+        self.slow_consumers_dropped = gauge(
+            "gpux_gateway_slow_consumers_dropped", "Connections dropped as slow consumers")
+        self.event_seq = gauge("gpux_gateway_event_seq", "Seq of the last event applied")
 
     def watch(self, connections: Callable[[], int], refused: Callable[[], int],
               queued: Callable[[], int], slow_dropped: Callable[[], int],

@@ -78,12 +78,9 @@ class Planner:
 
     def batch(self, request: BatchRequest, account: str, ts: int, size_max: int) -> Plan:
         """Plan a whole batch, or refuse it whole: nothing of a refused batch is sent."""
-        if len(request.orders) > size_max:
-            raise RequestError(INVALID_REQUEST, f"a batch holds at most {size_max} orders",
-                               field="$.orders")
-        _refuse_repeated_new_ids(
-            [(index, item.client_order_id) for index, item in enumerate(request.orders)
-             if isinstance(item, NewOrderBody)], "orders")
+        _refuse_items("batch", "orders", size_max, [
+            item.client_order_id if isinstance(item, NewOrderBody) else None
+            for item in request.orders])
         plan = Plan(commands=[], ops=[])
         for item in request.orders:
             self._add(plan, item, account, ts)
@@ -91,12 +88,8 @@ class Planner:
 
     def mass_quote(self, request: MassQuoteRequest, account: str, ts: int, size_max: int) -> Plan:
         """Plan a mass cancel of the account's orders on the instrument, then the quotes."""
-        if len(request.quotes) > size_max:
-            raise RequestError(INVALID_REQUEST, f"a mass quote holds at most {size_max} quotes",
-                               field="$.quotes")
-        _refuse_repeated_new_ids(
-            [(index, quote.client_order_id) for index, quote in enumerate(request.quotes)],
-            "quotes")
+        _refuse_items("mass quote", "quotes", size_max,
+                      [quote.client_order_id for quote in request.quotes])
         plan = Plan(commands=[], ops=[])
         self._add(plan, MassCancelBody(instrument=request.instrument), account, ts)
         for quote in request.quotes:
@@ -174,9 +167,16 @@ def _quote_order(quote: Quote, instrument: str, account: str, ts: int) -> NewOrd
     )
 
 
-def _refuse_repeated_new_ids(ids: list[tuple[int, str]], name: str) -> None:
+def _refuse_items(request: str, name: str, size_max: int, new_ids: list[str | None]) -> None:
+    """Refuse a request's list `name` (its items' new-order client order ids, None for an
+    item that is no new order) when it is over `size_max` long or two new orders share an id."""
+    if len(new_ids) > size_max:
+        raise RequestError(INVALID_REQUEST, f"a {request} holds at most {size_max} {name}",
+                           field=f"$.{name}")
     seen: set[str] = set()
-    for index, client_order_id in ids:
+    for index, client_order_id in enumerate(new_ids):
+        if client_order_id is None:
+            continue
         if client_order_id in seen:
             raise RequestError(INVALID_REQUEST, f"client_order_id {client_order_id!r} is used by "
                                "two new orders of one request",

@@ -11,16 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from gateway import marketdata
 from gateway.accounts import Accounts, OpenOrder
-from gateway.marketdata import (
-    FeedUpdate,
-    InstrumentState,
-    LogPosition,
-    MarketData,
-    ProjectionError,
-    Wanted,
-    everything,
-)
 from protocol import AnyEvent
 from wsapi.messages import (
     BalancesMessage,
@@ -33,7 +25,7 @@ from wsapi.messages import (
     TradesMessage,
 )
 
-__all__ = ["FeedUpdate", "InstrumentState", "OpenOrder", "Projection", "ProjectionError"]
+__all__ = ["Projection"]
 
 
 class Projection:
@@ -43,9 +35,9 @@ class Projection:
     def __init__(self, *, trades_kept_max: int = 50, candles_kept_max: int = 1440,
                  fills_kept_max: int = 100,
                  reports_wanted: Callable[[str], bool] = lambda account: True) -> None:
-        self.position = LogPosition()
-        self.market = MarketData(self.position, trades_kept_max=trades_kept_max,
-                                 candles_kept_max=candles_kept_max)
+        self.position = marketdata.LogPosition()
+        self.market = marketdata.MarketData(self.position, trades_kept_max=trades_kept_max,
+                                            candles_kept_max=candles_kept_max)
         self.accounts = Accounts(self.position, self.market, fills_kept_max=fills_kept_max,
                                  reports_wanted=reports_wanted)
         self._handlers: dict[type[Any], Callable[[Any], None]] = {
@@ -60,7 +52,7 @@ class Projection:
         return self.position.time_ns
 
     @property
-    def instruments(self) -> dict[str, InstrumentState]:
+    def instruments(self) -> dict[str, marketdata.InstrumentState]:
         return self.market.instruments
 
     @property
@@ -79,14 +71,16 @@ class Projection:
         """Apply one event; events must come in seq order with no gap."""
         position = self.position
         if event.seq != position.event_seq + 1:
-            raise ProjectionError(f"event seq {event.seq} after {position.event_seq}")
+            raise marketdata.ProjectionError(f"event seq {event.seq} after {position.event_seq}")
         position.event_seq = event.seq
         position.time_ns = max(position.time_ns, event.ts)
         handler = self._handlers.get(type(event))
         if handler is not None:
             handler(event)
 
-    def flush(self, wanted: Wanted = everything) -> list[FeedUpdate]:
+    def flush(
+        self, wanted: marketdata.Wanted = marketdata.everything
+    ) -> list[marketdata.FeedUpdate]:
         """Return the feed messages for everything changed since the last flush.
 
         Messages nobody wants (`wanted(channel, key)` false) are not built, but the state
