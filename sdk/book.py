@@ -4,7 +4,7 @@ its checksum (docs/asyncapi.yaml, BookChecksum).
 `apply` takes a snapshot (replacing everything) or an update (levels set to a quantity; 0
 removes). An update whose `prev_seq` is not the `seq` last applied is a gap, and a checksum
 that does not match the copy is a divergence: both raise, and the caller resubscribes for a
-fresh snapshot (the SDK client does this by itself).
+fresh snapshot (`sdk.session` decides this by itself).
 """
 
 from __future__ import annotations

@@ -103,8 +103,8 @@ class Session(Generic[Waiter, Subscriber]):
     """Hold request ids, the requests awaiting replies, the feeds' subscribers and the books."""
 
     def __init__(self, *, notices_kept_max: int = 100) -> None:
-        if notices_kept_max < 1:
-            raise ValueError("notices_kept_max must be >= 1")
+        if notices_kept_max < 0:
+            raise ValueError("notices_kept_max must be >= 0")
         self.hello: Hello | None = None
         self.last_heartbeat: Heartbeat | None = None
         self.notices: deque[Notice] = deque(maxlen=notices_kept_max)
