@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from runtime.errors import RetriableError
+
 __all__ = [
     "CorruptRecordError",
     "FencedError",
@@ -23,15 +25,8 @@ __all__ = [
 ]
 
 
-class LogError(Exception):
+class LogError(RetriableError):
     """Fail an event log operation; `retriable` says whether trying again may succeed."""
-
-    retriable: bool = False
-
-    def __init__(self, message: str, *, retriable: bool | None = None) -> None:
-        super().__init__(message)
-        if retriable is not None:
-            self.retriable = retriable
 
 
 class LogTimeoutError(LogError):

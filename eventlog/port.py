@@ -229,17 +229,18 @@ class Producer(_Started):
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Self]:
-        """Run the body in a transaction: commit on success, abort on an exception."""
+        """Run the body in a transaction: commit on success; abort when the body or the
+        commit fails (an abort that fails too is noted on the error raised)."""
         await self.begin()
         try:
             yield self
+            await self.commit()
         except BaseException as exc:
             try:
                 await self.abort()
             except LogError as abort_error:
                 exc.add_note(f"aborting the transaction also failed: {abort_error!r}")
             raise
-        await self.commit()
 
 
 class Consumer(_Started):

@@ -28,7 +28,6 @@ again. After `FencedError` another instance owns the work: stop, never retry.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -38,8 +37,6 @@ from eventlog.readahead import ReadAhead
 from eventlog.reading import for_each_batch_until
 
 __all__ = ["BatchResult", "ProcessorConfig", "TransactionalProcessor", "Transform"]
-
-log = logging.getLogger("eventlog.processor")
 
 Transform = Callable[[Sequence[Record]], Sequence[bytes]]
 AfterCommit = Callable[[Sequence[Record], int], Awaitable[None]]
@@ -194,18 +191,13 @@ class TransactionalProcessor:
                      ) -> None:
         """Write `outputs` and the group's next offset in one transaction; abort on failure."""
         config = self.config
-        await producer.begin()
-        try:
+        async with producer.transaction():
             for start in range(0, len(outputs), SEND_CHUNK_SIZE_MAX):
                 await producer.send_batch(config.output_topic,
                                           outputs[start:start + SEND_CHUNK_SIZE_MAX],
                                           partition=config.output_partition)
             await producer.send_offsets(
                 config.group_id, {(config.input_topic, config.input_partition): next_offset})
-            await producer.commit()
-        except BaseException as error:
-            await _abort_noting_failure(producer, error)
-            raise
 
     async def _rewind(self, offset: int) -> None:
         """Drop what was read ahead and read again from `offset` (the committed offset)."""
@@ -224,12 +216,3 @@ class TransactionalProcessor:
         if self.committed_offset is None:
             raise LogClosedError("processor is not running")
         return self.committed_offset
-
-
-async def _abort_noting_failure(producer: Producer, cause: BaseException) -> None:
-    """Abort the open transaction; if that fails too, note it on `cause` and carry on."""
-    try:
-        await producer.abort()
-    except LogError as abort_error:
-        log.warning("abort after %r failed: %r", cause, abort_error)
-        cause.add_note(f"aborting the transaction also failed: {abort_error!r}")

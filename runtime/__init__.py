@@ -6,6 +6,8 @@
 | `retry` | `RetryPolicy`, `Backoff`, and the one `Supervisor` services run under |
 | `postgres` | opening, recognising lost and replacing PostgreSQL connections; databases |
 | `migrations` | applying a package's numbered SQL files once each, recorded per schema |
+| `errors` | `RetriableError`, the base of errors that carry a `retriable` flag |
+| `npm` | `npm ci` from package-lock.json (anvil, solc-js) |
 
 The event log's flags live with the log (`eventlog.flags`).
 """

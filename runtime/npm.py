@@ -8,7 +8,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-__all__ = ["NODE_MODULES", "NpmError", "install_npm_packages", "npm_packages_current"]
+__all__ = ["NODE_MODULES", "NpmError", "install_npm_packages", "npm_packages_current",
+           "run_in_repo"]
 
 NPM_TIMEOUT_S = 600.0
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -39,15 +40,21 @@ def install_npm_packages() -> None:
         return
     if shutil.which("npm") is None:
         raise NpmError("npm is not on PATH; it installs anvil and solc-js from package-lock.json")
-    command = ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"]
+    run_in_repo(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+                timeout_s=NPM_TIMEOUT_S, what="`npm ci`")
+    NPM_STAMP.write_text(_lock_digest() + "\n", encoding="ascii")
+
+
+def run_in_repo(command: list[str], *, timeout_s: float, what: str) -> None:
+    """Run a node tool in the repo root; NpmError says `what` timed out or failed, with the
+    end of its output."""
     try:
         result = subprocess.run(
-            command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=NPM_TIMEOUT_S,
+            command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout_s,
             check=False,
         )  # fmt: skip
     except subprocess.TimeoutExpired as error:
-        raise NpmError(f"`npm ci` in {REPO_ROOT} took over {NPM_TIMEOUT_S}s") from error
+        raise NpmError(f"{what} in {REPO_ROOT} took over {timeout_s}s") from error
     if result.returncode != 0:
         output = (result.stdout + result.stderr)[-4000:]
-        raise NpmError(f"`npm ci` in {REPO_ROOT} failed:\n{output}")
-    NPM_STAMP.write_text(_lock_digest() + "\n", encoding="ascii")
+        raise NpmError(f"{what} in {REPO_ROOT} failed:\n{output}")

@@ -179,18 +179,19 @@ def url_with_database(database_url: str, database: str) -> str:
 
 async def create_database(admin_url: str, database: str) -> str:
     """Create an empty database on `admin_url`'s server; return its URL (same credentials)."""
-    connection = await connect(admin_url)
-    try:
-        await connection.execute(f"CREATE DATABASE {_identifier(database)}")
-    finally:
-        await connection.close()
+    await _run_once(admin_url, f"CREATE DATABASE {_identifier(database)}")
     return url_with_database(admin_url, database)
 
 
 async def drop_database(admin_url: str, database: str) -> None:
     """Drop a database, disconnecting whoever is still connected to it."""
-    connection = await connect(admin_url)
+    await _run_once(admin_url, f"DROP DATABASE IF EXISTS {_identifier(database)} WITH (FORCE)")
+
+
+async def _run_once(database_url: str, statement: str) -> None:
+    """Run one statement on a connection of its own (CREATE/DROP DATABASE need one)."""
+    connection = await connect(database_url)
     try:
-        await connection.execute(f"DROP DATABASE IF EXISTS {_identifier(database)} WITH (FORCE)")
+        await connection.execute(statement)
     finally:
         await connection.close()

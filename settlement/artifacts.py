@@ -11,13 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from runtime.npm import NpmError, install_npm_packages
+from runtime.npm import NpmError, install_npm_packages, run_in_repo
 from settlement.errors import BuildError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -81,16 +80,11 @@ def build(path: Path = ARTIFACT_PATH) -> Artifacts:
     if shutil.which("node") is None:
         raise BuildError("node is not on PATH; the contracts are compiled by solc-js")
     _ensure_node_packages()
-    command = ["node", str(BUILD_SCRIPT), str(path), source_hash()]
     try:
-        result = subprocess.run(
-            command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S,
-            check=False,
-        )  # fmt: skip
-    except subprocess.TimeoutExpired as error:
-        raise BuildError(f"compiling the contracts took over {BUILD_TIMEOUT_S}s") from error
-    if result.returncode != 0:
-        raise BuildError(f"solc failed:\n{(result.stdout + result.stderr)[-4000:]}")
+        run_in_repo(["node", str(BUILD_SCRIPT), str(path), source_hash()],
+                    timeout_s=BUILD_TIMEOUT_S, what="compiling the contracts (solc-js)")
+    except NpmError as error:
+        raise BuildError(str(error)) from error
     return _read(path)
 
 

@@ -8,16 +8,11 @@ person (`retriable=False`: stop and say why).
 
 from __future__ import annotations
 
+from runtime.errors import RetriableError
 
-class SettlementError(Exception):
+
+class SettlementError(RetriableError):
     """Base of every settlement failure."""
-
-    retriable: bool = False
-
-    def __init__(self, message: str, *, retriable: bool | None = None) -> None:
-        super().__init__(message)
-        if retriable is not None:
-            self.retriable = retriable
 
 
 class BuildError(SettlementError):
