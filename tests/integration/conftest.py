@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 
 from eventlog.kafka import KafkaConfig, KafkaLog
+from runtime.postgres import drop_database
+from tests.integration.ledger_db import LedgerDatabase, create_ledger_database
 
 
 @pytest.fixture
@@ -15,3 +18,21 @@ async def kafka_log(kafka_bootstrap: str) -> AsyncIterator[KafkaLog]:
     event_log = KafkaLog(KafkaConfig(bootstrap_servers=kafka_bootstrap, request_timeout_ms=15_000))
     yield event_log
     await event_log.close()
+
+
+@pytest.fixture
+def namespace() -> str:
+    """A topic namespace of the test's own ("t<random>."), so tests share no topic."""
+    return f"t{uuid.uuid4().hex[:8]}."
+
+
+@pytest.fixture
+async def ledger_db(
+    request: pytest.FixtureRequest, database_url: str
+) -> AsyncIterator[LedgerDatabase]:
+    """A fresh ledger database on the session's server, dropped after the test. Migrated in
+    process; by `gpux ledger migrate` where the test parametrizes it indirectly with "cli"."""
+    database = await create_ledger_database(
+        database_url, migrate_by=getattr(request, "param", "library"))
+    yield database
+    await drop_database(database_url, database.name)

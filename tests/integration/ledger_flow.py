@@ -1,24 +1,43 @@
-"""What the ledger's integration tests share: a `gpux ledger run` subprocess, a feeder
-that streams commands to the engine in small batches, and the check that the journal holds
-every event once."""
+"""What the ledger's integration tests share: a workload with commands mixed in, a
+`gpux ledger run` subprocess, and the check that the journal holds every event once."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg  # type: ignore[import-untyped]
 
 from eventlog.port import EventLog
 from ledger.reconcile import ReconcileReport, reconcile
-from protocol import decode_event
+from matching_engine.core import Engine
+from matching_engine.workload import Workload
+from protocol import AnyCommand, decode_event
 
 ROOT = Path(__file__).resolve().parents[2]
-FEED_CHUNK = 20
 MONEY_TYPES = (b'"type":"deposited"', b'"type":"withdrawn"', b'"type":"trade"')
+
+
+def workload_commands(workload: Workload, flow_commands: int,
+                      mixed_in: Callable[[int, int], list[AnyCommand]]) -> list[AnyCommand]:
+    """Return the workload's setup and `flow_commands` of its flow, each flow command followed
+    by the commands `mixed_in(index, ts)` gives for it."""
+    commands: list[AnyCommand] = list(workload.setup())
+    for index, command in enumerate(workload.flow(flow_commands)):
+        commands.append(command)
+        commands.extend(mixed_in(index, command.ts))
+    return commands
+
+
+def replayed_seq(commands: list[AnyCommand]) -> int:
+    """Return the seq of the last event a fresh engine core makes of the commands."""
+    replay = Engine()
+    for command in commands:
+        replay.apply(command)
+    return replay.seq
 
 
 def start_projector(
@@ -33,20 +52,6 @@ def start_projector(
             cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
-
-
-async def feed(event_log: EventLog, topic: str, payloads: list[bytes],
-               pause_s: float = 0.0) -> None:
-    """Send the commands as a stream of small batches, `pause_s` apart."""
-    producer = event_log.producer()
-    await producer.start()
-    try:
-        for start in range(0, len(payloads), FEED_CHUNK):
-            await producer.send_batch(topic, payloads[start:start + FEED_CHUNK])
-            if pause_s:
-                await asyncio.sleep(pause_s)
-    finally:
-        await producer.stop()
 
 
 async def assert_journal_holds_each_event_once(

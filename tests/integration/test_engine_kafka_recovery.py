@@ -12,7 +12,6 @@ import random
 import signal
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 from eventlog.errors import LogError
@@ -22,7 +21,7 @@ from matching_engine.core import Engine
 from matching_engine.replay import replay_lines
 from matching_engine.workload import Workload
 from protocol import decode_event, encode
-from tests.helpers import eventually, read_topic
+from tests.helpers import eventually, feed, read_topic
 
 ROOT = Path(__file__).resolve().parents[2]
 KILLS = 4
@@ -55,22 +54,9 @@ async def committed(event_log: EventLog, group: str, topic: str) -> int:
         raise
 
 
-async def feed(event_log: EventLog, topic: str, payloads: list[bytes]) -> None:
-    """Send the commands as a steady stream of small batches."""
-    producer = event_log.producer()
-    await producer.start()
-    try:
-        for start in range(0, len(payloads), FEED_CHUNK):
-            await producer.send_batch(topic, payloads[start:start + FEED_CHUNK])
-            await asyncio.sleep(0.005)
-    finally:
-        await producer.stop()
-
-
 async def test_engine_killed_repeatedly_publishes_exactly_the_replay(
-    kafka_bootstrap: str, tmp_path: Path
+    kafka_bootstrap: str, namespace: str, tmp_path: Path
 ) -> None:
-    namespace = f"t{uuid.uuid4().hex[:8]}."
     commands_topic, events_topic = namespace + COMMANDS_TOPIC, namespace + EVENTS_TOPIC
     group = f"{namespace}engine"
     workload = Workload(instruments=4, accounts=16, seed=5)
@@ -82,7 +68,8 @@ async def test_engine_killed_repeatedly_publishes_exactly_the_replay(
     try:
         await event_log.create_topics([TopicSpec(name=commands_topic),
                                        TopicSpec(name=events_topic)])
-        feeder = asyncio.create_task(feed(event_log, commands_topic, payloads))
+        feeder = asyncio.create_task(feed(event_log, commands_topic, payloads, pause_s=0.005,
+                                      chunk_size=FEED_CHUNK))
         engine = start_engine(kafka_bootstrap, namespace, tmp_path / "snapshots", log_path)
         for kill in range(KILLS):
             progress = (kill + 1) * len(payloads) // (KILLS + 2)

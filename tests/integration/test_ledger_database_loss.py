@@ -13,7 +13,6 @@ withdrawal, a reconciliation with the engine without differences, a sound hash c
 from __future__ import annotations
 
 import asyncio
-import signal
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -22,31 +21,29 @@ from eventlog.kafka import KafkaLog
 from eventlog.port import COMMANDS_TOPIC, EVENTS_TOPIC, TopicSpec
 from harness.paths import tail
 from harness.ports import free_port
-from ledger.migrate import SERVICE_ROLE, apply_migrations, set_service_password
 from ledger.projector import APPLICATION_NAME as PROJECTOR_APPLICATION
 from ledger.verify import verify_chain
 from matching_engine.config import EngineConfig
-from matching_engine.core import Engine
 from matching_engine.service import EngineService
 from matching_engine.workload import Workload
 from protocol import AnyCommand, Withdraw, encode
-from runtime.postgres import create_database, drop_database, url_with_credentials
-from tests.helpers import eventually, read_topic
+from runtime.postgres import drop_database
+from tests.helpers import eventually, feed, kill_if_running, read_topic, stop_cleanly
 from tests.integration.database_faults import (
-    database_of,
     end_live_sessions,
     observe,
     own_postgres,
     query_while_restarting,
 )
+from tests.integration.ledger_db import LedgerDatabase, create_ledger_database
 from tests.integration.ledger_flow import (
     assert_journal_holds_each_event_once,
-    feed,
+    replayed_seq,
     start_projector,
+    workload_commands,
 )
 from tests.integration.metrics_probe import health, scrape
 
-SERVICE_PASSWORD = "ledger-loss-password"
 FLOW_COMMANDS = 3000
 CATCH_UP_TIMEOUT_S = 120.0
 
@@ -56,39 +53,24 @@ Fault = Callable[[], Awaitable[None]]
 def command_stream() -> list[AnyCommand]:
     """Return a workload with withdrawals mixed in, so trades, deposits and withdrawals all
     reach the journal."""
-    workload = Workload(instruments=3, accounts=12, seed=17)
-    commands: list[AnyCommand] = list(workload.setup())
-    for index, command in enumerate(workload.flow(FLOW_COMMANDS)):
-        commands.append(command)
-        if index % 100 == 0:
-            commands.append(Withdraw(ts=command.ts, account=f"acct{index % 12}",
-                                     asset="USDC", amount="7.5"))
-    return commands
+
+    def mixed_in(index: int, ts: int) -> list[AnyCommand]:
+        if index % 100:
+            return []
+        return [Withdraw(ts=ts, account=f"acct{index % 12}", asset="USDC", amount="7.5")]
+
+    return workload_commands(Workload(instruments=3, accounts=12, seed=17), FLOW_COMMANDS,
+                             mixed_in)
 
 
-async def migrated_database(admin_url: str) -> tuple[str, str]:
-    """Create and migrate a fresh ledger database; return (owner URL, service role URL)."""
-    owner_url = await create_database(admin_url, f"ledger_loss_{uuid.uuid4().hex[:10]}")
-    connection = await observe(owner_url)
-    try:
-        await apply_migrations(connection)
-        await set_service_password(connection, SERVICE_PASSWORD)
-    finally:
-        await connection.close()
-    return owner_url, url_with_credentials(owner_url, SERVICE_ROLE, SERVICE_PASSWORD)
-
-
-async def project_through_faults(kafka_log: KafkaLog, bootstrap: str, owner_url: str,
-                                 service_url: str, faults: list[Fault], tmp_path: Path) -> None:
+async def project_through_faults(kafka_log: KafkaLog, bootstrap: str, database: LedgerDatabase,
+                                 faults: list[Fault], tmp_path: Path) -> None:
     """Stream a workload through the engine into a running projector, injecting `faults`
     at evenly spread points of the journal, then check it holds every event exactly once."""
     namespace = f"loss{uuid.uuid4().hex[:8]}."
     commands_topic, events_topic = namespace + COMMANDS_TOPIC, namespace + EVENTS_TOPIC
     commands = command_stream()
-    replay = Engine()
-    for command in commands:
-        replay.apply(command)
-    total_events = replay.seq
+    total_events = replayed_seq(commands)
     await kafka_log.create_topics([TopicSpec(name=commands_topic), TopicSpec(name=events_topic)])
     engine = EngineService(kafka_log, EngineConfig(
         topic_namespace=namespace, transactional_id=f"{namespace}engine",
@@ -100,7 +82,7 @@ async def project_through_faults(kafka_log: KafkaLog, bootstrap: str, owner_url:
                                       [encode(command) for command in commands]))
     log_path = tmp_path / "projector.log"
     port = free_port()
-    projector = start_projector(bootstrap, namespace, service_url, log_path,
+    projector = start_projector(bootstrap, namespace, database.service_url, log_path,
                                 "--metrics-port", str(port))
 
     def still_running() -> None:
@@ -110,7 +92,7 @@ async def project_through_faults(kafka_log: KafkaLog, bootstrap: str, owner_url:
     async def reached(seq: int) -> bool:
         still_running()
         applied = await query_while_restarting(
-            owner_url, "SELECT coalesce(max(last_seq), 0) FROM ledger.checkpoints")
+            database.owner_url, "SELECT coalesce(max(last_seq), 0) FROM ledger.checkpoints")
         return applied is not None and applied >= seq
 
     try:
@@ -133,17 +115,14 @@ async def project_through_faults(kafka_log: KafkaLog, bootstrap: str, owner_url:
         # Faults that land close together can end the sessions of one attempt twice, so
         # not every fault has to count as a reconnect of its own.
         assert (await scrape(port))["gpux_ledger_reconnects_total"] >= 1
-        projector.send_signal(signal.SIGTERM)
-        assert projector.wait(timeout=30) == 0, tail(log_path, 40)
+        stop_cleanly(projector, log_path)
         assert engine.engine.seq == total_events
     finally:
-        if projector.poll() is None:
-            projector.kill()
-            projector.wait()
+        kill_if_running(projector)
         feeder.cancel()
         stop_engine.set()
         await engine_task
-    await check_every_event_once(kafka_log, owner_url, commands_topic, events_topic,
+    await check_every_event_once(kafka_log, database.owner_url, commands_topic, events_topic,
                                  total_events)
 
 
@@ -163,24 +142,26 @@ async def check_every_event_once(kafka_log: KafkaLog, owner_url: str, commands_t
 async def test_projector_resumes_after_the_server_ends_its_sessions_again_and_again(
     kafka_log: KafkaLog, kafka_bootstrap: str, database_url: str, tmp_path: Path
 ) -> None:
-    owner_url, service_url = await migrated_database(database_url)
+    database = await create_ledger_database(database_url, prefix="ledger_loss",
+                                            connect_as=observe)
     terminated: list[int] = []
 
     async def end_sessions() -> None:
-        terminated.append(await end_live_sessions(database_url, database_of(owner_url),
+        terminated.append(await end_live_sessions(database_url, database.name,
                                                    PROJECTOR_APPLICATION))
 
-    await project_through_faults(kafka_log, kafka_bootstrap, owner_url, service_url,
+    await project_through_faults(kafka_log, kafka_bootstrap, database,
                                  [end_sessions] * 4, tmp_path)
     assert terminated and all(ended >= 1 for ended in terminated), terminated
-    await drop_database(database_url, database_of(owner_url))
+    await drop_database(database_url, database.name)
 
 
 async def test_projector_resumes_after_postgresql_restarts_and_crashes(
     kafka_log: KafkaLog, kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     with own_postgres(tmp_path / "postgres") as postgres:
-        owner_url, service_url = await migrated_database(postgres.url)
+        database = await create_ledger_database(postgres.url, prefix="ledger_loss",
+                                                connect_as=observe)
 
         async def restart() -> None:  # a fast shutdown: the server ends every session
             await asyncio.to_thread(postgres.restart)
@@ -189,19 +170,20 @@ async def test_projector_resumes_after_postgresql_restarts_and_crashes(
             await asyncio.to_thread(postgres.kill)
             await asyncio.to_thread(postgres.restart)
 
-        await project_through_faults(kafka_log, kafka_bootstrap, owner_url, service_url,
+        await project_through_faults(kafka_log, kafka_bootstrap, database,
                                      [restart, crash], tmp_path)
 
 
 async def test_an_idle_projector_replaces_its_lost_sessions_without_waiting_for_an_event(
     kafka_log: KafkaLog, kafka_bootstrap: str, database_url: str, tmp_path: Path
 ) -> None:
-    owner_url, service_url = await migrated_database(database_url)
+    database = await create_ledger_database(database_url, prefix="ledger_loss",
+                                            connect_as=observe)
     namespace = f"idle{uuid.uuid4().hex[:8]}."
     await kafka_log.create_topics([TopicSpec(name=namespace + EVENTS_TOPIC)])
     log_path = tmp_path / "projector.log"
     port = free_port()
-    projector = start_projector(kafka_bootstrap, namespace, service_url, log_path,
+    projector = start_projector(kafka_bootstrap, namespace, database.service_url, log_path,
                                 "--metrics-port", str(port))
     try:
         async def healthy() -> bool:
@@ -209,7 +191,7 @@ async def test_an_idle_projector_replaces_its_lost_sessions_without_waiting_for_
             return await health(port) == 200
 
         await eventually(healthy, timeout_s=60, message="the idle projector is healthy")
-        ended = await end_live_sessions(database_url, database_of(owner_url),
+        ended = await end_live_sessions(database_url, database.name,
                                         PROJECTOR_APPLICATION)
         assert ended >= 1
 
@@ -222,10 +204,7 @@ async def test_an_idle_projector_replaces_its_lost_sessions_without_waiting_for_
         # No event arrives: the projector finds the closed sessions while it waits.
         await eventually(reconnected, timeout_s=60,
                          message="the idle projector reconnected and is healthy again")
-        projector.send_signal(signal.SIGTERM)
-        assert projector.wait(timeout=30) == 0, tail(log_path, 40)
+        stop_cleanly(projector, log_path)
     finally:
-        if projector.poll() is None:
-            projector.kill()
-            projector.wait()
-    await drop_database(database_url, database_of(owner_url))
+        kill_if_running(projector)
+    await drop_database(database_url, database.name)

@@ -8,10 +8,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
@@ -19,62 +15,28 @@ import pytest
 
 from eventlog.port import Record
 from ledger.journal import GENESIS_HASH, JournalBuilder
-from ledger.migrate import (
-    SERVICE_ROLE,
-    Migration,
-    apply_migrations,
-    load_migrations,
-    set_service_password,
-)
+from ledger.migrate import SERVICE_ROLE, Migration, apply_migrations, load_migrations
 from ledger.store import append_batch, read_position
 from ledger.verify import verify_chain
-from matching_engine.core import Engine
-from protocol import Deposit, ListInstrument, NewOrder, Withdraw, encode
-from runtime.postgres import connect, create_database, drop_database, url_with_credentials
-
-ROOT = Path(__file__).resolve().parents[2]
-SERVICE_PASSWORD = "ledger-test-password"
-SYMBOL = "H100-EU-1"
-
-
-@dataclass(frozen=True)
-class LedgerDatabase:
-    owner_url: str  # the session's superuser, on the fresh database
-    service_url: str  # the service role, logging in by password
-
-
-@pytest.fixture
-async def ledger_db(database_url: str) -> AsyncIterator[LedgerDatabase]:
-    name = f"ledger_{uuid.uuid4().hex[:12]}"
-    url = await create_database(database_url, name)
-    connection = await connect(url)
-    try:
-        await apply_migrations(connection)
-        await set_service_password(connection, SERVICE_PASSWORD)
-    finally:
-        await connection.close()
-    yield LedgerDatabase(url, url_with_credentials(url, SERVICE_ROLE, SERVICE_PASSWORD))
-    await drop_database(database_url, name)
+from protocol import NewOrder, Withdraw, encode
+from runtime.postgres import connect
+from tests.integration.ledger_db import (
+    ROOT,
+    SYMBOL,
+    LedgerDatabase,
+    engine_events,
+    opening_commands,
+)
 
 
 def trading_events() -> list[Any]:
     """Return the events of deposits, a few fills and a withdrawal, from the engine core."""
-    engine = Engine()
-    commands: list[Any] = [
-        ListInstrument(ts=1, symbol=SYMBOL, gpu="H100-SXM-80GB", region="eu-west",
-                       delivery_start=10**18, delivery_hours=1, tick_size="0.01",
-                       max_order_quantity=100, maker_fee_bps=10, taker_fee_bps=20),
-        Deposit(ts=2, account="alice", asset="USDC", amount="1000"),
-        Deposit(ts=2, account="bob", asset=SYMBOL, amount=50),
-        NewOrder(ts=3, account="bob", client_order_id="s1", instrument=SYMBOL, side="sell",
-                 order_type="limit", price="2.5", quantity=10),
-        NewOrder(ts=4, account="alice", client_order_id="b1", instrument=SYMBOL, side="buy",
-                 order_type="limit", price="2.6", quantity=4),
+    return engine_events([
+        *opening_commands(),
         NewOrder(ts=5, account="alice", client_order_id="b2", instrument=SYMBOL, side="buy",
                  order_type="market", quantity=3),
         Withdraw(ts=6, account="alice", asset="USDC", amount="100"),
-    ]
-    return [event for command in commands for event in engine.apply(command)]
+    ])
 
 
 async def append_events(url: str, events: list[Any]) -> None:

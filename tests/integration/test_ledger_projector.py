@@ -15,9 +15,6 @@ import random
 import signal
 import subprocess
 import sys
-import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,101 +27,81 @@ from harness.ports import free_port
 from ledger import reads
 from ledger.errors import SeqGapError
 from ledger.journal import CHAIN_ACCOUNT
-from ledger.migrate import SERVICE_ROLE
 from ledger.projector import Projector, ProjectorConfig
 from ledger.reconcile import reconcile
 from ledger.verify import verify_chain
 from matching_engine.config import EngineConfig
-from matching_engine.core import Engine
 from matching_engine.service import EngineService
 from matching_engine.snapshots import SnapshotStore
 from matching_engine.workload import Workload
-from protocol import (
-    AnyCommand,
-    Deposit,
-    Deposited,
-    ListInstrument,
-    NewOrder,
-    Trade,
-    Withdraw,
-    encode,
+from protocol import AnyCommand, Deposit, Deposited, NewOrder, Trade, Withdraw, encode
+from runtime.postgres import connect
+from tests.helpers import eventually, feed, kill_if_running, read_topic, stop_cleanly
+from tests.integration.ledger_db import (
+    ROOT,
+    SYMBOL,
+    LedgerDatabase,
+    engine_events,
+    opening_commands,
 )
-from runtime.postgres import connect, create_database, drop_database, url_with_credentials
-from tests.helpers import eventually, read_topic
 from tests.integration.ledger_flow import (
     assert_journal_holds_each_event_once,
-    feed,
+    replayed_seq,
     start_projector,
+    workload_commands,
 )
 from tests.integration.metrics_probe import health, scrape
 
-ROOT = Path(__file__).resolve().parents[2]
-SERVICE_PASSWORD = "ledger-test-password"
 KILLS = 4
 FLOW_COMMANDS = 6000
-SYMBOL = "H100-EU-1"
 
-
-@dataclass(frozen=True)
-class LedgerDatabase:
-    owner_url: str
-    service_url: str
-
-
-@pytest.fixture
-async def ledger_db(database_url: str) -> AsyncIterator[LedgerDatabase]:
-    """Give a fresh database migrated by `gpux ledger migrate`, dropped afterwards."""
-    name = f"ledger_{uuid.uuid4().hex[:12]}"
-    url = await create_database(database_url, name)
-    result = subprocess.run(
-        [sys.executable, "-m", "gpux", "ledger", "migrate", "--database-url", url,
-         "--service-password", SERVICE_PASSWORD],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    yield LedgerDatabase(url, url_with_credentials(url, SERVICE_ROLE, SERVICE_PASSWORD))
-    await drop_database(database_url, name)
+# Every test's database is migrated by `gpux ledger migrate`, as an operator does.
+pytestmark = pytest.mark.parametrize("ledger_db", ["cli"], indirect=True)
 
 
 def command_stream() -> list[AnyCommand]:
     """Return a workload with withdrawals (some refused) and a duplicate deposit mixed in."""
-    workload = Workload(instruments=4, accounts=16, seed=5)
-    commands: list[AnyCommand] = list(workload.setup())
-    for index, command in enumerate(workload.flow(FLOW_COMMANDS)):
-        commands.append(command)
+
+    def mixed_in(index: int, ts: int) -> list[AnyCommand]:
+        commands: list[AnyCommand] = []
         if index % 150 == 0:
-            commands.append(Withdraw(ts=command.ts, account=f"acct{index % 16}",
-                                     asset="USDC", amount="12.5"))
+            commands.append(Withdraw(ts=ts, account=f"acct{index % 16}", asset="USDC",
+                                     amount="12.5"))
         if index % 700 == 0:
-            commands.append(Withdraw(ts=command.ts, account=f"acct{index % 16}",
-                                     asset="GPU-1", amount=3))
-            commands.append(Withdraw(ts=command.ts, account="acct1", asset="USDC",
+            commands.append(Withdraw(ts=ts, account=f"acct{index % 16}", asset="GPU-1",
+                                     amount=3))
+            commands.append(Withdraw(ts=ts, account="acct1", asset="USDC",
                                      amount="99999999999"))  # more than it has: refused
-            commands.append(Deposit(ts=command.ts, account="acct2", asset="USDC",
-                                    amount="5", deposit_id="tx-1"))  # refused after the first
-    return commands
+            commands.append(Deposit(ts=ts, account="acct2", asset="USDC", amount="5",
+                                    deposit_id="tx-1"))  # refused after the first
+        return commands
+
+    return workload_commands(Workload(instruments=4, accounts=16, seed=5), FLOW_COMMANDS,
+                             mixed_in)
 
 
-async def ledger_seq(database_url: str) -> int:
+async def stored_progress(database_url: str) -> tuple[reads.Checkpoint | None, int]:
+    """Return the journal's last checkpoint and how many entries it holds."""
     connection = await connect(database_url)
     try:
-        checkpoint = await reads.last_checkpoint(connection)
-        return 0 if checkpoint is None else checkpoint.last_seq
+        return await reads.last_checkpoint(connection), await reads.entry_count(connection)
     finally:
         await connection.close()
 
 
+async def ledger_seq(database_url: str) -> int:
+    checkpoint, _entries = await stored_progress(database_url)
+    return 0 if checkpoint is None else checkpoint.last_seq
+
+
 async def test_projector_killed_repeatedly_books_every_event_exactly_once(
-    kafka_log: KafkaLog, kafka_bootstrap: str, ledger_db: LedgerDatabase, tmp_path: Path
+    kafka_log: KafkaLog, kafka_bootstrap: str, ledger_db: LedgerDatabase, namespace: str,
+    tmp_path: Path,
 ) -> None:
-    namespace = f"t{uuid.uuid4().hex[:8]}."
     commands_topic, events_topic = namespace + COMMANDS_TOPIC, namespace + EVENTS_TOPIC
     commands = command_stream()
     payloads = [encode(command) for command in commands]
-    replay = Engine()
-    for command in commands:
-        replay.apply(command)
-    total_events = replay.seq
+    total_events = replayed_seq(commands)
     await kafka_log.create_topics([TopicSpec(name=commands_topic), TopicSpec(name=events_topic)])
     snapshot_dir = tmp_path / "snapshots"
     engine = EngineService(kafka_log, EngineConfig(
@@ -159,14 +136,11 @@ async def test_projector_killed_repeatedly_books_every_event_exactly_once(
             return await ledger_seq(ledger_db.owner_url) >= total_events
 
         await eventually(caught_up, timeout_s=90, message="ledger applied every event")
-        projector.send_signal(signal.SIGTERM)
-        assert projector.wait(timeout=30) == 0, log_path.read_text()[-3000:]
+        stop_cleanly(projector, log_path)
         assert engine.engine.seq == total_events
         events = await read_topic(kafka_log, events_topic)
     finally:
-        if projector.poll() is None:
-            projector.kill()
-            projector.wait()
+        kill_if_running(projector)
         stop_engine.set()
         await engine_task
     assert kills_while_streaming >= 1, "the kills should land while commands still stream"
@@ -200,56 +174,43 @@ async def test_projector_killed_repeatedly_books_every_event_exactly_once(
 
 def small_market_events() -> list[Any]:
     """Return the engine's events for deposits, two fills, fees and a withdrawal."""
-    engine = Engine()
-    commands: list[Any] = [
-        ListInstrument(ts=1, symbol=SYMBOL, gpu="H100-SXM-80GB", region="eu-west",
-                       delivery_start=10**18, delivery_hours=1, tick_size="0.01",
-                       max_order_quantity=100, maker_fee_bps=10, taker_fee_bps=20),
-        Deposit(ts=2, account="alice", asset="USDC", amount="1000"),
-        Deposit(ts=2, account="bob", asset=SYMBOL, amount=50),
-        NewOrder(ts=3, account="bob", client_order_id="s1", instrument=SYMBOL, side="sell",
-                 order_type="limit", price="2.5", quantity=10),
-        NewOrder(ts=4, account="alice", client_order_id="b1", instrument=SYMBOL, side="buy",
-                 order_type="limit", price="2.6", quantity=4),
+    return engine_events([
+        *opening_commands(),
         NewOrder(ts=5, account="alice", client_order_id="b2", instrument=SYMBOL, side="buy",
                  order_type="limit", price="2.4", quantity=1),
         NewOrder(ts=6, account="bob", client_order_id="s2", instrument=SYMBOL, side="sell",
                  order_type="market", quantity=1),
         Withdraw(ts=7, account="alice", asset="USDC", amount="100"),
-    ]
-    return [event for command in commands for event in engine.apply(command)]
+    ])
 
 
-async def publish(event_log: EventLog, topic: str, events: list[Any]) -> None:
+async def publish(event_log: EventLog, namespace: str, events: list[Any]) -> None:
+    topic = namespace + EVENTS_TOPIC
     await event_log.create_topics([TopicSpec(name=topic)])
-    producer = event_log.producer()
-    await producer.start()
-    try:
-        await producer.send_batch(topic, [encode(event) for event in events])
-    finally:
-        await producer.stop()
+    await feed(event_log, topic, [encode(event) for event in events])
 
 
-async def project_until(projector: Projector, seq: int) -> None:
+async def project(event_log: EventLog, service_url: str, namespace: str,
+                  events: list[Any]) -> Projector:
+    """Publish the events and run a projector in process until it applied all of them."""
+    await publish(event_log, namespace, events)
+    projector = Projector(event_log, service_url, ProjectorConfig(topic_namespace=namespace))
     stop = asyncio.Event()
     task = asyncio.create_task(projector.run(stop))
     try:
-        await eventually(lambda: task.done() or projector.applied_seq >= seq,
-                         message=f"projector applied seq {seq}")
+        await eventually(lambda: task.done() or projector.applied_seq >= len(events),
+                         message=f"projector applied seq {len(events)}")
     finally:
         stop.set()
         await task
+    return projector
 
 
 async def test_reads_give_balances_statements_fees_and_unsettled_trades(
-    kafka_log: KafkaLog, ledger_db: LedgerDatabase
+    kafka_log: KafkaLog, ledger_db: LedgerDatabase, namespace: str
 ) -> None:
-    namespace = f"t{uuid.uuid4().hex[:8]}."
     events = small_market_events()
-    await publish(kafka_log, namespace + EVENTS_TOPIC, events)
-    projector = Projector(kafka_log, ledger_db.service_url,
-                          ProjectorConfig(topic_namespace=namespace))
-    await project_until(projector, len(events))
+    await project(kafka_log, ledger_db.service_url, namespace, events)
     trades = [event for event in events if isinstance(event, Trade)]
     assert [(t.price, t.quantity, t.aggressor_side) for t in trades] == [
         ("2.5", 4, "buy"), ("2.4", 1, "sell")]
@@ -307,13 +268,11 @@ async def test_reads_give_balances_statements_fees_and_unsettled_trades(
 
 
 async def test_projector_stops_at_a_seq_gap_and_never_skips_it(
-    kafka_log: KafkaLog, ledger_db: LedgerDatabase
+    kafka_log: KafkaLog, ledger_db: LedgerDatabase, namespace: str
 ) -> None:
-    namespace = f"t{uuid.uuid4().hex[:8]}."
     events = small_market_events()
     missing = next(event.seq for event in events if isinstance(event, Trade))
-    await publish(kafka_log, namespace + EVENTS_TOPIC,
-                  [event for event in events if event.seq != missing])
+    await publish(kafka_log, namespace, [event for event in events if event.seq != missing])
     config = ProjectorConfig(topic_namespace=namespace, batch_size_max=2)
     for _attempt in range(2):  # a restart meets the same gap again
         projector = Projector(kafka_log, ledger_db.service_url, config)
@@ -321,44 +280,31 @@ async def test_projector_stops_at_a_seq_gap_and_never_skips_it(
             await asyncio.wait_for(projector.run(asyncio.Event()), 30)
         assert (caught.value.expected_seq, caught.value.got_seq) == (missing, missing + 1)
         assert projector.applied_seq == missing - 1
-    connection = await connect(ledger_db.service_url)
-    try:
-        checkpoint = await reads.last_checkpoint(connection)
-        assert checkpoint is not None and checkpoint.last_seq == missing - 1
-        assert checkpoint.next_offset == missing - 1  # offsets count from 0, seqs from 1
-        assert await reads.entry_count(connection) == 2  # the two deposits
-    finally:
-        await connection.close()
+    checkpoint, entries = await stored_progress(ledger_db.service_url)
+    assert checkpoint is not None and checkpoint.last_seq == missing - 1
+    assert checkpoint.next_offset == missing - 1  # offsets count from 0, seqs from 1
+    assert entries == 2  # the two deposits
 
 
 async def test_events_that_move_no_money_still_advance_the_stored_seq(
-    kafka_log: KafkaLog, ledger_db: LedgerDatabase
+    kafka_log: KafkaLog, ledger_db: LedgerDatabase, namespace: str
 ) -> None:
-    namespace = f"t{uuid.uuid4().hex[:8]}."
     events = small_market_events()
     first_deposit = next(event.seq for event in events if isinstance(event, Deposited))
     quiet = events[: first_deposit - 1]  # the listing only
     assert quiet
-    await publish(kafka_log, namespace + EVENTS_TOPIC, quiet)
-    projector = Projector(kafka_log, ledger_db.service_url,
-                          ProjectorConfig(topic_namespace=namespace))
-    await project_until(projector, len(quiet))
-    connection = await connect(ledger_db.service_url)
-    try:
-        checkpoint = await reads.last_checkpoint(connection)
-        assert checkpoint is not None and checkpoint.last_seq == len(quiet)
-        assert await reads.entry_count(connection) == 0
-    finally:
-        await connection.close()
+    await project(kafka_log, ledger_db.service_url, namespace, quiet)
+    checkpoint, entries = await stored_progress(ledger_db.service_url)
+    assert checkpoint is not None and checkpoint.last_seq == len(quiet)
+    assert entries == 0
 
 
 async def test_a_refused_write_stops_the_projector_without_losing_its_place(
-    kafka_log: KafkaLog, ledger_db: LedgerDatabase
+    kafka_log: KafkaLog, ledger_db: LedgerDatabase, namespace: str
 ) -> None:
-    namespace = f"t{uuid.uuid4().hex[:8]}."
     events = small_market_events()
     last_trade = [event for event in events if isinstance(event, Trade)][-1]
-    await publish(kafka_log, namespace + EVENTS_TOPIC, events)
+    await publish(kafka_log, namespace, events)
     connection = await connect(ledger_db.owner_url)
     try:  # a row the projector will collide with, planted behind its back
         await connection.execute(
@@ -375,9 +321,9 @@ async def test_a_refused_write_stops_the_projector_without_losing_its_place(
 
 
 async def test_gpux_ledger_run_serves_its_metrics_and_health(
-    kafka_log: KafkaLog, kafka_bootstrap: str, ledger_db: LedgerDatabase, tmp_path: Path
+    kafka_log: KafkaLog, kafka_bootstrap: str, ledger_db: LedgerDatabase, namespace: str,
+    tmp_path: Path,
 ) -> None:
-    namespace = f"t{uuid.uuid4().hex[:8]}."
     topic = namespace + EVENTS_TOPIC
     await kafka_log.create_topics([TopicSpec(name=topic)])
     events = small_market_events()
@@ -394,7 +340,7 @@ async def test_gpux_ledger_run_serves_its_metrics_and_health(
         before = await scrape(port)
         assert before["gpux_ledger_events_total"] == 0
         assert before["gpux_ledger_reconnects_total"] == 0
-        await publish(kafka_log, topic, events)
+        await publish(kafka_log, namespace, events)
 
         async def applied() -> bool:
             return (await scrape(port)).get("gpux_ledger_event_seq") == len(events)
@@ -418,9 +364,6 @@ async def test_gpux_ledger_run_serves_its_metrics_and_health(
         await eventually(caught_up, timeout_s=30, message="the lag gauge reaches 0")
         assert (await scrape(port))["gpux_ledger_reconnects_total"] == 0
         assert await health(port) == 200
-        projector.send_signal(signal.SIGTERM)
-        assert projector.wait(timeout=30) == 0, log_path.read_text()[-3000:]
+        stop_cleanly(projector, log_path)
     finally:
-        if projector.poll() is None:
-            projector.kill()
-            projector.wait()
+        kill_if_running(projector)

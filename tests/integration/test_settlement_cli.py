@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import uuid
@@ -20,7 +19,6 @@ from eth_utils.address import to_checksum_address
 
 from eventlog.kafka import KafkaConfig, KafkaLog
 from eventlog.port import COMMANDS_TOPIC, TopicSpec
-from eventlog.reading import read_to_end
 from harness.ports import free_port
 from protocol import Deposit, decode_command
 from settlement import store
@@ -33,7 +31,7 @@ from settlement.testing import (
     insert_trades,
     insert_withdrawal,
 )
-from tests.helpers import eventually
+from tests.helpers import eventually, kill_if_running, read_topic, stop_cleanly
 from tests.integration.metrics_probe import health, scrape
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,13 +94,8 @@ async def test_deploy_register_run_and_prove_from_the_command_line(
         await eventually(paid, timeout_s=60, message="withdrawal 2 paid out by `run`")
 
         async def deposits_sent() -> list[Deposit]:
-            consumer = event_log.consumer(commands_topic, start="earliest")
-            await consumer.start()
-            try:
-                records = await read_to_end(consumer)
-            finally:
-                await consumer.stop()
-            commands = [decode_command(record.value) for record in records]
+            values = await read_topic(event_log, commands_topic)
+            commands = [decode_command(value) for value in values]
             return [command for command in commands if isinstance(command, Deposit)]
 
         async def all_deposits_sent() -> bool:
@@ -115,16 +108,13 @@ async def test_deploy_register_run_and_prove_from_the_command_line(
             (to_checksum_address(squatter.address), "USDC", "2")}
         assert await store.addresses(conn, ["fees"]) == {"fees": fees.address}
         await check_metrics(port)
-        runner.send_signal(signal.SIGTERM)
-        assert runner.wait(timeout=30) == 0
+        stop_cleanly(runner, tmp_path / "run.log")
         proved = gpux_settlement("prove", "1", env=env)
         assert proved.returncode == 0, proved.stderr
         assert json.loads(proved.stdout)["verified_by_vault"] is True
         assert contracts.vault_balance(fees.address, 0) == 1_500
     finally:
-        if runner.poll() is None:
-            runner.kill()
-            runner.wait()
+        kill_if_running(runner)
         await event_log.close()
         await conn.close()
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -30,7 +29,6 @@ from eth_account.signers.local import LocalAccount
 
 from eventlog.kafka import KafkaLog
 from eventlog.port import EventLog
-from eventlog.reading import read_until, settled_end_offset
 from harness.paths import tail
 from harness.ports import free_port
 from matching_engine.config import EngineConfig
@@ -42,7 +40,7 @@ from settlement.cli import APPLICATION_NAME as SETTLEMENT_APPLICATION
 from settlement.dev import WALLET_ETH_WEI, deposit_tokens, deposit_usdc, new_wallet
 from settlement.fills import Fill
 from settlement.testing import create_ledger_trades_stand_in, fresh_database, insert_trades
-from tests.helpers import eventually
+from tests.helpers import eventually, kill_if_running, read_topic, stop_cleanly
 from tests.integration.database_faults import (
     database_of,
     end_live_sessions,
@@ -113,15 +111,8 @@ class Venue:
 
     async def credited(self) -> list[str]:
         """Return the deposit id of every `deposited` event so far, repeats included."""
-        topic = self.engine_config.events_topic
-        end_offset = await settled_end_offset(self.event_log, topic)
-        consumer = self.event_log.consumer(topic, start="earliest")
-        await consumer.start()
-        try:
-            records = await read_until(consumer, end_offset)
-        finally:
-            await consumer.stop()
-        events = [decode_event(record.value) for record in records]
+        values = await read_topic(self.event_log, self.engine_config.events_topic)
+        events = [decode_event(value) for value in values]
         return [event.deposit_id for event in events if isinstance(event, Deposited)]
 
     async def stored(self, query: str) -> int | None:
@@ -223,12 +214,9 @@ async def settle_through_faults(venue: Venue, eth_rpc_url: str, kafka_bootstrap:
         await eventually(all_settled_and_credited, timeout_s=SETTLE_TIMEOUT_S, interval_s=0.1,
                          message="every trade settled and every deposit credited")
         await check_metrics_after_faults(port, len(faults), still_running)
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0, tail(log_path, 40)
+        stop_cleanly(process, log_path)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        kill_if_running(process)
     await check_settled_once(venue, before)
 
 

@@ -14,7 +14,6 @@ import pytest
 from eth_utils import to_checksum_address
 
 from eventlog.port import EventLog, Producer
-from eventlog.reading import read_to_end
 from matching_engine.config import EngineConfig
 from protocol import Deposited, DepositRejected, decode_event
 from settlement import store
@@ -22,7 +21,7 @@ from settlement.chain import Chain, Contracts, deploy, dev_account
 from settlement.deposits import DepositWatcher, WatcherConfig
 from settlement.dev import deposit_tokens, deposit_usdc, new_wallet
 from settlement.testing import fresh_database
-from tests.helpers import eventually
+from tests.helpers import eventually, read_topic
 from tests.integration.engine_run import engine_with_instrument
 
 SYMBOL = "H100-SXM-80GB.eu-west.2026-02-01T00"
@@ -46,13 +45,8 @@ class Venue:
         self.contracts.chain.rpc("anvil_mine", [hex(blocks)])
 
     async def deposit_events(self) -> list[Deposited | DepositRejected]:
-        consumer = self.event_log.consumer(self.engine_config.events_topic, start="earliest")
-        await consumer.start()
-        try:
-            records = await read_to_end(consumer)
-        finally:
-            await consumer.stop()
-        events = [decode_event(record.value) for record in records]
+        values = await read_topic(self.event_log, self.engine_config.events_topic)
+        events = [decode_event(value) for value in values]
         return [e for e in events if isinstance(e, (Deposited, DepositRejected))]
 
 
