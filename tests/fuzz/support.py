@@ -18,8 +18,8 @@ import msgspec.inspect as inspect
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-INT64_MIN: Final = -(2**63)
-INT64_MAX: Final = 2**63 - 1
+from tests.protocol_strategies import INT64_MAX, INT64_MIN, choice_values, int64_bounds
+
 _SCALE: Final = max(1.0, float(os.environ.get("GPUX_FUZZ_SCALE", "1")))
 _IN_CI: Final = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 
@@ -129,26 +129,18 @@ def json_path_names(message: str, field: str) -> bool:
 def values_of(info: inspect.Type) -> st.SearchStrategy[Any]:
     """A strategy for values msgspec accepts for one field type, as plain JSON-able values."""
     if isinstance(info, inspect.IntType):
-        low = max(INT64_MIN, info.ge if info.ge is not None else INT64_MIN,
-                  info.gt + 1 if info.gt is not None else INT64_MIN)
-        high = min(INT64_MAX, info.le if info.le is not None else INT64_MAX,
-                   info.lt - 1 if info.lt is not None else INT64_MAX)
+        low, high = int64_bounds(info)
         return st.integers(min_value=low, max_value=high)
     if isinstance(info, inspect.StrType):
         if info.pattern is not None:
             return st.from_regex(info.pattern, fullmatch=True).filter(
                 lambda text: re.search(info.pattern, text) is not None)
         return st.text(min_size=info.min_length or 0, max_size=min(info.max_length or 20, 20))
-    if isinstance(info, inspect.BoolType):
-        return st.booleans()
     if isinstance(info, inspect.FloatType):
         return st.floats(allow_nan=False, allow_infinity=False)
-    if isinstance(info, inspect.NoneType):
-        return st.none()
-    if isinstance(info, inspect.LiteralType):
-        return st.sampled_from(info.values)
-    if isinstance(info, inspect.UnionType):
-        return st.one_of(*(values_of(member) for member in info.types))
+    choice = choice_values(info, values_of)
+    if choice is not None:
+        return choice
     if isinstance(info, (inspect.ListType, inspect.TupleType, inspect.VarTupleType)):
         return _sequences(info)
     if isinstance(info, inspect.DictType):

@@ -10,33 +10,23 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from typing import Any, get_args
+from collections.abc import Callable
+from typing import Any
 
 import msgspec
 import pytest
 from hypothesis import given, reject
 from hypothesis import strategies as st
 
-from protocol import (
-    FORMATS,
-    AnyCommand,
-    AnyEvent,
-    Format,
-    MalformedCommand,
-    decode_command,
-    decode_event,
-    encode,
-)
+from protocol import FORMATS, Format, MalformedCommand, decode_command, decode_event, encode
 from protocol.codec import NESTING_MAX
 from tests.fuzz.support import fuzz, json_path_names, mutated_bytes, mutated_object, raw_structs
+from tests.protocol_strategies import COMMAND_CLASSES, EVENT_CLASSES, formats
 
-COMMAND_CLASSES: tuple[type[msgspec.Struct], ...] = get_args(AnyCommand)
-EVENT_CLASSES: tuple[type[msgspec.Struct], ...] = get_args(AnyEvent)
 NESTED_TOO_DEEP = f"nested deeper than {NESTING_MAX} levels"
 
 raw_commands = st.one_of(*(raw_structs(cls) for cls in COMMAND_CLASSES))
 raw_events = st.one_of(*(raw_structs(cls) for cls in EVENT_CLASSES))
-formats = st.sampled_from(FORMATS)
 
 
 def wire(value: Any, fmt: Format) -> bytes:
@@ -66,19 +56,6 @@ def test_a_command_broken_in_one_field_is_malformed_naming_that_field(
     else:
         assert isinstance(result, COMMAND_CLASSES), result
         assert decode_command(encode(result, fmt), fmt) == result
-
-
-@fuzz(300)
-@given(data=st.data(), raw=raw_commands, fmt=formats)
-def test_the_bytes_of_a_command_mutated_decode_to_a_command_or_a_malformed_one(
-    data: st.DataObject, raw: dict[str, Any], fmt: Format
-) -> None:
-    mutated = data.draw(mutated_bytes(wire(raw, fmt)))
-    result = decode_command(mutated, fmt)
-    assert isinstance(result, (MalformedCommand, *COMMAND_CLASSES))
-    if isinstance(result, MalformedCommand):
-        assert result.error
-    assert decode_command(mutated, fmt) == result, "the same bytes decode the same way"
 
 
 @fuzz(200)
@@ -122,16 +99,33 @@ def test_an_event_broken_in_one_field_raises_a_validation_error_naming_it(
         assert isinstance(decoded, EVENT_CLASSES)
 
 
-@fuzz(300)
-@given(data=st.data(), raw=raw_events, fmt=formats)
-def test_the_bytes_of_an_event_mutated_decode_or_raise_a_decode_error(
-    data: st.DataObject, raw: dict[str, Any], fmt: Format
-) -> None:
-    mutated = data.draw(mutated_bytes(wire(raw, fmt)))
+def a_command_or_a_malformed_one(mutated: bytes, fmt: Format) -> None:
+    """The bytes decode to a command or to a malformed one with an error, the same each time."""
+    result = decode_command(mutated, fmt)
+    assert isinstance(result, (MalformedCommand, *COMMAND_CLASSES))
+    if isinstance(result, MalformedCommand):
+        assert result.error
+    assert decode_command(mutated, fmt) == result, "the same bytes decode the same way"
+
+
+def an_event_or_a_decode_error(mutated: bytes, fmt: Format) -> None:
+    """The bytes decode to an event or raise msgspec.DecodeError, nothing else."""
     try:
         assert isinstance(decode_event(mutated, fmt), EVENT_CLASSES)
     except msgspec.DecodeError:
         pass
+
+
+@pytest.mark.parametrize(("raws", "expect"), [(raw_commands, a_command_or_a_malformed_one),
+                                              (raw_events, an_event_or_a_decode_error)],
+                         ids=["command", "event"])
+@fuzz(300)
+@given(data=st.data(), fmt=formats)
+def test_the_bytes_of_a_message_mutated_decode_as_its_decoder_promises(
+    raws: st.SearchStrategy[dict[str, Any]], expect: Callable[[bytes, Format], None],
+    data: st.DataObject, fmt: Format,
+) -> None:
+    expect(data.draw(mutated_bytes(wire(data.draw(raws), fmt))), fmt)
 
 
 @pytest.mark.parametrize(

@@ -10,28 +10,28 @@ from __future__ import annotations
 
 import re
 import string
-from typing import Any, get_args
+from collections.abc import Callable
+from typing import Any
 
 import msgspec
 import msgspec.inspect as inspect
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protocol import (
-    FORMATS,
-    AnyCommand,
-    AnyEvent,
-    Format,
-    MalformedCommand,
-    decode_command,
-    decode_event,
-    encode,
-)
+from protocol import Format, MalformedCommand, decode_command, decode_event, encode
 from protocol.commands import COMMAND_TYPES, IDENTIFIER_PATTERN
 from protocol.events import EVENT_TYPES
+from tests.protocol_strategies import (
+    COMMAND_CLASSES,
+    EVENT_CLASSES,
+    INT64_MAX,
+    INT64_MIN,
+    choice_values,
+    formats,
+    int64_bounds,
+)
 
-INT64_MIN = -(2**63)
-INT64_MAX = 2**63 - 1
 IDENTIFIER_ALPHABET = string.ascii_letters + string.digits + "_.:-"
 _IDENTIFIER = re.compile(IDENTIFIER_PATTERN)
 
@@ -50,16 +50,7 @@ _fuzz_settings = settings(_settings, max_examples=FUZZ_EXAMPLES_MAX)
 def _integers(info: inspect.IntType) -> st.SearchStrategy[int]:
     """Integers within the Meta bounds, and within int64 so msgpack can carry them."""
     assert info.multiple_of is None, "no protocol field uses multiple_of"
-    low = INT64_MIN
-    if info.ge is not None:
-        low = max(low, info.ge)
-    if info.gt is not None:
-        low = max(low, info.gt + 1)
-    high = INT64_MAX
-    if info.le is not None:
-        high = min(high, info.le)
-    if info.lt is not None:
-        high = min(high, info.lt - 1)
+    low, high = int64_bounds(info)
     return st.integers(min_value=low, max_value=high)
 
 
@@ -77,15 +68,10 @@ def _values(info: inspect.Type) -> st.SearchStrategy[Any]:
         return _integers(info)
     if isinstance(info, inspect.StrType):
         return _strings(info)
-    if isinstance(info, inspect.BoolType):
-        return st.booleans()
-    if isinstance(info, inspect.NoneType):
-        return st.none()
-    if isinstance(info, inspect.LiteralType):
-        return st.sampled_from(info.values)
-    if isinstance(info, inspect.UnionType):
-        return st.one_of(*(_values(member) for member in info.types))
-    raise AssertionError(f"no strategy for {info!r}: extend _values")
+    choice = choice_values(info, _values)
+    if choice is None:
+        raise AssertionError(f"no strategy for {info!r}: extend _values")
+    return choice
 
 
 def _structs(struct_type: type[msgspec.Struct]) -> st.SearchStrategy[msgspec.Struct]:
@@ -99,11 +85,8 @@ def _structs(struct_type: type[msgspec.Struct]) -> st.SearchStrategy[msgspec.Str
     )
 
 
-COMMAND_CLASSES: tuple[type[msgspec.Struct], ...] = get_args(AnyCommand)
-EVENT_CLASSES: tuple[type[msgspec.Struct], ...] = get_args(AnyEvent)
 commands = st.one_of(*(_structs(cls) for cls in COMMAND_CLASSES))
 events = st.one_of(*(_structs(cls) for cls in EVENT_CLASSES))
-formats = st.sampled_from(FORMATS)
 
 json_values = st.recursive(
     st.none()
@@ -151,23 +134,20 @@ def test_strategies_cover_every_command_and_event_type() -> None:
     assert {cls.__struct_config__.tag for cls in EVENT_CLASSES} == set(EVENT_TYPES)
 
 
+@pytest.mark.parametrize(("messages", "decode"), [(commands, decode_command),
+                                                  (events, decode_event)],
+                         ids=["command", "event"])
 @_settings
-@given(command=commands, fmt=formats)
-def test_every_valid_command_survives_a_round_trip(command: msgspec.Struct, fmt: Format) -> None:
-    data = encode(command, fmt)
-    decoded = decode_command(data, fmt)
-    assert type(decoded) is type(command)
-    assert decoded == command
-    assert encode(decoded, fmt) == data
-
-
-@_settings
-@given(event=events, fmt=formats)
-def test_every_valid_event_survives_a_round_trip(event: msgspec.Struct, fmt: Format) -> None:
-    data = encode(event, fmt)
-    decoded = decode_event(data, fmt)
-    assert type(decoded) is type(event)
-    assert decoded == event
+@given(draw=st.data(), fmt=formats)
+def test_every_valid_command_and_event_survives_a_round_trip(
+    messages: st.SearchStrategy[msgspec.Struct], decode: Callable[[bytes, Format], Any],
+    draw: st.DataObject, fmt: Format,
+) -> None:
+    message = draw.draw(messages)
+    data = encode(message, fmt)
+    decoded = decode(data, fmt)
+    assert type(decoded) is type(message)
+    assert decoded == message
     assert encode(decoded, fmt) == data
 
 
