@@ -2,6 +2,16 @@
 
 Import the port from here; import an adapter from its module (`eventlog.kafka`,
 `eventlog.embedded`), so a service that never uses Kafka never imports aiokafka.
+
+| module | what it owns |
+|---|---|
+| `port` | `EventLog`, `Producer`, `Consumer`, `Record`: the contract both adapters keep |
+| `processor` | the one consume-transform-produce loop, exactly once (the engine runs it) |
+| `readahead`, `reading` | reading on while a batch commits; reading up to an offset |
+| `kafka`, `kafka_clients`, `kafka_support` | the Kafka adapter (aiokafka) |
+| `embedded`, `embedded_clients`, `embedded_store`, `frames` | the embedded file log |
+| `flags` | the log from the command line, one way for every service |
+| `errors` | `LogError` and its kinds, each `retriable` or not |
 """
 
 from __future__ import annotations

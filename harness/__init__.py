@@ -4,4 +4,12 @@
 starts the stack detached (see `harness.cli`); tests get it through the fixtures of
 `tests/conftest.py`. Each service is a `harness.service.Service`: start, stop, kill,
 restart (same ports, same data), endpoint and log_path.
+
+| module | what it owns |
+|---|---|
+| `kafka`, `postgres`, `anvil` | each service: install, start, stop, kill, restart |
+| `service`, `ports`, `paths`, `errors` | what the services share |
+| `install`, `maven/` | fetching ahead of time; the Kafka jars pinned by hash |
+| `containers` | the same services from Docker images, where an engine answers |
+| `cli` | `gpux services` / `python -m harness` |
 """

@@ -1,7 +1,13 @@
 """The ledger: an append-only double-entry journal in PostgreSQL, fed exactly once from
 the event log.
 
-Modules by role: `journal` (the pure core: events to postings, the hash chain), `migrate`
-and `migrations/` (the schema), `db` and `store` (the PostgreSQL adapter), `projector`
-(the service loop), `reads`, `verify`, `reconcile`, `cli` (`gpux ledger ...`).
+| module | what it owns |
+|---|---|
+| `journal` | the pure core: events to postings, the hash chain |
+| `migrate`, `migrations/` | the schema and the service role |
+| `store` | the PostgreSQL adapter: checkpoints, the writer lock, batch appends |
+| `projector` | the service loop, under `runtime.retry.Supervisor` |
+| `reads` | balances, statements, fees, and the trades and withdrawals settlement settles |
+| `verify`, `reconcile` | the hash chain walked; the journal against the engine's state |
+| `cli`, `metrics`, `errors` | `gpux ledger ...`, its metrics, its failures |
 """

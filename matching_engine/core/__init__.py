@@ -1,4 +1,15 @@
-"""The pure matching engine core: books, accounts, matching. No I/O, no clock."""
+"""The pure matching engine core: books, accounts, matching. No I/O, no clock.
+
+| module | what it owns |
+|---|---|
+| `engine` | `Engine`: command dispatch, listings, deposits, withdrawals, ticks, closes |
+| `orders` | new, cancel, amend and mass cancel; matching |
+| `book` | one instrument's price levels |
+| `state` | the mutable state and its primitive moves (balances, holds, events) |
+| `views` | read-only views: the replay final-state document |
+| `invariants` | the internal invariants, checked from scratch (tests switch this on) |
+| `snapshot` | the snapshot format both cores read and write |
+"""
 
 from matching_engine.core.engine import Engine
 from matching_engine.core.state import InvariantError
