@@ -47,7 +47,8 @@ def upper(records: Sequence[Record]) -> list[bytes]:
 
 
 def processor_for(
-    log: EventLog, input_topic: str, output_topic: str, **limits: int
+    log: EventLog, input_topic: str, output_topic: str,
+    transform: Callable[[Sequence[Record]], list[bytes]] = upper, **limits: int,
 ) -> Callable[[str, str], TransactionalProcessor]:
     def make(group_id: str, transactional_id: str) -> TransactionalProcessor:
         config = ProcessorConfig(
@@ -57,9 +58,18 @@ def processor_for(
             transactional_id=transactional_id,
             **limits,
         )
-        return TransactionalProcessor(log, config, upper)
+        return TransactionalProcessor(log, config, transform)
 
     return make
+
+
+async def source_holding(log: EventLog, name: Name, output_topic: str,
+                         values: Sequence[bytes]) -> str:
+    """Create a source topic holding `values` (and the output topic); return its name."""
+    source = name("source")
+    await create(log, source, output_topic)
+    await send_values(log, source, values)
+    return source
 
 
 async def committed_settles_at(log: EventLog, group: str, topic: str, offset: int) -> None:
@@ -247,9 +257,8 @@ async def test_offsets_committed_in_a_transaction_are_where_a_restarted_consumer
 async def test_processor_restarted_resumes_after_its_last_batch_without_duplicates(
     event_log: EventLog, reopen_log: OpenLog, topic: str, name: Name
 ) -> None:
-    source, group, transactional_id = name("source"), name("group"), name("tx")
-    await create(event_log, source, topic)
-    await send_values(event_log, source, [b"c%d" % i for i in range(10)])
+    source = await source_holding(event_log, name, topic, [b"c%d" % i for i in range(10)])
+    group, transactional_id = name("group"), name("tx")
     make = processor_for(event_log, source, topic, batch_size_max=4)
     first = make(group, transactional_id)
     assert await first.start() == 0
@@ -272,9 +281,8 @@ async def test_processor_restarted_resumes_after_its_last_batch_without_duplicat
 async def test_processor_replays_up_to_the_committed_offset_without_producing(
     event_log: EventLog, topic: str, name: Name
 ) -> None:
-    source, group, transactional_id = name("source"), name("group"), name("tx")
-    await create(event_log, source, topic)
-    await send_values(event_log, source, [b"c%d" % i for i in range(8)])
+    source = await source_holding(event_log, name, topic, [b"c%d" % i for i in range(8)])
+    group, transactional_id = name("group"), name("tx")
     make = processor_for(event_log, source, topic, batch_size_max=3)
     first = make(group, transactional_id)
     await first.start()
@@ -294,9 +302,8 @@ async def test_processor_replays_up_to_the_committed_offset_without_producing(
 async def test_processor_failure_aborts_and_rewinds_to_the_committed_offset(
     event_log: EventLog, topic: str, name: Name
 ) -> None:
-    source, group = name("source"), name("group")
-    await create(event_log, source, topic)
-    await send_values(event_log, source, [b"c%d" % i for i in range(6)])
+    source = await source_holding(event_log, name, topic, [b"c%d" % i for i in range(6)])
+    group = name("group")
     failing = {"transform": True}
 
     def transform(records: Sequence[Record]) -> list[bytes]:
@@ -304,9 +311,8 @@ async def test_processor_failure_aborts_and_rewinds_to_the_committed_offset(
             raise ValueError("transform failed")
         return upper(records)
 
-    config = ProcessorConfig(input_topic=source, output_topic=topic, group_id=group,
-                             transactional_id=name("tx"), batch_size_max=3)
-    processor = TransactionalProcessor(event_log, config, transform)
+    processor = processor_for(event_log, source, topic, transform, batch_size_max=3)(
+        group, name("tx"))
     await processor.start()
     await process_next_batch(processor)
     with pytest.raises(ValueError, match="transform failed"):
@@ -324,17 +330,10 @@ async def test_processor_failure_aborts_and_rewinds_to_the_committed_offset(
 async def test_processor_write_failure_inside_the_transaction_leaves_nothing(
     event_log: EventLog, topic: str, name: Name
 ) -> None:
-    source, group = name("source"), name("group")
-    await create(event_log, source, topic)
-    await send_values(event_log, source, [b"c0", b"c1"])
-    config = ProcessorConfig(
-        input_topic=source,
-        output_topic=topic,
-        group_id=group,
-        transactional_id=name("tx"),
-        output_partition=1,  # the output topic has only partition 0
-    )
-    processor = TransactionalProcessor(event_log, config, upper)
+    source = await source_holding(event_log, name, topic, [b"c0", b"c1"])
+    group = name("group")
+    # The output topic has only partition 0.
+    processor = processor_for(event_log, source, topic, output_partition=1)(group, name("tx"))
     await processor.start()
     with pytest.raises(TopicError):
         await process_next_batch(processor)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 import harness.kafka
@@ -17,6 +18,22 @@ from harness.postgres import PostgresService
 
 RPC_TIMEOUT_S = 5.0
 KAFKA_TIMEOUT_MS = 20_000
+
+
+async def first_records(
+    kafka_bootstrap: str, topic: str, **options: Any
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Return what one poll from the topic's start gives (one record at most)."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest",
+        enable_auto_commit=False, **options,
+    )  # fmt: skip
+    await consumer.start()
+    try:
+        batches = await consumer.getmany(timeout_ms=KAFKA_TIMEOUT_MS, max_records=1)
+    finally:
+        await consumer.stop()
+    return [record for batch in batches.values() for record in batch]
 
 
 async def test_kafka_round_trips_one_message(kafka_bootstrap: str) -> None:
@@ -33,16 +50,7 @@ async def test_kafka_round_trips_one_message(kafka_bootstrap: str) -> None:
         metadata = await producer.send_and_wait(topic, b"hello", key=b"k")
     finally:
         await producer.stop()
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )  # fmt: skip
-    await consumer.start()
-    try:
-        batches = await consumer.getmany(timeout_ms=KAFKA_TIMEOUT_MS, max_records=1)
-    finally:
-        await consumer.stop()
-    records = [record for batch in batches.values() for record in batch]
+    records = await first_records(kafka_bootstrap, topic)
     assert [(record.key, record.value) for record in records] == [(b"k", b"hello")]
     assert records[0].offset == metadata.offset
 
@@ -58,16 +66,8 @@ async def test_kafka_commits_a_transaction(kafka_bootstrap: str) -> None:
             await producer.send_and_wait(topic, b"committed")
     finally:
         await producer.stop()
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest",
-        isolation_level="read_committed", enable_auto_commit=False,
-    )  # fmt: skip
-    await consumer.start()
-    try:
-        batches = await consumer.getmany(timeout_ms=KAFKA_TIMEOUT_MS, max_records=1)
-    finally:
-        await consumer.stop()
-    assert [record.value for batch in batches.values() for record in batch] == [b"committed"]
+    records = await first_records(kafka_bootstrap, topic, isolation_level="read_committed")
+    assert [record.value for record in records] == [b"committed"]
 
 
 async def test_postgres_runs_queries_as_superuser(database_url: str) -> None:

@@ -45,6 +45,10 @@ def ex(request: pytest.FixtureRequest) -> Driver:
     return Driver(IMPLEMENTATIONS[request.param]())
 
 
+# What open_market deposits in each account, none of it held.
+OPENING_FUNDS = {SYMBOL: {"available": 100, "held": 0}, "USDC": {"available": "10000", "held": "0"}}
+
+
 def open_market(ex: Driver, **listing_fields: Any) -> None:
     ex.run(listing(**listing_fields))
     for account in ("alice", "bob", "carol"):
@@ -524,8 +528,7 @@ def test_trade_moves_tokens_and_usdc_and_pays_both_fees(ex: Driver) -> None:
                   "USDC": {"available": "9993.988", "held": "0"}},
         "bob": {SYMBOL: {"available": 95, "held": 2},
                 "USDC": {"available": "10005.994", "held": "0"}},
-        "carol": {SYMBOL: {"available": 100, "held": 0},
-                  "USDC": {"available": "10000", "held": "0"}},
+        "carol": OPENING_FUNDS,
         "fees": {"USDC": {"available": "0.018", "held": "0"}},
     }
 
@@ -826,8 +829,7 @@ def test_stp_decrement_of_equal_quantities_cancels_both_resting_first(ex: Driver
         canceled("alice", "s1", "1", "stp", 4),
         canceled("alice", "b1", "2", "stp", 4),
     ]
-    assert ex.state()["accounts"]["alice"] == {
-        SYMBOL: {"available": 100, "held": 0}, "USDC": {"available": "10000", "held": "0"}}
+    assert ex.state()["accounts"]["alice"] == OPENING_FUNDS
 
 
 def test_fok_meeting_its_own_order_under_cancel_newest_cannot_fill(ex: Driver) -> None:
@@ -871,8 +873,7 @@ def test_cancel_releases_the_hold(ex: Driver) -> None:
         canceled("alice", "b1", "1", "user", 5),
         canceled("alice", "s1", "2", "user", 7),
     ]
-    assert ex.state()["accounts"]["alice"] == {
-        SYMBOL: {"available": 100, "held": 0}, "USDC": {"available": "10000", "held": "0"}}
+    assert ex.state()["accounts"]["alice"] == OPENING_FUNDS
 
 
 def test_cancel_of_a_partly_filled_order_cancels_what_is_left(ex: Driver) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from eventlog.embedded import EmbeddedLog
@@ -84,27 +86,32 @@ async def append_commands_after_topics(
     await append_commands(event_log, payloads)
 
 
-async def test_recovery_without_snapshots_replays_the_whole_log(tmp_path: Path) -> None:
-    payloads = workload_payloads(800)
-    config = EngineConfig(batch_size_max=50)
+@asynccontextmanager
+async def applied_log(tmp_path: Path, payloads: list[bytes],
+                      config: EngineConfig) -> AsyncIterator[EmbeddedLog]:
+    """An embedded log holding the payloads as commands, all applied by one run of the
+    engine; closed on the way out."""
     event_log = EmbeddedLog.open(tmp_path / "log")
     try:
         await append_commands_after_topics(event_log, EngineService(event_log, config), payloads)
         await run_until_applied(event_log, config, len(payloads))
-        again = await run_until_applied(event_log, config, len(payloads))
-        assert again.stats.recovered_commands == len(payloads)
-        assert again.engine.seq == len(await read_topic(event_log, EVENTS_TOPIC))
+        yield event_log
     finally:
         await event_log.close()
 
 
-async def test_engine_refuses_to_run_when_the_event_log_disagrees(tmp_path: Path) -> None:
-    payloads = workload_payloads(200)
+async def test_recovery_without_snapshots_replays_the_whole_log(tmp_path: Path) -> None:
+    payloads = workload_payloads(800)
     config = EngineConfig(batch_size_max=50)
-    event_log = EmbeddedLog.open(tmp_path / "log")
-    try:
-        await append_commands_after_topics(event_log, EngineService(event_log, config), payloads)
-        await run_until_applied(event_log, config, len(payloads))
+    async with applied_log(tmp_path, payloads, config) as event_log:
+        again = await run_until_applied(event_log, config, len(payloads))
+        assert again.stats.recovered_commands == len(payloads)
+        assert again.engine.seq == len(await read_topic(event_log, EVENTS_TOPIC))
+
+
+async def test_engine_refuses_to_run_when_the_event_log_disagrees(tmp_path: Path) -> None:
+    config = EngineConfig(batch_size_max=50)
+    async with applied_log(tmp_path, workload_payloads(200), config) as event_log:
         producer = event_log.producer()
         await producer.start()
         await producer.send(EVENTS_TOPIC, b'{"type":"command_rejected","seq":999999,"ts":1,'
@@ -118,5 +125,3 @@ async def test_engine_refuses_to_run_when_the_event_log_disagrees(tmp_path: Path
             assert "999999" in str(error)
         else:
             raise AssertionError("the engine ran on an event log it disagrees with")
-    finally:
-        await event_log.close()
