@@ -102,12 +102,13 @@ def _nesting_exceeds(data: bytes, fmt: Format, limit: int) -> bool:
     """Whether `data` nests deeper than `limit`: checked before msgspec, which recurses in C
     (even the typed decoders do, to skip an unknown field's value or find a late tag)."""
     if fmt == "json":
-        return _json_nesting_exceeds(data, limit)
+        return json_nesting_exceeds(data, limit)
     return _msgpack_nesting_exceeds(data, limit)
 
 
-def _json_nesting_exceeds(data: bytes, limit: int) -> bool:
-    """Whether arrays and objects nest deeper than `limit` (strings are skipped whole)."""
+def json_nesting_exceeds(data: bytes, limit: int) -> bool:
+    """Whether the JSON text's arrays and objects nest deeper than `limit` (strings are
+    skipped whole; the text need not be valid JSON nor UTF-8)."""
     if data.count(b"[") + data.count(b"{") <= limit:
         return False  # the common case, a flat object, without a regex pass
     brackets = _JSON_STRING.sub(b"", data).translate(None, _JSON_NON_BRACKETS)

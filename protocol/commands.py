@@ -11,6 +11,8 @@ from typing import Annotated, Final, Literal
 
 import msgspec
 
+from protocol.message import Message
+
 # `\Z`, not `$`: in Python `$` also matches before a trailing newline ("alice\n").
 IDENTIFIER_PATTERN: Final = r"^[A-Za-z0-9_.:\-]{1,64}\Z"
 Identifier = Annotated[str, msgspec.Meta(pattern=IDENTIFIER_PATTERN)]
@@ -31,14 +33,7 @@ USDC: Final = "USDC"
 FEE_ACCOUNT: Final = "fees"
 
 
-class Command(
-    msgspec.Struct,
-    frozen=True,
-    kw_only=True,
-    forbid_unknown_fields=True,
-    omit_defaults=True,
-    tag_field="type",
-):
+class Command(Message, frozen=True, kw_only=True):
     """Base of every command: `ts` is when it entered the log, in ns since the epoch."""
 
     ts: Nanoseconds

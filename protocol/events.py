@@ -8,17 +8,10 @@ from __future__ import annotations
 
 from typing import Final
 
-import msgspec
+from protocol.message import Message
 
 
-class Event(
-    msgspec.Struct,
-    frozen=True,
-    kw_only=True,
-    forbid_unknown_fields=True,
-    omit_defaults=True,
-    tag_field="type",
-):
+class Event(Message, frozen=True, kw_only=True):
     """Base of every event: `seq` numbers the whole log from 1 without gaps; `ts` is the
     engine time at which it happened."""
 
@@ -42,23 +35,25 @@ class InstrumentClosed(Event, tag="instrument_closed", frozen=True, kw_only=True
     symbol: str
 
 
-class Deposited(Event, tag="deposited", frozen=True, kw_only=True):
+class AssetEvent(Event, frozen=True, kw_only=True):
+    """Base of the events of an amount of an asset moving into or out of an account, or
+    refused: `amount` a decimal string for USDC, an integer for a token (as given when
+    refused)."""
+
     account: str
     asset: str
     amount: str | int
+
+
+class Deposited(AssetEvent, tag="deposited", frozen=True, kw_only=True):
     deposit_id: str | None = None
 
 
-class Withdrawn(Event, tag="withdrawn", frozen=True, kw_only=True):
-    account: str
-    asset: str
-    amount: str | int
+class Withdrawn(AssetEvent, tag="withdrawn", frozen=True, kw_only=True):
+    pass
 
 
-class WithdrawalRejected(Event, tag="withdrawal_rejected", frozen=True, kw_only=True):
-    account: str
-    asset: str
-    amount: str | int
+class WithdrawalRejected(AssetEvent, tag="withdrawal_rejected", frozen=True, kw_only=True):
     reason: str
 
 
@@ -77,10 +72,16 @@ class OrderAccepted(Event, tag="order_accepted", frozen=True, kw_only=True):
     expire_at: int | None = None
 
 
-class OrderRejected(Event, tag="order_rejected", frozen=True, kw_only=True):
+class OrderCommandRejected(Event, frozen=True, kw_only=True):
+    """Base of the rejections of a command about an order, which name it by the account's
+    client order id."""
+
     account: str
     client_order_id: str
     reason: str
+
+
+class OrderRejected(OrderCommandRejected, tag="order_rejected", frozen=True, kw_only=True):
     instrument: str | None = None
 
 
@@ -129,22 +130,15 @@ class OrderReduced(Event, tag="order_reduced", frozen=True, kw_only=True):
     remaining_quantity: int
 
 
-class CancelRejected(Event, tag="cancel_rejected", frozen=True, kw_only=True):
-    account: str
-    client_order_id: str
-    reason: str
+class CancelRejected(OrderCommandRejected, tag="cancel_rejected", frozen=True, kw_only=True):
+    pass
 
 
-class AmendRejected(Event, tag="amend_rejected", frozen=True, kw_only=True):
-    account: str
-    client_order_id: str
-    reason: str
+class AmendRejected(OrderCommandRejected, tag="amend_rejected", frozen=True, kw_only=True):
+    pass
 
 
-class DepositRejected(Event, tag="deposit_rejected", frozen=True, kw_only=True):
-    account: str
-    asset: str
-    amount: str | int
+class DepositRejected(AssetEvent, tag="deposit_rejected", frozen=True, kw_only=True):
     reason: str
 
 

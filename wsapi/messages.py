@@ -8,10 +8,11 @@ an older client.
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
+
+from protocol.codec import json_nesting_exceeds
 
 Kind = Literal["snapshot", "update"]
 # A book level's price as docs/asyncapi.yaml (Price) has it, and a quantity (0 removes).
@@ -284,8 +285,6 @@ class UnknownMessage(msgspec.Struct, frozen=True, kw_only=True):
 _decoder = msgspec.json.Decoder(ServerMessage)
 _generic = msgspec.json.Decoder()
 _TYPES: Final = frozenset(cls.__struct_config__.tag for cls in ServerMessage.__args__)
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
-_NON_BRACKETS = re.compile(r"[^\[\]{}]+")
 
 
 def decode_message(data: bytes | str) -> ServerMessage | UnknownMessage:
@@ -297,7 +296,8 @@ def decode_message(data: bytes | str) -> ServerMessage | UnknownMessage:
     """
     try:
         text = data if isinstance(data, str) else data.decode()
-        if _nesting_exceeds(text, NESTING_MAX):
+        raw = data if isinstance(data, bytes) else text.encode("utf-8", "surrogatepass")
+        if json_nesting_exceeds(raw, NESTING_MAX):
             raise msgspec.DecodeError(f"nested deeper than {NESTING_MAX} levels")
         message: ServerMessage = _decoder.decode(text)
         return message
@@ -315,18 +315,3 @@ def _unknown_type(text: str) -> str | None:
     raw = _generic.decode(text)
     kind = raw.get("type") if isinstance(raw, dict) else None
     return kind if isinstance(kind, str) and kind not in _TYPES else None
-
-
-def _nesting_exceeds(text: str, limit: int) -> bool:
-    """Whether arrays and objects nest deeper than `limit` (strings are skipped whole)."""
-    if text.count("[") + text.count("{") <= limit:
-        return False
-    depth = 0
-    for bracket in _NON_BRACKETS.sub("", _JSON_STRING.sub("", text)):
-        if bracket in "[{":
-            depth += 1
-            if depth > limit:
-                return True
-        else:
-            depth -= 1
-    return False
