@@ -44,6 +44,7 @@ __all__ = [
     "TopicSpec",
     "check_record_bytes",
     "default_topic_specs",
+    "Startable",
     "validate_start",
 ]
 
@@ -157,7 +158,7 @@ def validate_isolation(isolation: str) -> None:
         raise ValueError(f"isolation must be one of {ISOLATIONS}, got {isolation!r}")
 
 
-class _Started(abc.ABC):
+class Startable(abc.ABC):
     """Something started before use and stopped after: `async with` does both."""
 
     @abc.abstractmethod
@@ -181,23 +182,16 @@ class _Started(abc.ABC):
         await self.stop()
 
 
-class Producer(_Started):
+class Producer(Startable):
     """Write records; with a transactional id, write records and offsets atomically.
 
     Use as `async with log.producer(...) as producer:` or call `start()` and `stop()`.
     Starting a transactional producer fences every older producer with the same id and
-    completes (aborts) any transaction the older one left open.
+    completes (aborts) any transaction the older one left open. Stopping flushes what was
+    sent; an open transaction is lost.
     """
 
     transactional_id: str | None
-
-    @abc.abstractmethod
-    async def start(self) -> None:
-        """Connect and, for a transactional producer, take over the transactional id."""
-
-    @abc.abstractmethod
-    async def stop(self) -> None:
-        """Flush what was sent and release the connection; an open transaction is lost."""
 
     @abc.abstractmethod
     async def send(
@@ -243,7 +237,7 @@ class Producer(_Started):
             raise
 
 
-class Consumer(_Started):
+class Consumer(Startable):
     """Read one partition of one topic in offset order, from a chosen start position.
 
     The start position ("committed" falls back to "earliest" when the group has no
@@ -253,14 +247,6 @@ class Consumer(_Started):
     topic: str
     partition: int
     group_id: str | None
-
-    @abc.abstractmethod
-    async def start(self) -> None:
-        """Connect and move to the start position."""
-
-    @abc.abstractmethod
-    async def stop(self) -> None:
-        """Release the connection."""
 
     @abc.abstractmethod
     async def getmany(self, max_records: int, timeout_ms: int) -> list[Record]:

@@ -184,7 +184,7 @@ class TransactionalProcessor:
             await self._consumer.start()
         reader = self._reader = ReadAhead(
             self._consumer, records_max=config.batch_size_max * config.read_ahead_batches)
-        reader.start()
+        await reader.start()
         return reader
 
     async def _write(self, producer: Producer, outputs: Sequence[bytes], next_offset: int

@@ -15,17 +15,16 @@ after a failure the owner stops the read-ahead and reads again from its committe
 from __future__ import annotations
 
 import asyncio
-from types import TracebackType
 
 from eventlog.errors import LogClosedError
-from eventlog.port import Consumer, Record
+from eventlog.port import Consumer, Record, Startable
 
 __all__ = ["ReadAhead"]
 
 POLL_TIMEOUT_MS = 100
 
 
-class ReadAhead:
+class ReadAhead(Startable):
     """Read `consumer` ahead into a buffer of at most `records_max` records."""
 
     def __init__(self, consumer: Consumer, *, records_max: int) -> None:
@@ -39,19 +38,7 @@ class ReadAhead:
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
 
-    async def __aenter__(self) -> ReadAhead:
-        self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-    def start(self) -> None:
+    async def start(self) -> None:
         if self._task is not None or self._stopped:
             raise LogClosedError("a read-ahead starts once")
         self._task = asyncio.create_task(self._fill(), name="read-ahead")

@@ -134,11 +134,11 @@ async def test_a_stopped_read_ahead_refuses_to_take_or_start_again() -> None:
     reader = ReadAhead(ScriptedConsumer(records_total=5), records_max=10)
     with pytest.raises(LogClosedError):
         await reader.take(1, 0)
-    reader.start()
+    await reader.start()
     await reader.stop()
     with pytest.raises(LogClosedError):
         await reader.take(1, 0)
     with pytest.raises(LogClosedError):
-        reader.start()
+        await reader.start()
     with pytest.raises(ValueError, match="records_max"):
         ReadAhead(ScriptedConsumer(records_total=0), records_max=0)
