@@ -428,14 +428,20 @@ class ReferenceEngine:
 
     # ------------------------------------------------------------ deposits, withdrawals
 
+    def _checked_amount(self, asset: str, given: object) -> tuple[int | None, str | None]:
+        """Return a deposit's or withdrawal's amount and why it is refused, if it is: an
+        unknown asset first, then a malformed amount."""
+        amount = self._parse_amount(asset, given)
+        if not self._is_asset(asset):
+            return amount, reason.UNKNOWN_ASSET
+        if amount is None:
+            return None, reason.INVALID_AMOUNT
+        return amount, None
+
     def _deposit(self, command: Deposit) -> None:
-        amount = self._parse_amount(command.asset, command.amount)
-        why = None
-        if not self._is_asset(command.asset):
-            why = reason.UNKNOWN_ASSET
-        elif amount is None:
-            why = reason.INVALID_AMOUNT
-        elif command.deposit_id is not None and command.deposit_id in self.deposit_ids:
+        amount, why = self._checked_amount(command.asset, command.amount)
+        seen = command.deposit_id is not None and command.deposit_id in self.deposit_ids
+        if why is None and seen:
             why = reason.DUPLICATE_DEPOSIT
         if why is not None or amount is None:
             # Reading: a rejection echoes the amount as given; only an accepted deposit
@@ -451,14 +457,10 @@ class ReferenceEngine:
                    deposit_id=command.deposit_id)
 
     def _withdraw(self, command: Withdraw) -> None:
-        amount = self._parse_amount(command.asset, command.amount)
-        why = None
-        if not self._is_asset(command.asset):
-            why = reason.UNKNOWN_ASSET
-        elif amount is None:
-            why = reason.INVALID_AMOUNT
-        elif amount > self._balance(command.account, command.asset):
-            why = reason.INSUFFICIENT_FUNDS
+        amount, why = self._checked_amount(command.asset, command.amount)
+        if why is None and amount is not None:
+            if amount > self._balance(command.account, command.asset):
+                why = reason.INSUFFICIENT_FUNDS
         if why is not None or amount is None:
             self._emit(WithdrawalRejected, account=command.account, asset=command.asset,
                        amount=command.amount, reason=why)
