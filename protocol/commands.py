@@ -17,6 +17,9 @@ from protocol.message import Message
 IDENTIFIER_PATTERN: Final = r"^[A-Za-z0-9_.:\-]{1,64}\Z"
 Identifier = Annotated[str, msgspec.Meta(pattern=IDENTIFIER_PATTERN)]
 Nanoseconds = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+Label = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]  # a GPU class, a region
+DeliveryHours = Annotated[int, msgspec.Meta(ge=1, le=24 * 366)]
+MaxOrderQuantity = Annotated[int, msgspec.Meta(ge=1, le=10**9)]
 NonNegativeInt = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 # A deposit or withdrawal amount as given: checked by the engine, echoed in rejections.
 AmountInput = str | Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
@@ -41,12 +44,12 @@ class Command(Message, frozen=True, kw_only=True):
 
 class ListInstrument(Command, tag="list_instrument", frozen=True, kw_only=True):
     symbol: Identifier
-    gpu: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-    region: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    gpu: Label
+    region: Label
     delivery_start: Nanoseconds
-    delivery_hours: Annotated[int, msgspec.Meta(ge=1, le=24 * 366)]
+    delivery_hours: DeliveryHours
     tick_size: str
-    max_order_quantity: Annotated[int, msgspec.Meta(ge=1, le=10**9)]
+    max_order_quantity: MaxOrderQuantity
     maker_fee_bps: NonNegativeInt
     taker_fee_bps: NonNegativeInt
 

@@ -13,19 +13,24 @@ from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
+from protocol.commands import (
+    DeliveryHours,
+    Identifier,
+    Label,
+    MaxOrderQuantity,
+    Nanoseconds,
+)
 from wsapi.errors import INVALID_JSON, INVALID_REQUEST, UNKNOWN_OP, RequestError
 
 # Client order ids starting with this prefix are the gateway's own (fences): refused here.
 RESERVED_PREFIX: Final = "gpux."
 
 ReqId = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
-Identifier = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:\-]{1,64}\Z")]
 ClientOrderId = Annotated[str, msgspec.Meta(pattern=r"^(?!gpux\.)[A-Za-z0-9_.:\-]{1,64}\Z")]
 Account = Annotated[str, msgspec.Meta(pattern=r"^(?!gpux\.)[A-Za-z0-9_.:\-]{1,64}\Z")]
 # A positive or zero USDC amount with at most 6 decimals; the engine checks the tick.
 Price = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,12}(\.[0-9]{1,6})?\Z")]
 Quantity = Annotated[int, msgspec.Meta(ge=1, le=1_000_000_000)]
-Nanoseconds = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 TimestampMs = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
 Bps = Annotated[int, msgspec.Meta(ge=0, le=1000)]
 Side = Literal["buy", "sell"]
@@ -194,12 +199,12 @@ class Balances(Request, tag="balances", frozen=True, kw_only=True):
 
 class ListInstrumentRequest(Request, tag="list_instrument", frozen=True, kw_only=True):
     symbol: Annotated[str, msgspec.Meta(pattern=r"^(?!gpux\.)(?!USDC\Z)[A-Za-z0-9_.:\-]{1,64}\Z")]
-    gpu: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-    region: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    gpu: Label
+    region: Label
     delivery_start: Nanoseconds
-    delivery_hours: Annotated[int, msgspec.Meta(ge=1, le=24 * 366)]
+    delivery_hours: DeliveryHours
     tick_size: Price
-    max_order_quantity: Annotated[int, msgspec.Meta(ge=1, le=10**9)]
+    max_order_quantity: MaxOrderQuantity
     maker_fee_bps: Bps
     taker_fee_bps: Bps
 
