@@ -172,10 +172,7 @@ class Engine(OrderFlow):
             if command.deposit_id in self.deposit_ids:
                 reason = R.DUPLICATE_DEPOSIT
         if reason is not None:
-            self.emit(DepositRejected(
-                seq=self.next_seq(), ts=self.time, account=command.account,
-                asset=command.asset, amount=command.amount, reason=reason,
-            ))
+            self._refuse_transfer(DepositRejected, command, reason)
             return
         if command.deposit_id is not None:
             self.deposit_ids.add(command.deposit_id)
@@ -191,10 +188,7 @@ class Engine(OrderFlow):
         if reason is None and amount > self.available(command.account, command.asset):
             reason = R.INSUFFICIENT_FUNDS
         if reason is not None:
-            self.emit(WithdrawalRejected(
-                seq=self.next_seq(), ts=self.time, account=command.account,
-                asset=command.asset, amount=command.amount, reason=reason,
-            ))
+            self._refuse_transfer(WithdrawalRejected, command, reason)
             return
         self.wallet(command.account, command.asset)[0] -= amount
         self.supply[command.asset] -= amount
@@ -202,6 +196,12 @@ class Engine(OrderFlow):
             seq=self.next_seq(), ts=self.time, account=command.account, asset=command.asset,
             amount=_wire_amount(command.asset, amount),
         ))
+
+    def _refuse_transfer(self, event: type[DepositRejected] | type[WithdrawalRejected],
+                         command: Deposit | Withdraw, reason: str) -> None:
+        """Emit a deposit's or a withdrawal's refusal, echoing the command's amount."""
+        self.emit(event(seq=self.next_seq(), ts=self.time, account=command.account,
+                        asset=command.asset, amount=command.amount, reason=reason))
 
     def _check_amount(self, asset: str, amount: str | int) -> tuple[str | None, int]:
         """Return (reason, 0) for an unknown asset or a bad amount, else (None, amount)."""
