@@ -5,8 +5,9 @@ snapshot and restore. `NativeCore` runs the Rust core (`gpux_native.NativeEngine
 `make native`), which `tests/property/test_native_differential.py` holds byte-identical to
 the Python core over JSON Lines; a batch of records goes in as one buffer and the events
 come back as one, so per command only the Rust code runs. Both cores write and read the
-same snapshot (`matching_engine.core.snapshot.EngineSnapshot`), so a venue can change its
-core and keep its snapshots.
+same snapshot format (`matching_engine.core.snapshot`, which the Rust core implements in
+`snapshot.rs`), byte for byte the same for the same state, so a venue can change its core
+and keep its snapshots.
 
 A log record is one command; JSON Lines are not quite records: the native core splits on
 `\\n`, skips blank lines and strips a trailing `\\r`, where the service decodes a record
@@ -25,15 +26,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, Self
 import msgspec
 
 from matching_engine.core import Engine
-from matching_engine.core.snapshot import (
-    SNAPSHOT_VERSION,
-    EngineSnapshot,
-    InstrumentState,
-    OrderState,
-    decode_snapshot,
-    encode_snapshot,
-    snapshot_digest,
-)
+from matching_engine.core.snapshot import snapshot_digest
 from matching_engine.core.state import InvariantError
 from protocol import AnyCommand, MalformedCommand, decode_command, encode
 
@@ -138,7 +131,8 @@ class PythonCore:
 
 
 class NativeCore:
-    """The Rust engine core (gpux_native); snapshots in the Python core's format."""
+    """The Rust engine core (gpux_native); it writes and reads snapshots itself, in the
+    Python core's format."""
 
     name: Final = "native"
     snapshots = True
@@ -163,17 +157,7 @@ class NativeCore:
         self.engine.apply_batch(b"\n".join([_as_line(value) for value in values]))
 
     def snapshot(self) -> bytes:
-        (time, seq, order_counter, trade_counter, instruments, balances, expiries, deposit_ids,
-         supply) = self.engine.export_state()
-        accounts: dict[str, dict[str, tuple[int, int]]] = {}
-        for account, asset, available, held in balances:
-            accounts.setdefault(account, {})[asset] = (available, held)
-        return encode_snapshot(EngineSnapshot(
-            version=SNAPSHOT_VERSION, time=time, seq=seq, order_counter=order_counter,
-            trade_counter=trade_counter,
-            instruments=[_instrument_state(instrument) for instrument in instruments],
-            balances=accounts, expiries=expiries, deposit_ids=deposit_ids, supply=dict(supply),
-        ))
+        return self.engine.snapshot()
 
     def validate(self) -> str | None:
         return self.engine.validate()
@@ -188,28 +172,7 @@ class NativeCore:
     @classmethod
     def restore(cls, data: bytes) -> Self:
         """Build the core from a snapshot of either core; ValueError names what is wrong."""
-        snapshot = decode_snapshot(data)
-        state = (
-            snapshot.time, snapshot.seq, snapshot.order_counter, snapshot.trade_counter,
-            [(*_fields(instrument)[:-2], [_fields(o) for o in instrument.bids],
-              [_fields(o) for o in instrument.asks]) for instrument in snapshot.instruments],
-            [(account, asset, available, held)
-             for account, assets in snapshot.balances.items()
-             for asset, (available, held) in assets.items()],
-            snapshot.expiries,
-            snapshot.deposit_ids,
-            list(snapshot.supply.items()),
-        )
-        return cls(_native_module().NativeEngine.restore(state))
-
-
-def _instrument_state(fields: tuple[Any, ...]) -> InstrumentState:
-    """An `InstrumentState` from its fields in order, its orders' too."""
-    *listing, bids, asks = fields
-    names = InstrumentState.__struct_fields__
-    return InstrumentState(**dict(zip(names, listing, strict=False)),
-                           bids=[OrderState(*order) for order in bids],
-                           asks=[OrderState(*order) for order in asks])
+        return cls(_native_module().NativeEngine.restore(data))
 
 
 def _native_module() -> Any:
@@ -218,10 +181,6 @@ def _native_module() -> Any:
     except ImportError as error:
         raise CoreError("the native core is not built: run `make native`") from error
     return gpux_native
-
-
-def _fields(struct: msgspec.Struct) -> tuple[Any, ...]:
-    return msgspec.structs.astuple(struct)
 
 
 def _as_line(value: bytes) -> bytes:

@@ -1,8 +1,14 @@
-"""The whole engine state as msgspec Structs, to snapshot and restore.
+"""The whole engine state as msgspec Structs, to snapshot and restore: the Python core's
+implementation of the snapshot format, and its definition.
 
 Restoring a snapshot and applying the commands after it gives the same events, byte for
 byte, as never having stopped: books keep their time priority (orders are stored per side
 in priority order) and accounts keep their orders in acceptance order.
+
+The Rust core (matching_engine/native) implements the same format in `snapshot.rs`: for
+the same state it writes the same bytes as `encode_snapshot` (maps in insertion order, the
+expiry heap in `heapq`'s layout, stale entries included), and it reads what
+`decode_snapshot` reads. A change to these Structs is a change to both.
 """
 
 from __future__ import annotations
@@ -116,6 +122,8 @@ def restore_into(engine: Engine, snapshot: EngineSnapshot) -> None:
 
 
 def encode_snapshot(snapshot: EngineSnapshot) -> bytes:
+    """Encode as MessagePack: Structs as maps of their fields in order (`OrderState` as an
+    array), tuples as arrays, dicts as maps in insertion order."""
     return _encoder.encode(snapshot)
 
 
@@ -172,6 +180,6 @@ def _order(state: OrderState, instrument: Instrument) -> Order:
 
 def snapshot_digest(data: bytes) -> str:
     """The sha256 of a snapshot's state with every map in key order: the same for equal
-    states whichever core wrote them (each keeps its maps in its own order)."""
+    states however their maps came to be in the order they are."""
     canonical = msgspec.msgpack.encode(decode_snapshot(data), order="sorted")
     return hashlib.sha256(canonical).hexdigest()

@@ -18,6 +18,8 @@ pub struct Order {
     pub post_only: bool,
     pub resting: bool,
     pub open: bool,
+    /// An expiry entry names this slot: it is not reused until the entry is popped.
+    pub expiry_pending: bool,
     pub time_in_force: TimeInForce,
     pub stp: Stp,
     /// micro-USDC; 0 for a market order.
@@ -33,6 +35,35 @@ pub struct Order {
     pub account_prev: u32,
     pub account_next: u32,
     pub client_order_id: Box<[u8]>,
+}
+
+impl Default for Order {
+    /// A closed gtc limit order of nothing, linked to nothing.
+    fn default() -> Self {
+        Order {
+            order_id: 0,
+            account: 0,
+            instrument: 0,
+            is_buy: false,
+            is_market: false,
+            post_only: false,
+            resting: false,
+            open: false,
+            expiry_pending: false,
+            time_in_force: TimeInForce::Gtc,
+            stp: Stp::CancelNewest,
+            price: 0,
+            quantity: 0,
+            filled: 0,
+            expire_at: None,
+            hold: 0,
+            prev: NIL,
+            next: NIL,
+            account_prev: NIL,
+            account_next: NIL,
+            client_order_id: Box::default(),
+        }
+    }
 }
 
 impl Order {

@@ -2,12 +2,9 @@
 //! instrument close, listings, deposits, withdrawals and malformed commands. `orders.rs`
 //! has the order flow, `state.rs` the state they change.
 
-use std::cmp::Reverse;
-
-use crate::book::BookSide;
 use crate::command::{Amount, Command, ListInstrument};
 use crate::money::{parse_positive_micro, parse_token_int, parse_token_text};
-use crate::state::{Engine, Instrument, NEVER, USDC, USDC_ASSET};
+use crate::state::{Engine, Instrument, Listing, NEVER, USDC, USDC_ASSET};
 
 pub const FEE_BPS_MAX: i64 = 1000;
 
@@ -19,10 +16,8 @@ impl Engine {
                 self.time = ts;
             }
         }
-        if let Some(Reverse((expire_at, _, _))) = self.expiries.peek() {
-            if *expire_at <= self.time {
-                self.expire_orders();
-            }
+        if self.expiries.first_expire_at().is_some_and(|expire_at| expire_at <= self.time) {
+            self.expire_orders();
         }
         if self.next_close_ns <= i128::from(self.time) {
             self.close_instruments();
@@ -51,18 +46,21 @@ impl Engine {
             }
         }
     }
+
     // -- time ------------------------------------------------------------------------------
 
+    /// Cancel the open orders whose expiry has come, in order id order; an entry whose
+    /// order closed already frees the order's slot.
     fn expire_orders(&mut self) {
         let mut due: Vec<(u64, u32)> = Vec::new();
-        while let Some(&Reverse((expire_at, order_id, slot))) = self.expiries.peek() {
-            if expire_at > self.time {
-                break;
-            }
-            self.expiries.pop();
-            let order = &self.orders[slot as usize];
-            if order.open && order.order_id == order_id {
-                due.push((order_id, slot));
+        while self.expiries.first_expire_at().is_some_and(|expire_at| expire_at <= self.time) {
+            let entry = self.expiries.pop().expect("a first entry");
+            let order = &mut self.orders[entry.slot as usize];
+            order.expiry_pending = false;
+            if order.open && order.order_id == entry.order_id {
+                due.push((entry.order_id, entry.slot));
+            } else {
+                self.free_slots.push(entry.slot);
             }
         }
         due.sort_unstable();
@@ -74,7 +72,7 @@ impl Engine {
     fn close_instruments(&mut self) {
         for index in 0..self.instruments.len() {
             let instrument = &self.instruments[index];
-            if instrument.closed || i128::from(instrument.delivery_start) > i128::from(self.time) {
+            if instrument.closed || instrument.listing.delivery_start > self.time {
                 continue;
             }
             let mut resting = instrument.bids.orders_in_priority(&self.orders);
@@ -86,7 +84,7 @@ impl Engine {
             self.instruments[index].closed = true;
             let seq = self.next_seq();
             self.events.begin("instrument_closed", seq, self.time);
-            self.events.plain("symbol", &self.instruments[index].symbol);
+            self.events.plain("symbol", &self.instruments[index].listing.symbol);
             self.events.end();
         }
         self.next_close_ns = self.earliest_open_delivery();
@@ -97,7 +95,7 @@ impl Engine {
         self.instruments
             .iter()
             .filter(|i| !i.closed)
-            .map(|i| i128::from(i.delivery_start))
+            .map(|i| i128::from(i.listing.delivery_start))
             .min()
             .unwrap_or(NEVER)
     }
@@ -118,7 +116,7 @@ impl Engine {
             return self.reject_command(b"list_instrument", "invalid_command");
         }
         let index = self.instruments.len() as u32;
-        self.instruments.push(Instrument {
+        let listing = Listing {
             symbol: c.symbol.into(),
             gpu: c.gpu.into(),
             region: c.region.into(),
@@ -128,11 +126,8 @@ impl Engine {
             max_order_quantity: c.max_order_quantity,
             maker_fee_bps: c.maker_fee_bps,
             taker_fee_bps: c.taker_fee_bps,
-            hold_fee_bps: c.maker_fee_bps.max(c.taker_fee_bps),
-            closed: false,
-            bids: BookSide::new(true),
-            asks: BookSide::new(false),
-        });
+        };
+        self.instruments.push(Instrument::new(listing, false));
         self.instrument_ids.insert(c.symbol.into(), index);
         self.next_close_ns = self.next_close_ns.min(i128::from(c.delivery_start));
         let seq = self.next_seq();
@@ -150,14 +145,6 @@ impl Engine {
         w.end();
     }
 
-    /// The asset id of an asset name: USDC or a listed instrument's symbol (open or closed).
-    fn asset_id(&self, asset: &[u8]) -> Option<u32> {
-        if asset == USDC {
-            return Some(USDC_ASSET);
-        }
-        self.instrument_ids.get(asset).map(|&index| index + 1)
-    }
-
     /// Return Err(reason) for an unknown asset or a bad amount, else (asset id, amount).
     fn check_amount(&self, asset: &[u8], amount: &Amount<'_>) -> Result<(u32, i128), &'static str> {
         let asset_id = self.asset_id(asset).ok_or("unknown_asset")?;
@@ -168,21 +155,6 @@ impl Engine {
             (false, Amount::Integer { value, .. }) => parse_token_int(*value),
         };
         parsed.map(|value| (asset_id, value)).ok_or("invalid_amount")
-    }
-
-    fn write_amount_echo(&mut self, amount: &Amount<'_>) {
-        match amount {
-            Amount::Text(text) => self.events.str("amount", text),
-            Amount::Integer { literal, .. } => self.events.int_literal("amount", literal),
-        }
-    }
-
-    fn write_wire_amount(&mut self, asset_id: u32, amount: i128) {
-        if asset_id == USDC_ASSET {
-            self.events.micro("amount", amount);
-        } else {
-            self.events.int("amount", amount);
-        }
     }
 
     fn on_deposit(
@@ -201,13 +173,7 @@ impl Engine {
         let (asset_id, value) = match checked {
             Ok(ok) => ok,
             Err(reason) => {
-                let seq = self.next_seq();
-                self.events.begin("deposit_rejected", seq, self.time);
-                self.events.plain("account", account);
-                self.events.str("asset", asset);
-                self.write_amount_echo(amount);
-                self.events.plain("reason", reason.as_bytes());
-                return self.events.end();
+                return self.reject_funds("deposit_rejected", account, asset, amount, reason)
             }
         };
         if let Some(id) = deposit_id {
@@ -215,12 +181,8 @@ impl Engine {
         }
         let account_id = self.account_id(account);
         self.wallet(account_id, asset_id)[0] += value;
-        *self.supply.entry(asset_id).or_insert(0) += value;
-        let seq = self.next_seq();
-        self.events.begin("deposited", seq, self.time);
-        self.events.plain("account", account);
-        self.events.plain("asset", asset);
-        self.write_wire_amount(asset_id, value);
+        *self.supply.entry(asset_id) += value;
+        self.begin_funds_event("deposited", account, asset, asset_id, value);
         if let Some(id) = deposit_id {
             self.events.str("deposit_id", id);
         }
@@ -239,23 +201,57 @@ impl Engine {
         let (asset_id, value) = match checked {
             Ok(ok) => ok,
             Err(reason) => {
-                let seq = self.next_seq();
-                self.events.begin("withdrawal_rejected", seq, self.time);
-                self.events.plain("account", account);
-                self.events.str("asset", asset);
-                self.write_amount_echo(amount);
-                self.events.plain("reason", reason.as_bytes());
-                return self.events.end();
+                return self.reject_funds("withdrawal_rejected", account, asset, amount, reason)
             }
         };
         self.wallet(account_id, asset_id)[0] -= value;
-        *self.supply.entry(asset_id).or_insert(0) -= value;
-        let seq = self.next_seq();
-        self.events.begin("withdrawn", seq, self.time);
-        self.events.plain("account", account);
-        self.events.plain("asset", asset);
-        self.write_wire_amount(asset_id, value);
+        *self.supply.entry(asset_id) -= value;
+        self.begin_funds_event("withdrawn", account, asset, asset_id, value);
         self.events.end();
+    }
+
+    /// Begin the event of a deposit or withdrawal made, its amount in the asset's wire form
+    /// (a decimal string for USDC); the caller ends it.
+    fn begin_funds_event(
+        &mut self,
+        event_type: &str,
+        account: &[u8],
+        asset: &[u8],
+        asset_id: u32,
+        amount: i128,
+    ) {
+        let seq = self.next_seq();
+        let w = &mut self.events;
+        w.begin(event_type, seq, self.time);
+        w.plain("account", account);
+        w.plain("asset", asset);
+        if asset_id == USDC_ASSET {
+            w.micro("amount", amount);
+        } else {
+            w.int("amount", amount);
+        }
+    }
+
+    /// Refuse a deposit or withdrawal, echoing its asset and amount as given.
+    fn reject_funds(
+        &mut self,
+        event_type: &str,
+        account: &[u8],
+        asset: &[u8],
+        amount: &Amount<'_>,
+        reason: &str,
+    ) {
+        let seq = self.next_seq();
+        let w = &mut self.events;
+        w.begin(event_type, seq, self.time);
+        w.plain("account", account);
+        w.str("asset", asset);
+        match amount {
+            Amount::Text(text) => w.str("amount", text),
+            Amount::Integer { literal, .. } => w.int_literal("amount", literal),
+        }
+        w.plain("reason", reason.as_bytes());
+        w.end();
     }
 
     // -- rejections ------------------------------------------------------------------------

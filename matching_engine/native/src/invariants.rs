@@ -1,17 +1,17 @@
 //! The internal invariants of the engine (matching_engine/core/invariants.py), checked from
-//! scratch: balances, holds, conservation, books and registrations.
+//! scratch: balances, holds, conservation, books, registrations and expiries.
 
 use rustc_hash::FxHashMap;
 
 use crate::book::{BookSide, NIL};
-use crate::state::Engine;
+use crate::state::{balance_key, balance_parts, Engine};
 
 impl Engine {
-    /// Check balances, holds, conservation, books and registrations from scratch.
+    /// Check balances, holds, conservation, books, registrations and expiries from scratch.
     pub fn validate(&self) -> Result<(), String> {
         let check =
             |ok: bool, message: &dyn Fn() -> String| if ok { Ok(()) } else { Err(message()) };
-        for (&key, &[available, held]) in &self.balances {
+        for (key, &[available, held]) in self.balances.iter() {
             check(available >= 0 && held >= 0, &|| format!("balance {key:#x} negative"))?;
         }
         let mut holds: FxHashMap<u64, i128> = FxHashMap::default();
@@ -39,7 +39,7 @@ impl Engine {
                     format!("order {} quantities", order.order_id)
                 })?;
                 let asset = self.order_asset(slot);
-                *holds.entry((id as u64) << 32 | u64::from(asset)).or_insert(0) += order.hold;
+                *holds.entry(balance_key(id as u32, asset)).or_insert(0) += order.hold;
                 last_order_id = order.order_id;
                 listed += 1;
                 slot = order.account_next;
@@ -49,16 +49,16 @@ impl Engine {
             })?;
             open_count += listed;
         }
-        for (&key, &[_, held]) in &self.balances {
+        for (key, &[_, held]) in self.balances.iter() {
             let wanted = holds.remove(&key).unwrap_or(0);
             check(held == wanted, &|| format!("balance {key:#x} held {held} != holds {wanted}"))?;
         }
         check(holds.values().all(|&h| h == 0), &|| "holds without balances".into())?;
         let mut totals: FxHashMap<u32, i128> = FxHashMap::default();
-        for (&key, &[available, held]) in &self.balances {
-            *totals.entry(key as u32).or_insert(0) += available + held;
+        for (key, &[available, held]) in self.balances.iter() {
+            *totals.entry(balance_parts(key).1).or_insert(0) += available + held;
         }
-        for (&asset, &supply) in &self.supply {
+        for (asset, &supply) in self.supply.iter() {
             check(totals.remove(&asset).unwrap_or(0) == supply, &|| {
                 format!("asset {asset} not conserved")
             })?;
@@ -80,7 +80,27 @@ impl Engine {
                 )?;
             }
         }
-        check(resting == open_count, &|| format!("{resting} resting != {open_count} open"))
+        check(resting == open_count, &|| format!("{resting} resting != {open_count} open"))?;
+        self.check_expiries()
+    }
+
+    /// Each expiry entry names the slot of its order, which is kept for it, and no other
+    /// slot is kept.
+    fn check_expiries(&self) -> Result<(), String> {
+        for entry in self.expiries.entries() {
+            let order = &self.orders[entry.slot as usize];
+            if !order.expiry_pending || order.order_id != entry.order_id {
+                return Err(format!("expiry of order {} lost its order", entry.order_id));
+            }
+        }
+        let kept = self.orders.iter().filter(|order| order.expiry_pending).count();
+        if kept != self.expiries.entries().len() {
+            return Err(format!(
+                "{kept} orders kept for {} expiries",
+                self.expiries.entries().len()
+            ));
+        }
+        Ok(())
     }
 
     fn check_side(&self, instrument: u32, side: &BookSide) -> Result<usize, String> {

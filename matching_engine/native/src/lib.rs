@@ -8,16 +8,22 @@
 //! taken as a whole line, as replay takes a file's last line).
 
 pub mod book;
+mod capture;
 pub mod command;
 pub mod decode;
 pub mod encode;
 pub mod engine;
+pub mod expiries;
 mod fast;
 mod invariants;
 pub mod json;
 mod matching;
 pub mod money;
+pub mod msgpack;
+pub mod ordered_map;
 mod orders;
+#[cfg(feature = "python")]
+mod python;
 pub mod schema;
 pub mod snapshot;
 pub mod state;
@@ -49,6 +55,19 @@ fn is_py_space(b: u8) -> bool {
 const FLUSH_BYTES: usize = 1 << 20;
 
 impl Core {
+    /// A core holding the state of a snapshot (matching_engine/core/snapshot.py's format,
+    /// of either core); Err says what in it is wrong.
+    pub fn restore(snapshot: &[u8]) -> Result<Core, String> {
+        let engine = Engine::restore(snapshot::decode(snapshot)?)?;
+        Ok(Core { decoder: Decoder::default(), engine })
+    }
+
+    /// The whole state as a snapshot, byte for byte what the Python core writes for the same
+    /// state; Err names an amount beyond what the format holds.
+    pub fn snapshot(&self) -> Result<Vec<u8>, String> {
+        snapshot::encode(&self.engine.capture())
+    }
+
     /// Apply every non-blank line as `replay_lines` does; return the events' JSON Lines.
     pub fn apply_batch(&mut self, commands: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
@@ -125,305 +144,4 @@ fn command_line(line: &[u8]) -> Option<&[u8]> {
         end -= 1;
     }
     Some(&line[..end])
-}
-
-#[cfg(feature = "python")]
-mod python {
-    use pyo3::exceptions::{PyMemoryError, PyValueError};
-    use pyo3::ffi;
-    use pyo3::prelude::*;
-    use pyo3::types::PyBytes;
-
-    use crate::snapshot::{EngineState, InstrumentState, OrderState};
-    use crate::state::Engine;
-    use crate::Core;
-
-    /// `OrderState` of matching_engine/core/snapshot.py, field for field.
-    type OrderTuple = (u64, String, String, bool, i64, i64, i64, String, Option<i64>, bool, String);
-    /// `InstrumentState`, field for field.
-    type InstrumentTuple = (
-        String,
-        String,
-        String,
-        i64,
-        i64,
-        i64,
-        i64,
-        i64,
-        i64,
-        bool,
-        Vec<OrderTuple>,
-        Vec<OrderTuple>,
-    );
-    /// `EngineSnapshot` without its version, field for field; balances and supply as
-    /// sorted rows rather than dicts.
-    type StateTuple = (
-        i64,
-        u64,
-        u64,
-        u64,
-        Vec<InstrumentTuple>,
-        Vec<(String, String, i128, i128)>,
-        Vec<(i64, u64, String, String)>,
-        Vec<String>,
-        Vec<(String, i128)>,
-    );
-
-    fn order_tuple(o: OrderState) -> OrderTuple {
-        (
-            o.order_id,
-            o.account,
-            o.client_order_id,
-            o.is_buy,
-            o.price,
-            o.quantity,
-            o.filled,
-            o.time_in_force,
-            o.expire_at,
-            o.post_only,
-            o.stp,
-        )
-    }
-
-    fn order_state(t: OrderTuple) -> OrderState {
-        let (
-            order_id,
-            account,
-            client_order_id,
-            is_buy,
-            price,
-            quantity,
-            filled,
-            time_in_force,
-            expire_at,
-            post_only,
-            stp,
-        ) = t;
-        OrderState {
-            order_id,
-            account,
-            client_order_id,
-            is_buy,
-            price,
-            quantity,
-            filled,
-            time_in_force,
-            expire_at,
-            post_only,
-            stp,
-        }
-    }
-
-    fn state_tuple(state: EngineState) -> StateTuple {
-        let instruments = state
-            .instruments
-            .into_iter()
-            .map(|i| {
-                (
-                    i.symbol,
-                    i.gpu,
-                    i.region,
-                    i.delivery_start,
-                    i.delivery_hours,
-                    i.tick,
-                    i.max_order_quantity,
-                    i.maker_fee_bps,
-                    i.taker_fee_bps,
-                    i.closed,
-                    i.bids.into_iter().map(order_tuple).collect(),
-                    i.asks.into_iter().map(order_tuple).collect(),
-                )
-            })
-            .collect();
-        (
-            state.time,
-            state.seq,
-            state.order_counter,
-            state.trade_counter,
-            instruments,
-            state.balances,
-            state.expiries,
-            state.deposit_ids,
-            state.supply,
-        )
-    }
-
-    fn engine_state(t: StateTuple) -> EngineState {
-        let (
-            time,
-            seq,
-            order_counter,
-            trade_counter,
-            instruments,
-            balances,
-            expiries,
-            deposit_ids,
-            supply,
-        ) = t;
-        let instruments = instruments
-            .into_iter()
-            .map(|i| InstrumentState {
-                symbol: i.0,
-                gpu: i.1,
-                region: i.2,
-                delivery_start: i.3,
-                delivery_hours: i.4,
-                tick: i.5,
-                max_order_quantity: i.6,
-                maker_fee_bps: i.7,
-                taker_fee_bps: i.8,
-                closed: i.9,
-                bids: i.10.into_iter().map(order_state).collect(),
-                asks: i.11.into_iter().map(order_state).collect(),
-            })
-            .collect();
-        EngineState {
-            time,
-            seq,
-            order_counter,
-            trade_counter,
-            instruments,
-            balances,
-            expiries,
-            deposit_ids,
-            supply,
-        }
-    }
-
-    /// The native engine core: `apply_batch(commands: bytes) -> bytes` of JSON Lines.
-    #[pyclass(module = "gpux_native")]
-    struct NativeEngine {
-        core: Core,
-    }
-
-    #[pymethods]
-    impl NativeEngine {
-        #[new]
-        fn new() -> Self {
-            NativeEngine { core: Core::default() }
-        }
-
-        /// Apply JSON Lines of commands; return the JSON Lines of their events.
-        fn apply_batch<'py>(
-            &mut self,
-            py: Python<'py>,
-            commands: &[u8],
-        ) -> PyResult<Bound<'py, PyBytes>> {
-            let mut writer = BytesWriter::new(commands.len() + commands.len() / 2)?;
-            self.core.apply_batch_into(commands, |events| writer.write(events));
-            writer.finish(py)
-        }
-
-        /// Balances and open orders as `Engine.final_state()`, as a JSON document.
-        fn final_state(&self) -> String {
-            self.core.engine.final_state_json()
-        }
-
-        /// Check every internal invariant; return the first broken one, or None.
-        fn validate(&self) -> Option<String> {
-            self.core.engine.validate().err()
-        }
-
-        /// `apply_batch` timed in parts: (decode seconds, apply seconds, event bytes).
-        fn profile_batch(&mut self, commands: &[u8]) -> (f64, f64, usize) {
-            self.core.profile_batch(commands)
-        }
-
-        /// The whole state as tuples in the fields' order of `EngineSnapshot`
-        /// (matching_engine/core/snapshot.py), its version left out and its balances and
-        /// supply as sorted rows: (time, seq, order_counter, trade_counter, instruments,
-        /// balances, expiries, deposit_ids, supply).
-        fn export_state(&self) -> StateTuple {
-            state_tuple(self.core.engine.export_state())
-        }
-
-        /// An engine holding a state in `export_state`'s shape; ValueError names what in
-        /// it is inconsistent.
-        #[staticmethod]
-        fn restore(state: StateTuple) -> PyResult<Self> {
-            let engine = Engine::from_state(&engine_state(state)).map_err(PyValueError::new_err)?;
-            Ok(NativeEngine { core: Core { engine, ..Core::default() } })
-        }
-
-        /// The seq of the last event (0 before any).
-        #[getter]
-        fn seq(&self) -> u64 {
-            self.core.engine.seq
-        }
-    }
-
-    /// A bytes object written in place (PyBytesWriter): the events are copied once, from
-    /// the engine's buffer into the result, which grows by doubling without a copy.
-    struct BytesWriter {
-        writer: *mut ffi::compat::PyBytesWriter,
-        len: usize,
-        capacity: usize,
-        failed: bool,
-    }
-
-    impl BytesWriter {
-        fn new(capacity: usize) -> PyResult<Self> {
-            let capacity = capacity.max(4096);
-            // SAFETY: called with the GIL held (we are inside a pymethod).
-            let writer = unsafe { ffi::compat::PyBytesWriter_Create(capacity as ffi::Py_ssize_t) };
-            if writer.is_null() {
-                return Err(PyMemoryError::new_err("cannot allocate the events"));
-            }
-            Ok(BytesWriter { writer, len: 0, capacity, failed: false })
-        }
-
-        fn write(&mut self, bytes: &[u8]) {
-            if self.failed {
-                return;
-            }
-            let needed = self.len + bytes.len();
-            if needed > self.capacity {
-                let capacity = needed.max(self.capacity * 2);
-                // SAFETY: `writer` is live; Resize keeps the first `len` bytes.
-                let status = unsafe {
-                    ffi::compat::PyBytesWriter_Resize(self.writer, capacity as ffi::Py_ssize_t)
-                };
-                if status < 0 {
-                    self.failed = true;
-                    return;
-                }
-                self.capacity = capacity;
-            }
-            // SAFETY: the writer's buffer holds `capacity` >= `len + bytes.len()` bytes.
-            unsafe {
-                let data = ffi::compat::PyBytesWriter_GetData(self.writer) as *mut u8;
-                std::ptr::copy_nonoverlapping(bytes.as_ptr(), data.add(self.len), bytes.len());
-            }
-            self.len = needed;
-        }
-
-        fn finish(mut self, py: Python<'_>) -> PyResult<Bound<'_, PyBytes>> {
-            if self.failed {
-                return Err(PyErr::fetch(py));
-            }
-            let writer = std::mem::replace(&mut self.writer, std::ptr::null_mut());
-            // SAFETY: `writer` is live and `len` bytes of it are written; Finish consumes it.
-            let bytes = unsafe {
-                let object =
-                    ffi::compat::PyBytesWriter_FinishWithSize(writer, self.len as ffi::Py_ssize_t);
-                Bound::from_owned_ptr_or_err(py, object)?
-            };
-            Ok(bytes.cast_into::<PyBytes>()?)
-        }
-    }
-
-    impl Drop for BytesWriter {
-        fn drop(&mut self) {
-            if !self.writer.is_null() {
-                // SAFETY: a live writer that was not finished; the GIL is held by the caller.
-                unsafe { ffi::compat::PyBytesWriter_Discard(self.writer) };
-            }
-        }
-    }
-
-    #[pymodule]
-    fn gpux_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
-        m.add_class::<NativeEngine>()?;
-        Ok(())
-    }
 }

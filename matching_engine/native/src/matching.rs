@@ -55,7 +55,7 @@ impl Engine {
             let mut quantity = remaining.min(maker_order.remaining());
             if is_market && is_buy {
                 let budget = self.available(account, USDC_ASSET);
-                let fee_bps = self.instruments[instrument as usize].taker_fee_bps;
+                let fee_bps = self.instruments[instrument as usize].listing.taker_fee_bps;
                 quantity = affordable(quantity, budget, level_price, fee_bps);
                 if quantity == 0 {
                     return true;
@@ -72,7 +72,7 @@ impl Engine {
         };
         let (maker_bps, taker_bps) = {
             let i = &self.instruments[instrument as usize];
-            (i128::from(i.maker_fee_bps), i128::from(i.taker_fee_bps))
+            (i128::from(i.listing.maker_fee_bps), i128::from(i.listing.taker_fee_bps))
         };
         let notional = i128::from(quantity) * i128::from(price);
         let maker_fee = notional * maker_bps / BPS;
@@ -87,12 +87,11 @@ impl Engine {
         let token = instrument + 1;
         let buyer_account = self.orders[buyer as usize].account;
         let seller_account = self.orders[seller as usize].account;
-        let hold = self.required_hold(buyer);
-        self.set_hold(buyer, hold);
+        // In the Python core's order (protocol.effects.trade_moves), which orders balances.
+        self.refresh_hold(buyer);
+        self.refresh_hold(seller);
         self.wallet(buyer_account, USDC_ASSET)[0] -= notional + buyer_fee;
         self.wallet(buyer_account, token)[0] += i128::from(quantity);
-        let hold = self.required_hold(seller);
-        self.set_hold(seller, hold);
         self.wallet(seller_account, token)[0] -= i128::from(quantity);
         self.wallet(seller_account, USDC_ASSET)[0] += notional - seller_fee;
         let fee_account = self.fee_account;
@@ -103,7 +102,7 @@ impl Engine {
         let w = &mut self.events;
         w.begin("trade", seq, self.time);
         w.id("trade_id", self.trade_counter);
-        w.plain("instrument", &self.instruments[instrument as usize].symbol);
+        w.plain("instrument", &self.instruments[instrument as usize].listing.symbol);
         w.micro("price", i128::from(price));
         w.int("quantity", i128::from(quantity));
         w.plain("aggressor_side", if taker_is_buy { b"buy" } else { b"sell" });
@@ -155,16 +154,8 @@ impl Engine {
             return false;
         }
         self.orders[slot as usize].quantity -= quantity;
-        let hold = self.required_hold(slot);
-        self.set_hold(slot, hold);
-        let seq = self.next_seq();
-        let order = &self.orders[slot as usize];
-        let w = &mut self.events;
-        w.begin("order_reduced", seq, self.time);
-        w.plain("account", &self.accounts[order.account as usize].name);
-        w.plain("client_order_id", &order.client_order_id);
-        w.id("order_id", order.order_id);
-        w.plain("instrument", &self.instruments[order.instrument as usize].symbol);
+        self.refresh_hold(slot);
+        let w = self.begin_order_event("order_reduced", slot);
         w.plain("reason", b"stp");
         w.int("reduced_quantity", i128::from(quantity));
         w.int("remaining_quantity", i128::from(remaining));
@@ -202,7 +193,7 @@ impl Engine {
                 while maker_remaining != 0 && needed != 0 {
                     let mut quantity = needed.min(maker_remaining);
                     if taker.is_market && taker.is_buy {
-                        let fee_bps = instrument.taker_fee_bps;
+                        let fee_bps = instrument.listing.taker_fee_bps;
                         quantity = affordable(quantity, budget, level.price, fee_bps);
                         if quantity == 0 {
                             return false;

@@ -75,13 +75,7 @@ pub fn format_micro_u64(buf: &mut [u8; 32], micro: u64) -> usize {
     let (whole, fraction) = (micro / 1_000_000, (micro % 1_000_000) as u32);
     let mut end = buf.len();
     if fraction != 0 {
-        let mut digits = [b'0'; USDC_DECIMALS];
-        let mut rest = fraction;
-        for slot in digits.iter_mut().rev() {
-            *slot = b'0' + (rest % 10) as u8;
-            rest /= 10;
-        }
-        let kept = USDC_DECIMALS - digits.iter().rev().take_while(|&&d| d == b'0').count();
+        let (digits, kept) = fraction_digits(fraction);
         buf[end - kept..].copy_from_slice(&digits[..kept]);
         end -= kept + 1;
         buf[end] = b'.';
@@ -102,16 +96,23 @@ fn write_micro_wide(out: &mut Vec<u8>, micro: i128) {
     let fraction = (magnitude % MICRO_PER_USDC as u128) as u32;
     write_u128(out, whole);
     if fraction != 0 {
-        let mut digits = [b'0'; USDC_DECIMALS];
-        let mut rest = fraction;
-        for slot in digits.iter_mut().rev() {
-            *slot = b'0' + (rest % 10) as u8;
-            rest /= 10;
-        }
-        let kept = USDC_DECIMALS - digits.iter().rev().take_while(|&&d| d == b'0').count();
+        let (digits, kept) = fraction_digits(fraction);
         out.push(b'.');
         out.extend_from_slice(&digits[..kept]);
     }
+}
+
+/// The six decimals of a fraction of a USDC (in micro-USDC, 1 to 999999), and how many of
+/// them to write: all but the trailing zeros.
+#[inline(always)]
+fn fraction_digits(fraction: u32) -> ([u8; USDC_DECIMALS], usize) {
+    let mut digits = [b'0'; USDC_DECIMALS];
+    let mut rest = fraction;
+    for slot in digits.iter_mut().rev() {
+        *slot = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    (digits, USDC_DECIMALS - digits.iter().rev().take_while(|&&d| d == b'0').count())
 }
 
 /// Two-digit pairs "00" to "99".

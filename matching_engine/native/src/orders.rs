@@ -3,6 +3,7 @@
 
 use crate::book::{cost, Order, NIL};
 use crate::command::{CancelReason, NewOrder, OrderType, Side, TimeInForce};
+use crate::expiries::Expiry;
 use crate::money::parse_positive_micro;
 use crate::state::{Engine, USDC_ASSET};
 
@@ -39,31 +40,25 @@ impl Engine {
             is_buy: c.side == Side::Buy,
             is_market,
             post_only: c.post_only,
-            resting: false,
             open: true,
             time_in_force,
             stp: c.stp,
             price,
             quantity: c.quantity as i64,
-            filled: 0,
             expire_at: c.expire_at,
-            hold: 0,
-            prev: NIL,
-            next: NIL,
-            account_prev: NIL,
-            account_next: NIL,
             client_order_id: c.client_order_id.into(),
+            ..Order::default()
         });
         self.write_order_accepted(c, slot);
         self.register(slot);
-        let hold = self.required_hold(slot);
-        self.set_hold(slot, hold);
+        self.refresh_hold(slot);
         if time_in_force == TimeInForce::Fok && !self.fills_whole(slot) {
             return self.cancel(slot, "fok");
         }
         if time_in_force == TimeInForce::Gtd {
             let expire_at = c.expire_at.expect("a well-formed gtd order has expire_at");
-            self.expiries.push(std::cmp::Reverse((expire_at, order_id, slot)));
+            self.expiries.push(Expiry { expire_at, order_id, slot });
+            self.orders[slot as usize].expiry_pending = true;
         }
         self.execute(slot);
     }
@@ -109,12 +104,12 @@ impl Engine {
         }
         let mut price = 0;
         if let Some(text) = c.price {
-            price = parse_price(text, instrument.tick);
+            price = parse_price(text, instrument.listing.tick);
             if price == 0 {
                 return Err("invalid_price");
             }
         }
-        if !(1..=i128::from(instrument.max_order_quantity)).contains(&c.quantity) {
+        if !(1..=i128::from(instrument.listing.max_order_quantity)).contains(&c.quantity) {
             return Err("invalid_quantity");
         }
         let is_buy = c.side == Side::Buy;
@@ -161,7 +156,7 @@ impl Engine {
 
     // -- cancel, amend, mass cancel --------------------------------------------------------
 
-    fn find_open(&self, account: &[u8], client_order_id: &[u8]) -> Option<u32> {
+    pub(crate) fn find_open(&self, account: &[u8], client_order_id: &[u8]) -> Option<u32> {
         let &id = self.account_ids.get(account)?;
         self.accounts[id as usize].open.get(client_order_id).copied()
     }
@@ -258,19 +253,12 @@ impl Engine {
         let order = &mut self.orders[slot as usize];
         order.price = price;
         order.quantity = quantity;
-        let hold = self.required_hold(slot);
-        self.set_hold(slot, hold);
-        let seq = self.next_seq();
-        let order = &self.orders[slot as usize];
-        let w = &mut self.events;
-        w.begin("order_amended", seq, self.time);
-        w.plain("account", &self.accounts[order.account as usize].name);
-        w.plain("client_order_id", &order.client_order_id);
-        w.id("order_id", order.order_id);
-        w.plain("instrument", &self.instruments[instrument as usize].symbol);
+        let remaining = order.remaining();
+        self.refresh_hold(slot);
+        let w = self.begin_order_event("order_amended", slot);
         w.micro("price", i128::from(price));
         w.int("quantity", i128::from(quantity));
-        w.int("remaining_quantity", i128::from(order.remaining()));
+        w.int("remaining_quantity", i128::from(remaining));
         w.end();
         if loses_priority {
             self.execute(slot);
@@ -292,13 +280,13 @@ impl Engine {
         let instrument = &self.instruments[order.instrument as usize];
         let mut price = order.price;
         if let Some(text) = new_price {
-            price = parse_price(text, instrument.tick);
+            price = parse_price(text, instrument.listing.tick);
             if price == 0 {
                 return Err("invalid_price");
             }
         }
         let quantity = new_quantity.unwrap_or(i128::from(order.quantity));
-        if !(1..=i128::from(instrument.max_order_quantity)).contains(&quantity) {
+        if !(1..=i128::from(instrument.listing.max_order_quantity)).contains(&quantity) {
             return Err("invalid_quantity");
         }
         let quantity = quantity as i64;

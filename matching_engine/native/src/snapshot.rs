@@ -1,284 +1,401 @@
-//! The whole engine state as plain data, in the layout of the Python core's snapshot
-//! (matching_engine/core/snapshot.py), so that either core restores the other's snapshots
-//! and, restored, goes on to the same events byte for byte.
+//! The engine snapshot format of matching_engine/core/snapshot.py, which defines it (the
+//! `EngineSnapshot` Struct in MessagePack, as msgspec writes and reads it).
 //!
-//! Books list their orders in priority order, so adding them back in that order keeps time
-//! priority; accounts list their open orders in acceptance (order id) order. Expiries name
-//! their order by account and client order id; only those of open orders are exported.
+//! `encode` writes what the Python core's `encode_snapshot` writes for the same state,
+//! byte for byte: structs as maps of their fields in declaration order (`OrderState`,
+//! `array_like`, as an array), tuples as arrays, dicts as maps in their order, every
+//! header and integer in its shortest form. `decode` reads what `decode_snapshot` reads
+//! (fields in any order, unknown ones skipped, integers of any width) and refuses anything
+//! else with the path of the field and what is wrong with it. The state itself comes from
+//! and goes to an engine in `capture.rs`.
 
-use std::cmp::Reverse;
+use std::fmt;
 
-use crate::book::{Order, NIL};
+use rustc_hash::FxHashSet;
+
 use crate::command::{Stp, TimeInForce};
-use crate::state::{Engine, Instrument, USDC, USDC_ASSET};
+use crate::msgpack::{Fault, Reader, Writer};
+use crate::state::Listing;
 
+pub const SNAPSHOT_VERSION: u64 = 1;
+
+/// An open order, as it rests on its book.
+#[derive(Debug, PartialEq, Eq)]
 pub struct OrderState {
     pub order_id: u64,
-    pub account: String,
-    pub client_order_id: String,
+    pub account: Box<[u8]>,
+    pub client_order_id: Box<[u8]>,
     pub is_buy: bool,
     pub price: i64,
     pub quantity: i64,
     pub filled: i64,
-    pub time_in_force: String,
+    pub time_in_force: TimeInForce,
     pub expire_at: Option<i64>,
     pub post_only: bool,
-    pub stp: String,
+    pub stp: Stp,
 }
 
+/// An instrument and its book, each side in priority order.
+#[derive(Debug, PartialEq, Eq)]
 pub struct InstrumentState {
-    pub symbol: String,
-    pub gpu: String,
-    pub region: String,
-    pub delivery_start: i64,
-    pub delivery_hours: i64,
-    pub tick: i64,
-    pub max_order_quantity: i64,
-    pub maker_fee_bps: i64,
-    pub taker_fee_bps: i64,
+    pub listing: Listing,
     pub closed: bool,
     pub bids: Vec<OrderState>,
     pub asks: Vec<OrderState>,
 }
 
+/// An entry of the expiry heap; its order may have closed since.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ExpiryState {
+    pub expire_at: i64,
+    pub order_id: u64,
+    pub account: Box<[u8]>,
+    pub client_order_id: Box<[u8]>,
+}
+
+/// Account -> asset -> [available, held], both in the order they were first credited.
+pub type Balances = Vec<(Box<[u8]>, Vec<(Box<[u8]>, [i128; 2])>)>;
+
+/// The whole engine state: `EngineSnapshot` but for its version.
+#[derive(Debug, PartialEq, Eq)]
 pub struct EngineState {
     pub time: i64,
     pub seq: u64,
     pub order_counter: u64,
     pub trade_counter: u64,
     pub instruments: Vec<InstrumentState>,
-    /// (account, asset, available, held), sorted.
-    pub balances: Vec<(String, String, i128, i128)>,
-    /// (expire_at, order_id, account, client_order_id) of open gtd orders, sorted.
-    pub expiries: Vec<(i64, u64, String, String)>,
-    pub deposit_ids: Vec<String>,
-    /// (asset, deposited - withdrawn), sorted.
-    pub supply: Vec<(String, i128)>,
+    pub balances: Balances,
+    /// In heap order.
+    pub expiries: Vec<ExpiryState>,
+    /// Sorted.
+    pub deposit_ids: Vec<Box<[u8]>>,
+    /// Asset -> deposited - withdrawn, in the order first deposited.
+    pub supply: Vec<(Box<[u8]>, i128)>,
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8(bytes.to_vec()).expect("names are checked UTF-8 when decoded")
-}
+// -- writing -------------------------------------------------------------------------------
 
-fn time_in_force(name: &str) -> Result<TimeInForce, String> {
-    [TimeInForce::Gtc, TimeInForce::Ioc, TimeInForce::Fok, TimeInForce::Gtd]
-        .into_iter()
-        .find(|tif| tif.as_str() == name)
-        .ok_or_else(|| format!("unknown time_in_force {name:?}"))
-}
-
-fn stp(name: &str) -> Result<Stp, String> {
-    [Stp::CancelNewest, Stp::CancelOldest, Stp::CancelBoth, Stp::Decrement]
-        .into_iter()
-        .find(|stp| stp.as_str() == name)
-        .ok_or_else(|| format!("unknown stp {name:?}"))
-}
-
-impl Engine {
-    fn asset_text(&self, asset: u32) -> String {
-        if asset == USDC_ASSET {
-            text(USDC)
-        } else {
-            text(&self.instruments[(asset - 1) as usize].symbol)
-        }
+/// The snapshot of `state`; Err names an amount beyond what the format holds (2^64 - 1).
+pub fn encode(state: &EngineState) -> Result<Vec<u8>, String> {
+    let mut w = Writer::default();
+    w.map(10);
+    w.str(b"version");
+    w.uint(SNAPSHOT_VERSION);
+    w.str(b"time");
+    w.int(state.time);
+    w.str(b"seq");
+    w.uint(state.seq);
+    w.str(b"order_counter");
+    w.uint(state.order_counter);
+    w.str(b"trade_counter");
+    w.uint(state.trade_counter);
+    w.str(b"instruments");
+    w.array(state.instruments.len());
+    for instrument in &state.instruments {
+        write_instrument(&mut w, instrument);
     }
-
-    fn order_state(&self, slot: u32) -> OrderState {
-        let order = &self.orders[slot as usize];
-        OrderState {
-            order_id: order.order_id,
-            account: text(&self.accounts[order.account as usize].name),
-            client_order_id: text(&order.client_order_id),
-            is_buy: order.is_buy,
-            price: order.price,
-            quantity: order.quantity,
-            filled: order.filled,
-            time_in_force: order.time_in_force.as_str().to_owned(),
-            expire_at: order.expire_at,
-            post_only: order.post_only,
-            stp: order.stp.as_str().to_owned(),
-        }
-    }
-
-    /// Return the whole state as plain data.
-    pub fn export_state(&self) -> EngineState {
-        let instruments = self
-            .instruments
-            .iter()
-            .map(|instrument| InstrumentState {
-                symbol: text(&instrument.symbol),
-                gpu: text(&instrument.gpu),
-                region: text(&instrument.region),
-                delivery_start: instrument.delivery_start,
-                delivery_hours: instrument.delivery_hours,
-                tick: instrument.tick,
-                max_order_quantity: instrument.max_order_quantity,
-                maker_fee_bps: instrument.maker_fee_bps,
-                taker_fee_bps: instrument.taker_fee_bps,
-                closed: instrument.closed,
-                bids: instrument
-                    .bids
-                    .orders_in_priority(&self.orders)
-                    .into_iter()
-                    .map(|slot| self.order_state(slot))
-                    .collect(),
-                asks: instrument
-                    .asks
-                    .orders_in_priority(&self.orders)
-                    .into_iter()
-                    .map(|slot| self.order_state(slot))
-                    .collect(),
-            })
-            .collect();
-        let mut balances: Vec<_> = self
-            .balances
-            .iter()
-            .map(|(&key, &[available, held])| {
-                let (account, asset) = ((key >> 32) as u32, key as u32);
-                (
-                    text(&self.accounts[account as usize].name),
-                    self.asset_text(asset),
-                    available,
-                    held,
-                )
-            })
-            .collect();
-        balances.sort();
-        let mut expiries: Vec<_> = self
-            .expiries
-            .iter()
-            .filter_map(|&Reverse((expire_at, order_id, slot))| {
-                let order = &self.orders[slot as usize];
-                (order.open && order.order_id == order_id).then(|| {
-                    let account = text(&self.accounts[order.account as usize].name);
-                    (expire_at, order_id, account, text(&order.client_order_id))
-                })
-            })
-            .collect();
-        expiries.sort();
-        let mut deposit_ids: Vec<_> = self.deposit_ids.iter().map(|id| text(id)).collect();
-        deposit_ids.sort();
-        let mut supply: Vec<_> =
-            self.supply.iter().map(|(&asset, &amount)| (self.asset_text(asset), amount)).collect();
-        supply.sort();
-        EngineState {
-            time: self.time,
-            seq: self.seq,
-            order_counter: self.order_counter,
-            trade_counter: self.trade_counter,
-            instruments,
-            balances,
-            expiries,
-            deposit_ids,
-            supply,
-        }
-    }
-
-    fn asset_named(&self, name: &str) -> Result<u32, String> {
-        if name.as_bytes() == USDC {
-            return Ok(USDC_ASSET);
-        }
-        self.instrument_ids
-            .get(name.as_bytes())
-            .map(|&index| index + 1)
-            .ok_or_else(|| format!("asset {name:?} is neither USDC nor a listed instrument"))
-    }
-
-    fn add_restored_order(&mut self, instrument: u32, state: &OrderState) -> Result<u32, String> {
-        let is_buy = state.is_buy;
-        let account = self.account_id(state.account.as_bytes());
-        let slot = self.alloc_order(Order {
-            order_id: state.order_id,
-            account,
-            instrument,
-            is_buy,
-            is_market: false,
-            post_only: state.post_only,
-            resting: false,
-            open: true,
-            time_in_force: time_in_force(&state.time_in_force)?,
-            stp: stp(&state.stp)?,
-            price: state.price,
-            quantity: state.quantity,
-            filled: state.filled,
-            expire_at: state.expire_at,
-            hold: 0,
-            prev: NIL,
-            next: NIL,
-            account_prev: NIL,
-            account_next: NIL,
-            client_order_id: state.client_order_id.as_bytes().into(),
-        });
-        self.instruments[instrument as usize].side_mut(is_buy).add(&mut self.orders, slot);
-        Ok(slot)
-    }
-
-    /// Build an engine holding `state`, as it was when exported; refuse one that breaks an
-    /// invariant, naming it.
-    pub fn from_state(state: &EngineState) -> Result<Engine, String> {
-        let mut engine = Engine::new();
-        engine.time = state.time;
-        engine.seq = state.seq;
-        engine.order_counter = state.order_counter;
-        engine.trade_counter = state.trade_counter;
-        for (index, listed) in state.instruments.iter().enumerate() {
-            let symbol: Box<[u8]> = listed.symbol.as_bytes().into();
-            if engine.instrument_ids.insert(symbol.clone(), index as u32).is_some() {
-                return Err(format!("instrument {:?} listed twice", listed.symbol));
-            }
-            engine.instruments.push(Instrument {
-                symbol,
-                gpu: listed.gpu.as_bytes().into(),
-                region: listed.region.as_bytes().into(),
-                delivery_start: listed.delivery_start,
-                delivery_hours: listed.delivery_hours,
-                tick: listed.tick,
-                max_order_quantity: listed.max_order_quantity,
-                maker_fee_bps: listed.maker_fee_bps,
-                taker_fee_bps: listed.taker_fee_bps,
-                hold_fee_bps: listed.maker_fee_bps.max(listed.taker_fee_bps),
-                closed: listed.closed,
-                bids: crate::book::BookSide::new(true),
-                asks: crate::book::BookSide::new(false),
-            });
-        }
-        for (account, asset, available, held) in &state.balances {
-            let account = engine.account_id(account.as_bytes());
-            let asset = engine.asset_named(asset)?;
-            *engine.wallet(account, asset) = [*available, *held];
-        }
-        for (asset, amount) in &state.supply {
-            let asset = engine.asset_named(asset)?;
-            engine.supply.insert(asset, *amount);
-        }
-        for id in &state.deposit_ids {
-            engine.deposit_ids.insert(id.as_bytes().into());
-        }
-        let mut restored: Vec<(u64, u32)> = Vec::new();
-        for (index, listed) in state.instruments.iter().enumerate() {
-            for order in listed.bids.iter().chain(&listed.asks) {
-                restored.push((order.order_id, engine.add_restored_order(index as u32, order)?));
+    w.str(b"balances");
+    w.map(state.balances.len());
+    for (account, assets) in &state.balances {
+        w.str(account);
+        w.map(assets.len());
+        for (asset, pair) in assets {
+            w.str(asset);
+            w.array(2);
+            for amount in pair {
+                w.wide(*amount).map_err(|fault| {
+                    format!("snapshot balances[{:?}][{:?}]: {fault}", shown(account), shown(asset))
+                })?;
             }
         }
-        restored.sort_unstable();
-        for &(_, slot) in &restored {
-            engine.register(slot);
-            engine.orders[slot as usize].hold = engine.required_hold(slot);
+    }
+    w.str(b"expiries");
+    w.array(state.expiries.len());
+    for expiry in &state.expiries {
+        w.array(4);
+        w.int(expiry.expire_at);
+        w.uint(expiry.order_id);
+        w.str(&expiry.account);
+        w.str(&expiry.client_order_id);
+    }
+    w.str(b"deposit_ids");
+    w.array(state.deposit_ids.len());
+    for id in &state.deposit_ids {
+        w.str(id);
+    }
+    w.str(b"supply");
+    w.map(state.supply.len());
+    for (asset, amount) in &state.supply {
+        w.str(asset);
+        w.wide(*amount).map_err(|fault| format!("snapshot supply[{:?}]: {fault}", shown(asset)))?;
+    }
+    Ok(w.out)
+}
+
+fn write_instrument(w: &mut Writer, instrument: &InstrumentState) {
+    let listing = &instrument.listing;
+    w.map(12);
+    w.str(b"symbol");
+    w.str(&listing.symbol);
+    w.str(b"gpu");
+    w.str(&listing.gpu);
+    w.str(b"region");
+    w.str(&listing.region);
+    for (name, value) in [
+        (&b"delivery_start"[..], listing.delivery_start),
+        (b"delivery_hours", listing.delivery_hours),
+        (b"tick", listing.tick),
+        (b"max_order_quantity", listing.max_order_quantity),
+        (b"maker_fee_bps", listing.maker_fee_bps),
+        (b"taker_fee_bps", listing.taker_fee_bps),
+    ] {
+        w.str(name);
+        w.int(value);
+    }
+    w.str(b"closed");
+    w.bool(instrument.closed);
+    for (name, orders) in [(&b"bids"[..], &instrument.bids), (b"asks", &instrument.asks)] {
+        w.str(name);
+        w.array(orders.len());
+        for order in orders {
+            write_order(w, order);
         }
-        for (expire_at, order_id, account, client_order_id) in &state.expiries {
-            let open = engine
-                .account_ids
-                .get(account.as_bytes())
-                .and_then(|&id| engine.accounts[id as usize].open.get(client_order_id.as_bytes()))
-                .copied();
-            if let Some(slot) = open {
-                if engine.orders[slot as usize].order_id == *order_id {
-                    engine.expiries.push(Reverse((*expire_at, *order_id, slot)));
+    }
+}
+
+fn write_order(w: &mut Writer, order: &OrderState) {
+    w.array(11);
+    w.uint(order.order_id);
+    w.str(&order.account);
+    w.str(&order.client_order_id);
+    w.bool(order.is_buy);
+    w.int(order.price);
+    w.int(order.quantity);
+    w.int(order.filled);
+    w.str(order.time_in_force.as_str().as_bytes());
+    match order.expire_at {
+        Some(expire_at) => w.int(expire_at),
+        None => w.nil(),
+    }
+    w.bool(order.post_only);
+    w.str(order.stp.as_str().as_bytes());
+}
+
+/// A name for a message (names are UTF-8: decoded from JSON or from a snapshot).
+pub(crate) fn shown(name: &[u8]) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(name)
+}
+
+// -- reading -------------------------------------------------------------------------------
+
+/// The state a snapshot holds; Err says which field is wrong and how.
+pub fn decode(data: &[u8]) -> Result<EngineState, String> {
+    let mut reader = Reader::new(data);
+    let state = engine_state(&mut reader).and_then(|state| Ok(reader.finish().map(|_| state)?));
+    state.map_err(|flaw| flaw.to_string())
+}
+
+/// A fault and where: `path` names the field, outermost first ("" for the whole snapshot).
+struct Flaw {
+    path: String,
+    fault: Fault,
+}
+
+impl From<Fault> for Flaw {
+    fn from(fault: Fault) -> Self {
+        Flaw { path: String::new(), fault }
+    }
+}
+
+impl fmt::Display for Flaw {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.path.as_str() {
+            "" => write!(f, "snapshot: {}", self.fault),
+            path => write!(f, "snapshot {path}: {}", self.fault),
+        }
+    }
+}
+
+type Read<T> = Result<T, Flaw>;
+
+/// `read`, a flaw in it placed under `step` (a field name, or `[index]`).
+fn at<T, E: Into<Flaw>>(step: impl fmt::Display, read: Result<T, E>) -> Read<T> {
+    read.map_err(|error| {
+        let mut flaw = error.into();
+        let dot = if flaw.path.is_empty() || flaw.path.starts_with('[') { "" } else { "." };
+        flaw.path = format!("{step}{dot}{}", flaw.path);
+        flaw
+    })
+}
+
+fn required<T>(name: &str, value: Option<T>) -> Read<T> {
+    value.ok_or_else(|| format!("the field {name} is missing").into())
+}
+
+/// A struct written as a map of its fields: `field` reads the value of each name it knows
+/// and returns false for a name it does not, whose value is skipped (as msgspec skips it).
+fn fields<'a>(
+    r: &mut Reader<'a>,
+    mut field: impl FnMut(&str, &mut Reader<'a>) -> Read<bool>,
+) -> Read<()> {
+    for _ in 0..r.map()? {
+        let name = r.str()?;
+        if !at(name, field(name, r))? {
+            r.skip()?;
+        }
+    }
+    Ok(())
+}
+
+fn list<'a, T>(
+    r: &mut Reader<'a>,
+    mut item: impl FnMut(&mut Reader<'a>) -> Read<T>,
+) -> Read<Vec<T>> {
+    let len = r.array()?;
+    (0..len).map(|index| at(format_args!("[{index}]"), item(r))).collect()
+}
+
+/// A dict keyed by name, in its order; a name twice is refused.
+fn dict<'a, T>(
+    r: &mut Reader<'a>,
+    mut value: impl FnMut(&mut Reader<'a>) -> Read<T>,
+) -> Read<Vec<(Box<[u8]>, T)>> {
+    let len = r.map()?;
+    let mut names = FxHashSet::default();
+    let mut entries = Vec::with_capacity(len);
+    for _ in 0..len {
+        let name = r.str()?;
+        if !names.insert(name) {
+            return Err(format!("the key {name:?} twice").into());
+        }
+        entries.push((name.as_bytes().into(), at(format_args!("[{name:?}]"), value(r))?));
+    }
+    Ok(entries)
+}
+
+fn text(r: &mut Reader<'_>) -> Result<Box<[u8]>, Fault> {
+    Ok(r.str()?.as_bytes().into())
+}
+
+fn named<T>(r: &mut Reader<'_>, of: fn(&[u8]) -> Option<T>) -> Result<T, Fault> {
+    let name = r.str()?;
+    of(name.as_bytes()).ok_or_else(|| format!("unknown name {name:?}"))
+}
+
+fn engine_state(r: &mut Reader<'_>) -> Read<EngineState> {
+    let mut version = None;
+    let (mut time, mut seq, mut order_counter, mut trade_counter) = (None, None, None, None);
+    let (mut instruments, mut balances, mut expiries) = (None, None, None);
+    let (mut deposit_ids, mut supply) = (None, None);
+    fields(r, |name, r| {
+        match name {
+            "version" => {
+                let found: u64 = r.int_in()?;
+                if found != SNAPSHOT_VERSION {
+                    let fault = format!("{found}, where this engine reads {SNAPSHOT_VERSION}");
+                    return Err(fault.into());
                 }
+                version = Some(found);
             }
+            "time" => time = Some(r.int_in()?),
+            "seq" => seq = Some(r.int_in()?),
+            "order_counter" => order_counter = Some(r.int_in()?),
+            "trade_counter" => trade_counter = Some(r.int_in()?),
+            "instruments" => instruments = Some(list(r, instrument_state)?),
+            "balances" => balances = Some(dict(r, |r| dict(r, pair))?),
+            "expiries" => expiries = Some(list(r, expiry_state)?),
+            "deposit_ids" => deposit_ids = Some(list(r, |r| Ok(text(r)?))?),
+            "supply" => supply = Some(dict(r, |r| Ok(r.int()?))?),
+            _ => return Ok(false),
         }
-        engine.next_close_ns = engine.earliest_open_delivery();
-        engine.validate()?;
-        Ok(engine)
-    }
+        Ok(true)
+    })?;
+    required("version", version)?;
+    Ok(EngineState {
+        time: required("time", time)?,
+        seq: required("seq", seq)?,
+        order_counter: required("order_counter", order_counter)?,
+        trade_counter: required("trade_counter", trade_counter)?,
+        instruments: required("instruments", instruments)?,
+        balances: required("balances", balances)?,
+        expiries: required("expiries", expiries)?,
+        deposit_ids: required("deposit_ids", deposit_ids)?,
+        supply: required("supply", supply)?,
+    })
+}
+
+fn instrument_state(r: &mut Reader<'_>) -> Read<InstrumentState> {
+    let (mut symbol, mut gpu, mut region) = (None, None, None);
+    let (mut delivery_start, mut delivery_hours, mut tick) = (None, None, None);
+    let (mut max_order_quantity, mut maker_fee_bps, mut taker_fee_bps) = (None, None, None);
+    let (mut closed, mut bids, mut asks) = (None, None, None);
+    fields(r, |name, r| {
+        match name {
+            "symbol" => symbol = Some(text(r)?),
+            "gpu" => gpu = Some(text(r)?),
+            "region" => region = Some(text(r)?),
+            "delivery_start" => delivery_start = Some(r.int_in()?),
+            "delivery_hours" => delivery_hours = Some(r.int_in()?),
+            "tick" => tick = Some(r.int_in()?),
+            "max_order_quantity" => max_order_quantity = Some(r.int_in()?),
+            "maker_fee_bps" => maker_fee_bps = Some(r.int_in()?),
+            "taker_fee_bps" => taker_fee_bps = Some(r.int_in()?),
+            "closed" => closed = Some(r.bool()?),
+            "bids" => bids = Some(list(r, order_state)?),
+            "asks" => asks = Some(list(r, order_state)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    })?;
+    Ok(InstrumentState {
+        listing: Listing {
+            symbol: required("symbol", symbol)?,
+            gpu: required("gpu", gpu)?,
+            region: required("region", region)?,
+            delivery_start: required("delivery_start", delivery_start)?,
+            delivery_hours: required("delivery_hours", delivery_hours)?,
+            tick: required("tick", tick)?,
+            max_order_quantity: required("max_order_quantity", max_order_quantity)?,
+            maker_fee_bps: required("maker_fee_bps", maker_fee_bps)?,
+            taker_fee_bps: required("taker_fee_bps", taker_fee_bps)?,
+        },
+        closed: required("closed", closed)?,
+        bids: required("bids", bids)?,
+        asks: required("asks", asks)?,
+    })
+}
+
+/// An `OrderState`: an array of its 11 fields in order.
+fn order_state(r: &mut Reader<'_>) -> Read<OrderState> {
+    r.array_of(11)?;
+    Ok(OrderState {
+        order_id: at("order_id", r.int_in())?,
+        account: at("account", text(r))?,
+        client_order_id: at("client_order_id", text(r))?,
+        is_buy: at("is_buy", r.bool())?,
+        price: at("price", r.int_in())?,
+        quantity: at("quantity", r.int_in())?,
+        filled: at("filled", r.int_in())?,
+        time_in_force: at("time_in_force", named(r, TimeInForce::named))?,
+        expire_at: at("expire_at", r.opt_int_in())?,
+        post_only: at("post_only", r.bool())?,
+        stp: at("stp", named(r, Stp::named))?,
+    })
+}
+
+/// (expire_at, order_id, account, client_order_id).
+fn expiry_state(r: &mut Reader<'_>) -> Read<ExpiryState> {
+    r.array_of(4)?;
+    Ok(ExpiryState {
+        expire_at: at("[0]", r.int_in())?,
+        order_id: at("[1]", r.int_in())?,
+        account: at("[2]", text(r))?,
+        client_order_id: at("[3]", text(r))?,
+    })
+}
+
+/// (available, held).
+fn pair(r: &mut Reader<'_>) -> Read<[i128; 2]> {
+    r.array_of(2)?;
+    Ok([at("[0]", r.int())?, at("[1]", r.int())?])
 }

@@ -1,13 +1,12 @@
 //! The engine's state and the primitive moves on it (matching_engine/core/state.py):
 //! instruments, accounts, balances, the order slab, holds, registration and cancels.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::book::{BookSide, Order, NIL};
 use crate::encode::EventWriter;
+use crate::expiries::Expiries;
+use crate::ordered_map::OrderedMap;
 
 pub const NEVER: i128 = 1 << 63;
 pub const USDC: &[u8] = b"USDC";
@@ -15,7 +14,9 @@ pub const FEE_ACCOUNT: &[u8] = b"fees";
 /// Asset ids: USDC is 0, the token of instrument `i` is `i + 1`.
 pub const USDC_ASSET: u32 = 0;
 
-pub struct Instrument {
+/// What listing an instrument fixes: the fields of `instrument_listed`, `tick` in micro-USDC.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listing {
     pub symbol: Box<[u8]>,
     pub gpu: Box<[u8]>,
     pub region: Box<[u8]>,
@@ -25,6 +26,11 @@ pub struct Instrument {
     pub max_order_quantity: i64,
     pub maker_fee_bps: i64,
     pub taker_fee_bps: i64,
+}
+
+pub struct Instrument {
+    pub listing: Listing,
+    /// What a limit buy holds for its fee: the higher of the two rates.
     pub hold_fee_bps: i64,
     pub closed: bool,
     pub bids: BookSide,
@@ -32,6 +38,16 @@ pub struct Instrument {
 }
 
 impl Instrument {
+    pub fn new(listing: Listing, closed: bool) -> Self {
+        Instrument {
+            hold_fee_bps: listing.maker_fee_bps.max(listing.taker_fee_bps),
+            listing,
+            closed,
+            bids: BookSide::new(true),
+            asks: BookSide::new(false),
+        }
+    }
+
     #[inline]
     pub fn side_mut(&mut self, is_buy: bool) -> &mut BookSide {
         if is_buy {
@@ -70,23 +86,29 @@ pub struct Engine {
     pub instrument_ids: FxHashMap<Box<[u8]>, u32>,
     pub accounts: Vec<Account>,
     pub account_ids: FxHashMap<Box<[u8]>, u32>,
-    /// (account, asset) -> [available, held]
-    pub balances: FxHashMap<u64, [i128; 2]>,
+    /// `balance_key(account, asset)` -> [available, held], in the order first touched.
+    pub balances: OrderedMap<u64, [i128; 2]>,
     pub orders: Vec<Order>,
     pub free_slots: Vec<u32>,
-    /// (expire_at, order_id, slot) of gtd orders.
-    pub expiries: BinaryHeap<Reverse<(i64, u64, u32)>>,
+    pub expiries: Expiries,
     pub deposit_ids: FxHashSet<Box<[u8]>>,
-    /// asset -> deposited - withdrawn, for the conservation invariant.
-    pub supply: FxHashMap<u32, i128>,
+    /// asset -> deposited - withdrawn, for the conservation invariant; in the order first
+    /// deposited.
+    pub supply: OrderedMap<u32, i128>,
     pub next_close_ns: i128,
     pub fee_account: u32,
     pub events: EventWriter,
 }
 
 #[inline]
-fn balance_key(account: u32, asset: u32) -> u64 {
+pub fn balance_key(account: u32, asset: u32) -> u64 {
     (u64::from(account) << 32) | u64::from(asset)
+}
+
+/// The (account, asset) of a `balance_key`.
+#[inline]
+pub fn balance_parts(key: u64) -> (u32, u32) {
+    ((key >> 32) as u32, key as u32)
 }
 
 impl Engine {
@@ -124,14 +146,32 @@ impl Engine {
         id
     }
 
+    /// The [available, held] pair of an account's asset, made at zero on first use.
     #[inline]
     pub fn wallet(&mut self, account: u32, asset: u32) -> &mut [i128; 2] {
-        self.balances.entry(balance_key(account, asset)).or_insert([0, 0])
+        self.balances.entry(balance_key(account, asset))
     }
 
     #[inline]
     pub fn available(&self, account: u32, asset: u32) -> i128 {
-        self.balances.get(&balance_key(account, asset)).map_or(0, |pair| pair[0])
+        self.balances.get(balance_key(account, asset)).map_or(0, |pair| pair[0])
+    }
+
+    /// The asset id of an asset name: USDC or a listed instrument's symbol (open or closed).
+    pub fn asset_id(&self, name: &[u8]) -> Option<u32> {
+        if name == USDC {
+            return Some(USDC_ASSET);
+        }
+        self.instrument_ids.get(name).map(|&index| index + 1)
+    }
+
+    /// The name of an asset id.
+    pub fn asset_name(&self, asset: u32) -> &[u8] {
+        if asset == USDC_ASSET {
+            USDC
+        } else {
+            &self.instruments[(asset - 1) as usize].listing.symbol
+        }
     }
 
     #[inline]
@@ -142,6 +182,13 @@ impl Engine {
         } else {
             order.instrument + 1
         }
+    }
+
+    /// Set the order's hold to what it requires now.
+    #[inline]
+    pub fn refresh_hold(&mut self, slot: u32) {
+        let hold = self.required_hold(slot);
+        self.set_hold(slot, hold);
     }
 
     /// Move the difference between the order's hold and `hold` into or out of held.
@@ -207,7 +254,8 @@ impl Engine {
         entry.open.insert(client_order_id, slot);
     }
 
-    /// Finish an order: off the book, hold released, no longer open.
+    /// Finish an order: off the book, hold released, no longer open; its slot is free again
+    /// once no expiry entry names it.
     pub fn close(&mut self, slot: u32) {
         let (resting, instrument, is_buy, account, prev, next) = {
             let order = &self.orders[slot as usize];
@@ -236,22 +284,33 @@ impl Engine {
         } else {
             self.orders[next as usize].account_prev = prev;
         }
-        self.orders[slot as usize].open = false;
-        self.free_slots.push(slot);
+        let order = &mut self.orders[slot as usize];
+        order.open = false;
+        if !order.expiry_pending {
+            self.free_slots.push(slot);
+        }
     }
 
     pub fn cancel(&mut self, slot: u32, reason: &str) {
+        let remaining = self.orders[slot as usize].remaining();
+        let w = self.begin_order_event("order_canceled", slot);
+        w.plain("reason", reason.as_bytes());
+        w.int("canceled_quantity", i128::from(remaining));
+        w.end();
+        self.close(slot);
+    }
+
+    /// Begin the next event, about an order: its account, client order id, order id and
+    /// instrument; the caller writes the rest.
+    pub fn begin_order_event(&mut self, event_type: &str, slot: u32) -> &mut EventWriter {
         let seq = self.next_seq();
         let order = &self.orders[slot as usize];
         let w = &mut self.events;
-        w.begin("order_canceled", seq, self.time);
+        w.begin(event_type, seq, self.time);
         w.plain("account", &self.accounts[order.account as usize].name);
         w.plain("client_order_id", &order.client_order_id);
         w.id("order_id", order.order_id);
-        w.plain("instrument", &self.instruments[order.instrument as usize].symbol);
-        w.plain("reason", reason.as_bytes());
-        w.int("canceled_quantity", i128::from(order.remaining()));
-        w.end();
-        self.close(slot);
+        w.plain("instrument", &self.instruments[order.instrument as usize].listing.symbol);
+        w
     }
 }

@@ -4,25 +4,17 @@ use rustc_hash::FxHashMap;
 
 use crate::encode::write_json_str;
 use crate::money::{write_i128, write_micro, write_u64};
-use crate::state::{Engine, USDC_ASSET};
+use crate::state::{balance_parts, Engine, USDC};
 
 impl Engine {
-    fn asset_name(&self, asset: u32) -> &[u8] {
-        if asset == USDC_ASSET {
-            b"USDC"
-        } else {
-            &self.instruments[(asset - 1) as usize].symbol
-        }
-    }
-
     /// The replay final state as JSON: accounts with a non-zero asset (keys sorted), then
     /// open orders by instrument in listing order, buys then sells, in priority order.
     pub fn final_state_json(&self) -> String {
         type Balances<'a> = Vec<(&'a [u8], i128, i128)>;
         let mut by_account: FxHashMap<u32, Balances<'_>> = FxHashMap::default();
-        for (&key, &[available, held]) in &self.balances {
+        for (key, &[available, held]) in self.balances.iter() {
             if available != 0 || held != 0 {
-                let (account, asset) = ((key >> 32) as u32, key as u32);
+                let (account, asset) = balance_parts(key);
                 by_account.entry(account).or_default().push((
                     self.asset_name(asset),
                     available,
@@ -48,7 +40,7 @@ impl Engine {
                     out.push(b',');
                 }
                 write_json_str(&mut out, asset);
-                let usdc = *asset == b"USDC";
+                let usdc = *asset == USDC;
                 for (k, (name, value)) in
                     [("available", *available), ("held", *held)].iter().enumerate()
                 {
@@ -84,7 +76,7 @@ impl Engine {
                     out.extend_from_slice(b",\"order_id\":\"");
                     write_u64(&mut out, order.order_id);
                     out.extend_from_slice(b"\",\"instrument\":");
-                    write_json_str(&mut out, &instrument.symbol);
+                    write_json_str(&mut out, &instrument.listing.symbol);
                     out.extend_from_slice(if order.is_buy {
                         b",\"side\":\"buy\",\"price\":\""
                     } else {
