@@ -210,7 +210,8 @@ async def scenario(url: str, key: Any, symbol: str, connections: int, processes:
 async def run(args: argparse.Namespace) -> list[Figures]:
     from eventlog.port import COMMANDS_TOPIC
     from gateway.config import ANONYMOUS, GatewayConfig, RateLimit
-    from gateway.testing import MemoryKeyStore, Venue
+    from gateway.testing import MemoryKeyStore
+    from gpux.venue import Venue
     from protocol import Deposit, ListInstrument, encode
     from sdk.client import ApiKey
 
@@ -237,8 +238,8 @@ async def run(args: argparse.Namespace) -> list[Figures]:
     symbol = "H100-SXM-80GB.bench"
     figures: list[Figures] = []
     try:
-        async with Venue.start(event_log, namespace=namespace, store=store,
-                               config=config) as venue:
+        async with Venue.running(event_log, namespace=namespace, key_store=store,
+                                 gateway=config) as venue:
             producer = event_log.producer()
             await producer.start()
             await producer.send_batch(namespace + COMMANDS_TOPIC, [encode(c) for c in (

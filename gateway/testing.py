@@ -1,98 +1,13 @@
-"""Run a venue (engine and gateways) in this process, for tests, benchmarks and demos.
-
-    async with Venue.start(event_log, namespace="t1.", store=store) as venue:
-        url = venue.urls[0]
-
-Each venue uses its own topic namespace, so many can share one Kafka cluster.
-"""
+"""Test support for the gateway: `ApiContract` checks frames against docs/asyncapi.yaml,
+`MemoryKeyStore` keeps keys and nonces in memory. (A venue to test against is
+`gpux.venue.Venue.running`.)"""
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
-from eventlog.port import EventLog, TopicSpec
-from gateway.auth import KeyStore
-from gateway.config import GatewayConfig
-from gateway.service import GatewayService
-from matching_engine.config import EngineConfig
-from matching_engine.service import EngineService
-
-READY_TIMEOUT_S = 60.0
 _REFUSAL_CODES = frozenset({"invalid_request", "unknown_op", "invalid_json"})
-
-
-@dataclass
-class Venue:
-    engine: EngineService
-    gateways: list[GatewayService]
-    stop: asyncio.Event
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
-
-    @property
-    def urls(self) -> list[str]:
-        return [f"ws://{g.config.host}:{g.port}" for g in self.gateways]
-
-    @classmethod
-    @asynccontextmanager
-    async def start(
-        cls,
-        event_log: EventLog,
-        *,
-        namespace: str,
-        store: KeyStore | None = None,
-        config: GatewayConfig | None = None,
-        gateways: int = 1,
-        engine_batch_interval_ms: int = 2,
-    ) -> AsyncIterator[Venue]:
-        """Run an engine and `gateways` gateways on `namespace` until the block exits."""
-        base = config or GatewayConfig()
-        engine = EngineService(event_log, EngineConfig(
-            topic_namespace=namespace, transactional_id=f"{namespace}engine",
-            group_id=f"{namespace}engine", batch_interval_ms=engine_batch_interval_ms,
-        ))
-        await event_log.create_topics([TopicSpec(name=engine.config.commands_topic),
-                                       TopicSpec(name=engine.config.events_topic)])
-        services = [
-            GatewayService(event_log, dataclasses.replace(
-                base, topic_namespace=namespace, port=0,
-                gateway_id=f"{base.gateway_id}{index}",
-                clock_interval_ms=base.clock_interval_ms if index == 0 else None,
-            ), store)
-            for index in range(gateways)
-        ]
-        venue = cls(engine=engine, gateways=services, stop=asyncio.Event())
-        venue.tasks.append(asyncio.create_task(engine.run(venue.stop), name="venue-engine"))
-        venue.tasks += [asyncio.create_task(g.run(venue.stop), name=f"venue-gateway{i}")
-                        for i, g in enumerate(services)]
-        try:
-            await venue._wait_ready()
-            yield venue
-        finally:
-            venue.stop.set()
-            await asyncio.gather(*venue.tasks, return_exceptions=True)
-
-    async def _wait_ready(self) -> None:
-        """Return when the engine and every gateway are ready; raise if one of them died."""
-        ready = asyncio.ensure_future(asyncio.gather(
-            self.engine.ready.wait(), *(g.ready.wait() for g in self.gateways)))
-        try:
-            waited: list[asyncio.Future[Any]] = [ready, *self.tasks]
-            await asyncio.wait(waited, timeout=READY_TIMEOUT_S,
-                               return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not ready.done():
-                ready.cancel()
-        for task in self.tasks:
-            if task.done():
-                task.result()
-                raise RuntimeError(f"{task.get_name()} stopped before it was ready")
-        if not ready.done() or ready.cancelled():
-            raise TimeoutError(f"venue not ready within {READY_TIMEOUT_S} s")
 
 
 class ApiContract:

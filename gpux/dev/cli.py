@@ -7,9 +7,10 @@ By default the event log is the embedded one, and PostgreSQL and anvil run under
 directory (gpux.dev.infra); `--kafka`, `--database-url` and `--eth-rpc-url` use real ones
 instead. It deploys the contracts, lists the next 24 delivery hours of three GPU classes,
 funds the demo accounts on chain (gpux.dev.lister), runs the engine, ledger, settlement
-and gateway services as tasks of this process (gpux.dev.venue) and the demo bots
-(gpux.dev.bots), then prints the trading page's URL with a demo login. Starting it again
-on the same data directory resumes the same market: same log, database, chain and keys.
+and gateway services as tasks of this process (gpux.venue, set up by gpux.dev.venue) and
+the demo bots (gpux.dev.bots), then prints the trading page's URL with a demo login.
+Starting it again on the same data directory resumes the same market: same log, database,
+chain and keys.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from gpux.dev.infra import Infrastructure
 from gpux.dev.lister import Lister
 from gpux.dev.market import PAGE_ACCOUNT, ApiKeyRecord, demo_keys, page_url
 from gpux.dev.status import StatusReporter
-from gpux.dev.venue import Venue, VenueConfig
+from gpux.dev.venue import dev_venue
+from gpux.venue import Venue
 from runtime.observability import JsonLogFormatter
 
 log = logging.getLogger("gpux.dev")
@@ -168,19 +170,19 @@ async def run(options: DevOptions) -> int:
             open_contracts, infra.rpc_url, options.data_dir / "deployment.json")
         event_log = open_event_log(options)
         try:
-            venue = Venue(event_log, contracts, VenueConfig(
-                data_dir=options.data_dir, database_url=infra.database_url, host=options.host,
-                port=options.port, metrics_port=options.metrics_port))
+            venue, key_store = await dev_venue(
+                event_log, contracts, data_dir=options.data_dir,
+                database_url=infra.database_url, host=options.host, port=options.port,
+                metrics_port=options.metrics_port)
             try:
                 await venue.start()
                 lister = Lister(venue)
                 await lister.list_and_fund(fund_usdc=deployed, hours_max=FUNDED_BEFORE_UP_HOURS)
-                assert venue.key_store is not None
-                keys = await demo_keys(venue.key_store, options.data_dir / KEYS_FILE)
+                keys = await demo_keys(key_store, options.data_dir / KEYS_FILE)
                 print(banner(options, venue, infra, keys, time.monotonic() - started),
                       flush=True)
                 up.set()
-                return await _serve(options, venue, lister, keys, stop)
+                return await _serve(options, venue, lister, keys, stop, infra.database_url)
             finally:
                 await venue.stop()
         finally:
@@ -191,14 +193,14 @@ async def run(options: DevOptions) -> int:
 
 
 async def _serve(options: DevOptions, venue: Venue, lister: Lister,
-                 keys: dict[str, ApiKeyRecord], stop: asyncio.Event) -> int:
+                 keys: dict[str, ApiKeyRecord], stop: asyncio.Event, database_url: str) -> int:
     """Run the bots, the lister and the status line until `stop` or a service fails."""
     if options.duration_s is not None:
         asyncio.get_running_loop().call_later(options.duration_s, stop.set)
     helpers: list[asyncio.Task[None]] = [
         asyncio.create_task(lister.run(stop), name="lister"),
         asyncio.create_task(StatusReporter(
-            venue.config.database_url, lambda: venue.engine_state,
+            database_url, lambda: venue.engine_state,
             lambda: len(venue.gateway.transport.connections) if venue.gateway else 0,
         ).run(stop), name="status"),
     ]

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from gpux.dev.chain import fund_gpu_hours, fund_usdc_accounts, unregistered
 from gpux.dev.market import GPU_CLASSES, listing_commands
-from gpux.dev.venue import Venue
+from gpux.venue import Venue
 from matching_engine.core import Engine
 
 log = logging.getLogger("gpux.dev")

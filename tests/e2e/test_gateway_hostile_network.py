@@ -26,7 +26,8 @@ import websockets
 from eventlog.kafka import KafkaConfig, KafkaLog
 from gateway.config import GatewayConfig
 from gateway.store import PostgresKeyStore, migrate
-from gateway.testing import ApiContract, Venue
+from gateway.testing import ApiContract
+from gpux.venue import Venue
 from sdk.client import ApiKey, Client
 from tests.helpers import eventually
 from wsapi.messages import OrdersMessage
@@ -80,8 +81,8 @@ async def market(kafka_bootstrap: str, database_url: str) -> AsyncIterator[Marke
     event_log = KafkaLog(KafkaConfig(bootstrap_servers=kafka_bootstrap))
     admin = ApiKey(*await store.add_key(f"admin-{uuid.uuid4().hex[:6]}", "admin"))
     try:
-        async with Venue.start(event_log, namespace=f"gwh{uuid.uuid4().hex[:8]}.", store=store,
-                               config=CONFIG) as venue:
+        async with Venue.running(event_log, namespace=f"gwh{uuid.uuid4().hex[:8]}.",
+                                 key_store=store, gateway=CONFIG) as venue:
             yield Market(venue=venue, store=store, admin=admin, contract=ApiContract(),
                          run=uuid.uuid4().hex[:6])
     finally:

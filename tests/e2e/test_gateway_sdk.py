@@ -22,7 +22,8 @@ import websockets
 from eventlog.kafka import KafkaConfig, KafkaLog
 from gateway.config import ANONYMOUS, GatewayConfig, RateLimit
 from gateway.store import PostgresKeyStore, migrate
-from gateway.testing import ApiContract, Venue
+from gateway.testing import ApiContract
+from gpux.venue import Venue
 from sdk.bots.market_maker import MarketMaker, MarketMakerConfig
 from sdk.bots.operator_quoter import Capacity, OperatorQuoter
 from sdk.client import (
@@ -106,8 +107,8 @@ async def market(kafka_bootstrap: str, database_url: str) -> AsyncIterator[Marke
     admin_account = f"admin-{uuid.uuid4().hex[:6]}"
     admin = ApiKey(*await store.add_key(admin_account, "admin"))
     try:
-        async with Venue.start(event_log, namespace=namespace, store=store,
-                               config=config) as venue:
+        async with Venue.running(event_log, namespace=namespace, key_store=store,
+                                 gateway=config) as venue:
             yield Market(venue=venue, store=store, event_log=event_log, namespace=namespace,
                          contract=ApiContract(), admin=admin)
     finally:
@@ -441,7 +442,9 @@ async def test_local_book_equals_the_engines_after_thousands_of_random_orders(
         finally:
             for client in clients:
                 await client.close()
-        engine_book = market.venue.engine.engine.instruments[symbol]
+        engine = market.venue.engine_state
+        assert engine is not None
+        engine_book = engine.instruments[symbol]
         expected_bids = _engine_levels(engine_book.bids)
         expected_asks = _engine_levels(engine_book.asks)
         await eventually(lambda: book.levels() == (expected_bids, expected_asks), timeout_s=15,

@@ -13,8 +13,7 @@ import websockets
 
 from eventlog.kafka import KafkaConfig, KafkaLog
 from eventlog.port import COMMANDS_TOPIC
-from gateway.config import GatewayConfig
-from gateway.testing import Venue
+from gpux.venue import Venue
 from matching_engine.workload import DELIVERY_START_NS
 from protocol import Deposit, ListInstrument, decode_command, encode
 
@@ -33,8 +32,7 @@ async def test_new_order_over_websocket_gets_the_engines_accept_and_reject(
     namespace = f"thin{uuid.uuid4().hex[:8]}."
     event_log = KafkaLog(KafkaConfig(bootstrap_servers=kafka_bootstrap))
     try:
-        async with Venue.start(event_log, namespace=namespace,
-                               config=GatewayConfig(port=0)) as venue:
+        async with Venue.running(event_log, namespace=namespace) as venue:
             producer = event_log.producer()
             await producer.start()
             await producer.send_batch(namespace + COMMANDS_TOPIC, [encode(c) for c in (

@@ -36,9 +36,9 @@ import websockets
 import gateway.service
 from eventlog.embedded import EmbeddedConfig, EmbeddedLog
 from eventlog.port import COMMANDS_TOPIC
-from gateway.config import GatewayConfig
 from gateway.static import StaticSite
-from gateway.testing import ApiContract, MemoryKeyStore, Venue
+from gateway.testing import ApiContract, MemoryKeyStore
+from gpux.venue import Venue
 from protocol import AnyCommand, Deposit, ListInstrument, NewOrder, encode, format_micro
 from tests.e2e.browser import (
     WAIT_TIMEOUT_S,
@@ -173,8 +173,8 @@ async def market() -> AsyncIterator[Market]:
         patch.setattr(gateway.service, "serve", serve_with_page)
         event_log = EmbeddedLog.open(Path(directory) / "log", EmbeddedConfig(fsync=False))
         try:
-            async with Venue.start(event_log, namespace="page.", store=store,
-                                   config=GatewayConfig(port=0)) as venue:
+            async with Venue.running(event_log, namespace="page.",
+                                     key_store=store) as venue:
                 commands, symbols, last_ticks = seed_commands(time.time_ns())
                 producer = event_log.producer()
                 await producer.start()

@@ -82,7 +82,7 @@ async def test_the_gateway_prunes_used_nonces_past_their_keep(
     """The nonce table grew for ever: `prune_nonces` existed and nothing called it."""
     from eventlog.kafka import KafkaConfig, KafkaLog
     from gateway.config import GatewayConfig
-    from gateway.testing import Venue
+    from gpux.venue import Venue
     from tests.helpers import eventually
 
     await migrate(database_url)
@@ -94,8 +94,8 @@ async def test_the_gateway_prunes_used_nonces_past_their_keep(
         assert await store.use_nonce(old) and await store.use_nonce(fresh)
         await store.pool.execute("UPDATE gateway.login_nonces SET used_at = now() - "
                                  "interval '2 minutes' WHERE nonce = $1", old)
-        async with Venue.start(event_log, namespace=f"nonce{uuid.uuid4().hex[:8]}.",
-                               store=store, config=config):
+        async with Venue.running(event_log, namespace=f"nonce{uuid.uuid4().hex[:8]}.",
+                                 key_store=store, gateway=config):
 
             async def pruned() -> bool:
                 return await store.pool.fetchval(
