@@ -9,7 +9,7 @@
 | `chain`, `artifacts`, `contracts/` | web3 and the three contracts, compiled by solc-js |
 | `proofs` | the proof of a fill, checked locally and by the Vault |
 | `cli`, `metrics`, `errors` | `gpux settlement`, its metrics and its failures |
-| `dev`, `testing` | dev-chain helpers; test stand-ins for the ledger's tables |
+| `dev`, `testing` | dev-chain helpers; test databases with the ledger's tables |
 
 See settlement/README.md for the design.
 """

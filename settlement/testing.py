@@ -1,13 +1,5 @@
-"""Test support: a fresh database per test module, and stand-ins for the ledger's tables.
-
-`ledger.trades` and `ledger.withdrawals` belong to the ledger package; until its migrations
-can be run from settlement's tests, `create_ledger_trades_stand_in` creates tables with the
-columns settlement reads, as in ledger/migrations/001_journal.sql: trades(seq bigint pk,
-trade_id, instrument, price_micro, quantity, buyer, seller, buyer_fee_micro,
-seller_fee_micro, maker_account, taker_account, aggressor_side, ts) and withdrawals(seq,
-account, asset, amount, ts), amounts in integer base units (micro-USDC or GPU-hours). Never
-used outside tests.
-"""
+"""Test support: a fresh database per test module with the ledger's tables, and trades and
+withdrawals written into them as the ledger projector would. Never used outside tests."""
 
 from __future__ import annotations
 
@@ -16,34 +8,9 @@ from collections.abc import Sequence
 
 import asyncpg  # type: ignore[import-untyped]
 
+from ledger.migrate import apply_migrations
 from runtime.postgres import create_database
 from settlement.fills import Fill
-
-LEDGER_TRADES_STAND_IN = """
-CREATE SCHEMA IF NOT EXISTS ledger;
-CREATE TABLE IF NOT EXISTS ledger.trades (
-    seq bigint PRIMARY KEY,
-    trade_id text NOT NULL UNIQUE,
-    instrument text NOT NULL,
-    price_micro bigint NOT NULL,
-    quantity bigint NOT NULL,
-    buyer text NOT NULL,
-    seller text NOT NULL,
-    buyer_fee_micro bigint NOT NULL,
-    seller_fee_micro bigint NOT NULL,
-    maker_account text NOT NULL,
-    taker_account text NOT NULL,
-    aggressor_side text NOT NULL,
-    ts bigint NOT NULL
-);
-CREATE TABLE IF NOT EXISTS ledger.withdrawals (
-    seq bigint PRIMARY KEY,
-    account text NOT NULL,
-    asset text NOT NULL,
-    amount bigint NOT NULL CHECK (amount > 0),
-    ts bigint NOT NULL
-);
-"""
 
 
 async def fresh_database(superuser_url: str, prefix: str = "settlement") -> str:
@@ -51,12 +18,14 @@ async def fresh_database(superuser_url: str, prefix: str = "settlement") -> str:
     return await create_database(superuser_url, f"{prefix}_{uuid.uuid4().hex[:10]}")
 
 
-async def create_ledger_trades_stand_in(conn: asyncpg.Connection) -> None:
-    await conn.execute(LEDGER_TRADES_STAND_IN)
+async def create_ledger_tables(conn: asyncpg.Connection) -> None:
+    """The ledger's schema, by the ledger's own migrations."""
+    await apply_migrations(conn)
 
 
 async def insert_trades(conn: asyncpg.Connection, fills: Sequence[Fill], ts: int = 0) -> None:
-    """Append fills to the stand-in table as the ledger projector would."""
+    """Append fills to `ledger.trades` as the ledger projector would (without their
+    journal entries: settlement reads only the trades)."""
     await conn.executemany(
         "INSERT INTO ledger.trades VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, "
         "'buy', $12)",

@@ -26,7 +26,7 @@ from settlement.chain import Chain, Contracts, Deployment, dev_account
 from settlement.dev import deposit_tokens, deposit_usdc, new_wallet
 from settlement.fills import Fill
 from settlement.testing import (
-    create_ledger_trades_stand_in,
+    create_ledger_tables,
     fresh_database,
     insert_trades,
     insert_withdrawal,
@@ -66,7 +66,7 @@ async def test_deploy_register_run_and_prove_from_the_command_line(
     event_log = KafkaLog(KafkaConfig(bootstrap_servers=kafka_bootstrap))
     commands_topic = namespace + COMMANDS_TOPIC
     await event_log.create_topics([TopicSpec(name=commands_topic)])
-    await create_ledger_trades_stand_in(conn)
+    await create_ledger_tables(conn)
     port = free_port()
     runner = subprocess.Popen(
         [sys.executable, "-m", "gpux", "settlement", "run", "--confirmations", "1",

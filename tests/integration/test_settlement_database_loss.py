@@ -2,15 +2,14 @@
 
 The submitter and the deposit watcher run as one `python -m gpux settlement run` process on a
 real anvil, PostgreSQL and Kafka (the engine in-process credits the deposit commands). Trades
-arrive in `ledger.trades` (the ledger's stand-in table) and deposits are made on chain while
-the process loses its PostgreSQL connections again and again, each time just after a batch
-was stored: the server terminates its sessions (on the session's PostgreSQL), or the whole
-server restarts (a cluster of the test's own: a fast shutdown, then a SIGKILL with crash
-recovery). The same process must reconnect and go on from what the store holds; afterwards
-every trade is in exactly one batch, every batch settled exactly once on chain (one
-`BatchSettled` each, its root on chain, the Vault's balances moved once), and every deposit
-credited exactly once. Its /metrics counts the connections replaced, and /healthz answers
-200 again afterwards.
+arrive in `ledger.trades` and deposits are made on chain while the process loses its
+PostgreSQL connections again and again, each time just after a batch was stored: the server
+terminates its sessions (on the session's PostgreSQL), or the whole server restarts (a
+cluster of the test's own: a fast shutdown, then a SIGKILL with crash recovery). The same
+process must reconnect and go on from what the store holds; afterwards every trade is in
+exactly one batch, every batch settled exactly once on chain (one `BatchSettled` each, its
+root on chain, the Vault's balances moved once), and every deposit credited exactly once.
+Its /metrics counts the connections replaced, and /healthz answers 200 again afterwards.
 """
 
 from __future__ import annotations
@@ -39,7 +38,7 @@ from settlement.chain import USDC_ASSET, Chain, Contracts, deploy, dev_account, 
 from settlement.cli import APPLICATION_NAME as SETTLEMENT_APPLICATION
 from settlement.dev import WALLET_ETH_WEI, deposit_tokens, deposit_usdc, new_wallet
 from settlement.fills import Fill
-from settlement.testing import create_ledger_trades_stand_in, fresh_database, insert_trades
+from settlement.testing import create_ledger_tables, fresh_database, insert_trades
 from tests.helpers import eventually, kill_if_running, read_topic, stop_cleanly
 from tests.integration.database_faults import (
     database_of,
@@ -63,7 +62,7 @@ Fault = Callable[[], Awaitable[None]]
 
 
 @dataclass
-class Venue:
+class Rig:
     """Contracts, wallets, a migrated database and the engine's topics for one test."""
 
     contracts: Contracts
@@ -127,7 +126,7 @@ def funded_wallet(chain: Chain) -> LocalAccount:
 
 
 async def prepare_venue(eth_rpc_url: str, admin_url: str, event_log: EventLog,
-                        engine_config: EngineConfig, tmp_path: Path) -> Venue:
+                        engine_config: EngineConfig, tmp_path: Path) -> Rig:
     chain = Chain(eth_rpc_url)
     admin, settler = dev_account(0), funded_wallet(chain)  # a settler of its own: own nonces
     deployment = deploy(chain, admin, settler=settler.address, minter=admin.address)
@@ -139,14 +138,14 @@ async def prepare_venue(eth_rpc_url: str, admin_url: str, event_log: EventLog,
     connection = await observe(database_url)
     try:
         await store.migrate(connection)
-        await create_ledger_trades_stand_in(connection)
+        await create_ledger_tables(connection)
         await store.register_account(connection, "op-1", seller.address)
         await store.register_account(connection, "fees", fees.address)
     finally:
         await connection.close()
     deposit_usdc(contracts, buyer, 10_000_000_000)
     deposit_tokens(contracts, admin, seller, SYMBOL, 1_000, account="op-1")
-    return Venue(contracts, deployment_path, settler, buyer, seller, fees, database_url,
+    return Rig(contracts, deployment_path, settler, buyer, seller, fees, database_url,
                  event_log, engine_config)
 
 
@@ -157,7 +156,7 @@ async def engine(kafka_bootstrap: str) -> AsyncIterator[tuple[KafkaLog, EngineCo
         yield run.event_log, run.config
 
 
-def start_settlement(venue: Venue, eth_rpc_url: str, kafka_bootstrap: str, log_path: Path,
+def start_settlement(venue: Rig, eth_rpc_url: str, kafka_bootstrap: str, log_path: Path,
                      metrics_port: int) -> subprocess.Popen[bytes]:
     with log_path.open("ab") as log_file:
         return subprocess.Popen(
@@ -173,7 +172,7 @@ def start_settlement(venue: Venue, eth_rpc_url: str, kafka_bootstrap: str, log_p
         )  # fmt: skip
 
 
-async def settle_through_faults(venue: Venue, eth_rpc_url: str, kafka_bootstrap: str,
+async def settle_through_faults(venue: Rig, eth_rpc_url: str, kafka_bootstrap: str,
                                 faults: list[Fault], tmp_path: Path) -> None:
     """Feed trades and deposits to a running settlement process, injecting each fault just
     after a new batch is stored; then wait until everything is settled and credited."""
@@ -236,7 +235,7 @@ async def check_metrics_after_faults(port: int, faults: int,
     assert metrics["gpux_settlement_batches_settled_total"] >= 1
 
 
-async def check_settled_once(venue: Venue, before: dict[str, tuple[int, int]]) -> None:
+async def check_settled_once(venue: Rig, before: dict[str, tuple[int, int]]) -> None:
     connection = await observe(venue.database_url)
     try:
         batches = await connection.fetch(

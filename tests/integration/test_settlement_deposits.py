@@ -29,7 +29,9 @@ CONFIRMATIONS = 3
 
 
 @dataclass
-class Venue:
+class Rig:
+    """The deployed contracts, a migrated database, the event log and the engine's topics
+    the deposit watcher writes to."""
     contracts: Contracts
     conn: asyncpg.Connection
     event_log: EventLog
@@ -52,7 +54,7 @@ class Venue:
 
 @pytest.fixture(scope="module")
 async def venue(eth_rpc_url: str, database_url: str, kafka_bootstrap: str
-                ) -> AsyncIterator[Venue]:
+                ) -> AsyncIterator[Rig]:
     chain = Chain(eth_rpc_url)
     admin = dev_account(0)
     contracts = Contracts(chain, deploy(chain, admin, settler=admin.address,
@@ -61,12 +63,12 @@ async def venue(eth_rpc_url: str, database_url: str, kafka_bootstrap: str
     await store.migrate(conn)
     try:
         async with engine_with_instrument(kafka_bootstrap, "s", SYMBOL) as run:
-            yield Venue(contracts, conn, run.event_log, run.producer, run.config)
+            yield Rig(contracts, conn, run.event_log, run.producer, run.config)
     finally:
         await conn.close()
 
 
-async def test_confirmed_deposits_are_credited_once_even_when_read_again(venue: Venue) -> None:
+async def test_confirmed_deposits_are_credited_once_even_when_read_again(venue: Rig) -> None:
     contracts = venue.contracts
     buyer, operator = new_wallet(contracts), new_wallet(contracts)
     usdc = deposit_usdc(contracts, buyer, 1_250_500_000)
@@ -97,7 +99,7 @@ async def test_confirmed_deposits_are_credited_once_even_when_read_again(venue: 
     assert rejected == [(buyer.address, "duplicate_deposit"), ("op-1", "duplicate_deposit")]
 
 
-async def test_a_deposit_dropped_by_a_short_reorg_is_never_credited(venue: Venue) -> None:
+async def test_a_deposit_dropped_by_a_short_reorg_is_never_credited(venue: Rig) -> None:
     contracts = venue.contracts
     chain = contracts.chain
     wallet = new_wallet(contracts)

@@ -22,7 +22,7 @@ from settlement.fills import Fill
 from settlement.proofs import prove
 from settlement.submitter import Outcome, Submitter, SubmitterConfig
 from settlement.testing import (
-    create_ledger_trades_stand_in,
+    create_ledger_tables,
     fresh_database,
     insert_trades,
     insert_withdrawal,
@@ -34,7 +34,9 @@ PRICE_MICRO = 2_000_000
 
 
 @dataclass
-class Venue:
+class Rig:
+    """The deployed contracts, a migrated database and the wallets that settle, buy, sell
+    and collect fees."""
     contracts: Contracts
     conn: asyncpg.Connection
     settler: LocalAccount
@@ -80,26 +82,26 @@ class Venue:
 
 
 @pytest.fixture(scope="module")
-async def venue(eth_rpc_url: str, database_url: str) -> AsyncIterator[Venue]:
+async def venue(eth_rpc_url: str, database_url: str) -> AsyncIterator[Rig]:
     chain = Chain(eth_rpc_url)
     admin, settler = dev_account(0), dev_account(2)
     deployment = deploy(chain, admin, settler=settler.address, minter=admin.address)
     contracts = Contracts(chain, deployment)
     conn = await asyncpg.connect(await fresh_database(database_url))
     await store.migrate(conn)
-    await create_ledger_trades_stand_in(conn)
+    await create_ledger_tables(conn)
     buyer, seller, fees = new_wallet(contracts), new_wallet(contracts), new_wallet(contracts)
     deposit_usdc(contracts, buyer, 100_000_000_000)
     deposit_tokens(contracts, admin, seller, SYMBOL, 10_000, account="op-1")
     await store.register_account(conn, "op-1", seller.address)
     await store.register_account(conn, "fees", fees.address)
     try:
-        yield Venue(contracts, conn, settler, buyer, seller, fees)
+        yield Rig(contracts, conn, settler, buyer, seller, fees)
     finally:
         await conn.close()
 
 
-async def drive(venue: Venue, submitter: Submitter, steps_max: int = 40) -> list[Outcome]:
+async def drive(venue: Rig, submitter: Submitter, steps_max: int = 40) -> list[Outcome]:
     """Step until the open batch settles, mining a block whenever one is awaited."""
     outcomes: list[Outcome] = []
     for _ in range(steps_max):
@@ -113,7 +115,7 @@ async def drive(venue: Venue, submitter: Submitter, steps_max: int = 40) -> list
 
 
 @contextmanager
-def automine_off(venue: Venue) -> Iterator[None]:
+def automine_off(venue: Rig) -> Iterator[None]:
     venue.chain.rpc("evm_setAutomine", [False])
     try:
         yield
@@ -121,7 +123,7 @@ def automine_off(venue: Venue) -> Iterator[None]:
         venue.chain.rpc("evm_setAutomine", [True])
 
 
-def balances(venue: Venue) -> dict[str, tuple[int, int]]:
+def balances(venue: Rig) -> dict[str, tuple[int, int]]:
     asset = token_id(SYMBOL)
     return {name: (venue.contracts.vault_balance(wallet.address, USDC_ASSET),
                    venue.contracts.vault_balance(wallet.address, asset))
@@ -129,7 +131,7 @@ def balances(venue: Venue) -> dict[str, tuple[int, int]]:
                                  ("fees", venue.fees))}
 
 
-async def test_trades_settle_as_one_netted_batch_whose_fills_prove(venue: Venue) -> None:
+async def test_trades_settle_as_one_netted_batch_whose_fills_prove(venue: Rig) -> None:
     before = balances(venue)
     fills = await venue.add_trades(30)
     submitter = venue.submitter()
@@ -155,7 +157,7 @@ async def test_trades_settle_as_one_netted_batch_whose_fills_prove(venue: Venue)
 
 
 async def test_a_trade_of_an_account_without_address_waits_for_its_registration(
-    venue: Venue,
+    venue: Rig,
 ) -> None:
     carol = new_wallet(venue.contracts)
     deposit_usdc(venue.contracts, carol, 1_000_000_000)
@@ -176,7 +178,7 @@ async def test_a_trade_of_an_account_without_address_waits_for_its_registration(
 
 
 async def test_after_a_restart_a_batch_sent_but_not_recorded_is_not_sent_again(
-    venue: Venue,
+    venue: Rig,
 ) -> None:
     await venue.add_trades(5)
     first = venue.submitter()
@@ -192,7 +194,7 @@ async def test_after_a_restart_a_batch_sent_but_not_recorded_is_not_sent_again(
     assert venue.settler_nonce() == nonce
 
 
-async def test_a_withdrawal_is_paid_out_once_the_trades_before_it_settle(venue: Venue) -> None:
+async def test_a_withdrawal_is_paid_out_once_the_trades_before_it_settle(venue: Rig) -> None:
     fills = await venue.add_trades(2)
     seq = await venue.add_withdrawal("op-1", "USDC", 1_500_000)
     patient = venue.submitter(batch_interval_ms=60_000)
@@ -213,7 +215,7 @@ async def test_a_withdrawal_is_paid_out_once_the_trades_before_it_settle(venue: 
     assert venue.contracts.vault.functions.withdrawalPaid(seq).call()
 
 
-async def test_a_withdrawal_of_an_account_without_address_waits(venue: Venue) -> None:
+async def test_a_withdrawal_of_an_account_without_address_waits(venue: Rig) -> None:
     seq = await venue.add_withdrawal("dave", "USDC", 1)
     submitter = venue.submitter()
     assert await submitter.step() == Outcome.WAITING_FOR_ACCOUNTS
@@ -236,7 +238,7 @@ class DiesBeforeBroadcast(Submitter):
 
 
 async def test_killed_between_recording_and_broadcast_sends_with_the_same_nonce(
-    venue: Venue,
+    venue: Rig,
 ) -> None:
     await venue.add_trades(4)
     config = venue.submitter().config
@@ -252,7 +254,7 @@ async def test_killed_between_recording_and_broadcast_sends_with_the_same_nonce(
     assert venue.settler_nonce() == nonce + 1
 
 
-async def test_a_stuck_transaction_is_replaced_with_higher_fees(venue: Venue) -> None:
+async def test_a_stuck_transaction_is_replaced_with_higher_fees(venue: Rig) -> None:
     await venue.add_trades(3)
     submitter = venue.submitter(stuck_after_ms=0)
     with automine_off(venue):
@@ -271,7 +273,7 @@ async def test_a_stuck_transaction_is_replaced_with_higher_fees(venue: Venue) ->
     assert settled is not None and settled.tx_hash == batch.tx_hashes[-1]
 
 
-async def test_a_transaction_dropped_from_the_mempool_is_sent_again(venue: Venue) -> None:
+async def test_a_transaction_dropped_from_the_mempool_is_sent_again(venue: Rig) -> None:
     await venue.add_trades(3)
     submitter = venue.submitter()
     nonce = venue.settler_nonce()
@@ -287,7 +289,7 @@ async def test_a_transaction_dropped_from_the_mempool_is_sent_again(venue: Venue
     assert venue.settler_nonce() == nonce + 1
 
 
-async def test_a_settlement_undone_by_a_short_reorg_is_sent_again(venue: Venue) -> None:
+async def test_a_settlement_undone_by_a_short_reorg_is_sent_again(venue: Rig) -> None:
     await venue.add_trades(3)
     submitter = venue.submitter()
     assert await submitter.step() == Outcome.STORED
@@ -306,7 +308,7 @@ async def test_a_settlement_undone_by_a_short_reorg_is_sent_again(venue: Venue) 
 
 
 async def test_the_chain_node_restarted_under_a_pending_batch(
-    venue: Venue, anvil_service: AnvilService
+    venue: Rig, anvil_service: AnvilService
 ) -> None:
     """A node that goes away is retried; the mempool it lost is made good by a resend."""
     await venue.add_trades(3)
