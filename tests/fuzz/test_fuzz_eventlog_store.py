@@ -108,25 +108,60 @@ def test_a_frame_whose_checksum_holds_but_whose_batch_is_malformed_is_refused(
         assert kept[: len(records)] == records
 
 
+def commit_state(entries: list[CommitEntry]) -> tuple[object, object]:
+    """The offsets and write ends a commit log of `entries` leaves, applied in order."""
+    offsets: dict[tuple[str, str, int], int] = {}
+    write_ends: dict[tuple[str, int], int] = {}
+    for entry in entries:
+        for topic, partition, end in entry.writes:
+            write_ends[(topic, partition)] = max(write_ends.get((topic, partition), 0), end)
+        for group_id, topic, partition, offset in entry.offsets:
+            offsets[(group_id, topic, partition)] = offset
+    return offsets, write_ends
+
+
 @fuzz(200)
 @given(data=st.data(), written=st.lists(commit_entries, min_size=1, max_size=4))
 def test_a_damaged_commit_log_keeps_a_prefix_or_is_refused(
     data: st.DataObject, written: list[CommitEntry]
 ) -> None:
+    """Damage leaves the state of a prefix of the entries written, or is refused. (A tail
+    written twice replays entries already applied: the same state as the whole log.)"""
     with scratch_file() as path:
         path.write_bytes(b"".join(encode_frame(msgspec.msgpack.encode(e)) for e in written))
-        damaged = data.draw(mutated_bytes(path.read_bytes()) | st.binary(max_size=64).map(
-            lambda payload: path.read_bytes() + encode_frame(payload)))
-        path.write_bytes(damaged)
-        fds = open_fds()
-        try:
-            store = CommitStore.open(path)
-        except CorruptRecordError as error:
-            assert error.path == path
-            assert open_fds() == fds, "a refused commit log is closed"
-            return
-        assert store.entry_count <= len(written) + 1
-        store.close()
+        path.write_bytes(data.draw(mutated_bytes(path.read_bytes())))
+        store = refused_or_open(path)
+        if store is not None:
+            prefix_states = [commit_state(written[:end]) for end in range(len(written) + 1)]
+            assert (store.offsets, store.write_ends) in prefix_states
+            store.close()
+
+
+@fuzz(200)
+@given(written=st.lists(commit_entries, min_size=1, max_size=4), payload=st.binary(max_size=64))
+def test_a_frame_appended_to_a_commit_log_is_applied_whole_or_refused(
+    written: list[CommitEntry], payload: bytes
+) -> None:
+    with scratch_file() as path:
+        frames = b"".join(encode_frame(msgspec.msgpack.encode(e)) for e in written)
+        path.write_bytes(frames + encode_frame(payload))
+        store = refused_or_open(path)
+        if store is not None:
+            appended = msgspec.msgpack.decode(payload, type=CommitEntry)
+            assert (store.offsets, store.write_ends) == commit_state([*written, appended])
+            assert store.entry_count == len(written) + 1
+            store.close()
+
+
+def refused_or_open(path: Path) -> CommitStore | None:
+    """Open the commit log; None when it is refused as corrupt (and closed again)."""
+    fds = open_fds()
+    try:
+        return CommitStore.open(path)
+    except CorruptRecordError as error:
+        assert error.path == path
+        assert open_fds() == fds, "a refused commit log is closed"
+        return None
 
 
 def test_regression_a_commit_entry_with_invalid_utf8_is_refused_as_corrupt() -> None:
