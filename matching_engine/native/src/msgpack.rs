@@ -5,6 +5,20 @@
 /// What a reader found wrong, in words for a person.
 pub type Fault = String;
 
+/// The forms of a header of a string, an array or a map: `fixed | len` for a length below
+/// `fixed_max`, else a marker and the length in 8 (strings only), 16 or 32 bits.
+struct Header {
+    fixed: u8,
+    fixed_max: usize,
+    of8: Option<u8>,
+    of16: u8,
+    of32: u8,
+}
+
+const STR: Header = Header { fixed: 0xa0, fixed_max: 32, of8: Some(0xd9), of16: 0xda, of32: 0xdb };
+const ARRAY: Header = Header { fixed: 0x90, fixed_max: 16, of8: None, of16: 0xdc, of32: 0xdd };
+const MAP: Header = Header { fixed: 0x80, fixed_max: 16, of8: None, of16: 0xde, of32: 0xdf };
+
 #[derive(Default)]
 pub struct Writer {
     pub out: Vec<u8>,
@@ -69,33 +83,32 @@ impl Writer {
 
     /// A string, from bytes that are UTF-8.
     pub fn str(&mut self, utf8: &[u8]) {
-        let len = utf8.len();
-        self.header(len, 0xa0, 32, [0xd9, 0xda, 0xdb]);
+        self.header(&STR, utf8.len());
         self.out.extend_from_slice(utf8);
     }
 
     pub fn array(&mut self, len: usize) {
-        self.header(len, 0x90, 16, [0xdc, 0xdc, 0xdd]);
+        self.header(&ARRAY, len);
     }
 
     pub fn map(&mut self, len: usize) {
-        self.header(len, 0x80, 16, [0xde, 0xde, 0xdf]);
+        self.header(&MAP, len);
     }
 
-    /// The header of `len` items: `fixed | len` below `fixed_max`, else the marker of 8,
-    /// 16 or 32 bits of length (arrays and maps have no 8-bit form: theirs is the 16).
-    fn header(&mut self, len: usize, fixed: u8, fixed_max: usize, [of8, of16, of32]: [u8; 3]) {
-        if len < fixed_max {
-            self.out.push(fixed | len as u8);
-        } else if len <= 0xff && of8 != of16 {
-            self.out.extend_from_slice(&[of8, len as u8]);
-        } else if len <= 0xffff {
-            self.out.push(of16);
-            self.out.extend_from_slice(&(len as u16).to_be_bytes());
-        } else {
-            let len = u32::try_from(len).expect("fewer than 2^32 items");
-            self.out.push(of32);
-            self.out.extend_from_slice(&len.to_be_bytes());
+    /// A header in its shortest form.
+    fn header(&mut self, header: &Header, len: usize) {
+        match header.of8 {
+            _ if len < header.fixed_max => self.out.push(header.fixed | len as u8),
+            Some(of8) if len <= 0xff => self.out.extend_from_slice(&[of8, len as u8]),
+            _ if len <= 0xffff => {
+                self.out.push(header.of16);
+                self.out.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+            _ => {
+                let len = u32::try_from(len).expect("fewer than 2^32 items");
+                self.out.push(header.of32);
+                self.out.extend_from_slice(&len.to_be_bytes());
+            }
         }
     }
 }
@@ -183,28 +196,28 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// The length a header of the form `header` gives; `wanted` names it in a fault.
+    fn length(&mut self, header: &Header, wanted: &str) -> Result<usize, Fault> {
+        let marker = self.marker()?;
+        let fixed_mask = !(header.fixed_max as u8 - 1);
+        Ok(match marker {
+            _ if marker & fixed_mask == header.fixed => usize::from(marker & !fixed_mask),
+            _ if Some(marker) == header.of8 => self.be(1)? as usize,
+            _ if marker == header.of16 => self.be(2)? as usize,
+            _ if marker == header.of32 => self.be(4)? as usize,
+            _ => return Err(unexpected(wanted, marker)),
+        })
+    }
+
     /// A string (checked UTF-8).
     pub fn str(&mut self) -> Result<&'a str, Fault> {
-        let marker = self.marker()?;
-        let len = match marker {
-            0xa0..=0xbf => usize::from(marker & 0x1f),
-            0xd9 => self.be(1)? as usize,
-            0xda => self.be(2)? as usize,
-            0xdb => self.be(4)? as usize,
-            _ => return Err(unexpected("a string", marker)),
-        };
+        let len = self.length(&STR, "a string")?;
         std::str::from_utf8(self.take(len)?).map_err(|_| "a string that is not UTF-8".into())
     }
 
     /// An array's length; its items follow.
     pub fn array(&mut self) -> Result<usize, Fault> {
-        let marker = self.marker()?;
-        let len = match marker {
-            0x90..=0x9f => usize::from(marker & 0x0f),
-            0xdc => self.be(2)? as usize,
-            0xdd => self.be(4)? as usize,
-            _ => return Err(unexpected("an array", marker)),
-        };
+        let len = self.length(&ARRAY, "an array")?;
         self.items_fit(len)
     }
 
@@ -218,13 +231,7 @@ impl<'a> Reader<'a> {
 
     /// A map's length; its keys and values follow, in turn.
     pub fn map(&mut self) -> Result<usize, Fault> {
-        let marker = self.marker()?;
-        let len = match marker {
-            0x80..=0x8f => usize::from(marker & 0x0f),
-            0xde => self.be(2)? as usize,
-            0xdf => self.be(4)? as usize,
-            _ => return Err(unexpected("a map", marker)),
-        };
+        let len = self.length(&MAP, "a map")?;
         self.items_fit(2 * len).map(|_| len)
     }
 
