@@ -57,6 +57,7 @@ from eventlog.port import (
     TopicSpec,
     validate_isolation,
 )
+from runtime.config import require_positive
 
 __all__ = ["EmbeddedConfig", "EmbeddedConsumer", "EmbeddedLog", "EmbeddedProducer"]
 
@@ -79,16 +80,10 @@ class EmbeddedConfig:
     commit_entries_compact_min: int = 10_000
 
     def __post_init__(self) -> None:
-        for name in (
-            "frame_records_max",
-            "frame_bytes_max",
-            "transaction_records_max",
-            "send_batch_size_max",
-            "read_records_max",
-            "commit_entries_compact_min",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1")
+        require_positive(
+            self, "frame_records_max", "frame_bytes_max", "transaction_records_max",
+            "send_batch_size_max", "read_records_max", "commit_entries_compact_min",
+        )
         if self.frame_bytes_max < 1024:
             raise ValueError("frame_bytes_max must be >= 1024")
 

@@ -23,6 +23,7 @@ from aiokafka.errors import (  # type: ignore[import-untyped]
 
 from eventlog.errors import FencedError, LogError, LogTimeoutError, TransactionStateError
 from eventlog.port import Isolation
+from runtime.config import require_positive
 
 __all__ = [
     "KafkaConfig",
@@ -66,21 +67,12 @@ class KafkaConfig:
     def __post_init__(self) -> None:
         if not self.bootstrap_servers:
             raise ValueError("bootstrap_servers must name at least one broker")
-        for name in (
-            "request_timeout_ms",
-            "start_timeout_ms",
-            "transaction_timeout_ms",
-            "topic_ready_timeout_ms",
-            "producer_batch_bytes_max",
-            "request_bytes_max",
-            "fetch_max_wait_ms",
-            "partition_fetch_bytes_max",
-            "send_batch_size_max",
-            "transaction_records_max",
-            "producer_retry_backoff_ms",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1")
+        require_positive(
+            self, "request_timeout_ms", "start_timeout_ms", "transaction_timeout_ms",
+            "topic_ready_timeout_ms", "producer_batch_bytes_max", "request_bytes_max",
+            "fetch_max_wait_ms", "partition_fetch_bytes_max", "send_batch_size_max",
+            "transaction_records_max", "producer_retry_backoff_ms",
+        )
         if self.linger_ms < 0:
             raise ValueError("linger_ms must be >= 0")
 

@@ -35,6 +35,7 @@ from eventlog.errors import LogClosedError, LogError
 from eventlog.port import Consumer, EventLog, Producer, Record
 from eventlog.readahead import ReadAhead
 from eventlog.reading import for_each_batch_until
+from runtime.config import require_positive
 
 __all__ = ["BatchResult", "ProcessorConfig", "TransactionalProcessor", "Transform"]
 
@@ -67,10 +68,9 @@ class ProcessorConfig:
         if not all(names):
             raise ValueError(
                 "input_topic, output_topic, group_id and transactional_id must be non-empty")
-        for name in ("batch_size_max", "read_ahead_batches", "outputs_max",
-                     "replay_batch_size_max"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_positive(
+            self, "batch_size_max", "read_ahead_batches", "outputs_max", "replay_batch_size_max",
+        )
         if self.batch_interval_ms < 0:
             raise ValueError(f"batch_interval_ms must be >= 0, got {self.batch_interval_ms}")
         if min(self.input_partition, self.output_partition) < 0 or self.replay_timeout_s <= 0:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
+from runtime.config import require_positive
+
 ROLES: Final = ("trader", "operator", "market_maker", "admin")
 ANONYMOUS: Final = "anonymous"
 
@@ -89,21 +91,17 @@ class GatewayConfig:
     key_cache_ttl_ms: int = 60_000
 
     def __post_init__(self) -> None:
-        for name in (
-            "frame_bytes_max", "outbound_bytes_max", "connections_max", "connections_per_ip_max",
-            "anonymous_per_ip_max", "anonymous_grace_ms", "connections_per_account_max",
-            "connections_per_key_max",
-            "login_deadline_ms", "instruments_page_max",
-            "batch_size_max", "mass_quote_size_max", "pending_per_session_max",
-            "subscriptions_per_session_max", "request_timeout_ms", "session_orders_max",
-            "login_window_ms", "nonce_keep_ms", "nonce_prune_interval_ms",
-            "heartbeat_interval_ms", "housekeeping_interval_ms",
-            "command_queue_max", "send_batch_max", "event_batch_max", "candles_kept_max",
-            "candles_snapshot_max", "trades_snapshot_max", "fills_snapshot_max",
-            "key_cache_ttl_ms",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_positive(
+            self, "frame_bytes_max", "outbound_bytes_max", "connections_max",
+            "connections_per_ip_max", "anonymous_per_ip_max", "anonymous_grace_ms",
+            "connections_per_account_max", "connections_per_key_max", "login_deadline_ms",
+            "instruments_page_max", "batch_size_max", "mass_quote_size_max",
+            "pending_per_session_max", "subscriptions_per_session_max", "request_timeout_ms",
+            "session_orders_max", "login_window_ms", "nonce_keep_ms", "nonce_prune_interval_ms",
+            "heartbeat_interval_ms", "housekeeping_interval_ms", "command_queue_max",
+            "send_batch_max", "event_batch_max", "candles_kept_max", "candles_snapshot_max",
+            "trades_snapshot_max", "fills_snapshot_max", "key_cache_ttl_ms",
+        )
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be within 0..65535, got {self.port}")
         if self.clock_interval_ms is not None and self.clock_interval_ms < 1:

@@ -36,6 +36,7 @@ from ledger.journal import JournalBatch, JournalBuilder
 from ledger.metrics import LedgerMetrics
 from ledger.migrate import SERVICE_ROLE
 from ledger.store import Position, acquire_writer_lock, append_batch, read_position
+from runtime.config import require_positive
 from runtime.postgres import ConnectionConfig, close_quietly, connect, is_connection_failure
 from runtime.retry import RetryPolicy, Supervisor
 
@@ -73,10 +74,10 @@ class ProjectorConfig:
         return self.topic_namespace + EVENTS_TOPIC
 
     def __post_init__(self) -> None:
-        for name in ("batch_size_max", "batch_interval_ms", "poll_timeout_ms",
-                     "queue_batches_max", "build_slice_records", "writer_connections"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_positive(
+            self, "batch_size_max", "batch_interval_ms", "poll_timeout_ms", "queue_batches_max",
+            "build_slice_records", "writer_connections",
+        )
         if self.writer_lock_timeout_s <= 0:
             raise ValueError("writer_lock_timeout_s must be > 0")
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from eventlog.port import COMMANDS_TOPIC, EVENTS_TOPIC
 from matching_engine.cores import CORES
+from runtime.config import require_positive
 
 __all__ = ["EngineConfig"]
 
@@ -39,9 +40,9 @@ class EngineConfig:
         return self.topic_namespace + EVENTS_TOPIC
 
     def __post_init__(self) -> None:
-        for name in ("batch_size_max", "batch_interval_ms", "snapshot_every_commands",
-                     "snapshots_kept_max", "catch_up_batch_max"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_positive(
+            self, "batch_size_max", "batch_interval_ms", "snapshot_every_commands",
+            "snapshots_kept_max", "catch_up_batch_max",
+        )
         if self.core not in CORES:
             raise ValueError(f"core must be one of {CORES}, got {self.core!r}")

@@ -8,6 +8,7 @@
 | `migrations` | applying a package's numbered SQL files once each, recorded per schema |
 | `errors` | `RetriableError`, the base of errors that carry a `retriable` flag |
 | `npm` | `npm ci` from package-lock.json (anvil, solc-js) |
+| `config` | the checks every service's settings share |
 
 The event log's flags live with the log (`eventlog.flags`).
 """

@@ -47,6 +47,7 @@ from hexbytes import HexBytes
 
 from eventlog.port import COMMANDS_TOPIC, Producer
 from protocol import USDC, Deposit, encode, format_micro
+from runtime.config import require_positive
 from runtime.postgres import ConnectionOpener
 from runtime.retry import RetryPolicy
 from settlement import store
@@ -113,9 +114,7 @@ class WatcherConfig:
     topic_namespace: str = ""
 
     def __post_init__(self) -> None:
-        for name in ("confirmations", "poll_interval_ms", "blocks_per_query_max"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_positive(self, "confirmations", "poll_interval_ms", "blocks_per_query_max")
 
     @property
     def commands_topic(self) -> str:

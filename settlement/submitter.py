@@ -54,6 +54,7 @@ from web3.exceptions import (
 )
 
 from protocol import USDC
+from runtime.config import require_positive
 from runtime.postgres import ConnectionOpener
 from runtime.retry import RetryPolicy
 from settlement import store
@@ -102,10 +103,10 @@ class SubmitterConfig:
     backlog_interval_ms: int = 5000
 
     def __post_init__(self) -> None:
-        for name in ("confirmations", "batch_size_max", "poll_interval_ms", "sends_max",
-                     "priority_fee_wei", "max_fee_per_gas_cap_wei", "backlog_interval_ms"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_positive(
+            self, "confirmations", "batch_size_max", "poll_interval_ms", "sends_max",
+            "priority_fee_wei", "max_fee_per_gas_cap_wei", "backlog_interval_ms",
+        )
         if self.batch_interval_ms < 0 or self.stuck_after_ms < 0:
             raise ValueError("batch_interval_ms and stuck_after_ms must be >= 0")
         if self.fee_bump_percent < 10:
