@@ -22,11 +22,11 @@ Migrations are the files `settlement/migrations/NNN_name.sql`, applied by
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
 import msgspec
@@ -39,6 +39,7 @@ from settlement.errors import SettlementError
 from settlement.fills import ChainFill, Fill
 
 BatchStatus = Literal["pending", "sent", "settled"]
+RowT = TypeVar("RowT")
 MIGRATIONS_DIR: Final = Path(__file__).resolve().parent / "migrations"
 async def migrate(conn: asyncpg.Connection) -> None:
     """Apply settlement's migrations not yet applied (`runtime.migrations`)."""
@@ -205,20 +206,22 @@ def _payout(row: asyncpg.Record) -> Payout:
     return Payout(**values)
 
 
+async def _one(conn: asyncpg.Connection, parse: Callable[[asyncpg.Record], RowT], query: str,
+               *args: Any) -> RowT | None:
+    """The first row of `query`, parsed; None when there is none."""
+    row = await conn.fetchrow(query, *args)
+    return parse(row) if row is not None else None
+
+
 async def open_batch(conn: asyncpg.Connection) -> Batch | None:
     """Return the oldest batch not yet settled (the submitter keeps at most one open)."""
-    row = await conn.fetchrow(
-        f"SELECT {_BATCH_COLUMNS} FROM settlement.batches WHERE status <> 'settled' "
-        "ORDER BY batch_id LIMIT 1"
-    )
-    return _batch(row) if row is not None else None
+    return await _one(conn, _batch, f"SELECT {_BATCH_COLUMNS} FROM settlement.batches "
+                      "WHERE status <> 'settled' ORDER BY batch_id LIMIT 1")
 
 
 async def get_batch(conn: asyncpg.Connection, batch_id: int) -> Batch | None:
-    row = await conn.fetchrow(
-        f"SELECT {_BATCH_COLUMNS} FROM settlement.batches WHERE batch_id = $1", batch_id
-    )
-    return _batch(row) if row is not None else None
+    return await _one(conn, _batch, f"SELECT {_BATCH_COLUMNS} FROM settlement.batches "
+                      "WHERE batch_id = $1", batch_id)
 
 
 async def batched_through(conn: asyncpg.Connection) -> tuple[int, int]:
@@ -327,19 +330,13 @@ async def backlog(conn: asyncpg.Connection, count_max: int) -> Backlog:
 
 
 async def open_payout(conn: asyncpg.Connection) -> Payout | None:
-    row = await conn.fetchrow(
-        f"SELECT {_PAYOUT_COLUMNS} FROM settlement.payouts WHERE status <> 'settled' "
-        "ORDER BY withdrawal_seq LIMIT 1"
-    )
-    return _payout(row) if row is not None else None
+    return await _one(conn, _payout, f"SELECT {_PAYOUT_COLUMNS} FROM settlement.payouts "
+                      "WHERE status <> 'settled' ORDER BY withdrawal_seq LIMIT 1")
 
 
 async def get_payout(conn: asyncpg.Connection, withdrawal_seq: int) -> Payout | None:
-    row = await conn.fetchrow(
-        f"SELECT {_PAYOUT_COLUMNS} FROM settlement.payouts WHERE withdrawal_seq = $1",
-        withdrawal_seq,
-    )
-    return _payout(row) if row is not None else None
+    return await _one(conn, _payout, f"SELECT {_PAYOUT_COLUMNS} FROM settlement.payouts "
+                      "WHERE withdrawal_seq = $1", withdrawal_seq)
 
 
 async def paid_through(conn: asyncpg.Connection) -> int:
