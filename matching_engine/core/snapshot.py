@@ -180,6 +180,6 @@ def _order(state: OrderState, instrument: Instrument) -> Order:
 
 def snapshot_digest(data: bytes) -> str:
     """The sha256 of a snapshot's state with every map in key order: the same for equal
-    states however their maps came to be in the order they are."""
+    states, whatever order their maps were filled in."""
     canonical = msgspec.msgpack.encode(decode_snapshot(data), order="sorted")
     return hashlib.sha256(canonical).hexdigest()

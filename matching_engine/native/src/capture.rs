@@ -213,9 +213,9 @@ impl Engine {
                 order.order_id
             ));
         }
-        if order.order_id == 0 || order.order_id > self.order_counter {
+        if !(1..=self.order_counter).contains(&order.order_id) {
             return Err(format!(
-                "order {} is past the order counter {}",
+                "order {} is not among the order ids given so far (1 to {})",
                 order.order_id, self.order_counter
             ));
         }
@@ -232,10 +232,11 @@ impl Engine {
             if !order_ids.insert(order_id) {
                 return Err(format!("expiries list order {order_id} twice"));
             }
-            if order_id == 0 || order_id > self.order_counter {
+            if !(1..=self.order_counter).contains(&order_id) {
                 let counter = self.order_counter;
                 return Err(format!(
-                    "expiries list order {order_id}, past the order counter {counter}"
+                    "expiries list order {order_id}, not among the order ids given so far \
+                     (1 to {counter})"
                 ));
             }
             let open = self
