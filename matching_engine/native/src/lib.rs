@@ -6,6 +6,10 @@
 //! for every input, malformed lines included. The state lives across calls, so a log
 //! can be fed in batches (split at line ends: a batch's last line without `\n` is
 //! taken as a whole line, as replay takes a file's last line).
+//!
+//! `NativeEngine.snapshot()` and `NativeEngine.restore(snapshot)` write and read the engine
+//! snapshot of matching_engine/core/snapshot.py (`snapshot.rs`), byte for byte as the
+//! Python core does, so either core restores the other's snapshots.
 
 pub mod book;
 mod capture;

@@ -33,14 +33,6 @@ impl<K: Copy + Eq + Hash, V: Default> OrderedMap<K, V> {
         })
     }
 
-    pub fn len(&self) -> usize {
-        self.order.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.order.is_empty()
-    }
-
     /// The entries in insertion order.
     pub fn iter(&self) -> impl Iterator<Item = (K, &V)> + '_ {
         self.order.iter().map(|key| (*key, &self.values[key]))

@@ -191,7 +191,10 @@ pub(crate) fn shown(name: &[u8]) -> std::borrow::Cow<'_, str> {
 /// The state a snapshot holds; Err says which field is wrong and how.
 pub fn decode(data: &[u8]) -> Result<EngineState, String> {
     let mut reader = Reader::new(data);
-    let state = engine_state(&mut reader).and_then(|state| Ok(reader.finish().map(|_| state)?));
+    let state = engine_state(&mut reader).and_then(|state| {
+        reader.finish()?;
+        Ok(state)
+    });
     state.map_err(|flaw| flaw.to_string())
 }
 
