@@ -30,24 +30,9 @@ from pathlib import Path
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 import msgspec
 
-from eventlog.port import (
-    Consumer,
-    EventLog,
-    Isolation,
-    Producer,
-    Record,
-    StartPosition,
-    TopicSpec,
-)
-from ledger.journal import (
-    ENTRY_COLUMNS,
-    GENESIS_HASH,
-    POSTING_COLUMNS,
-    TRADE_COLUMNS,
-    WITHDRAWAL_COLUMNS,
-    JournalBatch,
-    JournalBuilder,
-)
+from eventlog.memory import MemoryLog
+from eventlog.port import Record
+from ledger import journal
 from ledger.migrate import apply_migrations
 from ledger.projector import Projector, ProjectorConfig
 from matching_engine.core import Engine
@@ -59,68 +44,6 @@ TARGET_EVENTS_PER_S = 100_000
 WITHDRAW_EVERY_COMMANDS = 500
 TOPIC = "bench.gpux.events"
 RUN_TIMEOUT_S = 600.0
-
-
-class MemoryConsumer(Consumer):
-    """Serve records from a list, as a consumer positioned at `start` would."""
-
-    def __init__(self, records: Sequence[Record], start: int) -> None:
-        self.topic = TOPIC
-        self.partition = 0
-        self.group_id = None
-        self._records = records
-        self._position = start
-
-    async def start(self) -> None:
-        return None
-
-    async def stop(self) -> None:
-        return None
-
-    async def getmany(self, max_records: int, timeout_ms: int) -> list[Record]:
-        batch = list(self._records[self._position:self._position + max_records])
-        if not batch:
-            await asyncio.sleep(min(timeout_ms, 50) / 1000)
-        self._position += len(batch)
-        return batch
-
-    def seek(self, offset: int) -> None:
-        self._position = offset
-
-    async def position(self) -> int:
-        return self._position
-
-    async def end_offset(self) -> int:
-        return len(self._records)
-
-    async def commit(self, offset: int) -> None:
-        raise NotImplementedError("the benchmark log stores no group offsets")
-
-
-class MemoryLog(EventLog):
-    """Hand out consumers of one in-memory topic; nothing else."""
-
-    def __init__(self, records: Sequence[Record]) -> None:
-        self.records = records
-
-    async def create_topics(self, specs: Sequence[TopicSpec]) -> None:
-        return None
-
-    def _new_producer(self, transactional_id: str | None) -> Producer:
-        raise NotImplementedError("the benchmark log is read-only")
-
-    def _new_consumer(self, topic: str, partition: int, group_id: str | None,
-                      isolation: Isolation, start: StartPosition) -> Consumer:
-        return MemoryConsumer(self.records, start if isinstance(start, int) else 0)
-
-    async def end_offset(self, topic: str, partition: int = 0, *, isolation: str = "") -> int:
-        return len(self.records)
-
-    async def committed_offset(self, group_id: str, topic: str, partition: int = 0) -> int | None:
-        return None
-
-    async def close(self) -> None:
-        return None
 
 
 def generate_records(commands_count: int, seed: int) -> list[Record]:
@@ -210,12 +133,12 @@ def _insert_sql(table: str, columns: Sequence[str]) -> str:
 async def run_naive(database_url: str, records: list[Record], batch_size_max: int) -> float:
     """Write the same rows one INSERT per row, one transaction per batch; return seconds."""
     connection = await connect(database_url, role="gpux_ledger")
-    entry_sql = _insert_sql("entries", ENTRY_COLUMNS)
-    trade_sql = _insert_sql("trades", TRADE_COLUMNS)
-    withdrawal_sql = _insert_sql("withdrawals", WITHDRAWAL_COLUMNS)
+    entry_sql = _insert_sql("entries", journal.ENTRY_COLUMNS)
+    trade_sql = _insert_sql("trades", journal.TRADE_COLUMNS)
+    withdrawal_sql = _insert_sql("withdrawals", journal.WITHDRAWAL_COLUMNS)
     checkpoint_sql = ("INSERT INTO ledger.checkpoints (first_seq, last_seq, next_offset) "
                       "VALUES ($1, $2, $3)")
-    builder = JournalBuilder(0, GENESIS_HASH)
+    builder = journal.JournalBuilder(0, journal.GENESIS_HASH)
     started_s = time.perf_counter()
     try:
         for start in range(0, len(records), batch_size_max):
@@ -232,7 +155,7 @@ async def run_naive(database_url: str, records: list[Record], batch_size_max: in
 
 
 async def _insert_rows(
-    connection: asyncpg.Connection, batch: JournalBatch, entry_sql: str, trade_sql: str,
+    connection: asyncpg.Connection, batch: journal.JournalBatch, entry_sql: str, trade_sql: str,
     withdrawal_sql: str,
 ) -> None:
     postings_by_seq: dict[int, list[tuple[int, str, str, int]]] = {}
@@ -245,7 +168,7 @@ async def _insert_rows(
                            for i in range(len(postings)))
         arguments = [value for posting in postings for value in posting]
         await connection.execute(
-            f"INSERT INTO ledger.postings ({', '.join(POSTING_COLUMNS)}) VALUES {values}",
+            f"INSERT INTO ledger.postings ({', '.join(journal.POSTING_COLUMNS)}) VALUES {values}",
             *arguments,
         )
     for trade in batch.trades:
@@ -256,7 +179,7 @@ async def _insert_rows(
 
 def build_only(records: list[Record], batch_size_max: int) -> float:
     """Return the CPU seconds the pure core takes to turn every record into rows."""
-    builder = JournalBuilder(0, GENESIS_HASH)
+    builder = journal.JournalBuilder(0, journal.GENESIS_HASH)
     started_s = time.process_time()
     for start in range(0, len(records), batch_size_max):
         builder.build(records[start:start + batch_size_max])

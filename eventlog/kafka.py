@@ -31,7 +31,14 @@ from aiokafka.errors import TopicAlreadyExistsError, for_code  # type: ignore[im
 
 from eventlog.errors import LogClosedError, LogTimeoutError, TopicError
 from eventlog.kafka_clients import KafkaConsumer, KafkaProducer
-from eventlog.kafka_support import KafkaConfig, bounded, new_consumer, retried, start_consumer
+from eventlog.kafka_support import (
+    KafkaConfig,
+    bounded,
+    new_consumer,
+    retried,
+    start_consumer,
+    start_or_close,
+)
 from eventlog.port import (
     EventLog,
     Isolation,
@@ -185,11 +192,8 @@ class KafkaLog(EventLog):
                 client_id=f"{self.config.client_id}-admin",
                 request_timeout_ms=self.config.request_timeout_ms,
             )
-            try:
-                await bounded(admin.start(), self.config.start_timeout_ms, "start admin client")
-            except BaseException:
-                await admin.close()
-                raise
+            await start_or_close(admin.start(), admin.close, self.config.start_timeout_ms,
+                                 "start admin client")
             self._admin = admin
         return self._admin
 

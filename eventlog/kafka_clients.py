@@ -25,7 +25,14 @@ from eventlog.errors import (
     TopicError,
     TransactionStateError,
 )
-from eventlog.kafka_support import KafkaConfig, bounded, new_consumer, start_consumer, translated
+from eventlog.kafka_support import (
+    KafkaConfig,
+    bounded,
+    new_consumer,
+    start_consumer,
+    start_or_close,
+    translated,
+)
 from eventlog.port import (
     ISOLATIONS,
     Consumer,
@@ -85,11 +92,8 @@ class KafkaProducer(Producer):
             max_batch_size=self._config.producer_batch_bytes_max,
             max_request_size=self._config.request_bytes_max,
         )
-        try:
-            await bounded(producer.start(), self._config.start_timeout_ms, "start producer")
-        except BaseException:
-            await producer.stop()
-            raise
+        await start_or_close(producer.start(), producer.stop, self._config.start_timeout_ms,
+                             "start producer")
         self._producer = producer
 
     async def stop(self) -> None:

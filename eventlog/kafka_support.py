@@ -98,6 +98,17 @@ async def bounded(awaitable: Awaitable[T], timeout_ms: int, action: str) -> T:
         return await asyncio.wait_for(awaitable, timeout_ms / 1000)
 
 
+async def start_or_close(start: Awaitable[None], close: Callable[[], Awaitable[object]],
+                         timeout_ms: int, action: str) -> None:
+    """Await a client's `start` within `timeout_ms`; on any failure close the client, so a
+    half-started one holds no connection, and raise."""
+    try:
+        await bounded(start, timeout_ms, action)
+    except BaseException:
+        await close()
+        raise
+
+
 async def retried(make: Callable[[], Awaitable[T]], timeout_ms: int, action: str) -> T:
     """Await `make()` again while it fails with a retriable error, within `timeout_ms`.
 
@@ -135,8 +146,5 @@ def new_consumer(
 
 async def start_consumer(consumer: AIOKafkaConsumer, config: KafkaConfig) -> None:
     """Start `consumer` within the start timeout; stop it again if starting fails."""
-    try:
-        await bounded(consumer.start(), config.start_timeout_ms, "start consumer")
-    except BaseException:
-        await consumer.stop()
-        raise
+    await start_or_close(consumer.start(), consumer.stop, config.start_timeout_ms,
+                         "start consumer")

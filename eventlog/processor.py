@@ -122,7 +122,7 @@ class TransactionalProcessor:
     async def replay(self, from_offset: int, apply: Callable[[Sequence[Record]], object]) -> int:
         """Re-apply the input records from `from_offset` up to the committed offset,
         unpublished; return how many. Call between `start()` and the first batch."""
-        resume_offset = self._committed()
+        _, resume_offset = self._running()
         if not 0 <= from_offset <= resume_offset:
             raise ValueError(f"replay from {from_offset} is outside 0..{resume_offset}")
         if from_offset == resume_offset:
@@ -138,7 +138,7 @@ class TransactionalProcessor:
     async def process_batch(self) -> BatchResult | None:
         """Process the next batch exactly once; None (after `on_idle`) when no record came
         within one batch interval."""
-        producer = self._running()
+        producer, _ = self._running()
         config = self.config
         reader = self._reader or await self._start_reading()
         records = await reader.take(config.batch_size_max, config.batch_interval_ms)
@@ -180,7 +180,7 @@ class TransactionalProcessor:
         if self._consumer is None:
             self._consumer = self._log.consumer(
                 config.input_topic, partition=config.input_partition, group_id=config.group_id,
-                start=self._committed())
+                start=self._running()[1])
             await self._consumer.start()
         reader = self._reader = ReadAhead(
             self._consumer, records_max=config.batch_size_max * config.read_ahead_batches)
@@ -207,12 +207,8 @@ class TransactionalProcessor:
         if self._consumer is not None:
             self._consumer.seek(offset)
 
-    def _running(self) -> Producer:
-        if self._producer is None:
+    def _running(self) -> tuple[Producer, int]:
+        """The producer and the committed offset, once `start()` has run."""
+        if self._producer is None or self.committed_offset is None:
             raise LogClosedError("processor is not running")
-        return self._producer
-
-    def _committed(self) -> int:
-        if self.committed_offset is None:
-            raise LogClosedError("processor is not running")
-        return self.committed_offset
+        return self._producer, self.committed_offset

@@ -10,7 +10,8 @@ import pytest
 
 from eventlog.embedded import EmbeddedLog
 from eventlog.errors import LogClosedError, LogError
-from eventlog.port import Consumer, Record, TopicSpec
+from eventlog.memory import MemoryConsumer
+from eventlog.port import Record, TopicSpec
 from eventlog.readahead import ReadAhead
 
 TOPIC = "gpux.commands"
@@ -67,45 +68,20 @@ async def test_records_written_while_the_owner_is_busy_are_read_meanwhile(
             assert [record.value for record in await reader.take(10, 0)] == [b"a", b"b", b"c"]
 
 
-class ScriptedConsumer(Consumer):
+class ScriptedConsumer(MemoryConsumer):
     """Hand out numbered records on request, note each request's size, then fail."""
 
-    topic = TOPIC
-    partition = 0
-    group_id = None
-
     def __init__(self, records_total: int) -> None:
+        super().__init__([Record(TOPIC, 0, offset, None, b"") for offset in range(records_total)],
+                         topic=TOPIC)
         self.requested: list[int] = []
-        self._next = 0
-        self._total = records_total
-
-    async def start(self) -> None:
-        return None
-
-    async def stop(self) -> None:
-        return None
 
     async def getmany(self, max_records: int, timeout_ms: int) -> list[Record]:
         self.requested.append(max_records)
         await asyncio.sleep(0)
-        if self._next >= self._total:
+        if await self.position() >= len(self.records):
             raise LogError("broker gone")
-        count = min(max_records, self._total - self._next)
-        records = [Record(TOPIC, 0, self._next + index, None, b"") for index in range(count)]
-        self._next += count
-        return records
-
-    def seek(self, offset: int) -> None:
-        raise NotImplementedError
-
-    async def position(self) -> int:
-        return self._next
-
-    async def end_offset(self) -> int:
-        return self._total
-
-    async def commit(self, offset: int) -> None:
-        raise NotImplementedError
+        return await super().getmany(max_records, timeout_ms)
 
 
 
