@@ -269,7 +269,7 @@ class Consumer(Startable):
         """Store `offset` as the group's next offset, outside any transaction."""
 
 
-class EventLog(abc.ABC):
+class EventLog(Startable):
     """Create topics and hand out producers and consumers of one log."""
 
     @abc.abstractmethod
@@ -325,13 +325,9 @@ class EventLog(abc.ABC):
     async def close(self) -> None:
         """Release every resource the log holds."""
 
-    async def __aenter__(self) -> Self:
-        return self
+    async def start(self) -> None:
+        """Nothing to do: a log connects when it is first used."""
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    async def stop(self) -> None:
+        """The same as `close()`: `async with` a log closes it at the end."""
         await self.close()
