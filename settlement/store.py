@@ -39,7 +39,9 @@ from settlement.errors import SettlementError
 from settlement.fills import ChainFill, Fill
 
 BatchStatus = Literal["pending", "sent", "settled"]
-RowT = TypeVar("RowT")
+JobT = TypeVar("JobT")
+JobTable = Literal["batches", "payouts"]
+_KEY_COLUMN: Final = {"batches": "batch_id", "payouts": "withdrawal_seq"}
 MIGRATIONS_DIR: Final = Path(__file__).resolve().parent / "migrations"
 async def migrate(conn: asyncpg.Connection) -> None:
     """Apply settlement's migrations not yet applied (`runtime.migrations`)."""
@@ -206,22 +208,29 @@ def _payout(row: asyncpg.Record) -> Payout:
     return Payout(**values)
 
 
-async def _one(conn: asyncpg.Connection, parse: Callable[[asyncpg.Record], RowT], query: str,
-               *args: Any) -> RowT | None:
-    """The first row of `query`, parsed; None when there is none."""
-    row = await conn.fetchrow(query, *args)
+async def _open_job(conn: asyncpg.Connection, table: JobTable, columns: str,
+                    parse: Callable[[asyncpg.Record], JobT]) -> JobT | None:
+    """The job of `table` not yet settled with the lowest key, parsed; None when none is."""
+    row = await conn.fetchrow(f"SELECT {columns} FROM settlement.{table} WHERE status <> "
+                              f"'settled' ORDER BY {_KEY_COLUMN[table]} LIMIT 1")
+    return parse(row) if row is not None else None
+
+
+async def _get_job(conn: asyncpg.Connection, table: JobTable, columns: str,
+                   parse: Callable[[asyncpg.Record], JobT], key: int) -> JobT | None:
+    """The job of `table` with `key`, parsed; None when there is none."""
+    row = await conn.fetchrow(
+        f"SELECT {columns} FROM settlement.{table} WHERE {_KEY_COLUMN[table]} = $1", key)
     return parse(row) if row is not None else None
 
 
 async def open_batch(conn: asyncpg.Connection) -> Batch | None:
     """Return the oldest batch not yet settled (the submitter keeps at most one open)."""
-    return await _one(conn, _batch, f"SELECT {_BATCH_COLUMNS} FROM settlement.batches "
-                      "WHERE status <> 'settled' ORDER BY batch_id LIMIT 1")
+    return await _open_job(conn, "batches", _BATCH_COLUMNS, _batch)
 
 
 async def get_batch(conn: asyncpg.Connection, batch_id: int) -> Batch | None:
-    return await _one(conn, _batch, f"SELECT {_BATCH_COLUMNS} FROM settlement.batches "
-                      "WHERE batch_id = $1", batch_id)
+    return await _get_job(conn, "batches", _BATCH_COLUMNS, _batch, batch_id)
 
 
 async def batched_through(conn: asyncpg.Connection) -> tuple[int, int]:
@@ -262,8 +271,6 @@ async def insert_batch(conn: asyncpg.Connection, batch: Batch, fills: Sequence[C
         )  # fmt: skip
 
 
-JobTable = Literal["batches", "payouts"]
-_KEY_COLUMN: Final = {"batches": "batch_id", "payouts": "withdrawal_seq"}
 
 
 async def record_send(conn: asyncpg.Connection, table: JobTable, key: int, nonce: int,
@@ -330,13 +337,12 @@ async def backlog(conn: asyncpg.Connection, count_max: int) -> Backlog:
 
 
 async def open_payout(conn: asyncpg.Connection) -> Payout | None:
-    return await _one(conn, _payout, f"SELECT {_PAYOUT_COLUMNS} FROM settlement.payouts "
-                      "WHERE status <> 'settled' ORDER BY withdrawal_seq LIMIT 1")
+    """Return the oldest payout not yet settled (the submitter keeps at most one open)."""
+    return await _open_job(conn, "payouts", _PAYOUT_COLUMNS, _payout)
 
 
 async def get_payout(conn: asyncpg.Connection, withdrawal_seq: int) -> Payout | None:
-    return await _one(conn, _payout, f"SELECT {_PAYOUT_COLUMNS} FROM settlement.payouts "
-                      "WHERE withdrawal_seq = $1", withdrawal_seq)
+    return await _get_job(conn, "payouts", _PAYOUT_COLUMNS, _payout, withdrawal_seq)
 
 
 async def paid_through(conn: asyncpg.Connection) -> int:
