@@ -14,7 +14,7 @@ expiry heap in `heapq`'s layout, stale entries included), and it reads what
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
@@ -135,13 +135,18 @@ def decode_snapshot(data: bytes) -> EngineSnapshot:
     return snapshot
 
 
+# What a listing fixed, the same in the engine's Instrument and the snapshot's record of it.
+_LISTING_FIELDS: Final = ("symbol", "gpu", "region", "delivery_start", "delivery_hours", "tick",
+                          "max_order_quantity", "maker_fee_bps", "taker_fee_bps", "closed")
+
+
+def _listing(source: Instrument | InstrumentState) -> dict[str, Any]:
+    return {name: getattr(source, name) for name in _LISTING_FIELDS}
+
+
 def _instrument_state(instrument: Instrument) -> InstrumentState:
     return InstrumentState(
-        symbol=instrument.symbol, gpu=instrument.gpu, region=instrument.region,
-        delivery_start=instrument.delivery_start, delivery_hours=instrument.delivery_hours,
-        tick=instrument.tick, max_order_quantity=instrument.max_order_quantity,
-        maker_fee_bps=instrument.maker_fee_bps, taker_fee_bps=instrument.taker_fee_bps,
-        closed=instrument.closed,
+        **_listing(instrument),
         bids=[_order_state(o) for o in instrument.bids.orders_in_priority()],
         asks=[_order_state(o) for o in instrument.asks.orders_in_priority()],
     )
@@ -157,13 +162,7 @@ def _order_state(order: Order) -> OrderState:
 
 
 def _instrument(state: InstrumentState) -> Instrument:
-    return Instrument(
-        symbol=state.symbol, gpu=state.gpu, region=state.region,
-        delivery_start=state.delivery_start, delivery_hours=state.delivery_hours,
-        tick=state.tick, max_order_quantity=state.max_order_quantity,
-        maker_fee_bps=state.maker_fee_bps, taker_fee_bps=state.taker_fee_bps,
-        closed=state.closed,
-    )
+    return Instrument(**_listing(state))
 
 
 def _order(state: OrderState, instrument: Instrument) -> Order:
