@@ -9,7 +9,6 @@ validated here: the gateway checks every field and names the one at fault in its
 
 from __future__ import annotations
 
-import functools
 import itertools
 import secrets
 from collections.abc import Callable, Mapping
@@ -149,30 +148,14 @@ def build_request(op: str, req_id: int, fields: Mapping[str, Any]) -> AnyRequest
 def wire_fields(value: msgspec.Struct) -> dict[str, Any]:
     """Return a request (or one of its items) as the JSON object sent: its tag, then every
     field not at its default."""
-    tag, fields = _layout(type(value))
-    wire = dict(tag)
-    for name, wire_name, default in fields:
-        field = getattr(value, name)
-        if field is default or (type(field) is type(default) and field == default):
-            continue
-        if isinstance(field, list):
-            field = [wire_fields(v) if isinstance(v, msgspec.Struct) else v for v in field]
-        wire[wire_name] = field
-    return wire
+    fields: dict[str, Any] = msgspec.to_builtins(value)
+    return fields
 
 
 def encode_request(request: AnyRequest) -> str:
     """Return the text frame of one request."""
-    return _encoder.encode(wire_fields(request)).decode()
+    return _encoder.encode(request).decode()
 
-
-@functools.cache
-def _layout(kind: type[msgspec.Struct]) -> tuple[dict[str, Any], tuple[tuple[str, str, Any], ...]]:
-    """A Struct class's tag ({} when untagged) and its fields: (name, wire name, default)."""
-    config = kind.__struct_config__
-    tag = {config.tag_field: config.tag} if config.tag_field is not None else {}
-    return tag, tuple((field.name, field.encode_name, field.default)
-                      for field in msgspec.structs.fields(kind))
 
 
 _client_order_ids = itertools.count(1)

@@ -43,8 +43,10 @@ PUBLIC_CHANNELS: Final = frozenset({"book", "trades", "ticker", "candles"})
 PRIVATE_CHANNELS: Final = frozenset({"orders", "fills", "balances"})
 
 
-class _Body(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Base of request bodies: frozen, keyword-only, unknown fields forbidden."""
+class _Body(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True,
+            omit_defaults=True):
+    """Base of request bodies: frozen, keyword-only, unknown fields forbidden; a field at
+    its default is left out when encoded (what the SDK sends)."""
 
 
 class NewOrderBody(_Body, frozen=True, kw_only=True):
