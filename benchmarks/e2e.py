@@ -55,7 +55,7 @@ from benchmarks.support import (
     LatencyHistogram,
     engine_metrics,
 )
-from harness.ports import free_port
+from harness.ports import free_port, port_is_open
 
 LEVELS = (0.10, 0.20, 0.50)
 SYMBOLS = [f"H100-SXM-80GB.bench{index}" for index in range(8)]
@@ -289,12 +289,7 @@ def echo_baseline(clients: Clients, args: argparse.Namespace, rate_per_s: float
                                  "--port", str(port)], work / "echo.log")
     try:
         deadline = time.monotonic() + 30
-        while True:
-            import socket
-
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    break
+        while not port_is_open(port):
             echo.check()
             if time.monotonic() > deadline:
                 raise RuntimeError("echo server did not start")

@@ -23,48 +23,28 @@ import argparse
 import asyncio
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
+from benchmarks.support import ChildProcess, engine_metrics, http_text
 from eventlog.flags import open_log
 from eventlog.port import COMMANDS_TOPIC, EventLog, TopicSpec
+from harness.ports import free_port
 from matching_engine.config import EngineConfig
 from matching_engine.cores import CORES
 from matching_engine.workload import Workload
 from protocol import encode
 
-ROOT = Path(__file__).resolve().parents[1]
 TARGET_S = 5.0
 CHUNK = 50_000
 HEALTH_TIMEOUT_S = 1800.0
 
 
-def http_status(port: int, path: str) -> int | None:
-    import http.client
-
-    try:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-        connection.request("GET", path)
-        status = connection.getresponse().status
-        connection.close()
-        return status
-    except OSError:
-        return None
-
-
 def metric(port: int, name: str) -> float:
-    import http.client
-
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    connection.request("GET", "/metrics")
-    for line in connection.getresponse().read().decode().splitlines():
-        if line.startswith(name + " "):
-            return float(line.split(" ")[1])
-    return 0.0
+    return engine_metrics(port).get(name, 0.0)
 
 
 async def write_commands(event_log: EventLog, topic: str, count: int) -> None:
@@ -82,23 +62,20 @@ async def write_commands(event_log: EventLog, topic: str, count: int) -> None:
 
 
 class EngineProcess:
+    """`gpux engine` with these arguments, started, killed and started again."""
+
     def __init__(self, args: list[str], port: int, log_path: Path) -> None:
-        self.args = args + ["--metrics-port", str(port)]
+        self.command = [sys.executable, "-m", "gpux", "engine", *args, "--metrics-port", str(port)]
         self.port = port
         self.log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
+        self.child: ChildProcess | None = None
 
     def start(self) -> float:
         """Start the engine; return seconds until /healthz answers 200."""
         started = time.perf_counter()
-        with self.log_path.open("ab") as log_file:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "gpux", "engine", *self.args], cwd=ROOT,
-                stdout=log_file, stderr=subprocess.STDOUT,
-            )
-        while http_status(self.port, "/healthz") != 200:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"engine exited; see {self.log_path}")
+        child = self.child = ChildProcess("engine", self.command, self.log_path)
+        while http_text(self.port, "/healthz") is None:  # None until it answers 200
+            child.check()
             if time.perf_counter() - started > HEALTH_TIMEOUT_S:
                 raise RuntimeError(f"engine not healthy in {HEALTH_TIMEOUT_S} s")
             time.sleep(0.02)
@@ -115,18 +92,9 @@ class EngineProcess:
             time.sleep(0.5)
 
     def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        assert self.child is not None
+        self.child.process.send_signal(signal.SIGKILL)
+        self.child.process.wait()
 
 
 def measure(size: int, kafka: str | None, snapshot_every: int | None, work: Path,
