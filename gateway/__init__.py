@@ -1,6 +1,18 @@
 """The websocket gateway: order entry, private reports and market data over one socket.
 
-Read `gateway.service` for the I/O (websockets server, Kafka producer and consumer),
-`gateway.core` for the protocol state machine it drives, and `docs/asyncapi.yaml` for the
-API a client sees.
+Read `service` for the I/O (websockets server, Kafka producer and consumer), `core` for
+the protocol state machine it drives, and `docs/asyncapi.yaml` for the API a client sees.
+
+| module | what it owns |
+|---|---|
+| `service` | the asyncio side: sockets, the command queue, the event consumer, the clock |
+| `core`, `ports` | the sans-I/O state machine and the ports it is given |
+| `session`, `admission`, `auth`, `ratelimit` | a connection; who may connect; logins; limits |
+| `orderentry`, `correlation`, `replies` | requests to commands; events back to replies |
+| `projection`, `marketdata`, `accounts`, `books`, `marketstats` | events to feeds |
+| `feeds`, `messages`, `public` | subscriptions, server messages, the requests without a login |
+| `store`, `migrations/` | keys, roles and used nonces in PostgreSQL |
+| `static` | the trading page on the same port |
+| `config`, `metrics`, `errors`, `cli` | settings, metrics, failures, `gpux gateway` |
+| `testing` | test helpers: the AsyncAPI contract check, an in-memory key store |
 """

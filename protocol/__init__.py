@@ -1,4 +1,14 @@
-"""The engine protocol v1 (PROTOCOL.md): commands, events, codecs and fixed-point money."""
+"""The engine protocol (PROTOCOL.md): commands, events, codecs and fixed-point money.
+
+| module | what it owns |
+|---|---|
+| `message` | the base every command and event shares |
+| `commands`, `events`, `reasons` | the messages and the reasons they carry |
+| `codec` | JSON and MessagePack, the salvage of a malformed command |
+| `money` | exact fixed-point USDC (micro-USDC inside) |
+| `effects` | what an event does to money: fees, holds, a trade's moves |
+| `errors` | `ProtocolError`, for outside input that does not fit |
+"""
 
 from protocol.codec import FORMATS, Format, decode_command, decode_event, encode
 from protocol.commands import (
