@@ -404,6 +404,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         figures["baseline_echo"] = echo_baseline(clients, args, 0.20 * base_rate)
         figures["baseline_kafka"] = asyncio.run(
             kafka_round_trips(kafka, venue.namespace, args.kafka_round_trips))
+        figures["ratios"] = ratios(figures)
     finally:
         if clients is not None:
             clients.stop()
@@ -413,6 +414,21 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         if kafka_service is not None:
             kafka_service.stop()
     return figures
+
+
+def ratios(figures: dict[str, Any]) -> dict[str, float]:
+    """The issue-15 targets' ratios, each against a baseline of the same run: order-to-ack
+    at 20% load against one plain Kafka hop, saturation against the websocket echo."""
+    at_20 = next(level["latency"] for level in figures["levels"] if level["fraction"] == 0.20)
+    plain = figures["baseline_kafka"]["plain"]
+    echo_per_s = figures["baseline_echo"]["saturation_per_s"]
+    single, batch = figures["saturation"][0], figures["saturation"][1]
+    return {
+        "p50_vs_plain_hop": at_20["p50"] / plain["p50"],
+        "p99_vs_plain_hop": at_20["p99"] / plain["p99"],
+        "single_vs_echo": single["orders_per_s"] / echo_per_s,
+        "batch_vs_echo": batch["orders_per_s"] / echo_per_s,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

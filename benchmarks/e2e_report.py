@@ -66,6 +66,10 @@ def print_report(figures: dict[str, Any]) -> None:
     for mode, summary in kafka.items():
         print(f"  baseline: Kafka {mode} produce -> consume (one hop): p50 {summary['p50']:.2f}, "
               f"p99 {summary['p99']:.2f}, p99.9 {summary['p99.9']:.2f}")
+    print("\nratios against baselines of this run (json: ratios.*; targets of issue 15)")
+    for name, (value, target, higher) in ratio_targets(figures["ratios"]).items():
+        print(f"  {name:<18} {value:>6.2f}   target {'>=' if higher else '<='} {target:.1f}  "
+              f"{verdict(value, target, higher)}")
     print("\nstages (ms: p50 / p99 / mean; percentiles of stages do not add up)")
     for level in figures["levels"]:
         print(f"  at {level['fraction']:.0%}:")
@@ -78,8 +82,21 @@ def print_report(figures: dict[str, Any]) -> None:
               f"batch's first command: Kafka in and the wait for the batch before)")
         print(f"    {'engine (per batch)':<22} p50 <= {engine['batch_ms_p50_le']:.1f}, p99 <= "
               f"{engine['batch_ms_p99_le']:.1f}, mean {engine['batch_ms_mean']:.3f} (apply and "
-              f"the Kafka transaction); {engine['commands_per_batch']:.1f} commands/batch")
+              f"sending its events); {engine['commands_per_batch']:.1f} commands/batch")
         print(f"    cpu (cores): {level['cpu']}")
+
+
+RATIO_TARGETS: dict[str, tuple[float, bool]] = {  # name -> (target, higher is better)
+    "p50_vs_plain_hop": (3.0, False),
+    "p99_vs_plain_hop": (4.0, False),
+    "single_vs_echo": (0.6, True),
+    "batch_vs_echo": (1.0, True),
+}
+
+
+def ratio_targets(ratios: dict[str, float]) -> dict[str, tuple[float, float, bool]]:
+    """Each ratio with its target and whether higher is better."""
+    return {name: (ratios[name], *RATIO_TARGETS[name]) for name in RATIO_TARGETS}
 
 
 def plot(figures: dict[str, Any], directory: Path) -> list[Path]:

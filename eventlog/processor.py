@@ -1,11 +1,17 @@
 """Process a partition exactly once: read a batch, transform it, write outputs and offset.
 
 `TransactionalProcessor` is the consume-transform-produce loop the matching engine runs.
-Each step takes the records read ahead while the previous batch committed (at most
-`batch_size_max`, waiting at most `batch_interval_ms` for the first), calls the transform,
-then in ONE transaction writes the outputs to `output_topic` and the consumer group's next
-offset. Either both become visible or neither does, so a crash anywhere loses nothing and
-duplicates nothing. Its life cycle:
+Each step takes the records read ahead while the previous batch was written (at most
+`batch_size_max`, waiting at most `batch_interval_ms` for the first), calls the transform
+and writes its outputs to `output_topic` at once, inside the open transaction. The
+transaction commits, with the consumer group's next offset, on its own cadence: when it has
+been open `commit_interval_ms` or holds `commit_records_max` input records (0 ms: after
+every batch). Either a transaction's outputs and offset both become visible to
+read_committed readers or neither does, so a crash anywhere loses nothing and duplicates
+nothing for them. A read_uncommitted reader sees outputs before their commit; when the
+transform is a deterministic function of the input (the engine is), a crash's aborted
+outputs are written again, byte for byte, after recovery, so such a reader drops what it
+has seen by its own sequence numbers (docs/exactly-once.md). Its life cycle:
 
 1. `start()` starts the transactional producer first, which fences any older instance and
    completes the transaction it left open, and only then reads the committed offset: read
@@ -15,19 +21,21 @@ duplicates nothing. Its life cycle:
    The caller checks what it rebuilt (the engine compares its event seq with the log's)
    before the first batch.
 3. `process_batch()` / `run(stop)` continue from the committed offset. The hooks
-   `after_commit(records, output_count)` (metrics, snapshots) and `on_idle()` (a lag
-   gauge) run between batches, outside any transaction.
+   `after_commit(committed)` (metrics, snapshots: the state now matches the committed
+   offset) and `on_idle()` (a lag gauge) run outside any transaction. `run` commits what is
+   open when `stop` is set.
 
-On a failure the transaction is aborted, the read-ahead dropped and the consumer rewound to
-the batch's first record, which is the committed offset; then the error propagates. The
-transform may have changed the caller's state before the failure, so the caller recovers by
-rebuilding that state (snapshot plus `replay`) up to the committed offset before processing
-again. After `FencedError` another instance owns the work: stop, never retry.
+On a failure the open transaction is aborted, the read-ahead dropped and the consumer
+rewound to the committed offset; then the error propagates. The transform has changed the
+caller's state past that offset, so the caller recovers by rebuilding its state (snapshot
+plus `replay`) before processing again. After `FencedError` another instance owns the
+work: stop, never retry.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -40,7 +48,7 @@ from runtime.config import require_positive
 __all__ = ["BatchResult", "ProcessorConfig", "TransactionalProcessor", "Transform"]
 
 Transform = Callable[[Sequence[Record]], Sequence[bytes]]
-AfterCommit = Callable[[Sequence[Record], int], Awaitable[None]]
+AfterCommit = Callable[["BatchResult"], Awaitable[None]]
 OnIdle = Callable[[], Awaitable[None]]
 
 SEND_CHUNK_SIZE_MAX = 10_000
@@ -62,6 +70,8 @@ class ProcessorConfig:
     outputs_max: int = 1_000_000
     replay_batch_size_max: int = 10_000
     replay_timeout_s: float = 3600.0
+    commit_interval_ms: int = 0  # 0: commit after every batch
+    commit_records_max: int = 100_000
 
     def __post_init__(self) -> None:
         names = (self.input_topic, self.output_topic, self.group_id, self.transactional_id)
@@ -71,15 +81,15 @@ class ProcessorConfig:
         require_positive(
             self, "batch_size_max", "read_ahead_batches", "outputs_max", "replay_batch_size_max",
         )
-        if self.batch_interval_ms < 0:
-            raise ValueError(f"batch_interval_ms must be >= 0, got {self.batch_interval_ms}")
+        if min(self.batch_interval_ms, self.commit_interval_ms) < 0:
+            raise ValueError("batch_interval_ms and commit_interval_ms must be >= 0")
         if min(self.input_partition, self.output_partition) < 0 or self.replay_timeout_s <= 0:
             raise ValueError("partitions must be >= 0 and replay_timeout_s > 0")
 
 
 @dataclass(frozen=True, slots=True)
 class BatchResult:
-    """Say what one committed batch consumed and produced."""
+    """Say what a batch (or a transaction of batches) consumed and produced."""
 
     first_offset: int
     next_offset: int
@@ -89,6 +99,15 @@ class BatchResult:
 
 async def _no_hook(*_: object) -> None:
     return None
+
+
+def _joined(open_batches: BatchResult | None, batch: BatchResult) -> BatchResult:
+    """What a transaction holds once `batch` is written in it too."""
+    if open_batches is None:
+        return batch
+    return BatchResult(open_batches.first_offset, batch.next_offset,
+                       open_batches.record_count + batch.record_count,
+                       open_batches.output_count + batch.output_count)
 
 
 class TransactionalProcessor:
@@ -105,6 +124,9 @@ class TransactionalProcessor:
         self._producer: Producer | None = None
         self._consumer: Consumer | None = None
         self._reader: ReadAhead | None = None
+        self._in_transaction = False
+        self._open: BatchResult | None = None  # what the open transaction holds
+        self._opened_at_s = 0.0
 
     async def start(self) -> int:
         """Fence older instances, then return the offset processing resumes from."""
@@ -136,33 +158,44 @@ class TransactionalProcessor:
                 batch_size_max=config.replay_batch_size_max, timeout_s=config.replay_timeout_s)
 
     async def process_batch(self) -> BatchResult | None:
-        """Process the next batch exactly once; None (after `on_idle`) when no record came
-        within one batch interval."""
+        """Transform the next batch and write its outputs in the open transaction; commit
+        when due. Return the batch; None (after `on_idle`) when no record came within one
+        batch interval."""
         producer, _ = self._running()
         config = self.config
         reader = self._reader or await self._start_reading()
         records = await reader.take(config.batch_size_max, config.batch_interval_ms)
-        if not records:
-            await self._on_idle()
-            return None
-        first = records[0]
-        next_offset = records[-1].offset + 1
         try:
+            if not records:
+                if self._open is not None and self._commit_due():
+                    await self._commit(producer)
+                await self._on_idle()
+                return None
             outputs = self._transform(records)
             if len(outputs) > config.outputs_max:
                 raise LogError(f"transform made {len(outputs)} outputs, over outputs_max")
-            await self._write(producer, outputs, next_offset)
-        except BaseException:
-            await self._rewind(first.offset)
+            batch = BatchResult(records[0].offset, records[-1].offset + 1, len(records),
+                                len(outputs))
+            await self._send(producer, outputs)
+            self._open = _joined(self._open, batch)
+            if self._commit_due():
+                await self._commit(producer)
+        except BaseException as error:
+            await self._abort_and_rewind(producer, error)
             raise
-        self.committed_offset = next_offset
-        await self._after_commit(records, len(outputs))
-        return BatchResult(first.offset, next_offset, len(records), len(outputs))
+        return batch
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Process batches until `stop` is set."""
+        """Process batches until `stop` is set, then commit what is open."""
         while not stop.is_set():
             await self.process_batch()
+        producer, _ = self._running()
+        if self._open is not None:
+            try:
+                await self._commit(producer)
+            except BaseException as error:
+                await self._abort_and_rewind(producer, error)
+                raise
 
     async def stop(self) -> None:
         """Stop reading and the producer; an open transaction is aborted by the broker."""
@@ -187,17 +220,51 @@ class TransactionalProcessor:
         await reader.start()
         return reader
 
-    async def _write(self, producer: Producer, outputs: Sequence[bytes], next_offset: int
-                     ) -> None:
-        """Write `outputs` and the group's next offset in one transaction; abort on failure."""
+    async def _send(self, producer: Producer, outputs: Sequence[bytes]) -> None:
+        """Write `outputs` in the open transaction, opening one if none is."""
         config = self.config
-        async with producer.transaction():
-            for start in range(0, len(outputs), SEND_CHUNK_SIZE_MAX):
-                await producer.send_batch(config.output_topic,
-                                          outputs[start:start + SEND_CHUNK_SIZE_MAX],
-                                          partition=config.output_partition)
-            await producer.send_offsets(
-                config.group_id, {(config.input_topic, config.input_partition): next_offset})
+        if not self._in_transaction:
+            await producer.begin()
+            self._in_transaction = True
+            self._opened_at_s = time.monotonic()
+        for start in range(0, len(outputs), SEND_CHUNK_SIZE_MAX):
+            await producer.send_batch(config.output_topic,
+                                      outputs[start:start + SEND_CHUNK_SIZE_MAX],
+                                      partition=config.output_partition)
+
+    def _commit_due(self) -> bool:
+        open_batches = self._open
+        config = self.config
+        return open_batches is not None and (
+            open_batches.record_count >= config.commit_records_max
+            or time.monotonic() - self._opened_at_s >= config.commit_interval_ms / 1000)
+
+    async def _commit(self, producer: Producer) -> None:
+        """Commit the open transaction with the group's next offset; then `after_commit`."""
+        committed = self._open
+        assert committed is not None
+        config = self.config
+        await producer.send_offsets(
+            config.group_id,
+            {(config.input_topic, config.input_partition): committed.next_offset})
+        await producer.commit()
+        self._in_transaction = False
+        self._open = None
+        self.committed_offset = committed.next_offset
+        await self._after_commit(committed)
+
+    async def _abort_and_rewind(self, producer: Producer, cause: BaseException) -> None:
+        """After `cause`: abort the open transaction (a failed abort is noted on `cause`)
+        and read again from the committed offset."""
+        self._open = None
+        if self._in_transaction:
+            self._in_transaction = False
+            try:
+                await producer.abort()
+            except LogError as abort_error:
+                cause.add_note(f"aborting the transaction also failed: {abort_error!r}")
+        _, committed = self._running()
+        await self._rewind(committed)
 
     async def _rewind(self, offset: int) -> None:
         """Drop what was read ahead and read again from `offset` (the committed offset)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
+from eventlog.port import Isolation
 from runtime.config import require_positive
 
 ROLES: Final = ("trader", "operator", "market_maker", "admin")
@@ -83,6 +84,11 @@ class GatewayConfig:
     command_queue_max: int = 10_000
     send_batch_max: int = 1_000
     event_batch_max: int = 5_000
+    # Events are read before the engine commits them (acknowledgements do not wait for the
+    # commit); a copy of a seq already applied, written again after an engine restart, is
+    # checked against the last `event_check_window` seqs and dropped (gateway.sequencer).
+    events_isolation: Isolation = "read_uncommitted"
+    event_check_window: int = 200_000
     candles_kept_max: int = 24 * 60
     candles_snapshot_max: int = 60
     trades_snapshot_max: int = 50
@@ -99,7 +105,8 @@ class GatewayConfig:
             "pending_per_session_max", "subscriptions_per_session_max", "request_timeout_ms",
             "session_orders_max", "login_window_ms", "nonce_keep_ms", "nonce_prune_interval_ms",
             "heartbeat_interval_ms", "housekeeping_interval_ms", "command_queue_max",
-            "send_batch_max", "event_batch_max", "candles_kept_max", "candles_snapshot_max",
+            "send_batch_max", "event_batch_max", "event_check_window", "candles_kept_max",
+            "candles_snapshot_max",
             "trades_snapshot_max", "fills_snapshot_max", "key_cache_ttl_ms",
         )
         if not 0 <= self.port <= 65535:

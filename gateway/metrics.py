@@ -55,16 +55,20 @@ class GatewayMetrics:
         self.slow_consumers_dropped = gauge(
             "gpux_gateway_slow_consumers_dropped", "Connections dropped as slow consumers")
         self.event_seq = gauge("gpux_gateway_event_seq", "Seq of the last event applied")
+        self.events_repeated = gauge(
+            "gpux_gateway_events_repeated", "Events read again at a seq already applied (an "
+            "engine's aborted transaction written again), checked and dropped")
 
     def watch(self, connections: Callable[[], int], refused: Callable[[], int],
               queued: Callable[[], int], slow_dropped: Callable[[], int],
-              event_seq: Callable[[], int]) -> None:
+              event_seq: Callable[[], int], events_repeated: Callable[[], int]) -> None:
         """Read the gauges from the service's own state when scraped."""
         self.connections.set_function(connections)
         self.requests_refused.set_function(refused)
         self.commands_queued.set_function(queued)
         self.slow_consumers_dropped.set_function(slow_dropped)
         self.event_seq.set_function(event_seq)
+        self.events_repeated.set_function(events_repeated)
 
 
 class TimedCorrelator(Correlator):

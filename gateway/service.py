@@ -41,7 +41,7 @@ from gateway.config import GatewayConfig
 from gateway.core import GatewayCore, Submission
 from gateway.errors import AuthError, StoreError
 from gateway.metrics import CountingRateLimiter, GatewayMetrics, timed_correlator
-from protocol import decode_event
+from gateway.sequencer import EventSequencer
 from wsapi.errors import OVERLOADED, UNAVAILABLE, RequestError
 from wsapi.requests import Login, LoginWallet
 
@@ -267,6 +267,7 @@ class GatewayService:
             self._watch(metrics)
         self.ready = asyncio.Event()
         self.port: int | None = None
+        self.sequencer = EventSequencer(config.event_check_window)
         self.commands_topic = config.topic_namespace + COMMANDS_TOPIC
         self.events_topic = config.topic_namespace + EVENTS_TOPIC
         self._conn_ids = itertools.count(1)
@@ -281,6 +282,7 @@ class GatewayService:
             queued=self.sink.queue.qsize,
             slow_dropped=lambda: self.transport.slow_consumers_dropped,
             event_seq=lambda: self.core.projection.event_seq,
+            events_repeated=lambda: self.sequencer.duplicates,
         )
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -289,7 +291,8 @@ class GatewayService:
                                       TopicSpec(name=self.events_topic)])
         producer = self.log.producer()
         await producer.start()
-        consumer = self.log.consumer(self.events_topic, start="earliest")
+        consumer = self.log.consumer(self.events_topic, start="earliest",
+                                     isolation=self.config.events_isolation)
         await consumer.start()
         try:
             await self._catch_up(consumer)
@@ -305,7 +308,7 @@ class GatewayService:
         applied = 0
         while await consumer.position() < end:
             records = await consumer.getmany(self.config.event_batch_max, 500)
-            self.core.apply_events([decode_event(record.value) for record in records])
+            self.core.apply_events(self.sequencer.fresh(records))
             applied += len(records)
         log.info("caught up: %d events to seq %d in %.3f s", applied,
                  self.core.projection.event_seq, time.perf_counter() - started)
@@ -387,8 +390,8 @@ class GatewayService:
         transport = self.transport
         while True:
             records = await consumer.getmany(batch_max, EVENT_POLL_TIMEOUT_MS)
-            if records:
-                events = [decode_event(record.value) for record in records]
+            events = self.sequencer.fresh(records) if records else None
+            if events:
                 transport.cork()
                 try:
                     self.core.apply_events(events)

@@ -27,6 +27,11 @@ class EngineConfig:
     transactional_id: str = "gpux-engine"
     group_id: str = "gpux-engine"
     catch_up_batch_max: int = 10_000
+    # A transaction commits once open this long or holding this many commands (0 ms: after
+    # every batch). Readers of read_uncommitted events (the gateway) see a batch's events as
+    # soon as they are written; readers that move money wait for the commit.
+    commit_interval_ms: int = 0
+    commit_records_max: int = 20_000
     # Prefixed to both topic names, so several venues (or test runs) share one cluster.
     topic_namespace: str = ""
     core: str = "python"
@@ -42,7 +47,9 @@ class EngineConfig:
     def __post_init__(self) -> None:
         require_positive(
             self, "batch_size_max", "batch_interval_ms", "snapshot_every_commands",
-            "snapshots_kept_max", "catch_up_batch_max",
+            "snapshots_kept_max", "catch_up_batch_max", "commit_records_max",
         )
+        if self.commit_interval_ms < 0:
+            raise ValueError(f"commit_interval_ms must be >= 0, got {self.commit_interval_ms}")
         if self.core not in CORES:
             raise ValueError(f"core must be one of {CORES}, got {self.core!r}")

@@ -28,12 +28,12 @@ class EngineMetrics:
                                 registry=self.registry)
         self.events = Counter("gpux_engine_events", "Events published", registry=self.registry)
         self.batch_size = Histogram(
-            "gpux_engine_batch_size_commands", "Commands per transaction",
+            "gpux_engine_batch_size_commands", "Commands per batch",
             buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000),
             registry=self.registry,
         )
         self.batch_seconds = Histogram(
-            "gpux_engine_batch_seconds", "Apply plus transaction time of one batch",
+            "gpux_engine_batch_seconds", "Time the core took to apply one batch",
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2),
             registry=self.registry,
         )

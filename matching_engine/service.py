@@ -24,8 +24,8 @@ import time
 from collections.abc import Sequence
 
 from eventlog.errors import FencedError, LogError
-from eventlog.port import EventLog, Record, TopicSpec
-from eventlog.processor import ProcessorConfig, TransactionalProcessor
+from eventlog.port import Consumer, EventLog, Record, TopicSpec
+from eventlog.processor import BatchResult, ProcessorConfig, TransactionalProcessor
 from matching_engine.config import EngineConfig
 from matching_engine.core import Engine
 from matching_engine.cores import Core, PythonCore, new_core
@@ -40,6 +40,8 @@ __all__ = ["EngineService", "EngineSupervisor"]
 log = logging.getLogger("gpux.engine")
 
 TAIL_SCAN_OFFSETS = 256
+# A poll over a run of aborted records returns nothing but moves the position: wait little.
+TAIL_SCAN_POLL_MS = 50
 SNAPSHOT_WAIT_S = 60.0
 LAG_INTERVAL_S = 1.0
 
@@ -67,7 +69,6 @@ class EngineService:
         self._since_snapshot = 0
         # offset of the next command to apply: everything before it is committed
         self.next_offset = 0
-        self._batch_started = 0.0
         self.processor = TransactionalProcessor(
             event_log,
             ProcessorConfig(
@@ -75,6 +76,8 @@ class EngineService:
                 group_id=config.group_id, transactional_id=config.transactional_id,
                 batch_size_max=config.batch_size_max, batch_interval_ms=config.batch_interval_ms,
                 replay_batch_size_max=config.catch_up_batch_max,
+                commit_interval_ms=config.commit_interval_ms,
+                commit_records_max=config.commit_records_max,
             ),
             self._apply, after_commit=self._after_commit, on_idle=self._update_lag,
         )
@@ -138,53 +141,52 @@ class EngineService:
                  time.perf_counter() - caught_up)
 
     async def _last_committed_seq(self) -> int:
-        """Return the seq of the last committed event (0 for an empty event log)."""
-        end = await self.log.end_offset(self.config.events_topic)
-        start = end
-        while start > 0:
-            start = max(0, start - TAIL_SCAN_OFFSETS)
-            last = await self._last_record(start, end)
-            if last is not None:
-                return decode_event(last.value).seq
-        return 0
+        """Return the seq of the last committed event (0 for an empty event log).
 
-    async def _last_record(self, start: int, end: int) -> Record | None:
-        consumer = self.log.consumer(self.config.events_topic, start=start)
-        await consumer.start()
-        try:
-            last: Record | None = None
-            while await consumer.position() < end:
-                records = await consumer.getmany(TAIL_SCAN_OFFSETS, 1000)
-                if records:
-                    last = records[-1]
-            return last
-        finally:
-            await consumer.stop()
+        Reads back from the end in windows that double (256 offsets, then 512 before those,
+        ...) on one consumer: the tail can be a long run of a killed engine's aborted
+        records, which a read_committed reader skips.
+        """
+        end = await self.log.end_offset(self.config.events_topic)
+        if end == 0:
+            return 0
+        consumer = self.log.consumer(self.config.events_topic, start=end)
+        async with consumer:
+            window, stop = TAIL_SCAN_OFFSETS, end
+            while stop > 0:
+                start = max(0, stop - window)
+                last = await _last_record_before(consumer, start, stop)
+                if last is not None:
+                    return decode_event(last.value).seq
+                window, stop = window * 2, start
+        return 0
 
     def _apply(self, records: Sequence[Record]) -> list[bytes]:
         """The processor's transform: apply a batch of commands, return its events."""
-        self._batch_started = time.perf_counter()
+        started = time.perf_counter()
         stamp = stamp_ns(records[0].value)
         if stamp is not None:
             self.metrics.command_wait.observe(max(0, time.time_ns() - stamp) / 1e9)
-        return self.core.apply_records([record.value for record in records])
-
-    async def _after_commit(self, records: Sequence[Record], event_count: int) -> None:
-        next_offset = records[-1].offset + 1
-        self.next_offset = next_offset
-        self.stats.commands += len(records)
-        self.stats.events += event_count
-        self.stats.batches += 1
+        events = self.core.apply_records([record.value for record in records])
         metrics = self.metrics
-        metrics.commands.inc(len(records))
-        metrics.events.inc(event_count)
         metrics.batch_size.observe(len(records))
-        metrics.batch_seconds.observe(time.perf_counter() - self._batch_started)
+        metrics.batch_seconds.observe(time.perf_counter() - started)
+        self.stats.batches += 1
+        return events
+
+    async def _after_commit(self, committed: BatchResult) -> None:
+        """The committed offset has moved: count, refresh the gauges, snapshot when due."""
+        self.next_offset = committed.next_offset
+        self.stats.commands += committed.record_count
+        self.stats.events += committed.output_count
+        metrics = self.metrics
+        metrics.commands.inc(committed.record_count)
+        metrics.events.inc(committed.output_count)
         metrics.seq.set(self.core.seq)
         await self._update_lag()
-        self._since_snapshot += len(records)
+        self._since_snapshot += committed.record_count
         if self._since_snapshot >= self.config.snapshot_every_commands:
-            self.save_snapshot(next_offset)
+            self.save_snapshot(committed.next_offset)
 
     async def _update_lag(self) -> None:
         """Refresh the lag gauge at most once per LAG_INTERVAL_S (it costs a log request)."""
@@ -205,6 +207,17 @@ class EngineService:
             self._since_snapshot = 0
             log.info("snapshot at command offset %d (seq %d) forked in %.3f s", command_offset,
                      self.core.seq, time.perf_counter() - started)
+
+
+async def _last_record_before(consumer: Consumer, start: int, stop: int) -> Record | None:
+    """The last record `consumer` reads from `start` up to (not including) `stop`."""
+    consumer.seek(start)
+    last: Record | None = None
+    while await consumer.position() < stop:
+        for record in await consumer.getmany(TAIL_SCAN_OFFSETS, TAIL_SCAN_POLL_MS):
+            if record.offset < stop:
+                last = record
+    return last
 
 
 def is_retriable(error: BaseException) -> bool:

@@ -327,6 +327,69 @@ async def test_processor_failure_aborts_and_rewinds_to_the_committed_offset(
     assert await values_of(event_log, topic) == [b"C%d" % i for i in range(6)]
 
 
+async def test_processor_commits_on_its_cadence_and_a_failure_rewinds_to_the_last_commit(
+    event_log: EventLog, topic: str, name: Name
+) -> None:
+    """Batches of 3 in transactions of 6 records: nothing is committed after the first
+    batch; a failure in the fourth rewinds to offset 6, and the outputs of the aborted
+    transaction are written again, once, for read_committed readers."""
+    source = await source_holding(event_log, name, topic, [b"c%d" % i for i in range(12)])
+    group = name("group")
+    failing = {"transform": True}
+    committed: list[tuple[int, int]] = []
+
+    def transform(records: Sequence[Record]) -> list[bytes]:
+        if failing["transform"] and records[0].offset >= 9:
+            raise ValueError("transform failed")
+        return upper(records)
+
+    async def after_commit(batch: BatchResult) -> None:
+        committed.append((batch.first_offset, batch.next_offset))
+
+    config = ProcessorConfig(input_topic=source, output_topic=topic, group_id=group,
+                             transactional_id=name("tx"), batch_size_max=3,
+                             commit_interval_ms=3_600_000, commit_records_max=6)
+    processor = TransactionalProcessor(event_log, config, transform, after_commit=after_commit)
+    await processor.start()
+    await process_next_batch(processor)
+    assert processor.committed_offset == 0 and committed == []
+    await process_next_batch(processor)
+    assert processor.committed_offset == 6 and committed == [(0, 6)]
+    await process_next_batch(processor)  # 6..9, in a new transaction
+    with pytest.raises(ValueError, match="transform failed"):
+        await process_next_batch(processor)
+    assert processor.committed_offset == 6
+    await committed_settles_at(event_log, group, source, 6)
+
+    failing["transform"] = False
+    await process_until(processor, 12)
+    await processor.stop()
+
+    assert committed == [(0, 6), (6, 12)]
+    assert await values_of(event_log, topic) == [b"C%d" % i for i in range(12)]
+
+
+async def test_processor_run_commits_what_is_open_when_stopped(
+    event_log: EventLog, topic: str, name: Name
+) -> None:
+    source = await source_holding(event_log, name, topic, [b"c0", b"c1"])
+    group = name("group")
+    config = ProcessorConfig(input_topic=source, output_topic=topic, group_id=group,
+                             transactional_id=name("tx"), commit_interval_ms=3_600_000)
+    processor = TransactionalProcessor(event_log, config, upper)
+    await processor.start()
+    await process_next_batch(processor)
+    assert processor.committed_offset == 0
+    stop = asyncio.Event()
+    stop.set()
+    await processor.run(stop)
+    await processor.stop()
+
+    assert processor.committed_offset == 2
+    await committed_settles_at(event_log, group, source, 2)
+    assert await values_of(event_log, topic) == [b"C0", b"C1"]
+
+
 async def test_processor_write_failure_inside_the_transaction_leaves_nothing(
     event_log: EventLog, topic: str, name: Name
 ) -> None:

@@ -44,6 +44,11 @@ def start_engine(
         )
 
 
+def recoveries(log_path: Path) -> int:
+    """How many engines have logged their recovery so far."""
+    return log_path.read_text().count("recovered: snapshot at")
+
+
 async def committed(event_log: EventLog, group: str, topic: str) -> int:
     """The group's committed offset; 0 while the group coordinator is still coming up."""
     try:
@@ -74,8 +79,10 @@ async def test_engine_killed_repeatedly_publishes_exactly_the_replay(
         for kill in range(KILLS):
             progress = (kill + 1) * len(payloads) // (KILLS + 2)
 
-            async def reached(target: int = progress) -> bool:
-                return await committed(event_log, group, commands_topic) >= target
+            async def reached(target: int = progress, starts: int = kill + 1) -> bool:
+                """The engine started last has recovered, and the log is at `target`."""
+                return (recoveries(log_path) >= starts
+                        and await committed(event_log, group, commands_topic) >= target)
 
             await eventually(reached, timeout_s=120, message=f"engine reached offset {progress}")
             await asyncio.sleep(rng.uniform(0, 0.05))
@@ -85,7 +92,9 @@ async def test_engine_killed_repeatedly_publishes_exactly_the_replay(
         await feeder
 
         async def done() -> bool:
-            return await committed(event_log, group, commands_topic) >= len(payloads)
+            """Every command committed, by an engine that recovered after the last kill."""
+            return recoveries(log_path) >= KILLS + 1 and await committed(
+                event_log, group, commands_topic) >= len(payloads)
 
         await eventually(done, timeout_s=180, message="engine applied every command")
         engine.send_signal(signal.SIGTERM)
@@ -104,4 +113,4 @@ async def test_engine_killed_repeatedly_publishes_exactly_the_replay(
     assert seqs == list(range(1, len(seqs) + 1)), "event seq has a gap or a duplicate"
     assert len(events) == len(replayed)
     assert events == replayed, f"event log differs from replay; engine log: {log_path}"
-    assert log_path.read_text().count("recovered: snapshot at") >= KILLS + 1
+    assert recoveries(log_path) == KILLS + 1

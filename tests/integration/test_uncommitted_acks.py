@@ -1,0 +1,81 @@
+"""Events read before the engine commits them, on real Kafka: what a gateway reads
+read_uncommitted before an engine crash is, seq for seq and byte for byte, what the
+restarted engine commits; the gateway's sequencer drops the copies and finds no divergence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+from eventlog.kafka import KafkaLog
+from eventlog.port import Record, TopicSpec
+from gateway.sequencer import EventSequencer
+from matching_engine.config import EngineConfig
+from matching_engine.service import EngineService
+from matching_engine.workload import Workload
+from protocol import encode
+from tests.helpers import eventually, feed, read_topic
+
+READY_TIMEOUT_S = 60
+
+
+async def read_uncommitted(event_log: KafkaLog, topic: str) -> list[bytes]:
+    """Every record of the partition as a read_uncommitted reader sees it (aborted ones too)."""
+    end = await event_log.end_offset(topic, isolation="read_uncommitted")
+    values: list[bytes] = []
+    async with event_log.consumer(topic, start="earliest",
+                                  isolation="read_uncommitted") as consumer:
+        while await consumer.position() < end:
+            values += [record.value for record in await consumer.getmany(1000, 500)]
+    return values
+
+
+async def test_events_read_before_an_engine_crash_are_what_the_restarted_engine_commits(
+    kafka_log: KafkaLog, namespace: str
+) -> None:
+    config = EngineConfig(topic_namespace=namespace, transactional_id=f"{namespace}engine",
+                          group_id=f"{namespace}engine", commit_interval_ms=3_600_000,
+                          commit_records_max=1_000_000)
+    await kafka_log.create_topics([TopicSpec(name=config.commands_topic),
+                                   TopicSpec(name=config.events_topic)])
+    workload = Workload(instruments=2, accounts=8, seed=3)
+    commands = [encode(c) for c in [*workload.setup(), *workload.flow(400)]]
+
+    crashed = EngineService(kafka_log, config)
+    task = asyncio.create_task(crashed.run(asyncio.Event()))
+    await asyncio.wait_for(crashed.ready.wait(), READY_TIMEOUT_S)
+    await feed(kafka_log, config.commands_topic, commands)
+    seen_before: list[bytes] = []
+
+    async def all_events_visible_uncommitted() -> bool:
+        seen_before[:] = await read_uncommitted(kafka_log, config.events_topic)
+        return len(seen_before) >= crashed.core.seq > 0
+
+    await eventually(all_events_visible_uncommitted, timeout_s=60,
+                     message="the crashing engine's events, read uncommitted")
+    assert await kafka_log.committed_offset(config.group_id, config.commands_topic) is None
+    task.cancel()  # no commit: the transaction stays open until the next engine fences it
+    await asyncio.gather(task, return_exceptions=True)
+
+    restarted = EngineService(kafka_log, dataclasses.replace(config, commit_interval_ms=0))
+    stop = asyncio.Event()
+    task = asyncio.create_task(restarted.run(stop))
+    await asyncio.wait_for(restarted.ready.wait(), READY_TIMEOUT_S)
+    assert restarted.stats.recovered_commands == 0  # nothing was committed: all again
+
+    async def committed_all() -> bool:
+        return restarted.next_offset == len(commands)
+
+    await eventually(committed_all, timeout_s=60, message="the restarted engine's commit")
+    stop.set()
+    await task
+
+    committed = await read_topic(kafka_log, config.events_topic)
+    assert committed[:len(seen_before)] == seen_before  # the replies given were the truth
+    everything = await read_uncommitted(kafka_log, config.events_topic)
+    sequencer = EventSequencer(window=100_000)
+    applied = sequencer.fresh([Record(config.events_topic, 0, offset, None, value)
+                               for offset, value in enumerate(everything)])
+    assert [encode(event) for event in applied] == committed
+    assert sequencer.duplicates == len(seen_before)
