@@ -23,8 +23,8 @@ from eventlog.flags import LogFlagsError, add_log_flags, open_log_from
 from gateway.config import ROLES, GatewayConfig
 
 SUBCOMMANDS = ("serve", "migrate", "add-key", "set-role")
-# A read_committed fetch is not woken when a transaction commits, only when data arrives
-# or the wait ends: keep the wait short, or every reply can wait that long.
+# A fetch is woken when data arrives; one of read_committed events (--events-isolation) is
+# not woken when a transaction commits, only by data or the end of the wait: keep it short.
 KAFKA_FETCH_MAX_WAIT_MS = 5
 _DEFAULTS = GatewayConfig()
 DEV_DATA_DIR = Path("var/dev")
@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
                            default=getattr(_DEFAULTS, name))
     serve.add_argument("--fetch-max-wait-ms", type=int, default=KAFKA_FETCH_MAX_WAIT_MS,
                        help="how long a Kafka fetch of events may wait for data")
+    serve.add_argument("--events-isolation", choices=("read_uncommitted", "read_committed"),
+                       default=_DEFAULTS.events_isolation,
+                       help="read events before the engine commits them (replies do not wait "
+                            "for the commit; docs/exactly-once.md) or only after")
     serve.add_argument("--metrics-port", type=int, default=-1,
                        help="serve /metrics and /healthz here (0: any free port; default off)")
     migrate = commands.add_parser("migrate", help="create or upgrade the gateway schema")
@@ -161,7 +165,7 @@ async def _set_role(database_url: str, account: str, role: str) -> int:
 def _serve(args: argparse.Namespace) -> int:
     config = GatewayConfig(
         host=args.host, port=args.port, topic_namespace=args.topic_namespace,
-        gateway_id=args.gateway_id,
+        gateway_id=args.gateway_id, events_isolation=args.events_isolation,
         clock_interval_ms=args.clock_interval_ms if args.clock else None,
         **{name: getattr(args, name) for name in LIMIT_FLAGS},
     )
