@@ -12,11 +12,14 @@ Under that load each part is SIGKILLed and restarted in turn: engine, ledger pro
 settlement, gateway, then the Kafka broker, PostgreSQL, and the chain node (restarted with
 its chain; its mempool is lost). After each fault the suite waits (bounded) until the venue
 works end to end again: orders answered, the ledger caught up, new trades settled on
-chain, a new deposit credited. Two things an operator would do are done and reported
-rather than hidden: a service that dies by itself is restarted by a watchdog (compose's
-`restart: unless-stopped`), and a broker that comes back from its SIGKILL wedged is
-restarted once more (see `rescued_after_broker_fault`). With GPUX_CHAOS_STRICT=1 either
-fails the test.
+chain, a new deposit credited. Last, the engine is SIGKILLed again and again at random
+points (3 times at CI size, 20 at full size) and restarted at once: the gateway answers
+orders from events the engine has not committed yet (docs/exactly-once.md), so a kill can
+abort events clients were told about, which the restarted engine must write again. Two
+things an operator would do are done and reported rather than hidden: a service that dies
+by itself is restarted by a watchdog (compose's `restart: unless-stopped`), and a broker
+that comes back from its SIGKILL wedged is restarted once more (see
+`rescued_after_broker_fault`). With GPUX_CHAOS_STRICT=1 either fails the test.
 
 Then the load stops, everything drains, and `tests/chaos/audit.py` checks the logs, the
 three-way reconciliation (engine replay == ledger == Vault), settlement exactly once, every
@@ -35,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -70,6 +74,7 @@ class ChaosSize:
     snapshot_every_commands: int
     recovery_timeout_s: float
     broker_wedge_timeout_s: float  # after this, a broker that came back wedged is restarted
+    engine_kills: int  # SIGKILLs of the engine at random points, restarted at once
     timeout_s: int  # the whole test
 
 
@@ -77,12 +82,13 @@ SIZES = {
     "ci": ChaosSize("ci", wallets=4, sessions_per_wallet=2, instruments=2, rounds=1,
                     trader_interval_s=0.05, deposit_interval_s=0.5, withdraw_interval_s=0.5,
                     answers_per_phase=150, fault_duration_s=1.0, snapshot_every_commands=60,
-                    recovery_timeout_s=120.0, broker_wedge_timeout_s=60.0, timeout_s=600),
+                    recovery_timeout_s=120.0, broker_wedge_timeout_s=60.0, engine_kills=3,
+                    timeout_s=600),
     "full": ChaosSize("full", wallets=12, sessions_per_wallet=3, instruments=4, rounds=3,
                       trader_interval_s=0.02, deposit_interval_s=0.3, withdraw_interval_s=0.2,
                       answers_per_phase=2000, fault_duration_s=3.0,
                       snapshot_every_commands=1000, recovery_timeout_s=240.0,
-                      broker_wedge_timeout_s=90.0, timeout_s=3600),
+                      broker_wedge_timeout_s=90.0, engine_kills=20, timeout_s=3600),
 }
 SIZE_NAME = os.environ.get("GPUX_CHAOS_SIZE", "").strip() or "ci"
 if SIZE_NAME not in SIZES:
@@ -288,6 +294,29 @@ async def exercise(run: Run, stop_load: asyncio.Event, load: list[asyncio.Task[N
             await timed(run, f"{run.phase} recovered",
                         lambda recover=recover: recover(run, size.recovery_timeout_s),
                         answered=run.stats.answered, seq=tail.seq)
+    run.phase = "engine kills"
+    await kill_engine_repeatedly(run, size.engine_kills)
+    await timed(run, "engine kills recovered",
+                lambda: works_end_to_end(run, size.recovery_timeout_s),
+                answered=run.stats.answered, seq=tail.seq)
+
+
+async def kill_engine_repeatedly(run: Run, kills: int) -> None:
+    """SIGKILL the engine `kills` times at random points of the load, each time restarted at
+    once: the gateway has answered orders from events the engine had not committed yet
+    (docs/exactly-once.md), which the audit then finds in the committed log."""
+    engine, rng = run.venue.engine, random.Random(kills)
+    assert engine is not None and run.watchdog is not None
+    for kill in range(1, kills + 1):
+        await asyncio.sleep(rng.uniform(0.05, 0.5))
+        async with run.watchdog.held(engine):
+            await timed(run, f"engine kill {kill} of {kills}", lambda: asyncio.to_thread(
+                restarted_after_sigkill, engine))
+
+
+def restarted_after_sigkill(service: Service) -> None:
+    service.kill()
+    service.restart()
 
 
 async def run_and_audit(run: Run, result_path: Path) -> None:
