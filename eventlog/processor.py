@@ -5,8 +5,8 @@ Each step takes the records read ahead while the previous batch was written (at 
 `batch_size_max`, waiting at most `batch_interval_ms` for the first), calls the transform
 and writes its outputs to `output_topic` at once, inside the open transaction. The
 transaction commits, with the consumer group's next offset, on its own cadence: when it has
-been open `commit_interval_ms` or holds `commit_records_max` input records (0 ms: after
-every batch). Either a transaction's outputs and offset both become visible to
+been open `commit_interval_ms` or holds `commit_records_max` input records or
+`commit_outputs_max` outputs (0 ms: after every batch). Either a transaction's outputs and offset both become visible to
 read_committed readers or neither does, so a crash anywhere loses nothing and duplicates
 nothing for them. A read_uncommitted reader sees outputs before their commit; when the
 transform is a deterministic function of the input (the engine is), a crash's aborted
@@ -26,7 +26,9 @@ has seen by its own sequence numbers (docs/exactly-once.md). Its life cycle:
    open when `stop` is set.
 
 On a failure the open transaction is aborted, the read-ahead dropped and the consumer
-rewound to the committed offset; then the error propagates. The transform has changed the
+rewound to the committed offset; then the error propagates. When the transform itself
+refuses a batch, the batches before it in the open transaction are committed first: their
+outputs may have been read already, and they are sound. The transform has changed the
 caller's state past that offset, so the caller recovers by rebuilding its state (snapshot
 plus `replay`) before processing again. After `FencedError` another instance owns the
 work: stop, never retry.
@@ -35,6 +37,7 @@ work: stop, never retry.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -46,6 +49,8 @@ from eventlog.reading import for_each_batch_until
 from runtime.config import require_positive
 
 __all__ = ["BatchResult", "ProcessorConfig", "TransactionalProcessor", "Transform"]
+
+log = logging.getLogger("gpux.eventlog.processor")
 
 Transform = Callable[[Sequence[Record]], Sequence[bytes]]
 AfterCommit = Callable[["BatchResult"], Awaitable[None]]
@@ -72,6 +77,8 @@ class ProcessorConfig:
     replay_timeout_s: float = 3600.0
     commit_interval_ms: int = 0  # 0: commit after every batch
     commit_records_max: int = 100_000
+    # Bounds the outputs a crash can abort, which read_uncommitted readers must check again.
+    commit_outputs_max: int = 100_000
 
     def __post_init__(self) -> None:
         names = (self.input_topic, self.output_topic, self.group_id, self.transactional_id)
@@ -171,9 +178,13 @@ class TransactionalProcessor:
                     await self._commit(producer)
                 await self._on_idle()
                 return None
-            outputs = self._transform(records)
-            if len(outputs) > config.outputs_max:
-                raise LogError(f"transform made {len(outputs)} outputs, over outputs_max")
+            try:
+                outputs = self._transform(records)
+                if len(outputs) > config.outputs_max:
+                    raise LogError(f"transform made {len(outputs)} outputs, over outputs_max")
+            except Exception:
+                await self._commit_before_failed_batch(producer)
+                raise
             batch = BatchResult(records[0].offset, records[-1].offset + 1, len(records),
                                 len(outputs))
             await self._send(producer, outputs)
@@ -198,7 +209,8 @@ class TransactionalProcessor:
                 raise
 
     async def stop(self) -> None:
-        """Stop reading and the producer; an open transaction is aborted by the broker."""
+        """Stop reading and the producer, aborting a transaction still open (else the broker
+        would hold readers of committed data back until its transaction timeout)."""
         reader, consumer, producer = self._reader, self._consumer, self._producer
         self._reader = self._consumer = None
         if reader is not None:
@@ -206,6 +218,13 @@ class TransactionalProcessor:
         if consumer is not None:
             await consumer.stop()
         if producer is not None:
+            if self._in_transaction:
+                self._in_transaction = False
+                self._open = None
+                try:
+                    await producer.abort()
+                except LogError as error:
+                    log.warning("aborting the open transaction on stop failed: %s", error)
             await producer.stop()
 
     async def _start_reading(self) -> ReadAhead:
@@ -237,9 +256,17 @@ class TransactionalProcessor:
         config = self.config
         return open_batches is not None and (
             open_batches.record_count >= config.commit_records_max
+            or open_batches.output_count >= config.commit_outputs_max
             or time.monotonic() - self._opened_at_s >= config.commit_interval_ms / 1000)
 
-    async def _commit(self, producer: Producer) -> None:
+    async def _commit_before_failed_batch(self, producer: Producer) -> None:
+        """The transform refused a batch: commit the batches before it, whose outputs readers
+        may already have seen, without `after_commit` (the caller's state is part way into
+        the refused batch: nothing may be taken from it now)."""
+        if self._open is not None:
+            await self._commit(producer, notify=False)
+
+    async def _commit(self, producer: Producer, *, notify: bool = True) -> None:
         """Commit the open transaction with the group's next offset; then `after_commit`."""
         committed = self._open
         assert committed is not None
@@ -251,7 +278,8 @@ class TransactionalProcessor:
         self._in_transaction = False
         self._open = None
         self.committed_offset = committed.next_offset
-        await self._after_commit(committed)
+        if notify:
+            await self._after_commit(committed)
 
     async def _abort_and_rewind(self, producer: Producer, cause: BaseException) -> None:
         """After `cause`: abort the open transaction (a failed abort is noted on `cause`)

@@ -84,9 +84,11 @@ class GatewayConfig:
     command_queue_max: int = 10_000
     send_batch_max: int = 1_000
     event_batch_max: int = 5_000
-    # Events are read before the engine commits them (acknowledgements do not wait for the
-    # commit); a copy of a seq already applied, written again after an engine restart, is
-    # checked against the last `event_check_window` seqs and dropped (gateway.sequencer).
+    # Live events are read before the engine commits them (acknowledgements do not wait for
+    # the commit; a start catches up on committed events only); a copy of a seq already
+    # applied, written again after an engine restart, is checked against the last
+    # `event_check_window` seqs and dropped (gateway.sequencer). The engine bounds what one
+    # crash can abort well inside it (EngineConfig.commit_events_max).
     events_isolation: Isolation = "read_uncommitted"
     event_check_window: int = 200_000
     candles_kept_max: int = 24 * 60

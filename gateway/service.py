@@ -291,27 +291,34 @@ class GatewayService:
                                       TopicSpec(name=self.events_topic)])
         producer = self.log.producer()
         await producer.start()
-        consumer = self.log.consumer(self.events_topic, start="earliest",
-                                     isolation=self.config.events_isolation)
-        await consumer.start()
         try:
-            await self._catch_up(consumer)
-            await self._serve(producer, consumer, stop)
+            position = await self._catch_up()
+            consumer = self.log.consumer(self.events_topic, start=position,
+                                         isolation=self.config.events_isolation)
+            async with consumer:
+                await self._serve(producer, consumer, stop)
         finally:
-            await consumer.stop()
             await producer.stop()
 
-    async def _catch_up(self, consumer: Consumer) -> None:
-        """Rebuild the projection from the start of the events topic before serving."""
+    async def _catch_up(self) -> int:
+        """Rebuild the projection from the committed events before serving; return the
+        offset the live reading goes on from. The past is read committed: an aborted copy
+        of an event, kept in the topic for good, never has to be checked again on a start
+        (no client of this gateway has been told of it)."""
         started = time.perf_counter()
-        end = await consumer.end_offset()
         applied = 0
-        while await consumer.position() < end:
-            records = await consumer.getmany(self.config.event_batch_max, 500)
-            self.core.apply_events(self.sequencer.fresh(records))
-            applied += len(records)
+        async with self.log.consumer(self.events_topic, start="earliest",
+                                     isolation="read_committed") as consumer:
+            end = await consumer.end_offset()
+            while await consumer.position() < end:
+                records = await consumer.getmany(self.config.event_batch_max, 500)
+                events = self.sequencer.fresh(records)
+                self.core.apply_events(events)
+                applied += len(events)
+            position = await consumer.position()
         log.info("caught up: %d events to seq %d in %.3f s", applied,
                  self.core.projection.event_seq, time.perf_counter() - started)
+        return position
 
     async def _serve(self, producer: Producer, consumer: Consumer, stop: asyncio.Event) -> None:
         tasks = [

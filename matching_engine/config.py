@@ -32,6 +32,8 @@ class EngineConfig:
     # soon as they are written; readers that move money wait for the commit.
     commit_interval_ms: int = 0
     commit_records_max: int = 20_000
+    # Events a crash may abort, bounded well inside the gateway's check window (200,000).
+    commit_events_max: int = 50_000
     # Prefixed to both topic names, so several venues (or test runs) share one cluster.
     topic_namespace: str = ""
     core: str = "python"
@@ -48,6 +50,7 @@ class EngineConfig:
         require_positive(
             self, "batch_size_max", "batch_interval_ms", "snapshot_every_commands",
             "snapshots_kept_max", "catch_up_batch_max", "commit_records_max",
+            "commit_events_max",
         )
         if self.commit_interval_ms < 0:
             raise ValueError(f"commit_interval_ms must be >= 0, got {self.commit_interval_ms}")

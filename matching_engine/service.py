@@ -78,6 +78,7 @@ class EngineService:
                 replay_batch_size_max=config.catch_up_batch_max,
                 commit_interval_ms=config.commit_interval_ms,
                 commit_records_max=config.commit_records_max,
+                commit_outputs_max=config.commit_events_max,
             ),
             self._apply, after_commit=self._after_commit, on_idle=self._update_lag,
         )
@@ -189,12 +190,17 @@ class EngineService:
             self.save_snapshot(committed.next_offset)
 
     async def _update_lag(self) -> None:
-        """Refresh the lag gauge at most once per LAG_INTERVAL_S (it costs a log request)."""
+        """Refresh the lag gauge at most once per LAG_INTERVAL_S (it costs a log request);
+        a failed request only leaves the gauge as it was."""
         now = time.monotonic()
         if now - self._lag_checked_at < LAG_INTERVAL_S:
             return
         self._lag_checked_at = now
-        end = await self.log.end_offset(self.config.commands_topic)
+        try:
+            end = await self.log.end_offset(self.config.commands_topic)
+        except LogError as error:
+            log.warning("lag gauge not refreshed: %s", error)
+            return
         self.metrics.lag.set(max(0, end - self.next_offset))
 
     def save_snapshot(self, command_offset: int) -> None:
