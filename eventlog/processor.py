@@ -6,12 +6,13 @@ Each step takes the records read ahead while the previous batch was written (at 
 and writes its outputs to `output_topic` at once, inside the open transaction. The
 transaction commits, with the consumer group's next offset, on its own cadence: when it has
 been open `commit_interval_ms` or holds `commit_records_max` input records or
-`commit_outputs_max` outputs (0 ms: after every batch). Either a transaction's outputs and offset both become visible to
-read_committed readers or neither does, so a crash anywhere loses nothing and duplicates
-nothing for them. A read_uncommitted reader sees outputs before their commit; when the
-transform is a deterministic function of the input (the engine is), a crash's aborted
-outputs are written again, byte for byte, after recovery, so such a reader drops what it
-has seen by its own sequence numbers (docs/exactly-once.md). Its life cycle:
+`commit_outputs_max` outputs (0 ms: after every batch). Either a transaction's outputs and
+offset both become visible to read_committed readers or neither does, so a crash anywhere
+loses nothing and duplicates nothing for them. A read_uncommitted reader sees outputs
+before their commit; when the transform is a deterministic function of the input (the
+engine is), a crash's aborted outputs are written again, byte for byte, after recovery, so
+such a reader drops what it has seen by its own sequence numbers (docs/exactly-once.md).
+Its life cycle:
 
 1. `start()` starts the transactional producer first, which fences any older instance and
    completes the transaction it left open, and only then reads the committed offset: read
