@@ -9,6 +9,7 @@ Import the port from here; import an adapter from its module (`eventlog.kafka`,
 | `processor` | the one consume-transform-produce loop, exactly once (the engine runs it) |
 | `readahead`, `reading` | reading on while a batch commits; reading up to an offset |
 | `memory` | a read-only log over records in memory, for benchmarks and tests |
+| `lag` | a reader's lag behind a partition's end, for a gauge |
 | `kafka`, `kafka_clients`, `kafka_support` | the Kafka adapter (aiokafka) |
 | `embedded`, `embedded_clients`, `embedded_store`, `frames` | the embedded file log |
 | `flags` | the log from the command line, one way for every service |

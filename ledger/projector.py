@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 
 from eventlog.errors import LogError
+from eventlog.lag import LagGauge
 from eventlog.port import EVENTS_TOPIC, Consumer, EventLog, Record, TopicSpec
 from ledger.errors import ConnectionLostError, LedgerError
 from ledger.journal import JournalBatch, JournalBuilder
@@ -111,7 +112,7 @@ class Projector:
         self.position: Position | None = None  # as stored by the last committed batch
         self._connections: list[asyncpg.Connection] = []
         self._ended = False
-        self._lag_checked_at = -LAG_INTERVAL_S
+        self.lag = LagGauge(event_log, config.events_topic, self.metrics.lag, LAG_INTERVAL_S)
 
     def healthy(self) -> bool:
         """Tell whether the projector runs: resumed, not ended, its connections all open."""
@@ -207,19 +208,9 @@ class Projector:
                                       "connections closed while waiting for events")
 
     async def _refresh_lag(self) -> None:
-        """Set the lag gauge, at most once per LAG_INTERVAL_S: the log's end minus the offset
-        after the last committed batch. A log that does not answer leaves it as it was (the
-        reading that follows meets the failure, if it lasts)."""
-        now = time.monotonic()
-        if now - self._lag_checked_at < LAG_INTERVAL_S or self.position is None:
-            return
-        self._lag_checked_at = now
-        try:
-            end = await self.log.end_offset(self.config.events_topic)
-        except LogError as error:
-            log.debug("lag not refreshed: %s", error)
-            return
-        self.metrics.lag.set(max(0, end - self.position.next_offset))
+        """The lag gauge: the log's end minus the offset after the last committed batch."""
+        if self.position is not None:
+            await self.lag.refresh(self.position.next_offset)
 
     async def _build(self, builder: JournalBuilder, records: list[Record]) -> JournalBatch:
         """Build one batch in slices, yielding between them so the writer's COPY flows."""

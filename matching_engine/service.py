@@ -24,6 +24,7 @@ import time
 from collections.abc import Sequence
 
 from eventlog.errors import FencedError, LogError
+from eventlog.lag import LagGauge
 from eventlog.port import Consumer, EventLog, Record, TopicSpec
 from eventlog.processor import BatchResult, ProcessorConfig, TransactionalProcessor
 from matching_engine.config import EngineConfig
@@ -55,7 +56,7 @@ class EngineService:
         self.log = event_log
         self.config = config
         self.metrics = metrics or EngineMetrics()
-        self._lag_checked_at = 0.0
+        self.lag = LagGauge(event_log, config.commands_topic, self.metrics.lag, LAG_INTERVAL_S)
         self.snapshots = (
             SnapshotStore(config.snapshot_dir, config.snapshots_kept_max)
             if config.snapshot_dir is not None else None
@@ -190,18 +191,7 @@ class EngineService:
             self.save_snapshot(committed.next_offset)
 
     async def _update_lag(self) -> None:
-        """Refresh the lag gauge at most once per LAG_INTERVAL_S (it costs a log request);
-        a failed request only leaves the gauge as it was."""
-        now = time.monotonic()
-        if now - self._lag_checked_at < LAG_INTERVAL_S:
-            return
-        self._lag_checked_at = now
-        try:
-            end = await self.log.end_offset(self.config.commands_topic)
-        except LogError as error:
-            log.warning("lag gauge not refreshed: %s", error)
-            return
-        self.metrics.lag.set(max(0, end - self.next_offset))
+        await self.lag.refresh(self.next_offset)
 
     def save_snapshot(self, command_offset: int) -> None:
         """Start writing the state as of `command_offset` (all commands before it applied)
