@@ -132,8 +132,7 @@ class TransactionalProcessor:
         self._producer: Producer | None = None
         self._consumer: Consumer | None = None
         self._reader: ReadAhead | None = None
-        self._in_transaction = False
-        self._open: BatchResult | None = None  # what the open transaction holds
+        self._open: BatchResult | None = None  # what the open transaction holds; None: none
         self._opened_at_s = 0.0
 
     async def start(self) -> int:
@@ -188,8 +187,7 @@ class TransactionalProcessor:
                 raise
             batch = BatchResult(records[0].offset, records[-1].offset + 1, len(records),
                                 len(outputs))
-            await self._send(producer, outputs)
-            self._open = _joined(self._open, batch)
+            await self._send(producer, batch, outputs)
             if self._commit_due():
                 await self._commit(producer)
         except BaseException as error:
@@ -219,13 +217,9 @@ class TransactionalProcessor:
         if consumer is not None:
             await consumer.stop()
         if producer is not None:
-            if self._in_transaction:
-                self._in_transaction = False
-                self._open = None
-                try:
-                    await producer.abort()
-                except LogError as error:
-                    log.warning("aborting the open transaction on stop failed: %s", error)
+            abort_error = await self._abort(producer)
+            if abort_error is not None:
+                log.warning("aborting the open transaction on stop failed: %s", abort_error)
             await producer.stop()
 
     async def _start_reading(self) -> ReadAhead:
@@ -240,13 +234,14 @@ class TransactionalProcessor:
         await reader.start()
         return reader
 
-    async def _send(self, producer: Producer, outputs: Sequence[bytes]) -> None:
-        """Write `outputs` in the open transaction, opening one if none is."""
+    async def _send(self, producer: Producer, batch: BatchResult, outputs: Sequence[bytes]
+                    ) -> None:
+        """Write `batch`'s `outputs` in the open transaction, opening one if none is."""
         config = self.config
-        if not self._in_transaction:
+        if self._open is None:
             await producer.begin()
-            self._in_transaction = True
             self._opened_at_s = time.monotonic()
+        self._open = _joined(self._open, batch)
         for start in range(0, len(outputs), SEND_CHUNK_SIZE_MAX):
             await producer.send_batch(config.output_topic,
                                       outputs[start:start + SEND_CHUNK_SIZE_MAX],
@@ -276,7 +271,6 @@ class TransactionalProcessor:
             config.group_id,
             {(config.input_topic, config.input_partition): committed.next_offset})
         await producer.commit()
-        self._in_transaction = False
         self._open = None
         self.committed_offset = committed.next_offset
         if notify:
@@ -285,15 +279,22 @@ class TransactionalProcessor:
     async def _abort_and_rewind(self, producer: Producer, cause: BaseException) -> None:
         """After `cause`: abort the open transaction (a failed abort is noted on `cause`)
         and read again from the committed offset."""
-        self._open = None
-        if self._in_transaction:
-            self._in_transaction = False
-            try:
-                await producer.abort()
-            except LogError as abort_error:
-                cause.add_note(f"aborting the transaction also failed: {abort_error!r}")
+        abort_error = await self._abort(producer)
+        if abort_error is not None:
+            cause.add_note(f"aborting the transaction also failed: {abort_error!r}")
         _, committed = self._running()
         await self._rewind(committed)
+
+    async def _abort(self, producer: Producer) -> LogError | None:
+        """Abort the open transaction, if one is; return the abort's own failure."""
+        if self._open is None:
+            return None
+        self._open = None
+        try:
+            await producer.abort()
+        except LogError as error:
+            return error
+        return None
 
     async def _rewind(self, offset: int) -> None:
         """Drop what was read ahead and read again from `offset` (the committed offset)."""

@@ -68,8 +68,6 @@ class EngineService:
         self.stats = EngineStats()
         self.ready = asyncio.Event()
         self._since_snapshot = 0
-        # offset of the next command to apply: everything before it is committed
-        self.next_offset = 0
         self.processor = TransactionalProcessor(
             event_log,
             ProcessorConfig(
@@ -91,6 +89,11 @@ class EngineService:
         if not isinstance(self.core, PythonCore):
             raise TypeError(f"the {self.core.name} core has no Python Engine to read")
         return self.core.engine
+
+    @property
+    def next_offset(self) -> int:
+        """The offset of the next command to apply: everything before it is committed."""
+        return self.processor.committed_offset or 0
 
     def healthy(self) -> bool:
         """Tell whether the service has recovered and serves."""
@@ -132,7 +135,6 @@ class EngineService:
                 f"{self.core.seq}, but the event log ends at seq {last_seq}"
             )
         self.stats.recovered_commands = replayed
-        self.next_offset = committed
         self.metrics.recovery_seconds.set(time.perf_counter() - started)
         self.metrics.seq.set(self.core.seq)
         self.stats.recovery_s = time.perf_counter() - started
@@ -178,7 +180,6 @@ class EngineService:
 
     async def _after_commit(self, committed: BatchResult) -> None:
         """The committed offset has moved: count, refresh the gauges, snapshot when due."""
-        self.next_offset = committed.next_offset
         self.stats.commands += committed.record_count
         self.stats.events += committed.output_count
         metrics = self.metrics
