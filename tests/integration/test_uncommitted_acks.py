@@ -13,6 +13,7 @@ import pytest
 
 from eventlog.kafka import KafkaLog
 from eventlog.port import Isolation, Record, TopicSpec
+from eventlog.reading import read_until
 from gateway.sequencer import EventSequencer
 from matching_engine.config import EngineConfig
 from matching_engine.service import EngineService
@@ -27,12 +28,8 @@ async def read_now(event_log: KafkaLog, topic: str, isolation: Isolation) -> lis
     """Every record of the partition a reader at `isolation` sees now, not waiting for open
     transactions (read_uncommitted: aborted ones too)."""
     end = await event_log.end_offset(topic, isolation=isolation)
-    values: list[bytes] = []
     async with event_log.consumer(topic, start="earliest", isolation=isolation) as consumer:
-        while await consumer.position() < end:
-            values += [record.value for record in await consumer.getmany(1000, 500)
-                       if record.offset < end]
-    return values
+        return [record.value for record in await read_until(consumer, end)]
 
 
 @pytest.mark.parametrize("snapshots", [False, True], ids=["replay", "snapshot"])
