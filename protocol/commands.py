@@ -33,6 +33,8 @@ CancelReason = Literal["user", "disconnect"]
 MassCancelReason = Literal["mass_cancel", "disconnect", "dead_man_switch"]
 
 USDC: Final = "USDC"
+EVIDENCE_MAX_LENGTH: Final = 128
+PPM: Final = 1_000_000  # delivered_ppm of a whole delivery
 FEE_ACCOUNT: Final = "fees"
 
 
@@ -52,6 +54,8 @@ class ListInstrument(Command, tag="list_instrument", frozen=True, kw_only=True):
     max_order_quantity: MaxOrderQuantity
     maker_fee_bps: NonNegativeInt
     taker_fee_bps: NonNegativeInt
+    # v2, Delivery: a deliverable instrument's bond per GPU-hour, a USDC amount (>= 0)
+    bond_per_gpu_hour: str | None = None
 
 
 class Deposit(Command, tag="deposit", frozen=True, kw_only=True):
@@ -104,13 +108,33 @@ class Tick(Command, tag="tick", frozen=True, kw_only=True):
     pass
 
 
+class IssueCapacity(Command, tag="issue_capacity", frozen=True, kw_only=True):
+    """v2, Delivery: an operator bonds `quantity` GPU-hours of a node and gets the tokens."""
+
+    account: Identifier
+    issue_id: Identifier
+    instrument: str
+    node_id: Identifier
+    quantity: int
+
+
+class DeliveryReport(Command, tag="delivery_report", frozen=True, kw_only=True):
+    """v2, Delivery: the delivery service's measure of one assignment (issue, holder)."""
+
+    issue_id: Identifier
+    holder: Identifier
+    delivered_ppm: int
+    evidence: Annotated[str, msgspec.Meta(max_length=EVIDENCE_MAX_LENGTH)] | None = None
+
+
 AnyCommand = (
     ListInstrument | Deposit | Withdraw | NewOrder | CancelOrder | AmendOrder | MassCancel | Tick
+    | IssueCapacity | DeliveryReport
 )
 COMMAND_TYPES: Final[dict[str, type[Command]]] = {
     cls.__struct_config__.tag: cls  # type: ignore[misc]
     for cls in (ListInstrument, Deposit, Withdraw, NewOrder, CancelOrder, AmendOrder,
-                MassCancel, Tick)
+                MassCancel, Tick, IssueCapacity, DeliveryReport)
 }
 # Commands that name an account (and an order) whose malformation is `invalid_command`.
 ACCOUNT_COMMANDS: Final = frozenset(

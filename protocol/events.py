@@ -29,6 +29,7 @@ class InstrumentListed(Event, tag="instrument_listed", frozen=True, kw_only=True
     max_order_quantity: int
     maker_fee_bps: int
     taker_fee_bps: int
+    bond_per_gpu_hour: str | None = None  # v2: present when the instrument is deliverable
 
 
 class InstrumentClosed(Event, tag="instrument_closed", frozen=True, kw_only=True):
@@ -147,14 +148,66 @@ class CommandRejected(Event, tag="command_rejected", frozen=True, kw_only=True):
     reason: str
 
 
+class CapacityIssued(Event, tag="capacity_issued", frozen=True, kw_only=True):
+    issue_id: str
+    account: str
+    instrument: str
+    node_id: str
+    quantity: int
+    bond: str
+
+
+class IssueRejected(Event, tag="issue_rejected", frozen=True, kw_only=True):
+    issue_id: str
+    account: str
+    reason: str
+
+
+class DeliveryAssigned(Event, tag="delivery_assigned", frozen=True, kw_only=True):
+    instrument: str
+    issue_id: str
+    issuer: str
+    node_id: str
+    holder: str
+    quantity: int
+
+
+class DeliverySettled(Event, tag="delivery_settled", frozen=True, kw_only=True):
+    instrument: str
+    issue_id: str
+    issuer: str
+    holder: str
+    quantity: int
+    delivered_ppm: int
+    compensation: str
+    evidence: str | None = None
+
+
+class BondReleased(Event, tag="bond_released", frozen=True, kw_only=True):
+    issue_id: str
+    account: str
+    quantity: int
+    amount: str
+
+
+class ReportRejected(Event, tag="report_rejected", frozen=True, kw_only=True):
+    issue_id: str
+    holder: str
+    reason: str
+
+
 AnyEvent = (
     InstrumentListed | InstrumentClosed | Deposited | Withdrawn | WithdrawalRejected
     | OrderAccepted | OrderRejected | Trade | OrderCanceled | OrderAmended | OrderReduced
     | CancelRejected | AmendRejected | DepositRejected | CommandRejected
+    | CapacityIssued | IssueRejected | DeliveryAssigned | DeliverySettled | BondReleased
+    | ReportRejected
 )
 EVENT_TYPES: Final[dict[str, type[Event]]] = {
     cls.__struct_config__.tag: cls  # type: ignore[misc]
     for cls in (InstrumentListed, InstrumentClosed, Deposited, Withdrawn, WithdrawalRejected,
                 OrderAccepted, OrderRejected, Trade, OrderCanceled, OrderAmended, OrderReduced,
-                CancelRejected, AmendRejected, DepositRejected, CommandRejected)
+                CancelRejected, AmendRejected, DepositRejected, CommandRejected,
+                CapacityIssued, IssueRejected, DeliveryAssigned, DeliverySettled, BondReleased,
+                ReportRejected)
 }

@@ -19,6 +19,13 @@ UNKNOWN_ORDER: Final = "unknown_order"
 INVALID_AMOUNT: Final = "invalid_amount"
 UNKNOWN_ASSET: Final = "unknown_asset"
 DUPLICATE_DEPOSIT: Final = "duplicate_deposit"
+# Delivery (v2)
+DUPLICATE_ISSUE: Final = "duplicate_issue"
+NOT_DELIVERABLE: Final = "not_deliverable"
+UNKNOWN_ISSUE: Final = "unknown_issue"
+NOT_ASSIGNED: Final = "not_assigned"
+ALREADY_REPORTED: Final = "already_reported"
+INVALID_PPM: Final = "invalid_ppm"
 
 # Cancellations (INSTRUMENT_CLOSED is shared with the rejections)
 USER: Final = "user"
