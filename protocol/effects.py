@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Final, TypeVar
 
-from protocol.commands import FEE_ACCOUNT, USDC
+from protocol.commands import FEE_ACCOUNT, PPM, USDC
 
 BPS: Final = 10_000
 
@@ -61,3 +61,14 @@ def trade_moves(buyer: str, buyer_fee: int, seller: str, seller_fee: int, asset:
         (seller, USDC, notional - seller_fee),
         (FEE_ACCOUNT, USDC, buyer_fee + seller_fee),
     )
+
+
+def bond(quantity: int, bond_per_gpu_hour: int) -> int:
+    """The bond of `quantity` GPU-hours of a deliverable instrument, in micro-USDC."""
+    return quantity * bond_per_gpu_hour
+
+
+def compensation(quantity: int, bond_per_gpu_hour: int, delivered_ppm: int) -> int:
+    """What a holder is paid from the bond for the undelivered share of an assignment:
+    floor(q * B * (1,000,000 - delivered_ppm) / 1,000,000) micro-USDC (PROTOCOL.md v2)."""
+    return bond(quantity, bond_per_gpu_hour) * (PPM - delivered_ppm) // PPM
