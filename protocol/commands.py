@@ -123,7 +123,8 @@ class DeliveryReport(Command, tag="delivery_report", frozen=True, kw_only=True):
 
     issue_id: Identifier
     holder: Identifier
-    delivered_ppm: int
+    # a signed 64-bit integer, else malformed; outside 0..PPM is the engine's invalid_ppm
+    delivered_ppm: Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
     evidence: Annotated[str, msgspec.Meta(max_length=EVIDENCE_MAX_LENGTH)] | None = None
 
 
