@@ -1,11 +1,13 @@
 """An independent reference model of the matching engine, read straight from the spec.
 
-`ReferenceEngine` implements PROTOCOL.md v1 and docs/protocol-notes.md for clarity, not
-speed: every open order sits in one plain list in acceptance order, the book is found by
-a linear scan and sorted every time it is needed, a hold is never stored but computed from
-the order it belongs to, and all money is integer micro-USDC. It shares nothing with
-`matching_engine` (it neither imports nor was written from it): the differential tests run
-both and demand the same events, byte for byte, and the same final state.
+`ReferenceEngine` implements PROTOCOL.md (v1, and v2's cancel reasons and Delivery) and
+docs/protocol-notes.md for clarity, not speed: every open order sits in one plain list in
+acceptance order, the book is found by a linear scan and sorted every time it is needed, a
+hold is never stored but computed from the order it belongs to, an issue's bond is never
+stored but computed from its bonded GPU-hours, and all money is integer micro-USDC. It
+shares nothing with `matching_engine` (it neither imports nor was written from it): the
+differential tests run both and demand the same events, byte for byte, and the same final
+state.
 
 Where the spec leaves a point open beyond protocol-notes.md, the reading taken here is
 marked "Reading:" in a comment.
@@ -22,15 +24,22 @@ from protocol import (
     USDC,
     AmendOrder,
     AmendRejected,
+    BondReleased,
     CancelOrder,
     CancelRejected,
+    CapacityIssued,
     CommandRejected,
+    DeliveryAssigned,
+    DeliveryReport,
+    DeliverySettled,
     Deposit,
     Deposited,
     DepositRejected,
     Event,
     InstrumentClosed,
     InstrumentListed,
+    IssueCapacity,
+    IssueRejected,
     ListInstrument,
     MalformedCommand,
     MassCancel,
@@ -41,6 +50,7 @@ from protocol import (
     OrderReduced,
     OrderRejected,
     ProtocolError,
+    ReportRejected,
     Tick,
     Trade,
     Withdraw,
@@ -55,6 +65,7 @@ from protocol.commands import ACCOUNT_COMMANDS, COMMAND_TYPES, ORDER_COMMANDS
 
 BPS_PER_UNIT = 10_000
 FEE_BPS_MAX = 1000
+PPM_WHOLE = 1_000_000  # delivered_ppm of a delivery in full
 BUY = "buy"
 SELL = "sell"
 
@@ -74,11 +85,35 @@ class Instrument:
     max_order_quantity: int
     maker_fee_bps: int
     taker_fee_bps: int
+    bond_micro: int | None  # bond per GPU-hour; None when the instrument is not deliverable
     closed: bool = False
 
     @property
     def hold_fee_bps(self) -> int:
         return max(self.maker_fee_bps, self.taker_fee_bps)
+
+
+@dataclasses.dataclass
+class Issue:
+    """An accepted issue_capacity. Its bond is `bonded` x the instrument's bond per hour."""
+
+    issue_id: str
+    account: str  # the issuer
+    instrument: str
+    node_id: str
+    quantity: int  # as issued
+    unassigned: int  # GPU-hours neither released nor assigned at close
+    bonded: int  # GPU-hours still under bond: unassigned, or assigned and not reported
+
+
+@dataclasses.dataclass
+class Assignment:
+    """A delivery_assigned: `quantity` GPU-hours of an issue owed to one holder."""
+
+    issue_id: str
+    holder: str
+    quantity: int
+    reported: bool = False
 
 
 @dataclasses.dataclass
@@ -140,7 +175,7 @@ def opposite(side: str) -> str:
 
 
 class ReferenceEngine:
-    """The engine of PROTOCOL.md v1, one linear scan at a time."""
+    """The engine of PROTOCOL.md, one linear scan at a time."""
 
     def __init__(self) -> None:
         self.time = 0
@@ -152,6 +187,8 @@ class ReferenceEngine:
         self.orders: list[Order] = []  # every open order, in acceptance order
         self.available: dict[tuple[str, str], int] = {}  # (account, asset) -> amount
         self.deposit_ids: set[str] = set()
+        self.issues: list[Issue] = []  # every accepted issue, in the order issued
+        self.assignments: list[Assignment] = []  # every assignment, in the order assigned
         self._events: list[Event] = []
 
     # ----------------------------------------------------------------------------- API
@@ -172,6 +209,8 @@ class ReferenceEngine:
                 AmendOrder: self._amend_order,
                 MassCancel: self._mass_cancel,
                 Tick: lambda _command: None,
+                IssueCapacity: self._issue_capacity,
+                DeliveryReport: self._delivery_report,
             }
             handlers[type(command)](command)
         self.validate()
@@ -208,7 +247,19 @@ class ReferenceEngine:
                         "quantity": order.quantity,
                         "remaining_quantity": order.remaining,
                     })
-        return {"accounts": accounts, "open_orders": open_orders}
+        issues = [
+            {"issue_id": issue.issue_id, "account": issue.account,
+             "instrument": issue.instrument, "node_id": issue.node_id,
+             "quantity": issue.bonded, "bond": format_micro(self._bond_of(issue, issue.bonded))}
+            for issue in self.issues if issue.bonded > 0
+        ]
+        deliveries = [
+            {"issue_id": assignment.issue_id, "holder": assignment.holder,
+             "quantity": assignment.quantity}
+            for assignment in self.assignments if not assignment.reported
+        ]
+        return {"accounts": accounts, "open_orders": open_orders, "issues": issues,
+                "deliveries": deliveries}
 
     def validate(self) -> None:
         """Raise ModelError when the model's own state breaks a rule of the spec."""
@@ -232,6 +283,36 @@ class ReferenceEngine:
             asks = self._book(instrument.symbol, SELL)
             if bids and asks and self._price(bids[0]) >= self._price(asks[0]):
                 raise ModelError(f"book {instrument.symbol} is crossed")
+            if instrument.closed and instrument.bond_micro is not None:
+                for (account, asset), amount in self.available.items():
+                    if asset == instrument.symbol and amount != 0:
+                        raise ModelError(f"{account} holds {amount} redeemed {asset}")
+        self._validate_delivery()
+
+    def _validate_delivery(self) -> None:
+        """Each issue's GPU-hours add up: bonded = unassigned + assigned and not reported,
+        and nothing is assigned before its instrument closes."""
+        assigned: dict[str, int] = {}
+        owed: dict[str, int] = {}
+        for assignment in self.assignments:
+            key = assignment.issue_id
+            assigned[key] = assigned.get(key, 0) + assignment.quantity
+            if not assignment.reported:
+                owed[key] = owed.get(key, 0) + assignment.quantity
+        for issue in self.issues:
+            instrument = self._instrument(issue.instrument)
+            if instrument is None or instrument.bond_micro is None:
+                raise ModelError(f"issue {issue.issue_id} of a non-deliverable instrument")
+            key = issue.issue_id
+            if issue.bonded != issue.unassigned + owed.get(key, 0):
+                raise ModelError(f"issue {key} bonds {issue.bonded} hours, {issue.unassigned} "
+                                 f"unassigned + {owed.get(key, 0)} owed")
+            if assigned.get(key, 0) + issue.unassigned > issue.quantity:
+                raise ModelError(f"issue {key} assigned beyond its quantity")
+            if not instrument.closed and issue.bonded != issue.quantity:
+                raise ModelError(f"issue {key} assigned or released before close")
+            if instrument.closed and issue.unassigned != 0:
+                raise ModelError(f"issue {issue.issue_id} unassigned after close")
 
     # ------------------------------------------------------------------- small helpers
 
@@ -363,6 +444,8 @@ class ReferenceEngine:
                     self._cancel(order, reason.INSTRUMENT_CLOSED)
             instrument.closed = True
             self._emit(InstrumentClosed, symbol=instrument.symbol)
+            if instrument.bond_micro is not None:
+                self._redeem(instrument)
 
     # --------------------------------------------------------------- malformed input
 
@@ -400,8 +483,15 @@ class ReferenceEngine:
             tick = parse_micro(command.tick_size, "tick_size")
         except ProtocolError:
             tick = 0
+        bond: int | None = None
+        if command.bond_per_gpu_hour is not None:
+            try:
+                bond = parse_micro(command.bond_per_gpu_hour, "bond_per_gpu_hour")
+            except ProtocolError:
+                bond = -1  # malformed: refused with a bad tick_size, below
         if (
             tick <= 0
+            or (bond is not None and bond < 0)
             or command.maker_fee_bps > FEE_BPS_MAX
             or command.taker_fee_bps > FEE_BPS_MAX
             or command.symbol == USDC
@@ -415,6 +505,7 @@ class ReferenceEngine:
             delivery_start=command.delivery_start, delivery_hours=command.delivery_hours,
             tick_micro=tick, max_order_quantity=command.max_order_quantity,
             maker_fee_bps=command.maker_fee_bps, taker_fee_bps=command.taker_fee_bps,
+            bond_micro=bond,
         )
         self.instruments.append(instrument)
         # Reading: tick_size goes out in the canonical form, like every USDC amount.
@@ -424,16 +515,21 @@ class ReferenceEngine:
                    tick_size=format_micro(instrument.tick_micro),
                    max_order_quantity=instrument.max_order_quantity,
                    maker_fee_bps=instrument.maker_fee_bps,
-                   taker_fee_bps=instrument.taker_fee_bps)
+                   taker_fee_bps=instrument.taker_fee_bps,
+                   bond_per_gpu_hour=None if bond is None else format_micro(bond))
 
     # ------------------------------------------------------------ deposits, withdrawals
 
     def _checked_amount(self, asset: str, given: object) -> tuple[int | None, str | None]:
         """Return a deposit's or withdrawal's amount and why it is refused, if it is: an
-        unknown asset first, then a malformed amount."""
+        unknown asset first, then the token of a deliverable instrument that has closed (its
+        tokens are redeemed), then a malformed amount."""
         amount = self._parse_amount(asset, given)
         if not self._is_asset(asset):
             return amount, reason.UNKNOWN_ASSET
+        instrument = self._instrument(asset)
+        if instrument is not None and instrument.closed and instrument.bond_micro is not None:
+            return amount, reason.INSTRUMENT_CLOSED
         if amount is None:
             return None, reason.INVALID_AMOUNT
         return amount, None
@@ -749,3 +845,135 @@ class ReferenceEngine:
             if order.account == command.account and command.instrument in (None,
                                                                            order.instrument):
                 self._cancel(order, command.reason)
+
+    # --------------------------------------------------------------------- delivery
+
+    def _bond_of(self, issue: Issue, hours: int) -> int:
+        """The bond of `hours` GPU-hours of an issue, in micro-USDC."""
+        instrument = self._instrument(issue.instrument)
+        if instrument is None or instrument.bond_micro is None:
+            raise ModelError(f"issue {issue.issue_id} of a non-deliverable instrument")
+        return hours * instrument.bond_micro
+
+    def _find_issue(self, issue_id: str) -> Issue | None:
+        for issue in self.issues:
+            if issue.issue_id == issue_id:
+                return issue
+        return None
+
+    def _issue_rejection(self, command: IssueCapacity) -> str | None:
+        """The first reason, in the order of PROTOCOL.md, to reject an issue."""
+        if self._find_issue(command.issue_id) is not None:
+            return reason.DUPLICATE_ISSUE
+        instrument = self._instrument(command.instrument)
+        if instrument is None:
+            return reason.UNKNOWN_INSTRUMENT
+        if instrument.bond_micro is None:
+            return reason.NOT_DELIVERABLE
+        if instrument.closed:
+            return reason.INSTRUMENT_CLOSED
+        if not 1 <= command.quantity <= instrument.max_order_quantity:
+            return reason.INVALID_QUANTITY
+        if command.quantity * instrument.bond_micro > self._balance(command.account, USDC):
+            return reason.INSUFFICIENT_FUNDS
+        return None
+
+    def _issue_capacity(self, command: IssueCapacity) -> None:
+        why = self._issue_rejection(command)
+        if why is not None:
+            # Reading (protocol-notes): a rejected issue does not use up its issue_id.
+            self._emit(IssueRejected, issue_id=command.issue_id, account=command.account,
+                       reason=why)
+            return
+        issue = Issue(issue_id=command.issue_id, account=command.account,
+                      instrument=command.instrument, node_id=command.node_id,
+                      quantity=command.quantity, unassigned=command.quantity,
+                      bonded=command.quantity)
+        self.issues.append(issue)
+        bond = self._bond_of(issue, issue.quantity)
+        self._credit(issue.account, USDC, -bond)
+        self._credit(issue.account, issue.instrument, issue.quantity)
+        self._emit(CapacityIssued, issue_id=issue.issue_id, account=issue.account,
+                   instrument=issue.instrument, node_id=issue.node_id,
+                   quantity=issue.quantity, bond=format_micro(bond))
+
+    def _release(self, issue: Issue, hours: int, amount: int) -> None:
+        """Give `amount` of the bond of `hours` GPU-hours back to the issuer."""
+        issue.bonded -= hours
+        self._credit(issue.account, USDC, amount)
+        self._emit(BondReleased, issue_id=issue.issue_id, account=issue.account,
+                   quantity=hours, amount=format_micro(amount))
+
+    def _redeem(self, instrument: Instrument) -> None:
+        """Redeem every token of a deliverable instrument at its close (protocol-notes,
+        Delivery, Close): issuers' own tokens release their bonds, other holders are
+        assigned deliveries, balances go to zero, what nobody holds is released."""
+        issues = [issue for issue in self.issues if issue.instrument == instrument.symbol]
+        tokens = {account: amount for (account, asset), amount in self.available.items()
+                  if asset == instrument.symbol and amount > 0}
+        for issue in issues:  # oldest first: the issuer's own tokens
+            share = min(issue.unassigned, tokens.get(issue.account, 0))
+            if share > 0:
+                tokens[issue.account] -= share
+                issue.unassigned -= share
+                self._release(issue, share, self._bond_of(issue, share))
+        for holder in sorted(tokens, key=str.encode):  # ascending byte order
+            for issue in issues:
+                taken = min(tokens[holder], issue.unassigned)
+                if taken == 0:
+                    continue
+                tokens[holder] -= taken
+                issue.unassigned -= taken
+                self.assignments.append(Assignment(issue_id=issue.issue_id, holder=holder,
+                                                   quantity=taken))
+                self._emit(DeliveryAssigned, instrument=instrument.symbol,
+                           issue_id=issue.issue_id, issuer=issue.account,
+                           node_id=issue.node_id, holder=holder, quantity=taken)
+        for account, asset in self.available:
+            if asset == instrument.symbol:
+                self.available[(account, asset)] = 0
+        for issue in issues:  # what nobody holds at the venue
+            if issue.unassigned > 0:
+                left = issue.unassigned
+                issue.unassigned = 0
+                self._release(issue, left, self._bond_of(issue, left))
+
+    def _find_assignment(self, issue_id: str, holder: str) -> Assignment | None:
+        for assignment in self.assignments:
+            if assignment.issue_id == issue_id and assignment.holder == holder:
+                return assignment
+        return None
+
+    def _report_rejection(self, command: DeliveryReport) -> str | None:
+        """The first reason, in the order of PROTOCOL.md, to reject a delivery report."""
+        issue = self._find_issue(command.issue_id)
+        if issue is None:
+            return reason.UNKNOWN_ISSUE
+        instrument = self._instrument(issue.instrument)
+        assignment = self._find_assignment(command.issue_id, command.holder)
+        if instrument is None or not instrument.closed or assignment is None:
+            return reason.NOT_ASSIGNED
+        if assignment.reported:
+            return reason.ALREADY_REPORTED
+        if not 0 <= command.delivered_ppm <= PPM_WHOLE:
+            return reason.INVALID_PPM
+        return None
+
+    def _delivery_report(self, command: DeliveryReport) -> None:
+        why = self._report_rejection(command)
+        if why is not None:
+            self._emit(ReportRejected, issue_id=command.issue_id, holder=command.holder,
+                       reason=why)
+            return
+        issue = self._find_issue(command.issue_id)
+        assignment = self._find_assignment(command.issue_id, command.holder)
+        assert issue is not None and assignment is not None
+        assignment.reported = True
+        bond = self._bond_of(issue, assignment.quantity)
+        compensation = bond * (PPM_WHOLE - command.delivered_ppm) // PPM_WHOLE
+        self._credit(assignment.holder, USDC, compensation)
+        self._emit(DeliverySettled, instrument=issue.instrument, issue_id=issue.issue_id,
+                   issuer=issue.account, holder=assignment.holder,
+                   quantity=assignment.quantity, delivered_ppm=command.delivered_ppm,
+                   compensation=format_micro(compensation), evidence=command.evidence)
+        self._release(issue, assignment.quantity, bond - compensation)
