@@ -42,7 +42,9 @@ from protocol.errors import ProtocolError
 from protocol.money import parse_micro
 
 __all__ = [
+    "BOND_ACCOUNT_PREFIX",
     "CHAIN_ACCOUNT",
+    "DELIVERY_ENTRY_KINDS",
     "GENESIS_HASH",
     "MONEY_EVENT_KINDS",
     "EntryRow",
@@ -52,6 +54,7 @@ __all__ = [
     "trade_entry",
     "TradeRow",
     "WithdrawalRow",
+    "bond_account",
     "entry_hash",
     "postings_of",
 ]
@@ -61,6 +64,12 @@ __all__ = [
 CHAIN_ACCOUNT: Final = "@chain"
 GENESIS_HASH: Final = bytes(32)
 MONEY_EVENT_KINDS: Final = frozenset(("deposited", "withdrawn", "trade"))
+# Entries of Delivery (v2), each keyed by its event's seq as any other; "redeemed" is the
+# entry of a deliverable instrument's `instrument_closed`.
+DELIVERY_ENTRY_KINDS: Final = ("capacity_issued", "bond_released", "delivery_settled", "redeemed")
+# An issue's bond is the account BOND_ACCOUNT_PREFIX + issue_id: '@' keeps it outside the
+# protocol's account alphabet, as for CHAIN_ACCOUNT.
+BOND_ACCOUNT_PREFIX: Final = "@bond:"
 
 EntryRow = tuple[int, str, int, bytes, bytes]  # (seq, kind, ts, prev_hash, hash)
 PostingRow = tuple[int, str, str, int]  # (seq, account, asset, signed amount)
@@ -91,6 +100,11 @@ class _Head(msgspec.Struct, frozen=True, gc=False):
 
 
 _decode_head = msgspec.json.Decoder(_Head).decode
+
+
+def bond_account(issue_id: str) -> str:
+    """Return the account that holds an issue's bond."""
+    return BOND_ACCOUNT_PREFIX + issue_id
 
 
 def _micro(text: str, name: str) -> int:

@@ -10,16 +10,18 @@ from __future__ import annotations
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 import msgspec
 
-from ledger.journal import CHAIN_ACCOUNT
+from ledger.journal import CHAIN_ACCOUNT, DELIVERY_ENTRY_KINDS
 
 __all__ = [
     "CHAIN_ACCOUNT",
     "Checkpoint",
+    "DeliveryPosting",
     "FeesEarned",
     "StatementLine",
     "TradeRecord",
     "WithdrawalRecord",
     "balances",
+    "delivery_postings",
     "entry_count",
     "fees_earned",
     "first_trade_after",
@@ -86,6 +88,22 @@ class WithdrawalRecord(msgspec.Struct, frozen=True, kw_only=True):
     """One row of `ledger.withdrawals`: a payout settlement owes the account."""
 
     seq: int
+    account: str
+    asset: str
+    amount: int
+    ts: int
+
+
+class DeliveryPosting(msgspec.Struct, frozen=True, kw_only=True):
+    """One posting of a Delivery (v2) entry, as settlement carries it on chain.
+
+    `kind` is the entry's: capacity_issued, bond_released, delivery_settled or redeemed;
+    `amount` is signed (micro-USDC for USDC, whole tokens otherwise); a bond's account is
+    `@bond:ISSUE_ID`, the outside world `@chain`.
+    """
+
+    seq: int
+    kind: str
     account: str
     asset: str
     amount: int
@@ -199,6 +217,31 @@ async def withdrawals_after(
         after_seq, limit,
     )
     return [WithdrawalRecord(**dict(row)) for row in rows]
+
+
+_DELIVERY_KINDS_SQL = ", ".join(f"'{kind}'" for kind in DELIVERY_ENTRY_KINDS)
+
+
+async def delivery_postings(
+    connection: asyncpg.Connection, after_seq: int, limit: int
+) -> list[DeliveryPosting]:
+    """Return the postings of the first `limit` Delivery entries with seq > `after_seq`.
+
+    `limit` counts entries, and each entry comes whole: page on with the last posting's seq.
+    Postings come ordered by seq, then account, then asset, in byte order whatever the
+    database's collation. The kinds are written out in the query, as in the partial index
+    `entries_delivery` it must match to be used.
+    """
+    _check_limit(limit)
+    rows = await connection.fetch(
+        "SELECT p.seq, e.kind, p.account, p.asset, p.amount, e.ts FROM ("
+        "  SELECT seq, kind, ts FROM ledger.entries"
+        f"  WHERE seq > $1 AND kind IN ({_DELIVERY_KINDS_SQL}) ORDER BY seq LIMIT $2"
+        ") AS e JOIN ledger.postings AS p ON p.seq = e.seq "
+        'ORDER BY p.seq, p.account COLLATE "C", p.asset COLLATE "C"',
+        after_seq, limit,
+    )
+    return [DeliveryPosting(**dict(row)) for row in rows]
 
 
 async def first_trade_after(connection: asyncpg.Connection, seq: int) -> int | None:
