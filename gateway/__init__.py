@@ -9,7 +9,7 @@ the protocol state machine it drives, and `docs/asyncapi.yaml` for the API a cli
 | `core`, `ports` | the sans-I/O state machine and the ports it is given |
 | `session`, `admission`, `auth`, `ratelimit` | a connection; who may connect; logins; limits |
 | `orderentry`, `correlation`, `replies` | requests to commands; events back to replies |
-| `projection`, `marketdata`, `accounts`, `books`, `marketstats` | events to feeds |
+| `projection`, `marketdata`, `accounts`, `deliveries`, `books`, `marketstats` | events to feeds |
 | `feeds`, `messages`, `public` | subscriptions, server messages, the requests without a login |
 | `store`, `migrations/` | keys, roles and used nonces in PostgreSQL |
 | `static` | the trading page on the same port |

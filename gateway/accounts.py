@@ -4,6 +4,9 @@ execution reports.
 Pure, like `gateway.projection` that drives it. The balances follow PROTOCOL.md's holds
 exactly (`protocol.effects`): `held` is the sum of the open orders' holds, `available` the
 total less `held`. Order events also move the books' levels, through `MarketData.level`.
+Delivery (v2) moves money too: an issue's bond leaves the issuer's USDC and its tokens come
+in; releases and compensations come back in USDC; at the close of a deliverable instrument
+every balance of its token is redeemed to 0.
 """
 
 from __future__ import annotations
@@ -98,6 +101,8 @@ class Accounts:
             events.OrderAmended: self.amended, events.OrderReduced: self.reduced,
             events.CancelRejected: self.cancel_rejected,
             events.AmendRejected: self.amend_rejected,
+            events.CapacityIssued: self.issued, events.BondReleased: self.released,
+            events.DeliverySettled: self.delivered, events.InstrumentClosed: self.redeem,
         }
 
     def deposited(self, event: events.Deposited) -> None:
@@ -105,6 +110,31 @@ class Accounts:
 
     def withdrawn(self, event: events.Withdrawn) -> None:
         self._add_total(event.account, event.asset, -_amount(event.asset, event.amount))
+
+    def issued(self, event: events.CapacityIssued) -> None:
+        self._add_total(event.account, USDC, -parse_micro(event.bond))
+        self._add_total(event.account, event.instrument, event.quantity)
+
+    def released(self, event: events.BondReleased) -> None:
+        self._add_total(event.account, USDC, parse_micro(event.amount))
+
+    def delivered(self, event: events.DeliverySettled) -> None:
+        """Pay the holder its compensation; the issuer's share comes as a bond_released."""
+        self._add_total(event.holder, USDC, parse_micro(event.compensation))
+
+    def redeem(self, event: events.InstrumentClosed) -> None:
+        """Set every balance of a deliverable instrument's token to 0 (its orders were all
+        canceled before, so nothing is held)."""
+        symbol = event.symbol
+        if self.market.instruments[symbol].spec.bond_per_gpu_hour is None:
+            return
+        for account, assets in self.balances.items():
+            pair = assets.get(symbol)
+            if pair is None or pair[0] == 0:
+                continue
+            if pair[1]:
+                raise ProjectionError(f"{account} holds {pair[1]} {symbol} at its close")
+            self._add_total(account, symbol, -pair[0])
 
     def accepted(self, event: events.OrderAccepted) -> None:
         instrument = self.market.instruments[event.instrument]

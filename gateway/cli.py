@@ -5,6 +5,7 @@
     gpux gateway migrate --database-url URL
     gpux gateway add-key --database-url URL --account A --role trader
     gpux gateway add-key --dev [DATA_DIR] --account A --role trader   (a running `gpux dev`)
+    gpux gateway add-key --database-url URL --account gpux.delivery --role delivery
     gpux gateway set-role --database-url URL --account 0xAbC... --role market_maker
 """
 
@@ -117,11 +118,11 @@ async def _migrate(database_url: str) -> int:
 
 async def _add_key(database_url: str, account: str, role: str) -> int:
     from gateway.store import PostgresKeyStore, migrate
-    from wsapi.requests import RESERVED_PREFIX
+    from wsapi.requests import DELIVERY_ROLE, RESERVED_PREFIX
 
-    if account.startswith(RESERVED_PREFIX):
-        print(f"gpux gateway: accounts starting with {RESERVED_PREFIX!r} are reserved",
-              file=sys.stderr)
+    if account.startswith(RESERVED_PREFIX) and role != DELIVERY_ROLE:
+        print(f"gpux gateway: accounts starting with {RESERVED_PREFIX!r} are reserved for the "
+              f"venue's own services (the {DELIVERY_ROLE} role)", file=sys.stderr)
         return 2
     await migrate(database_url)
     store = await PostgresKeyStore.open(database_url)

@@ -8,7 +8,9 @@ from typing import Final
 from eventlog.port import Isolation
 from runtime.config import require_positive
 
-ROLES: Final = ("trader", "operator", "market_maker", "admin")
+# `delivery` is the venue's delivery service: it alone reports deliveries, and may do nothing
+# that moves money or trades otherwise (wsapi.requests.DELIVERY_OPS).
+ROLES: Final = ("trader", "operator", "market_maker", "admin", "delivery")
 ANONYMOUS: Final = "anonymous"
 
 
@@ -31,6 +33,8 @@ def _default_role_limits() -> dict[str, RateLimit]:
         "operator": RateLimit(per_second=20, burst=50),
         "market_maker": RateLimit(per_second=200, burst=500),
         "admin": RateLimit(per_second=100, burst=200),
+        # one report per assignment, most of them just after each hour's delivery window
+        "delivery": RateLimit(per_second=200, burst=1000),
     }
 
 
@@ -95,6 +99,10 @@ class GatewayConfig:
     candles_snapshot_max: int = 60
     trades_snapshot_max: int = 50
     fills_snapshot_max: int = 100  # an account's most recent fills, kept for its snapshot
+    # An account's most recent delivery events, kept for its `deliveries` feed snapshot, and
+    # its settled issues and assignments the `deliveries` request still lists.
+    delivery_events_snapshot_max: int = 100
+    deliveries_settled_kept_max: int = 1_000
     clock_interval_ms: int | None = None  # None: this gateway runs no clock
     key_cache_ttl_ms: int = 60_000
 
@@ -109,7 +117,8 @@ class GatewayConfig:
             "heartbeat_interval_ms", "housekeeping_interval_ms", "command_queue_max",
             "send_batch_max", "event_batch_max", "event_check_window", "candles_kept_max",
             "candles_snapshot_max",
-            "trades_snapshot_max", "fills_snapshot_max", "key_cache_ttl_ms",
+            "trades_snapshot_max", "fills_snapshot_max", "delivery_events_snapshot_max",
+            "deliveries_settled_kept_max", "key_cache_ttl_ms",
         )
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be within 0..65535, got {self.port}")

@@ -45,6 +45,9 @@ from wsapi.errors import (
 from wsapi.messages import ErrorInfo, Heartbeat, Hello, Notice, Reply
 from wsapi.requests import (
     ADMIN_OPS,
+    DELIVERY_OPS,
+    DELIVERY_ROLE,
+    ISSUE_ROLES,
     MASS_QUOTE_ROLES,
     TRADING_OPS,
     AmendOrderRequest,
@@ -53,8 +56,11 @@ from wsapi.requests import (
     BatchRequest,
     CancelAllAfter,
     CancelOrderRequest,
+    Deliveries,
+    DeliveryReportRequest,
     DepositRequest,
     Instruments,
+    IssueCapacityRequest,
     ListInstrumentRequest,
     Login,
     LoginWallet,
@@ -98,6 +104,8 @@ class GatewayCore:
         self.projection = projection or Projection(
             trades_kept_max=config.trades_snapshot_max, candles_kept_max=config.candles_kept_max,
             fills_kept_max=config.fills_snapshot_max,
+            delivery_events_kept_max=config.delivery_events_snapshot_max,
+            deliveries_settled_kept_max=config.deliveries_settled_kept_max,
             reports_wanted=lambda account: ("orders", account) in self.subscribers)
         self.feeds = Feeds(config, self.projection)
         self.subscribers = self.feeds.subscribers
@@ -230,6 +238,9 @@ class GatewayCore:
             message = self.projection.balances_message(principal.account)
             self._reply_ok(session, request.req_id, op,
                            {"seq": message.seq, "balances": message.balances}, charge)
+        elif isinstance(request, Deliveries):
+            self._reply_ok(session, request.req_id, op,
+                           self.projection.deliveries(principal.account), charge)
         else:
             self._order_entry(session, principal, request, op, charge, now_ns, mono_ns)
 
@@ -237,11 +248,21 @@ class GatewayCore:
         principal = session.principal
         if principal is None:
             raise RequestError(UNAUTHENTICATED, f"{op} needs a login")
-        if op in ADMIN_OPS and principal.role != "admin":
-            raise RequestError(FORBIDDEN, f"{op} is for the admin role, not {principal.role}")
-        if op == "mass_quote" and principal.role not in MASS_QUOTE_ROLES:
-            raise RequestError(FORBIDDEN, f"mass_quote is not for the {principal.role} role")
-        if op not in ADMIN_OPS and op not in TRADING_OPS:
+        role = principal.role
+        if role == DELIVERY_ROLE and op not in DELIVERY_OPS:
+            raise RequestError(FORBIDDEN, f"the delivery role sends delivery_report only, "
+                               f"not {op}")
+        if op in DELIVERY_OPS and role != DELIVERY_ROLE:
+            raise RequestError(FORBIDDEN, f"{op} is for the delivery service's role "
+                               f"(delivery), not {role}")
+        if op in ADMIN_OPS and role != "admin":
+            raise RequestError(FORBIDDEN, f"{op} is for the admin role, not {role}")
+        if op == "mass_quote" and role not in MASS_QUOTE_ROLES:
+            raise RequestError(FORBIDDEN, f"mass_quote is not for the {role} role")
+        if op == "issue_capacity" and role not in ISSUE_ROLES:
+            raise RequestError(FORBIDDEN, f"issue_capacity is for the operator, market_maker "
+                               f"and admin roles, not {role}")
+        if op not in ADMIN_OPS and op not in TRADING_OPS and op not in DELIVERY_OPS:
             raise RequestError(INVALID_REQUEST, f"{op} is not an account operation")
         return principal
 
@@ -263,7 +284,8 @@ class GatewayCore:
         self.correlator.register(group, [
             PendingOp(group=group, index=index, op=spec.op, account=spec.account, ts=ts,
                       client_order_id=spec.client_order_id, instrument=spec.instrument,
-                      asset=spec.asset, deposit_id=spec.deposit_id, fence_id=spec.fence_id)
+                      asset=spec.asset, deposit_id=spec.deposit_id, issue_id=spec.issue_id,
+                      holder=spec.holder, fence_id=spec.fence_id)
             for index, spec in enumerate(plan.ops)
         ])
         session.pending.add(request.req_id)
@@ -289,6 +311,10 @@ class GatewayCore:
             return planner.list_instrument(request, account, ts)
         if isinstance(request, DepositRequest):
             return planner.deposit(request, ts)
+        if isinstance(request, IssueCapacityRequest):
+            return planner.issue_capacity(request, account, ts)
+        if isinstance(request, DeliveryReportRequest):
+            return planner.delivery_report(request, account, ts)
         raise AssertionError(f"no plan for {type(request).__name__}")
 
     def _cancel_all_after(

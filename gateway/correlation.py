@@ -6,7 +6,9 @@ new order, order_canceled with reason `user` or cancel_rejected a cancel, ...). 
 applies commands in log order, so the oldest pending op is the one the event is about.
 
 Commands that yield no event of their own when nothing happens (mass_cancel) or whose
-rejection names no key (list_instrument, deposit) are followed by a fence: a cancel of a
+rejection names no key (list_instrument, deposit; issue_capacity and delivery_report, which
+an engine without Delivery, or a malformed one, answers with command_rejected) are
+followed by a fence: a cancel of a
 client order id that never exists, for the gateway's own account, which the engine always
 answers with cancel_rejected. Everything such a command caused lies between it and its fence.
 
@@ -29,7 +31,8 @@ from wsapi.messages import OrderResult
 
 FENCE_ACCOUNT: Final = "gpux.gateway"
 KEYED_OPS: Final = frozenset({"new_order", "cancel_order", "amend_order"})
-FENCED_OPS: Final = frozenset({"mass_cancel", "list_instrument", "deposit"})
+FENCED_OPS: Final = frozenset(
+    {"mass_cancel", "list_instrument", "deposit", "issue_capacity", "delivery_report"})
 
 
 @dataclass(slots=True)
@@ -59,10 +62,13 @@ class PendingOp:
     instrument: str | None = None
     asset: str | None = None
     deposit_id: str | None = None
+    issue_id: str | None = None
+    holder: str | None = None
     fence_id: str | None = None
     canceled: int = 0
     rejection: str | None = None
     listed: bool = False
+    answer: OrderResult | None = None  # the engine's own answer, when it names the op
 
 
 @dataclass(slots=True)
@@ -145,6 +151,20 @@ class Correlator:
                         op.listed = True
                     else:
                         op.rejection = event.reason
+            elif op.op == "issue_capacity":
+                if isinstance(event, (events.CapacityIssued, events.IssueRejected)):
+                    if event.account == op.account and event.issue_id == op.issue_id:
+                        op.answer = _issue_outcome(event)
+                elif (isinstance(event, events.CommandRejected)
+                      and event.command == "issue_capacity"):
+                    op.rejection = op.rejection or event.reason
+            elif op.op == "delivery_report":
+                if isinstance(event, (events.DeliverySettled, events.ReportRejected)):
+                    if event.issue_id == op.issue_id and event.holder == op.holder:
+                        op.answer = _report_outcome(event)
+                elif (isinstance(event, events.CommandRejected)
+                      and event.command == "delivery_report"):
+                    op.rejection = op.rejection or event.reason
 
     def _resolve(self, op: PendingOp, outcome: OrderResult, completed: list[Group]) -> None:
         group = op.group
@@ -235,7 +255,31 @@ def _keyed_outcome(op: PendingOp, event: AnyEvent) -> OrderResult | None:
     return None
 
 
+def _issue_outcome(event: events.CapacityIssued | events.IssueRejected) -> OrderResult:
+    if isinstance(event, events.IssueRejected):
+        return OrderResult(op="issue_capacity", status="rejected", issue_id=event.issue_id,
+                           reason=event.reason)
+    return OrderResult(op="issue_capacity", status="accepted", issue_id=event.issue_id,
+                       instrument=event.instrument, node_id=event.node_id,
+                       quantity=event.quantity, bond=event.bond)
+
+
+def _report_outcome(event: events.DeliverySettled | events.ReportRejected) -> OrderResult:
+    if isinstance(event, events.ReportRejected):
+        return OrderResult(op="delivery_report", status="rejected", issue_id=event.issue_id,
+                           holder=event.holder, reason=event.reason)
+    return OrderResult(op="delivery_report", status="accepted", issue_id=event.issue_id,
+                       instrument=event.instrument, holder=event.holder,
+                       quantity=event.quantity, delivered_ppm=event.delivered_ppm,
+                       compensation=event.compensation, evidence=event.evidence)
+
+
 def _fenced_outcome(op: PendingOp) -> OrderResult:
+    if op.answer is not None:
+        return op.answer
+    if op.op in ("issue_capacity", "delivery_report"):
+        return OrderResult(op=op.op, status="rejected", issue_id=op.issue_id, holder=op.holder,
+                           reason=op.rejection or "invalid_command")
     if op.op == "mass_cancel":
         if op.rejection is not None and op.canceled == 0:
             return OrderResult(op=op.op, status="rejected", instrument=op.instrument,

@@ -1,7 +1,7 @@
 """Subscriptions: who reads which feed, and the snapshot a new reader gets first.
 
 A feed is a (channel, key) pair: a public channel keyed by instrument, or a private one
-(`orders`, `fills`, `balances`) keyed by the session's account. Pure, like the core.
+(`orders`, `fills`, `balances`, `deliveries`) keyed by the session's account. Pure, like the core.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from wsapi.errors import (
     UNKNOWN_INSTRUMENT,
     RequestError,
 )
-from wsapi.messages import FillsMessage, OrdersMessage
+from wsapi.messages import DeliveriesMessage, FillsMessage, OrdersMessage
 from wsapi.requests import PRIVATE_CHANNELS, Subscribe, Unsubscribe
 
 Feed = tuple[str, str]  # (channel, instrument or account)
@@ -90,4 +90,7 @@ class Feeds:
             return encode(projection.balances_message(key))
         if channel == "fills":
             return encode(FillsMessage(kind="snapshot", fills=projection.recent_fills(key)))
+        if channel == "deliveries":
+            return encode(DeliveriesMessage(kind="snapshot",
+                                            events=projection.recent_delivery_events(key)))
         return None

@@ -48,7 +48,7 @@ class InstrumentState:
             delivery_start=spec.delivery_start, delivery_hours=spec.delivery_hours,
             tick_size=spec.tick_size, max_order_quantity=spec.max_order_quantity,
             maker_fee_bps=spec.maker_fee_bps, taker_fee_bps=spec.taker_fee_bps,
-            status="closed" if self.closed else "open",
+            status="closed" if self.closed else "open", bond_per_gpu_hour=spec.bond_per_gpu_hour,
         )
 
 

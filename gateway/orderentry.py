@@ -1,8 +1,8 @@
 """Turn order-entry requests into engine commands and the ops that await their answers.
 
 Pure: the caller passes the account and the `ts` to stamp. A mass cancel (alone, in a batch
-or in a mass quote), a listing and a deposit are each followed by a fence (see
-gateway.correlation), so their outcome is known when the fence comes back.
+or in a mass quote), a listing, a deposit, an issue and a delivery report are each followed
+by a fence (see gateway.correlation), so their outcome is known when the fence comes back.
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from protocol import (
     AmendOrder,
     AnyCommand,
     CancelOrder,
+    DeliveryReport,
     Deposit,
+    IssueCapacity,
     ListInstrument,
     MassCancel,
     NewOrder,
@@ -28,7 +30,9 @@ from wsapi.requests import (
     AmendOrderBody,
     BatchRequest,
     CancelOrderBody,
+    DeliveryReportRequest,
     DepositRequest,
+    IssueCapacityRequest,
     ListInstrumentRequest,
     MassCancelBody,
     MassQuoteRequest,
@@ -50,6 +54,8 @@ class OpSpec:
     instrument: str | None = None
     asset: str | None = None
     deposit_id: str | None = None
+    issue_id: str | None = None
+    holder: str | None = None
     fence_id: str | None = None
 
 
@@ -106,6 +112,7 @@ class Planner:
             delivery_start=request.delivery_start, delivery_hours=request.delivery_hours,
             tick_size=request.tick_size, max_order_quantity=request.max_order_quantity,
             maker_fee_bps=request.maker_fee_bps, taker_fee_bps=request.taker_fee_bps,
+            bond_per_gpu_hour=request.bond_per_gpu_hour,
         )
         return Plan(commands=[command, fence], ops=[OpSpec(
             op="list_instrument", account=account, instrument=request.symbol,
@@ -118,6 +125,24 @@ class Planner:
         return Plan(commands=[command, fence], ops=[OpSpec(
             op="deposit", account=request.account, asset=request.asset,
             deposit_id=request.deposit_id, fence_id=fence_id)])
+
+    def issue_capacity(self, request: IssueCapacityRequest, account: str, ts: int) -> Plan:
+        fence_id, fence = self._fence(ts)
+        command = IssueCapacity(ts=ts, account=account, issue_id=request.issue_id,
+                                instrument=request.instrument, node_id=request.node_id,
+                                quantity=request.quantity)
+        return Plan(commands=[command, fence], ops=[OpSpec(
+            op="issue_capacity", account=account, instrument=request.instrument,
+            issue_id=request.issue_id, fence_id=fence_id)])
+
+    def delivery_report(self, request: DeliveryReportRequest, account: str, ts: int) -> Plan:
+        """Plan a report of the delivery service (`account`); the report names the holder."""
+        fence_id, fence = self._fence(ts)
+        command = DeliveryReport(ts=ts, issue_id=request.issue_id, holder=request.holder,
+                                 delivered_ppm=request.delivered_ppm, evidence=request.evidence)
+        return Plan(commands=[command, fence], ops=[OpSpec(
+            op="delivery_report", account=account, issue_id=request.issue_id,
+            holder=request.holder, fence_id=fence_id)])
 
     def mass_cancel_command(self, account: str, ts: int, reason: MassCancelReason) -> MassCancel:
         """Return an unanswered mass cancel the venue makes for `account` (`reason`:

@@ -1,9 +1,10 @@
 """Project the event log into what the gateway serves: books, market data, orders, balances.
 
 Pure: `apply` takes events in seq order, `flush` returns the feed messages for everything
-that changed since the last flush, encoded once. The state is in two parts:
+that changed since the last flush, encoded once. The state is in three parts:
 `gateway.marketdata` (each instrument's book, trades, candles and ticker, the same on every
-gateway) and `gateway.accounts` (each account's open orders, balances, fills and reports).
+gateway), `gateway.accounts` (each account's open orders, balances, fills and reports) and
+`gateway.deliveries` (each account's issues, assignments and delivery events).
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from typing import Any
 
 from gateway import marketdata
 from gateway.accounts import Accounts, OpenOrder
+from gateway.deliveries import Deliveries
 from protocol import AnyEvent
 from wsapi.messages import (
     BalancesMessage,
     BookMessage,
     CandlesMessage,
+    DeliveryEvent,
     Fill,
     Instrument,
     OrderReport,
@@ -33,15 +36,20 @@ class Projection:
     flush, the changes as feed messages."""
 
     def __init__(self, *, trades_kept_max: int = 50, candles_kept_max: int = 1440,
-                 fills_kept_max: int = 100,
+                 fills_kept_max: int = 100, delivery_events_kept_max: int = 100,
+                 deliveries_settled_kept_max: int = 1000,
                  reports_wanted: Callable[[str], bool] = lambda account: True) -> None:
         self.position = marketdata.LogPosition()
         self.market = marketdata.MarketData(self.position, trades_kept_max=trades_kept_max,
                                             candles_kept_max=candles_kept_max)
         self.accounts = Accounts(self.position, self.market, fills_kept_max=fills_kept_max,
                                  reports_wanted=reports_wanted)
-        self._handlers: dict[type[Any], Callable[[Any], None]] = {
-            **self.market.handlers(), **self.accounts.handlers()}
+        self.delivery = Deliveries(self.position, self.market,
+                                   events_kept_max=delivery_events_kept_max,
+                                   settled_kept_max=deliveries_settled_kept_max)
+        # Deliveries checks an event's amounts before accounts moves them.
+        self._handlers = _chained(
+            self.market.handlers(), self.delivery.handlers(), self.accounts.handlers())
 
     @property
     def event_seq(self) -> int:
@@ -86,7 +94,8 @@ class Projection:
         Messages nobody wants (`wanted(channel, key)` false) are not built, but the state
         moves on all the same, so a later snapshot and the sequence numbers stay right.
         """
-        return self.market.updates(wanted) + self.accounts.updates(wanted)
+        return (self.market.updates(wanted) + self.accounts.updates(wanted)
+                + self.delivery.updates(wanted))
 
     # -- snapshots and queries -------------------------------------------------------------
 
@@ -113,3 +122,32 @@ class Projection:
 
     def open_orders(self, account: str, instrument: str | None = None) -> list[OrderReport]:
         return self.accounts.open_orders(account, instrument)
+
+    def recent_delivery_events(self, account: str) -> list[DeliveryEvent]:
+        return self.delivery.recent_events(account)
+
+    def deliveries(self, account: str) -> dict[str, Any]:
+        """The `deliveries` result of an account: its issues and assignments."""
+        return self.delivery.result(account)
+
+
+Handler = Callable[[Any], None]
+
+
+def _chained(*parts: dict[type[Any], Handler]) -> dict[type[Any], Handler]:
+    """One handler per event type: a part's own, or, for a type several parts follow (an
+    instrument's close: market data, then balances), one that calls theirs in order."""
+    by_type: dict[type[Any], list[Handler]] = {}
+    for part in parts:
+        for kind, handler in part.items():
+            by_type.setdefault(kind, []).append(handler)
+    return {kind: handlers[0] if len(handlers) == 1 else _in_order(handlers)
+            for kind, handlers in by_type.items()}
+
+
+def _in_order(handlers: list[Handler]) -> Handler:
+    def apply(event: Any) -> None:
+        for handler in handlers:
+            handler(event)
+
+    return apply

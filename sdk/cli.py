@@ -4,6 +4,8 @@
     gpux trade place SYMBOL buy 3 --price 2.15 [--tif gtc] [--post-only] [--cid ID]
     gpux trade cancel ID | cancel-all [--instrument SYMBOL] | amend ID [--price P] [--quantity Q]
     gpux trade orders [--instrument SYMBOL] | balances | time
+    gpux trade issue --instrument SYMBOL --node NODE --quantity Q [--issue-id ID]
+    gpux trade deliveries
     gpux trade book SYMBOL [--depth 10] [--duration-s 30]
     gpux trade market-maker ... | operator ...   (see sdk.bots)
 
@@ -70,6 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
     orders = commands.add_parser("orders", help="open orders")
     orders.add_argument("--instrument")
     commands.add_parser("balances", help="available and held per asset")
+    issue = commands.add_parser(
+        "issue", help="bond GPU-hours of a node and get their tokens (operator, market_maker)")
+    issue.add_argument("--instrument", required=True, help="a deliverable instrument")
+    issue.add_argument("--node", required=True, help="the node id that will deliver")
+    issue.add_argument("--quantity", required=True, type=int, help="GPU-hours")
+    issue.add_argument("--issue-id", help="unique for all time (default: generated); "
+                                          "give the same one to retry safely")
+    commands.add_parser("deliveries", help="the account's issues and assignments")
     book = commands.add_parser("book", help="watch a book live")
     book.add_argument("instrument")
     book.add_argument("--depth", type=int, default=10)
@@ -121,7 +131,7 @@ async def _run(args: argparse.Namespace, credentials: Credentials | None) -> int
     handlers: dict[str, Callable[[Client, argparse.Namespace], Awaitable[int]]] = {
         "instruments": _instruments, "time": _time, "place": _place, "cancel": _cancel,
         "cancel-all": _cancel_all, "amend": _amend, "orders": _orders, "balances": _balances,
-        "book": _book,
+        "book": _book, "issue": _issue, "deliveries": _deliveries,
     }
     async with Client(args.url, credentials=credentials, reconnect=args.command == "book") \
             as client:
@@ -130,15 +140,20 @@ async def _run(args: argparse.Namespace, credentials: Credentials | None) -> int
 
 async def _instruments(client: Client, args: argparse.Namespace) -> int:
     table = Table("symbol", "gpu", "region", "delivery (UTC)", "hours", "tick", "fees m/t",
-                  "status", title="instruments")
-    from datetime import UTC, datetime
-
+                  "bond/GPU-hour", "status", title="instruments")
     for spec in await client.instruments(status=args.status):
-        start = datetime.fromtimestamp(spec.delivery_start / 1e9, tz=UTC).strftime("%Y-%m-%d %H:%M")
-        table.add_row(spec.symbol, spec.gpu, spec.region, start, str(spec.delivery_hours),
-                      spec.tick_size, f"{spec.maker_fee_bps}/{spec.taker_fee_bps}", spec.status)
+        table.add_row(spec.symbol, spec.gpu, spec.region, _utc(spec.delivery_start),
+                      str(spec.delivery_hours), spec.tick_size,
+                      f"{spec.maker_fee_bps}/{spec.taker_fee_bps}",
+                      spec.bond_per_gpu_hour or "", spec.status)
     console.print(table)
     return 0
+
+
+def _utc(ns: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%Y-%m-%d %H:%M")
 
 
 async def _time(client: Client, args: argparse.Namespace) -> int:
@@ -151,12 +166,14 @@ async def _time(client: Client, args: argparse.Namespace) -> int:
 def _print_result(result: OrderResult) -> int:
     color = {"accepted": "green", "rejected": "red"}.get(result.status, "yellow")
     details = {k: v for k, v in (("order_id", result.order_id), ("price", result.price),
-                                 ("quantity", result.quantity), ("canceled", result.canceled),
+                                 ("instrument", result.instrument), ("node", result.node_id),
+                                 ("quantity", result.quantity), ("bond", result.bond),
+                                 ("canceled", result.canceled),
                                  ("remaining", result.remaining_quantity),
                                  ("reason", result.reason)) if v is not None}
     text = " ".join(f"{k}={v}" for k, v in details.items())
     console.print(f"[{color}]{result.status}[/{color}] {result.op} "
-                  f"{result.client_order_id or ''} {text}")
+                  f"{result.client_order_id or result.issue_id or ''} {text}")
     return 0 if result.status == "accepted" else 1
 
 
@@ -197,6 +214,32 @@ async def _balances(client: Client, args: argparse.Namespace) -> int:
     for asset, balance in sorted((await client.balances()).items()):
         table.add_row(asset, str(balance.available), str(balance.held))
     console.print(table)
+    return 0
+
+
+async def _issue(client: Client, args: argparse.Namespace) -> int:
+    return _print_result(await client.issue_capacity(args.instrument, args.node, args.quantity,
+                                                     issue_id=args.issue_id))
+
+
+async def _deliveries(client: Client, args: argparse.Namespace) -> int:
+    deliveries = await client.deliveries()
+    account = client.login.account if client.login else ""
+    issues = Table("issue id", "instrument", "node", "quantity", "bonded", "bond", "status",
+                   title=f"issues of {account}")
+    for issue in deliveries.issues:
+        issues.add_row(issue.issue_id, issue.instrument, issue.node_id, str(issue.quantity),
+                       str(issue.bonded_quantity), issue.bond, issue.status)
+    assignments = Table("hour (UTC)", "instrument", "issue id", "node", "issuer", "holder",
+                        "quantity", "status", "delivered", "compensation",
+                        title=f"assignments of {account}")
+    for item in deliveries.assignments:
+        delivered = "" if item.delivered_ppm is None else f"{item.delivered_ppm / 10_000:g}%"
+        assignments.add_row(_utc(item.delivery_start), item.instrument, item.issue_id,
+                            item.node_id, item.issuer, item.holder, str(item.quantity),
+                            item.status, delivered, item.compensation or "")
+    console.print(issues)
+    console.print(assignments)
     return 0
 
 

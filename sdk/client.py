@@ -35,6 +35,7 @@ from sdk.requests import (
     batch_item,
     cancel_item,
     mass_cancel_item,
+    new_issue_id,
     new_order_item,
     order_request,
     quote_body,
@@ -44,6 +45,7 @@ from sdk.requests import (
 from sdk.signing import ApiKey, Wallet
 from wsapi.messages import (
     Balance,
+    DeliveriesResult,
     Instrument,
     MassQuoteResult,
     OrderReport,
@@ -56,8 +58,11 @@ from wsapi.requests import (
     BatchRequest,
     CancelAllAfter,
     Channel,
+    Deliveries,
+    DeliveryReportRequest,
     DepositRequest,
     Instruments,
+    IssueCapacityRequest,
     ListInstrumentRequest,
     MassQuoteRequest,
     OpenOrders,
@@ -168,6 +173,35 @@ class Client(Connection):
         reply = await self._call(lambda req_id: DepositRequest(
             req_id=req_id, account=account, asset=asset, amount=amount, deposit_id=deposit_id))
         return msgspec.convert(reply.result, OrderResult)
+
+    # -- delivery (PROTOCOL.md v2) ---------------------------------------------------------
+
+    async def issue_capacity(
+        self, instrument: str, node_id: str, quantity: int, issue_id: str | None = None
+    ) -> OrderResult:
+        """Bond `quantity` GPU-hours of `node_id` on a deliverable instrument and get as many
+        tokens (roles operator, market_maker, admin). `issue_id` is made up when not given;
+        to retry safely, pass the same one again: a second issue with it is rejected
+        `duplicate_issue`."""
+        chosen = issue_id or new_issue_id()
+        reply = await self._call(lambda req_id: IssueCapacityRequest(
+            req_id=req_id, issue_id=chosen, instrument=instrument, node_id=node_id,
+            quantity=quantity))
+        return msgspec.convert(reply.result, OrderResult)
+
+    async def delivery_report(
+        self, issue_id: str, holder: str, delivered_ppm: int, evidence: str | None = None
+    ) -> OrderResult:
+        """Report how much of an assignment was delivered (the delivery role only)."""
+        reply = await self._call(lambda req_id: DeliveryReportRequest(
+            req_id=req_id, issue_id=issue_id, holder=holder, delivered_ppm=delivered_ppm,
+            evidence=evidence))
+        return msgspec.convert(reply.result, OrderResult)
+
+    async def deliveries(self) -> DeliveriesResult:
+        """The account's issues and its assignments, as issuer and as holder."""
+        reply = await self._call(lambda req_id: Deliveries(req_id=req_id))
+        return msgspec.convert(reply.result, DeliveriesResult)
 
     # -- feeds -----------------------------------------------------------------------------
 

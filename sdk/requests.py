@@ -165,3 +165,9 @@ _client_order_prefix = secrets.token_hex(3)
 def new_client_order_id() -> str:
     """Return a client order id unique to this process (a random prefix and a counter)."""
     return f"c{_client_order_prefix}-{next(_client_order_ids)}"
+
+
+def new_issue_id() -> str:
+    """Return a fresh issue id: 128 random bits, since an issue id is unique for all time
+    (across processes and restarts, unlike a client order id)."""
+    return f"i{secrets.token_hex(16)}"

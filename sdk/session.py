@@ -30,6 +30,7 @@ from wsapi.messages import (
     BalancesMessage,
     BookMessage,
     CandlesMessage,
+    DeliveriesMessage,
     FeedMessage,
     FillsMessage,
     Heartbeat,
@@ -55,6 +56,7 @@ _INSTRUMENT_CHANNELS: Final[dict[type[FeedMessage], Channel]] = {
 }
 _ACCOUNT_CHANNELS: Final[dict[type[FeedMessage], Channel]] = {
     OrdersMessage: "orders", FillsMessage: "fills", BalancesMessage: "balances",
+    DeliveriesMessage: "deliveries",
 }
 
 
@@ -165,7 +167,7 @@ class Session(Generic[Waiter, Subscriber]):
         if isinstance(message, BookMessage):
             return [*self._on_book(message), *self._deliver(message)]
         if isinstance(message, (TradesMessage, TickerMessage, CandlesMessage, OrdersMessage,
-                                FillsMessage, BalancesMessage)):
+                                FillsMessage, BalancesMessage, DeliveriesMessage)):
             return self._deliver(message)
         if isinstance(message, Heartbeat):
             self.last_heartbeat = message
@@ -261,6 +263,6 @@ class Session(Generic[Waiter, Subscriber]):
 
 def feed_of(message: FeedMessage) -> Feed:
     """Return the feed a message belongs to."""
-    if isinstance(message, (OrdersMessage, FillsMessage, BalancesMessage)):
+    if isinstance(message, (OrdersMessage, FillsMessage, BalancesMessage, DeliveriesMessage)):
         return _ACCOUNT_CHANNELS[type(message)], None
     return _INSTRUMENT_CHANNELS[type(message)], message.instrument

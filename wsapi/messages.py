@@ -214,20 +214,52 @@ class BalancesMessage(_Message, tag="balances", frozen=True, kw_only=True):
     balances: dict[str, Balance]
 
 
+class DeliveryEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One engine event of Delivery (PROTOCOL.md v2) that concerns the account, named by
+    `event`: capacity_issued, issue_rejected, bond_released (to the issuer), delivery_assigned
+    or delivery_settled (to the issuer and the holder). `issuer` is the event's `account`
+    where it has one; `instrument` is filled in for every event but issue_rejected."""
+
+    event: str
+    issue_id: str
+    seq: int
+    ts: int
+    instrument: str | None = None
+    node_id: str | None = None
+    issuer: str | None = None
+    holder: str | None = None
+    quantity: int | None = None
+    bond: str | None = None  # capacity_issued: the USDC bonded
+    amount: str | None = None  # bond_released: the USDC released to the issuer
+    delivered_ppm: int | None = None
+    compensation: str | None = None  # delivery_settled: the USDC paid to the holder
+    evidence: str | None = None
+    reason: str | None = None  # issue_rejected
+
+
+class DeliveriesMessage(_Message, tag="deliveries", frozen=True, kw_only=True):
+    kind: Kind
+    events: list[DeliveryEvent]
+
+
 ServerMessage = (
     Hello | Reply | Notice | Heartbeat | BookMessage | TradesMessage | TickerMessage
-    | CandlesMessage | OrdersMessage | FillsMessage | BalancesMessage
+    | CandlesMessage | OrdersMessage | FillsMessage | BalancesMessage | DeliveriesMessage
 )
 FeedMessage = (
     BookMessage | TradesMessage | TickerMessage | CandlesMessage | OrdersMessage
-    | FillsMessage | BalancesMessage
+    | FillsMessage | BalancesMessage | DeliveriesMessage
 )
 
 
 # -- results of requests ------------------------------------------------------------------
 
 class OrderResult(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """The engine's answer to one order command: `status` accepted, rejected or error."""
+    """The engine's answer to one order, admin or delivery command: `status` accepted,
+    rejected or error. An accepted `issue_capacity` is the engine's capacity_issued (with
+    `issue_id`, `instrument`, `node_id`, `quantity`, `bond`), a rejected one its
+    issue_rejected; an accepted `delivery_report` is delivery_settled (with `holder`,
+    `delivered_ppm`, `compensation`, `evidence`), a rejected one report_rejected."""
 
     op: str
     status: Literal["accepted", "rejected", "error"]
@@ -240,6 +272,13 @@ class OrderResult(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     remaining_quantity: int | None = None
     canceled_quantity: int | None = None
     canceled: int | None = None
+    issue_id: str | None = None
+    node_id: str | None = None
+    bond: str | None = None
+    holder: str | None = None
+    delivered_ppm: int | None = None
+    compensation: str | None = None
+    evidence: str | None = None
 
     @property
     def accepted(self) -> bool:
@@ -251,7 +290,7 @@ class MassQuoteResult(msgspec.Struct, frozen=True, kw_only=True):
     results: list[OrderResult]
 
 
-class Instrument(msgspec.Struct, frozen=True, kw_only=True):
+class Instrument(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     symbol: str
     gpu: str
     region: str
@@ -262,6 +301,48 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True):
     maker_fee_bps: int
     taker_fee_bps: int
     status: Literal["open", "closed"]
+    # Delivery (v2): present for a deliverable instrument, the USDC bond per GPU-hour.
+    bond_per_gpu_hour: str | None = None
+
+
+class Issue(msgspec.Struct, frozen=True, kw_only=True):
+    """One issue of the account: `bonded_quantity` GPU-hours (and `bond` USDC) still under
+    bond. `status`: open (the instrument trades), delivering (closed, reports awaited) or
+    settled (nothing bonded)."""
+
+    issue_id: str
+    instrument: str
+    node_id: str
+    quantity: int
+    bonded_quantity: int
+    bond: str
+    status: Literal["open", "delivering", "settled"]
+
+
+class Assignment(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """GPU-hours of an issue assigned to a holder at close: `delivery_start` is the hour's
+    start (ns). `delivered_ppm` and `compensation` (USDC) once settled by a report."""
+
+    issue_id: str
+    instrument: str
+    delivery_start: int
+    node_id: str
+    issuer: str
+    holder: str
+    quantity: int
+    status: Literal["assigned", "settled"]
+    delivered_ppm: int | None = None
+    compensation: str | None = None
+    evidence: str | None = None
+
+
+class DeliveriesResult(msgspec.Struct, frozen=True, kw_only=True):
+    """The `deliveries` request's result, as of event `seq`: every issue and assignment of
+    the account still open, and its most recently settled ones, each in the order made."""
+
+    seq: int
+    issues: list[Issue]
+    assignments: list[Assignment]
 
 
 class ServerTime(msgspec.Struct, frozen=True, kw_only=True):

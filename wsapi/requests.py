@@ -14,6 +14,8 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 
 from protocol.commands import (
+    EVIDENCE_MAX_LENGTH,
+    PPM,
     DeliveryHours,
     Identifier,
     Label,
@@ -38,9 +40,10 @@ OrderType = Literal["limit", "market"]
 TimeInForce = Literal["gtc", "ioc", "fok", "gtd"]
 Stp = Literal["cancel_newest", "cancel_oldest", "cancel_both", "decrement"]
 CancelOnDisconnect = Literal["off", "session", "account"]
-Channel = Literal["book", "trades", "ticker", "candles", "orders", "fills", "balances"]
+Channel = Literal[
+    "book", "trades", "ticker", "candles", "orders", "fills", "balances", "deliveries"]
 PUBLIC_CHANNELS: Final = frozenset({"book", "trades", "ticker", "candles"})
-PRIVATE_CHANNELS: Final = frozenset({"orders", "fills", "balances"})
+PRIVATE_CHANNELS: Final = frozenset({"orders", "fills", "balances", "deliveries"})
 
 
 class _Body(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True,
@@ -209,6 +212,8 @@ class ListInstrumentRequest(Request, tag="list_instrument", frozen=True, kw_only
     max_order_quantity: MaxOrderQuantity
     maker_fee_bps: Bps
     taker_fee_bps: Bps
+    # Delivery (v2): makes the instrument deliverable, its tokens bonded promises.
+    bond_per_gpu_hour: Price | None = None
 
 
 class DepositRequest(Request, tag="deposit", frozen=True, kw_only=True):
@@ -218,11 +223,35 @@ class DepositRequest(Request, tag="deposit", frozen=True, kw_only=True):
     deposit_id: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:\-]{1,128}\Z")] | None = None
 
 
+class IssueCapacityRequest(Request, tag="issue_capacity", frozen=True, kw_only=True):
+    """Bond `quantity` GPU-hours of a node of a deliverable instrument and get its tokens;
+    the issuer is the session's account."""
+
+    issue_id: Identifier
+    instrument: Identifier
+    node_id: Identifier
+    quantity: Quantity
+
+
+class DeliveryReportRequest(Request, tag="delivery_report", frozen=True, kw_only=True):
+    """The delivery service's measure of one assignment: `delivered_ppm` of its GPU-hours
+    were delivered (PROTOCOL.md v2); the engine pays the holder for the rest."""
+
+    issue_id: Identifier
+    holder: Identifier
+    delivered_ppm: Annotated[int, msgspec.Meta(ge=0, le=PPM)]
+    evidence: Annotated[str, msgspec.Meta(max_length=EVIDENCE_MAX_LENGTH)] | None = None
+
+
+class Deliveries(Request, tag="deliveries", frozen=True, kw_only=True):
+    """The account's issues and its assignments, as issuer and as holder."""
+
+
 AnyRequest = (
     Login | LoginWallet | NewOrderRequest | CancelOrderRequest | AmendOrderRequest
     | MassCancelRequest | BatchRequest | MassQuoteRequest | CancelAllAfter | Subscribe
     | Unsubscribe | Instruments | Time | Ping | OpenOrders | Balances | ListInstrumentRequest
-    | DepositRequest
+    | DepositRequest | IssueCapacityRequest | DeliveryReportRequest | Deliveries
 )
 REQUEST_TYPES: Final[dict[str, type[msgspec.Struct]]] = {
     cls.__struct_config__.tag: cls
@@ -240,9 +269,14 @@ def request_cost(request: AnyRequest) -> int:
 ADMIN_OPS: Final = frozenset({"list_instrument", "deposit"})
 TRADING_OPS: Final = frozenset(
     {"new_order", "cancel_order", "amend_order", "mass_cancel", "batch", "mass_quote",
-     "cancel_all_after", "open_orders", "balances"}
+     "cancel_all_after", "open_orders", "balances", "issue_capacity", "deliveries"}
 )
 MASS_QUOTE_ROLES: Final = frozenset({"market_maker", "operator", "admin"})
+ISSUE_ROLES: Final = frozenset({"operator", "market_maker", "admin"})
+# The delivery service's credential sends these and no other account operation; no other
+# role sends them, admin included: a report moves bond money between two accounts.
+DELIVERY_ROLE: Final = "delivery"
+DELIVERY_OPS: Final = frozenset({"delivery_report"})
 
 # msgspec recurses once per nesting level and has no depth limit: a frame deep enough
 # overflows the C stack. No request needs more than a few dozen brackets.
