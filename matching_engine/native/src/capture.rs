@@ -4,14 +4,19 @@
 //!
 //! Books list their orders in priority order, so adding them back in that order keeps time
 //! priority; accounts list their open orders in acceptance (order id) order. Balances and
-//! supply keep the order they were first credited in, and the expiry heap its layout.
+//! supply keep the order they were first credited in, and the expiry heap its layout;
+//! issues and deliveries are listed in the order they were made.
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::book::{BookSide, Order};
 use crate::command::TimeInForce;
+use crate::delivery::{Delivery, Issue};
 use crate::expiries::{Expiries, Expiry};
-use crate::snapshot::{shown, Balances, EngineState, ExpiryState, InstrumentState, OrderState};
+use crate::snapshot::{
+    shown, Balances, DeliveryState, EngineState, ExpiryState, InstrumentState, IssueState,
+    OrderState,
+};
 use crate::state::{balance_parts, Engine, Instrument};
 
 impl Engine {
@@ -48,6 +53,29 @@ impl Engine {
                 .iter()
                 .map(|(asset, &amount)| (self.asset_name(asset).into(), amount))
                 .collect(),
+            issues: self.issues.iter().map(|issue| self.issue_state(issue)).collect(),
+            deliveries: self
+                .deliveries
+                .iter()
+                .map(|delivery| DeliveryState {
+                    issue_id: self.issues[delivery.issue as usize].issue_id.clone(),
+                    holder: self.accounts[delivery.holder as usize].name.clone(),
+                    quantity: delivery.quantity,
+                    reported: delivery.reported,
+                })
+                .collect(),
+        }
+    }
+
+    fn issue_state(&self, issue: &Issue) -> IssueState {
+        IssueState {
+            issue_id: issue.issue_id.clone(),
+            account: self.accounts[issue.account as usize].name.clone(),
+            instrument: self.instruments[issue.instrument as usize].listing.symbol.clone(),
+            node_id: issue.node_id.clone(),
+            quantity: issue.quantity,
+            unassigned: issue.unassigned,
+            bonded: issue.bonded,
         }
     }
 
@@ -115,6 +143,9 @@ impl Engine {
                     listed.listing.tick
                 ));
             }
+            if let Some(bond) = listed.listing.bond.filter(|&bond| bond < 0) {
+                return Err(format!("instrument {:?} has bond {bond}", shown(&symbol)));
+            }
             if engine.instrument_ids.insert(symbol.clone(), index as u32).is_some() {
                 return Err(format!("instrument {:?} listed twice", shown(&symbol)));
             }
@@ -125,6 +156,8 @@ impl Engine {
         engine.deposit_ids.extend(state.deposit_ids);
         engine.restore_books(books)?;
         engine.restore_expiries(state.expiries)?;
+        engine.restore_issues(state.issues)?;
+        engine.restore_deliveries(state.deliveries)?;
         engine.next_close_ns = engine.earliest_open_delivery();
         engine.validate()?;
         Ok(engine)
@@ -260,6 +293,66 @@ impl Engine {
             entries.push(Expiry { expire_at: expiry.expire_at, order_id, slot });
         }
         self.expiries = Expiries::from_entries(entries);
+        Ok(())
+    }
+
+    /// The issues as listed, each of a deliverable instrument; their quantities are checked
+    /// with the other invariants.
+    fn restore_issues(&mut self, issues: Vec<IssueState>) -> Result<(), String> {
+        for issue in issues {
+            let name = shown(&issue.issue_id).into_owned();
+            let instrument = match self.instrument_ids.get(&issue.instrument) {
+                Some(&index) if self.instruments[index as usize].listing.bond.is_some() => index,
+                Some(_) => {
+                    let symbol = shown(&issue.instrument);
+                    return Err(format!("issue {name:?} is of {symbol:?}, not deliverable"));
+                }
+                None => {
+                    let symbol = shown(&issue.instrument);
+                    return Err(format!(
+                        "issue {name:?} is of {symbol:?}, not a listed instrument"
+                    ));
+                }
+            };
+            let index = self.issues.len() as u32;
+            if self.issue_ids.insert(issue.issue_id.clone(), index).is_some() {
+                return Err(format!("issue {name:?} listed twice"));
+            }
+            let account = self.account_id(&issue.account);
+            self.instruments[instrument as usize].issues.push(index);
+            self.issues.push(Issue {
+                issue_id: issue.issue_id,
+                account,
+                instrument,
+                node_id: issue.node_id,
+                quantity: issue.quantity,
+                unassigned: issue.unassigned,
+                bonded: issue.bonded,
+            });
+        }
+        Ok(())
+    }
+
+    /// The deliveries as listed, each of a listed issue, one per (issue, holder).
+    fn restore_deliveries(&mut self, deliveries: Vec<DeliveryState>) -> Result<(), String> {
+        for delivery in deliveries {
+            let name = shown(&delivery.issue_id);
+            let Some(&issue) = self.issue_ids.get(&delivery.issue_id) else {
+                return Err(format!("a delivery of issue {name:?}, which is not listed"));
+            };
+            let holder = self.account_id(&delivery.holder);
+            let index = self.deliveries.len() as u32;
+            if self.delivery_ids.insert((issue, holder), index).is_some() {
+                let holder = shown(&delivery.holder);
+                return Err(format!("the delivery of issue {name:?} to {holder:?} listed twice"));
+            }
+            self.deliveries.push(Delivery {
+                issue,
+                holder,
+                quantity: delivery.quantity,
+                reported: delivery.reported,
+            });
+        }
         Ok(())
     }
 }

@@ -2,6 +2,9 @@
 //! command of protocol/commands.py, or a MalformedCommand with what `on_malformed` reads).
 
 pub const TS_MAX: i128 = (1i128 << 63) - 1;
+/// `delivered_ppm` of a whole delivery; `evidence` holds at most this many characters.
+pub const PPM: i128 = 1_000_000;
+pub const EVIDENCE_CHARS_MAX: usize = 128;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Side {
@@ -151,6 +154,31 @@ pub struct ListInstrument<'a> {
     pub max_order_quantity: i64,
     pub maker_fee_bps: i64,
     pub taker_fee_bps: i64,
+    /// v2, Delivery: the bond per GPU-hour as given; None for a v1 (not deliverable) listing.
+    pub bond_per_gpu_hour: Option<&'a [u8]>,
+}
+
+/// v2, Delivery: an operator bonds `quantity` GPU-hours of a node and gets their tokens.
+#[derive(Debug)]
+pub struct IssueCapacity<'a> {
+    pub ts: i64,
+    pub account: &'a [u8],
+    pub issue_id: &'a [u8],
+    pub instrument: &'a [u8],
+    pub node_id: &'a [u8],
+    /// Saturated to i128: only compared with the instrument's bounds before any use.
+    pub quantity: i128,
+}
+
+/// v2, Delivery: the delivery service's measure of one assignment (issue, holder).
+#[derive(Debug)]
+pub struct DeliveryReport<'a> {
+    pub ts: i64,
+    pub issue_id: &'a [u8],
+    pub holder: &'a [u8],
+    /// A signed 64-bit integer; only compared with 0..=PPM before any use.
+    pub delivered_ppm: i128,
+    pub evidence: Option<&'a [u8]>,
 }
 
 /// What `decode_command` returns for a line: a command, or a MalformedCommand with what
@@ -194,6 +222,8 @@ pub enum Command<'a> {
     Tick {
         ts: i64,
     },
+    IssueCapacity(IssueCapacity<'a>),
+    DeliveryReport(DeliveryReport<'a>),
     Malformed {
         kind: &'a [u8],
         ts: Option<i64>,
@@ -209,6 +239,8 @@ impl Command<'_> {
         match self {
             Command::ListInstrument(c) => Some(c.ts),
             Command::NewOrder(c) => Some(c.ts),
+            Command::IssueCapacity(c) => Some(c.ts),
+            Command::DeliveryReport(c) => Some(c.ts),
             Command::Deposit { ts, .. }
             | Command::Withdraw { ts, .. }
             | Command::CancelOrder { ts, .. }

@@ -10,8 +10,9 @@
 //! - the salvage reads the members as a dict (the last duplicate wins).
 
 use crate::command::{
-    is_cancel_reason, is_mass_cancel_reason, Amount, CancelReason, Command, ListInstrument,
-    NewOrder, OrderType, Side, Stp, TimeInForce, TS_MAX,
+    is_cancel_reason, is_mass_cancel_reason, Amount, CancelReason, Command, DeliveryReport,
+    IssueCapacity, ListInstrument, NewOrder, OrderType, Side, Stp, TimeInForce, EVIDENCE_CHARS_MAX,
+    TS_MAX,
 };
 use crate::json::{Scanner, Str, Top, Val};
 use crate::schema::{eq_bytes, fields_of, is_identifier, tag_of, Kind, Tag, FIELDS_MAX};
@@ -50,8 +51,13 @@ impl<'a> Members<'a> {
             (Kind::Identifier, Val::Str(s)) => is_identifier(self.bytes(*s)),
             (Kind::Str | Kind::OptStr | Kind::StrOrInt, Val::Str(_)) => true,
             (Kind::ShortStr, Val::Str(s)) => (1..=64).contains(&char_count(self.bytes(*s))),
+            (Kind::Evidence, Val::Str(s)) => char_count(self.bytes(*s)) <= EVIDENCE_CHARS_MAX,
             (
-                Kind::OptStr | Kind::OptInt | Kind::OptNanoseconds | Kind::OptTimeInForce,
+                Kind::OptStr
+                | Kind::OptInt
+                | Kind::OptNanoseconds
+                | Kind::OptTimeInForce
+                | Kind::Evidence,
                 Val::Null,
             ) => true,
             (Kind::IntIn(lo, hi), Val::Int(i)) => (lo..=hi).contains(&i.value(self.line)),
@@ -187,6 +193,7 @@ pub(crate) fn build<'a>(values: &impl FieldValues<'a>, tag: Tag) -> Command<'a> 
             max_order_quantity: int(7) as i64,
             maker_fee_bps: int(8) as i64,
             taker_fee_bps: int(9) as i64,
+            bond_per_gpu_hour: opt_s(10),
         }),
         Tag::Deposit => Command::Deposit {
             ts,
@@ -230,6 +237,21 @@ pub(crate) fn build<'a>(values: &impl FieldValues<'a>, tag: Tag) -> Command<'a> 
             reason: opt_s(3).and_then(CancelReason::named).unwrap_or(CancelReason::MassCancel),
         },
         Tag::Tick => Command::Tick { ts },
+        Tag::IssueCapacity => Command::IssueCapacity(IssueCapacity {
+            ts,
+            account: s(1),
+            issue_id: s(2),
+            instrument: s(3),
+            node_id: s(4),
+            quantity: int(5),
+        }),
+        Tag::DeliveryReport => Command::DeliveryReport(DeliveryReport {
+            ts,
+            issue_id: s(1),
+            holder: s(2),
+            delivered_ppm: int(3),
+            evidence: opt_s(4),
+        }),
     }
 }
 

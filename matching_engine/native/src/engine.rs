@@ -3,7 +3,7 @@
 //! has the order flow, `state.rs` the state they change.
 
 use crate::command::{Amount, Command, ListInstrument};
-use crate::money::{parse_positive_micro, parse_token_int, parse_token_text};
+use crate::money::{parse_micro, parse_positive_micro, parse_token_int, parse_token_text};
 use crate::state::{Engine, Instrument, Listing, NEVER, USDC, USDC_ASSET};
 
 pub const FEE_BPS_MAX: i64 = 1000;
@@ -41,6 +41,8 @@ impl Engine {
             }
             Command::ListInstrument(c) => self.on_list_instrument(c),
             Command::Tick { .. } => {}
+            Command::IssueCapacity(c) => self.on_issue_capacity(c),
+            Command::DeliveryReport(c) => self.on_delivery_report(c),
             Command::Malformed { kind, ts, account, client_order_id, instrument } => {
                 self.on_malformed(kind, ts.is_some(), *account, *client_order_id, *instrument)
             }
@@ -86,6 +88,9 @@ impl Engine {
             self.events.begin("instrument_closed", seq, self.time);
             self.events.plain("symbol", &self.instruments[index].listing.symbol);
             self.events.end();
+            if self.instruments[index].listing.bond.is_some() {
+                self.redeem(index as u32);
+            }
         }
         self.next_close_ns = self.earliest_open_delivery();
     }
@@ -107,7 +112,9 @@ impl Engine {
             return self.reject_command(b"list_instrument", "duplicate_instrument");
         }
         let tick = parse_positive_micro(c.tick_size).unwrap_or(0);
+        let bond = c.bond_per_gpu_hour.map(parse_micro);
         if tick == 0
+            || bond == Some(None)
             || c.symbol == USDC
             || c.maker_fee_bps > FEE_BPS_MAX
             || c.taker_fee_bps > FEE_BPS_MAX
@@ -126,6 +133,7 @@ impl Engine {
             max_order_quantity: c.max_order_quantity,
             maker_fee_bps: c.maker_fee_bps,
             taker_fee_bps: c.taker_fee_bps,
+            bond: bond.flatten().map(|micro| micro as i64),
         };
         self.instruments.push(Instrument::new(listing, false));
         self.instrument_ids.insert(c.symbol.into(), index);
@@ -142,12 +150,22 @@ impl Engine {
         w.int("max_order_quantity", i128::from(c.max_order_quantity));
         w.int("maker_fee_bps", i128::from(c.maker_fee_bps));
         w.int("taker_fee_bps", i128::from(c.taker_fee_bps));
+        if let Some(micro) = bond.flatten() {
+            w.micro("bond_per_gpu_hour", micro);
+        }
         w.end();
     }
 
-    /// Return Err(reason) for an unknown asset or a bad amount, else (asset id, amount).
+    /// Return Err(reason) for an unknown asset, the token of a deliverable instrument that has
+    /// closed (its tokens are redeemed), or a bad amount; else (asset id, amount).
     fn check_amount(&self, asset: &[u8], amount: &Amount<'_>) -> Result<(u32, i128), &'static str> {
         let asset_id = self.asset_id(asset).ok_or("unknown_asset")?;
+        if asset_id != USDC_ASSET {
+            let instrument = &self.instruments[(asset_id - 1) as usize];
+            if instrument.closed && instrument.listing.bond.is_some() {
+                return Err("instrument_closed");
+            }
+        }
         let parsed = match (asset_id == USDC_ASSET, amount) {
             (true, Amount::Text(text)) => parse_positive_micro(text),
             (true, Amount::Integer { .. }) => None,
@@ -275,6 +293,8 @@ impl Engine {
                 | b"amend_order"
                 | b"mass_cancel"
                 | b"tick"
+                | b"issue_capacity"
+                | b"delivery_report"
         );
         let names_account = matches!(
             kind,

@@ -4,7 +4,9 @@
 //! general path (`decode.rs`), so this only ever accepts lines msgspec's typed decode accepts,
 //! with the same values.
 
-use crate::command::{is_cancel_reason, is_mass_cancel_reason, Command, Stp, TimeInForce, TS_MAX};
+use crate::command::{
+    is_cancel_reason, is_mass_cancel_reason, Command, Stp, TimeInForce, EVIDENCE_CHARS_MAX, TS_MAX,
+};
 use crate::decode::{build, FieldValues};
 use crate::json::special_bytes;
 use crate::schema::{eq_bytes, fields_of, is_identifier, tag_of, Kind, FIELDS_MAX};
@@ -186,6 +188,13 @@ impl<'a> Cursor<'a> {
                 self.text().filter(|t| is_mass_cancel_reason(t)).map(Value::Text)
             }
             Kind::Stp => self.text().filter(|t| Stp::named(t).is_some()).map(Value::Text),
+            Kind::Evidence => {
+                if self.null() {
+                    return Some(Value::Null);
+                }
+                // Plain ASCII here: a byte is a character.
+                self.text().filter(|t| t.len() <= EVIDENCE_CHARS_MAX).map(Value::Text)
+            }
         }
     }
 }

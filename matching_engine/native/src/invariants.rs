@@ -1,13 +1,15 @@
 //! The internal invariants of the engine (matching_engine/core/invariants.py), checked from
-//! scratch: balances, holds, conservation, books, registrations and expiries.
+//! scratch: balances, holds, conservation (bonds included), books, registrations, expiries,
+//! issues and deliveries.
 
 use rustc_hash::FxHashMap;
 
 use crate::book::{BookSide, NIL};
-use crate::state::{balance_key, balance_parts, Engine};
+use crate::state::{balance_key, balance_parts, Engine, USDC_ASSET};
 
 impl Engine {
-    /// Check balances, holds, conservation, books, registrations and expiries from scratch.
+    /// Check balances, holds, conservation, books, registrations, expiries, issues and
+    /// deliveries from scratch.
     pub fn validate(&self) -> Result<(), String> {
         let check =
             |ok: bool, message: &dyn Fn() -> String| if ok { Ok(()) } else { Err(message()) };
@@ -58,6 +60,10 @@ impl Engine {
         for (key, &[available, held]) in self.balances.iter() {
             *totals.entry(balance_parts(key).1).or_insert(0) += available + held;
         }
+        for issue in &self.issues {
+            let bond = i128::from(issue.bonded) * self.bond_per_hour(issue);
+            *totals.entry(USDC_ASSET).or_insert(0) += bond;
+        }
         for (asset, &supply) in self.supply.iter() {
             check(totals.remove(&asset).unwrap_or(0) == supply, &|| {
                 format!("asset {asset} not conserved")
@@ -81,7 +87,63 @@ impl Engine {
             }
         }
         check(resting == open_count, &|| format!("{resting} resting != {open_count} open"))?;
-        self.check_expiries()
+        self.check_expiries()?;
+        self.check_issues()
+    }
+
+    /// Each issue is of a deliverable instrument, listed by it and findable by its id; its
+    /// GPU-hours are all unassigned until the close and none after; what is bonded is what is
+    /// unassigned plus what is assigned and not reported; no more is assigned than issued,
+    /// and only at a close. A closed deliverable instrument has no token left.
+    fn check_issues(&self) -> Result<(), String> {
+        let mut assigned = vec![0i64; self.issues.len()];
+        let mut due = vec![0i64; self.issues.len()];
+        for (index, delivery) in self.deliveries.iter().enumerate() {
+            let issue = delivery.issue as usize;
+            let closed = self.instruments[self.issues[issue].instrument as usize].closed;
+            if delivery.quantity < 1
+                || !closed
+                || self.delivery_ids.get(&(delivery.issue, delivery.holder))
+                    != Some(&(index as u32))
+            {
+                return Err(format!("delivery {index} misfiled"));
+            }
+            assigned[issue] += delivery.quantity;
+            if !delivery.reported {
+                due[issue] += delivery.quantity;
+            }
+        }
+        let mut listed = 0;
+        for (index, instrument) in self.instruments.iter().enumerate() {
+            let mine = |&i: &u32| self.issues[i as usize].instrument as usize == index;
+            if !instrument.issues.windows(2).all(|w| w[0] < w[1])
+                || !instrument.issues.iter().all(mine)
+                || (instrument.listing.bond.is_none() && !instrument.issues.is_empty())
+            {
+                return Err(format!("instrument {index} lists issues not its own"));
+            }
+            listed += instrument.issues.len();
+            let token_left = self.supply.get(index as u32 + 1).is_some_and(|&supply| supply != 0);
+            if instrument.closed && instrument.listing.bond.is_some() && token_left {
+                return Err(format!("instrument {index} closed with tokens left"));
+            }
+        }
+        if listed != self.issues.len() || self.issue_ids.len() != self.issues.len() {
+            return Err("issues listed and issues made disagree".into());
+        }
+        for (index, issue) in self.issues.iter().enumerate() {
+            let closed = self.instruments[issue.instrument as usize].closed;
+            let consistent = self.issue_ids.get(&issue.issue_id) == Some(&(index as u32))
+                && issue.quantity >= 1
+                && issue.unassigned == if closed { 0 } else { issue.quantity }
+                && issue.bonded == issue.unassigned + due[index]
+                && assigned[index] <= issue.quantity;
+            if !consistent {
+                let name = String::from_utf8_lossy(&issue.issue_id);
+                return Err(format!("issue {name:?} quantities or registration"));
+            }
+        }
+        Ok(())
     }
 
     /// Each expiry entry names the slot of its order, which is kept for it, and no other

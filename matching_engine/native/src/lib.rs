@@ -15,6 +15,7 @@ pub mod book;
 mod capture;
 pub mod command;
 pub mod decode;
+mod delivery;
 pub mod encode;
 pub mod engine;
 pub mod expiries;

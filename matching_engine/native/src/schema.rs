@@ -14,6 +14,8 @@ pub(crate) enum Tag {
     AmendOrder,
     MassCancel,
     Tick,
+    IssueCapacity,
+    DeliveryReport,
 }
 
 /// The schema of one field (protocol/commands.py).
@@ -42,6 +44,8 @@ pub(crate) enum Kind {
     CancelReason,
     /// `MassCancelReason` of protocol/commands.py.
     MassCancelReason,
+    /// `delivery_report.evidence`: None, or a str of at most EVIDENCE_CHARS_MAX characters.
+    Evidence,
 }
 
 const NS: Kind = Kind::IntIn(0, TS_MAX);
@@ -72,6 +76,7 @@ const LIST_INSTRUMENT: &[Field] = &[
     req(b"max_order_quantity", Kind::IntIn(1, 1_000_000_000)),
     req(b"maker_fee_bps", NS),
     req(b"taker_fee_bps", NS),
+    opt(b"bond_per_gpu_hour", Kind::OptStr),
 ];
 const DEPOSIT: &[Field] = &[
     req(b"ts", NS),
@@ -120,6 +125,21 @@ const MASS_CANCEL: &[Field] = &[
     opt(b"reason", Kind::MassCancelReason),
 ];
 const TICK: &[Field] = &[req(b"ts", NS)];
+const ISSUE_CAPACITY: &[Field] = &[
+    req(b"ts", NS),
+    req(b"account", Kind::Identifier),
+    req(b"issue_id", Kind::Identifier),
+    req(b"instrument", Kind::Str),
+    req(b"node_id", Kind::Identifier),
+    req(b"quantity", Kind::AnyInt),
+];
+const DELIVERY_REPORT: &[Field] = &[
+    req(b"ts", NS),
+    req(b"issue_id", Kind::Identifier),
+    req(b"holder", Kind::Identifier),
+    req(b"delivered_ppm", Kind::IntIn(-(TS_MAX + 1), TS_MAX)),
+    opt(b"evidence", Kind::Evidence),
+];
 
 pub(crate) const FIELDS_MAX: usize = 12;
 
@@ -133,6 +153,8 @@ pub(crate) fn tag_of(name: &[u8]) -> Option<Tag> {
         b"amend_order" => Tag::AmendOrder,
         b"mass_cancel" => Tag::MassCancel,
         b"tick" => Tag::Tick,
+        b"issue_capacity" => Tag::IssueCapacity,
+        b"delivery_report" => Tag::DeliveryReport,
         _ => return None,
     })
 }
@@ -147,6 +169,8 @@ pub(crate) fn fields_of(tag: Tag) -> &'static [Field] {
         Tag::AmendOrder => AMEND_ORDER,
         Tag::MassCancel => MASS_CANCEL,
         Tag::Tick => TICK,
+        Tag::IssueCapacity => ISSUE_CAPACITY,
+        Tag::DeliveryReport => DELIVERY_REPORT,
     }
 }
 

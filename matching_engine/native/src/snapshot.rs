@@ -17,7 +17,9 @@ use crate::command::{Stp, TimeInForce};
 use crate::msgpack::{Fault, Reader, Writer};
 use crate::state::Listing;
 
-pub const SNAPSHOT_VERSION: u64 = 1;
+/// The version written. Version 1 (before Delivery) is read too: it has no issue, no
+/// delivery and no deliverable instrument.
+pub const SNAPSHOT_VERSION: u64 = 2;
 
 /// An open order, as it rests on its book.
 #[derive(Debug, PartialEq, Eq)]
@@ -35,7 +37,8 @@ pub struct OrderState {
     pub stp: Stp,
 }
 
-/// An instrument and its book, each side in priority order.
+/// An instrument and its book, each side in priority order (its bond per GPU-hour is
+/// `listing.bond`).
 #[derive(Debug, PartialEq, Eq)]
 pub struct InstrumentState {
     pub listing: Listing,
@@ -51,6 +54,28 @@ pub struct ExpiryState {
     pub order_id: u64,
     pub account: Box<[u8]>,
     pub client_order_id: Box<[u8]>,
+}
+
+/// An issue of capacity: GPU-hours as issued, not yet released nor assigned at close, and
+/// still under bond.
+#[derive(Debug, PartialEq, Eq)]
+pub struct IssueState {
+    pub issue_id: Box<[u8]>,
+    pub account: Box<[u8]>,
+    pub instrument: Box<[u8]>,
+    pub node_id: Box<[u8]>,
+    pub quantity: i64,
+    pub unassigned: i64,
+    pub bonded: i64,
+}
+
+/// An assignment made at close, and whether a report has settled it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct DeliveryState {
+    pub issue_id: Box<[u8]>,
+    pub holder: Box<[u8]>,
+    pub quantity: i64,
+    pub reported: bool,
 }
 
 /// Account -> asset -> [available, held], both in the order they were first credited.
@@ -69,8 +94,12 @@ pub struct EngineState {
     pub expiries: Vec<ExpiryState>,
     /// Sorted.
     pub deposit_ids: Vec<Box<[u8]>>,
-    /// Asset -> deposited - withdrawn, in the order first deposited.
+    /// Asset -> deposited (or issued) - withdrawn (or redeemed), in the order first deposited.
     pub supply: Vec<(Box<[u8]>, i128)>,
+    /// In the order issued.
+    pub issues: Vec<IssueState>,
+    /// In the order assigned.
+    pub deliveries: Vec<DeliveryState>,
 }
 
 // -- writing -------------------------------------------------------------------------------
@@ -78,7 +107,7 @@ pub struct EngineState {
 /// The snapshot of `state`; Err names an amount beyond what the format holds (2^64 - 1).
 pub fn encode(state: &EngineState) -> Result<Vec<u8>, String> {
     let mut w = Writer::default();
-    w.map(10);
+    w.map(12);
     w.str(b"version");
     w.uint(SNAPSHOT_VERSION);
     w.str(b"time");
@@ -129,12 +158,33 @@ pub fn encode(state: &EngineState) -> Result<Vec<u8>, String> {
         w.str(asset);
         w.wide(*amount).map_err(|fault| format!("snapshot supply[{:?}]: {fault}", shown(asset)))?;
     }
+    w.str(b"issues");
+    w.array(state.issues.len());
+    for issue in &state.issues {
+        w.array(7);
+        w.str(&issue.issue_id);
+        w.str(&issue.account);
+        w.str(&issue.instrument);
+        w.str(&issue.node_id);
+        w.int(issue.quantity);
+        w.int(issue.unassigned);
+        w.int(issue.bonded);
+    }
+    w.str(b"deliveries");
+    w.array(state.deliveries.len());
+    for delivery in &state.deliveries {
+        w.array(4);
+        w.str(&delivery.issue_id);
+        w.str(&delivery.holder);
+        w.int(delivery.quantity);
+        w.bool(delivery.reported);
+    }
     Ok(w.out)
 }
 
 fn write_instrument(w: &mut Writer, instrument: &InstrumentState) {
     let listing = &instrument.listing;
-    w.map(12);
+    w.map(13);
     w.str(b"symbol");
     w.str(&listing.symbol);
     w.str(b"gpu");
@@ -160,6 +210,11 @@ fn write_instrument(w: &mut Writer, instrument: &InstrumentState) {
         for order in orders {
             write_order(w, order);
         }
+    }
+    w.str(b"bond");
+    match listing.bond {
+        Some(bond) => w.int(bond),
+        None => w.nil(),
     }
 }
 
@@ -290,12 +345,13 @@ fn engine_state(r: &mut Reader<'_>) -> Read<EngineState> {
     let (mut time, mut seq, mut order_counter, mut trade_counter) = (None, None, None, None);
     let (mut instruments, mut balances, mut expiries) = (None, None, None);
     let (mut deposit_ids, mut supply) = (None, None);
+    let (mut issues, mut deliveries) = (Vec::new(), Vec::new());
     fields(r, |name, r| {
         match name {
             "version" => {
                 let found: u64 = r.int_in()?;
-                if found != SNAPSHOT_VERSION {
-                    let fault = format!("{found}, where this engine reads {SNAPSHOT_VERSION}");
+                if !(1..=SNAPSHOT_VERSION).contains(&found) {
+                    let fault = format!("{found}, where this engine reads 1 to {SNAPSHOT_VERSION}");
                     return Err(fault.into());
                 }
                 version = Some(found);
@@ -309,6 +365,8 @@ fn engine_state(r: &mut Reader<'_>) -> Read<EngineState> {
             "expiries" => expiries = Some(list(r, expiry_state)?),
             "deposit_ids" => deposit_ids = Some(list(r, |r| Ok(text(r)?))?),
             "supply" => supply = Some(dict(r, |r| Ok(r.int()?))?),
+            "issues" => issues = list(r, issue_state)?,
+            "deliveries" => deliveries = list(r, delivery_state)?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -324,6 +382,8 @@ fn engine_state(r: &mut Reader<'_>) -> Read<EngineState> {
         expiries: required("expiries", expiries)?,
         deposit_ids: required("deposit_ids", deposit_ids)?,
         supply: required("supply", supply)?,
+        issues,
+        deliveries,
     })
 }
 
@@ -331,7 +391,7 @@ fn instrument_state(r: &mut Reader<'_>) -> Read<InstrumentState> {
     let (mut symbol, mut gpu, mut region) = (None, None, None);
     let (mut delivery_start, mut delivery_hours, mut tick) = (None, None, None);
     let (mut max_order_quantity, mut maker_fee_bps, mut taker_fee_bps) = (None, None, None);
-    let (mut closed, mut bids, mut asks) = (None, None, None);
+    let (mut closed, mut bids, mut asks, mut bond) = (None, None, None, None);
     fields(r, |name, r| {
         match name {
             "symbol" => symbol = Some(text(r)?),
@@ -346,6 +406,7 @@ fn instrument_state(r: &mut Reader<'_>) -> Read<InstrumentState> {
             "closed" => closed = Some(r.bool()?),
             "bids" => bids = Some(list(r, order_state)?),
             "asks" => asks = Some(list(r, order_state)?),
+            "bond" => bond = r.opt_int_in()?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -361,6 +422,7 @@ fn instrument_state(r: &mut Reader<'_>) -> Read<InstrumentState> {
             max_order_quantity: required("max_order_quantity", max_order_quantity)?,
             maker_fee_bps: required("maker_fee_bps", maker_fee_bps)?,
             taker_fee_bps: required("taker_fee_bps", taker_fee_bps)?,
+            bond,
         },
         closed: required("closed", closed)?,
         bids: required("bids", bids)?,
@@ -394,6 +456,31 @@ fn expiry_state(r: &mut Reader<'_>) -> Read<ExpiryState> {
         order_id: at("[1]", r.int_in())?,
         account: at("[2]", text(r))?,
         client_order_id: at("[3]", text(r))?,
+    })
+}
+
+/// (issue_id, account, instrument, node_id, quantity, unassigned, bonded).
+fn issue_state(r: &mut Reader<'_>) -> Read<IssueState> {
+    r.array_of(7)?;
+    Ok(IssueState {
+        issue_id: at("issue_id", text(r))?,
+        account: at("account", text(r))?,
+        instrument: at("instrument", text(r))?,
+        node_id: at("node_id", text(r))?,
+        quantity: at("quantity", r.int_in())?,
+        unassigned: at("unassigned", r.int_in())?,
+        bonded: at("bonded", r.int_in())?,
+    })
+}
+
+/// (issue_id, holder, quantity, reported).
+fn delivery_state(r: &mut Reader<'_>) -> Read<DeliveryState> {
+    r.array_of(4)?;
+    Ok(DeliveryState {
+        issue_id: at("issue_id", text(r))?,
+        holder: at("holder", text(r))?,
+        quantity: at("quantity", r.int_in())?,
+        reported: at("reported", r.bool())?,
     })
 }
 

@@ -4,6 +4,7 @@
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::book::{BookSide, Order, NIL};
+use crate::delivery::{Delivery, Issue};
 use crate::encode::EventWriter;
 use crate::expiries::Expiries;
 use crate::ordered_map::OrderedMap;
@@ -26,6 +27,8 @@ pub struct Listing {
     pub max_order_quantity: i64,
     pub maker_fee_bps: i64,
     pub taker_fee_bps: i64,
+    /// v2, Delivery: micro-USDC of bond per GPU-hour; None when not deliverable.
+    pub bond: Option<i64>,
 }
 
 pub struct Instrument {
@@ -35,6 +38,8 @@ pub struct Instrument {
     pub closed: bool,
     pub bids: BookSide,
     pub asks: BookSide,
+    /// Its issues (indexes into `Engine::issues`), oldest first.
+    pub issues: Vec<u32>,
 }
 
 impl Instrument {
@@ -45,6 +50,7 @@ impl Instrument {
             closed,
             bids: BookSide::new(true),
             asks: BookSide::new(false),
+            issues: Vec::new(),
         }
     }
 
@@ -92,9 +98,16 @@ pub struct Engine {
     pub free_slots: Vec<u32>,
     pub expiries: Expiries,
     pub deposit_ids: FxHashSet<Box<[u8]>>,
-    /// asset -> deposited - withdrawn, for the conservation invariant; in the order first
-    /// deposited.
+    /// asset -> deposited (or issued) - withdrawn (or redeemed at close), for the
+    /// conservation invariant; in the order first deposited.
     pub supply: OrderedMap<u32, i128>,
+    /// Every issue accepted, in the order issued, and its index by issue id.
+    pub issues: Vec<Issue>,
+    pub issue_ids: FxHashMap<Box<[u8]>, u32>,
+    /// Every assignment made at a close, in the order assigned, and its index by
+    /// (issue index, holder account).
+    pub deliveries: Vec<Delivery>,
+    pub delivery_ids: FxHashMap<(u32, u32), u32>,
     pub next_close_ns: i128,
     pub fee_account: u32,
     pub events: EventWriter,

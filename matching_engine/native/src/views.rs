@@ -1,4 +1,5 @@
-//! The replay final state (matching_engine/core/views.py): balances and open orders.
+//! The replay final state (matching_engine/core/views.py): balances, open orders, and the
+//! bonds and deliveries still outstanding.
 
 use rustc_hash::FxHashMap;
 
@@ -8,7 +9,8 @@ use crate::state::{balance_parts, Engine, USDC};
 
 impl Engine {
     /// The replay final state as JSON: accounts with a non-zero asset (keys sorted), then
-    /// open orders by instrument in listing order, buys then sells, in priority order.
+    /// open orders by instrument in listing order, buys then sells, in priority order, then
+    /// issues with GPU-hours still bonded and assignments not yet reported, in the order made.
     pub fn final_state_json(&self) -> String {
         type Balances<'a> = Vec<(&'a [u8], i128, i128)>;
         let mut by_account: FxHashMap<u32, Balances<'_>> = FxHashMap::default();
@@ -91,7 +93,48 @@ impl Engine {
                 }
             }
         }
-        out.extend_from_slice(b"]}");
+        out.push(b']');
+        self.write_outstanding_deliveries(&mut out);
+        out.push(b'}');
         String::from_utf8(out).expect("identifiers and numbers are UTF-8")
+    }
+
+    /// `,"issues":[...],"deliveries":[...]`: the bonds still held and the deliveries due.
+    fn write_outstanding_deliveries(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b",\"issues\":[");
+        let bonded = self.issues.iter().filter(|issue| issue.bonded > 0);
+        for (i, issue) in bonded.enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"issue_id\":");
+            write_json_str(out, &issue.issue_id);
+            out.extend_from_slice(b",\"account\":");
+            write_json_str(out, &self.accounts[issue.account as usize].name);
+            out.extend_from_slice(b",\"instrument\":");
+            write_json_str(out, &self.instruments[issue.instrument as usize].listing.symbol);
+            out.extend_from_slice(b",\"node_id\":");
+            write_json_str(out, &issue.node_id);
+            out.extend_from_slice(b",\"quantity\":");
+            write_i128(out, i128::from(issue.bonded));
+            out.extend_from_slice(b",\"bond\":\"");
+            write_micro(out, i128::from(issue.bonded) * self.bond_per_hour(issue));
+            out.extend_from_slice(b"\"}");
+        }
+        out.extend_from_slice(b"],\"deliveries\":[");
+        let due = self.deliveries.iter().filter(|delivery| !delivery.reported);
+        for (i, delivery) in due.enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"issue_id\":");
+            write_json_str(out, &self.issues[delivery.issue as usize].issue_id);
+            out.extend_from_slice(b",\"holder\":");
+            write_json_str(out, &self.accounts[delivery.holder as usize].name);
+            out.extend_from_slice(b",\"quantity\":");
+            write_i128(out, i128::from(delivery.quantity));
+            out.push(b'}');
+        }
+        out.push(b']');
     }
 }
