@@ -21,13 +21,13 @@ class Instrument:
     __slots__ = (
         "symbol", "gpu", "region", "delivery_start", "delivery_hours", "tick",
         "max_order_quantity", "maker_fee_bps", "taker_fee_bps", "hold_fee_bps", "closed",
-        "bids", "asks", "parsed_prices",
+        "bond", "bids", "asks", "parsed_prices",
     )
 
     def __init__(
         self, *, symbol: str, gpu: str, region: str, delivery_start: int, delivery_hours: int,
         tick: int, max_order_quantity: int, maker_fee_bps: int, taker_fee_bps: int,
-        closed: bool = False,
+        closed: bool = False, bond: int | None = None,
     ) -> None:
         self.symbol = symbol
         self.gpu = gpu
@@ -40,6 +40,8 @@ class Instrument:
         self.taker_fee_bps = taker_fee_bps
         self.hold_fee_bps = max(maker_fee_bps, taker_fee_bps)
         self.closed = closed
+        # micro-USDC per GPU-hour of a deliverable instrument (v2, Delivery), else None
+        self.bond = bond
         self.bids = BookSide(is_buy=True)
         self.asks = BookSide(is_buy=False)
         # price text -> micro-USDC (0 when invalid): order flow repeats a few prices

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from matching_engine.core.book import Instrument, Order
+from matching_engine.core.delivery import DeliveryFlow
 from matching_engine.core.invariants import validate
 from matching_engine.core.orders import OrderFlow
 from matching_engine.core.snapshot import capture, decode_snapshot, encode_snapshot, restore_into
@@ -24,11 +25,13 @@ from protocol import (
     AnyEvent,
     CancelOrder,
     CommandRejected,
+    DeliveryReport,
     Deposit,
     Deposited,
     DepositRejected,
     InstrumentClosed,
     InstrumentListed,
+    IssueCapacity,
     ListInstrument,
     MalformedCommand,
     MassCancel,
@@ -44,12 +47,12 @@ from protocol import (
 from protocol import reasons as R
 from protocol.commands import ACCOUNT_COMMANDS, COMMAND_TYPES, ORDER_COMMANDS
 from protocol.errors import ProtocolError
-from protocol.money import parse_positive_micro
+from protocol.money import parse_micro, parse_positive_micro
 
 FEE_BPS_MAX = 1000
 
 
-class Engine(OrderFlow):
+class Engine(OrderFlow, DeliveryFlow):
     """All books and all balances of the venue; `apply` one command at a time."""
 
     def __init__(self, check_invariants: bool = False) -> None:
@@ -64,6 +67,8 @@ class Engine(OrderFlow):
             Withdraw: self.on_withdraw,
             ListInstrument: self.on_list_instrument,
             Tick: self.on_tick,
+            IssueCapacity: self.on_issue_capacity,
+            DeliveryReport: self.on_delivery_report,
             MalformedCommand: self.on_malformed,
         }
 
@@ -130,6 +135,8 @@ class Engine(OrderFlow):
                 self.emit(InstrumentClosed(
                     seq=self.next_seq(), ts=self.time, symbol=instrument.symbol,
                 ))
+                if instrument.bond is not None:
+                    self.redeem(instrument, instrument.bond)
         self.next_close_ns = min(
             (i.delivery_start for i in self.instruments.values() if not i.closed), default=NEVER
         )
@@ -145,11 +152,14 @@ class Engine(OrderFlow):
             return
         try:
             tick = parse_positive_micro(command.tick_size, "tick_size")
+            bond: int | None = None
+            if command.bond_per_gpu_hour is not None:
+                bond = parse_micro(command.bond_per_gpu_hour, "bond_per_gpu_hour")
         except ProtocolError:
-            tick = 0
+            self._reject_command("list_instrument", R.INVALID_COMMAND)
+            return
         if (
-            tick == 0
-            or command.symbol == USDC
+            command.symbol == USDC
             or command.maker_fee_bps > FEE_BPS_MAX
             or command.taker_fee_bps > FEE_BPS_MAX
             or command.delivery_start <= self.time
@@ -161,6 +171,7 @@ class Engine(OrderFlow):
             delivery_start=command.delivery_start, delivery_hours=command.delivery_hours,
             tick=tick, max_order_quantity=command.max_order_quantity,
             maker_fee_bps=command.maker_fee_bps, taker_fee_bps=command.taker_fee_bps,
+            bond=bond,
         )
         self.instruments[command.symbol] = instrument
         self.next_close_ns = min(self.next_close_ns, command.delivery_start)
@@ -204,9 +215,14 @@ class Engine(OrderFlow):
                         asset=command.asset, amount=command.amount, reason=reason))
 
     def _check_amount(self, asset: str, amount: str | int) -> tuple[str | None, int]:
-        """Return (reason, 0) for an unknown asset or a bad amount, else (None, amount)."""
-        if asset != USDC and asset not in self.instruments:
-            return R.UNKNOWN_ASSET, 0
+        """Return (reason, 0) for an unknown asset, the token of a deliverable instrument
+        redeemed at its close, or a bad amount; else (None, amount)."""
+        if asset != USDC:
+            instrument = self.instruments.get(asset)
+            if instrument is None:
+                return R.UNKNOWN_ASSET, 0
+            if instrument.closed and instrument.bond is not None:
+                return R.INSTRUMENT_CLOSED, 0
         try:
             if asset == USDC:
                 return None, parse_positive_micro(amount, "amount")
@@ -254,6 +270,7 @@ def instrument_listed(instrument: Instrument, seq: int, ts: int) -> InstrumentLi
         tick_size=format_micro(instrument.tick),
         max_order_quantity=instrument.max_order_quantity,
         maker_fee_bps=instrument.maker_fee_bps, taker_fee_bps=instrument.taker_fee_bps,
+        bond_per_gpu_hour=None if instrument.bond is None else format_micro(instrument.bond),
     )
 
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from matching_engine.core.book import BookSide, Instrument
 from matching_engine.core.state import InvariantError
 from protocol import USDC
+from protocol.effects import bond
 
 if TYPE_CHECKING:
     from matching_engine.core.state import EngineState
@@ -19,9 +20,11 @@ def check(condition: bool, message: str) -> None:
 
 
 def validate(state: EngineState) -> None:
-    """Check balances, holds, conservation and books; raise on the first broken invariant."""
+    """Check balances, holds, issues, conservation and books; raise on the first broken
+    invariant."""
     _check_balances(state)
     _check_holds(state)
+    _check_issues(state)
     _check_conservation(state)
     for instrument in state.instruments.values():
         _check_book(state, instrument)
@@ -54,15 +57,54 @@ def _check_holds(state: EngineState) -> None:
     check(not expected, f"holds without balances: {sorted(expected)}")
 
 
+def _check_issues(state: EngineState) -> None:
+    """An issue's hours are bonded until released or reported, and assigned only at close:
+    its bonded hours are its unassigned ones plus its assignments not yet reported."""
+    awaiting_report: dict[str, int] = {}
+    for (issue_id, holder), assignment in state.assignments.items():
+        check((assignment.issue_id, assignment.holder) == (issue_id, holder),
+              f"assignment ({issue_id}, {holder}) misfiled")
+        check(issue_id in state.issues, f"assignment ({issue_id}, {holder}) of no issue")
+        check(assignment.quantity > 0, f"assignment ({issue_id}, {holder}) of nothing")
+        if not assignment.reported:
+            awaiting_report[issue_id] = awaiting_report.get(issue_id, 0) + assignment.quantity
+    for issue_id, issue in state.issues.items():
+        instrument = issue.instrument
+        check(state.instruments.get(instrument.symbol) is instrument,
+              f"issue {issue_id} of an unlisted instrument")
+        check(instrument.bond is not None, f"issue {issue_id} of an undeliverable instrument")
+        check(0 <= issue.unassigned <= issue.bonded <= issue.quantity,
+              f"issue {issue_id}: unassigned {issue.unassigned}, bonded {issue.bonded}, "
+              f"quantity {issue.quantity}")
+        if instrument.closed:
+            check(issue.unassigned == 0, f"issue {issue_id} unassigned after close")
+        else:
+            check(issue.bonded == issue.quantity, f"issue {issue_id} released before close")
+        awaiting = awaiting_report.get(issue_id, 0)
+        check(issue.bonded == issue.unassigned + awaiting,
+              f"issue {issue_id}: bonded {issue.bonded} != unassigned {issue.unassigned} "
+              f"+ unreported assignments {awaiting}")
+
+
 def _check_conservation(state: EngineState) -> None:
+    """Every asset's supply is in the balances, except the USDC held as bonds."""
     totals: dict[str, int] = {}
     for assets in state.balances.values():
         for asset, (available, held) in assets.items():
             totals[asset] = totals.get(asset, 0) + available + held
-    for asset in set(totals) | set(state.supply):
+    bonds = sum(bond(issue.bonded, issue.instrument.bond)
+                for issue in state.issues.values() if issue.instrument.bond is not None)
+    check(totals.get(USDC, 0) + bonds == state.supply.get(USDC, 0),
+          f"USDC: balances {totals.get(USDC, 0)} + bonds {bonds} != deposits - withdrawals "
+          f"{state.supply.get(USDC, 0)}")
+    for asset in (set(totals) | set(state.supply)) - {USDC}:
         check(totals.get(asset, 0) == state.supply.get(asset, 0),
-              f"{asset}: balances {totals.get(asset, 0)} != deposits - withdrawals "
-              f"{state.supply.get(asset, 0)}")
+              f"{asset}: balances {totals.get(asset, 0)} != deposits + issues - withdrawals "
+              f"- redemptions {state.supply.get(asset, 0)}")
+    for instrument in state.instruments.values():
+        if instrument.closed and instrument.bond is not None:
+            check(totals.get(instrument.symbol, 0) == 0,
+                  f"{instrument.symbol} has tokens after its redemption")
 
 
 def _check_book(state: EngineState, instrument: Instrument) -> None:

@@ -3,7 +3,9 @@ implementation of the snapshot format, and its definition.
 
 Restoring a snapshot and applying the commands after it gives the same events, byte for
 byte, as never having stopped: books keep their time priority (orders are stored per side
-in priority order) and accounts keep their orders in acceptance order.
+in priority order) and accounts keep their orders in acceptance order. Version 2 adds
+Delivery (docs/protocol-notes.md, "Snapshot (version 2)"): each instrument's bond, every
+issue and every assignment.
 
 The Rust core (matching_engine/native) implements the same format in `snapshot.rs`: for
 the same state it writes the same bytes as `encode_snapshot` (maps in insertion order, the
@@ -19,11 +21,14 @@ from typing import TYPE_CHECKING, Any, Final
 import msgspec
 
 from matching_engine.core.book import Instrument, Order
+from matching_engine.core.delivery import Assignment, Issue
 
 if TYPE_CHECKING:
     from matching_engine.core.engine import Engine
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
+# Version 1 (before Delivery) reads as a version 2 without issues, assignments or bonds.
+SNAPSHOT_VERSIONS_READ: Final = (1, 2)
 
 
 class OrderState(msgspec.Struct, frozen=True, array_like=True):
@@ -53,6 +58,24 @@ class InstrumentState(msgspec.Struct, frozen=True):
     closed: bool
     bids: list[OrderState]
     asks: list[OrderState]
+    bond: int | None = None  # v2: micro-USDC per GPU-hour of a deliverable instrument
+
+
+class IssueState(msgspec.Struct, frozen=True, array_like=True):
+    issue_id: str
+    account: str
+    instrument: str
+    node_id: str
+    quantity: int
+    unassigned: int
+    bonded: int
+
+
+class AssignmentState(msgspec.Struct, frozen=True, array_like=True):
+    issue_id: str
+    holder: str
+    quantity: int
+    reported: bool
 
 
 class EngineSnapshot(msgspec.Struct, frozen=True):
@@ -66,6 +89,8 @@ class EngineSnapshot(msgspec.Struct, frozen=True):
     expiries: list[tuple[int, int, str, str]]
     deposit_ids: list[str]
     supply: dict[str, int]
+    issues: list[IssueState] = []  # v2
+    deliveries: list[AssignmentState] = []  # v2
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -88,6 +113,8 @@ def capture(engine: Engine) -> EngineSnapshot:
         expiries=list(engine.expiries),
         deposit_ids=sorted(engine.deposit_ids),
         supply=dict(engine.supply),
+        issues=[_issue_state(issue) for issue in engine.issues.values()],
+        deliveries=[_assignment_state(a) for a in engine.assignments.values()],
     )
 
 
@@ -115,6 +142,11 @@ def restore_into(engine: Engine, snapshot: EngineSnapshot) -> None:
                 orders.append(order)
     for order in sorted(orders, key=lambda o: o.order_id):
         engine.register(order)
+    for issue_state in snapshot.issues:
+        engine.issues[issue_state.issue_id] = _issue(issue_state, engine.instruments)
+    for assignment_state in snapshot.deliveries:
+        assignment = _assignment(assignment_state)
+        engine.assignments[(assignment.issue_id, assignment.holder)] = assignment
     engine.next_close_ns = min(
         (i.delivery_start for i in engine.instruments.values() if not i.closed),
         default=engine.next_close_ns,
@@ -128,16 +160,18 @@ def encode_snapshot(snapshot: EngineSnapshot) -> bytes:
 
 
 def decode_snapshot(data: bytes) -> EngineSnapshot:
-    """Decode a snapshot of either core; ValueError when it is of another version."""
+    """Decode a snapshot of either core, of version 1 or 2; ValueError for another version."""
     snapshot: EngineSnapshot = _decoder.decode(data)
-    if snapshot.version != SNAPSHOT_VERSION:
-        raise ValueError(f"snapshot version {snapshot.version} != {SNAPSHOT_VERSION}")
+    if snapshot.version not in SNAPSHOT_VERSIONS_READ:
+        raise ValueError(f"snapshot version {snapshot.version} is not one of "
+                         f"{SNAPSHOT_VERSIONS_READ}")
     return snapshot
 
 
 # What a listing fixed, the same in the engine's Instrument and the snapshot's record of it.
 _LISTING_FIELDS: Final = ("symbol", "gpu", "region", "delivery_start", "delivery_hours", "tick",
-                          "max_order_quantity", "maker_fee_bps", "taker_fee_bps", "closed")
+                          "max_order_quantity", "maker_fee_bps", "taker_fee_bps", "closed",
+                          "bond")
 
 
 def _listing(source: Instrument | InstrumentState) -> dict[str, Any]:
@@ -175,6 +209,36 @@ def _order(state: OrderState, instrument: Instrument) -> Order:
     )
     order.hold = order.required_hold()
     return order
+
+
+def _issue_state(issue: Issue) -> IssueState:
+    return IssueState(
+        issue_id=issue.issue_id, account=issue.account, instrument=issue.instrument.symbol,
+        node_id=issue.node_id, quantity=issue.quantity, unassigned=issue.unassigned,
+        bonded=issue.bonded,
+    )
+
+
+def _issue(state: IssueState, instruments: dict[str, Instrument]) -> Issue:
+    instrument = instruments.get(state.instrument)
+    if instrument is None:
+        raise ValueError(f"snapshot issue {state.issue_id!r} names instrument "
+                         f"{state.instrument!r}, which the snapshot does not list")
+    return Issue(
+        issue_id=state.issue_id, account=state.account, instrument=instrument,
+        node_id=state.node_id, quantity=state.quantity, unassigned=state.unassigned,
+        bonded=state.bonded,
+    )
+
+
+def _assignment_state(assignment: Assignment) -> AssignmentState:
+    return AssignmentState(issue_id=assignment.issue_id, holder=assignment.holder,
+                           quantity=assignment.quantity, reported=assignment.reported)
+
+
+def _assignment(state: AssignmentState) -> Assignment:
+    return Assignment(issue_id=state.issue_id, holder=state.holder, quantity=state.quantity,
+                      reported=state.reported)
 
 
 def snapshot_digest(data: bytes) -> str:

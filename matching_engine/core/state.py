@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import heapq
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from matching_engine.core.book import Instrument, Order
 from protocol import USDC, OrderCanceled
 from protocol.events import Event
+
+if TYPE_CHECKING:
+    from matching_engine.core.delivery import Assignment, Issue
 
 NEVER = 2**63
 
@@ -33,8 +36,12 @@ class EngineState:
         # (expire_at, order_id, account, client_order_id) of gtd orders, a heap
         self.expiries: list[tuple[int, int, str, str]] = []
         self.deposit_ids: set[str] = set()
-        # asset -> deposited - withdrawn, for the conservation invariant
+        # asset -> deposited + issued - withdrawn - redeemed, for the conservation invariant
         self.supply: dict[str, int] = {}
+        # every issue ever accepted, in the order issued (v2, Delivery)
+        self.issues: dict[str, Issue] = {}
+        # (issue_id, holder) -> assignment, in the order assigned at close
+        self.assignments: dict[tuple[str, str], Assignment] = {}
         self.next_close_ns = NEVER
         self.events: list[Any] = []
 

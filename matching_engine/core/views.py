@@ -6,6 +6,7 @@ from typing import Any
 
 from matching_engine.core.state import EngineState
 from protocol import USDC, format_micro
+from protocol.effects import bond
 
 
 def final_state(state: EngineState) -> dict[str, Any]:
@@ -34,7 +35,32 @@ def final_state(state: EngineState) -> dict[str, Any]:
         for side in (instrument.bids, instrument.asks)
         for order in side.orders_in_priority()
     ]
-    return {"accounts": accounts, "open_orders": open_orders}
+    return {"accounts": accounts, "open_orders": open_orders, "issues": _issues(state),
+            "deliveries": _deliveries(state)}
+
+
+def _issues(state: EngineState) -> list[dict[str, Any]]:
+    """Issues with GPU-hours still under bond, in the order issued, with those hours."""
+    issues = []
+    for issue in state.issues.values():
+        if issue.bonded > 0:
+            assert issue.instrument.bond is not None
+            issues.append({
+                "issue_id": issue.issue_id, "account": issue.account,
+                "instrument": issue.instrument.symbol, "node_id": issue.node_id,
+                "quantity": issue.bonded,
+                "bond": format_micro(bond(issue.bonded, issue.instrument.bond)),
+            })
+    return issues
+
+
+def _deliveries(state: EngineState) -> list[dict[str, Any]]:
+    """Assignments not yet reported, in the order assigned."""
+    return [
+        {"issue_id": a.issue_id, "holder": a.holder, "quantity": a.quantity}
+        for a in state.assignments.values()
+        if not a.reported
+    ]
 
 
 def _balance(asset: str, available: int, held: int) -> dict[str, str | int]:
