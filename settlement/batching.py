@@ -1,10 +1,18 @@
-"""Cut a batch from unsettled trades: resolve accounts, net, build the Merkle tree. Pure.
+"""Cut a batch from unsettled trades and delivery moves: resolve accounts, net, build the
+Merkle tree. Pure.
 
-Batches are contiguous runs of trades in seq order, so "settled through seq S" is one
-number. A trade whose buyer or seller has no wallet address stops the batch before it (the
-batch waits for the registration rather than skipping the trade: a later batch cannot settle
-a fill that an earlier one left out without breaking that order). The fee account must have
-an address for any batch to be cut.
+Batches are contiguous runs of the ledger's seqs (trades, and the postings of delivery
+entries), so "settled through seq S" is one number. A trade or entry whose account has no
+wallet address stops the batch before it (the batch waits for the registration rather than
+skipping it: a later batch cannot settle what an earlier one left out without breaking that
+order). An entry is never split: all its postings settle in one batch. The fee account must
+have an address for any batch to be cut.
+
+A redemption (the `redeemed` entry of a close) also waits for the payout of every withdrawal
+before it: once the Vault has burned the instrument's tokens it pays none of them out, and a
+withdrawal of the token before the close is owed.
+
+The tree's leaves are the batch's fills, then its moves, each in seq order.
 """
 
 from __future__ import annotations
@@ -17,66 +25,135 @@ from protocol import FEE_ACCOUNT
 from settlement.chain import token_id
 from settlement.fills import (
     BATCH_ASSETS_MAX,
+    USDC_ASSET,
     ChainFill,
     Fill,
+    SupplyTuple,
     check_zero_sum,
     encode_deltas,
     net,
     to_chain_fill,
 )
 from settlement.merkle import MerkleTree
+from settlement.moves import (
+    ChainMove,
+    Move,
+    accounts_of_moves,
+    asset_id,
+    net_moves,
+    supply_changes,
+    to_chain_move,
+)
+
+Item = Fill | Move  # what a batch settles: a trade, or one posting of a delivery entry
 
 
 class BatchPlan(msgspec.Struct, frozen=True, kw_only=True):
-    """What a new batch holds: its fills, their tree root, and the packed deltas."""
+    """What a new batch holds: its fills and moves, their tree root, the settle arguments."""
 
     fills: list[ChainFill]
     trade_ids: list[str]
+    moves: list[ChainMove]
     fills_root: bytes
     assets: list[int]
     deltas: list[int]
-
-    @property
-    def first_seq(self) -> int:
-        return self.fills[0].seq
-
-    @property
-    def last_seq(self) -> int:
-        return self.fills[-1].seq
+    supply: list[SupplyTuple]
+    first_seq: int
+    last_seq: int
 
 
 class Blocked(msgspec.Struct, frozen=True):
-    """No batch can be cut yet: the first trade waits for these accounts' addresses."""
+    """No more can settle yet: the item at `seq` waits for these accounts' addresses, or
+    (a redemption) for the payout of withdrawal `withdrawal_seq`."""
 
     seq: int
     accounts: list[str]
+    withdrawal_seq: int | None = None
 
 
-def settleable_prefix(fills: Sequence[Fill], addresses: Mapping[str, str]
-                      ) -> tuple[list[Fill], Blocked | None]:
-    """Return the longest prefix of `fills` that can settle, and what stops the rest."""
+def entries(items: Sequence[Item]) -> list[list[Item]]:
+    """Group items in seq order into entries: a trade alone, or a delivery entry's postings."""
+    grouped: list[list[Item]] = []
+    for item in items:
+        if grouped and grouped[-1][0].seq == item.seq:
+            grouped[-1].append(item)
+        else:
+            grouped.append([item])
+    return grouped
+
+
+def in_seq_order(fills: Sequence[Fill], moves: Sequence[Move], entries_max: int) -> list[Item]:
+    """Merge two reads after one seq into the items to consider for a batch, in seq order.
+
+    `fills` are up to `entries_max` trades, `moves` the postings of up to `entries_max`
+    delivery entries, both read in one snapshot. A read that came back full may have left
+    out what lies beyond its last seq, so only the seqs both reads cover are kept; of those,
+    the first `entries_max` entries.
+    """
+    bound: int | None = None
+    if len(fills) == entries_max:
+        bound = fills[-1].seq
+    if moves and len(entries(moves)) == entries_max:
+        bound = moves[-1].seq if bound is None else min(bound, moves[-1].seq)
+    merged: list[Item] = sorted([*fills, *moves], key=lambda item: item.seq)  # stable
+    kept = [item for item in merged if bound is None or item.seq <= bound]
+    return [item for entry in entries(kept)[:entries_max] for item in entry]
+
+
+def _accounts(entry: Sequence[Item]) -> set[str]:
+    """Return the accounts of an entry that need a wallet address."""
+    moves = [item for item in entry if isinstance(item, Move)]
+    fills = [item for item in entry if not isinstance(item, Move)]
+    return accounts_of_moves(moves) | {account for fill in fills
+                                       for account in (fill.buyer, fill.seller)}
+
+
+def _assets(entry: Sequence[Item]) -> set[int]:
+    return {asset_id(item.asset) if isinstance(item, Move) else token_id(item.instrument)
+            for item in entry}
+
+
+def settleable_prefix(items: Sequence[Item], addresses: Mapping[str, str], *,
+                      unpaid_withdrawal_seq: int | None = None
+                      ) -> tuple[list[Item], Blocked | None]:
+    """Return the longest prefix of whole entries of `items` that can settle, and what stops
+    the rest. `unpaid_withdrawal_seq` is the first withdrawal not paid out yet, if any."""
     if FEE_ACCOUNT not in addresses:
-        return [], Blocked(fills[0].seq if fills else 0, [FEE_ACCOUNT])
-    prefix: list[Fill] = []
-    instruments: set[str] = set()
-    for fill in fills:
-        missing = sorted({fill.buyer, fill.seller} - addresses.keys())
+        return [], Blocked(items[0].seq if items else 0, [FEE_ACCOUNT])
+    prefix: list[Item] = []
+    assets = {USDC_ASSET}
+    for entry in entries(items):
+        seq = entry[0].seq
+        missing = sorted(_accounts(entry) - addresses.keys())
         if missing:
-            return prefix, Blocked(fill.seq, missing)
-        if fill.instrument not in instruments and len(instruments) + 1 >= BATCH_ASSETS_MAX:
+            return prefix, Blocked(seq, missing)
+        redeems = isinstance(entry[0], Move) and entry[0].kind == "redeemed"
+        if redeems and unpaid_withdrawal_seq is not None and unpaid_withdrawal_seq < seq:
+            return prefix, Blocked(seq, [], unpaid_withdrawal_seq)
+        if len(assets | _assets(entry)) > BATCH_ASSETS_MAX:
             return prefix, None  # the vault takes at most 256 assets (USDC included)
-        instruments.add(fill.instrument)
-        prefix.append(fill)
+        assets |= _assets(entry)
+        prefix.extend(entry)
     return prefix, None
 
 
-def plan_batch(fills: Sequence[Fill], addresses: Mapping[str, str]) -> BatchPlan:
-    """Net `fills` (all accounts resolved) into one batch."""
-    if not fills:
-        raise ValueError("a batch needs at least one fill")
+def plan_batch(fills: Sequence[Fill], addresses: Mapping[str, str],
+               moves: Sequence[Move] = ()) -> BatchPlan:
+    """Net `fills` and `moves` (all accounts resolved) into one batch."""
+    if not fills and not moves:
+        raise ValueError("a batch needs at least one fill or move")
     chain_fills = [to_chain_fill(fill, addresses, token_id(fill.instrument)) for fill in fills]
-    net_deltas = encode_deltas(net(chain_fills, addresses[FEE_ACCOUNT]))
+    chain_moves = [to_chain_move(move, addresses) for move in moves]
+    totals = net(chain_fills, addresses[FEE_ACCOUNT])
+    for key, amount in net_moves(chain_moves).items():
+        totals[key] = totals.get(key, 0) + amount
+    net_deltas = encode_deltas({key: amount for key, amount in totals.items() if amount != 0},
+                               supply_changes(moves))
     check_zero_sum(net_deltas)
-    tree = MerkleTree([fill.leaf() for fill in chain_fills])
+    leaves = [fill.leaf() for fill in chain_fills] + [move.leaf() for move in chain_moves]
+    tree = MerkleTree(leaves)
+    seqs = [fill.seq for fill in fills] + [move.seq for move in moves]
     return BatchPlan(fills=chain_fills, trade_ids=[fill.trade_id for fill in fills],
-                     fills_root=tree.root, assets=net_deltas.assets, deltas=net_deltas.deltas)
+                     moves=chain_moves, fills_root=tree.root, assets=net_deltas.assets,
+                     deltas=net_deltas.deltas, supply=net_deltas.supply,
+                     first_seq=min(seqs), last_seq=max(seqs))

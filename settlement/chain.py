@@ -44,6 +44,8 @@ SETTLER_ROLE: Final = keccak(text="SETTLER_ROLE")
 MINTER_ROLE: Final = keccak(text="MINTER_ROLE")
 # topic 0 of Vault's `Deposited(address indexed, uint256 indexed, uint256, string)`
 DEPOSITED_TOPIC: Final = keccak(text="Deposited(address,uint256,uint256,string)")
+# Vault.BOND_ESCROW: the one address every issue's bond is held under in the Vault
+BOND_ESCROW: Final = to_checksum_address(keccak(text="gpux.vault.bond-escrow")[12:])
 CONNECTION_ERRORS: Final = (
     requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError,
 )
@@ -250,7 +252,9 @@ class Contracts:
 
 def deploy(chain: Chain, deployer: LocalAccount, *, settler: str, minter: str,
            usdc: str | None = None) -> Deployment:
-    """Deploy MockUSDC (unless `usdc` names a token), GpuHourToken and Vault; grant roles."""
+    """Deploy MockUSDC (unless `usdc` names a token), GpuHourToken and Vault; grant roles:
+    SETTLER to `settler`, MINTER to `minter` and to the Vault (which mints capacity issued at
+    the venue into its custody)."""
     block_number = chain.block_number()
     usdc_address = usdc or chain.deploy_contract("MockUSDC", [], deployer)
     gpu_hours = chain.deploy_contract("GpuHourToken", [deployer.address, ""], deployer)
@@ -260,8 +264,8 @@ def deploy(chain: Chain, deployer: LocalAccount, *, settler: str, minter: str,
     contracts = Contracts(chain, deployment)
     grant_settler = contracts.vault.functions.grantRole(SETTLER_ROLE, to_checksum_address(settler))
     chain.transact(grant_settler, deployer)
-    grant_minter = contracts.gpu_hours.functions.grantRole(MINTER_ROLE, to_checksum_address(minter))
-    chain.transact(grant_minter, deployer)
+    for holder in (to_checksum_address(minter), vault):
+        chain.transact(contracts.gpu_hours.functions.grantRole(MINTER_ROLE, holder), deployer)
     return deployment
 
 

@@ -4,9 +4,13 @@
   deploy                     deploy MockUSDC, GpuHourToken and Vault; write the deployment file
   register-account A ADDR    settle exchange account A to wallet ADDR (e.g. the `fees` account)
   deposits                   turn confirmed Vault deposits into `deposit` commands on Kafka
-  run                        batch unsettled trades and settle them on chain, pay withdrawals
-                             out (and watch deposits too with --kafka)
+  run                        batch unsettled trades and delivery moves and settle them on
+                             chain, pay withdrawals out (and watch deposits too with --kafka)
   prove TRADE_ID             print a fill's batch, transaction and Merkle proof, verified on chain
+  prove --move SEQ ACCOUNT ASSET
+                             the same for the ledger's delivery posting (a bond, a
+                             compensation, a release, tokens issued or redeemed), e.g.
+                             `prove --move 42 @bond:issue-7 USDC`
 
 Endpoints default to $ETH_RPC_URL, $DATABASE_URL, $KAFKA_BOOTSTRAP; the deployment file to
 $GPUX_DEPLOYMENT or var/settlement/deployment.json; keys to $GPUX_DEPLOYER_KEY and
@@ -46,7 +50,7 @@ from settlement.chain import Chain, Contracts, Deployment, deploy, dev_account
 from settlement.deposits import DepositWatcher, WatcherConfig
 from settlement.errors import SettlementError
 from settlement.metrics import SettlementMetrics
-from settlement.proofs import prove
+from settlement.proofs import FillProof, MoveProof, prove, prove_move
 from settlement.submitter import Submitter, SubmitterConfig
 
 log = logging.getLogger("gpux.settlement")
@@ -110,8 +114,11 @@ def _parser() -> argparse.ArgumentParser:
                          help="settle trades only; leave ledger.withdrawals unpaid")
     command.set_defaults(handler=_run)
 
-    command = commands.add_parser("prove", help="prove one fill against the chain")
-    command.add_argument("trade_id")
+    command = commands.add_parser("prove", help="prove one fill or delivery move on chain")
+    which = command.add_mutually_exclusive_group(required=True)
+    which.add_argument("trade_id", nargs="?", help="the trade id of a fill")
+    which.add_argument("--move", nargs=3, metavar=("SEQ", "ACCOUNT", "ASSET"),
+                       help="a delivery posting: its seq, ledger account and asset")
     _chain_options(command)
     _database_option(command)
     command.set_defaults(handler=_prove)
@@ -304,15 +311,28 @@ async def _serve(arguments: argparse.Namespace, contracts: Contracts,
             await event_log.close()
 
 
+def _seq(text: str) -> int:
+    if not text.isdigit():
+        raise SettlementError(f"SEQ must be a positive integer, got {text!r}")
+    return int(text)
+
+
 def _prove(arguments: argparse.Namespace) -> int:
     contracts = _contracts(arguments)
 
     async def run(conn: asyncpg.Connection) -> int:
-        proof = await prove(conn, contracts, arguments.trade_id)
+        proof: FillProof | MoveProof
+        if arguments.move is None:
+            what = f"trade {arguments.trade_id}"
+            proof = await prove(conn, contracts, arguments.trade_id)
+        else:
+            seq, account, asset = arguments.move
+            what = f"the posting of seq {seq} to {account} in {asset}"
+            proof = await prove_move(conn, contracts, _seq(seq), account, asset)
         print(json.dumps(msgspec.to_builtins(proof), indent=2))
         if not proof.verified:
-            print(f"trade {arguments.trade_id}: the proof does NOT verify against the root "
-                  "on chain", file=sys.stderr)
+            print(f"{what}: the proof does NOT verify against the root on chain",
+                  file=sys.stderr)
             return 1
         return 0
 

@@ -5,7 +5,9 @@ wallet addresses of its buyer and seller it becomes a `ChainFill`, whose ABI enc
 Merkle leaf of the batch.
 Netting turns a batch of fills into one signed delta per (address, asset): the buyer pays
 notional plus its fee, the seller receives notional minus its fee, the fees go to the fee
-account's address, and the tokens move from seller to buyer; each asset sums to zero.
+account's address, and the tokens move from seller to buyer; each asset sums to zero. A batch
+that also carries delivery moves (`settlement.moves`) may mint and burn tokens: its deltas of
+such a token sum to the declared supply change (`SupplyChange`) instead.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from eth_utils.address import to_checksum_address
 
 from ledger.reads import TradeRecord
 from protocol import FEE_ACCOUNT
+from settlement.chain import token_id
 from settlement.merkle import leaf_hash
 
 USDC_ASSET: Final = 0
@@ -78,11 +81,29 @@ def accounts_of(fills: Iterable[Fill]) -> set[str]:
     return accounts
 
 
+class SupplyChange(msgspec.Struct, frozen=True, kw_only=True):
+    """Tokens of one instrument a batch mints into the Vault's custody (issued at the venue)
+    and burns from it (redeemed at close)."""
+
+    symbol: str
+    minted: int
+    burned: int
+
+    @property
+    def asset(self) -> int:
+        return token_id(self.symbol)
+
+
+# `Vault.SupplyChange` as the ABI takes it: (asset index, minted, burned, symbol)
+SupplyTuple = tuple[int, int, int, str]
+
+
 class NetDeltas(msgspec.Struct, frozen=True):
-    """The `assets` and packed `deltas` arguments of `Vault.settle`."""
+    """The `assets`, packed `deltas` and `supply` arguments of `Vault.settle`."""
 
     assets: list[int]
     deltas: list[int]
+    supply: list[SupplyTuple] = []
 
 
 def net(fills: Sequence[ChainFill], fee_address: str) -> dict[tuple[str, int], int]:
@@ -121,24 +142,31 @@ def unpack_delta(word: int) -> tuple[str, int, int]:
     return address, (word >> DELTA_BITS) & 0xFF, delta
 
 
-def encode_deltas(totals: Mapping[tuple[str, int], int]) -> NetDeltas:
-    """Order assets (USDC first, then by id) and deltas (by asset, then address) and pack."""
-    assets = sorted({asset for _, asset in totals})
+def encode_deltas(totals: Mapping[tuple[str, int], int],
+                  supply: Sequence[SupplyChange] = ()) -> NetDeltas:
+    """Order assets (USDC first, then by id), deltas (by asset, then address) and supply
+    changes (by asset), and pack."""
+    assets = sorted({asset for _, asset in totals} | {change.asset for change in supply})
     if len(assets) > BATCH_ASSETS_MAX:
         raise ValueError(f"{len(assets)} assets in one batch; at most {BATCH_ASSETS_MAX}")
     index_of = {asset: index for index, asset in enumerate(assets)}
     keys = sorted(totals, key=lambda key: (index_of[key[1]], key[0]))
     deltas = [pack_delta(address, index_of[asset], totals[(address, asset)])
               for address, asset in keys]
-    return NetDeltas(assets=assets, deltas=deltas)
+    encoded_supply = sorted((index_of[change.asset], change.minted, change.burned, change.symbol)
+                            for change in supply)
+    return NetDeltas(assets=assets, deltas=deltas, supply=encoded_supply)
 
 
 def check_zero_sum(net_deltas: NetDeltas) -> None:
-    """Raise ValueError unless every asset's deltas sum to zero (what the Vault requires)."""
+    """Raise ValueError unless every asset's deltas sum to its declared supply change (zero
+    when none is declared), as the Vault requires."""
     sums = [0] * len(net_deltas.assets)
+    for index, minted, burned, _symbol in net_deltas.supply:
+        sums[index] -= minted - burned
     for word in net_deltas.deltas:
         _, index, delta = unpack_delta(word)
         sums[index] += delta
     for asset, total in zip(net_deltas.assets, sums, strict=True):
         if total != 0:
-            raise ValueError(f"asset {asset} deltas sum to {total}, not zero")
+            raise ValueError(f"asset {asset} deltas sum to {total} off its supply change")

@@ -1,4 +1,5 @@
-"""What the submitter sends: a batch (`Vault.settle`) or a payout (`Vault.payout`).
+"""What the submitter sends: a batch of fills and delivery moves (`Vault.settle`) or a payout
+(`Vault.payout`).
 
 A job knows its contract call, how to ask the chain whether it already happened (so nothing
 is sent twice), where it landed (its event), and which table records its sends.
@@ -81,7 +82,7 @@ class BatchJob(Job):
     def call(self, contracts: Contracts) -> Any:
         batch = self.batch
         return contracts.vault.functions.settle(batch.batch_id, batch.fills_root, batch.assets,
-                                                batch.deltas)
+                                                batch.deltas, batch.supply)
 
     def done_on_chain(self, contracts: Contracts) -> bool:
         root = contracts.batch_root(self.batch.batch_id)

@@ -1,5 +1,6 @@
-"""Proof of a fill: its batch, the settling transaction, the Merkle proof, and checks of it
-against the root the Vault holds on chain (locally and by the Vault's own `verifyFill`)."""
+"""Proof of a fill or of a delivery move: its batch, the settling transaction, the Merkle
+proof, and checks of it against the root the Vault holds on chain (locally and by the Vault's
+own `verifyLeaf`)."""
 
 from __future__ import annotations
 
@@ -13,19 +14,18 @@ from settlement import store
 from settlement.chain import Contracts, call_rpc
 from settlement.errors import SettlementError
 from settlement.merkle import MerkleTree, verify
+from settlement.moves import asset_id
 
 
-class FillProof(msgspec.Struct, frozen=True, kw_only=True):
-    """A fill's proof. Ids and the fill's integers (uint256 on chain: the token id, the
+class _Proof(msgspec.Struct, frozen=True, kw_only=True):
+    """What every proof holds. Ids and integers that are uint256 on chain (the token id, the
     amounts) are decimal strings, which no JSON reader rounds (a JavaScript verifier would
     round a 76-digit token id and recompute a wrong leaf)."""
 
-    trade_id: str
     batch_id: str
     batch_status: str
     tx_hash: str | None
     block_number: int | None
-    fill: dict[str, str]
     leaf_index: int
     leaf: str
     proof: list[str]
@@ -39,6 +39,23 @@ class FillProof(msgspec.Struct, frozen=True, kw_only=True):
         return self.verified_locally and self.verified_by_vault
 
 
+class FillProof(_Proof, frozen=True, kw_only=True):
+    """A fill's proof: `fill` holds the fields its leaf encodes."""
+
+    trade_id: str
+    fill: dict[str, str]
+
+
+class MoveProof(_Proof, frozen=True, kw_only=True):
+    """A delivery move's proof: the ledger's posting (seq, account, asset) and, in `move`, the
+    fields its leaf encodes."""
+
+    seq: int
+    account: str
+    asset: str
+    move: dict[str, str]
+
+
 def _as_strings(fields: dict[str, Any]) -> dict[str, str]:
     return {name: str(value) for name, value in fields.items()}
 
@@ -47,30 +64,53 @@ def _hex(data: bytes) -> str:
     return "0x" + data.hex()
 
 
+async def _check(conn: asyncpg.Connection, contracts: Contracts, what: str, batch_id: int,
+                 leaf_index: int, leaf: bytes) -> dict[str, Any]:
+    """Prove leaf `leaf_index` of batch `batch_id` against its root on chain; return the
+    fields every proof has."""
+    batch = await store.get_batch(conn, batch_id)
+    if batch is None:
+        raise SettlementError(f"batch {batch_id} of {what} is missing")
+    tree = MerkleTree(await store.batch_leaves(conn, batch.batch_id))
+    if tree.levels[0][leaf_index] != leaf or tree.root != batch.fills_root:
+        raise SettlementError(f"batch {batch.batch_id}'s stored leaves do not match its root")
+    proof = tree.proof(leaf_index)
+    chain_root = await asyncio.to_thread(contracts.batch_root, batch.batch_id)
+    by_vault = await asyncio.to_thread(
+        call_rpc,
+        lambda: bool(contracts.vault.functions.verifyLeaf(batch.batch_id, proof, leaf).call()),
+        "Vault.verifyLeaf",
+    )
+    return {
+        "batch_id": str(batch.batch_id), "batch_status": batch.status,
+        "tx_hash": _hex(batch.tx_hash) if batch.tx_hash else None,
+        "block_number": batch.block_number, "leaf_index": leaf_index, "leaf": _hex(leaf),
+        "proof": [_hex(node) for node in proof], "stored_root": _hex(batch.fills_root),
+        "chain_root": _hex(chain_root), "verified_locally": verify(proof, chain_root, leaf),
+        "verified_by_vault": by_vault,
+    }  # fmt: skip
+
+
 async def prove(conn: asyncpg.Connection, contracts: Contracts, trade_id: str) -> FillProof:
     """Build and check the proof of trade `trade_id`; raise SettlementError if not batched."""
     stored = await store.find_fill(conn, trade_id)
     if stored is None:
         raise SettlementError(f"trade {trade_id} is in no batch yet")
-    batch = await store.get_batch(conn, stored.batch_id)
-    if batch is None:
-        raise SettlementError(f"batch {stored.batch_id} of trade {trade_id} is missing")
-    tree = MerkleTree(await store.batch_leaves(conn, batch.batch_id))
-    leaf = stored.fill.leaf()
-    if tree.levels[0][stored.leaf_index] != leaf or tree.root != batch.fills_root:
-        raise SettlementError(f"batch {batch.batch_id}'s stored leaves do not match its root")
-    proof = tree.proof(stored.leaf_index)
-    chain_root = await asyncio.to_thread(contracts.batch_root, batch.batch_id)
-    by_vault = await asyncio.to_thread(
-        call_rpc,
-        lambda: bool(contracts.vault.functions.verifyFill(batch.batch_id, proof, leaf).call()),
-        "Vault.verifyFill",
-    )
-    return FillProof(
-        trade_id=trade_id, batch_id=str(batch.batch_id), batch_status=batch.status,
-        tx_hash=_hex(batch.tx_hash) if batch.tx_hash else None,
-        block_number=batch.block_number, fill=_as_strings(msgspec.to_builtins(stored.fill)),
-        leaf_index=stored.leaf_index, leaf=_hex(leaf), proof=[_hex(node) for node in proof],
-        stored_root=_hex(batch.fills_root), chain_root=_hex(chain_root),
-        verified_locally=verify(proof, chain_root, leaf), verified_by_vault=by_vault,
-    )  # fmt: skip
+    checked = await _check(conn, contracts, f"trade {trade_id}", stored.batch_id,
+                           stored.leaf_index, stored.fill.leaf())
+    return FillProof(trade_id=trade_id, fill=_as_strings(msgspec.to_builtins(stored.fill)),
+                     **checked)
+
+
+async def prove_move(conn: asyncpg.Connection, contracts: Contracts, seq: int, account: str,
+                     asset: str) -> MoveProof:
+    """Build and check the proof of the ledger's delivery posting (seq, account, asset: "USDC"
+    or an instrument symbol); raise SettlementError if it is in no batch."""
+    what = f"the posting of seq {seq} to {account} in {asset}"
+    stored = await store.find_move(conn, seq, account, asset_id(asset))
+    if stored is None:
+        raise SettlementError(f"{what} is in no batch yet")
+    checked = await _check(conn, contracts, what, stored.batch_id, stored.leaf_index,
+                           stored.move.leaf())
+    return MoveProof(seq=seq, account=account, asset=asset,
+                     move=_as_strings(msgspec.to_builtins(stored.move)), **checked)

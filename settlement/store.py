@@ -1,6 +1,6 @@
 """The PostgreSQL adapter: schema `settlement`, and reads of the ledger's tables.
 
-Reads the trades and withdrawals it settles through the ledger's read API
+Reads the trades, delivery postings and withdrawals it settles through the ledger's read API
 (`ledger.reads`), and counts its backlog against the ledger's tables.
 
 Tables:
@@ -11,7 +11,8 @@ Tables:
 - `batches`: one row per batch, stored `pending` before its transaction is first sent, then
   `sent` (nonce, every transaction hash broadcast, last fees), then `settled` (the mined
   transaction, block, gas) once it has its confirmations.
-- `batch_fills`: the leaves of each batch in tree order, for proofs.
+- `batch_fills`, `batch_moves`: the leaves of each batch (its fills, then its delivery
+  moves), for proofs.
 - `payouts`: one row per withdrawal of `ledger.withdrawals` paid out by `Vault.payout`,
   with the same `pending` / `sent` / `settled` life as a batch.
 - `watchers`: the next block each deposit watcher reads.
@@ -36,13 +37,16 @@ from ledger.reads import WithdrawalRecord
 from runtime.migrations import apply_migrations, load_migrations
 from settlement.accounts import is_reserved_account, is_wallet_address
 from settlement.errors import SettlementError
-from settlement.fills import ChainFill, Fill
+from settlement.fills import ChainFill, Fill, SupplyTuple
+from settlement.moves import ChainMove, Move
 
 BatchStatus = Literal["pending", "sent", "settled"]
 JobT = TypeVar("JobT")
 JobTable = Literal["batches", "payouts"]
 _KEY_COLUMN: Final = {"batches": "batch_id", "payouts": "withdrawal_seq"}
 MIGRATIONS_DIR: Final = Path(__file__).resolve().parent / "migrations"
+
+
 async def migrate(conn: asyncpg.Connection) -> None:
     """Apply settlement's migrations not yet applied (`runtime.migrations`)."""
     await apply_migrations(conn, "settlement", load_migrations(MIGRATIONS_DIR))
@@ -118,6 +122,18 @@ async def read_trades(conn: asyncpg.Connection, after_seq: int, limit: int) -> l
         return await reads.unsettled_trades(conn, after_seq, limit)
 
 
+async def read_unsettled(conn: asyncpg.Connection, after_seq: int, limit: int
+                         ) -> tuple[list[Fill], list[Move]]:
+    """Return up to `limit` trades and the postings of up to `limit` delivery entries after
+    `after_seq`, from one snapshot of the ledger (so neither read sees rows the other missed:
+    `batching.in_seq_order` relies on it)."""
+    with _ledger_tables():
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            fills = await reads.unsettled_trades(conn, after_seq, limit)
+            moves = await reads.delivery_postings(conn, after_seq, limit)
+    return fills, moves
+
+
 async def read_withdrawals(conn: asyncpg.Connection, after_seq: int, limit: int
                            ) -> list[WithdrawalRecord]:
     """Return up to `limit` rows of `ledger.withdrawals` after `after_seq`, in seq order."""
@@ -125,10 +141,13 @@ async def read_withdrawals(conn: asyncpg.Connection, after_seq: int, limit: int
         return await reads.withdrawals_after(conn, after_seq, limit)
 
 
-async def first_trade_after(conn: asyncpg.Connection, seq: int) -> int | None:
-    """Return the seq of the first trade after `seq`, or None."""
+async def first_unsettled_after(conn: asyncpg.Connection, seq: int) -> int | None:
+    """Return the seq of the first trade or delivery entry after `seq`, or None."""
     with _ledger_tables():
-        return await reads.first_trade_after(conn, seq)
+        trade = await reads.first_trade_after(conn, seq)
+        moves = await reads.delivery_postings(conn, seq, 1)
+    found = [first for first in (trade, moves[0].seq if moves else None) if first is not None]
+    return min(found, default=None)
 
 
 @contextmanager
@@ -166,9 +185,11 @@ class Batch(SendState, kw_only=True):
     first_seq: int
     last_seq: int
     fill_count: int
+    move_count: int = 0
     fills_root: bytes
     assets: list[int]
     deltas: list[int]
+    supply: list[SupplyTuple] = []
 
 
 class Payout(SendState, kw_only=True):
@@ -198,6 +219,7 @@ def _batch(row: asyncpg.Record) -> Batch:
     values = _send_state(row)
     values["assets"] = [int(asset) for asset in values["assets"]]
     values["deltas"] = [int(delta) for delta in values["deltas"]]
+    values["supply"] = msgspec.json.decode(values["supply"], type=list[SupplyTuple])
     return Batch(**values)
 
 
@@ -251,14 +273,19 @@ async def settled_through(conn: asyncpg.Connection) -> int:
 
 
 async def insert_batch(conn: asyncpg.Connection, batch: Batch, fills: Sequence[ChainFill],
-                       trade_ids: Sequence[str]) -> None:
-    """Store a new pending batch with its leaves, in one transaction."""
+                       trade_ids: Sequence[str], moves: Sequence[ChainMove] = ()) -> None:
+    """Store a new pending batch with its leaves (fills, then moves), in one transaction."""
+    if (batch.fill_count, batch.move_count) != (len(fills), len(moves)):
+        raise ValueError(f"batch {batch.batch_id} counts {batch.fill_count} fills and "
+                         f"{batch.move_count} moves, given {len(fills)} and {len(moves)}")
     async with conn.transaction():
         await conn.execute(
             "INSERT INTO settlement.batches (batch_id, first_seq, last_seq, fill_count, "
-            "fills_root, assets, deltas, status) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending')",
-            batch.batch_id, batch.first_seq, batch.last_seq, batch.fill_count, batch.fills_root,
-            batch.assets, batch.deltas,
+            "move_count, fills_root, assets, deltas, supply, status) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending')",
+            batch.batch_id, batch.first_seq, batch.last_seq, batch.fill_count,
+            batch.move_count, batch.fills_root, batch.assets, batch.deltas,
+            msgspec.json.encode(batch.supply).decode(),
         )  # fmt: skip
         await conn.copy_records_to_table(
             "batch_fills", schema_name="settlement",
@@ -269,7 +296,15 @@ async def insert_batch(conn: asyncpg.Connection, batch: Batch, fills: Sequence[C
                 for index, (fill, trade_id) in enumerate(zip(fills, trade_ids, strict=True))
             ],
         )  # fmt: skip
-
+        await conn.copy_records_to_table(
+            "batch_moves", schema_name="settlement",
+            columns=["batch_id", "leaf_index", "seq", "account", "asset", "leaf", "move"],
+            records=[
+                (batch.batch_id, len(fills) + index, move.seq, move.account, move.asset,
+                 move.leaf(), msgspec.json.encode(move).decode())
+                for index, move in enumerate(moves)
+            ],
+        )  # fmt: skip
 
 
 
@@ -376,9 +411,32 @@ async def find_fill(conn: asyncpg.Connection, trade_id: str) -> StoredFill | Non
     return StoredFill(batch_id=row["batch_id"], leaf_index=row["leaf_index"], fill=fill)
 
 
+class StoredMove(msgspec.Struct, frozen=True):
+    batch_id: int
+    leaf_index: int
+    move: ChainMove
+
+
+async def find_move(conn: asyncpg.Connection, seq: int, account: str, asset: int
+                    ) -> StoredMove | None:
+    """Return the stored move of the ledger's posting (seq, account, asset id), or None."""
+    row = await conn.fetchrow(
+        "SELECT batch_id, leaf_index, move FROM settlement.batch_moves "
+        "WHERE seq = $1 AND account = $2 AND asset = $3",
+        seq, account, asset,
+    )  # fmt: skip
+    if row is None:
+        return None
+    move = msgspec.json.decode(row["move"], type=ChainMove)
+    return StoredMove(batch_id=row["batch_id"], leaf_index=row["leaf_index"], move=move)
+
+
 async def batch_leaves(conn: asyncpg.Connection, batch_id: int) -> list[bytes]:
+    """Return a batch's leaves in tree order: its fills, then its moves."""
     rows = await conn.fetch(
-        "SELECT leaf FROM settlement.batch_fills WHERE batch_id = $1 ORDER BY leaf_index",
+        "SELECT leaf_index, leaf FROM settlement.batch_fills WHERE batch_id = $1 UNION ALL "
+        "SELECT leaf_index, leaf FROM settlement.batch_moves WHERE batch_id = $1 "
+        "ORDER BY leaf_index",
         batch_id,
     )
     return [bytes(row["leaf"]) for row in rows]

@@ -1,10 +1,11 @@
 """The batcher and submitter (`gpux settlement run`): one transaction job at a time.
 
-Jobs are batches of fills (`Vault.settle`) and payouts of withdrawals (`Vault.payout`); the
-settler key has at most one in flight, which keeps its nonces simple. Each `step()` does one
-thing and says what (an `Outcome`):
-- no open job: cut a batch from the unsettled trades (`batching`), or else a payout of the
-  next withdrawal once every trade before it has settled, and store it `pending`;
+Jobs are batches of fills and delivery moves (`Vault.settle`) and payouts of withdrawals
+(`Vault.payout`); the settler key has at most one in flight, which keeps its nonces simple.
+Each `step()` does one thing and says what (an `Outcome`):
+- no open job: cut a batch from the unsettled trades and delivery entries (`batching`), or
+  else a payout of the next withdrawal once everything before it has settled, and store it
+  `pending`;
 - an open job the chain already holds: follow its transaction to `confirmations` blocks
   (re-checking the block is still canonical), then mark it `settled`;
 - an open job not on chain: sign the call, record the transaction (nonce, hash, fees) in
@@ -19,8 +20,10 @@ the store does not know. A transaction mined and then dropped by a reorganisatio
 job undone again, and it is sent again. A job the chain refuses (a revert) stops the
 submitter with RefusedError: it needs a person.
 
-Payouts wait for the trades before them: a withdrawal at seq W is paid only when every trade
-with a seq below W has settled, so the address's balance on chain covers it.
+Payouts wait for what comes before them: a withdrawal at seq W is paid only when every trade
+and delivery entry with a seq below W has settled, so the address's balance on chain covers
+it. A redemption waits for the payouts before it in turn (`batching`): the Vault pays out
+no redeemed token.
 
 Its metrics (`settlement.metrics`): what it sends and settles, gas, the time from storing a
 job to its settling, and the backlog, read from the store every `backlog_interval_ms`.
@@ -58,13 +61,14 @@ from runtime.config import require_positive
 from runtime.postgres import ConnectionOpener
 from runtime.retry import RetryPolicy
 from settlement import store
-from settlement.batching import Blocked, plan_batch, settleable_prefix
+from settlement.batching import Blocked, entries, in_seq_order, plan_batch, settleable_prefix
 from settlement.chain import USDC_ASSET, Contracts, call_rpc, token_id
 from settlement.errors import RefusedError
 from settlement.fills import accounts_of
 from settlement.jobs import BatchJob, Job, PayoutJob
 from settlement.looping import SteppingService
 from settlement.metrics import SettlementMetrics
+from settlement.moves import Move, accounts_of_moves
 from settlement.store import Batch, Payout
 
 log = logging.getLogger("gpux.settlement.submitter")
@@ -76,6 +80,7 @@ class Outcome(enum.StrEnum):
     WAITING_FOR_TRADES = "waiting_for_trades"  # a partial batch waits for its interval
     WAITING_FOR_ACCOUNTS = "waiting_for_accounts"
     WAITING_FOR_SETTLEMENT = "waiting_for_settlement"  # a payout waits for earlier trades
+    WAITING_FOR_PAYOUTS = "waiting_for_payouts"  # a redemption waits for earlier payouts
     STORED = "stored"                          # a new job is stored, not yet sent
     SENT = "sent"
     WAITING = "waiting"                        # our transaction is in the mempool
@@ -187,31 +192,57 @@ class Submitter(SteppingService):
 
     async def _cut_batch(self) -> Outcome:
         after_seq, last_batch_id = await store.batched_through(self.conn)
-        fills = await store.read_trades(self.conn, after_seq, self.config.batch_size_max)
-        if not fills:
+        entries_max = self.config.batch_size_max
+        items = in_seq_order(*await store.read_unsettled(self.conn, after_seq, entries_max),
+                             entries_max)
+        if not items:
             return Outcome.IDLE
         waited_ms = (time.monotonic() - self._last_cut_s) * 1000
-        if len(fills) < self.config.batch_size_max and waited_ms < self.config.batch_interval_ms:
+        if len(entries(items)) < entries_max and waited_ms < self.config.batch_interval_ms:
             return Outcome.WAITING_FOR_TRADES
-        addresses = await store.addresses(self.conn, accounts_of(fills))
-        prefix, blocked = settleable_prefix(fills, addresses)
-        if blocked is not None and blocked != self._last_blocked:
-            log.warning("trade seq %d waits: no wallet address for account(s) %s; register "
-                        "with `gpux settlement register-account`", blocked.seq,
-                        ", ".join(blocked.accounts))
-        self._last_blocked = blocked
+        fills = [item for item in items if not isinstance(item, Move)]
+        moves = [item for item in items if isinstance(item, Move)]
+        addresses = await store.addresses(self.conn, accounts_of(fills) | accounts_of_moves(moves))
+        prefix, blocked = settleable_prefix(items, addresses,
+                                            unpaid_withdrawal_seq=await self._unpaid_withdrawal())
+        self._log_blocked(blocked)
         if not prefix:
+            if blocked is not None and blocked.withdrawal_seq is not None:
+                return Outcome.WAITING_FOR_PAYOUTS
             return Outcome.WAITING_FOR_ACCOUNTS
-        plan = plan_batch(prefix, addresses)
+        plan = plan_batch([item for item in prefix if not isinstance(item, Move)], addresses,
+                          [item for item in prefix if isinstance(item, Move)])
         batch = Batch(batch_id=last_batch_id + 1, first_seq=plan.first_seq,
                       last_seq=plan.last_seq, fill_count=len(plan.fills),
-                      fills_root=plan.fills_root, assets=plan.assets, deltas=plan.deltas,
+                      move_count=len(plan.moves), fills_root=plan.fills_root,
+                      assets=plan.assets, deltas=plan.deltas, supply=plan.supply,
                       status="pending")
-        await store.insert_batch(self.conn, batch, plan.fills, plan.trade_ids)
+        await store.insert_batch(self.conn, batch, plan.fills, plan.trade_ids, plan.moves)
         self._last_cut_s = time.monotonic()
-        log.info("batch %d: %d fills (seq %d..%d), %d deltas", batch.batch_id, batch.fill_count,
-                 batch.first_seq, batch.last_seq, len(batch.deltas))
+        log.info("batch %d: %d fills and %d delivery moves (seq %d..%d), %d deltas, %d supply "
+                 "changes", batch.batch_id, batch.fill_count, batch.move_count, batch.first_seq,
+                 batch.last_seq, len(batch.deltas), len(batch.supply))
         return Outcome.STORED
+
+    async def _unpaid_withdrawal(self) -> int | None:
+        """Return the seq of the first withdrawal not paid out, when this submitter pays."""
+        if not self.config.pay_withdrawals:
+            return None
+        after_seq = await store.paid_through(self.conn)
+        withdrawals = await store.read_withdrawals(self.conn, after_seq, 1)
+        return withdrawals[0].seq if withdrawals else None
+
+    def _log_blocked(self, blocked: Blocked | None) -> None:
+        """Say once why the batch stops where it does."""
+        if blocked is not None and blocked != self._last_blocked:
+            if blocked.withdrawal_seq is not None:
+                log.info("the redemption at seq %d waits for the payout of withdrawal seq %d",
+                         blocked.seq, blocked.withdrawal_seq)
+            else:
+                log.warning("seq %d waits: no wallet address for account(s) %s; register "
+                            "with `gpux settlement register-account`", blocked.seq,
+                            ", ".join(blocked.accounts))
+        self._last_blocked = blocked
 
     async def _cut_payout(self) -> Outcome:
         after_seq = await store.paid_through(self.conn)
@@ -219,8 +250,8 @@ class Submitter(SteppingService):
         if not withdrawals:
             return Outcome.IDLE
         (withdrawal,) = withdrawals
-        unsettled = await store.first_trade_after(self.conn,
-                                                  await store.settled_through(self.conn))
+        unsettled = await store.first_unsettled_after(self.conn,
+                                                      await store.settled_through(self.conn))
         if unsettled is not None and unsettled < withdrawal.seq:
             return Outcome.WAITING_FOR_SETTLEMENT
         address = (await store.addresses(self.conn, [withdrawal.account])).get(withdrawal.account)

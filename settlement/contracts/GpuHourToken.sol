@@ -8,7 +8,9 @@ import {ERC1155} from "@openzeppelin/contracts/token/ERC1155/ERC1155.sol";
 /// @notice The id of an instrument is uint256(keccak256(bytes(symbol))), so anyone can derive
 /// it from the exchange's symbol; the contract records the symbol of every id it has minted,
 /// which is how a deposit watcher names the asset. The MINTER role mints tokens to an operator
-/// when it registers capacity; a holder burns them when it redeems the GPU-hours.
+/// when it registers capacity (the Vault holds it too: capacity issued at the venue is minted
+/// into its custody); a holder burns them when it redeems the GPU-hours (the Vault, at the
+/// close of a deliverable instrument).
 contract GpuHourToken is ERC1155, AccessControl {
     bytes32 public constant MINTER_ROLE = keccak256("MINTER_ROLE");
     uint256 public constant SYMBOL_LENGTH_MAX = 64;

@@ -14,10 +14,18 @@ import {GpuHourToken} from "./GpuHourToken.sol";
 /// @title Vault: custody of USDC and GPU-hour tokens, settled in netted batches.
 /// @notice Balances are kept per wallet address and asset; asset 0 is USDC, any other asset is
 /// a GpuHourToken id. A deposit credits the depositor's balance and names the exchange account
-/// to credit off chain. The exchange's settler applies each batch of fills as net deltas per
-/// address and asset (each asset's deltas sum to zero: fees go to the fee account's address)
-/// and records the Merkle root of the batch's fills, so any fill can be proven later. Payouts
-/// of withdrawals go to the owner's wallet, once per withdrawal id.
+/// to credit off chain. The exchange's settler applies each batch of fills and delivery moves
+/// as net deltas per address and asset (each asset's deltas sum to zero, fees going to the fee
+/// account's address, except for the tokens the batch declares minted or burned) and records
+/// the Merkle root of the batch's leaves, so any fill or move can be proven later. Payouts of
+/// withdrawals go to the owner's wallet, once per withdrawal id.
+///
+/// Delivery (v2): capacity issued at the venue is minted into custody (this vault holds the
+/// GpuHourToken MINTER role) and credited to the issuer in the same batch; the close of a
+/// deliverable instrument burns every token of it held here, after which the token is
+/// redeemed: never paid out, deposited or minted again. Bonds are USDC held under one
+/// reserved address, BOND_ESCROW, whose key nobody has; which issue each bond belongs to is in
+/// the batches' leaves, and only a batch moves USDC in or out of it.
 ///
 /// Delta encoding (one 32-byte word per address and asset, for cheap calldata and no per-fill
 /// work on chain): bits 255..96 the address, bits 95..88 an index into the batch's `assets`
@@ -30,6 +38,20 @@ contract Vault is AccessControl, ERC1155Holder, ReentrancyGuard {
     uint256 public constant ACCOUNT_LENGTH_MAX = 64;
     uint256 public constant BATCH_ASSETS_MAX = 256;
 
+    /// @notice Holds every issue's bond: an address derived from a hash, so no key signs for it.
+    address public constant BOND_ESCROW =
+        address(uint160(uint256(keccak256("gpux.vault.bond-escrow"))));
+
+    /// @notice A batch's change to the supply of one GPU-hour token: `minted` tokens issued
+    /// into custody, `burned` tokens redeemed from it. `symbol` names the instrument (its id
+    /// is keccak256(symbol), and minting records it on the token contract).
+    struct SupplyChange {
+        uint8 assetIndex;
+        uint128 minted;
+        uint128 burned;
+        string symbol;
+    }
+
     IERC20 public immutable usdc;
     GpuHourToken public immutable gpuHours;
 
@@ -37,6 +59,8 @@ contract Vault is AccessControl, ERC1155Holder, ReentrancyGuard {
     /// @notice The fills root of each settled batch; zero for a batch id never used.
     mapping(uint256 batchId => bytes32 fillsRoot) public batchRoots;
     mapping(uint256 withdrawalId => bool paid) public withdrawalPaid;
+    /// @notice Tokens burned at the close of their instrument: no longer in circulation here.
+    mapping(uint256 asset => bool) public redeemed;
 
     event Deposited(address indexed depositor, uint256 indexed asset, uint256 amount, string account);
     event BatchSettled(uint256 indexed batchId, bytes32 fillsRoot, uint256 deltaCount);
@@ -54,6 +78,10 @@ contract Vault is AccessControl, ERC1155Holder, ReentrancyGuard {
     error InsufficientBalance(address account, uint256 asset, uint256 balance, uint256 debit);
     error WithdrawalAlreadyPaid(uint256 withdrawalId);
     error UnexpectedTokenTransfer();
+    error TokenRedeemed(uint256 asset);
+    error SymbolMismatch(uint256 asset, string symbol);
+    error DuplicateSupplyChange(uint256 asset);
+    error BondEscrowPayout();
 
     constructor(address admin, IERC20 usdc_, GpuHourToken gpuHours_) {
         usdc = usdc_;
@@ -70,6 +98,7 @@ contract Vault is AccessControl, ERC1155Holder, ReentrancyGuard {
     function deposit(uint256 asset, uint256 amount, string calldata account) external nonReentrant {
         if (amount == 0) revert ZeroAmount();
         if (bytes(account).length > ACCOUNT_LENGTH_MAX) revert AccountTooLong();
+        if (redeemed[asset]) revert TokenRedeemed(asset);
         if (asset == USDC_ASSET) {
             usdc.safeTransferFrom(msg.sender, address(this), amount);
         } else {
@@ -80,21 +109,24 @@ contract Vault is AccessControl, ERC1155Holder, ReentrancyGuard {
         emit Deposited(msg.sender, asset, amount, account);
     }
 
-    /// @notice Apply one batch of netted fills: see the contract's notes for `deltas`.
-    /// Reverts on a batch id used before, a debit above a balance, or an asset whose deltas do
-    /// not sum to zero; nothing is written per fill, only the batch's root.
+    /// @notice Apply one batch of netted fills and delivery moves: see the contract's notes
+    /// for `deltas`. Reverts on a batch id used before, an empty root, a debit above a
+    /// balance, or an asset whose deltas do not sum to its declared supply change (zero when
+    /// `supply` names none: USDC always); then mints and burns what `supply` declares.
+    /// Nothing is written per fill or move, only the batch's root.
     function settle(
         uint256 batchId,
         bytes32 fillsRoot,
         uint256[] calldata assets,
-        uint256[] calldata deltas
-    ) external onlyRole(SETTLER_ROLE) {
+        uint256[] calldata deltas,
+        SupplyChange[] calldata supply
+    ) external onlyRole(SETTLER_ROLE) nonReentrant {
         if (fillsRoot == bytes32(0)) revert EmptyFillsRoot();
         if (batchRoots[batchId] != bytes32(0)) revert BatchAlreadySettled(batchId);
         uint256 assetCount = assets.length;
         if (assetCount > BATCH_ASSETS_MAX) revert TooManyAssets(assetCount);
         batchRoots[batchId] = fillsRoot;
-        int256[] memory sums = new int256[](assetCount);
+        int256[] memory sums = _declaredSupply(assets, supply);
         uint256 deltaCount = deltas.length;
         for (uint256 i; i < deltaCount;) {
             uint256 word = deltas[i];
@@ -114,7 +146,7 @@ contract Vault is AccessControl, ERC1155Holder, ReentrancyGuard {
                     if (credited < balance) revert InsufficientBalance(account, asset, balance, 0);
                     balances[asset] = credited;
                 }
-                // |delta| < 2**87 and deltaCount < 2**64: the sums cannot overflow an int256
+                // |delta| < 2**87, deltaCount < 2**64 and |declared| < 2**129: no overflow
                 sums[index] += delta;
                 ++i;
             }
@@ -122,7 +154,50 @@ contract Vault is AccessControl, ERC1155Holder, ReentrancyGuard {
         for (uint256 index; index < assetCount; ++index) {
             if (sums[index] != 0) revert DeltasNotZeroSum(assets[index], sums[index]);
         }
+        _changeSupply(assets, supply);
         emit BatchSettled(batchId, fillsRoot, deltaCount);
+    }
+
+    /// @dev Return, per asset of the batch, minus its declared supply change: what its deltas
+    /// must bring back to zero. Each change names a token by its symbol, once, with an amount.
+    function _declaredSupply(uint256[] calldata assets, SupplyChange[] calldata supply)
+        private
+        view
+        returns (int256[] memory sums)
+    {
+        sums = new int256[](assets.length);
+        uint256 seen; // one bit per asset index (at most 256)
+        for (uint256 i; i < supply.length; ++i) {
+            SupplyChange calldata change = supply[i];
+            uint256 asset = assets[change.assetIndex]; // an index past the end reverts
+            // the token's own rule (GpuHourToken.tokenIdOf), without a call to it
+            if (uint256(keccak256(bytes(change.symbol))) != asset) {
+                revert SymbolMismatch(asset, change.symbol);
+            }
+            uint256 bit = uint256(1) << change.assetIndex;
+            if (seen & bit != 0) revert DuplicateSupplyChange(asset);
+            seen |= bit;
+            if (change.minted == 0 && change.burned == 0) revert ZeroAmount();
+            if (change.minted != 0 && redeemed[asset]) revert TokenRedeemed(asset);
+            sums[change.assetIndex] =
+                int256(uint256(change.burned)) - int256(uint256(change.minted));
+        }
+    }
+
+    /// @dev Mint into custody, then burn from it (a batch may issue and redeem one token);
+    /// a token burned is redeemed for good.
+    function _changeSupply(uint256[] calldata assets, SupplyChange[] calldata supply) private {
+        for (uint256 i; i < supply.length; ++i) {
+            SupplyChange calldata change = supply[i];
+            uint256 asset = assets[change.assetIndex];
+            if (change.minted != 0) {
+                gpuHours.registerCapacity(address(this), change.symbol, change.minted);
+            }
+            if (change.burned != 0) {
+                redeemed[asset] = true;
+                gpuHours.redeem(asset, change.burned);
+            }
+        }
     }
 
     /// @notice Pay a withdrawal the exchange has debited: from `account`'s balance to its wallet.
@@ -133,6 +208,8 @@ contract Vault is AccessControl, ERC1155Holder, ReentrancyGuard {
     {
         if (amount == 0) revert ZeroAmount();
         if (withdrawalPaid[withdrawalId]) revert WithdrawalAlreadyPaid(withdrawalId);
+        if (redeemed[asset]) revert TokenRedeemed(asset);
+        if (account == BOND_ESCROW) revert BondEscrowPayout();
         uint256 balance = _balances[account][asset];
         if (amount > balance) revert InsufficientBalance(account, asset, balance, amount);
         withdrawalPaid[withdrawalId] = true;
@@ -147,8 +224,8 @@ contract Vault is AccessControl, ERC1155Holder, ReentrancyGuard {
         emit PaidOut(withdrawalId, account, asset, amount);
     }
 
-    /// @notice Tell whether `leaf` is a fill of settled batch `batchId`.
-    function verifyFill(uint256 batchId, bytes32[] calldata proof, bytes32 leaf)
+    /// @notice Tell whether `leaf` (a fill's or a delivery move's) is in settled batch `batchId`.
+    function verifyLeaf(uint256 batchId, bytes32[] calldata proof, bytes32 leaf)
         external
         view
         returns (bool)
@@ -157,7 +234,7 @@ contract Vault is AccessControl, ERC1155Holder, ReentrancyGuard {
         return root != bytes32(0) && MerkleProof.verifyCalldata(proof, root, leaf);
     }
 
-    /// @dev Accept GPU-hour tokens only when this vault pulls them in `deposit`.
+    /// @dev Accept GPU-hour tokens only when this vault pulls them in `deposit` or mints them.
     function onERC1155Received(address operator, address, uint256, uint256, bytes memory)
         public
         view

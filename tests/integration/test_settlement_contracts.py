@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from eth_account.signers.local import LocalAccount
@@ -109,7 +110,8 @@ def test_settle_applies_net_deltas_and_records_a_provable_root(contracts: Contra
              fill(2, buyer.address, seller.address, asset, 2_200_000, 5, 2_200, 1_100)]
     net_deltas = encode_deltas(net(fills, fees.address))
     tree = MerkleTree([f.leaf() for f in fills])
-    call = contracts.vault.functions.settle(101, tree.root, net_deltas.assets, net_deltas.deltas)
+    call = contracts.vault.functions.settle(101, tree.root, net_deltas.assets, net_deltas.deltas,
+                                            [])
     receipt = contracts.chain.transact(call, dev_account(1))
     (event,) = contracts.vault.events.BatchSettled().process_receipt(receipt, errors=DISCARD)
     assert event["args"]["batchId"] == 101 and event["args"]["deltaCount"] == 5
@@ -122,10 +124,10 @@ def test_settle_applies_net_deltas_and_records_a_provable_root(contracts: Contra
     assert contracts.batch_root(101) == tree.root
     for index, settled in enumerate(fills):
         proof = tree.proof(index)
-        assert contracts.vault.functions.verifyFill(101, proof, settled.leaf()).call()
-    assert not contracts.vault.functions.verifyFill(102, tree.proof(0), fills[0].leaf()).call()
+        assert contracts.vault.functions.verifyLeaf(101, proof, settled.leaf()).call()
+    assert not contracts.vault.functions.verifyLeaf(102, tree.proof(0), fills[0].leaf()).call()
     wrong = fill(1, buyer.address, seller.address, asset, 2_150_000, 11, 4_300, 2_150)
-    assert not contracts.vault.functions.verifyFill(101, tree.proof(0), wrong.leaf()).call()
+    assert not contracts.vault.functions.verifyLeaf(101, tree.proof(0), wrong.leaf()).call()
 
 
 def test_settle_refusals(contracts: Contracts) -> None:
@@ -135,7 +137,10 @@ def test_settle_refusals(contracts: Contracts) -> None:
     good = encode_deltas(net(fills, seller.address))
     root = MerkleTree([f.leaf() for f in fills]).root
     settler = dev_account(1).address
-    settle = contracts.vault.functions.settle
+
+    def settle(batch_id: int, root: bytes, assets: list[int], deltas: list[int]) -> Any:
+        return contracts.vault.functions.settle(batch_id, root, assets, deltas, [])
+
     assert_reverts(contracts, settle(201, root, good.assets, good.deltas), buyer.address,
                    "AccessControlUnauthorizedAccount")
     contracts.chain.transact(settle(201, root, good.assets, good.deltas), dev_account(1))

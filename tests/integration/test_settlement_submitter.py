@@ -187,7 +187,8 @@ async def test_after_a_restart_a_batch_sent_but_not_recorded_is_not_sent_again(
     assert batch is not None and batch.status == "pending"
     # The previous incarnation broadcast the batch and died before recording anything.
     venue.chain.transact(venue.contracts.vault.functions.settle(
-        batch.batch_id, batch.fills_root, batch.assets, batch.deltas), venue.settler)
+        batch.batch_id, batch.fills_root, batch.assets, batch.deltas, batch.supply),
+        venue.settler)
     nonce = venue.settler_nonce()
     outcomes = await drive(venue, venue.submitter())
     assert Outcome.SENT not in outcomes and Outcome.RESENT not in outcomes
