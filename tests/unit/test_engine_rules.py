@@ -1304,7 +1304,8 @@ def test_final_state_lists_nonzero_balances_sorted_and_orders_in_book_order(ex: 
            limit("zed", "z4", "sell", "4", 3, instrument=OTHER),
            limit("amy", "m3", "sell", "2.5", 1), limit("zed", "z5", "buy", "1.49", 1))
     state = ex.state()
-    assert list(state) == ["accounts", "open_orders"]
+    assert list(state) == ["accounts", "open_orders", "issues", "deliveries"]
+    assert (state["issues"], state["deliveries"]) == ([], [])
     assert state["accounts"] == {
         "amy": {SYMBOL: {"available": 3, "held": 6},
                 "USDC": {"available": "50", "held": "0"}},

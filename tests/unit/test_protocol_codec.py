@@ -1,6 +1,6 @@
-"""JSON and msgpack codecs of protocol v1 (PROTOCOL.md, Encoding; protocol-notes.md, Malformed
-commands): round trips, byte-stable encoding, omitted optional fields, and the salvage of
-malformed commands."""
+"""JSON and msgpack codecs of the protocol (PROTOCOL.md, Encoding; protocol-notes.md, Malformed
+commands), v1 and v2's Delivery: round trips, byte-stable encoding, omitted optional fields,
+and the salvage of malformed commands."""
 
 from __future__ import annotations
 
@@ -16,15 +16,22 @@ from protocol import (
     FORMATS,
     AmendOrder,
     AmendRejected,
+    BondReleased,
     CancelOrder,
     CancelRejected,
+    CapacityIssued,
     CommandRejected,
+    DeliveryAssigned,
+    DeliveryReport,
+    DeliverySettled,
     Deposit,
     Deposited,
     DepositRejected,
     Format,
     InstrumentClosed,
     InstrumentListed,
+    IssueCapacity,
+    IssueRejected,
     ListInstrument,
     MalformedCommand,
     MassCancel,
@@ -34,6 +41,7 @@ from protocol import (
     OrderCanceled,
     OrderReduced,
     OrderRejected,
+    ReportRejected,
     Tick,
     Trade,
     Withdraw,
@@ -81,6 +89,16 @@ COMMAND_EXAMPLES: list[msgspec.Struct] = [
     MassCancel(ts=TS, account="alice", instrument=SYMBOL),
     Tick(ts=TS + 1),
     Tick(ts=0),
+    ListInstrument(
+        ts=TS, symbol=SYMBOL, gpu="H100-SXM-80GB", region="eu-west",
+        delivery_start=TS + 86_400 * 10**9, delivery_hours=24, tick_size="0.01",
+        max_order_quantity=10_000, maker_fee_bps=2, taker_fee_bps=5, bond_per_gpu_hour="3.25",
+    ),
+    IssueCapacity(ts=TS, account=WALLET, issue_id="iss-1", instrument=SYMBOL,
+                  node_id="node:eu-west.7", quantity=24),
+    DeliveryReport(ts=TS, issue_id="iss-1", holder="alice", delivered_ppm=950_000,
+                   evidence="9f" * 32),
+    DeliveryReport(ts=TS, issue_id="iss-1", holder="bob", delivered_ppm=1_000_000),
 ]
 
 EVENT_EXAMPLES: list[msgspec.Struct] = [
@@ -143,6 +161,24 @@ EVENT_EXAMPLES: list[msgspec.Struct] = [
     ),
     CommandRejected(seq=19, ts=TS, command="", reason="invalid_command"),
     CommandRejected(seq=20, ts=TS, command="list_instrument", reason="duplicate_instrument"),
+    InstrumentListed(
+        seq=21, ts=TS, symbol=SYMBOL, gpu="H100-SXM-80GB", region="eu-west",
+        delivery_start=TS + 86_400 * 10**9, delivery_hours=24, tick_size="0.01",
+        max_order_quantity=10_000, maker_fee_bps=2, taker_fee_bps=5, bond_per_gpu_hour="0",
+    ),
+    CapacityIssued(seq=22, ts=TS, issue_id="iss-1", account=WALLET, instrument=SYMBOL,
+                   node_id="node:eu-west.7", quantity=24, bond="78"),
+    IssueRejected(seq=23, ts=TS, issue_id="iss-2", account="alice", reason="not_deliverable"),
+    DeliveryAssigned(seq=24, ts=TS, instrument=SYMBOL, issue_id="iss-1", issuer=WALLET,
+                     node_id="node:eu-west.7", holder="alice", quantity=10),
+    DeliverySettled(seq=25, ts=TS, instrument=SYMBOL, issue_id="iss-1", issuer=WALLET,
+                    holder="alice", quantity=10, delivered_ppm=950_000, compensation="1.625",
+                    evidence="9f" * 32),
+    DeliverySettled(seq=26, ts=TS, instrument=SYMBOL, issue_id="iss-1", issuer=WALLET,
+                    holder="bob", quantity=2, delivered_ppm=1_000_000, compensation="0"),
+    BondReleased(seq=27, ts=TS, issue_id="iss-1", account=WALLET, quantity=10,
+                 amount="30.875"),
+    ReportRejected(seq=28, ts=TS, issue_id="iss-1", holder="alice", reason="already_reported"),
 ]
 
 
@@ -337,6 +373,66 @@ def test_commands_omit_optional_fields_left_at_their_defaults() -> None:
                             "client_order_id": "c", "new_quantity": 2}
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_bond_per_gpu_hour_is_absent_unless_the_listing_gives_it(fmt: Format) -> None:
+    v1_listing, v1_listed = COMMAND_EXAMPLES[0], EVENT_EXAMPLES[0]
+    assert isinstance(v1_listing, ListInstrument) and isinstance(v1_listed, InstrumentListed)
+    assert "bond_per_gpu_hour" not in _raw(encode(v1_listing, fmt), fmt)
+    assert "bond_per_gpu_hour" not in _raw(encode(v1_listed, fmt), fmt)
+    bonded = msgspec.structs.replace(v1_listed, bond_per_gpu_hour="0")
+    assert _raw(encode(bonded, fmt), fmt)["bond_per_gpu_hour"] == "0"
+    assert list(_raw(encode(bonded, fmt), fmt))[-1] == "bond_per_gpu_hour"
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_evidence_is_absent_unless_the_report_gives_it(fmt: Format) -> None:
+    report = DeliveryReport(ts=1, issue_id="i", holder="h", delivered_ppm=0)
+    assert _raw(encode(report, fmt), fmt) == {
+        "type": "delivery_report", "ts": 1, "issue_id": "i", "holder": "h", "delivered_ppm": 0}
+    settled = DeliverySettled(seq=1, ts=1, instrument="X", issue_id="i", issuer="op",
+                              holder="h", quantity=1, delivered_ppm=0, compensation="2")
+    assert "evidence" not in _raw(encode(settled, fmt), fmt)
+    with_evidence = msgspec.structs.replace(settled, evidence="ab")
+    assert _raw(encode(with_evidence, fmt), fmt)["evidence"] == "ab"
+
+
+def test_delivery_encoding_pins_the_exact_json_bytes() -> None:
+    issue = IssueCapacity(ts=7, account="op", issue_id="i1", instrument="X", node_id="n1",
+                          quantity=3)
+    assert encode(issue) == (
+        b'{"type":"issue_capacity","ts":7,"account":"op","issue_id":"i1","instrument":"X",'
+        b'"node_id":"n1","quantity":3}'
+    )
+    settled = DeliverySettled(seq=9, ts=7, instrument="X", issue_id="i1", issuer="op",
+                              holder="bob", quantity=3, delivered_ppm=500_000,
+                              compensation="4.5", evidence="ff")
+    assert encode(settled) == (
+        b'{"type":"delivery_settled","seq":9,"ts":7,"instrument":"X","issue_id":"i1",'
+        b'"issuer":"op","holder":"bob","quantity":3,"delivered_ppm":500000,'
+        b'"compensation":"4.5","evidence":"ff"}'
+    )
+
+
+def test_evidence_of_128_characters_is_well_formed_whatever_its_bytes() -> None:
+    evidence = "\u00e9" * 128  # 256 bytes in UTF-8, 128 characters
+    line = msgspec.json.encode({"type": "delivery_report", "ts": 1, "issue_id": "i",
+                                "holder": "h", "delivered_ppm": 5, "evidence": evidence})
+    assert decode_command(line) == DeliveryReport(ts=1, issue_id="i", holder="h",
+                                                  delivered_ppm=5, evidence=evidence)
+
+
+def test_delivered_ppm_bounds_are_those_of_a_signed_64_bit_integer() -> None:
+    def report(ppm: int) -> bytes:
+        return msgspec.json.encode({"type": "delivery_report", "ts": 1, "issue_id": "i",
+                                    "holder": "h", "delivered_ppm": ppm})
+
+    for ppm in (-(2**63), 2**63 - 1):
+        assert decode_command(report(ppm)) == DeliveryReport(
+            ts=1, issue_id="i", holder="h", delivered_ppm=ppm)
+    for ppm in (-(2**63) - 1, 2**63):
+        assert isinstance(decode_command(report(ppm)), MalformedCommand)
+
+
 # --- malformed commands ------------------------------------------------------------------------
 
 
@@ -364,6 +460,24 @@ def _cancel(**overrides: Any) -> dict[str, Any]:
 def _deposit(**overrides: Any) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "type": "deposit", "ts": 5, "account": "alice", "asset": "USDC", "amount": "10",
+    }
+    fields.update(overrides)
+    return {name: value for name, value in fields.items() if value is not _ABSENT}
+
+
+def _issue(**overrides: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "type": "issue_capacity", "ts": 5, "account": "op", "issue_id": "i-1",
+        "instrument": SYMBOL, "node_id": "n-1", "quantity": 8,
+    }
+    fields.update(overrides)
+    return {name: value for name, value in fields.items() if value is not _ABSENT}
+
+
+def _report(**overrides: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "type": "delivery_report", "ts": 5, "issue_id": "i-1", "holder": "alice",
+        "delivered_ppm": 900_000,
     }
     fields.update(overrides)
     return {name: value for name, value in fields.items() if value is not _ABSENT}
@@ -497,6 +611,41 @@ MALFORMED_CASES: list[tuple[str, Any, str, dict[str, Any]]] = [
      {"instrument": SYMBOL}),
     ("unknown_stp", _new_order(stp="none"), "`$.stp`", {"instrument": SYMBOL}),
     ("missing_side", _new_order(side=_ABSENT), "`side`", {"instrument": SYMBOL}),
+    # v2 Delivery
+    ("listing_bond_as_number",
+     {"type": "list_instrument", "ts": 5, "symbol": "X", "gpu": "H100", "region": "eu",
+      "delivery_start": 10, "delivery_hours": 1, "tick_size": "0.01",
+      "max_order_quantity": 10, "maker_fee_bps": 0, "taker_fee_bps": 0,
+      "bond_per_gpu_hour": 3},
+     "`$.bond_per_gpu_hour`", {"type": "list_instrument", "ts": 5}),
+    ("issue_missing_account", _issue(account=_ABSENT), "`account`",
+     {"type": "issue_capacity", "ts": 5, "account": None, "instrument": SYMBOL}),
+    ("issue_bad_issue_id", _issue(issue_id="i 1"), "`$.issue_id`",
+     {"type": "issue_capacity", "ts": 5, "account": "op"}),
+    ("issue_too_long_issue_id", _issue(issue_id=TOO_LONG), "`$.issue_id`", {"account": "op"}),
+    ("issue_missing_node_id", _issue(node_id=_ABSENT), "`node_id`", {"account": "op"}),
+    ("issue_node_id_as_number", _issue(node_id=7), "`$.node_id`", {"account": "op"}),
+    ("issue_instrument_as_number", _issue(instrument=7), "`$.instrument`",
+     {"account": "op", "instrument": None}),
+    ("issue_quantity_as_string", _issue(quantity="8"), "`$.quantity`", {"account": "op"}),
+    ("issue_quantity_as_float", _issue(quantity=8.0), "`$.quantity`", {"account": "op"}),
+    ("issue_unknown_field", _issue(bond="5"), "`bond`", {"type": "issue_capacity"}),
+    ("report_missing_issue_id", _report(issue_id=_ABSENT), "`issue_id`",
+     {"type": "delivery_report", "ts": 5}),
+    ("report_bad_holder", _report(holder="al ice"), "`$.holder`",
+     {"type": "delivery_report", "ts": 5, "account": None}),
+    ("report_ppm_as_string", _report(delivered_ppm="900000"), "`$.delivered_ppm`",
+     {"type": "delivery_report"}),
+    ("report_ppm_as_float", _report(delivered_ppm=0.5), "`$.delivered_ppm`",
+     {"type": "delivery_report"}),
+    ("report_ppm_above_int64", _report(delivered_ppm=2**63), "`$.delivered_ppm`",
+     {"type": "delivery_report", "ts": 5}),
+    ("report_evidence_too_long", _report(evidence="e" * 129), "`$.evidence`",
+     {"type": "delivery_report", "ts": 5}),
+    ("report_evidence_as_number", _report(evidence=12), "`$.evidence`",
+     {"type": "delivery_report"}),
+    ("report_with_account", _report(account="alice"), "`account`",
+     {"type": "delivery_report", "account": "alice"}),
 ]
 
 
