@@ -135,11 +135,12 @@ class Bench:
         flat = unnetted(fills, self.fees.address)
         try:
             unnetted_gas: int | None = vault.functions.settle(
-                10**9 + self.batch_id, plan.fills_root, flat.assets, flat.deltas
+                10**9 + self.batch_id, plan.fills_root, flat.assets, flat.deltas, []
             ).estimate_gas({"from": self.settler.address})
         except (Web3RPCError, ValueError):
             unnetted_gas = None  # above the block gas limit
-        call = vault.functions.settle(self.batch_id, plan.fills_root, plan.assets, plan.deltas)
+        call = vault.functions.settle(self.batch_id, plan.fills_root, plan.assets, plan.deltas,
+                                      plan.supply)
         receipt = self.chain.transact(call, self.settler)
         self.batch_id += 1
         gas = int(receipt["gasUsed"])
