@@ -10,6 +10,7 @@ end-to-end test (tests/e2e/test_gateway_sdk.py) runs the same story through the 
 from __future__ import annotations
 
 import json
+import random
 from typing import Any
 
 import pytest
@@ -389,3 +390,103 @@ def test_a_listing_passes_its_bond_to_the_engine() -> None:
                    "taker_fee_bps": 0, "bond_per_gpu_hour": "3.5"})
     listing = submitted(sink)[0]
     assert isinstance(listing, ListInstrument) and listing.bond_per_gpu_hour == "3.5"
+
+
+# -- against the Python core ----------------------------------------------------------------
+
+def delivery_workload(seed: int) -> list[Any]:
+    """Commands of a random life of deliverable instruments (bonds of 3 and of 0) and one
+    without a bond: deposits, issues (some refused), trades, token withdrawals, the close,
+    then a report of every assignment (and a few that are refused)."""
+    from protocol import Deposit, NewOrder, Tick, Withdraw
+
+    rng = random.Random(seed)
+    symbols = {"D3": "3", "D0": "0", "V1": None}
+    traders = ["t1", "t2", "t3"]
+    issuers = ["op1", "op2"]
+    ts = NOW_NS
+    commands: list[Any] = [
+        ListInstrument(ts=ts, symbol=symbol, gpu="H100", region="eu", delivery_start=START_NS,
+                       delivery_hours=1, tick_size="0.01", max_order_quantity=50,
+                       maker_fee_bps=2, taker_fee_bps=5, bond_per_gpu_hour=bond)
+        for symbol, bond in symbols.items()]
+    for account in traders + issuers:
+        commands.append(Deposit(ts=ts, account=account, asset="USDC",
+                                amount=str(rng.randint(50, 400))))
+    for step in range(120):
+        ts += 10**9
+        account = rng.choice(issuers + traders)
+        symbol = rng.choice(list(symbols))
+        roll = rng.random()
+        if roll < 0.25:
+            commands.append(IssueCapacity(ts=ts, account=account, issue_id=f"i{rng.randint(0, 40)}",
+                                          instrument=symbol, node_id=f"n{step}",
+                                          quantity=rng.randint(1, 60)))
+        elif roll < 0.3:
+            commands.append(Deposit(ts=ts, account=account, asset=symbol, amount=rng.randint(1, 5)))
+        elif roll < 0.35:
+            commands.append(Withdraw(ts=ts, account=account, asset=symbol,
+                                     amount=rng.randint(1, 5)))
+        else:
+            side = rng.choice(("buy", "sell"))
+            commands.append(NewOrder(ts=ts, account=account, client_order_id=f"o{step}",
+                                     instrument=symbol, side=side, order_type="limit",
+                                     price=f"{rng.randint(180, 220) / 100:.2f}",
+                                     quantity=rng.randint(1, 10)))
+    commands.append(Tick(ts=START_NS))
+    return commands
+
+
+def reports_of(events: list[AnyEvent], seed: int) -> list[DeliveryReport]:
+    rng = random.Random(seed)
+    assigned = [e for e in events if isinstance(e, DeliveryAssigned)]
+    reports = [DeliveryReport(ts=START_NS + 1, issue_id=e.issue_id, holder=e.holder,
+                              delivered_ppm=rng.choice((0, 333_333, 1_000_000,
+                                                        rng.randint(0, 10**6))))
+               for e in assigned]
+    rng.shuffle(reports)
+    return reports + reports[:2] + [DeliveryReport(ts=START_NS + 1, issue_id="nope",
+                                                   holder="t1", delivered_ppm=1)]
+
+
+def assert_projection_is_the_engines(projection: Projection, engine: Any) -> None:
+    """The balances, the issues still under bond and the assignments awaiting a report the
+    projection holds are the ones the engine's final state lists."""
+    final = engine.final_state()
+    shown = {account: {asset: {"available": b.available, "held": b.held}
+                       for asset, b in projection.balances_message(account).balances.items()}
+             for account in projection.balances}
+    assert {account: assets for account, assets in shown.items() if assets} == final["accounts"]
+    issues = [{"issue_id": view.issue_id, "account": issue.issuer,
+               "instrument": view.instrument, "node_id": view.node_id,
+               "quantity": view.bonded_quantity, "bond": view.bond}
+              for issue in projection.delivery.issues.values() for view in [issue.view()]]
+    assert issues == final["issues"]
+    assert [{"issue_id": a.issue.issue_id, "holder": a.holder, "quantity": a.quantity}
+            for a in projection.delivery.assignments.values()] == final["deliveries"]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_projection_follows_the_python_core_through_issues_close_and_reports(
+    seed: int,
+) -> None:
+    from matching_engine.core import Engine
+
+    engine = Engine(check_invariants=True)
+    projection = Projection()
+    events = [e for c in delivery_workload(seed) for e in engine.apply(c)]
+    for index, event in enumerate(events, 1):
+        projection.apply(event)
+        if index % 37 == 0:
+            projection.flush()
+    assert_projection_is_the_engines(projection, engine)
+    assert projection.delivery.issues and projection.delivery.assignments
+    reports = [e for c in reports_of(events, seed) for e in engine.apply(c)]
+    for event in reports:
+        projection.apply(event)
+    projection.flush()
+    assert_projection_is_the_engines(projection, engine)
+    assert projection.delivery.issues == {} == projection.delivery.assignments
+    kinds = {type(e).__name__ for e in events + reports}
+    assert {"CapacityIssued", "IssueRejected", "DeliveryAssigned", "DeliverySettled",
+            "BondReleased", "ReportRejected"} <= kinds, kinds
