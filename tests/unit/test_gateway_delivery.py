@@ -428,9 +428,9 @@ def delivery_workload(seed: int) -> list[Any]:
             commands.append(Withdraw(ts=ts, account=account, asset=symbol,
                                      amount=rng.randint(1, 5)))
         else:
-            side = rng.choice(("buy", "sell"))
             commands.append(NewOrder(ts=ts, account=account, client_order_id=f"o{step}",
-                                     instrument=symbol, side=side, order_type="limit",
+                                     instrument=symbol, side=rng.choice(("buy", "sell")),
+                                     order_type="limit",
                                      price=f"{rng.randint(180, 220) / 100:.2f}",
                                      quantity=rng.randint(1, 10)))
     commands.append(Tick(ts=START_NS))
