@@ -1,8 +1,10 @@
 """Differential tests: the real engine and the reference model must agree byte for byte.
 
-Hypothesis draws random command sequences over a small market; a seeded random stream of
-~20,000 commands adds depth. After every command both implementations must have emitted
-the same event bytes (`protocol.encode`) and (in the hypothesis test) have the same final
+Hypothesis draws random command sequences over a small market, and delivery flows
+(`tests.protocol_strategies.delivery_flows`: issuance, trading of the tokens, the close and
+delivery reports); a seeded random stream of ~20,000 commands adds depth, and seeded
+delivery streams many closes. After every command both implementations must have emitted
+the same event bytes (`protocol.encode`) and (in the hypothesis tests) have the same final
 state.
 """
 
@@ -12,12 +14,15 @@ import json
 from typing import Any
 
 import msgspec
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import protocol
 from matching_engine.core import Engine
 from tests.engine_helpers import MALFORMED_LINES, SECOND, T0, RandomStream
+from tests.property.test_native_differential import Generator
+from tests.protocol_strategies import delivery_flows
 from tests.reference_model import ReferenceEngine
 
 ACCOUNTS = ("alice", "bob", "carol", "erin")  # erin is thin: funds run out
@@ -228,3 +233,32 @@ def test_engine_and_reference_agree_over_a_long_seeded_stream() -> None:
     engine.validate()
     assert_same_state(engine, reference, "at the end")
     assert event_count > 20_000
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(delivery_flows())
+def test_engine_and_reference_agree_over_delivery_flows(lines: list[bytes]) -> None:
+    engine = Engine(check_invariants=True)
+    reference = ReferenceEngine()
+    for number, line in enumerate(lines):
+        apply_both(engine, reference, line)
+        assert_same_state(engine, reference, f"after command {number}: {line!r}")
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_engine_and_reference_agree_over_seeded_delivery_streams(seed: int) -> None:
+    """Many listings close with issues on them, among every kind of command and breakage."""
+    engine = Engine(check_invariants=True)
+    reference = ReferenceEngine()
+    data = Generator(31_000 + seed, delivery=True).stream(4_000)
+    kinds: set[str] = set()
+    records = [line.rstrip(b"\r") for line in data.split(b"\n")
+               if line.strip(b" \t\r\x0b\x0c")]  # as replay reads the lines
+    for number, line in enumerate(records):
+        events = apply_both(engine, reference, line)
+        kinds.update(msgspec.json.decode(event)["type"] for event in events)
+        if number % 200 == 0:
+            assert_same_state(engine, reference, f"after command {number}")
+    assert_same_state(engine, reference, "at the end")
+    assert {"capacity_issued", "issue_rejected", "bond_released", "delivery_assigned",
+            "report_rejected"} <= kinds

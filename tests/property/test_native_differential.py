@@ -106,13 +106,21 @@ class Generator:
     It tracks what it listed (tick, delivery start) and the time, so most orders are
     well formed and priced on the tick near a mid of 1 USDC, where they trade, rest, meet
     their own account's orders, expire and get closed; a share of every command is broken.
+
+    With `delivery` (Delivery, v2) most listings carry a bond, accounts issue capacity (ids
+    new and repeated) and report on deliveries; the funding then gives no tokens, so the
+    tokens that trade are mostly issued ones. Without it the stream is the v1 stream of the
+    same seed, byte for byte.
     """
 
     ACCOUNTS = ("a", "b", "c", "fees", "0xAbC", "d.e:f-g_h")
     TICKS = ("0.01", "0.05", "0.02", "0.000001", "0.250", "0.010")
     MID = 1_000_000
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, delivery: bool = False) -> None:
+        self.delivery = delivery
+        self.issues: list[tuple[str, str]] = []  # (issue_id, instrument) as sent
+        self.offers: list[list[tuple[str, Any]]] = []  # issuers' sells, sent next
         self.rng = random.Random(seed)
         self.ts = T0
         self.time = T0  # the engine time: the largest ts so far
@@ -199,7 +207,9 @@ class Generator:
         valid = rng.random() < 0.8
         symbol = (rng.choice(list(self.listed)) if self.listed and not valid and rng.random() < 0.5
                   else f"G-{len(self.listed)}")
-        delivery = self.time + rng.choice((30, 120, 600, 10**6, 10**6)) * SECOND
+        # With delivery, instruments close within the stream, so that issues are redeemed.
+        offsets = (30, 60, 120, 300, 600) if self.delivery else (30, 120, 600, 10**6, 10**6)
+        delivery = self.time + rng.choice(offsets) * SECOND
         tick = rng.choice(self.TICKS)
         pairs: list[tuple[str, Any]] = [
             ("type", "list_instrument"), ("ts", ts), ("symbol", symbol),
@@ -210,6 +220,9 @@ class Generator:
             ("maker_fee_bps", rng.choice((0, 2, 10, 1000))),
             ("taker_fee_bps", rng.choice((0, 5, 20, 999))),
         ]
+        if self.delivery and rng.random() < 0.8:
+            pairs.append(("bond_per_gpu_hour", rng.choice(("1.5", "3", "0", "0.000001",
+                                                           "1.500", "1000000000"))))
         if valid and symbol not in self.listed:
             self.listed[symbol] = (round(float(tick) * 1_000_000), delivery)
             return pairs
@@ -218,6 +231,8 @@ class Generator:
         broken = {"gpu": "x" * 65, "region": "\u00e9" * 65, "delivery_start": self.time - 1,
                   "delivery_hours": 0, "tick_size": rng.choice(("0", "0.0000001", "-1", "x")),
                   "max_order_quantity": 10**9 + 1, "maker_fee_bps": 1001, "taker_fee_bps": 2000}
+        if self.delivery:  # a draw only here: the v1 stream of a seed stays as it was
+            broken["bond_per_gpu_hour"] = rng.choice(("-1", "1.0000001", 3, "", "1e3"))
         pairs[index] = (key, broken[key])
         if rng.random() < 0.2:
             pairs[2] = ("symbol", "USDC")
@@ -322,7 +337,58 @@ class Generator:
     def tick(self) -> list[tuple[str, Any]]:
         return [("type", "tick"), ("ts", self.next_ts())]
 
+    def issue(self) -> list[tuple[str, Any]]:
+        rng = self.rng
+        if self.issues and rng.random() < 0.1:
+            issue_id = rng.choice(self.issues)[0]  # duplicate_issue, if that one was accepted
+        else:
+            issue_id = f"is{len(self.issues)}"
+        symbol, account, quantity = self.symbol(), self.account(), self.quantity()
+        self.issues.append((issue_id, symbol))
+        if isinstance(quantity, int) and 1 <= quantity <= 30:  # offer part of it at once
+            self.counter += 1
+            self.offers.append([
+                ("type", "new_order"), ("ts", self.ts), ("account", account),
+                ("client_order_id", f"o{self.counter}"), ("instrument", symbol),
+                ("side", "sell"), ("order_type", "limit"), ("price", self.price(symbol)),
+                ("quantity", rng.randint(1, quantity))])
+        return [("type", "issue_capacity"), ("ts", self.next_ts()), ("account", account),
+                ("issue_id", issue_id), ("instrument", symbol),
+                ("node_id", rng.choice(("n1", "n2", "rack-7:gpu.3"))),
+                ("quantity", quantity)]
+
+    def report(self) -> list[tuple[str, Any]]:
+        """A report, mostly on an issue of an instrument that has closed (where deliveries
+        are assigned), for any account."""
+        rng = self.rng
+        closed = [issue_id for issue_id, symbol in self.issues[-60:]
+                  if symbol in self.listed and self.listed[symbol][1] <= self.time]
+        if closed and rng.random() < 0.8:
+            issue_id = rng.choice(closed)
+        else:
+            issue_id = rng.choice(self.issues)[0] if self.issues else "is0"
+        roll = rng.random()
+        if roll < 0.8:
+            ppm: Any = rng.randint(0, 1_000_000)
+        else:
+            ppm = rng.choice((0, 1_000_000, -1, 1_000_001, 2**63 - 1, -(2**63), 2**63))
+        pairs: list[tuple[str, Any]] = [
+            ("type", "delivery_report"), ("ts", self.next_ts()), ("issue_id", issue_id),
+            ("holder", self.account()), ("delivered_ppm", ppm),
+        ]
+        if rng.random() < 0.3:
+            pairs.append(("evidence", rng.choice(("", "0xabc", "\u00e9" * 128, None))))
+        return pairs
+
     def pairs(self) -> list[tuple[str, Any]]:
+        if self.offers:
+            return self.offers.pop()
+        if self.delivery:
+            roll = self.rng.random()
+            if roll < 0.06:
+                return self.issue()
+            if roll < 0.12:
+                return self.report()
         roll = self.rng.random()
         if roll < 0.015 or len(self.open_symbols()) < 2:
             return self.list_instrument()
@@ -346,7 +412,7 @@ class Generator:
         for account in self.ACCOUNTS:
             lines.append(json_pairs([("type", "deposit"), ("ts", self.ts), ("account", account),
                                      ("asset", "USDC"), ("amount", "20000")]))
-            for symbol in self.listed:
+            for symbol in self.listed if not self.delivery else ():
                 lines.append(json_pairs([("type", "deposit"), ("ts", self.ts),
                                          ("account", account), ("asset", symbol),
                                          ("amount", 5000)]))
