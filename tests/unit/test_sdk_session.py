@@ -17,6 +17,7 @@ from sdk.requests import (
     cancel_item,
     encode_request,
     mass_cancel_item,
+    new_issue_id,
     new_order_item,
     order_request,
 )
@@ -155,6 +156,20 @@ def test_feed_messages_go_to_the_subscribers_of_their_channel_and_instrument() -
     assert session.receive(frame(messages.TickerMessage(instrument=SYMBOL, ts=1))) == []
 
 
+def test_delivery_events_go_to_the_subscribers_of_the_accounts_deliveries_feed() -> None:
+    session: Session[str, str] = Session()
+    assert session.subscribe("deliveries", None, "deliveries") is True
+    event = messages.DeliveryEvent(event="delivery_assigned", issue_id="i1", seq=4, ts=9,
+                                   instrument=SYMBOL, issuer="op1", holder="alice",
+                                   quantity=5)
+    [delivered] = session.receive(frame(messages.DeliveriesMessage(kind="update",
+                                                                   events=[event])))
+    assert isinstance(delivered, Delivered) and delivered.subscribers == ("deliveries",)
+    assert isinstance(delivered.message, messages.DeliveriesMessage)
+    assert delivered.message.events == [event]
+    assert session.resubscriptions() == [("deliveries", None)]
+
+
 def test_only_the_last_subscriber_gone_unsubscribes_and_an_abandoned_feed_is_forgotten() -> None:
     session: Session[str, str] = Session()
     session.subscribe("trades", SYMBOL, "a")
@@ -277,6 +292,21 @@ def test_batch_mass_quote_and_login_requests_decode_to_what_was_built() -> None:
         assert decode_request(encode_request(request)) == request
     assert '"post_only"' not in encode_request(order_request(cancel_item("x"), 1))
     assert "null" not in encode_request(build_request("open_orders", 4, {"instrument": None}))
+
+
+def test_delivery_requests_decode_to_what_was_built_and_issue_ids_are_fresh() -> None:
+    issue = build_request("issue_capacity", 1, {"issue_id": new_issue_id(), "instrument": SYMBOL,
+                                                "node_id": "n-17", "quantity": 8})
+    report = build_request("delivery_report", 2, {"issue_id": "i1", "holder": "alice",
+                                                  "delivered_ppm": 950_000, "evidence": None})
+    listing = build_request("list_instrument", 3, {
+        "symbol": SYMBOL, "gpu": "H100", "region": "eu", "delivery_start": 10**18,
+        "delivery_hours": 1, "tick_size": "0.01", "max_order_quantity": 10,
+        "maker_fee_bps": 0, "taker_fee_bps": 0, "bond_per_gpu_hour": "0"})
+    for request in (issue, report, listing, build_request("deliveries", 4, {})):
+        assert decode_request(encode_request(request)) == request
+    assert "evidence" not in encode_request(report)
+    assert len({new_issue_id() for _ in range(1000)}) == 1000
 
 
 def test_an_op_the_api_does_not_have_is_refused_before_sending() -> None:
