@@ -102,10 +102,10 @@ def test_regression_a_frame_with_a_lone_surrogate_is_refused_as_invalid_json() -
 # --- GatewayCore.receive -----------------------------------------------------------------------
 
 
-def logged_in_core() -> tuple[GatewayCore, StubTransport, EngineSink]:
+def logged_in_core(role: str = "admin") -> tuple[GatewayCore, StubTransport, EngineSink]:
     limits = {role: UNLIMITED for role in (*ROLES, ANONYMOUS)}
     core, transport, sink, auth = make_core(role_limits=limits, ip_limit=UNLIMITED)
-    connect(core, auth, CONN, "alice", role="admin")
+    connect(core, auth, CONN, "alice", role=role)
     assert isinstance(auth, StubAuth) and core.sessions[CONN].principal is not None
     transport.frames.clear()
     return core, transport, sink
@@ -127,10 +127,13 @@ frames = st.one_of(
 )
 
 
+# The delivery service's role is the only one whose delivery_report reaches the engine.
 @fuzz(400)
-@given(frame=frames)
-def test_every_frame_gets_one_reply_and_a_refused_one_changes_nothing(frame: bytes) -> None:
-    core, transport, sink = logged_in_core()
+@given(frame=frames, role=st.sampled_from(["admin", "delivery"]))
+def test_every_frame_gets_one_reply_and_a_refused_one_changes_nothing(
+    frame: bytes, role: str
+) -> None:
+    core, transport, sink = logged_in_core(role)
     before = session_state(core)
     core.receive(CONN, frame, 0, 0)
     submitted = [payload for submission in sink.submissions for payload in submission.payloads]
