@@ -1,5 +1,6 @@
-"""Test support: a fresh database per test module with the ledger's tables, and trades and
-withdrawals written into them as the ledger projector would. Never used outside tests."""
+"""Test support: a fresh database per test module with the ledger's tables, and trades,
+withdrawals and journal entries written into them as the ledger projector would. Never used
+outside tests."""
 
 from __future__ import annotations
 
@@ -7,10 +8,16 @@ import uuid
 from collections.abc import Sequence
 
 import asyncpg  # type: ignore[import-untyped]
+import msgspec
 
+from ledger.journal import CHAIN_ACCOUNT, JournalBatch, PostingRow, entry_hash
 from ledger.migrate import apply_migrations
+from ledger.store import append_batch, read_position
+from protocol import effects
 from runtime.postgres import create_database
 from settlement.fills import Fill
+
+Posting = tuple[str, str, int]  # (account, asset, signed amount)
 
 
 async def fresh_database(superuser_url: str, prefix: str = "settlement") -> str:
@@ -38,3 +45,59 @@ async def insert_withdrawal(conn: asyncpg.Connection, seq: int, account: str, as
                             amount: int) -> None:
     await conn.execute("INSERT INTO ledger.withdrawals VALUES ($1, $2, $3, $4, 0)",
                        seq, account, asset, amount)
+
+
+class Entry(msgspec.Struct, frozen=True, kw_only=True):
+    """A journal entry to append: its postings, and the side row of a trade or withdrawal."""
+
+    seq: int
+    kind: str
+    postings: list[Posting] = []
+    trade: Fill | None = None
+    withdrawal: tuple[str, str, int] | None = None  # (account, asset, amount)
+
+    @classmethod
+    def of_trade(cls, fill: Fill) -> Entry:
+        moves = effects.trade_moves(fill.buyer, fill.buyer_fee_micro, fill.seller,
+                                    fill.seller_fee_micro, fill.instrument, fill.quantity,
+                                    fill.price_micro)
+        return cls(seq=fill.seq, kind="trade", postings=list(moves), trade=fill)
+
+    @classmethod
+    def of_withdrawal(cls, seq: int, account: str, asset: str, amount: int) -> Entry:
+        return cls(seq=seq, kind="withdrawn", postings=[(account, asset, -amount),
+                                                        (CHAIN_ACCOUNT, asset, amount)],
+                   withdrawal=(account, asset, amount))
+
+
+def _postings(entry: Entry) -> list[PostingRow]:
+    """Merge per (account, asset), drop zeros and sort, as the ledger's journal does."""
+    totals: dict[tuple[str, str], int] = {}
+    for account, asset, amount in entry.postings:
+        totals[(account, asset)] = totals.get((account, asset), 0) + amount
+    return sorted((entry.seq, account, asset, amount)
+                  for (account, asset), amount in totals.items() if amount != 0)
+
+
+async def append_entries(conn: asyncpg.Connection, entries: Sequence[Entry],
+                         last_seq: int | None = None) -> None:
+    """Append `entries` (in seq order) to the journal, hash-chained and checkpointed through
+    `last_seq` (default: the last entry's seq); the seqs between are events without money."""
+    position = await read_position(conn)
+    last = last_seq if last_seq is not None else entries[-1].seq
+    batch = JournalBatch(position.last_seq + 1, last, last + 1, position.head_hash)
+    for entry in entries:
+        postings = _postings(entry)
+        new_hash = entry_hash(batch.head_hash, entry.seq, postings)
+        ts = entry.seq * 1000
+        batch.entries.append((entry.seq, entry.kind, ts, batch.head_hash, new_hash))
+        batch.postings += postings
+        batch.head_hash = new_hash
+        if entry.trade is not None:
+            fill = entry.trade
+            batch.trades.append((fill.seq, fill.trade_id, fill.instrument, fill.price_micro,
+                                 fill.quantity, fill.buyer, fill.seller, fill.buyer_fee_micro,
+                                 fill.seller_fee_micro, fill.seller, fill.buyer, "buy", ts))
+        if entry.withdrawal is not None:
+            batch.withdrawals.append((entry.seq, *entry.withdrawal, ts))
+    await append_batch(conn, batch)
