@@ -134,9 +134,9 @@ DELIVERY_EDGE_LINES: Final = (
     b'"evidence":"' + "\u00e9".encode() * 129 + b'"}',
     b'{"type":"delivery_report","ts":TS,"issue_id":"i1","holder":"Zed","delivered_ppm":7,'
     b'"evidence":"' + "\U0001f600".encode() * 128 + b'"}',
-    b'{"type":"delivery_report","ts":TS,"issue_id":"i2","holder":"0xAbC","delivered_ppm":7,'
+    b'{"type":"delivery_report","ts":TS,"issue_id":"i2","holder":"bob","delivered_ppm":7,'
     b'"evidence":"' + b"\\ud83d\\ude00" * 128 + b'"}',
-    b'{"type":"delivery_report","ts":TS,"issue_id":"i1","holder":"bob","delivered_ppm":0,'
+    b'{"type":"delivery_report","ts":TS,"issue_id":"i1","holder":"0xAbC","delivered_ppm":0,'
     b'"evidence":null}',
     b'{"type":"delivery_report","ts":TS,"issue_id":"i3","holder":"amy","delivered_ppm":9,'
     b'"evidence":""}',
@@ -312,4 +312,69 @@ def delivery_flows(draw: st.DrawFn) -> list[bytes]:
     after_second = st.one_of(delivery_reports(), raw_lines(DELIVERY_EDGE_LINES))
     for command in draw(st.lists(after_second, max_size=15)):
         send(command, clock)
+    return lines
+
+
+def delivery_edge_flow(start: int = DELIVERY_T0) -> list[bytes]:
+    """A fixed delivery flow at the edges, as JSON lines: a bond so large that q x B x ppm
+    passes 64 bits, a bond of 0 (its issue stays listed while assigned), issuers left with
+    some of their tokens, tokens deposited but never issued, a holder served by two issues
+    and tokens beyond every issue; after the first close every line of DELIVERY_EDGE_LINES
+    and BAD_BOND_LISTINGS, then more reports, before and after the second close. Times
+    begin at `start`."""
+    first_close, second_close = start + FIRST_CLOSE, start + SECOND_CLOSE
+    big, whale = "1000000000", "1000000000000"  # per GPU-hour; 10^18 micro-USDC
+    commands: list[tuple[int, dict[str, Any]]] = [
+        (0, listing_fields(DELIVERABLE, first_close, big)),
+        (0, listing_fields(PLAIN, first_close, None)),
+        (0, listing_fields(LATER, second_close, "0")),
+        *((0, {"type": "deposit", "account": account, "asset": "USDC",
+               "amount": whale if account in OPERATORS[:2] else "1000"})
+          for account in DELIVERY_ACCOUNTS),
+        (0, {"type": "issue_capacity", "account": "op1", "issue_id": "i1",
+             "instrument": DELIVERABLE, "node_id": "n1", "quantity": 40}),
+        (0, {"type": "issue_capacity", "account": "op2", "issue_id": "i2",
+             "instrument": DELIVERABLE, "node_id": "n2", "quantity": 10}),
+        (0, {"type": "issue_capacity", "account": "op3", "issue_id": "i3",
+             "instrument": LATER, "node_id": "n1", "quantity": 5}),
+        (0, {"type": "new_order", "account": "op1", "client_order_id": "offer",
+             "instrument": DELIVERABLE, "side": "sell", "order_type": "limit",
+             "price": "0.9", "quantity": 20}),
+        (0, {"type": "new_order", "account": "op2", "client_order_id": "offer",
+             "instrument": DELIVERABLE, "side": "sell", "order_type": "limit",
+             "price": "1", "quantity": 10}),
+        (0, {"type": "new_order", "account": "op3", "client_order_id": "offer",
+             "instrument": LATER, "side": "sell", "order_type": "limit", "price": "1",
+             "quantity": 3}),
+        *((0, {"type": "new_order", "account": account, "client_order_id": "bid",
+               "instrument": DELIVERABLE, "side": "buy", "order_type": "market",
+               "quantity": quantity})
+          for account, quantity in (("amy", 12), ("Zed", 8), ("0xAbC", 6), ("bob", 4))),
+        (0, {"type": "new_order", "account": "amy", "client_order_id": "bid",
+             "instrument": LATER, "side": "buy", "order_type": "market", "quantity": 3}),
+        (0, {"type": "deposit", "account": "amy", "asset": DELIVERABLE, "amount": 2}),
+        (0, {"type": "delivery_report", "issue_id": "i1", "holder": "amy",
+             "delivered_ppm": 0}),
+        (FIRST_CLOSE, {"type": "tick"}),
+    ]
+    after_close = str(first_close).encode()
+    lines = [msgspec.json.encode({**command, "ts": start + at}) for at, command in commands]
+    lines += [line.replace(b"TS", after_close) for line in DELIVERY_EDGE_LINES]
+    lines += [line.replace(b"TS", after_close) for line in BAD_BOND_LISTINGS]
+    commands = [
+        (FIRST_CLOSE, {"type": "delivery_report", "issue_id": "i2", "holder": "amy",
+                       "delivered_ppm": 1, "evidence": "0xabc123"}),
+        (FIRST_CLOSE, {"type": "delivery_report", "issue_id": "i1", "holder": "Zed",
+                       "delivered_ppm": 999_999}),
+        (FIRST_CLOSE, {"type": "issue_capacity", "account": "op1", "issue_id": "i4",
+                       "instrument": DELIVERABLE, "node_id": "n1", "quantity": 1}),
+        (FIRST_CLOSE, {"type": "deposit", "account": "amy", "asset": DELIVERABLE,
+                       "amount": "x"}),
+        (FIRST_CLOSE, {"type": "withdraw", "account": "amy", "asset": PLAIN, "amount": 1}),
+    ]
+    lines += [msgspec.json.encode({**command, "ts": start + at}) for at, command in commands]
+    lines += [msgspec.json.encode({"type": "tick", "ts": second_close})]
+    lines += [msgspec.json.encode({"type": "delivery_report", "ts": second_close,
+                                   "issue_id": "i3", "holder": holder, "delivered_ppm": 0})
+              for holder in ("amy", "amy", "op3")]
     return lines

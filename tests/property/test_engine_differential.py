@@ -22,7 +22,7 @@ import protocol
 from matching_engine.core import Engine
 from tests.engine_helpers import MALFORMED_LINES, SECOND, T0, RandomStream
 from tests.property.test_native_differential import Generator
-from tests.protocol_strategies import delivery_flows
+from tests.protocol_strategies import delivery_edge_flow, delivery_flows
 from tests.reference_model import ReferenceEngine
 
 ACCOUNTS = ("alice", "bob", "carol", "erin")  # erin is thin: funds run out
@@ -241,6 +241,14 @@ def test_engine_and_reference_agree_over_delivery_flows(lines: list[bytes]) -> N
     engine = Engine(check_invariants=True)
     reference = ReferenceEngine()
     for number, line in enumerate(lines):
+        apply_both(engine, reference, line)
+        assert_same_state(engine, reference, f"after command {number}: {line!r}")
+
+
+def test_engine_and_reference_agree_over_the_delivery_edge_flow() -> None:
+    engine = Engine(check_invariants=True)
+    reference = ReferenceEngine()
+    for number, line in enumerate(delivery_edge_flow()):
         apply_both(engine, reference, line)
         assert_same_state(engine, reference, f"after command {number}: {line!r}")
 

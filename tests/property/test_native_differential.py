@@ -30,6 +30,7 @@ from matching_engine.replay import replay_lines
 from matching_engine.workload import Workload
 from protocol import encode
 from protocol.codec import NESTING_MAX
+from tests.protocol_strategies import delivery_edge_flow, delivery_flows
 
 try:
     import gpux_native
@@ -560,6 +561,44 @@ def test_workload_100k_commands_is_byte_identical() -> None:
     assert_same(lines_of(workload.setup() + workload.flow(100_000)), chunks=3)
 
 
+# ------------------------------------------------------------------------- delivery (v2)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_generated_delivery_streams_are_byte_identical(seed: int) -> None:
+    assert_same(Generator(seed, delivery=True).stream(3_000), chunks=1 + seed % 4)
+
+
+def test_seeded_delivery_run_is_byte_identical_and_covers_delivery() -> None:
+    data = Generator(20_251_205, delivery=True).stream(40_000)
+    events = assert_same(data, chunks=5)
+    seen = {(event["type"], event.get("reason"))
+            for event in map(json.loads, events.splitlines())}
+    assert {("capacity_issued", None), ("delivery_assigned", None), ("delivery_settled", None),
+            ("bond_released", None), ("deposit_rejected", "instrument_closed"),
+            ("withdrawal_rejected", "instrument_closed")} <= seen
+    assert {("issue_rejected", why) for why in (
+        "duplicate_issue", "unknown_instrument", "not_deliverable", "instrument_closed",
+        "invalid_quantity", "insufficient_funds")} <= seen
+    assert {("report_rejected", why) for why in (
+        "unknown_issue", "not_assigned", "invalid_ppm")} <= seen
+
+
+def test_the_delivery_edge_flow_is_byte_identical() -> None:
+    """Bonds and compensations past 64 bits, a bond of 0, evidence of 128 characters of 2
+    and 4 bytes, delivered_ppm at the edges of 64 bits; one batch and one line at a time."""
+    data = b"".join(line + b"\n" for line in delivery_edge_flow())
+    expected = assert_same(data)
+    assert b'"delivery_settled"' in expected
+    assert_same(data, chunks=data.count(b"\n"))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(delivery_flows())
+def test_hypothesis_delivery_flows_are_byte_identical(lines: list[bytes]) -> None:
+    assert_same(b"".join(line + b"\n" for line in lines), chunks=3)
+
+
 EDGE_LINES: list[bytes] = [
     b'{"type":"tick","ts":1,"x":1e400}',
     b'{"type":"tick","ts":1,"x":-1e400}',
@@ -890,6 +929,28 @@ def test_the_replay_cli_gives_the_same_bytes_on_either_core(tmp_path: Any) -> No
         outputs[core] = (result.stdout, state.read_bytes())
     assert outputs["native"][0].count(b"\n") > 20_000
     assert outputs["native"] == outputs["python"]
+
+
+def test_the_replay_cli_gives_the_same_bytes_on_either_core_over_delivery(
+    tmp_path: Any,
+) -> None:
+    """The final state's issues and deliveries too, byte for byte."""
+    path = tmp_path / "commands.jsonl"
+    later = 2 * 10**18  # after the generated stream's times
+    path.write_bytes(Generator(13, delivery=True).stream(10_000)
+                     + b"".join(line + b"\n" for line in delivery_edge_flow(later)))
+    outputs = {}
+    for core in ("python", "native"):
+        state = tmp_path / f"{core}.json"
+        result = subprocess.run(
+            [sys.executable, "-m", "matching_engine.replay", str(path), "--core", core,
+             "--final-state", str(state)], capture_output=True, check=True, timeout=300)
+        outputs[core] = (result.stdout, state.read_bytes())
+    assert outputs["native"] == outputs["python"]
+    assert "\U0001f600".encode() * 128 in outputs["python"][0]  # the edge flow's evidence
+    final_state = json.loads(outputs["python"][1])
+    assert list(final_state) == ["accounts", "open_orders", "issues", "deliveries"]
+    assert final_state["issues"] and final_state["deliveries"]
 
 
 def test_native_replay_reads_blocks_cut_anywhere(monkeypatch: pytest.MonkeyPatch) -> None:
