@@ -6,6 +6,7 @@
     gpux ledger verify    --database-url URL
     gpux ledger balances  --database-url URL [--account A] [--at-seq N]
     gpux ledger statement ACCOUNT --database-url URL [--asset X] [--csv]
+    gpux ledger bonds     --database-url URL [--account ISSUER] [--at-seq N]
     gpux ledger fees      --database-url URL [--at-seq N]
     gpux ledger reconcile --database-url URL --kafka HOST:PORT [--topic-namespace NS]
                           [--at-seq N] [--snapshot-dir DIR]
@@ -16,6 +17,9 @@
 `run --metrics-port PORT` serves the projector's Prometheus metrics (`ledger.metrics`) on
 http://127.0.0.1:PORT/metrics and `/healthz` (200 while a projector runs on open database
 connections, else 503); 0 picks a free port (logged), -1 (the default) serves nothing.
+
+An issue's bond is the account `@bond:ISSUE_ID`: `balances --account @bond:ID` and
+`statement @bond:ID` show it, and `bonds --account ISSUER` lists an issuer's bonds.
 """
 
 from __future__ import annotations
@@ -93,6 +97,11 @@ def _parser() -> argparse.ArgumentParser:
     statement.add_argument("--after-seq", type=int, default=0)
     statement.add_argument("--limit", type=int, default=10_000)
     statement.add_argument("--csv", action="store_true", help="CSV with a header line")
+    bonds = command("bonds", "print the issues and their bonds, of one issuer or all")
+    bonds.add_argument("--account", help="the issuer")
+    bonds.add_argument("--at-seq", type=int)
+    bonds.add_argument("--after-seq", type=int, default=0)
+    bonds.add_argument("--limit", type=int, default=10_000)
     fees = command("fees", "print the fees earned, per instrument and in total")
     fees.add_argument("--at-seq", type=int)
     reconcile_parser = command("reconcile", "compare ledger balances with the engine state")
@@ -156,7 +165,7 @@ async def _verify(args: argparse.Namespace, out: TextIO) -> int:
               f"({report.entries_checked} entries before it are sound)", file=out)
         return EXIT_FAILED
     print(f"ok: {report.entries_checked} entries, head seq {report.head_seq}, "
-          f"head hash {report.head_hash}", file=out)
+          f"head hash {report.head_hash}, {report.issues_checked} issues' bonds", file=out)
     return EXIT_OK
 
 
@@ -194,6 +203,25 @@ async def _statement(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+async def _bonds(args: argparse.Namespace, out: TextIO) -> int:
+    connection = await connect(args.database_url)
+    try:
+        found = await reads.bonds(connection, issuer=args.account, at_seq=args.at_seq,
+                                  after_seq=args.after_seq, limit=args.limit)
+    finally:
+        await connection.close()
+    header = ("seq", "issue_id", "issuer", "instrument", "node_id", "quantity", "bond",
+              "bonded_quantity", "account", "balance")
+    print("\t".join(header), file=out)
+    for bond in found:
+        print("\t".join((
+            str(bond.seq), bond.issue_id, bond.issuer, bond.instrument, bond.node_id,
+            str(bond.quantity), format_micro(bond.bond), str(bond.bonded_quantity),
+            bond.account, format_micro(bond.balance),
+        )), file=out)
+    return EXIT_OK
+
+
 async def _fees(args: argparse.Namespace, out: TextIO) -> int:
     connection = await connect(args.database_url)
     try:
@@ -226,8 +254,12 @@ async def _reconcile(args: argparse.Namespace, out: TextIO) -> int:
         print(f"DIFF {difference.account}\t{asset}\tledger "
               f"{format_amount(asset, difference.ledger)}\tengine "
               f"{format_amount(asset, difference.engine)}", file=out)
+    for left in report.unredeemed:
+        print(f"UNREDEEMED {left.account}\t{left.asset}\tledger {left.ledger}\tengine "
+              f"{left.engine}", file=out)
     print(f"seq {report.seq}: {report.balances_compared} balances compared, "
-          f"{len(report.differences)} differences", file=out)
+          f"{len(report.differences)} differences, {len(report.unredeemed)} unredeemed",
+          file=out)
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
@@ -237,6 +269,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], Awaitable[int]]] = {
     "verify": _verify,
     "balances": _balances,
     "statement": _statement,
+    "bonds": _bonds,
     "fees": _fees,
     "reconcile": _reconcile,
 }

@@ -3,9 +3,9 @@
 It reads the events topic `read_committed` from the log offset stored with the last
 applied batch, turns records into journal rows (`ledger.journal`) and appends each batch,
 with its checkpoint, in one database transaction (`ledger.store`). Restart is the same
-path as start: read the checkpoint, seek there, go on. Nothing is ever skipped: an event
-whose seq is not the next one stops the projector with `SeqGapError` after the rows before
-it are stored.
+path as start: read the checkpoint (and the delivery state a close needs), seek there,
+go on. Nothing is ever skipped: an event whose seq is not the next one stops the projector
+with `SeqGapError` after the rows before it are stored.
 
 A bounded pipeline keeps both cores busy: a reader task fetches, decodes and builds the
 next batch while the writer's COPYs run on the database server, and the writer keeps up to
@@ -36,7 +36,13 @@ from ledger.errors import ConnectionLostError, LedgerError
 from ledger.journal import JournalBatch, JournalBuilder
 from ledger.metrics import LedgerMetrics
 from ledger.migrate import SERVICE_ROLE
-from ledger.store import Position, acquire_writer_lock, append_batch, read_position
+from ledger.store import (
+    Position,
+    acquire_writer_lock,
+    append_batch,
+    read_delivery_state,
+    read_position,
+)
 from runtime.config import require_positive
 from runtime.postgres import ConnectionConfig, close_quietly, connect, is_connection_failure
 from runtime.retry import RetryPolicy, Supervisor
@@ -136,6 +142,7 @@ class Projector:
                 ))
             await acquire_writer_lock(connections[0], self.config.writer_lock_timeout_s)
             position = self.position = await read_position(connections[0])
+            delivery = await read_delivery_state(connections[0])
             self.metrics.seq.set(position.last_seq)
             # The engine creates the topic too; creating it here lets either start first.
             await self.log.create_topics([TopicSpec(name=self.config.events_topic)])
@@ -146,7 +153,8 @@ class Projector:
                 log.info("resuming after seq %d at offset %d", position.last_seq,
                          position.next_offset)
                 self.ready.set()
-                await self._pipeline(connections, consumer, position, stop)
+                builder = JournalBuilder(position.last_seq, position.head_hash, delivery)
+                await self._pipeline(connections, consumer, builder, stop)
             finally:
                 await consumer.stop()
         finally:
@@ -158,11 +166,10 @@ class Projector:
         self,
         connections: list[asyncpg.Connection],
         consumer: Consumer,
-        position: Position,
+        builder: JournalBuilder,
         stop: asyncio.Event,
     ) -> None:
         """Run the reader as a task and the writer here, joined by a bounded queue."""
-        builder = JournalBuilder(position.last_seq, position.head_hash)
         queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=self.config.queue_batches_max)
         reader = asyncio.create_task(self._read(consumer, builder, queue, stop))
         try:

@@ -1,4 +1,7 @@
-"""Read the journal: balances at any seq, statements, fees, and rows for settlement.
+"""Read the journal: balances at any seq, statements, fees, bonds, and rows for settlement.
+
+A bond is the account `@bond:ISSUE_ID`: `balances` and `statement` show it like any other
+account, and `bonds` lists the issues (of one issuer, or all) with what each still holds.
 
 Every function takes an open asyncpg connection (any role with SELECT on schema ledger)
 and returns plain values or frozen Structs; amounts are integers (micro-USDC for USDC,
@@ -10,10 +13,11 @@ from __future__ import annotations
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 import msgspec
 
-from ledger.journal import CHAIN_ACCOUNT, DELIVERY_ENTRY_KINDS
+from ledger.journal import BOND_ACCOUNT_PREFIX, CHAIN_ACCOUNT, DELIVERY_ENTRY_KINDS
 
 __all__ = [
     "CHAIN_ACCOUNT",
+    "BondRecord",
     "Checkpoint",
     "DeliveryPosting",
     "FeesEarned",
@@ -21,11 +25,13 @@ __all__ = [
     "TradeRecord",
     "WithdrawalRecord",
     "balances",
+    "bonds",
     "delivery_postings",
     "entry_count",
     "fees_earned",
     "first_trade_after",
     "last_checkpoint",
+    "redeemed_instruments",
     "statement",
     "unsettled_trades",
     "withdrawals_after",
@@ -92,6 +98,23 @@ class WithdrawalRecord(msgspec.Struct, frozen=True, kw_only=True):
     asset: str
     amount: int
     ts: int
+
+
+class BondRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One issue and its bond: `quantity` and `bond` (micro-USDC) as issued,
+    `bonded_quantity` the GPU-hours neither released nor settled yet, `balance` what the
+    bond account `account` holds."""
+
+    seq: int
+    issue_id: str
+    issuer: str
+    instrument: str
+    node_id: str
+    quantity: int
+    bond: int
+    bonded_quantity: int
+    account: str
+    balance: int
 
 
 class DeliveryPosting(msgspec.Struct, frozen=True, kw_only=True):
@@ -242,6 +265,56 @@ async def delivery_postings(
         after_seq, limit,
     )
     return [DeliveryPosting(**dict(row)) for row in rows]
+
+
+async def bonds(
+    connection: asyncpg.Connection,
+    *,
+    issuer: str | None = None,
+    at_seq: int | None = None,
+    after_seq: int = 0,
+    limit: int = 10_000,
+) -> list[BondRecord]:
+    """Return the issues with seq in (`after_seq`, `at_seq`], of `issuer` (all by default),
+    in the order issued, each with its bond as the entries up to `at_seq` leave it.
+
+    A bond account's postings are all in Delivery entries, which the partial index
+    `entries_delivery` finds without reading the trades.
+    """
+    _check_limit(limit)
+    rows = await connection.fetch(
+        "WITH released AS ("
+        "  SELECT issue_id, sum(quantity) AS quantity FROM ledger.bond_releases"
+        "   WHERE $1::bigint IS NULL OR seq <= $1 GROUP BY issue_id"
+        "), held AS ("
+        "  SELECT p.account, sum(p.amount) AS amount"
+        "    FROM ledger.entries AS e JOIN ledger.postings AS p ON p.seq = e.seq"
+        f"  WHERE e.kind IN ({_DELIVERY_KINDS_SQL}) AND ($1::bigint IS NULL OR e.seq <= $1)"
+        "     AND starts_with(p.account, $5) GROUP BY p.account"
+        ") "
+        "SELECT i.seq, i.issue_id, i.account AS issuer, i.instrument, i.node_id, i.quantity,"
+        "       i.bond, i.quantity - coalesce(r.quantity, 0) AS bonded_quantity,"
+        "       $5 || i.issue_id AS account, coalesce(h.amount, 0) AS balance"
+        "  FROM ledger.issues AS i LEFT JOIN released AS r ON r.issue_id = i.issue_id"
+        "  LEFT JOIN held AS h ON h.account = $5 || i.issue_id"
+        " WHERE ($1::bigint IS NULL OR i.seq <= $1) AND ($2::text IS NULL OR i.account = $2)"
+        "   AND i.seq > $3 ORDER BY i.seq LIMIT $4",
+        at_seq, issuer, after_seq, limit, BOND_ACCOUNT_PREFIX,
+    )
+    return [BondRecord(**{**dict(row), "bonded_quantity": int(row["bonded_quantity"]),
+                          "balance": int(row["balance"])}) for row in rows]
+
+
+async def redeemed_instruments(
+    connection: asyncpg.Connection, at_seq: int | None = None
+) -> list[str]:
+    """Return the deliverable instruments closed (their tokens redeemed) up to `at_seq`."""
+    rows = await connection.fetch(
+        "SELECT instrument FROM ledger.redemptions WHERE $1::bigint IS NULL OR seq <= $1 "
+        "ORDER BY seq",
+        at_seq,
+    )
+    return [row["instrument"] for row in rows]
 
 
 async def first_trade_after(connection: asyncpg.Connection, seq: int) -> int | None:

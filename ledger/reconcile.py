@@ -3,9 +3,13 @@
 The engine state comes from replaying the commands topic through `matching_engine.core`
 (from an engine snapshot when one is given) up to the command whose events end at the
 seq. For every account and asset the ledger balance (sum of postings) must equal the
-engine's total (available + held); the external chain account must equal minus what the
-engine's accounts hold together, per asset. Each mismatch is a `Difference`; none is the
-healthy state.
+engine's total (available + held); each issue's bond account must hold the bond the
+engine's final state lists for it (`issues[].bond`), and nothing once the issue is off that
+list; the external chain account must equal minus what the engine's accounts and bonds hold
+together, per asset. Each mismatch is a `Difference`. After a deliverable instrument's
+close no account may hold its token, in the ledger or the engine (the chain account
+included, as every token came from it): each such balance is listed in `unredeemed`.
+Neither list holding anything is the healthy state.
 
 A seq inside one command's events has no engine state of its own; `reconcile` then
 compares at the last command boundary before it.
@@ -14,7 +18,7 @@ compares at the last command boundary before it.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 import msgspec
@@ -22,8 +26,8 @@ import msgspec
 from eventlog.errors import LogTimeoutError
 from eventlog.port import COMMANDS_TOPIC, EventLog
 from ledger.errors import ReconcileError, SeqNotAtCommandBoundaryError
-from ledger.journal import CHAIN_ACCOUNT
-from ledger.reads import balances, last_checkpoint
+from ledger.journal import CHAIN_ACCOUNT, bond_account
+from ledger.reads import balances, last_checkpoint, redeemed_instruments
 from matching_engine.core import Engine
 from matching_engine.snapshots import Snapshot, SnapshotStore
 from protocol import USDC, decode_command, parse_micro
@@ -35,6 +39,7 @@ __all__ = [
     "engine_at_seq",
     "engine_balances",
     "reconcile",
+    "unredeemed_balances",
 ]
 
 FETCH_RECORDS_MAX = 5_000
@@ -54,31 +59,41 @@ class Difference(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ReconcileReport(msgspec.Struct, frozen=True, kw_only=True):
-    """The seq compared at, how many balances were compared, and every difference."""
+    """The seq compared at, how many balances were compared, every difference, and every
+    balance of a redeemed token left (in the ledger or the engine)."""
 
     seq: int
     balances_compared: int
     differences: list[Difference]
+    unredeemed: list[Difference] = []
 
     @property
     def ok(self) -> bool:
-        return not self.differences
+        return not self.differences and not self.unredeemed
 
 
 def engine_balances(engine: Engine) -> dict[tuple[str, str], int]:
-    """Return the engine's non-zero totals (available + held) per (account, asset).
+    """Return the engine's non-zero totals (available + held) per (account, asset), and
+    each issue's bond left on its bond account.
 
     Read from the public final-state view; the chain account gets minus the sum of all
-    accounts per asset, as the ledger books every deposit and withdrawal against it.
+    accounts and bonds per asset, as the ledger books every deposit, withdrawal and issued
+    token against it.
     """
     totals: dict[tuple[str, str], int] = {}
     outside: dict[str, int] = {}
-    for account, assets in engine.final_state()["accounts"].items():
+    state = engine.final_state()
+    for account, assets in state["accounts"].items():
         for asset, balance in assets.items():
             amount = _units(asset, balance["available"]) + _units(asset, balance["held"])
             if amount:
                 totals[(account, asset)] = amount
                 outside[asset] = outside.get(asset, 0) - amount
+    for issue in state["issues"]:
+        bond = parse_micro(issue["bond"], "bond")
+        if bond:
+            totals[(bond_account(issue["issue_id"]), USDC)] = bond
+            outside[USDC] = outside.get(USDC, 0) - bond
     for asset, amount in outside.items():
         if amount:
             totals[(CHAIN_ACCOUNT, asset)] = amount
@@ -101,6 +116,21 @@ def compare_balances(ledger: Balances, engine: Balances) -> list[Difference]:
                    engine=engine.get((account, asset), 0))
         for account, asset in keys
         if ledger.get((account, asset), 0) != engine.get((account, asset), 0)
+    ]
+
+
+def unredeemed_balances(
+    redeemed: Iterable[str], ledger: Balances, engine: Balances
+) -> list[Difference]:
+    """Return every balance of a redeemed token that is not 0 in the ledger or the engine,
+    sorted."""
+    assets = set(redeemed)
+    keys = sorted(key for key in set(ledger) | set(engine) if key[1] in assets)
+    return [
+        Difference(account=account, asset=asset, ledger=ledger.get((account, asset), 0),
+                   engine=engine.get((account, asset), 0))
+        for account, asset in keys
+        if ledger.get((account, asset), 0) or engine.get((account, asset), 0)
     ]
 
 
@@ -187,5 +217,7 @@ async def reconcile(
                                      snapshots=snapshots)
     ledger = await balances(connection, at_seq=at_seq)
     expected = engine_balances(engine)
+    redeemed = await redeemed_instruments(connection, at_seq=at_seq)
     return ReconcileReport(seq=at_seq, balances_compared=len(set(ledger) | set(expected)),
-                           differences=compare_balances(ledger, expected))
+                           differences=compare_balances(ledger, expected),
+                           unredeemed=unredeemed_balances(redeemed, ledger, expected))

@@ -1,9 +1,11 @@
 """Append journal batches to PostgreSQL and read back where the journal stands.
 
-`append_batch` writes one batch in one transaction: entries, postings, trades and
-withdrawals by COPY, then the checkpoint row (last applied seq and the log offset after it).
-A crash anywhere loses the whole transaction, so the database always holds whole batches
-and a checkpoint that says exactly where they end.
+`append_batch` writes one batch in one transaction: entries, postings and the side rows
+(trades, withdrawals, listings, issues, bond releases, redemptions) by COPY, then the
+checkpoint row (last applied seq and the log offset after it). A crash anywhere loses the
+whole transaction, so the database always holds whole batches and a checkpoint that says
+exactly where they end; `read_position` and `read_delivery_state` read back what the
+journal builder continues from.
 """
 
 from __future__ import annotations
@@ -17,15 +19,22 @@ import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type informat
 
 from ledger.errors import LedgerStateError, LockTimeoutError
 from ledger.journal import (
+    BOND_RELEASE_COLUMNS,
+    CHAIN_ACCOUNT,
     ENTRY_COLUMNS,
     GENESIS_HASH,
+    INSTRUMENT_COLUMNS,
+    ISSUE_COLUMNS,
     POSTING_COLUMNS,
+    REDEMPTION_COLUMNS,
     TRADE_COLUMNS,
     WITHDRAWAL_COLUMNS,
+    DeliveryState,
     JournalBatch,
 )
 
-__all__ = ["Position", "acquire_writer_lock", "append_batch", "read_position"]
+__all__ = ["Position", "acquire_writer_lock", "append_batch", "read_delivery_state",
+           "read_position"]
 
 SCHEMA = "ledger"
 # Held for the whole session by the one projector allowed to write ("gpuxLEDG").
@@ -64,6 +73,36 @@ async def read_position(connection: asyncpg.Connection) -> Position:
         )
     head_hash = GENESIS_HASH if head is None else bytes(head["hash"])
     return Position(checkpoint["last_seq"], checkpoint["next_offset"], head_hash)
+
+
+async def read_delivery_state(connection: asyncpg.Connection) -> DeliveryState:
+    """Return the deliverable instruments' bonds, and the holdings of those still open, as
+    the journal stands.
+
+    The holdings are summed from the postings since the oldest open deliverable listing
+    (earlier postings cannot touch its token): a scan of the journal since then, once per
+    start, and none at all while no deliverable instrument is open.
+    """
+    listed = await connection.fetch(
+        "SELECT i.symbol, i.seq, i.bond_per_gpu_hour, r.seq IS NULL AS open "
+        "FROM ledger.instruments AS i LEFT JOIN ledger.redemptions AS r "
+        "ON r.instrument = i.symbol WHERE i.bond_per_gpu_hour IS NOT NULL"
+    )
+    state = DeliveryState(
+        bonds={row["symbol"]: row["bond_per_gpu_hour"] for row in listed},
+        holdings={row["symbol"]: {} for row in listed if row["open"]},
+    )
+    if state.holdings:
+        rows = await connection.fetch(
+            "SELECT account, asset, sum(amount) AS amount FROM ledger.postings "
+            "WHERE seq >= $1 AND asset = ANY($2::text[]) AND account <> $3 "
+            "GROUP BY account, asset HAVING sum(amount) <> 0",
+            min(row["seq"] for row in listed if row["open"]), list(state.holdings),
+            CHAIN_ACCOUNT,
+        )
+        for row in rows:
+            state.holdings[row["asset"]][row["account"]] = int(row["amount"])
+    return state
 
 
 async def acquire_writer_lock(connection: asyncpg.Connection, timeout_s: float) -> None:
@@ -105,11 +144,17 @@ async def append_batch(
             await connection.copy_records_to_table(
                 "trades", schema_name=SCHEMA, columns=TRADE_COLUMNS, records=batch.trades
             )
-        if batch.withdrawals:
-            await connection.copy_records_to_table(
-                "withdrawals", schema_name=SCHEMA, columns=WITHDRAWAL_COLUMNS,
-                records=batch.withdrawals,
-            )
+        for table, columns, records in (
+            ("withdrawals", WITHDRAWAL_COLUMNS, batch.withdrawals),
+            ("instruments", INSTRUMENT_COLUMNS, batch.instruments),
+            ("issues", ISSUE_COLUMNS, batch.issues),
+            ("bond_releases", BOND_RELEASE_COLUMNS, batch.bond_releases),
+            ("redemptions", REDEMPTION_COLUMNS, batch.redemptions),
+        ):
+            if records:
+                await connection.copy_records_to_table(
+                    table, schema_name=SCHEMA, columns=columns, records=records
+                )
         if before_checkpoint is not None:
             await before_checkpoint()
         await connection.execute(

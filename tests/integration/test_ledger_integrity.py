@@ -89,6 +89,8 @@ async def test_service_role_cannot_update_delete_or_truncate(ledger_db: LedgerDa
             "DELETE FROM ledger.entries WHERE seq = 2",
             "TRUNCATE ledger.postings",
             "DELETE FROM ledger.checkpoints",
+            "UPDATE ledger.issues SET bond = 0",
+            "DELETE FROM ledger.bond_releases",
         ):
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
                 await connection.execute(statement)
@@ -108,6 +110,10 @@ async def test_even_the_owner_cannot_change_history(ledger_db: LedgerDatabase) -
             "DELETE FROM ledger.trades",
             "TRUNCATE ledger.entries CASCADE",
             "UPDATE ledger.withdrawals SET amount = 1",
+            "DELETE FROM ledger.instruments",
+            "UPDATE ledger.issues SET bond = 0",
+            "TRUNCATE ledger.bond_releases",
+            "DELETE FROM ledger.redemptions",
         ):
             with pytest.raises(asyncpg.RestrictViolationError, match="append-only"):
                 await connection.execute(statement)

@@ -1,4 +1,5 @@
-"""The ledger's pure core: events to balanced postings, the hash chain, gaps, comparison."""
+"""The ledger's pure core: events to balanced postings (bonds and redemption too), the hash
+chain, gaps, comparison with the engine."""
 
 from __future__ import annotations
 
@@ -16,13 +17,40 @@ from ledger.journal import (
     GENESIS_HASH,
     JournalBatch,
     JournalBuilder,
+    bond_released_entry,
+    capacity_issued_entry,
+    delivery_settled_postings,
     entry_hash,
     postings_of,
 )
-from ledger.reconcile import Difference, compare_balances, engine_balances
+from ledger.reconcile import (
+    Difference,
+    compare_balances,
+    engine_balances,
+    unredeemed_balances,
+)
 from matching_engine.core import Engine
 from matching_engine.workload import Workload
-from protocol import Deposit, Deposited, Trade, Withdraw, Withdrawn, encode
+from protocol import (
+    BondReleased,
+    CapacityIssued,
+    DeliverySettled,
+    Deposit,
+    Deposited,
+    InstrumentClosed,
+    InstrumentListed,
+    IssueCapacity,
+    Trade,
+    Withdraw,
+    Withdrawn,
+    encode,
+)
+from tests.integration.ledger_db import (
+    PLAIN_SYMBOL,
+    ZERO_BOND_SYMBOL,
+    delivery_commands,
+    delivery_listing,
+)
 
 SYMBOL = "H100-EU-1"
 
@@ -215,3 +243,150 @@ def test_engine_balances_put_the_outside_world_on_the_chain_account() -> None:
         (CHAIN_ACCOUNT, "USDC"): -3_500_000,
     }
     assert msgspec.json.encode(engine_balances(Engine())) == b"{}"
+
+
+BOND = "@bond:i1"
+
+
+def issued(bond: str = "30", seq: int = 4) -> CapacityIssued:
+    return CapacityIssued(seq=seq, ts=3, issue_id="i1", account="op", instrument=SYMBOL,
+                          node_id="n1", quantity=10, bond=bond)
+
+
+def settled(compensation: str, delivered_ppm: int = 750_000) -> DeliverySettled:
+    return DeliverySettled(seq=9, ts=5, instrument=SYMBOL, issue_id="i1", issuer="op",
+                           holder="bob", quantity=4, delivered_ppm=delivered_ppm,
+                           compensation=compensation)
+
+
+def listed(symbol: str = SYMBOL, bond: str | None = "3") -> InstrumentListed:
+    listing = delivery_listing(symbol, bond)
+    return InstrumentListed(seq=1, ts=1, **{field: getattr(listing, field)
+                                            for field in listing.__struct_fields__
+                                            if field != "ts"})
+
+
+def test_an_issue_moves_its_bond_to_the_bond_account_and_mints_its_tokens() -> None:
+    postings, row = capacity_issued_entry(issued(), 3_000000)
+    assert postings == [(4, BOND, "USDC", 30_000000), (4, CHAIN_ACCOUNT, SYMBOL, -10),
+                        (4, "op", SYMBOL, 10), (4, "op", "USDC", -30_000000)]
+    assert row == (4, "i1", "op", SYMBOL, "n1", 10, 30_000000, 3)
+    zero_bond, _row = capacity_issued_entry(issued(bond="0"), 0)
+    assert zero_bond == [(4, CHAIN_ACCOUNT, SYMBOL, -10), (4, "op", SYMBOL, 10)]
+
+
+def test_releases_and_reports_pay_out_of_the_bond_and_zero_moves_nothing() -> None:
+    release = BondReleased(seq=8, ts=5, issue_id="i1", account="op", quantity=6, amount="18")
+    assert bond_released_entry(release) == (
+        [(8, BOND, "USDC", -18_000000), (8, "op", "USDC", 18_000000)],
+        (8, "i1", "op", 6, 18_000000, 5))
+    nothing = BondReleased(seq=8, ts=5, issue_id="i1", account="op", quantity=6, amount="0")
+    assert bond_released_entry(nothing) == ([], (8, "i1", "op", 6, 0, 5))
+    # 4 GPU-hours at 3 USDC, a quarter undelivered: 3 USDC to the holder
+    assert delivery_settled_postings(settled("3"), 3_000000) == [
+        (9, BOND, "USDC", -3_000000), (9, "bob", "USDC", 3_000000)]
+    assert delivery_settled_postings(settled("0", 1_000_000), 3_000000) == []
+
+
+def test_amounts_the_listing_does_not_give_are_refused() -> None:
+    with pytest.raises(ValueError, match="bond"):
+        capacity_issued_entry(issued(bond="29"), 3_000000)
+    with pytest.raises(ValueError, match="compensation"):
+        delivery_settled_postings(settled("3.000001"), 3_000000)
+    with pytest.raises(ValueError, match="delivered_ppm"):
+        delivery_settled_postings(settled("0", 1_000_001), 3_000000)
+    plain = JournalBuilder(0, GENESIS_HASH).build(
+        records([listed(bond=None), Deposited(seq=2, ts=1, account="op", asset="USDC",
+                                              amount="100"), issued(seq=3)]))
+    assert isinstance(plain.failure, EventError) and "not a deliverable" in str(plain.failure)
+    assert (plain.last_seq, len(plain.entries)) == (2, 1), "the rows before it are kept"
+    closed = JournalBuilder(0, GENESIS_HASH).build(
+        records([listed(), InstrumentClosed(seq=2, ts=1, symbol=SYMBOL), issued(seq=3)]))
+    assert isinstance(closed.failure, EventError) and "closed" in str(closed.failure)
+
+
+def delivery_events() -> tuple[Engine, list[Any]]:
+    """Return the engine after `delivery_commands` and the events it made of them."""
+    engine = Engine()
+    return engine, [event for command in delivery_commands()
+                    for event in engine.apply(command)]
+
+
+def test_a_close_redeems_every_holder_in_the_batch_of_the_trades_before_it() -> None:
+    _engine, events = delivery_events()
+    batch = JournalBuilder(0, GENESIS_HASH).build(records(events))
+    assert batch.failure is None
+    close_seq = next(event.seq for event in events if isinstance(event, InstrumentClosed))
+    assert [entry[1] for entry in batch.entries if entry[0] == close_seq] == ["redeemed"]
+    # op1 kept 4 of its 10, op2 5 of its 8 (an order resting at close), bob 3 of the 4 it
+    # bought, carol 5, dave 3 of its 5 deposited: 20 tokens leave the venue.
+    assert [posting for posting in batch.postings if posting[0] == close_seq] == [
+        (close_seq, CHAIN_ACCOUNT, SYMBOL, 20), (close_seq, "bob", SYMBOL, -3),
+        (close_seq, "carol", SYMBOL, -5), (close_seq, "dave", SYMBOL, -3),
+        (close_seq, "op1", SYMBOL, -4), (close_seq, "op2", SYMBOL, -5)]
+    token_balances = {key: amount for key, amount in ledger_balances(batch).items()
+                      if key[1] in (SYMBOL, ZERO_BOND_SYMBOL)}
+    assert token_balances == {}, "nobody holds a redeemed token, the chain included"
+    assert ledger_balances(batch)[("bob", PLAIN_SYMBOL)] == 7, "no bond: nothing redeemed"
+    assert [row[1:3] for row in batch.redemptions] == [(SYMBOL, 20), (ZERO_BOND_SYMBOL, 5)]
+    assert [row[1] for row in batch.issues] == ["i1", "i2", "i3"]
+    assert sum(row[3] for row in batch.bond_releases if row[1] == "i1") == 7
+    assert [row[0] for row in batch.instruments] == [SYMBOL, ZERO_BOND_SYMBOL, PLAIN_SYMBOL]
+
+
+def test_the_journal_equals_the_engine_after_every_delivery_command() -> None:
+    engine = Engine()
+    builder = JournalBuilder(0, GENESIS_HASH)
+    booked: dict[tuple[str, str], int] = defaultdict(int)
+    redeemed: list[str] = []
+    for command in delivery_commands():
+        batch = builder.build(records(engine.apply(command)))
+        assert batch.failure is None
+        for _seq, account, asset, amount in batch.postings:
+            booked[(account, asset)] += amount
+        redeemed += [row[1] for row in batch.redemptions]
+        ledger = {key: amount for key, amount in booked.items() if amount}
+        expected = engine_balances(engine)
+        assert compare_balances(ledger, expected) == [], command
+        assert unredeemed_balances(redeemed, ledger, expected) == []
+    assert redeemed == [SYMBOL, ZERO_BOND_SYMBOL]
+    # i1's bob assignment settled, carol's not: 3 GPU-hours at 3 USDC still bonded
+    assert booked[(BOND, "USDC")] == 9_000000
+    assert booked[("@bond:i2", "USDC")] == 3_000000, "dave's 1 GPU-hour still bonded"
+    assert ("@bond:i3", "USDC") not in booked, "a bond of 0 never posts"
+
+
+def test_batch_boundaries_do_not_change_the_journal() -> None:
+    _engine, events = delivery_events()
+    whole = JournalBuilder(0, GENESIS_HASH).build(records(events))
+    builder = JournalBuilder(0, GENESIS_HASH)
+    pieces = [builder.build(records([event], first_offset=index))
+              for index, event in enumerate(events)]
+    for field_name in ("entries", "postings", "trades", "withdrawals", "instruments",
+                       "issues", "bond_releases", "redemptions"):
+        assert [row for piece in pieces for row in getattr(piece, field_name)] == getattr(
+            whole, field_name), field_name
+    assert builder.head_hash == whole.head_hash
+
+
+def test_engine_balances_put_bonds_on_their_accounts_against_the_chain() -> None:
+    engine = Engine()
+    engine.apply(delivery_listing(SYMBOL, "3"))
+    engine.apply(Deposit(ts=2, account="op", asset="USDC", amount="100"))
+    engine.apply(IssueCapacity(ts=3, account="op", issue_id="i1", instrument=SYMBOL,
+                               node_id="n1", quantity=10))
+    assert engine_balances(engine) == {
+        ("op", "USDC"): 70_000000, (BOND, "USDC"): 30_000000, ("op", SYMBOL): 10,
+        (CHAIN_ACCOUNT, "USDC"): -100_000000, (CHAIN_ACCOUNT, SYMBOL): -10,
+    }
+
+
+def test_unredeemed_balances_name_every_token_left_after_a_close() -> None:
+    ledger = {("a", SYMBOL): 2, ("a", "USDC"): 5, (CHAIN_ACCOUNT, SYMBOL): -2}
+    engine = {("b", SYMBOL): 1, ("a", "USDC"): 5}
+    assert unredeemed_balances([SYMBOL], ledger, engine) == [
+        Difference(account=CHAIN_ACCOUNT, asset=SYMBOL, ledger=-2, engine=0),
+        Difference(account="a", asset=SYMBOL, ledger=2, engine=0),
+        Difference(account="b", asset=SYMBOL, ledger=0, engine=1),
+    ]
+    assert unredeemed_balances([], ledger, engine) == []
