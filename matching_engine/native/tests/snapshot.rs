@@ -7,7 +7,8 @@ use gpux_native::Core;
 const SECOND: i64 = 1_000_000_000;
 
 /// Listings, deposits, resting and crossing orders, good-till-date orders (some canceled,
-/// some expiring), amends and a close: every part of the state a snapshot holds.
+/// some expiring), amends, issues of a deliverable instrument, closes (one with deliveries
+/// assigned) and reports: every part of the state a snapshot holds.
 fn commands() -> Vec<String> {
     let mut lines = Vec::new();
     for (symbol, delivery_start) in [("H-1", 400), ("H-2", 40)] {
@@ -16,6 +17,10 @@ fn commands() -> Vec<String> {
             delivery_start * SECOND
         ));
     }
+    lines.push(format!(
+        r#"{{"type":"list_instrument","ts":1,"symbol":"D-1","gpu":"H100","region":"eu","delivery_start":{},"delivery_hours":1,"tick_size":"0.01","max_order_quantity":1000,"maker_fee_bps":0,"taker_fee_bps":0,"bond_per_gpu_hour":"1.5"}}"#,
+        60 * SECOND
+    ));
     for account in ["a", "b", "c"] {
         for (asset, amount) in [("USDC", r#""5000""#), ("H-1", "300"), ("H-2", "300")] {
             lines.push(format!(
@@ -23,6 +28,17 @@ fn commands() -> Vec<String> {
             ));
         }
     }
+    for (account, issue_id, quantity) in [("a", "i1", 20), ("b", "i2", 5)] {
+        lines.push(format!(
+            r#"{{"type":"issue_capacity","ts":2,"account":"{account}","issue_id":"{issue_id}","instrument":"D-1","node_id":"n-{account}","quantity":{quantity}}}"#
+        ));
+    }
+    for (account, side) in [("a", "sell"), ("c", "buy")] {
+        lines.push(format!(
+            r#"{{"type":"new_order","ts":2,"account":"{account}","client_order_id":"d","instrument":"D-1","side":"{side}","order_type":"limit","price":"1","quantity":8}}"#
+        ));
+    }
+    lines.push(r#"{"type":"withdraw","ts":2,"account":"b","asset":"D-1","amount":2}"#.into());
     for index in 0..60i64 {
         let account = ["a", "b", "c"][index as usize % 3];
         let side = if index % 2 == 0 { "buy" } else { "sell" };
@@ -53,6 +69,12 @@ fn commands() -> Vec<String> {
         }
     }
     lines.push(format!(r#"{{"type":"tick","ts":{}}}"#, 90 * SECOND));
+    for ppm in [250_000, 0] {
+        lines.push(format!(
+            r#"{{"type":"delivery_report","ts":{},"issue_id":"i1","holder":"c","delivered_ppm":{ppm},"evidence":"e"}}"#,
+            90 * SECOND
+        ));
+    }
     lines
 }
 
@@ -63,9 +85,17 @@ fn batch(lines: &[String]) -> Vec<u8> {
 #[test]
 fn the_commands_reach_every_part_of_the_state() {
     let events = String::from_utf8(Core::default().apply_batch(&batch(&commands()))).unwrap();
-    for wanted in
-        ["\"trade\"", "\"expired\"", "\"user\"", "\"order_amended\"", "\"instrument_closed\""]
-    {
+    for wanted in [
+        "\"trade\"",
+        "\"expired\"",
+        "\"user\"",
+        "\"order_amended\"",
+        "\"instrument_closed\"",
+        "\"delivery_assigned\"",
+        "\"delivery_settled\"",
+        "\"already_reported\"",
+        "\"bond_released\"",
+    ] {
         assert!(events.contains(wanted), "no {wanted} in the events");
     }
 }
