@@ -4,7 +4,9 @@ The Rust core writes and reads the snapshot format of `matching_engine.core.snap
 itself (`snapshot.rs` in matching_engine/native). After the same commands both cores write
 the same bytes (maps in the order first filled, the expiry heap in `heapq`'s layout with
 the entries of closed orders); each restores the other's snapshot; restored, both go on
-to the same events and the same snapshots. The native core refuses a damaged snapshot
+to the same events and the same snapshots. The same holds through Delivery (v2): seeded
+delivery streams and hypothesis delivery flows, cut and restored anywhere, in either core,
+any number of times, go on as if never stopped. The native core refuses a damaged snapshot
 with ValueError, in its own words, naming the field or the fault.
 
 The native module must be built (`make native`); without it these tests fail, never skip.
@@ -31,6 +33,7 @@ from tests.property.test_native_differential import (
     gtd_orders_then_expiry,
     native_engine,
 )
+from tests.protocol_strategies import delivery_edge_flow, delivery_flows
 
 
 def records_of(data: bytes) -> list[bytes]:
@@ -121,6 +124,12 @@ def test_a_snapshot_restores_in_either_core_and_both_go_on_to_the_same_bytes(see
     native_engine()
     records = generated(9_500 + seed, 3_000)
     cut = len(records) * (seed + 2) // 9 if seed else len(records) - 1
+    assert_restored_cores_go_on_alike(records, cut)
+
+
+def assert_restored_cores_go_on_alike(records: list[bytes], cut: int) -> None:
+    """Both cores snapshot the same bytes after `records[:cut]`; each snapshot, restored in
+    each core, goes on to the events and snapshot of the core that never stopped."""
     python, native = PythonCore(), NativeCore()
     assert native.apply_records(records[:cut]) == python.apply_records(records[:cut])
     snapshots = {"python": python.snapshot(), "native": native.snapshot()}
@@ -154,6 +163,64 @@ def test_hypothesis_streams_snapshot_and_restore_alike(
         assert core.snapshot() == python.snapshot(), name
 
 
+# ---------------------------------------------------------------------- delivery (v2)
+
+
+def delivery_records(seed: int, count: int) -> list[bytes]:
+    """A seeded delivery stream, then the delivery edge flow after its times."""
+    later = 2 * 10**18
+    return records_of(Generator(seed, delivery=True).stream(count)) + delivery_edge_flow(later)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_both_cores_write_the_same_snapshot_bytes_through_delivery_streams(seed: int) -> None:
+    native_engine()
+    records = delivery_records(9_200 + seed, 2_500)
+    python, native = PythonCore(), NativeCore()
+    for start in range(0, len(records), 97):
+        batch = records[start:start + 97]
+        assert native.apply_records(batch) == python.apply_records(batch)
+        assert snapshot_or_overflow(native) == snapshot_or_overflow(python), start
+    document = decode_snapshot(python.snapshot())
+    assert document.issues and document.deliveries
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_delivery_snapshot_restores_in_either_core_and_goes_on_alike(seed: int) -> None:
+    native_engine()
+    records = delivery_records(9_600 + seed, 3_000)
+    assert_restored_cores_go_on_alike(records, len(records) * (seed + 2) // 7)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(delivery_flows(), st.data())
+def test_hypothesis_delivery_flows_restored_anywhere_go_on_as_never_stopped(
+    lines: list[bytes], data: st.DataObject,
+) -> None:
+    """At each cut both cores snapshot the same bytes and trade places: the Python core goes
+    on from the native core's snapshot and the native core from the Python core's."""
+    native_engine()
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(lines)), min_size=1, max_size=3)))
+    uninterrupted = PythonCore()
+    expected = uninterrupted.apply_records(lines)
+    python: Core = PythonCore()
+    native: Core = NativeCore()
+    events: list[bytes] = []
+    done = 0
+    for cut in [*cuts, len(lines)]:
+        segment = python.apply_records(lines[done:cut])
+        assert native.apply_records(lines[done:cut]) == segment
+        events += segment
+        snapshots = {"python": python.snapshot(), "native": native.snapshot()}
+        assert snapshots["native"] == snapshots["python"], cut
+        python = PythonCore.restore(snapshots["native"])
+        native = NativeCore.restore(snapshots["python"])
+        done = cut
+    assert events == expected
+    assert python.snapshot() == uninterrupted.snapshot()
+    assert native.final_state() == python.final_state() == uninterrupted.final_state()
+
+
 # ---------------------------------------------------------------- damaged snapshots
 
 
@@ -178,11 +245,11 @@ def first_order(document: dict[str, Any]) -> list[Any]:
 
 
 DAMAGES: dict[str, tuple[Any, str]] = {
-    "cut short": (lambda data: data[:-7], r"snapshot supply\S*: the data is cut short"),
+    "cut short": (lambda data: data[:-1], r"snapshot deliveries\S*: the data is cut short"),
     "bytes after its end": (lambda data: data + b"\xc0\xc0", "2 bytes follow the end"),
     "another version": (
-        lambda data: edited(data, lambda d: d.update(version=2)),
-        "snapshot version: 2, where this engine reads 1"),
+        lambda data: edited(data, lambda d: d.update(version=3)),
+        "snapshot version: 3, where this engine reads 1 to 2"),
     "a field missing": (
         lambda data: edited(data, lambda d: d.pop("supply")),
         "snapshot: the field supply is missing"),
