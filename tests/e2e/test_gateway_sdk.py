@@ -58,6 +58,7 @@ class Market:
     namespace: str
     contract: ApiContract
     admin: ApiKey
+    database_url: str
     run: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
 
     @property
@@ -110,7 +111,7 @@ async def market(kafka_bootstrap: str, database_url: str) -> AsyncIterator[Marke
         async with Venue.running(event_log, namespace=namespace, key_store=store,
                                  gateway=config) as venue:
             yield Market(venue=venue, store=store, event_log=event_log, namespace=namespace,
-                         contract=ApiContract(), admin=admin)
+                         contract=ApiContract(), admin=admin, database_url=database_url)
     finally:
         await event_log.close()
         await store.close()
@@ -530,6 +531,132 @@ async def test_operator_quoter_keeps_asks_for_the_coming_hours(market: Market) -
         sent = quoter.mass_quotes_sent
         await quoter.refresh(time.time_ns())
         assert quoter.mass_quotes_sent == sent, "nothing changed, nothing sent"
+
+
+async def test_delivery_from_issue_through_close_to_report_as_each_party_sees_it(
+    market: Market,
+) -> None:
+    """An operator issues 8 GPU-hours (bond 3 USDC each) and sells 5 to a trader; at close
+    its own 3 release their bond and the trader's 5 are assigned; the delivery service
+    reports 95% delivered: the trader is paid 0.75 USDC, the operator gets 14.25 back."""
+    run = market.run
+    symbol, later = f"H100.deliv.{run}", f"H100.deliv-later.{run}"
+    start = time.time_ns() + 8 * 10**9  # the venue's clock closes it then
+    async with market.client(market.admin) as admin:
+        for listed, delivery_start in ((symbol, start), (later, start + DAY_NS)):
+            assert (await admin.list_instrument(
+                symbol=listed, gpu="H100-SXM-80GB", region="eu-west",
+                delivery_start=delivery_start, delivery_hours=1, tick_size="0.01",
+                max_order_quantity=1000, maker_fee_bps=0, taker_fee_bps=0,
+                bond_per_gpu_hour="3")).accepted
+    plain = await market.instrument("deliv-plain")
+    operator, operator_key = await market.key("deliv-op", "operator")
+    trader, trader_key = await market.key("deliv-trader")
+    delivery_key = await _cli_delivery_key(market.database_url)
+    await market.fund(operator, usdc="1000")
+    await market.fund(trader, usdc="1000")
+    issue_id = f"op-{run}-n17"
+    async with market.client(operator_key) as op, market.client(trader_key) as t, \
+            market.client(delivery_key) as delivery, market.client(market.admin) as admin:
+        op_feed, t_feed = await op.subscribe("deliveries"), await t.subscribe("deliveries")
+        assert (await op_feed.get(5)).kind == "snapshot"
+        assert (await t_feed.get(5)).kind == "snapshot"
+        specs = {spec.symbol: spec for spec in await t.instruments()}
+        assert (specs[symbol].bond_per_gpu_hour, specs[plain].bond_per_gpu_hour) == ("3", None)
+
+        issued = await op.issue_capacity(symbol, "n-17", 8, issue_id=issue_id)
+        assert (issued.status, issued.issue_id, issued.quantity, issued.bond) == (
+            "accepted", issue_id, 8, "24")
+        again = await op.issue_capacity(symbol, "n-17", 8, issue_id=issue_id)
+        assert (again.status, again.reason) == ("rejected", "duplicate_issue")
+        for refused_call in (t.issue_capacity(symbol, "n-1", 1),
+                             t.delivery_report(issue_id, trader, 1_000_000),
+                             admin.delivery_report(issue_id, trader, 1_000_000),
+                             delivery.new_order(symbol, "buy", 1, "2.00")):
+            with pytest.raises(RequestFailed) as refused:
+                await refused_call
+            assert refused.value.code == "forbidden"
+        assert (await op.balances())["USDC"].available == "976"
+        assert (await op.new_order(symbol, "sell", 5, "2.00", client_order_id="d-ask")).accepted
+        assert (await t.new_order(symbol, "buy", 5, "2.00", client_order_id="d-bid")).accepted
+        assert await asyncio.to_thread(_cli, market.url, operator_key, "issue", "--instrument",
+                                       later, "--node", "n-18", "--quantity", "2") == 0
+
+        trader_events = await _delivery_events(t_feed, "delivery_assigned")
+        assert [(e.event, e.issue_id, e.issuer, e.holder, e.quantity) for e in trader_events] == [
+            ("delivery_assigned", issue_id, operator, trader, 5)]
+        early = await delivery.delivery_report(issue_id, operator, 1_000_000)
+        assert (early.status, early.reason) == ("rejected", "not_assigned")
+        report = await delivery.delivery_report(issue_id, trader, 950_000, evidence="9f2c41d0")
+        assert (report.status, report.quantity, report.compensation, report.evidence) == (
+            "accepted", 5, "0.75", "9f2c41d0")
+        twice = await delivery.delivery_report(issue_id, trader, 950_000)
+        assert (twice.status, twice.reason) == ("rejected", "already_reported")
+
+        op_events = await _delivery_events(op_feed, "delivery_settled", "bond_released")
+        assert [(e.event, e.quantity, e.bond or e.amount or e.compensation or e.reason)
+                for e in op_events if e.issue_id == issue_id] == [
+            ("capacity_issued", 8, "24"), ("issue_rejected", None, "duplicate_issue"),
+            ("bond_released", 3, "9"),
+            ("delivery_assigned", 5, None), ("delivery_settled", 5, "0.75"),
+            ("bond_released", 5, "14.25")]
+        assert [e.event for e in await _delivery_events(t_feed, "delivery_settled")] == [
+            "delivery_settled"]
+        assert {asset: b.available for asset, b in (await op.balances()).items()} == {
+            "USDC": "1003.25", later: 2}  # 1000 - 24 - 6 bonded later + 10 + 9 + 14.25
+        assert {asset: b.available for asset, b in (await t.balances()).items()} == {
+            "USDC": "990.75"}
+
+        mine = await op.deliveries()
+        assert [(i.issue_id, i.quantity, i.bonded_quantity, i.bond, i.status)
+                for i in mine.issues] == [(issue_id, 8, 0, "0", "settled"),
+                                          (mine.issues[1].issue_id, 2, 2, "6", "open")]
+        theirs = await t.deliveries()
+        assert theirs.issues == []
+        assert mine.assignments == theirs.assignments
+        [assignment] = theirs.assignments
+        assert (assignment.delivery_start, assignment.node_id, assignment.quantity,
+                assignment.status, assignment.delivered_ppm, assignment.compensation) == (
+            start, "n-17", 5, "settled", 950_000, "0.75")
+    assert await asyncio.to_thread(_cli, market.url, operator_key, "deliveries") == 0
+
+
+async def _cli_delivery_key(database_url: str) -> ApiKey:
+    """Make the delivery service's credential as the venue's operators do, with
+    `gpux gateway add-key --account gpux.delivery --role delivery`."""
+    import contextlib
+    import io
+
+    from gateway.cli import main
+
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output):
+        code = await asyncio.to_thread(main, [
+            "add-key", "--database-url", database_url, "--account", "gpux.delivery",
+            "--role", "delivery"])
+    assert code == 0, output.getvalue()
+    fields = dict(line.split(":", 1) for line in output.getvalue().splitlines() if ":" in line)
+    return ApiKey(fields["key_id"].strip(), fields["private_key"].strip())
+
+
+def _cli(url: str, key: ApiKey, *command: str) -> int:
+    """Run `gpux trade` with `key` (in a thread: it runs its own event loop)."""
+    from sdk.cli import main
+
+    return main(["--url", url, "--key", f"{key.key_id}:{key.private_key}", *command])
+
+
+async def _delivery_events(feed: Any, *awaited: str) -> list[Any]:
+    """Read a deliveries feed until each event kind in `awaited` came; return its events."""
+    seen: list[Any] = []
+
+    async def came() -> bool:
+        while not feed.queue.empty():
+            seen.extend(feed.queue.get_nowait().events)
+        return all(any(e.event == kind for e in seen) for kind in awaited)
+
+    await eventually(came, timeout_s=30, message=f"{', '.join(awaited)} on the deliveries feed")
+    return seen
 
 
 async def test_every_documented_message_was_seen_and_all_traffic_matched_the_schema(
