@@ -199,6 +199,8 @@ def test_an_account_with_a_sign_or_underscore_is_not_a_wallet_address(account: s
     pytest.param(b"alice\xc3", id="truncated_utf8"),
     pytest.param(b"fees", id="fee_account"),
     pytest.param(b"gpux.fence", id="reserved_prefix"),
+    pytest.param(b"@bond:i-1", id="bond_account"),  # a bond is funded only by its issue
+    pytest.param(b"@chain", id="chain_account"),
 ])
 async def test_a_deposit_naming_an_account_it_may_not_credit_credits_the_depositor(
     account: bytes
