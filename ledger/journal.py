@@ -103,8 +103,8 @@ MONEY_EVENT_KINDS: Final = frozenset(
 )
 # Events read whole though they may move no money: a listing says whether its instrument
 # is deliverable, and the close of a deliverable one redeems its tokens.
-INSTRUMENT_EVENT_KINDS: Final = frozenset(("instrument_listed", "instrument_closed"))
-_DECODED_KINDS: Final = MONEY_EVENT_KINDS | INSTRUMENT_EVENT_KINDS
+_INSTRUMENT_EVENT_KINDS: Final = frozenset(("instrument_listed", "instrument_closed"))
+_DECODED_KINDS: Final = MONEY_EVENT_KINDS | _INSTRUMENT_EVENT_KINDS
 # An issue's bond is the account BOND_ACCOUNT_PREFIX + issue_id: '@' keeps it outside the
 # protocol's account alphabet, as for CHAIN_ACCOUNT.
 BOND_ACCOUNT_PREFIX: Final = "@bond:"
