@@ -1,5 +1,6 @@
-"""Property tests of the protocol v1 codecs: every valid command and event survives a JSON and
-a msgpack round trip, and `decode_command` never raises, whatever bytes or JSON it is given.
+"""Property tests of the protocol codecs: every valid command and event (v1 and v2, Delivery
+included) survives a JSON and a msgpack round trip, a listing without a bond encodes as in v1,
+and `decode_command` never raises, whatever bytes or JSON it is given.
 
 Strategies are derived from the Structs themselves through `msgspec.inspect`, so they honour
 the Meta constraints (identifier pattern, ts range, lengths, enumerations) and cover any command
@@ -19,7 +20,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protocol import Format, MalformedCommand, decode_command, decode_event, encode
+from protocol import (
+    Format,
+    InstrumentListed,
+    ListInstrument,
+    MalformedCommand,
+    decode_command,
+    decode_event,
+    encode,
+)
 from protocol.commands import COMMAND_TYPES, IDENTIFIER_PATTERN
 from protocol.events import EVENT_TYPES
 from tests.protocol_strategies import (
@@ -160,6 +169,15 @@ def test_json_and_msgpack_carry_the_same_command(command: msgspec.Struct) -> Non
     assert list(from_json) == list(from_msgpack)
 
 
+@_settings
+@given(listing=_structs(ListInstrument) | _structs(InstrumentListed), fmt=formats)
+def test_a_listing_without_a_bond_encodes_as_in_v1(listing: Any, fmt: Format) -> None:
+    """A v1 listing (and its event) carries no bond field, so a v1 log keeps its bytes."""
+    data = encode(listing, fmt)
+    fields = msgspec.json.decode(data) if fmt == "json" else msgspec.msgpack.decode(data)
+    assert ("bond_per_gpu_hour" in fields) == (listing.bond_per_gpu_hour is not None)
+
+
 # --- decode_command never raises ---------------------------------------------------------------
 
 
@@ -188,7 +206,8 @@ def test_decode_command_never_raises_on_arbitrary_json_values(value: Any, fmt: F
     command=commands,
     field=st.sampled_from(
         ["type", "ts", "account", "client_order_id", "instrument", "asset", "amount", "side",
-         "quantity", "price", "post_only", "stp", "extra"]
+         "quantity", "price", "post_only", "stp", "extra", "issue_id", "node_id", "holder",
+         "delivered_ppm", "evidence", "bond_per_gpu_hour"]
     ),
     value=json_values,
     fmt=formats,
