@@ -82,12 +82,12 @@ async def test_databases_of_the_version_only_runners_are_adopted(fresh_url: str)
         await connection.execute(
             "INSERT INTO settlement.watchers (name, next_block) VALUES ('deposits', 7)")
 
-        assert await gateway_store.migrate(fresh_url) == []
+        assert await gateway_store.migrate(fresh_url) == [2]  # 1 adopted, the later ones run
         await settlement_store.migrate(connection)
 
         recorded = await connection.fetch(
             "SELECT version, name, sha256 FROM gateway.schema_migrations")
-        assert [(r["version"], r["name"]) for r in recorded] == [(1, "keys")]
+        assert [(r["version"], r["name"]) for r in recorded] == [(1, "keys"), (2, "delivery_role")]
         assert recorded[0]["sha256"] == load_migrations(gateway_store.MIGRATIONS_DIR)[0].sha256
         assert await connection.fetchval(
             "SELECT next_block FROM settlement.watchers WHERE name = 'deposits'") == 7
