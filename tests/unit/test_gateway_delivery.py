@@ -490,3 +490,13 @@ def test_the_projection_follows_the_python_core_through_issues_close_and_reports
     kinds = {type(e).__name__ for e in events + reports}
     assert {"CapacityIssued", "IssueRejected", "DeliveryAssigned", "DeliverySettled",
             "BondReleased", "ReportRejected"} <= kinds, kinds
+
+
+def test_add_key_gives_a_reserved_account_only_the_delivery_role(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from gateway.cli import main
+
+    code = main(["add-key", "--database-url", "postgresql://nowhere.invalid/db",
+                 "--account", "gpux.delivery", "--role", "trader"])
+    assert code == 2 and "delivery" in capsys.readouterr().err
