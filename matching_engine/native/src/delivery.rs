@@ -10,7 +10,7 @@
 use rustc_hash::FxHashMap;
 
 use crate::command::{DeliveryReport, IssueCapacity, PPM};
-use crate::state::{balance_parts, Engine, USDC_ASSET};
+use crate::state::{balance_key, balance_parts, Engine, USDC_ASSET};
 
 /// An accepted issue of capacity.
 pub struct Issue {
@@ -115,10 +115,32 @@ impl Engine {
 
     /// Redeem the tokens of a deliverable instrument that has just closed (its orders are
     /// canceled, so every token is in an `available` balance): the issuers' own tokens
-    /// release their bonds, the other holders are assigned deliveries, every balance of the
-    /// token becomes 0, and what nobody holds releases its bond.
+    /// release their bonds, the other holders are assigned deliveries, and what nobody holds
+    /// releases its bond. Balances are set to 0 first, which no event shows.
     pub(crate) fn redeem(&mut self, instrument: u32) {
-        let token = instrument + 1;
+        let mut tokens = self.take_tokens(instrument + 1);
+        let issues = self.instruments[instrument as usize].issues.clone();
+        for &index in &issues {
+            let issuer = self.issues[index as usize].account;
+            let Some(own) = tokens.get_mut(&issuer) else { continue };
+            let share = (*own).min(i128::from(self.issues[index as usize].unassigned)) as i64;
+            if share > 0 {
+                *own -= i128::from(share);
+                self.release_unassigned(index, share);
+            }
+        }
+        self.assign(&issues, tokens);
+        for &index in &issues {
+            let unassigned = self.issues[index as usize].unassigned;
+            if unassigned > 0 {
+                self.release_unassigned(index, unassigned);
+            }
+        }
+    }
+
+    /// Set every balance of `token` to 0 (the entries stay), lower its supply by as much, and
+    /// return what each account had.
+    fn take_tokens(&mut self, token: u32) -> FxHashMap<u32, i128> {
         let mut tokens: FxHashMap<u32, i128> = FxHashMap::default();
         for (key, &[available, _]) in self.balances.iter() {
             let (account, asset) = balance_parts(key);
@@ -126,38 +148,14 @@ impl Engine {
                 tokens.insert(account, available);
             }
         }
-        let issues = std::mem::take(&mut self.instruments[instrument as usize].issues);
-        for &index in &issues {
-            let issuer = self.issues[index as usize].account;
-            if let Some(own) = tokens.get_mut(&issuer) {
-                let share = (*own).min(i128::from(self.issues[index as usize].unassigned)) as i64;
-                *own -= i128::from(share);
-                if share > 0 {
-                    self.release_unassigned(index, share);
-                }
-            }
+        for &account in tokens.keys() {
+            self.balances.entry(balance_key(account, token))[0] = 0;
         }
-        self.assign(&issues, tokens);
-        let mut redeemed = 0;
-        let keys: Vec<u64> = self.balances.iter().map(|(key, _)| key).collect();
-        for key in keys {
-            if balance_parts(key).1 == token {
-                let pair = self.balances.entry(key);
-                debug_assert_eq!(pair[1], 0, "a closed instrument's tokens are not held");
-                redeemed += pair[0];
-                pair[0] = 0;
-            }
-        }
+        let redeemed: i128 = tokens.values().sum();
         if redeemed != 0 {
             *self.supply.entry(token) -= redeemed;
         }
-        for &index in &issues {
-            let unassigned = self.issues[index as usize].unassigned;
-            if unassigned > 0 {
-                self.release_unassigned(index, unassigned);
-            }
-        }
-        self.instruments[instrument as usize].issues = issues;
+        tokens
     }
 
     /// Assign the holders' `tokens` (what the issuers' own issues did not take), holders in
