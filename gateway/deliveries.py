@@ -151,10 +151,11 @@ class Deliveries:
 
     def released(self, event: events.BondReleased) -> None:
         issue = self._issue(event.issue_id)
-        if event.account != issue.issuer or not 0 < event.quantity <= issue.bonded:
-            raise ProjectionError(f"bond_released of {event.quantity} GPU-hours of issue "
-                                  f"{issue.issue_id} to {event.account}: {issue.bonded} "
-                                  f"bonded, issuer {issue.issuer}")
+        if (event.account != issue.issuer or not 0 < event.quantity <= issue.bonded
+                or parse_micro(event.amount) > bond(event.quantity, issue.bond_per_gpu_hour)):
+            raise ProjectionError(f"bond_released of {event.amount} USDC for {event.quantity} "
+                                  f"GPU-hours of issue {issue.issue_id} to {event.account}: "
+                                  f"{issue.bonded} bonded, issuer {issue.issuer}")
         issue.bonded -= event.quantity
         self._note((issue.issuer,), event, "bond_released", issue, quantity=event.quantity,
                    amount=event.amount)
