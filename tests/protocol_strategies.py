@@ -78,9 +78,11 @@ ISSUE_IDS: Final = ("i1", "i2", "i3", "i4", "i5", "i6")
 NODE_IDS: Final = ("n1", "n2", "rack-7:gpu.3")
 CLIENT_ORDER_IDS: Final = ("c1", "c2", "c3", "c4")
 
-# A bond per GPU-hour as the venue lists it: canonical or not, zero, a micro-USDC, and one
-# so large that a compensation's q x B x ppm no longer fits in 64 bits.
-bonds = st.sampled_from(("3", "3.000", "0", "1.5", "0.000001", "2.333333", "1000000000"))
+# A bond per GPU-hour as the venue lists it: canonical or not, zero, a micro-USDC, one so
+# large that a compensation's q x B x ppm no longer fits in 64 bits, and the largest USDC
+# amount, whose bond passes 64 bits from 19 GPU-hours on.
+bonds = st.sampled_from(("3", "3.000", "0", "1.5", "0.000001", "2.333333", "1000000000",
+                         "1000000000000"))
 # Listings whose bond makes them malformed (`null` is no bond: a v1 listing).
 BAD_BOND_LISTINGS: Final = tuple(
     b'{"type":"list_instrument","ts":TS,"symbol":"BAD-%d","gpu":"H100","region":"eu",'
@@ -317,20 +319,34 @@ def delivery_flows(draw: st.DrawFn) -> list[bytes]:
 
 def delivery_edge_flow(start: int = DELIVERY_T0) -> list[bytes]:
     """A fixed delivery flow at the edges, as JSON lines: a bond so large that q x B x ppm
-    passes 64 bits, a bond of 0 (its issue stays listed while assigned), issuers left with
+    passes 64 bits, the largest bond (an issue of it past 64 bits is refused, one of 2 hours
+    is not), a bond of 0 (its issue stays listed while assigned), issuers left with
     some of their tokens, tokens deposited but never issued, a holder served by two issues
     and tokens beyond every issue; after the first close every line of DELIVERY_EDGE_LINES
     and BAD_BOND_LISTINGS, then more reports, before and after the second close. Times
     begin at `start`."""
     first_close, second_close = start + FIRST_CLOSE, start + SECOND_CLOSE
     big, whale = "1000000000", "1000000000000"  # per GPU-hour; 10^18 micro-USDC
+    largest = "LARGEST"
     commands: list[tuple[int, dict[str, Any]]] = [
         (0, listing_fields(DELIVERABLE, first_close, big)),
         (0, listing_fields(PLAIN, first_close, None)),
         (0, listing_fields(LATER, second_close, "0")),
+        (0, listing_fields(largest, first_close, whale)),
         *((0, {"type": "deposit", "account": account, "asset": "USDC",
                "amount": whale if account in OPERATORS[:2] else "1000"})
           for account in DELIVERY_ACCOUNTS),
+        *((0, {"type": "deposit", "account": "whale", "asset": "USDC", "amount": whale})
+          for _ in range(2)),
+        *((0, {"type": "issue_capacity", "account": "whale", "issue_id": "w1",
+               "instrument": largest, "node_id": "n1", "quantity": quantity})
+          for quantity in (40, 19, 2)),
+        (0, {"type": "new_order", "account": "whale", "client_order_id": "offer",
+             "instrument": largest, "side": "sell", "order_type": "limit", "price": "1",
+             "quantity": 1}),
+        (0, {"type": "new_order", "account": "bob", "client_order_id": "bid",
+             "instrument": largest, "side": "buy", "order_type": "limit", "price": "1",
+             "quantity": 1}),
         (0, {"type": "issue_capacity", "account": "op1", "issue_id": "i1",
              "instrument": DELIVERABLE, "node_id": "n1", "quantity": 40}),
         (0, {"type": "issue_capacity", "account": "op2", "issue_id": "i2",
@@ -366,6 +382,8 @@ def delivery_edge_flow(start: int = DELIVERY_T0) -> list[bytes]:
                        "delivered_ppm": 1, "evidence": "0xabc123"}),
         (FIRST_CLOSE, {"type": "delivery_report", "issue_id": "i1", "holder": "Zed",
                        "delivered_ppm": 999_999}),
+        (FIRST_CLOSE, {"type": "delivery_report", "issue_id": "w1", "holder": "bob",
+                       "delivered_ppm": 1}),
         (FIRST_CLOSE, {"type": "issue_capacity", "account": "op1", "issue_id": "i4",
                        "instrument": DELIVERABLE, "node_id": "n1", "quantity": 1}),
         (FIRST_CLOSE, {"type": "deposit", "account": "amy", "asset": DELIVERABLE,
