@@ -1,13 +1,14 @@
-"""Settlement on chain: fills batched into Merkle roots, deposits in, withdrawals paid out.
+"""Settlement on chain: fills and delivery moves batched into Merkle roots, deposits in,
+withdrawals paid out.
 
 | module | what it owns |
 |---|---|
-| `fills`, `batching`, `merkle`, `accounts` | the pure core: fills to leaves, netting, trees |
+| `fills`, `moves`, `batching`, `merkle`, `accounts` | the pure core: fills and delivery moves to leaves, netting, trees |
 | `jobs`, `submitter`, `looping` | the batcher and submitter (`Vault.settle`, `Vault.payout`) |
 | `deposits` | the deposit watcher: `Deposited` logs, N blocks deep, to `deposit` commands |
 | `store`, `migrations/` | the `settlement` schema; the ledger's rows read through `ledger.reads` |
 | `chain`, `artifacts`, `contracts/` | web3 and the three contracts, compiled by solc-js |
-| `proofs` | the proof of a fill, checked locally and by the Vault |
+| `proofs` | the proof of a fill or a delivery move, checked locally and by the Vault |
 | `cli`, `metrics`, `errors` | `gpux settlement`, its metrics and its failures |
 | `dev`, `testing` | dev-chain helpers; test databases with the ledger's tables |
 
