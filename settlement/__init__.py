@@ -3,7 +3,7 @@ withdrawals paid out.
 
 | module | what it owns |
 |---|---|
-| `fills`, `moves`, `batching`, `merkle`, `accounts` | the pure core: fills and delivery moves to leaves, netting, trees |
+| `fills`, `moves`, `batching`, `merkle`, `accounts` | the pure core: leaves, netting, trees |
 | `jobs`, `submitter`, `looping` | the batcher and submitter (`Vault.settle`, `Vault.payout`) |
 | `deposits` | the deposit watcher: `Deposited` logs, N blocks deep, to `deposit` commands |
 | `store`, `migrations/` | the `settlement` schema; the ledger's rows read through `ledger.reads` |
