@@ -6,7 +6,13 @@ calls `engine.validate()`. Outside, from nothing but the events and the final st
   the largest valid `ts` so far;
 - no balance in the final state is negative;
 - conservation: for USDC and every token, the sum of `available + held` over all accounts
-  (the `fees` account included) equals what was deposited minus what was withdrawn.
+  (the `fees` account included) equals what was deposited minus what was withdrawn; with
+  Delivery (v2), USDC counts the bonds still held (the final state's `issues`), a token
+  counts what was issued, and the token of a deliverable instrument is all redeemed at its
+  close.
+
+Every other instrument listed is deliverable, and accounts issue capacity on any and report
+on deliveries.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ CLIENT_ORDER_IDS = tuple(f"c{n}" for n in range(1, 6))
 # (tick, mid price in ticks, maker bps, taker bps) of the instruments listed, in turn.
 INSTRUMENT_KINDS = (("0.0001", 20_008, 3, 7), ("0.05", 40, 17, 9), ("0.01", 200, 10, 20))
 INSTRUMENTS_MAX = 5
+BOND = "3"  # per GPU-hour, of the deliverable instruments (the odd ones)
+ISSUE_IDS = tuple(f"i{n}" for n in range(1, 9))
 
 accounts = st.sampled_from(ACCOUNTS)
 client_order_ids = st.sampled_from(CLIENT_ORDER_IDS)
@@ -63,6 +71,9 @@ class EngineMachine(RuleBasedStateMachine):
         self.net_deposits: dict[str, int] = defaultdict(int)  # asset -> deposited - withdrawn
         self.instruments: list[tuple[str, str, int]] = []  # (symbol, tick, mid in ticks)
         self.accepted: list[tuple[str, str]] = []  # (account, client_order_id), latest last
+        self.deliverable: set[str] = set()
+        self.issued: list[str] = []  # the issue ids accepted
+        self.issuers: list[tuple[str, str]] = []  # (account, instrument) of each open issue
 
     # ------------------------------------------------------------------ plumbing
 
@@ -84,6 +95,15 @@ class EngineMachine(RuleBasedStateMachine):
             elif isinstance(event, protocol.InstrumentListed):
                 kind = INSTRUMENT_KINDS[len(self.instruments) % len(INSTRUMENT_KINDS)]
                 self.instruments.append((event.symbol, kind[0], kind[1]))
+                if event.bond_per_gpu_hour is not None:
+                    self.deliverable.add(event.symbol)
+            elif isinstance(event, protocol.CapacityIssued):
+                self.net_deposits[event.instrument] += event.quantity
+                self.issued.append(event.issue_id)
+                self.issuers.append((event.account, event.instrument))
+            elif isinstance(event, protocol.InstrumentClosed) and event.symbol in self.deliverable:
+                self.net_deposits[event.symbol] = 0  # every token is redeemed
+                self.issuers = [issuer for issuer in self.issuers if issuer[1] != event.symbol]
         return list(events)
 
     def send_fields(self, command_type: str, late: bool = False, **fields: Any
@@ -95,15 +115,21 @@ class EngineMachine(RuleBasedStateMachine):
         number = len(self.instruments)
         tick, _, maker, taker = INSTRUMENT_KINDS[number % len(INSTRUMENT_KINDS)]
         symbol = f"GPU-{number}"
+        # A deliverable instrument closes sooner, and its tokens are issued, not deposited.
+        deliverable = number % 2 == 1
+        bond: dict[str, Any] = {"bond_per_gpu_hour": BOND} if deliverable else {}
+        closes_in = 60 + (60 if deliverable else 300) * number
         events = self.send_fields(
             "list_instrument", symbol=symbol, gpu="H100", region="eu",
-            delivery_start=self.clock + (60 + 300 * number) * SECOND, delivery_hours=1,
-            tick_size=tick, max_order_quantity=30, maker_fee_bps=maker, taker_fee_bps=taker)
+            delivery_start=self.clock + closes_in * SECOND, delivery_hours=1,
+            tick_size=tick, max_order_quantity=30, maker_fee_bps=maker, taker_fee_bps=taker,
+            **bond)
         assert [type(event) for event in events] == [protocol.InstrumentListed]
         for account in ACCOUNTS:
             usdc, tokens = ("7.5", 4) if account == "erin" else ("3000", 100)
             self.send_fields("deposit", account=account, asset="USDC", amount=usdc)
-            self.send_fields("deposit", account=account, asset=symbol, amount=tokens)
+            if not deliverable:
+                self.send_fields("deposit", account=account, asset=symbol, amount=tokens)
 
     def price(self, index: int, offset: int) -> str:
         _, tick, mid = self.instruments[index % len(self.instruments)]
@@ -211,6 +237,33 @@ class EngineMachine(RuleBasedStateMachine):
         self.clock += step
         self.send_fields("tick")
 
+    @rule(data=st.data(), account=accounts, issue_id=st.sampled_from(ISSUE_IDS),
+          quantity=quantities)
+    def issue_capacity(self, data: st.DataObject, account: str, issue_id: str,
+                       quantity: int) -> None:
+        """Mostly on a deliverable instrument, sometimes on any."""
+        symbols = sorted(self.deliverable) * 3 + [symbol for symbol, _, _ in self.instruments]
+        self.send_fields("issue_capacity", account=account, issue_id=issue_id,
+                         instrument=data.draw(st.sampled_from(symbols)), node_id="n1",
+                         quantity=quantity)
+
+    @precondition(lambda self: self.issuers)
+    @rule(data=st.data(), quantity=st.integers(1, 3), client_order_id=client_order_ids)
+    def issuer_sells(self, data: st.DataObject, quantity: int, client_order_id: str) -> None:
+        """An issuer sells some of its tokens to the bids (its own bids canceled), so that
+        the close has holders besides the issuers."""
+        account, symbol = data.draw(st.sampled_from(self.issuers))
+        self.send_fields("new_order", account=account, client_order_id=client_order_id,
+                         instrument=symbol, side="sell", order_type="market",
+                         quantity=quantity, stp="cancel_oldest")
+
+    @rule(data=st.data(), holder=accounts,
+          delivered_ppm=st.sampled_from((0, 1, 500_000, 999_999, 1_000_000, 1_000_001)))
+    def delivery_report(self, data: st.DataObject, holder: str, delivered_ppm: int) -> None:
+        issued = self.issued or list(ISSUE_IDS)
+        self.send_fields("delivery_report", issue_id=data.draw(st.sampled_from(issued)),
+                         holder=holder, delivered_ppm=delivered_ppm)
+
     @rule(line=st.sampled_from(MALFORMED_LINES))
     def malformed(self, line: bytes) -> None:
         self.send(line.replace(b"TS", str(self.clock).encode()))
@@ -224,7 +277,10 @@ class EngineMachine(RuleBasedStateMachine):
     @invariant()
     def balances_are_non_negative_and_conserved(self) -> None:
         totals: dict[str, int] = defaultdict(int)
-        for account, assets in self.engine.final_state()["accounts"].items():
+        final_state = self.engine.final_state()
+        for issue in final_state["issues"]:
+            totals[protocol.USDC] += protocol.parse_micro(issue["bond"])
+        for account, assets in final_state["accounts"].items():
             for asset, balance in assets.items():
                 for part in ("available", "held"):
                     amount = signed_units(asset, balance[part])
