@@ -112,6 +112,7 @@ impl Engine {
             return self.reject_command(b"list_instrument", "duplicate_instrument");
         }
         let tick = parse_positive_micro(c.tick_size).unwrap_or(0);
+        // Some(None): a bond given that is not a USDC amount.
         let bond = c.bond_per_gpu_hour.map(parse_micro);
         if tick == 0
             || bond == Some(None)
@@ -122,6 +123,7 @@ impl Engine {
         {
             return self.reject_command(b"list_instrument", "invalid_command");
         }
+        let bond = bond.flatten();
         let index = self.instruments.len() as u32;
         let listing = Listing {
             symbol: c.symbol.into(),
@@ -133,7 +135,7 @@ impl Engine {
             max_order_quantity: c.max_order_quantity,
             maker_fee_bps: c.maker_fee_bps,
             taker_fee_bps: c.taker_fee_bps,
-            bond: bond.flatten().map(|micro| micro as i64),
+            bond: bond.map(|micro| micro as i64),
         };
         self.instruments.push(Instrument::new(listing, false));
         self.instrument_ids.insert(c.symbol.into(), index);
@@ -150,7 +152,7 @@ impl Engine {
         w.int("max_order_quantity", i128::from(c.max_order_quantity));
         w.int("maker_fee_bps", i128::from(c.maker_fee_bps));
         w.int("taker_fee_bps", i128::from(c.taker_fee_bps));
-        if let Some(micro) = bond.flatten() {
+        if let Some(micro) = bond {
             w.micro("bond_per_gpu_hour", micro);
         }
         w.end();
