@@ -7,7 +7,9 @@ delivery reports, one partial. The submitter settles it all in batches contiguou
 with the payout of the withdrawal before the redemption; afterwards every Vault balance is
 the ledger's, the bonds' escrow is empty, the tokens are burned, and `prove` verifies a
 compensation and a bond release on chain. A submitter restarted at any point of the batch
-that carries the bond moves pays and releases each of them exactly once.
+that carries the bond moves pays and releases each of them exactly once. Last, the Python
+engine core's own delivery market, booked by the ledger's journal builder, settles to the
+ledger's balances with the bonds of unreported assignments still in escrow.
 """
 
 from __future__ import annotations
@@ -26,14 +28,31 @@ import pytest
 from eth_account.datastructures import SignedTransaction
 from eth_account.signers.local import LocalAccount
 
+from eventlog.port import Record
 from ledger import reads
-from ledger.journal import BOND_ACCOUNT_PREFIX, CHAIN_ACCOUNT
-from protocol import USDC, effects
+from ledger.journal import BOND_ACCOUNT_PREFIX, CHAIN_ACCOUNT, GENESIS_HASH, JournalBuilder
+from ledger.store import append_batch
+from matching_engine.core import Engine
+from protocol import (
+    USDC,
+    AnyCommand,
+    DeliveryReport,
+    Deposit,
+    Deposited,
+    IssueCapacity,
+    ListInstrument,
+    NewOrder,
+    Tick,
+    Withdraw,
+    effects,
+    encode,
+)
+from protocol.money import parse_micro
 from runtime.postgres import drop_database
 from settlement import store
 from settlement.batching import Blocked, in_seq_order, settleable_prefix
 from settlement.chain import BOND_ESCROW, USDC_ASSET, Chain, Contracts, deploy, dev_account
-from settlement.dev import deposit_usdc, new_wallet
+from settlement.dev import deposit_tokens, deposit_usdc, new_wallet
 from settlement.fills import Fill
 from settlement.moves import Move, asset_id
 from settlement.proofs import prove, prove_move
@@ -318,6 +337,137 @@ async def test_a_submitter_restarted_mid_batch_pays_and_releases_each_bond_once(
     await assert_every_move_settled_once(rig)
     assert rig.contracts.vault_balance(BOND_ESCROW, USDC_ASSET) == 0
     assert custody(rig) == 0
+
+
+# --- the engine's own delivery flow, booked by the ledger's journal ---------------------
+
+ZERO_BOND_SYMBOL = "A100-SXM-80GB.eu-north.2026-06-01T00"  # deliverable, bond 0
+PLAIN_SYMBOL = "L4.eu-north.2026-06-01T00"  # listed without a bond: closes as in v1
+DELIVERY_START = 1_000
+
+
+def listing(symbol: str, bond_per_gpu_hour: str | None) -> ListInstrument:
+    return ListInstrument(ts=1, symbol=symbol, gpu="H100-SXM-80GB", region="eu-north",
+                          delivery_start=DELIVERY_START, delivery_hours=1, tick_size="0.01",
+                          max_order_quantity=100, maker_fee_bps=10, taker_fee_bps=20,
+                          bond_per_gpu_hour=bond_per_gpu_hour)
+
+
+def order(ts: int, account: str, client_order_id: str, symbol: str, side: str, price: str,
+          quantity: int) -> NewOrder:
+    return NewOrder(ts=ts, account=account, client_order_id=client_order_id, instrument=symbol,
+                    side=side, order_type="limit", price=price, quantity=quantity)
+
+
+def market_until_close() -> list[AnyCommand]:
+    """Two issuers bond SYMBOL (3 USDC per GPU-hour) and sell; bob and carol buy; dave
+    deposits 5 tokens minted outside the venue; op1 issues and sells ZERO_BOND_SYMBOL; bob
+    deposits PLAIN_SYMBOL; dave and bob withdraw SYMBOL tokens before the close."""
+    return [
+        listing(SYMBOL, "3"), listing(ZERO_BOND_SYMBOL, "0"), listing(PLAIN_SYMBOL, None),
+        *(Deposit(ts=2, account=account, asset=USDC, amount="1000")
+          for account in ("op1", "op2", "bob", "carol")),
+        Deposit(ts=2, account="dave", asset=SYMBOL, amount=5),
+        Deposit(ts=2, account="bob", asset=PLAIN_SYMBOL, amount=7),
+        IssueCapacity(ts=3, account="op1", issue_id="i1", instrument=SYMBOL, node_id="n1",
+                      quantity=10),
+        IssueCapacity(ts=3, account="op2", issue_id="i2", instrument=SYMBOL, node_id="n2",
+                      quantity=8),
+        IssueCapacity(ts=3, account="op1", issue_id="i3", instrument=ZERO_BOND_SYMBOL,
+                      node_id="n1", quantity=5),
+        order(4, "op1", "s1", SYMBOL, "sell", "2.5", 6),
+        order(4, "op2", "s2", SYMBOL, "sell", "2.6", 8),
+        order(5, "bob", "b1", SYMBOL, "buy", "2.6", 4),
+        order(5, "carol", "c1", SYMBOL, "buy", "2.6", 5),
+        order(5, "op1", "s3", ZERO_BOND_SYMBOL, "sell", "1", 2),
+        order(5, "bob", "b2", ZERO_BOND_SYMBOL, "buy", "1", 2),
+        Withdraw(ts=6, account="dave", asset=SYMBOL, amount=2),
+        Withdraw(ts=6, account="bob", asset=SYMBOL, amount=1),
+    ]  # fmt: skip
+
+
+def close_and_reports() -> list[AnyCommand]:
+    """The close; bob's delivery of i1 75 % done, carol's of i2 in full, bob's of the zero
+    bond not at all; the other assignments stay unreported, their bonds held."""
+    return [
+        Tick(ts=DELIVERY_START + 1),
+        DeliveryReport(ts=DELIVERY_START + 2, issue_id="i1", holder="bob",
+                       delivered_ppm=750_000),
+        DeliveryReport(ts=DELIVERY_START + 2, issue_id="i2", holder="carol",
+                       delivered_ppm=1_000_000, evidence="00ff"),
+        DeliveryReport(ts=DELIVERY_START + 2, issue_id="i3", holder="bob", delivered_ppm=0),
+    ]
+
+
+class Venue:
+    """The engine core, the ledger's journal builder over its events, and the chain side of
+    each deposit the engine credits (made from the account's wallet)."""
+
+    def __init__(self, rig: Rig, wallets: dict[str, LocalAccount]) -> None:
+        self.rig = rig
+        self.wallets = wallets
+        self.engine = Engine()
+        self.journal = JournalBuilder(0, GENESIS_HASH)
+        self.offset = 0
+
+    async def run(self, commands: list[AnyCommand]) -> None:
+        events = [event for command in commands for event in self.engine.apply(command)]
+        for event in events:
+            if isinstance(event, Deposited):
+                self.deposit_on_chain(event)
+        records = []
+        for event in events:
+            records.append(Record(topic="events", partition=0, offset=self.offset, key=None,
+                                  value=encode(event)))
+            self.offset += 1
+        batch = self.journal.build(records)
+        assert batch.failure is None, batch.failure
+        await append_batch(self.rig.conn, batch)
+
+    def deposit_on_chain(self, event: Deposited) -> None:
+        wallet = self.wallets[event.account]
+        if event.asset == USDC:
+            deposit_usdc(self.rig.contracts, wallet, parse_micro(str(event.amount), "amount"))
+        else:
+            assert isinstance(event.amount, int)
+            deposit_tokens(self.rig.contracts, dev_account(0), wallet, event.asset, event.amount)
+
+
+async def test_the_engines_delivery_flow_booked_by_the_ledger_settles_to_its_balances(
+    rig: Rig,
+) -> None:
+    wallets = {account: new_wallet(rig.contracts)
+               for account in ("op1", "op2", "bob", "carol", "dave")}
+    for account, wallet in wallets.items():
+        await store.register_account(rig.conn, account, wallet.address)
+    venue = Venue(rig, wallets)
+    await venue.run(market_until_close())
+    submitter = rig.submitter(batch_size_max=4)
+    await drive(rig, submitter, idle)
+    await venue.run(close_and_reports())
+    await drive(rig, submitter, idle)
+
+    ledger = await reads.balances(rig.conn)
+    bonds = sum(amount for (account, _), amount in ledger.items()
+                if account.startswith(BOND_ACCOUNT_PREFIX))
+    assert bonds > 0, "unreported assignments keep their bonds"
+    assert rig.contracts.vault_balance(BOND_ESCROW, USDC_ASSET) == bonds
+    addresses = {account: wallet.address for account, wallet in wallets.items()}
+    addresses["fees"] = rig.fees.address
+    assert {account for account, _ in ledger if not account.startswith("@")} <= set(addresses)
+    for account, address in addresses.items():
+        for asset in (USDC, SYMBOL, ZERO_BOND_SYMBOL, PLAIN_SYMBOL):
+            assert rig.contracts.vault_balance(address, asset_id(asset)) == ledger.get(
+                (account, asset), 0), (account, asset)
+    vault = rig.contracts.vault.functions
+    assert vault.redeemed(TOKEN).call() and vault.redeemed(asset_id(ZERO_BOND_SYMBOL)).call()
+    assert not vault.redeemed(asset_id(PLAIN_SYMBOL)).call()
+    assert custody(rig) == 0
+    assert rig.contracts.vault_balance(wallets["bob"].address, asset_id(PLAIN_SYMBOL)) == 7
+    tokens = rig.contracts.gpu_hours.functions
+    assert [tokens.balanceOf(wallets[account].address, TOKEN).call()
+            for account in ("dave", "bob")] == [2, 1], "withdrawn before the close, paid out"
+    await assert_every_move_settled_once(rig)
 
 
 # --- cutting batches from trades and delivery entries (pure) ------------------------------
