@@ -881,7 +881,7 @@ class ReferenceEngine:
     def _issue_capacity(self, command: IssueCapacity) -> None:
         why = self._issue_rejection(command)
         if why is not None:
-            # Reading (protocol-notes): a rejected issue does not use up its issue_id.
+            # protocol-notes: a rejected issue does not use up its issue_id.
             self._emit(IssueRejected, issue_id=command.issue_id, account=command.account,
                        reason=why)
             return
