@@ -29,6 +29,7 @@ from settlement.fills import (
     ChainFill,
     Fill,
     SupplyTuple,
+    accounts_of,
     check_zero_sum,
     encode_deltas,
     net,
@@ -71,6 +72,12 @@ class Blocked(msgspec.Struct, frozen=True):
     withdrawal_seq: int | None = None
 
 
+def split(items: Sequence[Item]) -> tuple[list[Fill], list[Move]]:
+    """Return the fills and the moves of `items`, each in the given order."""
+    moves = [item for item in items if isinstance(item, Move)]
+    return [item for item in items if not isinstance(item, Move)], moves
+
+
 def entries(items: Sequence[Item]) -> list[list[Item]]:
     """Group items in seq order into entries: a trade alone, or a delivery entry's postings."""
     grouped: list[list[Item]] = []
@@ -100,12 +107,10 @@ def in_seq_order(fills: Sequence[Fill], moves: Sequence[Move], entries_max: int)
     return [item for entry in entries(kept)[:entries_max] for item in entry]
 
 
-def _accounts(entry: Sequence[Item]) -> set[str]:
-    """Return the accounts of an entry that need a wallet address."""
-    moves = [item for item in entry if isinstance(item, Move)]
-    fills = [item for item in entry if not isinstance(item, Move)]
-    return accounts_of_moves(moves) | {account for fill in fills
-                                       for account in (fill.buyer, fill.seller)}
+def accounts_to_resolve(items: Sequence[Item]) -> set[str]:
+    """Return the accounts of `items` that need a wallet address, the fee account included."""
+    fills, moves = split(items)
+    return accounts_of(fills) | accounts_of_moves(moves)
 
 
 def _assets(entry: Sequence[Item]) -> set[int]:
@@ -124,7 +129,7 @@ def settleable_prefix(items: Sequence[Item], addresses: Mapping[str, str], *,
     assets = {USDC_ASSET}
     for entry in entries(items):
         seq = entry[0].seq
-        missing = sorted(_accounts(entry) - addresses.keys())
+        missing = sorted(accounts_to_resolve(entry) - addresses.keys())
         if missing:
             return prefix, Blocked(seq, missing)
         redeems = isinstance(entry[0], Move) and entry[0].kind == "redeemed"

@@ -116,12 +116,6 @@ async def save_next_block(conn: asyncpg.Connection, name: str, block: int) -> No
 # --- trades ----------------------------------------------------------------------------------
 
 
-async def read_trades(conn: asyncpg.Connection, after_seq: int, limit: int) -> list[Fill]:
-    """Return up to `limit` trades of `ledger.trades` after `after_seq`, in seq order."""
-    with _ledger_tables():
-        return await reads.unsettled_trades(conn, after_seq, limit)
-
-
 async def read_unsettled(conn: asyncpg.Connection, after_seq: int, limit: int
                          ) -> tuple[list[Fill], list[Move]]:
     """Return up to `limit` trades and the postings of up to `limit` delivery entries after
@@ -305,7 +299,6 @@ async def insert_batch(conn: asyncpg.Connection, batch: Batch, fills: Sequence[C
                 for index, move in enumerate(moves)
             ],
         )  # fmt: skip
-
 
 
 async def record_send(conn: asyncpg.Connection, table: JobTable, key: int, nonce: int,

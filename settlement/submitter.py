@@ -61,14 +61,20 @@ from runtime.config import require_positive
 from runtime.postgres import ConnectionOpener
 from runtime.retry import RetryPolicy
 from settlement import store
-from settlement.batching import Blocked, entries, in_seq_order, plan_batch, settleable_prefix
+from settlement.batching import (
+    Blocked,
+    accounts_to_resolve,
+    entries,
+    in_seq_order,
+    plan_batch,
+    settleable_prefix,
+    split,
+)
 from settlement.chain import USDC_ASSET, Contracts, call_rpc, token_id
 from settlement.errors import RefusedError
-from settlement.fills import accounts_of
 from settlement.jobs import BatchJob, Job, PayoutJob
 from settlement.looping import SteppingService
 from settlement.metrics import SettlementMetrics
-from settlement.moves import Move, accounts_of_moves
 from settlement.store import Batch, Payout
 
 log = logging.getLogger("gpux.settlement.submitter")
@@ -79,7 +85,7 @@ class Outcome(enum.StrEnum):
     IDLE = "idle"                              # nothing to settle or pay
     WAITING_FOR_TRADES = "waiting_for_trades"  # a partial batch waits for its interval
     WAITING_FOR_ACCOUNTS = "waiting_for_accounts"
-    WAITING_FOR_SETTLEMENT = "waiting_for_settlement"  # a payout waits for earlier trades
+    WAITING_FOR_SETTLEMENT = "waiting_for_settlement"  # a payout waits for what is before it
     WAITING_FOR_PAYOUTS = "waiting_for_payouts"  # a redemption waits for earlier payouts
     STORED = "stored"                          # a new job is stored, not yet sent
     SENT = "sent"
@@ -200,9 +206,7 @@ class Submitter(SteppingService):
         waited_ms = (time.monotonic() - self._last_cut_s) * 1000
         if len(entries(items)) < entries_max and waited_ms < self.config.batch_interval_ms:
             return Outcome.WAITING_FOR_TRADES
-        fills = [item for item in items if not isinstance(item, Move)]
-        moves = [item for item in items if isinstance(item, Move)]
-        addresses = await store.addresses(self.conn, accounts_of(fills) | accounts_of_moves(moves))
+        addresses = await store.addresses(self.conn, accounts_to_resolve(items))
         prefix, blocked = settleable_prefix(items, addresses,
                                             unpaid_withdrawal_seq=await self._unpaid_withdrawal())
         self._log_blocked(blocked)
@@ -210,8 +214,8 @@ class Submitter(SteppingService):
             if blocked is not None and blocked.withdrawal_seq is not None:
                 return Outcome.WAITING_FOR_PAYOUTS
             return Outcome.WAITING_FOR_ACCOUNTS
-        plan = plan_batch([item for item in prefix if not isinstance(item, Move)], addresses,
-                          [item for item in prefix if isinstance(item, Move)])
+        fills, moves = split(prefix)
+        plan = plan_batch(fills, addresses, moves)
         batch = Batch(batch_id=last_batch_id + 1, first_seq=plan.first_seq,
                       last_seq=plan.last_seq, fill_count=len(plan.fills),
                       move_count=len(plan.moves), fills_root=plan.fills_root,
