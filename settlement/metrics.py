@@ -86,6 +86,11 @@ class SettlementMetrics:
         self.fills_settled = Counter(
             "gpux_settlement_fills_settled", "Fills in the settled batches", registry=registry,
         )
+        self.moves_settled = Counter(
+            "gpux_settlement_moves_settled",
+            "Delivery postings (bonds, compensation, issued and redeemed tokens) in the settled "
+            "batches", registry=registry,
+        )
         self.withdrawals_paid = Counter(
             "gpux_settlement_withdrawals_paid", "Payouts of withdrawals settled on chain",
             registry=registry,

@@ -314,6 +314,7 @@ class Submitter(SteppingService):
         if isinstance(job, BatchJob):
             metrics.batches_settled.inc()
             metrics.fills_settled.inc(job.batch.fill_count)
+            metrics.moves_settled.inc(job.batch.move_count)
             metrics.settled_seq.set(job.batch.last_seq)
         else:
             metrics.withdrawals_paid.inc()

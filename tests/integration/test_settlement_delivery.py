@@ -258,6 +258,9 @@ async def test_issuance_trades_close_and_reports_settle_until_the_vault_is_the_l
     assert payout is not None and payout.block_number is not None
     assert payout.block_number < redemption["block_number"]
     await assert_every_move_settled_once(rig)
+    postings = await reads.delivery_postings(rig.conn, 0, 1000)
+    assert submitter.metrics.registry.get_sample_value(
+        "gpux_settlement_moves_settled_total") == len(postings)
 
     compensation = await prove_move(rig.conn, rig.contracts, COMPENSATION_SEQ,
                                     rig.alice.address, USDC)
