@@ -87,7 +87,7 @@ class Rig:
 
     @property
     def addresses(self) -> dict[str, str]:
-        """Each trading account's wallet address, bonds to the escrow."""
+        """The wallet address each trading account of the hand-made journal settles to."""
         return {ISSUER: self.issuer.address, self.alice.address: self.alice.address,
                 BOB: self.bob.address, "fees": self.fees.address}
 
