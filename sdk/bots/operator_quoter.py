@@ -1,17 +1,23 @@
-"""An operator's quoter: keep asks on the book for the coming delivery hours of its GPUs.
+"""An operator's quoter: bond its GPUs' coming delivery hours and keep them offered on the book.
 
 The capacity file (YAML) says what the operator has:
 
     region: eu-west
-    hours_ahead: 12          # quote the delivery hours starting within the next 12 hours
+    hours_ahead: 12          # the delivery hours starting within the next 12 hours
     lead_minutes: 5          # stop quoting an hour this close to its delivery
     classes:
-      H100-SXM-80GB: {gpus: 8, price: "2.40"}
-      A100-SXM-80GB: {gpus: 16, price: "1.45"}
+      H100-SXM-80GB: {gpus: 8, price: "2.40", node: h100-node-7}
+      A100-SXM-80GB: {gpus: 16, price: "1.45"}     # node: the class's name
 
-Each refresh it lists the instruments, and for every open one of its region and GPU classes
-in the window it wants one ask of min(gpus, GPU-hour tokens it holds) at the class price; it
-sends a mass quote for an instrument only when what rests differs from that.
+Each refresh it lists the instruments, then, for every open one of its region and GPU
+classes in the window:
+- on a deliverable instrument (listed with a bond), it issues `gpus` GPU-hours of the
+  class's node once (`issue_capacity`, bonding `gpus x bond_per_gpu_hour` USDC), nearest
+  hour first, as many hours as its available USDC bonds; the issue id is
+  `ACCOUNT.SYMBOL.NODE`, so a restarted bot never bonds an hour twice;
+- it wants one ask of min(gpus, GPU-hour tokens it holds) at the class price, and sends a
+  mass quote for an instrument only when what rests differs from that.
+An issue the engine refuses is logged with its reason; the bot goes on with the others.
 
     python -m sdk.bots.operator_quoter --config capacity.yaml --url ws://127.0.0.1:8765
 """
@@ -23,6 +29,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,13 +37,21 @@ from typing import Any
 
 import yaml  # type: ignore[import-untyped]
 
+from protocol import format_micro
+from protocol.commands import IDENTIFIER_PATTERN
 from sdk.book import price_micro
 from sdk.client import Client, ClientError, Quote
 from sdk.signing import ApiKey
-from wsapi.messages import Balance, Instrument, OrderReport
+from wsapi.messages import Balance, Instrument, OrderReport, OrderResult
 
 log = logging.getLogger("gpux.bots.operator")
 HOUR_NS = 3600 * 10**9
+ISSUE_ID_LENGTH_MAX = 64
+USDC = "USDC"
+# The engine's answers to an issue that are not final: the same issue may pass later.
+DUPLICATE_ISSUE = "duplicate_issue"
+INSUFFICIENT_FUNDS = "insufficient_funds"
+_IDENTIFIER = re.compile(IDENTIFIER_PATTERN)
 
 
 class CapacityError(ValueError):
@@ -47,6 +62,7 @@ class CapacityError(ValueError):
 class GpuClass:
     gpus: int
     price: str
+    node: str  # the node that delivers these GPU-hours: it names their issues
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,14 +79,9 @@ class Capacity:
             raise CapacityError("the capacity file must be a mapping")
         classes = data.get("classes")
         if not isinstance(classes, dict) or not classes:
-            raise CapacityError("classes: a mapping of GPU class to {gpus, price} is required")
-        parsed: dict[str, GpuClass] = {}
-        for name, spec in classes.items():
-            if not isinstance(spec, dict) or not isinstance(spec.get("gpus"), int) \
-                    or spec["gpus"] < 0 or not isinstance(spec.get("price"), str):
-                raise CapacityError(f"classes.{name}: needs gpus (integer >= 0) and price "
-                                    "(a decimal string)")
-            parsed[str(name)] = GpuClass(gpus=spec["gpus"], price=spec["price"])
+            raise CapacityError("classes: a mapping of GPU class to {gpus, price, node} is "
+                                "required")
+        parsed = {str(name): _gpu_class(str(name), spec) for name, spec in classes.items()}
         region = data.get("region")
         hours_ahead = data.get("hours_ahead", 24)
         lead_minutes = data.get("lead_minutes", 5)
@@ -84,9 +95,91 @@ class Capacity:
                    classes=parsed)
 
 
+def _gpu_class(name: str, spec: object) -> GpuClass:
+    if not isinstance(spec, dict) or not isinstance(spec.get("gpus"), int) \
+            or spec["gpus"] < 0 or not isinstance(spec.get("price"), str):
+        raise CapacityError(f"classes.{name}: needs gpus (integer >= 0) and price "
+                            "(a decimal string)")
+    node = spec.get("node", name)
+    if not isinstance(node, str) or not _IDENTIFIER.match(node):
+        raise CapacityError(f"classes.{name}.node: 1 to 64 of A-Z a-z 0-9 _ . : - "
+                            f"(it defaults to the class's name), got {node!r}")
+    return GpuClass(gpus=spec["gpus"], price=spec["price"], node=node)
+
+
 def quote_id(symbol: str) -> str:
     """Return the client order id of the operator's ask on `symbol` (stable, <= 64 chars)."""
     return "opq-" + hashlib.sha256(symbol.encode()).hexdigest()[:16]
+
+
+def issue_id(account: str, symbol: str, node: str) -> str:
+    """Return the id of `account`'s issue of `node` on `symbol`: the same on every start, so
+    that a restarted bot's issue is refused `duplicate_issue` rather than bonded twice;
+    `ACCOUNT.SYMBOL.NODE` when that fits an identifier, else a digest of it."""
+    readable = f"{account}.{symbol}.{node}"
+    if len(readable) <= ISSUE_ID_LENGTH_MAX:
+        return readable
+    return "issue-" + hashlib.sha256(readable.encode()).hexdigest()[:40]
+
+
+def in_window(capacity: Capacity, spec: Instrument, now_ns: int) -> GpuClass | None:
+    """Return the operator's class of an open instrument of its region in the window, else
+    None."""
+    window_start = now_ns + capacity.lead_minutes * 60 * 10**9
+    window_end = now_ns + capacity.hours_ahead * HOUR_NS
+    gpu_class = capacity.classes.get(spec.gpu)
+    if (gpu_class is None or spec.region != capacity.region or spec.status != "open"
+            or not window_start <= spec.delivery_start <= window_end):
+        return None
+    return gpu_class
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedIssue:
+    issue_id: str
+    instrument: str
+    node_id: str
+    quantity: int
+    bond_micro: int  # quantity x the instrument's bond per GPU-hour
+
+
+def plan_issues(
+    capacity: Capacity, instruments: list[Instrument], account: str, now_ns: int,
+) -> list[PlannedIssue]:
+    """Return the issue the operator wants on each deliverable instrument in the window,
+    nearest hour first (made or not: the caller knows which were)."""
+    planned = []
+    for spec in sorted(instruments, key=lambda spec: (spec.delivery_start, spec.symbol)):
+        gpu_class = in_window(capacity, spec, now_ns)
+        if gpu_class is None or spec.bond_per_gpu_hour is None or gpu_class.gpus == 0:
+            continue
+        quantity = min(gpu_class.gpus, spec.max_order_quantity)
+        planned.append(PlannedIssue(
+            issue_id=issue_id(account, spec.symbol, gpu_class.node), instrument=spec.symbol,
+            node_id=gpu_class.node, quantity=quantity,
+            bond_micro=quantity * price_micro(spec.bond_per_gpu_hour)))
+    return planned
+
+
+def within_funds(
+    planned: list[PlannedIssue], usdc_available_micro: int,
+) -> tuple[list[PlannedIssue], list[PlannedIssue]]:
+    """Split `planned` into the issues to make now and those waiting for USDC: in order,
+    each is made now when the USDC left after the earlier ones bonds it."""
+    now: list[PlannedIssue] = []
+    waiting: list[PlannedIssue] = []
+    for issue in planned:
+        if issue.bond_micro <= usdc_available_micro:
+            now.append(issue)
+            usdc_available_micro -= issue.bond_micro
+        else:
+            waiting.append(issue)
+    return now, waiting
+
+
+def available_usdc_micro(balances: dict[str, Balance]) -> int:
+    balance = balances.get(USDC)
+    return price_micro(str(balance.available)) if balance is not None else 0
 
 
 def plan_asks(
@@ -94,13 +187,10 @@ def plan_asks(
     now_ns: int,
 ) -> dict[str, Quote | None]:
     """Return, per instrument in the window, the ask to hold (None: hold nothing)."""
-    window_start = now_ns + capacity.lead_minutes * 60 * 10**9
-    window_end = now_ns + capacity.hours_ahead * HOUR_NS
     plan: dict[str, Quote | None] = {}
     for spec in instruments:
-        gpu_class = capacity.classes.get(spec.gpu)
-        if (gpu_class is None or spec.region != capacity.region or spec.status != "open"
-                or not window_start <= spec.delivery_start <= window_end):
+        gpu_class = in_window(capacity, spec, now_ns)
+        if gpu_class is None:
             continue
         balance = balances.get(spec.symbol)
         tokens = int(balance.available) + int(balance.held) if balance else 0
@@ -121,16 +211,23 @@ def resting_matches(quote: Quote | None, resting: list[OrderReport]) -> bool:
 
 
 class OperatorQuoter:
-    """Keep the planned asks resting; `refresh` once, or `run` until stopped."""
+    """Issue the planned capacity and keep the planned asks resting; `refresh` once, or `run`
+    until stopped."""
 
     def __init__(self, client: Client, capacity: Capacity) -> None:
         self.client = client
         self.capacity = capacity
         self.mass_quotes_sent = 0
+        self.issued: set[str] = set()  # ids of the account's issues, accepted or found
+        self.issued_read = False  # whether the account's issues were read (on first refresh)
+        self.refused: dict[str, str] = {}  # issue id -> the engine's final reason
+        self.waiting_for_usdc = 0
 
     async def refresh(self, now_ns: int) -> dict[str, Quote | None]:
         instruments = await self.client.instruments()
         balances = await self.client.balances()
+        if await self.issue(instruments, balances, now_ns):
+            balances = await self.client.balances()
         plan = plan_asks(self.capacity, instruments, balances, now_ns)
         open_orders = await self.client.open_orders()
         for symbol, quote in plan.items():
@@ -143,6 +240,51 @@ class OperatorQuoter:
                 if not outcome.accepted:
                     log.warning("ask on %s rejected: %s", symbol, outcome.reason)
         return plan
+
+    async def issue(self, instruments: list[Instrument], balances: dict[str, Balance],
+                    now_ns: int) -> int:
+        """Make the planned issues; return how many the engine accepted."""
+        if self.client.login is None:
+            raise ClientError("the operator bot issues capacity for its account: log in")
+        if not self.issued_read:
+            self.issued.update(issue.issue_id for issue in (await self.client.deliveries()).issues)
+            self.issued_read = True
+        planned = plan_issues(self.capacity, instruments, self.client.login.account, now_ns)
+        self._forget_all_but({issue.issue_id for issue in planned})
+        now, waiting = within_funds(
+            [issue for issue in planned
+             if issue.issue_id not in self.issued and issue.issue_id not in self.refused],
+            available_usdc_micro(balances))
+        if len(waiting) != self.waiting_for_usdc:
+            self.waiting_for_usdc = len(waiting)
+            if waiting:
+                log.warning("%d delivery hours wait for USDC to bond (%s USDC needed)",
+                            len(waiting), format_micro(sum(p.bond_micro for p in waiting)))
+        accepted = 0
+        for issue in now:
+            result = await self.client.issue_capacity(issue.instrument, issue.node_id,
+                                                      issue.quantity, issue.issue_id)
+            accepted += self._note_issue(issue, result)
+        return accepted
+
+    def _forget_all_but(self, wanted: set[str]) -> None:
+        """Keep what is known of the issues still wanted only (hours leave the window as
+        they near delivery), so that what the bot remembers stays bounded."""
+        self.issued &= wanted
+        self.refused = {key: reason for key, reason in self.refused.items() if key in wanted}
+
+    def _note_issue(self, issue: PlannedIssue, result: OrderResult) -> bool:
+        """Remember what the engine answered an issue; return whether it was accepted. A
+        refusal that funds may cure is not remembered: the planner retries it once the USDC
+        is there."""
+        if result.accepted or result.reason == DUPLICATE_ISSUE:
+            self.issued.add(issue.issue_id)
+            return result.accepted
+        log.warning("issue %s of %d GPU-hours on %s refused: %s", issue.issue_id,
+                    issue.quantity, issue.instrument, result.reason)
+        if result.status == "rejected" and result.reason != INSUFFICIENT_FUNDS:
+            self.refused[issue.issue_id] = result.reason or result.status
+        return False
 
     async def run(self, stop: asyncio.Event, interval_s: float = 5.0) -> None:
         while not stop.is_set():
