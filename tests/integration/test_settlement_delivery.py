@@ -22,8 +22,9 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
-import asyncpg
+import asyncpg  # type: ignore[import-untyped]
 import pytest
 from eth_account.datastructures import SignedTransaction
 from eth_account.signers.local import LocalAccount
@@ -50,7 +51,7 @@ from protocol import (
 from protocol.money import parse_micro
 from runtime.postgres import drop_database
 from settlement import store
-from settlement.batching import Blocked, in_seq_order, settleable_prefix
+from settlement.batching import Blocked, Item, in_seq_order, settleable_prefix
 from settlement.chain import BOND_ESCROW, USDC_ASSET, Chain, Contracts, deploy, dev_account
 from settlement.dev import deposit_tokens, deposit_usdc, new_wallet
 from settlement.fills import Fill
@@ -92,7 +93,7 @@ class Rig:
                 BOB: self.bob.address, "fees": self.fees.address}
 
     def submitter(self, cls: type[Submitter] = Submitter, **overrides: int) -> Submitter:
-        settings = {"batch_interval_ms": 0, "batch_size_max": 3, **overrides}
+        settings: dict[str, Any] = {"batch_interval_ms": 0, "batch_size_max": 3, **overrides}
         config = SubmitterConfig(confirmations=CONFIRMATIONS, poll_interval_ms=10, **settings)
         return cls(self.contracts, self.conn, self.settler, config)
 
@@ -278,7 +279,7 @@ async def test_issuance_trades_close_and_reports_settle_until_the_vault_is_the_l
 
 
 def prove_from_the_command_line(rig: Rig, tmp_path: Path, seq: str, account: str,
-                                asset: str) -> dict[str, object]:
+                                asset: str) -> dict[str, Any]:
     """Run `gpux settlement prove --move SEQ ACCOUNT ASSET`; return its JSON."""
     deployment_path = tmp_path / "deployment.json"
     rig.contracts.deployment.save(deployment_path)
@@ -289,7 +290,7 @@ def prove_from_the_command_line(rig: Rig, tmp_path: Path, seq: str, account: str
         [sys.executable, "-m", "gpux", "settlement", "prove", "--move", seq, account, asset],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
-    proof: dict[str, object] = json.loads(result.stdout)
+    proof: dict[str, Any] = json.loads(result.stdout)
     return proof
 
 
@@ -356,8 +357,8 @@ def listing(symbol: str, bond_per_gpu_hour: str | None) -> ListInstrument:
                           bond_per_gpu_hour=bond_per_gpu_hour)
 
 
-def order(ts: int, account: str, client_order_id: str, symbol: str, side: str, price: str,
-          quantity: int) -> NewOrder:
+def order(ts: int, account: str, client_order_id: str, symbol: str,
+          side: Literal["buy", "sell"], price: str, quantity: int) -> NewOrder:
     return NewOrder(ts=ts, account=account, client_order_id=client_order_id, instrument=symbol,
                     side=side, order_type="limit", price=price, quantity=quantity)
 
@@ -507,7 +508,7 @@ def test_a_batch_never_splits_an_entry_and_a_redemption_waits_for_earlier_payout
     redemption = [posting(6, "redeemed", CHAIN_ACCOUNT, SYMBOL, 2),
                   posting(6, "redeemed", "alice", SYMBOL, -1),
                   posting(6, "redeemed", ISSUER, SYMBOL, -1)]
-    items = [sale(2), *release(3), *redemption, *release(8, "carol")]
+    items: list[Item] = [sale(2), *release(3), *redemption, *release(8, "carol")]
     prefix, blocked = settleable_prefix(items, addresses)
     assert [item.seq for item in prefix] == [2, 3, 3, 6, 6, 6]
     assert blocked == Blocked(8, ["carol"])
