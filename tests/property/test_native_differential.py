@@ -12,6 +12,7 @@ The native module must be built (`make native`); without it these tests fail, ne
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import random
@@ -554,6 +555,16 @@ def test_seeded_100k_command_run_is_byte_identical() -> None:
             "post_only_would_cross", "insufficient_funds", "duplicate_deposit",
             "duplicate_client_order_id", "duplicate_instrument",
             "invalid_price", "invalid_quantity", "unknown_asset", "invalid_amount"} <= reasons
+
+
+# The sha256 of the events the Python core gave for Generator(20_240_601).stream(20_000)
+# before Delivery (v2) existed (commit cbc32c1): a v1 log replays to the same bytes.
+V1_EVENTS_SHA256 = "e9eac0494f98d79586db1530e5be9cadc8d973d846705296978ba8f0790e211d"
+
+
+def test_a_v1_log_replays_to_the_bytes_it_gave_before_delivery() -> None:
+    events = assert_same(Generator(20_240_601).stream(20_000))
+    assert hashlib.sha256(events).hexdigest() == V1_EVENTS_SHA256
 
 
 def test_workload_100k_commands_is_byte_identical() -> None:
