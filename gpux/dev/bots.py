@@ -1,13 +1,17 @@
 """The demo's bots, over the websocket API like any client, so the books are alive.
 
 - a market maker (sdk.bots.market_maker) on the nearest delivery hours of each GPU class,
-  quoting around the book's mid and skewing with its inventory; the set of hours follows
-  the clock as hours close;
-- a GPU operator (sdk.bots.operator_quoter) offering its capacity on every listed hour;
+  quoting around the class's reference and skewing with its inventory; before it quotes an
+  hour it issues MAKER_GPU_HOURS of it (bonded, PROTOCOL.md "Delivery"), its inventory's
+  home; the set of hours follows the clock as hours close;
+- a GPU operator (sdk.bots.operator_quoter) issuing its GPUs' capacity on every listed hour
+  and offering it;
 - a taker that now and then buys or sells at market on the nearest hours, so trades print,
   candles form and the maker's inventory moves its quotes.
 
-A bot's failure is logged and does not stop the venue.
+Issue ids are `ACCOUNT.SYMBOL.NODE` (sdk.bots.operator_quoter.issue_id): a restart issues
+nothing twice, the engine refusing the same id again with `duplicate_issue`. A bot's
+failure is logged and does not stop the venue.
 """
 
 from __future__ import annotations
@@ -21,11 +25,11 @@ import random
 import time
 from collections.abc import Iterable
 
-from gpux.dev.market import DEMO_ACCOUNTS, GPU_CLASSES, REGION, ApiKeyRecord, fair_price_micro
+from gpux.dev.market import GPU_CLASSES, REGION, ApiKeyRecord, fair_price_micro
 from protocol import format_micro
 from sdk.book import price_micro
 from sdk.bots.market_maker import MarketMaker, MarketMakerConfig
-from sdk.bots.operator_quoter import Capacity, GpuClass, OperatorQuoter
+from sdk.bots.operator_quoter import DUPLICATE_ISSUE, Capacity, GpuClass, OperatorQuoter, issue_id
 from sdk.client import Client, ClientError, Quote
 from sdk.signing import ApiKey
 from wsapi.messages import Instrument
@@ -38,7 +42,8 @@ LEAD_NS = 60 * 10**9  # leave an hour alone this close to its delivery (it close
 RESCAN_INTERVAL_S = 30.0
 TAKER_INTERVAL_S = 2.0
 OPERATOR_INTERVAL_S = 5.0
-OPERATOR_GPUS = 8  # GPUs of each class the operator offers per hour
+OPERATOR_GPUS = 8  # GPUs of each class the operator issues and offers per hour
+MAKER_GPU_HOURS = 400  # GPU-hours of each hour it quotes the market maker issues and holds
 TAKER_QUANTITY_MAX = 4
 DRIFT_CHANCE = 0.2  # per refresh (a second) that the maker's fair price moves a tick
 DRIFT_TICKS_MAX = 15  # how far it strays, about
@@ -58,8 +63,9 @@ def nearest_hours(instruments: Iterable[Instrument], count: int,
     return chosen
 
 
-def _gpu_hours_of(account: str) -> int:
-    return next(a.gpu_hours for a in DEMO_ACCOUNTS if a.name == account)
+def node_name(owner: str, gpu: str) -> str:
+    """Return the name of the demo node of `owner` with GPUs of class `gpu`: "op1-h100"."""
+    return f"{owner}-{gpu.split('-')[0].lower()}"
 
 
 async def _pause(stop: asyncio.Event, seconds: float) -> None:
@@ -142,7 +148,8 @@ class DemoBots:
                 while not stop.is_set():
                     wanted = nearest_hours(await client.instruments(), MAKER_HOURS,
                                            time.time_ns())
-                    for symbol in wanted.keys() - running.keys():
+                    for symbol in sorted(wanted.keys() - running.keys()):
+                        await self._issue_for_maker(client, wanted[symbol])
                         running[symbol] = self._start_maker(client, wanted[symbol])
                     for symbol in list(running):
                         bot_stop, task = running[symbol]
@@ -157,6 +164,19 @@ class DemoBots:
                 await asyncio.gather(*(task for _, task in running.values()),
                                      return_exceptions=True)
 
+    @staticmethod
+    async def _issue_for_maker(client: Client, instrument: Instrument) -> None:
+        """Issue the market maker's GPU-hours of an hour it is about to quote; a refusal is
+        logged, and the maker then bids only (its inventory is below home)."""
+        if instrument.bond_per_gpu_hour is None:
+            return  # listed before the venue's hours were deliverable
+        node = node_name("mm1", instrument.gpu)
+        result = await client.issue_capacity(instrument.symbol, node, MAKER_GPU_HOURS,
+                                             issue_id("mm-1", instrument.symbol, node))
+        if not result.accepted and result.reason != DUPLICATE_ISSUE:
+            log.warning("the market maker's issue on %s was refused: %s", instrument.symbol,
+                        result.reason)
+
     def _start_maker(self, client: Client, instrument: Instrument) -> tuple[asyncio.Event,
                                                                             asyncio.Task[None]]:
         # A fixed reference: quoting around the book's own mid would let the inventory skew
@@ -164,7 +184,7 @@ class DemoBots:
         reference = fair_price_micro(instrument.gpu, instrument.delivery_start)
         config = MarketMakerConfig(instrument=instrument.symbol,
                                    reference_price=format_micro(reference),
-                                   target_inventory=_gpu_hours_of("mm-1"))
+                                   target_inventory=MAKER_GPU_HOURS)
         bot_stop = asyncio.Event()
         task = asyncio.create_task(ManyMarketsMaker(client, config).run(bot_stop),
                                    name=f"market-maker {instrument.symbol}")
@@ -173,7 +193,8 @@ class DemoBots:
     async def _operator(self, stop: asyncio.Event) -> None:
         capacity = Capacity(
             region=REGION, hours_ahead=24, lead_minutes=LEAD_NS // (60 * 10**9),
-            classes={gpu: GpuClass(gpus=OPERATOR_GPUS, price=format_micro(price))
+            classes={gpu: GpuClass(gpus=OPERATOR_GPUS, price=format_micro(price),
+                                   node=node_name("op1", gpu))
                      for gpu, price in GPU_CLASSES.items()},
         )
         async with self._client("operator-1") as client:

@@ -1,17 +1,17 @@
-"""The chain side of `gpux dev`: the contracts, and the demo accounts funded through the Vault.
+"""The chain side of `gpux dev`: the contracts, and the demo accounts' USDC through the Vault.
 
 The deployment is kept in the data directory; a later start checks that the chain still
 holds it (an anvil whose state file was lost would not) rather than deploying a second
 market beside the first. Funding goes the way a real depositor's does: USDC from the
-MockUSDC faucet and GPU-hours registered by the minter are deposited into the Vault naming
-the exchange account, and the deposit watcher turns the deposits into `deposit` commands.
-Everything here is synchronous web3; callers run it in a thread.
+MockUSDC faucet is deposited into the Vault naming the exchange account, and the deposit
+watcher turns the deposits into `deposit` commands. GPU-hours are not deposited: they are
+issued at the venue, and settlement mints them into the Vault's custody. Everything here is
+synchronous web3; callers run it in a thread.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from pathlib import Path
 
 from eth_account.signers.local import LocalAccount
@@ -23,8 +23,8 @@ from gpux.dev.market import (
     SETTLER_WALLET,
 )
 from protocol import MICRO_PER_USDC, USDC
-from settlement.chain import Chain, Contracts, Deployment, call_rpc, deploy, dev_account, token_id
-from settlement.dev import fund_capacity, fund_usdc
+from settlement.chain import Chain, Contracts, Deployment, deploy, dev_account
+from settlement.dev import fund_usdc
 from settlement.errors import DeploymentError
 
 log = logging.getLogger("gpux.dev")
@@ -70,30 +70,4 @@ def fund_usdc_accounts(contracts: Contracts) -> tuple[str, str] | None:
             fund_usdc(contracts, dev_account(account.wallet), account.usdc * MICRO_PER_USDC,
                       account.name)
             last = (account.name, USDC)
-    return last
-
-
-def unregistered(contracts: Contracts, symbols: Iterable[str]) -> list[str]:
-    """Return the symbols no GPU-hours were registered for yet (in the given order)."""
-    tokens = contracts.gpu_hours.functions
-
-    def registered(symbol: str) -> bool:
-        return call_rpc(lambda: bool(tokens.isInstrument(token_id(symbol)).call()),
-                        "GpuHourToken.isInstrument")
-
-    return [symbol for symbol in symbols if not registered(symbol)]
-
-
-def fund_gpu_hours(contracts: Contracts, symbols: list[str]) -> tuple[str, str] | None:
-    """Register and deposit each demo account's GPU-hours of `symbols`; return the last
-    (account, asset) funded."""
-    if not symbols:
-        return None
-    minter = dev_account(MINTER_WALLET)
-    last = None
-    for account in DEMO_ACCOUNTS:
-        if account.gpu_hours > 0:
-            fund_capacity(contracts, minter, dev_account(account.wallet), account.name,
-                          {symbol: account.gpu_hours for symbol in symbols})
-            last = (account.name, symbols[-1])
     return last

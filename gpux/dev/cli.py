@@ -6,9 +6,10 @@
 By default the event log is the embedded one, and PostgreSQL and anvil run under the data
 directory (gpux.dev.infra); `--kafka`, `--database-url` and `--eth-rpc-url` use real ones
 instead. It deploys the contracts, lists the next 24 delivery hours of three GPU classes,
-funds the demo accounts on chain (gpux.dev.lister), runs the engine, ledger, settlement
-and gateway services as tasks of this process (gpux.venue, set up by gpux.dev.venue) and
-the demo bots (gpux.dev.bots), then prints the trading page's URL with a demo login.
+funds the demo accounts' USDC on chain (gpux.dev.lister), runs the engine, ledger,
+settlement and gateway services as tasks of this process (gpux.venue, set up by
+gpux.dev.venue) and the demo bots (gpux.dev.bots: the operator and the market maker issue
+the GPU-hours they sell), then prints the trading page's URL with a demo login.
 Starting it again on the same data directory resumes the same market: same log, database,
 chain and keys.
 """
@@ -42,7 +43,6 @@ log = logging.getLogger("gpux.dev")
 DEFAULT_PORT = 8765
 DEFAULT_METRICS_PORT = 9100
 KEYS_FILE = "demo-keys.json"
-FUNDED_BEFORE_UP_HOURS = 4  # the hours the bots trade; the rest are funded once it is up
 
 
 @dataclass(frozen=True)
@@ -177,7 +177,7 @@ async def run(options: DevOptions) -> int:
             try:
                 await venue.start()
                 lister = Lister(venue)
-                await lister.list_and_fund(fund_usdc=deployed, hours_max=FUNDED_BEFORE_UP_HOURS)
+                await lister.list_and_fund(fund_usdc=deployed)
                 keys = await demo_keys(key_store, options.data_dir / KEYS_FILE)
                 print(banner(options, venue, infra, keys, time.monotonic() - started),
                       flush=True)

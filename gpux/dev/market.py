@@ -1,11 +1,14 @@
 """The demo market of `gpux dev`: what is listed, who trades, and their API keys.
 
-Three GPU classes in one region, one contract per delivery hour for the next 24 hours
-(`listing_commands` lists whatever hours are missing, on every start and every few
-minutes). The demo accounts are anvil's default dev wallets, so the same wallets exist on
-every start of the same chain and need no keys kept: each is funded on chain through the
-Vault and credited by the deposit watcher like any depositor. Their API keys are made once
-and kept in the data directory (`demo-keys.json`, private keys: mode 0600).
+Three GPU classes in one region, one deliverable contract per delivery hour for the next 24
+hours (`listing_commands` lists whatever hours are missing, on every start and every few
+minutes), each bonded at 1.5 times its class's reference price. The demo accounts are
+anvil's default dev wallets, so the same wallets exist on every start of the same chain and
+need no keys kept: each deposits USDC on chain through the Vault, credited by the deposit
+watcher like any depositor's. Nobody deposits GPU-hours: the accounts that supply them
+(the operator, the market maker) issue them at the venue, bonding USDC (gpux.dev.bots), and
+the traders buy theirs. The API keys are made once and kept in the data directory
+(`demo-keys.json`, private keys: mode 0600).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import os
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from fractions import Fraction
 from pathlib import Path
 from typing import Final
 
@@ -26,9 +30,11 @@ HOUR_NS: Final = 3600 * 10**9
 DELIVERY_HOURS_AHEAD: Final = 24
 REGION: Final = "eu-west"
 TICK_MICRO: Final = 10_000  # 0.01 USDC
-# GPU class -> the operator's asking price per GPU-hour, in micro-USDC.
+# GPU class -> its reference price per GPU-hour (the operator asks it), in micro-USDC.
 GPU_CLASSES: Final = {"H100-SXM-80GB": 2_150_000, "A100-SXM-80GB": 1_300_000,
                       "L40S-48GB": 800_000}
+BOND_PER_REFERENCE: Final = Fraction(3, 2)  # a GPU-hour's bond, in reference prices
+CENT_MICRO: Final = 10_000
 MAX_ORDER_QUANTITY: Final = 10_000
 MAKER_FEE_BPS: Final = 2
 TAKER_FEE_BPS: Final = 5
@@ -42,22 +48,24 @@ FEES_WALLET: Final = 8
 
 @dataclass(frozen=True, slots=True)
 class DemoAccount:
-    """An exchange account of the demo, its role, wallet and what it starts with."""
+    """An exchange account of the demo, its role, wallet and the USDC it starts with."""
 
     name: str
     role: str
     wallet: int  # anvil dev account index
     usdc: int  # whole USDC deposited on the first start
-    gpu_hours: int  # GPU-hours of every listed delivery hour deposited
 
 
 PAGE_ACCOUNT: Final = "alice"
+# The operator bonds 8 GPUs of each class for 24 hours at a time (about 1,250 USDC, given
+# back at close for what it did not sell); the market maker 400 GPU-hours of each class for
+# the hours it quotes (about 7,700 USDC).
 DEMO_ACCOUNTS: Final = (
-    DemoAccount("alice", "trader", wallet=5, usdc=100_000, gpu_hours=20),
-    DemoAccount("bob", "trader", wallet=6, usdc=100_000, gpu_hours=0),
-    DemoAccount("mm-1", "market_maker", wallet=3, usdc=2_000_000, gpu_hours=400),
-    DemoAccount("operator-1", "operator", wallet=4, usdc=1_000, gpu_hours=64),
-    DemoAccount("taker-1", "trader", wallet=7, usdc=500_000, gpu_hours=0),
+    DemoAccount("alice", "trader", wallet=5, usdc=100_000),
+    DemoAccount("bob", "trader", wallet=6, usdc=100_000),
+    DemoAccount("mm-1", "market_maker", wallet=3, usdc=2_000_000),
+    DemoAccount("operator-1", "operator", wallet=4, usdc=10_000),
+    DemoAccount("taker-1", "trader", wallet=7, usdc=500_000),
 )
 
 
@@ -81,8 +89,17 @@ def fair_price_micro(gpu: str, delivery_start_ns: int) -> int:
     return max(TICK_MICRO, round(price / TICK_MICRO) * TICK_MICRO)
 
 
+def bond_per_gpu_hour_micro(gpu: str) -> int:
+    """Return the bond of one GPU-hour of `gpu`: 1.5 times its reference price, rounded to
+    the cent (half up), so that an hour not delivered costs its issuer more than it sold
+    for."""
+    cents = GPU_CLASSES[gpu] * BOND_PER_REFERENCE / CENT_MICRO
+    return math.floor(cents + Fraction(1, 2)) * CENT_MICRO
+
+
 def listing_commands(listed: Collection[str], now_ns: int) -> list[ListInstrument]:
-    """Return the listings of the upcoming delivery hours not yet in `listed`, by hour."""
+    """Return the listings of the upcoming delivery hours not yet in `listed`, by hour, each
+    deliverable with its class's bond."""
     commands = []
     for start in upcoming_hours(now_ns):
         for gpu in GPU_CLASSES:
@@ -93,6 +110,7 @@ def listing_commands(listed: Collection[str], now_ns: int) -> list[ListInstrumen
                     delivery_hours=1, tick_size=format_micro(TICK_MICRO),
                     max_order_quantity=MAX_ORDER_QUANTITY, maker_fee_bps=MAKER_FEE_BPS,
                     taker_fee_bps=TAKER_FEE_BPS,
+                    bond_per_gpu_hour=format_micro(bond_per_gpu_hour_micro(gpu)),
                 ))
     return commands
 

@@ -2,8 +2,8 @@
 
 Snapshots under the data dir, one confirmation on anvil (which mines a block per
 transaction), settlement every two seconds, a gateway clock, room in the operator's rate
-limit for the first quotes on all 72 hours, and the trading page (with its proof lookups)
-on the gateway's port.
+limit for the first issues and quotes on all 72 hours, and the trading page (with its proof
+lookups) on the gateway's port.
 """
 
 from __future__ import annotations
@@ -35,10 +35,10 @@ SNAPSHOT_EVERY_COMMANDS = 20_000
 
 
 def dev_role_limits() -> dict[str, RateLimit]:
-    """The gateway's limits, with room for the demo operator's first quotes on all 72 hours
-    at once (one mass quote each)."""
+    """The gateway's limits, with room for the demo operator's first issues and quotes on all
+    72 hours at once: an issue (1 token) and a mass quote of one ask (2 tokens) each."""
     limits = dict(GatewayConfig().role_limits)
-    limits["operator"] = RateLimit(per_second=50, burst=200)
+    limits["operator"] = RateLimit(per_second=50, burst=300)
     return limits
 
 

@@ -111,7 +111,8 @@ class Browser:
         reply = await asyncio.wait_for(future, CDP_TIMEOUT_S)
         if "error" in reply:
             raise RuntimeError(f"{method}: {reply['error']}")
-        return reply.get("result", {})
+        result: dict[str, Any] = reply.get("result", {})
+        return result
 
     async def _read(self) -> None:
         async for text in self.ws:

@@ -1,8 +1,10 @@
-"""`gpux dev` as a person meets it: the venue comes up, the printed URL opens a live market in
-Chromium, an order placed through the form rests on the book and in open orders, another
-account crosses it, both see the fill; Ctrl-C stops everything, and a second start on the
-same data directory resumes the same market (instruments, balances, the trade and its
-settlement proof on chain).
+"""`gpux dev` as a person meets it: the venue comes up with every hour deliverable, the
+operator issues its GPU-hours (bonding USDC) and offers them, the printed URL opens a live
+market in Chromium, alice buys GPU-hours of the operator and offers them through the form,
+another account crosses her, both see the fill; Ctrl-C stops everything, and a second start
+on the same data directory resumes the same market (instruments, balances, the trade and its
+settlement proof on chain) without issuing anything twice. Nobody gets GPU-hours by deposit:
+the log shows USDC deposits only, and every issue's bond taken from its issuer's USDC.
 
 `gpux dev` runs as a subprocess on a temporary data directory and free ports, with its
 embedded log, PostgreSQL (the pgserver wheel's binaries) and anvil. Screenshots and the
@@ -29,17 +31,26 @@ import pytest
 
 from eventlog.embedded import EmbeddedLog
 from eventlog.port import COMMANDS_TOPIC, EVENTS_TOPIC
-from gpux.dev.market import GPU_CLASSES, TICK_MICRO
+from gpux.dev.bots import OPERATOR_GPUS, node_name
+from gpux.dev.market import GPU_CLASSES, TICK_MICRO, bond_per_gpu_hour_micro
 from harness.ports import free_ports
 from harness.service import remove_run_dir
 from matching_engine.core import Engine
-from matching_engine.replay import replay_lines
-from protocol import format_micro
+from protocol import (
+    USDC,
+    CapacityIssued,
+    Deposited,
+    IssueCapacity,
+    decode_command,
+    encode,
+    format_micro,
+    parse_micro,
+)
 from sdk.client import Client
 from sdk.signing import ApiKey
 from tests.e2e.browser import Browser, Page, chromium_path, level_size, toast_with, unavailable
 from tests.helpers import eventually, read_topic
-from wsapi.messages import Balance, Instrument
+from wsapi.messages import Balance, Instrument, Issue
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "dev-venue"
@@ -188,16 +199,23 @@ async def add_key_with_dev_flag(dev: DevProcess, data_dir: Path) -> None:
 
 @dataclass
 class Snapshot:
-    """What a client sees of the market: instruments and alice's balances."""
+    """What a client sees of the market: instruments, an account's balances and issues."""
 
     instruments: list[Instrument]
     balances: dict[str, Balance]
+    issues: list[Issue]
 
 
 async def snapshot(dev: DevProcess, key: dict[str, str]) -> Snapshot:
     async with Client(dev.ws_url, credentials=ApiKey(key["key_id"], key["private_key"]),
                       reconnect=False) as client:
-        return Snapshot(await client.instruments(status="all"), await client.balances())
+        return Snapshot(await client.instruments(status="all"), await client.balances(),
+                        (await client.deliveries()).issues)
+
+
+def tokens(balances: dict[str, Balance], symbol: str) -> int:
+    balance = balances.get(symbol)
+    return int(balance.available) + int(balance.held) if balance is not None else 0
 
 
 def last_hour(instruments: list[Instrument], gpu: str) -> Instrument:
@@ -253,15 +271,29 @@ async def test_dev_brings_up_a_live_venue_that_trades_in_the_browser_and_resumes
         keys = json.loads((data_dir / "demo-keys.json").read_text())
         before = await snapshot(dev, keys["alice"])
         assert len(before.instruments) == 72, "24 delivery hours of 3 GPU classes"
+        assert {(i.gpu, i.bond_per_gpu_hour) for i in before.instruments} == {
+            (gpu, format_micro(bond_per_gpu_hour_micro(gpu))) for gpu in GPU_CLASSES
+        }, "every hour deliverable, bonded at 1.5 reference prices"
+        assert set(before.balances) == {USDC}, "a trader starts with USDC only"
         target = last_hour(before.instruments, GPU)
 
-        async def funded() -> bool:  # the furthest hours are funded after the URL is printed
-            nonlocal before
-            before = await snapshot(dev, keys["alice"])
-            return target.symbol in before.balances
+        # The operator issues the furthest hour (its bond out of its USDC) and offers it.
+        operator = await snapshot(dev, keys["operator-1"])
 
-        await eventually(funded, timeout_s=START_TIMEOUT_S, interval_s=0.5,
-                         message="alice's GPU-hours of the furthest hour are credited")
+        async def operator_offers() -> bool:
+            nonlocal operator
+            operator = await snapshot(dev, keys["operator-1"])
+            balance = operator.balances.get(target.symbol)
+            return balance is not None and int(balance.held) == OPERATOR_GPUS
+
+        await eventually(operator_offers, timeout_s=START_TIMEOUT_S, interval_s=0.5,
+                         message="the operator's ask rests on the furthest hour")
+        issue = next(i for i in operator.issues if i.instrument == target.symbol)
+        bond = OPERATOR_GPUS * bond_per_gpu_hour_micro(GPU)
+        assert (issue.issue_id, issue.node_id, issue.quantity, parse_micro(issue.bond),
+                issue.status) == (f"operator-1.{target.symbol}.{node_name('op1', GPU)}",
+                                  node_name("op1", GPU), OPERATOR_GPUS, bond, "open")
+        operator_price = format_micro(GPU_CLASSES[GPU])
         ask = format_micro(GPU_CLASSES[GPU] - 5 * TICK_MICRO)  # below the operator's ask
 
         # The books are alive: the market maker quotes both sides of the nearest hours.
@@ -273,8 +305,19 @@ async def test_dev_brings_up_a_live_venue_that_trades_in_the_browser_and_resumes
                              ".length > 0", "the nearest hour has bids and asks")
         await alice.screenshot("01-live-market")
 
-        # Alice sells through the form on the furthest hour: on the book, in open orders.
+        # Alice buys GPU-hours of the operator at market on the furthest hour (only the
+        # operator offers it), then offers them cheaper through the form.
         await pick(alice, target.symbol)
+        await alice.wait_for(f"{level_size('asks', operator_price)} === '{OPERATOR_GPUS}'",
+                             "the operator's issued GPU-hours are on the book")
+        await alice.click(".type-tabs input[value=market] + span")
+        await alice.fill("#order-quantity", str(QUANTITY))
+        await alice.click("#order-submit")
+        await alice.wait_for(f"{level_size('asks', operator_price)} === "
+                             f"'{OPERATOR_GPUS - QUANTITY}' && document.querySelectorAll("
+                             "'#fills-body tr[data-trade-id]').length === 1",
+                             "alice bought of the operator's ask")
+        await alice.click(".type-tabs input[value=limit] + span")
         await alice.click(".side.sell span")
         await alice.fill("#order-price", ask)
         await alice.fill("#order-quantity", str(QUANTITY))
@@ -298,7 +341,7 @@ async def test_dev_brings_up_a_live_venue_that_trades_in_the_browser_and_resumes
                            " === 1", "bob sees his fill")
         await alice.front()
         await alice.wait_for("document.querySelectorAll('#fills-body tr[data-trade-id]').length"
-                             " === 1 && document.querySelectorAll('#orders-body tr"
+                             " === 2 && document.querySelectorAll('#orders-body tr"
                              "[data-client-order-id]').length === 0 && "
                              f"{level_size('asks', ask)} === ''",
                              "alice sees her fill, and her ask left the book")
@@ -337,10 +380,12 @@ async def test_dev_brings_up_a_live_venue_that_trades_in_the_browser_and_resumes
         assert json.loads((data_dir / "demo-keys.json").read_text()) == keys
         after = await snapshot(again, keys["alice"])
         assert {i.symbol for i in before.instruments} <= {i.symbol for i in after.instruments}
-        for asset in ("USDC", target.symbol):
-            assert after.balances[asset] == filled.balances[asset], asset
-        assert int(after.balances[target.symbol].available) == (
-            int(before.balances[target.symbol].available) - QUANTITY)
+        assert after.balances[USDC] == filled.balances[USDC]
+        assert tokens(filled.balances, target.symbol) == 0, "alice sold what she bought"
+        assert tokens(after.balances, target.symbol) == 0
+        operator_again = await snapshot(again, keys["operator-1"])
+        assert [i for i in operator_again.issues if i.instrument == target.symbol] == [issue], \
+            "the restarted operator issued the hour once"
         alice = await browser.new_page(1600, 1000)
         await log_in_from_url(alice, again.url or "", "alice")
         await pick(alice, target.symbol)
@@ -363,7 +408,32 @@ async def test_dev_brings_up_a_live_venue_that_trades_in_the_browser_and_resumes
         events = await read_topic(event_log, EVENTS_TOPIC)
     finally:
         await event_log.close()
-    engine = Engine()
-    assert [line.rstrip(b"\n") for line in replay_lines(commands, engine)] == events
+    engine, replayed, issuers = replay_checking_issues(commands)
+    assert replayed == events
     assert b'"duplicate_instrument"' not in b"".join(events), "no hour was listed twice"
     assert engine.trade_counter > 1, "the bots traded too"
+    assert issuers == {"operator-1", "mm-1"}, "the operator and the market maker issued"
+
+
+def replay_checking_issues(commands: list[bytes]) -> tuple[Engine, list[bytes], set[str]]:
+    """Replay the log's commands; check that nobody deposits GPU-hours and that each issue
+    takes its bond out of the issuer's available USDC and credits its tokens; return the
+    engine, the events' lines and the accounts that issued."""
+    engine = Engine()
+    replayed: list[bytes] = []
+    issuers: set[str] = set()
+    for line in commands:
+        command = decode_command(line)
+        if isinstance(command, IssueCapacity):
+            usdc = engine.available(command.account, USDC)
+            held = engine.available(command.account, command.instrument)
+        for event in engine.apply(command):
+            replayed.append(encode(event))
+            if isinstance(event, Deposited):
+                assert event.asset == USDC, f"{event.account} got {event.asset} by deposit"
+            if isinstance(event, CapacityIssued):
+                issuers.add(event.account)
+                assert engine.available(event.account, USDC) == usdc - parse_micro(event.bond)
+                assert engine.available(event.account, event.instrument) == (
+                    held + event.quantity)
+    return engine, replayed, issuers
