@@ -1,7 +1,8 @@
 """The trading page in headless Chromium against a venue: market data without login, an
 API-key login signed in the browser, an order placed, amended and crossed through the page,
 its fill with the settlement-proof link, a reconnect after the gateway drops the page, a
-cancel; no console error anywhere.
+cancel; GPU-hours bought of an operator's issue assigned at close and settled by a delivery
+report, in the buyer's deliveries and the issuer's bonds; no console error anywhere.
 
 The venue (engine and gateway in this process) runs on the embedded log in a temporary
 directory with keys held in memory. The gateway serves web/dist on its websocket port
@@ -39,7 +40,18 @@ from eventlog.port import COMMANDS_TOPIC
 from gateway.static import StaticSite
 from gateway.testing import ApiContract, MemoryKeyStore
 from gpux.venue import Venue
-from protocol import AnyCommand, Deposit, ListInstrument, NewOrder, encode, format_micro
+from protocol import (
+    AnyCommand,
+    DeliveryReport,
+    Deposit,
+    ListInstrument,
+    NewOrder,
+    Tick,
+    encode,
+    format_micro,
+)
+from sdk.client import Client
+from sdk.signing import ApiKey
 from tests.e2e.browser import (
     WAIT_TIMEOUT_S,
     Browser,
@@ -80,6 +92,7 @@ class Market:
     """What the seeded venue holds: its URL, the contract traded, the keys."""
 
     venue: Venue
+    event_log: EmbeddedLog
     url: str
     main: str
     other: str
@@ -91,6 +104,20 @@ class Market:
     @property
     def http_url(self) -> str:
         return self.url.replace("ws://", "http://", 1) + "/"
+
+    def login_url(self, account: str, instrument: str) -> str:
+        key_id, private_key = self.keys[account]
+        return (f"{self.http_url}#key={key_id}:{private_key}&account={account}"
+                f"&instrument={instrument}")
+
+    async def send(self, commands: list[AnyCommand]) -> None:
+        """Put commands on the engine's topic, as an admin tool would."""
+        producer = self.event_log.producer()
+        await producer.start()
+        try:
+            await producer.send_batch("page." + COMMANDS_TOPIC, [encode(c) for c in commands])
+        finally:
+            await producer.stop()
 
 
 def seed_commands(now_ns: int) -> tuple[list[AnyCommand], list[str], int]:
@@ -167,7 +194,8 @@ async def market() -> AsyncIterator[Market]:
         return serve(*args, **kwargs)
 
     store = MemoryKeyStore()
-    keys = {name: store.add_key(name, "trader") for name in ("alice", "bob")}
+    keys = {name: store.add_key(name, role) for name, role in (
+        ("alice", "trader"), ("bob", "trader"), ("carol", "trader"), ("op-7", "operator"))}
     with tempfile.TemporaryDirectory(prefix="gpux-page-") as directory, \
             pytest.MonkeyPatch.context() as patch:
         patch.setattr(gateway.service, "serve", serve_with_page)
@@ -185,7 +213,8 @@ async def market() -> AsyncIterator[Market]:
                 await eventually(lambda: core.projection.instruments.keys() >= set(symbols)
                                  and core.projection.event_seq >= len(commands),
                                  message="the gateway applied the seeded market")
-                yield Market(venue=venue, url=venue.urls[0], main=symbols[0],
+                yield Market(venue=venue, event_log=event_log, url=venue.urls[0],
+                             main=symbols[0],
                              other=symbols[HOURS_LISTED], last_ticks=last_ticks, keys=keys,
                              site=site, symbols=symbols)
         finally:
@@ -353,6 +382,109 @@ async def test_page_shows_market_data_logs_in_trades_and_sees_its_fill(
     sent = {op for (direction, op), count in contract.seen.items() if direction == "send"}
     assert {"login", "new_order", "amend_order", "cancel_order", "subscribe", "unsubscribe",
             "instruments"} <= sent, sent
+
+
+async def test_page_shows_the_deliveries_of_gpu_hours_bought_and_the_issuers_bonds(
+    market: Market, browser: Browser
+) -> None:
+    """Carol buys 5 of the 8 GPU-hours op-7 issued on an hour about to close; at close
+    they are assigned to her (op-7's own 3 release their bond); the delivery service reports
+    90% delivered: carol is paid 5 x 3.23 x 10% = 1.615 USDC. Both pages show it live."""
+    now = time.time_ns()
+    soon = f"H100-SXM-80GB.{REGION}.soon"
+    start = now + 10 * MINUTE_NS
+    issue_id = f"op-7.{soon}.h100-node-7"
+    await market.send([
+        ListInstrument(ts=now, symbol=soon, gpu="H100-SXM-80GB", region=REGION,
+                       delivery_start=start, delivery_hours=1, tick_size=price(1),
+                       max_order_quantity=1000, maker_fee_bps=0, taker_fee_bps=0,
+                       bond_per_gpu_hour="3.23"),
+        Deposit(ts=now, account="op-7", asset="USDC", amount="1000"),
+        Deposit(ts=now, account="carol", asset="USDC", amount="1000"),
+    ])
+    core = market.venue.gateways[0].core
+    await eventually(lambda: soon in core.projection.instruments,
+                     message="the gateway knows the deliverable hour")
+    op_key_id, op_private_key = market.keys["op-7"]
+    async with Client(market.url, credentials=ApiKey(op_key_id, op_private_key),
+                      reconnect=False) as operator:
+        issued = await operator.issue_capacity(soon, "h100-node-7", 8, issue_id)
+        assert issued.accepted and issued.bond == "25.84", issued
+        assert (await operator.new_order(soon, "sell", 8, price(215))).accepted
+
+    # Carol buys 5 at market through the page; nothing is assigned before close.
+    carol = await browser.new_page(1600, 1000)
+    await carol.goto(market.login_url("carol", soon))
+    await carol.wait_for("document.getElementById('account-name').textContent === 'carol'"
+                         f" && {level_size('asks', price(215))} === '8'",
+                         "carol is logged in on the hour about to close, op-7's ask on it")
+    assert "bond 3.23 USDC per GPU-h" in await carol.text("#title-sub")
+    await carol.click(".type-tabs input[value=market] + span")
+    await carol.fill("#order-quantity", "5")
+    await carol.click("#order-submit")
+    await carol.wait_for("document.querySelectorAll('#fills-body tr[data-trade-id]').length"
+                         " === 1", "carol bought 5")
+    await carol.click("#tab-deliveries")
+    await carol.wait_for("document.querySelector('#deliveries-body tr.placeholder') !== null",
+                         "no delivery before close")
+    assert await carol.evaluate("document.getElementById('tab-bonds').hidden"), \
+        "a trader issues nothing: no bonds tab"
+
+    # Trading closes: carol's 5 are assigned to her, op-7 keeps 5 under bond.
+    await market.send([Tick(ts=start)])
+    row = f'#deliveries-body tr[data-issue-id="{issue_id}"][data-holder="carol"]'
+    await carol.wait_for(f"document.querySelector('{row}[data-status=\"assigned\"]') !== null",
+                         "carol's delivery shows as assigned")
+    cells = await carol.evaluate(f"[...document.querySelector('{row}').cells]"
+                                 ".map((cell) => cell.textContent)")
+    hour = datetime.fromtimestamp(start / 1e9, tz=UTC).strftime("%H:%M")
+    assert cells[0].endswith(hour) and cells[2:] == [
+        "h100-node-7", "from op-7", "5", "awaiting report", "–", "–"], cells
+    await carol.wait_for(toast_with("Delivery assigned"), "carol is told of the assignment")
+    assert await carol.text("#deliveries-count") == "1"
+    await carol.screenshot("07-delivery-assigned")
+
+    operator_page = await browser.new_page(1600, 1000)
+    await operator_page.goto(market.login_url("op-7", market.main))
+    bond_row = f'#bonds-body tr[data-issue-id="{issue_id}"]'
+    await operator_page.wait_for("!document.getElementById('tab-bonds').hidden"
+                                 f" && document.querySelector('{bond_row}"
+                                 "[data-status=\"delivering\"]') !== null",
+                                 "op-7 sees its bond, delivering")
+    await operator_page.click("#tab-bonds")
+    bond_cells = await operator_page.evaluate(f"[...document.querySelector('{bond_row}').cells]"
+                                              ".map((cell) => cell.textContent)")
+    assert bond_cells[2:] == ["h100-node-7", "8", "5", "16.15", "delivering"], bond_cells
+    await operator_page.screenshot("08-issuer-bonds")
+
+    # The delivery service reports 90% delivered: both pages follow.
+    await market.send([DeliveryReport(ts=start, issue_id=issue_id, holder="carol",
+                                      delivered_ppm=900_000, evidence="9f2c41d0")])
+    await carol.front()
+    await carol.wait_for(f"document.querySelector('{row}[data-status=\"settled\"]') !== null",
+                         "carol's delivery shows as settled")
+    assert await carol.text(f"{row} [data-field=delivered]") == "90%"
+    assert await carol.text(f"{row} [data-field=compensation]") == "1.615"
+    await carol.wait_for(toast_with("1.615 USDC compensation"), "carol is told she was paid")
+    await carol.screenshot("09-delivery-settled")
+    await operator_page.front()
+    await operator_page.wait_for(f"document.querySelector('{bond_row}[data-status=\"settled\"]')"
+                                 " !== null", "op-7's bond is settled")
+    assert await operator_page.text(f"{bond_row} [data-field=bond]") == "0.00"
+    await operator_page.click("#tab-deliveries")
+    await operator_page.wait_for(f"document.querySelector('{row}') !== null"
+                                 f" && document.querySelector('{row}').cells[3].textContent"
+                                 " === 'to carol'", "op-7 sees what it delivered to carol")
+
+    contract = ApiContract()
+    for name, page in (("carol", carol), ("op-7", operator_page)):
+        page.save_console(name)
+        assert page.errors == [], f"{name}'s console: {page.errors}"
+        for direction, text in page.frames:
+            contract.check(direction, text)
+    assert contract.violations == [], contract.violations[:5]
+    sent = {op for (direction, op), count in contract.seen.items() if direction == "send"}
+    assert "deliveries" in sent, sent
 
 
 async def test_gateway_port_serves_the_page_and_nothing_outside_it(market: Market) -> None:

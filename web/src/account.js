@@ -1,6 +1,6 @@
 // The account's side of the page: open orders (cancel, amend in place), fills with the
 // link to their settlement proof, the order history and the balances, all from the private
-// feeds (orders, fills, balances).
+// feeds (orders, fills, balances); the activity tabs (deliveries.js fills two of them).
 
 import { byId, clockUtc, el, reasonText } from "./dom.js";
 import { decimalsOf, formatDecimal, formatQuantity, formatUsdc } from "./decimal.js";
@@ -103,7 +103,7 @@ export class AccountView {
     byId("orders-count").textContent = String(this.orders.size);
     byId("cancel-all").disabled = this.orders.size === 0;
     byId("activity-empty").hidden = this.loggedIn;
-    byId("activity-empty").textContent = "Log in to see your orders and fills.";
+    byId("activity-empty").textContent = "Log in to see your orders, fills and deliveries.";
     const body = byId("orders-body");
     const orders = [...this.orders.values()].sort((a, b) => b.ts - a.ts);
     for (const [id, entry] of this.rows) {

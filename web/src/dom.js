@@ -38,6 +38,12 @@ export function dayUtc(ns) {
   return `${WEEKDAYS[date.getUTCDay()]} ${date.getUTCDate()} ${MONTHS[date.getUTCMonth()]}`;
 }
 
+/** "Tue 15 Jul 14:00" in UTC: the hour a delivery starts. */
+export function hourUtc(ns) {
+  const date = new Date(ns / 1e6);
+  return `${dayUtc(ns)} ${pad(date.getUTCHours())}:${pad(date.getUTCMinutes())}`;
+}
+
 /** "14:00–15:00" in UTC for a delivery window. */
 export function windowUtc(startNs, hours) {
   const start = new Date(startNs / 1e6);
@@ -68,6 +74,8 @@ const REASONS = {
   mass_cancel: "canceled by cancel all",
   disconnect: "canceled by the venue: the connection that placed it closed (cancel on disconnect)",
   dead_man_switch: "canceled by the venue: the dead-man's switch fired",
+  not_deliverable: "this contract was listed without a bond: nothing can be issued on it",
+  duplicate_issue: "an issue with this id was already made",
 };
 
 /** A reject or cancel reason for people: "post_only_would_cross" -> "post-only order would cross…". */

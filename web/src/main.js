@@ -7,6 +7,7 @@ import { LocalBook } from "./book.js";
 import { PriceChart } from "./chart.js";
 import { GatewayClient, RequestError } from "./connection.js";
 import { decimalsOf, formatDecimal, formatQuantity } from "./decimal.js";
+import { DeliveriesView } from "./deliveries.js";
 import { DepthView } from "./depth.js";
 import { byId, countdown, dayUtc, reasonText, windowUtc } from "./dom.js";
 import { LadderView } from "./ladder.js";
@@ -58,7 +59,12 @@ class App {
       instrumentOf: (symbol) => this.instruments.get(symbol),
       describe: (symbol) => this.describe(symbol),
     });
+    this.deliveries = new DeliveriesView({
+      load: async () => (await this.client.request("deliveries")).result,
+      describe: (symbol) => this.describe(symbol),
+    });
     this.account.reset(false);
+    this.deliveries.reset(null);
     this.tape.reset();
     this.bindLogin();
   }
@@ -147,8 +153,9 @@ class App {
     this.chart.reset(spec);
     this.tape.reset();
     byId("title-gpu").textContent = `${spec.gpu} · ${spec.region}`;
+    const bond = spec.bond_per_gpu_hour === undefined ? "" : ` · bond ${spec.bond_per_gpu_hour} USDC per GPU-h`;
     byId("title-sub").textContent =
-      `${dayUtc(spec.delivery_start)} · ${windowUtc(spec.delivery_start, spec.delivery_hours)} UTC · tick ${spec.tick_size}`;
+      `${dayUtc(spec.delivery_start)} · ${windowUtc(spec.delivery_start, spec.delivery_hours)} UTC · tick ${spec.tick_size}${bond}`;
     byId("title-symbol").textContent = symbol;
     const handlers = {
       book: (message) => this.onBook(message),
@@ -310,6 +317,8 @@ class App {
     if (this.privateFor === result.account) return; // a reconnect: the feeds resubscribe by themselves
     this.privateFor = result.account;
     this.account.reset(true);
+    this.deliveries.reset(result.account, result.role);
+    if (byId("tab-bonds").hidden && this.account.tab === "bonds") this.account.showTab("orders");
     this.client.subscribe("orders", undefined, (message) => {
       this.account.applyOrders(message);
       this.mark("book");
@@ -319,6 +328,7 @@ class App {
       this.account.applyBalances(message);
       this.form.setAccount(true, this.account.balances);
     });
+    this.client.subscribe("deliveries", undefined, (message) => this.deliveries.apply(message));
     this.form.setAccount(true, this.account.balances);
     toast("ok", `Logged in as ${result.account}`, `role ${result.role}`);
   }
@@ -336,6 +346,7 @@ class App {
     this.client.logOut();
     this.showAccount(null);
     this.account.reset(false);
+    this.deliveries.reset(null);
     this.form.setAccount(false, new Map());
     this.mark("book");
   }

@@ -28,6 +28,8 @@ export class OrderForm {
     this.balances = new Map();
     this.book = null;
     this.busy = false;
+    this.wasMarket = false;
+    this.limitTif = this.tif.value; // restored when the order type goes back to limit
     this.form.addEventListener("input", () => this.refresh());
     this.form.addEventListener("change", () => this.refresh());
     this.form.addEventListener("submit", (event) => {
@@ -73,6 +75,11 @@ export class OrderForm {
   /** Make the controls agree with each other; update the summary. */
   refresh() {
     const isMarket = this.orderType === "market";
+    if (isMarket !== this.wasMarket) {
+      if (isMarket) this.limitTif = this.tif.value;
+      else this.tif.value = this.limitTif;
+      this.wasMarket = isMarket;
+    }
     byId("price-field").hidden = isMarket;
     const allowed = isMarket ? MARKET_TIFS : LIMIT_TIFS;
     for (const option of this.tif.options) option.hidden = option.disabled = !allowed.includes(option.value);

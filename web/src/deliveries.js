@@ -1,0 +1,119 @@
+// The account's deliveries (PROTOCOL.md, Delivery): the GPU-hours assigned to it at close
+// (or, for an issuer, its GPU-hours assigned to their holders) with the share delivered and
+// the compensation paid, and an issuer's bonds. The `deliveries` request gives the whole
+// picture; the `deliveries` feed says when it changed, and the view reads it again.
+
+import { byId, el, hourUtc } from "./dom.js";
+import { formatQuantity, formatUsdc } from "./decimal.js";
+import { toast } from "./toasts.js";
+
+const ISSUER_ROLES = new Set(["operator", "market_maker", "admin"]);
+const PPM_PER_PERCENT = 10_000;
+
+/** A share in parts per million as a percentage, exact: 950000 -> "95%", 1 -> "0.0001%". */
+export function percentOfPpm(ppm) {
+  const whole = Math.floor(ppm / PPM_PER_PERCENT);
+  const fraction = String(ppm % PPM_PER_PERCENT).padStart(4, "0").replace(/0+$/, "");
+  return `${whole}${fraction ? "." + fraction : ""}%`;
+}
+
+export class DeliveriesView {
+  constructor({ load, describe }) {
+    this.load = load; // () => the `deliveries` request's result
+    this.describe = describe; // symbol -> short text
+    this.account = null;
+    this.result = null;
+    this.loading = false;
+    this.again = false;
+  }
+
+  /** Show `account`'s deliveries (null: logged out); its bonds too when `role` may issue. */
+  reset(account, role = null) {
+    this.account = account;
+    this.result = null;
+    byId("tab-bonds").hidden = !ISSUER_ROLES.has(role);
+    this.render();
+  }
+
+  /** A `deliveries` feed message: read the deliveries again, one read at a time (what
+   * changes during a read makes one more), and tell the holder about its own events. */
+  async apply(message) {
+    if (message.kind === "update") this.announce(message.events);
+    if (this.loading) {
+      this.again = true;
+      return;
+    }
+    this.loading = true;
+    try {
+      do {
+        this.again = false;
+        const account = this.account;
+        const result = await this.load();
+        if (account === this.account) {
+          this.result = result;
+          this.render();
+        } else {
+          this.again = this.account !== null; // logged in as another meanwhile: theirs now
+        }
+      } while (this.again);
+    } catch {
+      // The connection dropped: the feed's snapshot after the reconnect reads them again.
+    } finally {
+      this.loading = false;
+    }
+  }
+
+  announce(events) {
+    for (const event of events) {
+      if (event.holder !== this.account) continue;
+      const what = `${formatQuantity(event.quantity)} GPU-h of ${this.describe(event.instrument)}`;
+      if (event.event === "delivery_assigned") toast("ok", "Delivery assigned", `${what} from ${event.issuer}`);
+      if (event.event === "delivery_settled") {
+        toast("ok", "Delivery settled", `${what}: ${percentOfPpm(event.delivered_ppm)} delivered, ${formatUsdc(event.compensation)} USDC compensation`);
+      }
+    }
+  }
+
+  render() {
+    const assignments = [...(this.result?.assignments ?? [])].reverse(); // newest first
+    const issues = [...(this.result?.issues ?? [])].reverse();
+    byId("deliveries-count").textContent = String(assignments.length);
+    byId("bonds-count").textContent = String(issues.length);
+    const loggedIn = this.account !== null;
+    byId("deliveries-body").replaceChildren(...(assignments.length || !loggedIn
+      ? assignments.map((assignment) => this.assignmentRow(assignment))
+      : [placeholder(8, "No deliveries yet: GPU-hours held when trading closes are assigned here")]));
+    byId("bonds-body").replaceChildren(...(issues.length || !loggedIn
+      ? issues.map((issue) => this.issueRow(issue))
+      : [placeholder(7, "No bonds: issued GPU-hours and their bonds show here")]));
+  }
+
+  assignmentRow(assignment) {
+    const receiving = assignment.holder === this.account;
+    const settled = assignment.status === "settled";
+    return el("tr", { "data-issue-id": assignment.issue_id, "data-holder": assignment.holder, "data-status": assignment.status },
+      el("td", { class: "mono", text: hourUtc(assignment.delivery_start) }),
+      el("td", { class: "contract", text: this.describe(assignment.instrument), title: assignment.instrument }),
+      el("td", { class: "mono muted", text: assignment.node_id, title: `issue ${assignment.issue_id}` }),
+      el("td", { class: "muted", text: receiving ? `from ${assignment.issuer}` : `to ${assignment.holder}` }),
+      el("td", { class: "num", text: formatQuantity(assignment.quantity) }),
+      el("td", { class: `status-${assignment.status}`, text: settled ? "settled" : "awaiting report" }),
+      el("td", { class: "num", "data-field": "delivered", text: settled ? percentOfPpm(assignment.delivered_ppm) : "–", title: assignment.evidence ? `evidence ${assignment.evidence}` : "" }),
+      el("td", { class: "num", "data-field": "compensation", text: settled ? formatUsdc(assignment.compensation) : "–" }));
+  }
+
+  issueRow(issue) {
+    return el("tr", { "data-issue-id": issue.issue_id, "data-status": issue.status },
+      el("td", { class: "mono muted client-id", text: issue.issue_id, title: issue.issue_id }),
+      el("td", { class: "contract", text: this.describe(issue.instrument), title: issue.instrument }),
+      el("td", { class: "mono muted", text: issue.node_id }),
+      el("td", { class: "num", text: formatQuantity(issue.quantity) }),
+      el("td", { class: "num", text: formatQuantity(issue.bonded_quantity) }),
+      el("td", { class: "num", "data-field": "bond", text: formatUsdc(issue.bond) }),
+      el("td", { class: `status-${issue.status}`, text: issue.status }));
+  }
+}
+
+function placeholder(columns, text) {
+  return el("tr", { class: "placeholder" }, el("td", { colspan: String(columns), text }));
+}
