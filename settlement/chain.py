@@ -73,6 +73,9 @@ class Deployment(msgspec.Struct, frozen=True, kw_only=True):
     gpu_hours: str
     vault: str
     block_number: int
+    # `artifacts.source_hash` of the build deployed: a Vault from other sources may not speak
+    # this build's `settle` ("" for a deployment recorded before the hash was kept)
+    source_hash: str = ""
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -214,11 +217,18 @@ class Contracts:
         self.vault = chain.contract("Vault", deployment.vault)
 
     def check(self) -> None:
-        """Raise DeploymentError unless the chain is the deployment's and holds its code."""
+        """Raise DeploymentError unless the chain is the deployment's, holds its code, and
+        that code was built from the contract sources of this build."""
         chain_id = self.chain.chain_id()
         if chain_id != self.deployment.chain_id:
             raise DeploymentError(f"the node is chain {chain_id}, the deployment is for "
                                   f"chain {self.deployment.chain_id}")
+        built = self.chain.artifacts.source_hash
+        if self.deployment.source_hash != built:
+            deployed = self.deployment.source_hash or "not recorded"
+            raise DeploymentError(
+                f"the deployed contracts were built from other sources (source hash "
+                f"{deployed}, this build {built}): deploy this build's contracts")
         for name in ("usdc", "gpu_hours", "vault"):
             address = getattr(self.deployment, name)
             if not self.chain.has_code(address):
@@ -260,7 +270,8 @@ def deploy(chain: Chain, deployer: LocalAccount, *, settler: str, minter: str,
     gpu_hours = chain.deploy_contract("GpuHourToken", [deployer.address, ""], deployer)
     vault = chain.deploy_contract("Vault", [deployer.address, usdc_address, gpu_hours], deployer)
     deployment = Deployment(chain_id=chain.chain_id(), usdc=to_checksum_address(usdc_address),
-                            gpu_hours=gpu_hours, vault=vault, block_number=block_number)
+                            gpu_hours=gpu_hours, vault=vault, block_number=block_number,
+                            source_hash=chain.artifacts.source_hash)
     contracts = Contracts(chain, deployment)
     grant_settler = contracts.vault.functions.grantRole(SETTLER_ROLE, to_checksum_address(settler))
     chain.transact(grant_settler, deployer)

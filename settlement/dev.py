@@ -6,7 +6,7 @@ dev node (anvil) for `anvil_setBalance` and the MockUSDC faucet.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from eth_account import Account
@@ -96,25 +96,3 @@ def fund_usdc(contracts: Contracts, wallet: LocalAccount, amount_micro: int,
     ])
     return receipts[-1]
 
-
-def fund_capacity(contracts: Contracts, minter: LocalAccount, wallet: LocalAccount,
-                  account: str, quantities: Mapping[str, int]) -> int:
-    """Register `quantities` (symbol -> GPU-hours) of capacity to `wallet` and deposit all of
-    it to the vault for `account`; return the number of deposits made."""
-    if not quantities:
-        return 0
-    tokens, vault = contracts.gpu_hours.functions, contracts.vault.functions
-    send_all(contracts.chain, minter, [
-        tokens.registerCapacity(wallet.address, symbol, quantity)
-        for symbol, quantity in quantities.items()
-    ])
-    calls: list[Any] = []
-    approved = call_rpc(
-        lambda: bool(tokens.isApprovedForAll(wallet.address, contracts.vault.address).call()),
-        "GpuHourToken.isApprovedForAll")
-    if not approved:
-        calls.append(tokens.setApprovalForAll(contracts.vault.address, True))
-    calls += [vault.deposit(token_id(symbol), quantity, account)
-              for symbol, quantity in quantities.items()]
-    send_all(contracts.chain, wallet, calls)
-    return len(quantities)

@@ -46,8 +46,8 @@ def open_contracts(rpc_url: str, deployment_path: Path) -> tuple[Contracts, bool
             contracts.check()
         except DeploymentError as error:
             raise DeploymentError(
-                f"{error}. The chain lost this market's contracts (its state file is gone "
-                f"or the node was reset): remove {deployment_path.parent} to start afresh"
+                f"{error}. This market cannot go on with them: remove "
+                f"{deployment_path.parent} to start afresh"
             ) from error
         return contracts, False
     deployment = deploy(chain, dev_account(DEPLOYER_WALLET),

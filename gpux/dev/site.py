@@ -2,7 +2,7 @@
 
 A fill on the page links to `/proof/TRADE_ID`. Here that answers with the fill's settlement
 proof as JSON (settlement.proofs: its batch, the settling transaction, the Merkle path, and
-whether the root on chain and the Vault's own `verifyFill` accept it), or 404 with the
+whether the root on chain and the Vault's own `verifyLeaf` accept it), or 404 with the
 reason while the fill is not in a batch yet. Everything else goes to the static site, and
 a websocket handshake goes on untouched.
 """

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import msgspec
 import pytest
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
@@ -23,7 +24,7 @@ from settlement.chain import (
     token_id,
 )
 from settlement.dev import deposit_tokens, deposit_usdc, new_wallet, register_capacity
-from settlement.errors import TransactionRevertedError
+from settlement.errors import DeploymentError, TransactionRevertedError
 from settlement.fills import (
     ChainFill,
     SupplyChange,
@@ -44,6 +45,21 @@ def contracts(eth_rpc_url: str) -> Iterator[Contracts]:
     admin = dev_account(0)
     deployment = deploy(chain, admin, settler=dev_account(1).address, minter=admin.address)
     yield Contracts(chain, deployment)
+
+
+def test_a_deployment_is_checked_against_the_chain_and_this_builds_sources(
+        contracts: Contracts) -> None:
+    contracts.check()  # deployed just now, from this build
+    assert contracts.deployment.source_hash == contracts.chain.artifacts.source_hash
+    for recorded in ("", "0" * 64):  # recorded before the hash was kept; another build
+        older = Contracts(contracts.chain, msgspec.structs.replace(
+            contracts.deployment, source_hash=recorded))
+        with pytest.raises(DeploymentError, match="built from other sources"):
+            older.check()
+    elsewhere = Contracts(contracts.chain, msgspec.structs.replace(
+        contracts.deployment, vault=new_wallet(contracts).address))
+    with pytest.raises(DeploymentError, match="no contract code"):
+        elsewhere.check()
 
 
 def error_selector(contracts: Contracts, name: str) -> str:
