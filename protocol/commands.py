@@ -16,6 +16,10 @@ from protocol.message import Message
 # `\Z`, not `$`: in Python `$` also matches before a trailing newline ("alice\n").
 IDENTIFIER_PATTERN: Final = r"^[A-Za-z0-9_.:\-]{1,64}\Z"
 Identifier = Annotated[str, msgspec.Meta(pattern=IDENTIFIER_PATTERN)]
+STRIP_CLIENT_ORDER_ID_PATTERN: Final = r"^[A-Za-z0-9_.:\-]{1,59}\Z"
+StripClientOrderId = Annotated[str, msgspec.Meta(pattern=STRIP_CLIENT_ORDER_ID_PATTERN)]
+STRIP_LEGS_MIN: Final = 2
+STRIP_LEGS_MAX: Final = 168
 Nanoseconds = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 Label = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]  # a GPU class, a region
 DeliveryHours = Annotated[int, msgspec.Meta(ge=1, le=24 * 366)]
@@ -118,6 +122,19 @@ class IssueCapacity(Command, tag="issue_capacity", frozen=True, kw_only=True):
     quantity: int
 
 
+class NewStripOrder(Command, tag="new_strip_order", frozen=True, kw_only=True):
+    """v2, Strip orders: `quantity` GPU-hours in each of 2-168 consecutive hours, all or
+    nothing, at a total price limit; never rests. `client_order_id` has at most 59
+    characters, so that a leg's `CLIENT_ORDER_ID:LEG_INDEX` fits in 64."""
+
+    account: Identifier
+    client_order_id: StripClientOrderId
+    side: Side
+    instruments: list[str]
+    quantity: int
+    limit_total: str
+
+
 class DeliveryReport(Command, tag="delivery_report", frozen=True, kw_only=True):
     """v2, Delivery: the delivery service's measure of one assignment (issue, holder)."""
 
@@ -130,18 +147,19 @@ class DeliveryReport(Command, tag="delivery_report", frozen=True, kw_only=True):
 
 AnyCommand = (
     ListInstrument | Deposit | Withdraw | NewOrder | CancelOrder | AmendOrder | MassCancel | Tick
-    | IssueCapacity | DeliveryReport
+    | IssueCapacity | DeliveryReport | NewStripOrder
 )
 COMMAND_TYPES: Final[dict[str, type[Command]]] = {
     cls.__struct_config__.tag: cls  # type: ignore[misc]
     for cls in (ListInstrument, Deposit, Withdraw, NewOrder, CancelOrder, AmendOrder,
-                MassCancel, Tick, IssueCapacity, DeliveryReport)
+                MassCancel, Tick, IssueCapacity, DeliveryReport, NewStripOrder)
 }
 # Commands that name an account (and an order) whose malformation is `invalid_command`.
 ACCOUNT_COMMANDS: Final = frozenset(
-    {"deposit", "withdraw", "new_order", "cancel_order", "amend_order", "mass_cancel"}
+    {"deposit", "withdraw", "new_order", "cancel_order", "amend_order", "mass_cancel",
+     "new_strip_order"}
 )
-ORDER_COMMANDS: Final = frozenset({"new_order", "cancel_order", "amend_order"})
+ORDER_COMMANDS: Final = frozenset({"new_order", "cancel_order", "amend_order", "new_strip_order"})
 
 
 class MalformedCommand(msgspec.Struct, frozen=True, kw_only=True):

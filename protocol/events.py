@@ -196,12 +196,34 @@ class ReportRejected(Event, tag="report_rejected", frozen=True, kw_only=True):
     reason: str
 
 
+class StripAccepted(Event, tag="strip_accepted", frozen=True, kw_only=True):
+    account: str
+    client_order_id: str
+    strip_id: str
+    side: str
+    instruments: list[str]
+    quantity: int
+    limit_total: str
+
+
+class StripRejected(OrderCommandRejected, tag="strip_rejected", frozen=True, kw_only=True):
+    pass
+
+
+class StripDone(Event, tag="strip_done", frozen=True, kw_only=True):
+    account: str
+    client_order_id: str
+    strip_id: str
+    notional: str
+    fees: str
+
+
 AnyEvent = (
     InstrumentListed | InstrumentClosed | Deposited | Withdrawn | WithdrawalRejected
     | OrderAccepted | OrderRejected | Trade | OrderCanceled | OrderAmended | OrderReduced
     | CancelRejected | AmendRejected | DepositRejected | CommandRejected
     | CapacityIssued | IssueRejected | DeliveryAssigned | DeliverySettled | BondReleased
-    | ReportRejected
+    | ReportRejected | StripAccepted | StripRejected | StripDone
 )
 EVENT_TYPES: Final[dict[str, type[Event]]] = {
     cls.__struct_config__.tag: cls  # type: ignore[misc]
@@ -209,5 +231,5 @@ EVENT_TYPES: Final[dict[str, type[Event]]] = {
                 OrderAccepted, OrderRejected, Trade, OrderCanceled, OrderAmended, OrderReduced,
                 CancelRejected, AmendRejected, DepositRejected, CommandRejected,
                 CapacityIssued, IssueRejected, DeliveryAssigned, DeliverySettled, BondReleased,
-                ReportRejected)
+                ReportRejected, StripAccepted, StripRejected, StripDone)
 }

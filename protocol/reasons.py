@@ -26,6 +26,9 @@ UNKNOWN_ISSUE: Final = "unknown_issue"
 NOT_ASSIGNED: Final = "not_assigned"
 ALREADY_REPORTED: Final = "already_reported"
 INVALID_PPM: Final = "invalid_ppm"
+# Strip orders (v2)
+INSUFFICIENT_LIQUIDITY: Final = "insufficient_liquidity"
+LIMIT_EXCEEDED: Final = "limit_exceeded"
 
 # Cancellations (INSTRUMENT_CLOSED is shared with the rejections)
 USER: Final = "user"
