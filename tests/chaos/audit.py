@@ -13,6 +13,17 @@
 5. Orders: every order the gateway acknowledged as accepted is in the events with the same
    order id, and is either done (filled or canceled) or open in the final state; every
    rejection the gateway reported is the engine's.
+6. Delivery: every deliverable instrument closed; each issue's bond released or paid out
+   exactly once and in full (the events: bond issued = releases + compensation, each
+   assignment settled once, at the delivery service's delivered_ppm, with the protocol's
+   compensation and the rest released to the issuer; the ledger: its issues, releases and
+   bond accounts the same, reconcile `ok`, so no redeemed token left anywhere; the chain:
+   every delivery posting in one settled batch, the Vault's bond escrow equal to the
+   ledger's bonds (0), a closed token's custody 0 and marked redeemed); every report the
+   delivery service was told about is the engine's.
+
+Bonds settle on chain to one address, `Vault.BOND_ESCROW`: the three-way comparison folds
+every `@bond:ISSUE_ID` account into one (`ESCROW`) that settles there.
 """
 
 from __future__ import annotations
@@ -29,36 +40,45 @@ import msgspec
 
 from eventlog.reading import read_to_end
 from ledger import reads
-from ledger.journal import CHAIN_ACCOUNT
+from ledger.journal import BOND_ACCOUNT_PREFIX, CHAIN_ACCOUNT
 from ledger.reconcile import engine_balances, reconcile
 from ledger.verify import verify_chain
 from matching_engine.core import Engine
 from protocol import (
     FEE_ACCOUNT,
     USDC,
+    BondReleased,
+    CapacityIssued,
+    DeliveryAssigned,
+    DeliverySettled,
     Deposited,
+    InstrumentClosed,
+    InstrumentListed,
     OrderAccepted,
     OrderAmended,
     OrderCanceled,
     OrderReduced,
     OrderRejected,
+    ReportRejected,
     Trade,
     WithdrawalRejected,
     Withdrawn,
     decode_command,
     decode_event,
+    effects,
     encode,
     parse_micro,
 )
-from settlement.chain import USDC_ASSET, token_id
+from settlement.chain import BOND_ESCROW, USDC_ASSET, token_id
 from settlement.errors import SettlementError
 from settlement.fills import ChainFill
 from settlement.proofs import prove
-from tests.chaos.load import Depositor, LoadStats, Withdrawer
+from tests.chaos.load import Depositor, LoadStats, Reporter, Withdrawer
 from tests.chaos.venue import Venue
 
 READ_TIMEOUT_S = 180.0
 RECORDS_MAX = 5_000_000
+ESCROW = "@bond"  # every issue's bond account, as the Vault holds them (BOND_ESCROW)
 
 Balances = dict[tuple[str, str], int]
 
@@ -114,6 +134,11 @@ def _add(balances: Balances, account: str, asset: str, amount: int) -> None:
     balances[(account, asset)] = balances.get((account, asset), 0) + amount
 
 
+def _settles_as(account: str) -> str:
+    """The account a balance settles as on chain: every bond account is the escrow."""
+    return ESCROW if account.startswith(BOND_ACCOUNT_PREFIX) else account
+
+
 def _trade_deltas(rows: Iterable[asyncpg.Record]) -> Balances:
     """Net what trades move per (account, asset), as settlement nets a batch."""
     deltas: Balances = {}
@@ -129,7 +154,7 @@ def _trade_deltas(rows: Iterable[asyncpg.Record]) -> Balances:
 
 
 async def audit_venue(venue: Venue, stats: LoadStats, depositor: Depositor,
-                      withdrawer: Withdrawer) -> Audit:
+                      withdrawer: Withdrawer, reporter: Reporter) -> Audit:
     audit = Audit()
     commands = await _read_topic(venue, venue.commands_topic)
     event_bytes = await _read_topic(venue, venue.events_topic)
@@ -150,6 +175,7 @@ async def audit_venue(venue: Venue, stats: LoadStats, depositor: Depositor,
         await _check_ledger(audit, venue, conn, engine, events)
         await _check_chain(audit, venue, conn, engine, events)
         await _check_settlement(audit, venue, conn, events)
+        await _check_delivery(audit, venue, conn, engine, events, reporter)
     finally:
         await conn.close()
     await asyncio.to_thread(_check_deposits, audit, venue, depositor, events)
@@ -171,6 +197,8 @@ async def _check_ledger(audit: Audit, venue: Venue, conn: asyncpg.Connection, en
     report = await reconcile(conn, venue.event_log, commands_topic=venue.commands_topic)
     audit.same("ledger reconcile seq vs last event seq", report.seq, events[-1].seq)
     audit.same("ledger vs engine differences", report.differences, [])
+    audit.same("balances of redeemed tokens left (ledger reconcile)", report.unredeemed, [])
+    audit.check(report.ok, "the ledger's reconcile report is not ok")
     ledger_balances = await reads.balances(conn)
     audit.same("ledger balances vs the replayed engine", dict(ledger_balances),
                engine_balances(engine))
@@ -189,12 +217,15 @@ async def _check_ledger(audit: Audit, venue: Venue, conn: asyncpg.Connection, en
 
 async def _tails(venue: Venue, conn: asyncpg.Connection, events: list[Any]
                  ) -> tuple[Balances, Balances, Balances]:
-    """Return what the chain lags the engine by: unsettled trades, unpaid withdrawals,
-    uncredited deposits (each per account and asset)."""
+    """Return what the chain lags the engine by: unsettled trades and delivery entries,
+    unpaid withdrawals, uncredited deposits (each per account, bonds as ESCROW, and asset)."""
     settled = await conn.fetchval("SELECT coalesce(max(last_seq), 0) FROM settlement.batches "
                                   "WHERE status = 'settled'")
     unsettled = _trade_deltas(await conn.fetch("SELECT * FROM ledger.trades WHERE seq > $1",
                                                settled))
+    for posting in await reads.delivery_postings(conn, settled, reads.LIMIT_MAX):
+        if posting.account != CHAIN_ACCOUNT:  # a supply change, no balance on chain
+            _add(unsettled, _settles_as(posting.account), posting.asset, posting.amount)
     paid = {int(row[0]) for row in await conn.fetch(
         "SELECT withdrawal_seq FROM settlement.payouts WHERE status = 'settled'")}
     unpaid: Balances = {}
@@ -212,7 +243,7 @@ async def _tails(venue: Venue, conn: asyncpg.Connection, events: list[Any]
 def _chain_deposits(venue: Venue) -> list[tuple[str, str, str, int]]:
     """Return (deposit id, depositor, asset name, amount) of every Vault deposit on chain."""
     contracts = venue.contracts
-    names = {token_id(symbol): symbol for symbol in venue.symbols} | {USDC_ASSET: USDC}
+    names = {token_id(symbol): symbol for symbol in venue.all_symbols} | {USDC_ASSET: USDC}
     logs = contracts.vault.events.Deposited().get_logs(
         from_block=contracts.deployment.block_number, to_block="latest")
     return [(f"0x{bytes(entry['transactionHash']).hex()}:{entry['logIndex']}",
@@ -228,13 +259,17 @@ async def _check_chain(audit: Audit, venue: Venue, conn: asyncpg.Connection, eng
     for name, tail in (("unsettled trades", unsettled), ("unpaid withdrawals", unpaid),
                        ("uncredited deposits", uncredited)):
         audit.same(f"tail of {name} after the drain", {k: v for k, v in tail.items() if v}, {})
-    in_engine = engine_balances(engine)
-    addresses = {wallet.address: wallet.address for wallet in venue.wallets}
+    in_engine: Balances = {}
+    for (account, asset), amount in engine_balances(engine).items():
+        _add(in_engine, _settles_as(account), asset, amount)
+    addresses: dict[str, str] = {wallet.address: wallet.address
+                                 for wallet in [*venue.wallets, venue.operator]}
     addresses[FEE_ACCOUNT] = venue.fee_wallet.address
+    addresses[ESCROW] = BOND_ESCROW
     strangers = {account for account, _ in in_engine
                  if account not in addresses and account != CHAIN_ACCOUNT}
     audit.same("engine accounts holding money that settle nowhere", strangers, set())
-    assets = {USDC: USDC_ASSET} | {symbol: token_id(symbol) for symbol in venue.symbols}
+    assets = {USDC: USDC_ASSET} | {symbol: token_id(symbol) for symbol in venue.all_symbols}
     expected: Balances = {}
     for account in addresses:
         for asset in assets:
@@ -284,7 +319,7 @@ async def _check_wallets(audit: Audit, venue: Venue, conn: asyncpg.Connection,
     def held() -> Balances:
         contracts = venue.contracts
         found: Balances = {}
-        for wallet in venue.wallets:
+        for wallet in [*venue.wallets, venue.operator]:
             found[(wallet.address, USDC)] = int(
                 contracts.usdc.functions.balanceOf(wallet.address).call())
             for asset, asset_id in assets.items():
@@ -329,6 +364,7 @@ async def _check_settlement(audit: Audit, venue: Venue, conn: asyncpg.Connection
     audit.same("fills outside their batch's seq range", outside, [])
     audit.same("sum of fill counts vs fills", sum(int(row["fill_count"]) for row in batches),
                len(fills))
+    await _check_moves(audit, conn, ranges)
     chain = await asyncio.to_thread(_chain_jobs, venue, len(ids))
     audit.same("BatchSettled events per batch id",
                Counter(batch_id for batch_id, _ in chain.settled), Counter(ids))
@@ -353,6 +389,25 @@ async def _check_settlement(audit: Audit, venue: Venue, conn: asyncpg.Connection
                        (row["account"], int(row["amount"])),
                        (event.account, _token_units(event.asset, event.amount)))
     audit.counts.update(batches=len(ids), payouts=len(payouts))
+
+
+async def _check_moves(audit: Audit, conn: asyncpg.Connection,
+                       ranges: dict[int, tuple[int, int]]) -> None:
+    """Every posting of a delivery entry is the leaf of exactly one batch, inside its seq
+    range, and the batches' move counts add up to them."""
+    postings = await reads.delivery_postings(conn, 0, reads.LIMIT_MAX)
+    moves = await conn.fetch("SELECT batch_id, seq, account, asset FROM settlement.batch_moves")
+    audit.same("delivery postings settled vs postings in the ledger",
+               Counter((int(row["seq"]), row["account"], int(row["asset"])) for row in moves),
+               Counter((posting.seq, posting.account, USDC_ASSET if posting.asset == USDC
+                        else token_id(posting.asset)) for posting in postings))
+    outside = [(int(row["seq"]), row["account"]) for row in moves
+               if not ranges[int(row["batch_id"])][0] <= row["seq"]
+               <= ranges[int(row["batch_id"])][1]]
+    audit.same("moves outside their batch's seq range", outside, [])
+    audit.same("sum of move counts vs moves", await conn.fetchval(
+        "SELECT coalesce(sum(move_count), 0) FROM settlement.batches"), len(moves))
+    audit.counts["delivery_postings_settled"] = len(moves)
 
 
 @dataclass(frozen=True)
@@ -516,3 +571,189 @@ def _check_withdrawals(audit: Audit, withdrawer: Withdrawer, commands: list[byte
     audit.counts.update(withdrawals_sent=len(withdrawer.sent),
                         withdrawals_unconfirmed=len(withdrawer.unconfirmed),
                         withdrawal_outcomes=dict(by_reason))
+
+
+@dataclass
+class _Issue:
+    """One issue as the events tell it: what was bonded, released and paid out of it."""
+
+    issue: CapacityIssued
+    bond_per_hour: int
+    released: int = 0  # micro-USDC, to the issuer
+    released_quantity: int = 0
+    compensated: int = 0  # micro-USDC, to holders
+    releases: int = 0
+
+
+async def _check_delivery(audit: Audit, venue: Venue, conn: asyncpg.Connection,
+                          engine: Engine, events: list[Any], reporter: Reporter) -> None:
+    """Every bond released or paid out exactly once and in full, in the events, the ledger
+    and the Vault; every report answered as the engine decided."""
+    closed = {event.symbol for event in events if isinstance(event, InstrumentClosed)}
+    audit.same("deliverable instruments not closed", set(venue.deliverable) - closed, set())
+    deliverable = set(venue.deliverable)
+    audit.counts.update(
+        deliverable_instruments=len(deliverable),
+        deliverable_trades=sum(isinstance(e, Trade) and e.instrument in deliverable
+                               for e in events),
+        deliverable_withdrawals=sum(isinstance(e, Withdrawn) and e.asset in deliverable
+                                    for e in events))
+    state = engine.final_state()
+    audit.same("issues with GPU-hours still bonded in the final state", state["issues"], [])
+    audit.same("assignments not reported in the final state", state["deliveries"], [])
+    issues = _check_bond_events(audit, events)
+    _check_reports(audit, events, reporter)
+    bonds_held = await _check_bond_ledger(audit, conn, issues)
+    await asyncio.to_thread(_check_bond_chain, audit, venue, bonds_held, await _redeemed(conn))
+
+
+def _check_bond_events(audit: Audit, events: list[Any]) -> dict[str, _Issue]:
+    """Each issue's bond = its releases + its compensation (nothing is left bonded); each
+    assignment settled once, for its quantity, with the protocol's compensation, the rest
+    of its bond released to the issuer by the event right after."""
+    bond_per_hour = {event.symbol: parse_micro(event.bond_per_gpu_hour, "bond")
+                     for event in events
+                     if isinstance(event, InstrumentListed) and event.bond_per_gpu_hour}
+    issues: dict[str, _Issue] = {}
+    assigned: dict[tuple[str, str], int] = {}
+    assignments: Counter[tuple[str, str]] = Counter()
+    settled: Counter[tuple[str, str]] = Counter()
+    wrong: list[str] = []
+    for index, event in enumerate(events):
+        if isinstance(event, CapacityIssued):
+            issues[event.issue_id] = _Issue(event, bond_per_hour[event.instrument])
+        elif isinstance(event, BondReleased):
+            issue = issues[event.issue_id]
+            issue.released += parse_micro(event.amount, "amount")
+            issue.released_quantity += event.quantity
+            issue.releases += 1
+            if event.account != issue.issue.account:
+                wrong.append(f"seq {event.seq}: bond released to {event.account}")
+        elif isinstance(event, DeliveryAssigned):
+            key = (event.issue_id, event.holder)
+            assignments[key] += 1
+            assigned[key] = event.quantity
+        elif isinstance(event, DeliverySettled):
+            key = (event.issue_id, event.holder)
+            settled[key] += 1
+            issue = issues[event.issue_id]
+            compensation = parse_micro(event.compensation, "compensation")
+            issue.compensated += compensation
+            bond = effects.bond(event.quantity, issue.bond_per_hour)
+            expected = effects.compensation(event.quantity, issue.bond_per_hour,
+                                            event.delivered_ppm)
+            release = events[index + 1] if index + 1 < len(events) else None
+            if event.quantity != assigned.get(key) or compensation != expected:
+                wrong.append(f"seq {event.seq}: {key} settled {event.quantity} for "
+                             f"{compensation}, assigned {assigned.get(key)}, owed {expected}")
+            if not (isinstance(release, BondReleased) and release.issue_id == event.issue_id
+                    and release.quantity == event.quantity
+                    and parse_micro(release.amount, "amount") == bond - compensation):
+                wrong.append(f"seq {event.seq}: {key} not followed by the release of "
+                             f"{bond - compensation}: {release}")
+    audit.same("delivery events that do not follow the protocol", wrong[:10], [])
+    audit.same("assignments made more than once",
+               {key: count for key, count in assignments.items() if count > 1}, {})
+    audit.same("assignments settled other than once",
+               {key: settled[key] for key in assignments.keys() | settled.keys()
+                if settled[key] != 1 or key not in assignments}, {})
+    unpaid = {issue_id: (parse_micro(issue.issue.bond, "bond"), issue.released,
+                         issue.compensated, issue.issue.quantity, issue.released_quantity)
+              for issue_id, issue in issues.items()
+              if parse_micro(issue.issue.bond, "bond") != issue.released + issue.compensated
+              or issue.issue.quantity != issue.released_quantity}
+    audit.same("issues whose bond is not released and paid out in full, (bond, released, "
+               "compensation, GPU-hours, GPU-hours released)", unpaid, {})
+    audit.counts.update(
+        issues=len(issues), assignments=len(assignments),
+        bonds_micro=sum(parse_micro(issue.issue.bond, "bond") for issue in issues.values()),
+        released_micro=sum(issue.released for issue in issues.values()),
+        compensation_micro=sum(issue.compensated for issue in issues.values()),
+        bond_releases=sum(issue.releases for issue in issues.values()))
+    return issues
+
+
+def _check_reports(audit: Audit, events: list[Any], reporter: Reporter) -> None:
+    """The delivery service reported every assignment; what it was told is the engine's:
+    an accepted report is the one settlement of its assignment, at its delivered_ppm and
+    evidence; the only rejection is `already_reported`, of a report sent again."""
+    assigned = {(e.issue_id, e.holder) for e in events if isinstance(e, DeliveryAssigned)}
+    settlements = {(e.issue_id, e.holder): e for e in events if isinstance(e, DeliverySettled)}
+    reports = reporter.reports
+    audit.same("assignments never reported", assigned - set(reports), set())
+    audit.same("reports of no assignment", set(reports) - assigned, set())
+    refused = {key: report.outcome for key, report in reports.items()
+               if report.outcome not in ("accepted", "already_reported")}
+    audit.same("reports refused otherwise than already_reported", refused, {})
+    differ: list[str] = []
+    for key, report in reports.items():
+        settlement = settlements.get(key)
+        if settlement is None:
+            continue  # reported with the assignments settled other than once
+        told = report.compensation if report.outcome == "accepted" else settlement.compensation
+        if ((settlement.delivered_ppm, settlement.evidence, settlement.compensation)
+                != (report.delivered_ppm, report.evidence, told)):
+            differ.append(f"{key}: reported {report.delivered_ppm} {report.evidence!r} told "
+                          f"{told}, settled {settlement.delivered_ppm} "
+                          f"{settlement.evidence!r} {settlement.compensation}")
+    audit.same("reports that differ from their settlement", differ[:10], [])
+    audit.same("report rejections in the events other than already_reported",
+               [e for e in events if isinstance(e, ReportRejected)
+                and e.reason != "already_reported"], [])
+    outcomes = Counter(report.outcome for report in reports.values())
+    sends = sum(report.sends for report in reports.values())
+    audit.counts.update(
+        reports=len(reports), reports_accepted=outcomes["accepted"],
+        reports_already_reported=outcomes["already_reported"], report_sends=sends,
+        reports_by_ppm=dict(Counter(report.delivered_ppm for report in reports.values())))
+
+
+async def _check_bond_ledger(audit: Audit, conn: asyncpg.Connection,
+                             issues: dict[str, _Issue]) -> int:
+    """The ledger's issues and releases are the events', and every bond account is empty;
+    return what the bond accounts hold together."""
+    bonds = await reads.bonds(conn, limit=reads.LIMIT_MAX)
+    audit.same("ledger issues (issuer, instrument, GPU-hours, bond) vs capacity_issued",
+               {bond.issue_id: (bond.issuer, bond.instrument, bond.quantity, bond.bond)
+                for bond in bonds},
+               {issue_id: (issue.issue.account, issue.issue.instrument, issue.issue.quantity,
+                           parse_micro(issue.issue.bond, "bond"))
+                for issue_id, issue in issues.items()})
+    audit.same("ledger bonds left (GPU-hours, micro-USDC)",
+               {bond.issue_id: (bond.bonded_quantity, bond.balance) for bond in bonds
+                if bond.bonded_quantity or bond.balance}, {})
+    released = {row["issue_id"]: (int(row["count"]), int(row["quantity"]), int(row["amount"]))
+                for row in await conn.fetch(
+                    "SELECT issue_id, count(*), sum(quantity) AS quantity, "
+                    "sum(amount) AS amount FROM ledger.bond_releases GROUP BY issue_id")}
+    audit.same("ledger bond releases (count, GPU-hours, micro-USDC) vs bond_released events",
+               released, {issue_id: (issue.releases, issue.released_quantity, issue.released)
+                          for issue_id, issue in issues.items() if issue.releases})
+    return sum(bond.balance for bond in bonds)
+
+
+async def _redeemed(conn: asyncpg.Connection) -> dict[str, int]:
+    """Return the tokens each closed deliverable instrument redeemed, as the ledger booked."""
+    rows = await conn.fetch("SELECT instrument, quantity FROM ledger.redemptions")
+    return {row["instrument"]: int(row["quantity"]) for row in rows}
+
+
+def _check_bond_chain(audit: Audit, venue: Venue, bonds_held: int,
+                      redeemed: dict[str, int]) -> None:
+    """The bond escrow holds what the ledger's bond accounts hold (nothing, once every
+    assignment is reported); every closed token is burned from custody and marked redeemed
+    (when its close redeemed anything)."""
+    contracts = venue.contracts
+    audit.same("the Vault's bond escrow (USDC) vs the ledger's bond accounts",
+               contracts.vault_balance(BOND_ESCROW, USDC_ASSET), bonds_held)
+    audit.same("deliverable instruments closed in the ledger", set(redeemed),
+               set(venue.deliverable))
+    vault = contracts.vault.functions
+    custody = {symbol: int(contracts.gpu_hours.functions.balanceOf(
+        contracts.vault.address, token_id(symbol)).call()) for symbol in venue.deliverable}
+    audit.same("closed tokens the Vault still holds", {s: n for s, n in custody.items() if n}, {})
+    marked = {symbol: bool(vault.redeemed(token_id(symbol)).call())
+              for symbol in venue.deliverable}
+    audit.same("closed tokens marked redeemed on chain", marked,
+               {symbol: redeemed.get(symbol, 0) > 0 for symbol in venue.deliverable})
+    audit.counts.update(tokens_redeemed=sum(redeemed.values()))

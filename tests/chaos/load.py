@@ -2,10 +2,15 @@
 
 - `Trader`: one wallet account logged in through the gateway with the SDK (EIP-712 login),
   placing passive and aggressive limit orders, market orders, amends and cancels around a
-  fixed mid (the mix of `matching_engine.workload`). Every new order has a client order id
-  of its own, and its outcome is kept: accepted (with the engine's order id), rejected
-  (with the reason), or unknown (no answer: the connection, the gateway or the engine was
-  down).
+  fixed mid (the mix of `matching_engine.workload`) in the instruments not closed yet (a
+  list the suite keeps up to date). Every new order has a client order id of its own, and
+  its outcome is kept: accepted (with the engine's order id), rejected (with the reason),
+  or unknown (no answer: the connection, the gateway or the engine was down).
+- `Operator`: the issuer, with an operator API key: sells the tokens it issued on the
+  deliverable instruments not closed yet (asks around the mid, some crossing the bids).
+- `Reporter`: the delivery service, with a delivery API key: reports each assignment it is
+  given (delivered_ppm 0, 1,000,000 and between), sending again until the engine answers;
+  an `already_reported` after a resend means an earlier send was applied.
 - `Depositor`: deposits USDC and GPU-hour tokens on chain through the Vault, so the deposit
   watcher credits them; one deposit (mint/register, approve, deposit) at a time under
   `lock`, which the chain fault holds so that no deposit is ever half made.
@@ -28,12 +33,14 @@ from web3.logs import DISCARD
 
 from eventlog.errors import LogError
 from eventlog.port import EventLog, Producer
-from protocol import Withdraw, encode
-from sdk.client import Client, ClientError, RequestFailed, Wallet
+from protocol import DeliveryAssigned, Withdraw, encode
+from sdk.client import ApiKey, Client, ClientError, RequestFailed, Wallet
+from sdk.signing import Credentials
 from settlement.chain import Contracts
 from settlement.dev import deposit_tokens, deposit_usdc
 from settlement.errors import SettlementError
 from wsapi.messages import OrderResult
+from wsapi.requests import Side, TimeInForce
 
 log = logging.getLogger("gpux.chaos")
 
@@ -45,6 +52,11 @@ REQUEST_TIMEOUT_S = 20.0
 SEND_TIMEOUT_S = 10.0
 USDC_DEPOSIT_MICRO = 50 * 10**6
 TOKEN_DEPOSIT = 20
+OPERATOR_OPEN_ORDERS_MAX = 8
+SIDES: tuple[Side, ...] = ("buy", "sell")
+# Shares delivered the reporter draws from: none, all, and between (1 and 999,999 at the
+# edges of the rounding of the compensation).
+DELIVERED_PPM = (0, 1_000_000, 500_000, 1, 999_999, 250_000, 875_000)
 
 
 def price_text(ticks: int) -> str:
@@ -95,15 +107,28 @@ class LoadStats:
         return {"p50_ms": at(0.5), "p99_ms": at(0.99), "max_ms": round(ordered[-1], 1)}
 
 
-class Trader:
-    """Trade as one wallet account, in one session of its own, through the gateway."""
+async def connect(client: Client, who: str) -> None:
+    """Connect and log in, trying again a few times while the gateway does not answer."""
+    for attempt in range(CONNECT_ATTEMPTS_MAX):
+        try:
+            await client.connect()
+            return
+        except (ClientError, OSError, TimeoutError) as error:
+            if attempt + 1 == CONNECT_ATTEMPTS_MAX:
+                raise
+            log.info("%s: connect failed (%s); again", who, error)
+            await asyncio.sleep(0.2)
 
-    def __init__(self, wallet: LocalAccount, session: int, url: str, symbols: Sequence[str],
-                 seed: int, interval_s: float, stats: LoadStats) -> None:
-        self.credentials = Wallet("0x" + bytes(wallet.key).hex())
-        self.account = wallet.address
+
+class Trader:
+    """Trade as one account, in one session of its own, through the gateway."""
+
+    def __init__(self, credentials: Credentials, account: str, session: int, url: str,
+                 symbols: list[str], seed: int, interval_s: float, stats: LoadStats) -> None:
+        self.credentials = credentials
+        self.account = account
         self.url = url
-        self.symbols = list(symbols)
+        self.symbols = symbols  # the suite's list, not a copy: it changes as instruments close
         self.rng = random.Random(seed)
         self.interval_s = interval_s
         self.stats = stats
@@ -111,29 +136,26 @@ class Trader:
         self.count = 0
         self.prefix = f"k{self.account[2:8]}s{session}"  # sessions never share an id
 
+    @classmethod
+    def of_wallet(cls, wallet: LocalAccount, session: int, url: str, symbols: list[str],
+                  seed: int, interval_s: float, stats: LoadStats) -> Trader:
+        """A trader logged in with its wallet's EIP-712 signature."""
+        return cls(Wallet("0x" + bytes(wallet.key).hex()), wallet.address, session, url,
+                   symbols, seed, interval_s, stats)
+
     async def run(self, stop: asyncio.Event) -> None:
         client = Client(self.url, credentials=self.credentials,
                         reconnect_attempts_max=1_000_000, reconnect_backoff_max_s=0.5,
                         request_timeout_s=REQUEST_TIMEOUT_S)
-        await self._connect(client)
+        await connect(client, self.account)
         try:
             while not stop.is_set():
-                await self._step(client)
+                if self.symbols:
+                    await self._step(client)
                 await pause(stop, self.interval_s)
         finally:
             self.stats.reconnects += client.reconnects
             await client.close()
-
-    async def _connect(self, client: Client) -> None:
-        for attempt in range(CONNECT_ATTEMPTS_MAX):
-            try:
-                await client.connect()
-                return
-            except (ClientError, OSError, TimeoutError) as error:
-                if attempt + 1 == CONNECT_ATTEMPTS_MAX:
-                    raise
-                log.info("trader %s: connect failed (%s); again", self.account, error)
-                await asyncio.sleep(0.2)
 
     async def _step(self, client: Client) -> None:
         self.stats.requests += 1
@@ -162,13 +184,14 @@ class Trader:
                                            new_price=price_text(MID_TICKS + rng.randint(-4, 4)))
             await self._answered(amend)
         elif roll < 0.30:
-            await self._new_order(client, rng.choice(("buy", "sell")), None, None, False)
+            await self._new_order(client, rng.choice(SIDES), None, None, False)
         else:
-            side = rng.choice(("buy", "sell"))
+            side = rng.choice(SIDES)
             aggressive = rng.random() < 0.4
             offset = rng.randint(1, 3) if aggressive else -rng.randint(0, 4)
             ticks = MID_TICKS + offset if side == "buy" else MID_TICKS - offset
-            time_in_force = "ioc" if aggressive and rng.random() < 0.25 else None
+            time_in_force: TimeInForce | None = (
+                "ioc" if aggressive and rng.random() < 0.25 else None)
             post_only = not aggressive and rng.random() < 0.2  # at the mid, some cross
             await self._new_order(client, side, price_text(ticks), time_in_force, post_only)
 
@@ -179,8 +202,8 @@ class Trader:
         self.stats.answered += 1
         return result
 
-    async def _new_order(self, client: Client, side: str, price: str | None,
-                         time_in_force: str | None, post_only: bool) -> None:
+    async def _new_order(self, client: Client, side: Side, price: str | None,
+                         time_in_force: TimeInForce | None, post_only: bool) -> None:
         self.count += 1
         client_order_id = f"{self.prefix}-{self.count}"
         symbol = self.rng.choice(self.symbols)
@@ -188,13 +211,105 @@ class Trader:
         self.stats.orders.append(record)
         quantity = self.rng.randint(1, 3) if price is None else self.rng.randint(1, 5)
         result = await self._answered(client.new_order(
-            symbol, side, quantity, price,  # type: ignore[arg-type]
+            symbol, side, quantity, price,
             client_order_id=client_order_id, time_in_force=time_in_force, post_only=post_only))
         record.status = result.status
         record.order_id = result.order_id
         record.reason = result.reason
         if result.accepted and price is not None and time_in_force is None:
             self.open.append(client_order_id)
+
+
+class Operator(Trader):
+    """Sell issued tokens as the operator: asks around the mid in the deliverable
+    instruments not closed yet (`symbols`), the oldest canceled now and then. An ask the
+    operator has no tokens left for is rejected, which is an answer like any other."""
+
+    async def _act(self, client: Client) -> None:
+        rng = self.rng
+        if self.open and (len(self.open) > OPERATOR_OPEN_ORDERS_MAX or rng.random() < 0.1):
+            await self._answered(client.cancel_order(self.open.popleft()))
+        else:
+            ticks = MID_TICKS + rng.randint(-2, 2)
+            await self._new_order(client, "sell", price_text(ticks), None, False)
+
+
+@dataclass
+class Report:
+    """One assignment, what the delivery service reports for it, and what it was told:
+    `outcome` is "accepted", "already_reported" (an earlier send was applied) or the
+    reason of another rejection; None while unanswered."""
+
+    instrument: str
+    issue_id: str
+    holder: str
+    quantity: int
+    delivered_ppm: int
+    evidence: str | None
+    outcome: str | None = None
+    compensation: str | None = None
+    sends: int = 0
+
+
+class Reporter:
+    """Report assignments as the delivery service, in one session, one at a time; a send
+    with no answer within `timeout_s` (the engine down, the connection lost) is sent again."""
+
+    def __init__(self, url: str, key: ApiKey, seed: int, interval_s: float,
+                 timeout_s: float) -> None:
+        self.url = url
+        self.key = key
+        self.rng = random.Random(seed)
+        self.interval_s = interval_s
+        self.timeout_s = timeout_s
+        self.reports: dict[tuple[str, str], Report] = {}
+        self.waiting: deque[Report] = deque()
+        self.unanswered_by_cause: Counter[str] = Counter()
+
+    def add(self, assignments: Sequence[DeliveryAssigned]) -> None:
+        """Queue a report of each assignment not queued before."""
+        for assignment in assignments:
+            key = (assignment.issue_id, assignment.holder)
+            if key in self.reports:
+                continue
+            evidence = self.rng.choice((None, "", f"{self.rng.getrandbits(256):064x}"))
+            report = Report(assignment.instrument, assignment.issue_id, assignment.holder,
+                            assignment.quantity, self.rng.choice(DELIVERED_PPM), evidence)
+            self.reports[key] = report
+            self.waiting.append(report)
+
+    def answered(self, instruments: Sequence[str]) -> tuple[int, int]:
+        """Return (answered, queued) reports of the assignments of `instruments`."""
+        mine = [r for r in self.reports.values() if r.instrument in instruments]
+        return sum(r.outcome is not None for r in mine), len(mine)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        client = Client(self.url, credentials=self.key, reconnect_attempts_max=1_000_000,
+                        reconnect_backoff_max_s=0.5, request_timeout_s=REQUEST_TIMEOUT_S)
+        await connect(client, "reporter")
+        try:
+            while not stop.is_set():
+                if self.waiting:
+                    await self._send(client, self.waiting[0])
+                await pause(stop, self.interval_s)
+        finally:
+            await client.close()
+
+    async def _send(self, client: Client, report: Report) -> None:
+        report.sends += 1
+        try:
+            result = await asyncio.wait_for(client.delivery_report(
+                report.issue_id, report.holder, report.delivered_ppm, report.evidence),
+                self.timeout_s)
+        except RequestFailed as error:
+            self.unanswered_by_cause[f"refused:{error.code}"] += 1
+            return
+        except (ClientError, OSError, TimeoutError) as error:
+            self.unanswered_by_cause[type(error).__name__] += 1
+            return
+        report.outcome = "accepted" if result.accepted else result.reason or result.status
+        report.compensation = result.compensation
+        self.waiting.popleft()
 
 
 @dataclass(frozen=True)
@@ -268,8 +383,11 @@ class Withdrawer:
         self.rng = random.Random(seed)
         self.sent: list[Withdraw] = []
         self.unconfirmed: list[Withdraw] = []
+        self.queued: deque[Withdraw] = deque()  # sent before the next random one
 
     def _next(self) -> Withdraw:
+        if self.queued:
+            return self.queued.popleft()
         account = self.rng.choice(self.accounts)
         if self.rng.random() < 0.6:
             return Withdraw(ts=time.time_ns(), account=account, asset="USDC", amount="1.5")

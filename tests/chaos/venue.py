@@ -7,7 +7,9 @@ Layout: one topic namespace; the database `venue` holds the ledger's and settlem
 schemas (settlement reads `ledger.trades`), `gateway` the gateway's keys. On chain, dev
 account 0 deploys, 1 mints GPU-hour capacity (the suite's depositor) and 2 settles, so
 the settler's nonces are its own. Accounts are wallet addresses that settle to themselves;
-`fees` settles to a wallet of its own.
+`fees` settles to a wallet of its own. The operator, a wallet account too, issues bonded
+capacity with an API key of the operator role; the delivery service reports with a key of
+the delivery role (account `gpux.delivery`, which never holds money).
 """
 
 from __future__ import annotations
@@ -33,7 +35,14 @@ from harness.ports import free_port, port_is_open
 from harness.postgres import PostgresService
 from harness.service import Service
 from ledger.migrate import SERVICE_ROLE, apply_migrations, set_service_password
-from protocol import AnyEvent, Deposited, decode_event
+from protocol import (
+    AnyEvent,
+    BondReleased,
+    DeliveryAssigned,
+    Deposited,
+    InstrumentClosed,
+    decode_event,
+)
 from runtime.postgres import create_database, url_with_credentials
 from sdk.client import ApiKey
 from settlement import store as settlement_store
@@ -44,6 +53,8 @@ from tests.chaos.processes import DurableAnvil, GpuxProcess, child_env
 log = logging.getLogger("gpux.chaos")
 
 LEDGER_PASSWORD = "chaos-ledger"
+DELIVERY_ACCOUNT = "gpux.delivery"
+DELIVERY_KINDS_SQL = "'capacity_issued', 'bond_released', 'delivery_settled', 'redeemed'"
 PROBE_TIMEOUT_S = 2.0
 TAIL_FETCH_MAX = 5_000
 TAIL_POLL_MS = 200
@@ -91,6 +102,9 @@ class EventTail:
         self.topic = topic
         self.events: list[AnyEvent] = []
         self.deposit_ids: set[str] = set()
+        self.assignments: list[DeliveryAssigned] = []
+        self.closed: set[str] = set()  # instruments whose close's events have all been read
+        self._closing: str | None = None
         self.next_offset = 0
         self.errors = 0
         self.last_error = ""
@@ -121,11 +135,25 @@ class EventTail:
                 for record in await consumer.getmany(TAIL_FETCH_MAX, TAIL_POLL_MS):
                     event = decode_event(record.value)
                     self.events.append(event)
-                    if isinstance(event, Deposited) and event.deposit_id is not None:
-                        self.deposit_ids.add(event.deposit_id)
+                    self._note(event)
                     self.next_offset = record.offset + 1
         finally:
             await consumer.stop()
+
+    def _note(self, event: AnyEvent) -> None:
+        """Keep deposit ids and assignments; an instrument counts as closed once an event
+        follows its close's assignments and releases (one command's events are contiguous,
+        so by then every assignment of the close has been read)."""
+        if isinstance(event, Deposited) and event.deposit_id is not None:
+            self.deposit_ids.add(event.deposit_id)
+        if isinstance(event, DeliveryAssigned):
+            self.assignments.append(event)
+        if self._closing is not None and not isinstance(event,
+                                                        (DeliveryAssigned, BondReleased)):
+            self.closed.add(self._closing)
+            self._closing = None
+        if isinstance(event, InstrumentClosed):
+            self._closing = event.symbol
 
 
 @dataclass
@@ -144,7 +172,10 @@ class Venue:
     settler: LocalAccount
     fee_wallet: LocalAccount
     wallets: list[LocalAccount]
+    operator: LocalAccount
     admin_key: ApiKey
+    operator_key: ApiKey
+    delivery_key: ApiKey
     gateway_port: int
     metrics_port: int
     engine: GpuxProcess | None = None
@@ -152,7 +183,13 @@ class Venue:
     settlement: GpuxProcess | None = None
     gateway: GpuxProcess | None = None
     tail: EventTail | None = None
-    symbols: list[str] = field(default_factory=list)
+    symbols: list[str] = field(default_factory=list)  # listed without a bond
+    deliverable: list[str] = field(default_factory=list)  # every one listed with a bond
+    tradable: list[str] = field(default_factory=list)  # the load's: not closed (shared)
+
+    @property
+    def all_symbols(self) -> list[str]:
+        return [*self.symbols, *self.deliverable]
 
     @property
     def commands_topic(self) -> str:
@@ -221,8 +258,11 @@ class Venue:
                                 "WHERE status = 'settled'")
         return -1 if rows is None else int(rows[0][0])
 
-    async def last_trade_seq(self) -> int:
-        rows = await self.query("SELECT coalesce(max(seq), 0) FROM ledger.trades")
+    async def last_settleable_seq(self) -> int:
+        """Return the seq of the ledger's last entry settlement puts on chain: a trade or a
+        delivery entry (issue, bond release, compensation, redemption)."""
+        rows = await self.query("SELECT coalesce(max(seq), 0) FROM ledger.entries "
+                                f"WHERE kind IN ('trade', {DELIVERY_KINDS_SQL})")
         return -1 if rows is None else int(rows[0][0])
 
     async def unpaid_withdrawals(self) -> int:
@@ -307,37 +347,42 @@ async def _prepare_databases(admin_url: str, fee_address: str) -> tuple[str, str
     return venue_url, gateway_url
 
 
-async def _prepare_keys(gateway_url: str, wallets: Sequence[LocalAccount]) -> ApiKey:
-    """Give the trading wallets the market maker's rate limits; return an admin API key."""
+async def _prepare_keys(gateway_url: str, wallets: Sequence[LocalAccount],
+                        operator: LocalAccount) -> tuple[ApiKey, ApiKey, ApiKey]:
+    """Give the trading wallets the market maker's rate limits; return API keys of the
+    admin, the operator (for its wallet account) and the delivery service."""
     key_store = await PostgresKeyStore.open(gateway_url)
     try:
         for wallet in wallets:
             await key_store.set_role(wallet.address, "market_maker")
-        return ApiKey(*await key_store.add_key("chaos-admin", "admin"))
+        return (ApiKey(*await key_store.add_key("chaos-admin", "admin")),
+                ApiKey(*await key_store.add_key(operator.address, "operator")),
+                ApiKey(*await key_store.add_key(DELIVERY_ACCOUNT, "delivery")))
     finally:
         await key_store.close()
 
 
 def _deploy(rpc_url: str, wallet_count: int, path: Path
-            ) -> tuple[Contracts, list[LocalAccount], LocalAccount]:
+            ) -> tuple[Contracts, list[LocalAccount], LocalAccount, LocalAccount]:
+    """Deploy; return the contracts, the trading wallets, the fee wallet and the operator's."""
     chain = Chain(rpc_url)
     deployer, minter, settler = dev_account(0), dev_account(1), dev_account(2)
     deployment = deploy(chain, deployer, settler=settler.address, minter=minter.address)
     deployment.save(path)
     contracts = Contracts(chain, Deployment.load(path))
     wallets = [new_wallet(contracts) for _ in range(wallet_count)]
-    return contracts, wallets, new_wallet(contracts)
+    return contracts, wallets, new_wallet(contracts), new_wallet(contracts)
 
 
 async def build_venue(root: Path, infrastructure: Infrastructure, wallet_count: int,
                       snapshot_every_commands: int) -> Venue:
     """Create databases, topics and contracts, then the (not yet started) services."""
     deployment_path = root / "deployment.json"
-    contracts, wallets, fee_wallet = await asyncio.to_thread(
+    contracts, wallets, fee_wallet, operator = await asyncio.to_thread(
         _deploy, infrastructure.anvil.url, wallet_count, deployment_path)
     venue_url, gateway_url = await _prepare_databases(infrastructure.postgres.url,
                                                       fee_wallet.address)
-    admin_key = await _prepare_keys(gateway_url, wallets)
+    admin_key, operator_key, delivery_key = await _prepare_keys(gateway_url, wallets, operator)
     namespace = f"chaos{uuid.uuid4().hex[:8]}."
     event_log = KafkaLog(KafkaConfig(bootstrap_servers=infrastructure.kafka.bootstrap_servers,
                                      request_timeout_ms=5_000, start_timeout_ms=10_000))
@@ -347,7 +392,8 @@ async def build_venue(root: Path, infrastructure: Infrastructure, wallet_count: 
         root=root, infrastructure=infrastructure, namespace=namespace, event_log=event_log,
         venue_url=venue_url, gateway_db_url=gateway_url, deployment_path=deployment_path,
         contracts=contracts, minter=dev_account(1), settler=dev_account(2),
-        fee_wallet=fee_wallet, wallets=wallets, admin_key=admin_key,
+        fee_wallet=fee_wallet, wallets=wallets, operator=operator, admin_key=admin_key,
+        operator_key=operator_key, delivery_key=delivery_key,
         gateway_port=free_port(), metrics_port=free_port(),
     )
     venue.make_services(snapshot_every_commands)
