@@ -5,6 +5,7 @@
 | `engine` | `Engine`: command dispatch, listings, deposits, withdrawals, ticks, closes |
 | `orders` | new, cancel, amend and mass cancel; matching |
 | `delivery` | issuing bonded capacity, redemption at close, delivery reports (v2) |
+| `strips` | strip orders (v2): their checks, the simulation the gateway quotes, execution |
 | `book` | one instrument's price levels |
 | `state` | the mutable state and its primitive moves (balances, holds, events) |
 | `views` | read-only views: the replay final-state document |

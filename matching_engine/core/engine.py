@@ -13,9 +13,9 @@ from typing import Any
 from matching_engine.core.book import Instrument, Order
 from matching_engine.core.delivery import DeliveryFlow
 from matching_engine.core.invariants import validate
-from matching_engine.core.orders import OrderFlow
 from matching_engine.core.snapshot import capture, decode_snapshot, encode_snapshot, restore_into
 from matching_engine.core.state import NEVER
+from matching_engine.core.strips import StripFlow
 from matching_engine.core.views import final_state
 from protocol import (
     USDC,
@@ -36,6 +36,7 @@ from protocol import (
     MalformedCommand,
     MassCancel,
     NewOrder,
+    NewStripOrder,
     OrderRejected,
     Tick,
     Withdraw,
@@ -52,7 +53,7 @@ from protocol.money import parse_micro, parse_positive_micro
 FEE_BPS_MAX = 1000
 
 
-class Engine(OrderFlow, DeliveryFlow):
+class Engine(StripFlow, DeliveryFlow):
     """All books and all balances of the venue; `apply` one command at a time."""
 
     def __init__(self, check_invariants: bool = False) -> None:
@@ -69,6 +70,7 @@ class Engine(OrderFlow, DeliveryFlow):
             Tick: self.on_tick,
             IssueCapacity: self.on_issue_capacity,
             DeliveryReport: self.on_delivery_report,
+            NewStripOrder: self.on_new_strip_order,
             MalformedCommand: self.on_malformed,
         }
 
@@ -256,6 +258,9 @@ class Engine(OrderFlow, DeliveryFlow):
                 seq=self.next_seq(), ts=self.time, account=command.account,
                 client_order_id=command.client_order_id, reason=R.INVALID_ORDER,
             ))
+        elif kind == "new_strip_order":
+            assert command.account is not None and command.client_order_id is not None
+            self.reject_malformed_strip(command.account, command.client_order_id)
         else:
             self._reject_command(kind, R.INVALID_COMMAND)
 
