@@ -1,6 +1,6 @@
 """JSON and msgpack codecs of the protocol (PROTOCOL.md, Encoding; protocol-notes.md, Malformed
-commands), v1 and v2's Delivery: round trips, byte-stable encoding, omitted optional fields,
-and the salvage of malformed commands."""
+commands), v1 and v2's Delivery and Strip orders: round trips, byte-stable encoding, omitted
+optional fields, and the salvage of malformed commands."""
 
 from __future__ import annotations
 
@@ -36,12 +36,16 @@ from protocol import (
     MalformedCommand,
     MassCancel,
     NewOrder,
+    NewStripOrder,
     OrderAccepted,
     OrderAmended,
     OrderCanceled,
     OrderReduced,
     OrderRejected,
     ReportRejected,
+    StripAccepted,
+    StripDone,
+    StripRejected,
     Tick,
     Trade,
     Withdraw,
@@ -55,6 +59,7 @@ from protocol.commands import COMMAND_TYPES
 from protocol.events import EVENT_TYPES
 
 SYMBOL = "H100-SXM-80GB:eu-west:2025-07-01T00"
+NEXT_HOUR = "H100-SXM-80GB:eu-west:2025-07-01T01"
 TS = 1_751_328_000_000_000_000
 WALLET = "0xAbC0123456789dEf0123456789aBcDeF01234567"
 
@@ -99,6 +104,10 @@ COMMAND_EXAMPLES: list[msgspec.Struct] = [
     DeliveryReport(ts=TS, issue_id="iss-1", holder="alice", delivered_ppm=950_000,
                    evidence="9f" * 32),
     DeliveryReport(ts=TS, issue_id="iss-1", holder="bob", delivered_ppm=1_000_000),
+    NewStripOrder(ts=TS, account="alice", client_order_id="strip-1", side="buy",
+                  instruments=[SYMBOL, NEXT_HOUR], quantity=8, limit_total="96.5"),
+    NewStripOrder(ts=TS, account=WALLET, client_order_id="s" * 59, side="sell",
+                  instruments=[SYMBOL, NEXT_HOUR], quantity=1, limit_total="0.000001"),
 ]
 
 EVENT_EXAMPLES: list[msgspec.Struct] = [
@@ -179,6 +188,12 @@ EVENT_EXAMPLES: list[msgspec.Struct] = [
     BondReleased(seq=27, ts=TS, issue_id="iss-1", account=WALLET, quantity=10,
                  amount="30.875"),
     ReportRejected(seq=28, ts=TS, issue_id="iss-1", holder="alice", reason="already_reported"),
+    StripAccepted(seq=29, ts=TS, account="alice", client_order_id="strip-1", strip_id="9",
+                  side="buy", instruments=[SYMBOL, NEXT_HOUR], quantity=8, limit_total="96.5"),
+    StripRejected(seq=30, ts=TS, account="alice", client_order_id="strip-2",
+                  reason="insufficient_liquidity"),
+    StripDone(seq=31, ts=TS, account="alice", client_order_id="strip-1", strip_id="9",
+              notional="35.2", fees="0.0704"),
 ]
 
 
@@ -433,6 +448,40 @@ def test_delivered_ppm_bounds_are_those_of_a_signed_64_bit_integer() -> None:
         assert isinstance(decode_command(report(ppm)), MalformedCommand)
 
 
+def test_strip_encoding_pins_the_exact_json_bytes() -> None:
+    strip = NewStripOrder(ts=7, account="alice", client_order_id="s1", side="buy",
+                          instruments=["X0", "X1"], quantity=8, limit_total="96.5")
+    assert encode(strip) == (
+        b'{"type":"new_strip_order","ts":7,"account":"alice","client_order_id":"s1",'
+        b'"side":"buy","instruments":["X0","X1"],"quantity":8,"limit_total":"96.5"}'
+    )
+    done = StripDone(seq=9, ts=7, account="alice", client_order_id="s1", strip_id="4",
+                     notional="35.2", fees="0.0704")
+    assert encode(done) == (
+        b'{"type":"strip_done","seq":9,"ts":7,"account":"alice","client_order_id":"s1",'
+        b'"strip_id":"4","notional":"35.2","fees":"0.0704"}'
+    )
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_strip_client_order_id_of_60_characters_is_malformed_but_salvaged(
+    fmt: Format,
+) -> None:
+    """60-64 characters fail the strip's schema (a leg's `CLIENT_ORDER_ID:LEG_INDEX` must fit
+    in 64) but are an identifier still, so the salvage keeps the id; the engine then rejects
+    the command by its length (docs/protocol-notes.md, Strip orders)."""
+    for length in (59, 60, 64):
+        client_order_id = "s" * length
+        result = decode_command(_wire(_strip(client_order_id=client_order_id), fmt), fmt)
+        if length == 59:
+            assert isinstance(result, NewStripOrder)
+            continue
+        assert isinstance(result, MalformedCommand)
+        assert "`$.client_order_id`" in result.error
+        assert (result.type, result.account, result.client_order_id) == (
+            "new_strip_order", "alice", client_order_id)
+
+
 # --- malformed commands ------------------------------------------------------------------------
 
 
@@ -478,6 +527,15 @@ def _report(**overrides: Any) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "type": "delivery_report", "ts": 5, "issue_id": "i-1", "holder": "alice",
         "delivered_ppm": 900_000,
+    }
+    fields.update(overrides)
+    return {name: value for name, value in fields.items() if value is not _ABSENT}
+
+
+def _strip(**overrides: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "type": "new_strip_order", "ts": 5, "account": "alice", "client_order_id": "s-1",
+        "side": "buy", "instruments": [SYMBOL, NEXT_HOUR], "quantity": 8, "limit_total": "96",
     }
     fields.update(overrides)
     return {name: value for name, value in fields.items() if value is not _ABSENT}
@@ -646,6 +704,31 @@ MALFORMED_CASES: list[tuple[str, Any, str, dict[str, Any]]] = [
      {"type": "delivery_report"}),
     ("report_with_account", _report(account="alice"), "`account`",
      {"type": "delivery_report", "account": "alice"}),
+    # v2 Strip orders
+    ("strip_missing_account", _strip(account=_ABSENT), "`account`",
+     {"type": "new_strip_order", "ts": 5, "account": None, "client_order_id": "s-1"}),
+    ("strip_too_long_client_order_id", _strip(client_order_id=TOO_LONG),
+     "`$.client_order_id`", {"account": "alice", "client_order_id": None}),
+    ("strip_client_order_id_of_60", _strip(client_order_id="s" * 60), "`$.client_order_id`",
+     {"account": "alice", "client_order_id": "s" * 60}),
+    ("strip_unknown_side", _strip(side="long"), "`$.side`",
+     {"type": "new_strip_order", "account": "alice", "client_order_id": "s-1"}),
+    ("strip_instruments_as_string", _strip(instruments=SYMBOL), "`$.instruments`",
+     {"account": "alice", "instrument": None}),
+    ("strip_instrument_as_number", _strip(instruments=[SYMBOL, 7]), "`$.instruments[1]`",
+     {"client_order_id": "s-1"}),
+    ("strip_missing_instruments", _strip(instruments=_ABSENT), "`instruments`",
+     {"client_order_id": "s-1"}),
+    ("strip_quantity_as_string", _strip(quantity="8"), "`$.quantity`",
+     {"client_order_id": "s-1"}),
+    ("strip_quantity_as_float", _strip(quantity=8.0), "`$.quantity`",
+     {"client_order_id": "s-1"}),
+    ("strip_limit_total_as_number", _strip(limit_total=96), "`$.limit_total`",
+     {"client_order_id": "s-1", "amount": None}),
+    ("strip_missing_limit_total", _strip(limit_total=_ABSENT), "`limit_total`",
+     {"client_order_id": "s-1"}),
+    ("strip_unknown_field", _strip(time_in_force="gtc"), "`time_in_force`",
+     {"type": "new_strip_order", "ts": 5, "account": "alice", "client_order_id": "s-1"}),
 ]
 
 
