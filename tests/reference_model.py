@@ -1,11 +1,13 @@
 """An independent reference model of the matching engine, read straight from the spec.
 
-`ReferenceEngine` implements PROTOCOL.md (v1, and v2's cancel reasons and Delivery) and
-docs/protocol-notes.md for clarity, not speed: every open order sits in one plain list in
-acceptance order, the book is found by a linear scan and sorted every time it is needed, a
-hold is never stored but computed from the order it belongs to, an issue's bond is never
-stored but computed from its bonded GPU-hours, and all money is integer micro-USDC. It
-shares nothing with `matching_engine` (it neither imports nor was written from it): the
+`ReferenceEngine` implements PROTOCOL.md (v1, and v2's cancel reasons, Delivery and Strip
+orders) and docs/protocol-notes.md for clarity, not speed: every open order sits in one plain
+list in acceptance order, the book is found by a linear scan and sorted every time it is
+needed, a hold is never stored but computed from the order it belongs to, and all money is
+integer micro-USDC. Delivery lives in `tests.reference_delivery` and Strip orders in
+`tests.reference_strips`; they reach the engine through its helpers without an underscore
+(`emit`, `instrument`, `book`, `price`, `balance`, `credit`, `trade`). The model shares
+nothing with `matching_engine` (it neither imports nor was written from it): the
 differential tests run both and demand the same events, byte for byte, and the same final
 state.
 
@@ -24,14 +26,10 @@ from protocol import (
     USDC,
     AmendOrder,
     AmendRejected,
-    BondReleased,
     CancelOrder,
     CancelRejected,
-    CapacityIssued,
     CommandRejected,
-    DeliveryAssigned,
     DeliveryReport,
-    DeliverySettled,
     Deposit,
     Deposited,
     DepositRejected,
@@ -39,18 +37,18 @@ from protocol import (
     InstrumentClosed,
     InstrumentListed,
     IssueCapacity,
-    IssueRejected,
     ListInstrument,
     MalformedCommand,
     MassCancel,
     NewOrder,
+    NewStripOrder,
     OrderAccepted,
     OrderAmended,
     OrderCanceled,
     OrderReduced,
     OrderRejected,
     ProtocolError,
-    ReportRejected,
+    StripRejected,
     Tick,
     Trade,
     Withdraw,
@@ -62,10 +60,10 @@ from protocol import (
 )
 from protocol import reasons as reason
 from protocol.commands import ACCOUNT_COMMANDS, COMMAND_TYPES, ORDER_COMMANDS
+from tests import reference_delivery, reference_strips
 
 BPS_PER_UNIT = 10_000
 FEE_BPS_MAX = 1000
-PPM_WHOLE = 1_000_000  # delivered_ppm of a delivery in full
 BUY = "buy"
 SELL = "sell"
 
@@ -94,29 +92,6 @@ class Instrument:
 
 
 @dataclasses.dataclass
-class Issue:
-    """An accepted issue_capacity. Its bond is `bonded` x the instrument's bond per hour."""
-
-    issue_id: str
-    account: str  # the issuer
-    instrument: str
-    node_id: str
-    quantity: int  # as issued
-    unassigned: int  # GPU-hours neither released nor assigned at close
-    bonded: int  # GPU-hours still under bond: unassigned, or assigned and not reported
-
-
-@dataclasses.dataclass
-class Assignment:
-    """A delivery_assigned: `quantity` GPU-hours of an issue owed to one holder."""
-
-    issue_id: str
-    holder: str
-    quantity: int
-    reported: bool = False
-
-
-@dataclasses.dataclass
 class Order:
     order_id: int
     account: str
@@ -136,6 +111,21 @@ class Order:
     @property
     def remaining(self) -> int:
         return self.quantity - self.filled
+
+
+@dataclasses.dataclass(frozen=True)
+class Taker:
+    """The taker's side of a trade: an incoming order's, or a strip leg's."""
+
+    account: str
+    client_order_id: str
+    order_id: int
+    side: str
+
+    @classmethod
+    def of(cls, order: Order) -> Taker:
+        return cls(account=order.account, client_order_id=order.client_order_id,
+                   order_id=order.order_id, side=order.side)
 
 
 def fee_micro(notional_micro: int, fee_bps: int) -> int:
@@ -187,8 +177,7 @@ class ReferenceEngine:
         self.orders: list[Order] = []  # every open order, in acceptance order
         self.available: dict[tuple[str, str], int] = {}  # (account, asset) -> amount
         self.deposit_ids: set[str] = set()
-        self.issues: list[Issue] = []  # every accepted issue, in the order issued
-        self.assignments: list[Assignment] = []  # every assignment, in the order assigned
+        self.delivery = reference_delivery.Delivery(self)  # the issues and assignments
         self._events: list[Event] = []
 
     # ----------------------------------------------------------------------------- API
@@ -209,8 +198,9 @@ class ReferenceEngine:
                 AmendOrder: self._amend_order,
                 MassCancel: self._mass_cancel,
                 Tick: lambda _command: None,
-                IssueCapacity: self._issue_capacity,
-                DeliveryReport: self._delivery_report,
+                IssueCapacity: self.delivery.issue_capacity,
+                DeliveryReport: self.delivery.delivery_report,
+                NewStripOrder: lambda strip: reference_strips.new_strip_order(self, strip),
             }
             handlers[type(command)](command)
         self.validate()
@@ -236,30 +226,20 @@ class ReferenceEngine:
         open_orders = []
         for instrument in self.instruments:
             for side in (BUY, SELL):
-                for order in self._book(instrument.symbol, side):
+                for order in self.book(instrument.symbol, side):
                     open_orders.append({
                         "account": order.account,
                         "client_order_id": order.client_order_id,
                         "order_id": str(order.order_id),
                         "instrument": order.instrument,
                         "side": order.side,
-                        "price": format_micro(self._price(order)),
+                        "price": format_micro(self.price(order)),
                         "quantity": order.quantity,
                         "remaining_quantity": order.remaining,
                     })
-        issues = [
-            {"issue_id": issue.issue_id, "account": issue.account,
-             "instrument": issue.instrument, "node_id": issue.node_id,
-             "quantity": issue.bonded, "bond": format_micro(self._bond_of(issue, issue.bonded))}
-            for issue in self.issues if issue.bonded > 0
-        ]
-        deliveries = [
-            {"issue_id": assignment.issue_id, "holder": assignment.holder,
-             "quantity": assignment.quantity}
-            for assignment in self.assignments if not assignment.reported
-        ]
-        return {"accounts": accounts, "open_orders": open_orders, "issues": issues,
-                "deliveries": deliveries}
+        return {"accounts": accounts, "open_orders": open_orders,
+                "issues": self.delivery.final_issues(),
+                "deliveries": self.delivery.final_deliveries()}
 
     def validate(self) -> None:
         """Raise ModelError when the model's own state breaks a rule of the spec."""
@@ -274,60 +254,31 @@ class ReferenceEngine:
             seen.add(key)
             if order.remaining <= 0 or order.order_type != "limit":
                 raise ModelError(f"order {order.order_id} open with {order.remaining} left")
-            if self._instrument(order.instrument).closed:  # type: ignore[union-attr]
+            if self.instrument(order.instrument).closed:  # type: ignore[union-attr]
                 raise ModelError(f"order {order.order_id} open on a closed instrument")
             if order.expire_at is not None and order.expire_at <= self.time:
                 raise ModelError(f"order {order.order_id} open after it expired")
         for instrument in self.instruments:
-            bids = self._book(instrument.symbol, BUY)
-            asks = self._book(instrument.symbol, SELL)
-            if bids and asks and self._price(bids[0]) >= self._price(asks[0]):
+            bids = self.book(instrument.symbol, BUY)
+            asks = self.book(instrument.symbol, SELL)
+            if bids and asks and self.price(bids[0]) >= self.price(asks[0]):
                 raise ModelError(f"book {instrument.symbol} is crossed")
-            if instrument.closed and instrument.bond_micro is not None:
-                for (account, asset), amount in self.available.items():
-                    if asset == instrument.symbol and amount != 0:
-                        raise ModelError(f"{account} holds {amount} redeemed {asset}")
-        self._validate_delivery()
-
-    def _validate_delivery(self) -> None:
-        """Each issue's GPU-hours add up: bonded = unassigned + assigned and not reported,
-        and nothing is assigned before its instrument closes."""
-        assigned: dict[str, int] = {}
-        owed: dict[str, int] = {}
-        for assignment in self.assignments:
-            key = assignment.issue_id
-            assigned[key] = assigned.get(key, 0) + assignment.quantity
-            if not assignment.reported:
-                owed[key] = owed.get(key, 0) + assignment.quantity
-        for issue in self.issues:
-            instrument = self._instrument(issue.instrument)
-            if instrument is None or instrument.bond_micro is None:
-                raise ModelError(f"issue {issue.issue_id} of a non-deliverable instrument")
-            key = issue.issue_id
-            if issue.bonded != issue.unassigned + owed.get(key, 0):
-                raise ModelError(f"issue {key} bonds {issue.bonded} hours, {issue.unassigned} "
-                                 f"unassigned + {owed.get(key, 0)} owed")
-            if assigned.get(key, 0) + issue.unassigned > issue.quantity:
-                raise ModelError(f"issue {key} assigned beyond its quantity")
-            if not instrument.closed and issue.bonded != issue.quantity:
-                raise ModelError(f"issue {key} assigned or released before close")
-            if instrument.closed and issue.unassigned != 0:
-                raise ModelError(f"issue {issue.issue_id} unassigned after close")
+        self.delivery.validate()
 
     # ------------------------------------------------------------------- small helpers
 
-    def _emit(self, event_type: type[Event], **fields: Any) -> None:
+    def emit(self, event_type: type[Event], **fields: Any) -> None:
         self.last_seq += 1
         self._events.append(event_type(seq=self.last_seq, ts=self.time, **fields))
 
-    def _instrument(self, symbol: str | None) -> Instrument | None:
+    def instrument(self, symbol: str | None) -> Instrument | None:
         for instrument in self.instruments:
             if instrument.symbol == symbol:
                 return instrument
         return None
 
     def _listed_symbol(self, symbol: str | None) -> str | None:
-        return symbol if self._instrument(symbol) is not None else None
+        return symbol if self.instrument(symbol) is not None else None
 
     def _open_order(self, account: str, client_order_id: str) -> Order | None:
         for order in self.orders:
@@ -339,30 +290,30 @@ class ReferenceEngine:
         return any(open_order is order for open_order in self.orders)
 
     @staticmethod
-    def _price(order: Order) -> int:
+    def price(order: Order) -> int:
         if order.price_micro is None:
             raise ModelError(f"order {order.order_id} has no price")
         return order.price_micro
 
-    def _book(self, symbol: str, side: str) -> list[Order]:
+    def book(self, symbol: str, side: str) -> list[Order]:
         """The open orders of one side of a book, in priority order."""
         orders = [o for o in self.orders if o.instrument == symbol and o.side == side]
         if side == BUY:
-            return sorted(orders, key=lambda o: (-self._price(o), o.priority))
-        return sorted(orders, key=lambda o: (self._price(o), o.priority))
+            return sorted(orders, key=lambda o: (-self.price(o), o.priority))
+        return sorted(orders, key=lambda o: (self.price(o), o.priority))
 
     def _next_priority(self) -> int:
         self.last_priority += 1
         return self.last_priority
 
-    def _balance(self, account: str, asset: str) -> int:
+    def balance(self, account: str, asset: str) -> int:
         return self.available.get((account, asset), 0)
 
-    def _credit(self, account: str, asset: str, amount: int) -> None:
-        self.available[(account, asset)] = self._balance(account, asset) + amount
+    def credit(self, account: str, asset: str, amount: int) -> None:
+        self.available[(account, asset)] = self.balance(account, asset) + amount
 
     def _is_asset(self, asset: str) -> bool:
-        return asset == USDC or self._instrument(asset) is not None
+        return asset == USDC or self.instrument(asset) is not None
 
     @staticmethod
     def _parse_amount(asset: str, amount: object) -> int | None:
@@ -396,15 +347,15 @@ class ReferenceEngine:
             return order.instrument, order.remaining
         if order.order_type == "market":
             return USDC, 0
-        instrument = self._instrument(order.instrument)
+        instrument = self.instrument(order.instrument)
         assert instrument is not None
-        return USDC, limit_buy_hold_micro(order.remaining, self._price(order),
+        return USDC, limit_buy_hold_micro(order.remaining, self.price(order),
                                           instrument.hold_fee_bps)
 
     def _open(self, order: Order) -> None:
         """Add an order to the open orders, moving its hold out of `available`."""
         asset, hold = self._hold(order)
-        self._credit(order.account, asset, -hold)
+        self.credit(order.account, asset, -hold)
         self.orders.append(order)
 
     def _change(self, order: Order, **changes: Any) -> None:
@@ -413,18 +364,18 @@ class ReferenceEngine:
         for name, value in changes.items():
             setattr(order, name, value)
         _, hold_after = self._hold(order)
-        self._credit(order.account, asset, hold_before - hold_after)
+        self.credit(order.account, asset, hold_before - hold_after)
 
     def _close(self, order: Order) -> None:
         """Remove an order from the open orders, returning its hold to `available`."""
         asset, hold = self._hold(order)
-        self._credit(order.account, asset, hold)
+        self.credit(order.account, asset, hold)
         self.orders = [o for o in self.orders if o is not order]
 
     def _cancel(self, order: Order, why: str) -> None:
-        self._emit(OrderCanceled, account=order.account, client_order_id=order.client_order_id,
-                   order_id=str(order.order_id), instrument=order.instrument, reason=why,
-                   canceled_quantity=order.remaining)
+        self.emit(OrderCanceled, account=order.account, client_order_id=order.client_order_id,
+                  order_id=str(order.order_id), instrument=order.instrument, reason=why,
+                  canceled_quantity=order.remaining)
         self._close(order)
 
     # -------------------------------------------------------------------------- time
@@ -443,9 +394,9 @@ class ReferenceEngine:
                 if order.instrument == instrument.symbol:
                     self._cancel(order, reason.INSTRUMENT_CLOSED)
             instrument.closed = True
-            self._emit(InstrumentClosed, symbol=instrument.symbol)
+            self.emit(InstrumentClosed, symbol=instrument.symbol)
             if instrument.bond_micro is not None:
-                self._redeem(instrument)
+                self.delivery.redeem(instrument)
 
     # --------------------------------------------------------------- malformed input
 
@@ -460,24 +411,28 @@ class ReferenceEngine:
             or command.ts is None
             or (kind in ACCOUNT_COMMANDS and command.account is None)
             or (kind in ORDER_COMMANDS and command.client_order_id is None)
+            or (kind == "new_strip_order" and not reference_strips.names_its_legs(command))
         ):
-            self._emit(CommandRejected, command=kind, reason=reason.INVALID_COMMAND)
+            self.emit(CommandRejected, command=kind, reason=reason.INVALID_COMMAND)
         elif kind == "new_order":
-            self._emit(OrderRejected, account=command.account,
-                       client_order_id=command.client_order_id, reason=reason.INVALID_ORDER,
-                       instrument=self._listed_symbol(command.instrument))
+            self.emit(OrderRejected, account=command.account,
+                      client_order_id=command.client_order_id, reason=reason.INVALID_ORDER,
+                      instrument=self._listed_symbol(command.instrument))
         elif kind == "amend_order":
-            self._emit(AmendRejected, account=command.account,
-                       client_order_id=command.client_order_id, reason=reason.INVALID_ORDER)
+            self.emit(AmendRejected, account=command.account,
+                      client_order_id=command.client_order_id, reason=reason.INVALID_ORDER)
+        elif kind == "new_strip_order":
+            self.emit(StripRejected, account=command.account,
+                      client_order_id=command.client_order_id, reason=reason.INVALID_ORDER)
         else:
-            self._emit(CommandRejected, command=kind, reason=reason.INVALID_COMMAND)
+            self.emit(CommandRejected, command=kind, reason=reason.INVALID_COMMAND)
 
     # ---------------------------------------------------------------------- listings
 
     def _list_instrument(self, command: ListInstrument) -> None:
-        if self._instrument(command.symbol) is not None:
-            self._emit(CommandRejected, command="list_instrument",
-                       reason=reason.DUPLICATE_INSTRUMENT)
+        if self.instrument(command.symbol) is not None:
+            self.emit(CommandRejected, command="list_instrument",
+                      reason=reason.DUPLICATE_INSTRUMENT)
             return
         try:
             tick = parse_micro(command.tick_size, "tick_size")
@@ -497,8 +452,8 @@ class ReferenceEngine:
             or command.symbol == USDC
             or command.delivery_start <= self.time
         ):
-            self._emit(CommandRejected, command="list_instrument",
-                       reason=reason.INVALID_COMMAND)
+            self.emit(CommandRejected, command="list_instrument",
+                      reason=reason.INVALID_COMMAND)
             return
         instrument = Instrument(
             symbol=command.symbol, gpu=command.gpu, region=command.region,
@@ -509,14 +464,14 @@ class ReferenceEngine:
         )
         self.instruments.append(instrument)
         # Reading: tick_size goes out in the canonical form, like every USDC amount.
-        self._emit(InstrumentListed, symbol=instrument.symbol, gpu=instrument.gpu,
-                   region=instrument.region, delivery_start=instrument.delivery_start,
-                   delivery_hours=instrument.delivery_hours,
-                   tick_size=format_micro(instrument.tick_micro),
-                   max_order_quantity=instrument.max_order_quantity,
-                   maker_fee_bps=instrument.maker_fee_bps,
-                   taker_fee_bps=instrument.taker_fee_bps,
-                   bond_per_gpu_hour=None if bond is None else format_micro(bond))
+        self.emit(InstrumentListed, symbol=instrument.symbol, gpu=instrument.gpu,
+                  region=instrument.region, delivery_start=instrument.delivery_start,
+                  delivery_hours=instrument.delivery_hours,
+                  tick_size=format_micro(instrument.tick_micro),
+                  max_order_quantity=instrument.max_order_quantity,
+                  maker_fee_bps=instrument.maker_fee_bps,
+                  taker_fee_bps=instrument.taker_fee_bps,
+                  bond_per_gpu_hour=None if bond is None else format_micro(bond))
 
     # ------------------------------------------------------------ deposits, withdrawals
 
@@ -527,7 +482,7 @@ class ReferenceEngine:
         amount = self._parse_amount(asset, given)
         if not self._is_asset(asset):
             return amount, reason.UNKNOWN_ASSET
-        instrument = self._instrument(asset)
+        instrument = self.instrument(asset)
         if instrument is not None and instrument.closed and instrument.bond_micro is not None:
             return amount, reason.INSTRUMENT_CLOSED
         if amount is None:
@@ -542,28 +497,28 @@ class ReferenceEngine:
         if why is not None or amount is None:
             # Reading: a rejection echoes the amount as given; only an accepted deposit
             # records its deposit_id.
-            self._emit(DepositRejected, account=command.account, asset=command.asset,
-                       amount=command.amount, reason=why)
+            self.emit(DepositRejected, account=command.account, asset=command.asset,
+                      amount=command.amount, reason=why)
             return
         if command.deposit_id is not None:
             self.deposit_ids.add(command.deposit_id)
-        self._credit(command.account, command.asset, amount)
-        self._emit(Deposited, account=command.account, asset=command.asset,
-                   amount=self._wire_amount(command.asset, amount),
-                   deposit_id=command.deposit_id)
+        self.credit(command.account, command.asset, amount)
+        self.emit(Deposited, account=command.account, asset=command.asset,
+                  amount=self._wire_amount(command.asset, amount),
+                  deposit_id=command.deposit_id)
 
     def _withdraw(self, command: Withdraw) -> None:
         amount, why = self._checked_amount(command.asset, command.amount)
         if why is None and amount is not None:
-            if amount > self._balance(command.account, command.asset):
+            if amount > self.balance(command.account, command.asset):
                 why = reason.INSUFFICIENT_FUNDS
         if why is not None or amount is None:
-            self._emit(WithdrawalRejected, account=command.account, asset=command.asset,
-                       amount=command.amount, reason=why)
+            self.emit(WithdrawalRejected, account=command.account, asset=command.asset,
+                      amount=command.amount, reason=why)
             return
-        self._credit(command.account, command.asset, -amount)
-        self._emit(Withdrawn, account=command.account, asset=command.asset,
-                   amount=self._wire_amount(command.asset, amount))
+        self.credit(command.account, command.asset, -amount)
+        self.emit(Withdrawn, account=command.account, asset=command.asset,
+                  amount=self._wire_amount(command.asset, amount))
 
     # ----------------------------------------------------------------------- orders
 
@@ -591,8 +546,8 @@ class ReferenceEngine:
 
     def _crosses_book(self, symbol: str, side: str, price_micro: int) -> bool:
         """Whether a price on `side` crosses the best opposite price (whosever it is)."""
-        book = self._book(symbol, opposite(side))
-        return bool(book) and crosses(side, price_micro, self._price(book[0]))
+        book = self.book(symbol, opposite(side))
+        return bool(book) and crosses(side, price_micro, self.price(book[0]))
 
     def _new_order_rejection(self, command: NewOrder) -> str | None:
         """The first reason, in the order of PROTOCOL.md, to reject a new order."""
@@ -600,7 +555,7 @@ class ReferenceEngine:
             return reason.INVALID_ORDER
         if self._open_order(command.account, command.client_order_id) is not None:
             return reason.DUPLICATE_CLIENT_ORDER_ID
-        instrument = self._instrument(command.instrument)
+        instrument = self.instrument(command.instrument)
         if instrument is None:
             return reason.UNKNOWN_INSTRUMENT
         if instrument.closed:
@@ -618,22 +573,22 @@ class ReferenceEngine:
             if self._crosses_book(instrument.symbol, command.side, price):
                 return reason.POST_ONLY_WOULD_CROSS
         if command.side == SELL:
-            if command.quantity > self._balance(command.account, instrument.symbol):
+            if command.quantity > self.balance(command.account, instrument.symbol):
                 return reason.INSUFFICIENT_FUNDS
         elif price is not None:
             hold = limit_buy_hold_micro(command.quantity, price, instrument.hold_fee_bps)
-            if hold > self._balance(command.account, USDC):
+            if hold > self.balance(command.account, USDC):
                 return reason.INSUFFICIENT_FUNDS
         return None
 
     def _new_order(self, command: NewOrder) -> None:
         why = self._new_order_rejection(command)
         if why is not None:
-            self._emit(OrderRejected, account=command.account,
-                       client_order_id=command.client_order_id, reason=why,
-                       instrument=self._listed_symbol(command.instrument))
+            self.emit(OrderRejected, account=command.account,
+                      client_order_id=command.client_order_id, reason=why,
+                      instrument=self._listed_symbol(command.instrument))
             return
-        instrument = self._instrument(command.instrument)
+        instrument = self.instrument(command.instrument)
         assert instrument is not None
         self.last_order_id += 1
         price = None
@@ -647,12 +602,12 @@ class ReferenceEngine:
             post_only=command.post_only, stp=command.stp, expire_at=command.expire_at,
             priority=self._next_priority(),
         )
-        self._emit(OrderAccepted, account=order.account, client_order_id=order.client_order_id,
-                   order_id=str(order.order_id), instrument=order.instrument, side=order.side,
-                   order_type=order.order_type,
-                   price=None if price is None else format_micro(price),
-                   quantity=order.quantity, time_in_force=order.time_in_force,
-                   post_only=order.post_only, stp=order.stp, expire_at=order.expire_at)
+        self.emit(OrderAccepted, account=order.account, client_order_id=order.client_order_id,
+                  order_id=str(order.order_id), instrument=order.instrument, side=order.side,
+                  order_type=order.order_type,
+                  price=None if price is None else format_micro(price),
+                  quantity=order.quantity, time_in_force=order.time_in_force,
+                  post_only=order.post_only, stp=order.stp, expire_at=order.expire_at)
         self._open(order)
         if order.time_in_force == "fok" and not self._fills_whole(order):
             self._cancel(order, reason.FOK)
@@ -671,8 +626,8 @@ class ReferenceEngine:
     # --------------------------------------------------------------------- matching
 
     def _best_crossing_maker(self, taker: Order) -> Order | None:
-        book = self._book(taker.instrument, opposite(taker.side))
-        if book and crosses(taker.side, taker.price_micro, self._price(book[0])):
+        book = self.book(taker.instrument, opposite(taker.side))
+        if book and crosses(taker.side, taker.price_micro, self.price(book[0])):
             return book[0]
         return None
 
@@ -681,7 +636,7 @@ class ReferenceEngine:
         """Cap a fill of a market buy at what its `available` USDC can pay."""
         if taker.side != BUY or taker.order_type != "market":
             return quantity
-        instrument = self._instrument(taker.instrument)
+        instrument = self.instrument(taker.instrument)
         assert instrument is not None
         return affordable_quantity(available_micro, price_micro, instrument.taker_fee_bps,
                                    quantity)
@@ -698,11 +653,16 @@ class ReferenceEngine:
             quantity = min(taker.remaining, maker.remaining)
             # protocol-notes: the cap bounds each fill, and matching goes on (possibly with
             # the same maker) while available pays for a further fill.
-            quantity = self._market_buy_cap(taker, self._balance(taker.account, USDC),
-                                            self._price(maker), quantity)
+            quantity = self._market_buy_cap(taker, self.balance(taker.account, USDC),
+                                            self.price(maker), quantity)
             if quantity == 0:
                 return
-            self._trade(taker, maker, quantity)
+            # Filling frees the part of the taker's hold it no longer needs; the trade
+            # then settles from `available`.
+            self._change(taker, filled=taker.filled + quantity)
+            self.trade(Taker.of(taker), maker, quantity)
+            if taker.remaining == 0:
+                self._close(taker)
 
     def _prevent_self_trade(self, taker: Order, maker: Order) -> None:
         if taker.stp == "cancel_newest":
@@ -719,52 +679,53 @@ class ReferenceEngine:
                     self._cancel(order, reason.STP)
                 else:
                     self._change(order, quantity=order.quantity - decrement)
-                    self._emit(OrderReduced, account=order.account,
-                               client_order_id=order.client_order_id,
-                               order_id=str(order.order_id), instrument=order.instrument,
-                               reason=reason.STP, reduced_quantity=decrement,
-                               remaining_quantity=order.remaining)
+                    self.emit(OrderReduced, account=order.account,
+                              client_order_id=order.client_order_id,
+                              order_id=str(order.order_id), instrument=order.instrument,
+                              reason=reason.STP, reduced_quantity=decrement,
+                              remaining_quantity=order.remaining)
         else:
             raise ModelError(f"unknown stp {taker.stp}")
 
-    def _trade(self, taker: Order, maker: Order, quantity: int) -> None:
-        instrument = self._instrument(taker.instrument)
+    def trade(self, taker: Taker, maker: Order, quantity: int) -> None:
+        """Trade `quantity` at the maker's price; the taker pays or delivers from
+        `available` (what it held for the fill is back there already)."""
+        instrument = self.instrument(maker.instrument)
         assert instrument is not None
-        price = self._price(maker)
+        price = self.price(maker)
         notional = quantity * price
         maker_fee = fee_micro(notional, instrument.maker_fee_bps)
         taker_fee = fee_micro(notional, instrument.taker_fee_bps)
         self.last_trade_id += 1
-        self._emit(Trade, trade_id=str(self.last_trade_id), instrument=instrument.symbol,
-                   price=format_micro(price), quantity=quantity, aggressor_side=taker.side,
-                   maker_account=maker.account, maker_client_order_id=maker.client_order_id,
-                   maker_order_id=str(maker.order_id), maker_fee=format_micro(maker_fee),
-                   taker_account=taker.account, taker_client_order_id=taker.client_order_id,
-                   taker_order_id=str(taker.order_id), taker_fee=format_micro(taker_fee))
-        # Filling recomputes both holds: the freed part returns to `available` ...
+        self.emit(Trade, trade_id=str(self.last_trade_id), instrument=instrument.symbol,
+                  price=format_micro(price), quantity=quantity, aggressor_side=taker.side,
+                  maker_account=maker.account, maker_client_order_id=maker.client_order_id,
+                  maker_order_id=str(maker.order_id), maker_fee=format_micro(maker_fee),
+                  taker_account=taker.account, taker_client_order_id=taker.client_order_id,
+                  taker_order_id=str(taker.order_id), taker_fee=format_micro(taker_fee))
+        # Filling recomputes the maker's hold: the freed part returns to `available` ...
         self._change(maker, filled=maker.filled + quantity)
-        self._change(taker, filled=taker.filled + quantity)
         # ... and the trade then settles from `available`.
-        buyer, seller = (taker, maker) if taker.side == BUY else (maker, taker)
-        buyer_fee = taker_fee if buyer is taker else maker_fee
-        seller_fee = taker_fee if seller is taker else maker_fee
-        self._credit(buyer.account, USDC, -(notional + buyer_fee))
-        self._credit(seller.account, USDC, notional - seller_fee)
-        self._credit(seller.account, instrument.symbol, -quantity)
-        self._credit(buyer.account, instrument.symbol, quantity)
-        self._credit(FEE_ACCOUNT, USDC, maker_fee + taker_fee)
-        for order in (maker, taker):
-            if order.remaining == 0:
-                self._close(order)
+        buyer, seller = (taker.account, maker.account) if taker.side == BUY else (
+            maker.account, taker.account)
+        buyer_fee, seller_fee = (taker_fee, maker_fee) if taker.side == BUY else (
+            maker_fee, taker_fee)
+        self.credit(buyer, USDC, -(notional + buyer_fee))
+        self.credit(seller, USDC, notional - seller_fee)
+        self.credit(seller, instrument.symbol, -quantity)
+        self.credit(buyer, instrument.symbol, quantity)
+        self.credit(FEE_ACCOUNT, USDC, maker_fee + taker_fee)
+        if maker.remaining == 0:
+            self._close(maker)
 
     def _fills_whole(self, taker: Order) -> bool:
         """Run the taker's normal execution in the head: would it fill its whole quantity?"""
         needed = taker.remaining
-        available = self._balance(taker.account, USDC)
-        instrument = self._instrument(taker.instrument)
+        available = self.balance(taker.account, USDC)
+        instrument = self.instrument(taker.instrument)
         assert instrument is not None
-        for maker in self._book(taker.instrument, opposite(taker.side)):
-            if needed == 0 or not crosses(taker.side, taker.price_micro, self._price(maker)):
+        for maker in self.book(taker.instrument, opposite(taker.side)):
+            if needed == 0 or not crosses(taker.side, taker.price_micro, self.price(maker)):
                 break
             if maker.account == taker.account:
                 if taker.stp == "cancel_oldest":
@@ -772,12 +733,12 @@ class ReferenceEngine:
                 return False
             maker_left = maker.remaining
             while needed > 0 and maker_left > 0:  # the same maker again, as in _match
-                quantity = self._market_buy_cap(taker, available, self._price(maker),
+                quantity = self._market_buy_cap(taker, available, self.price(maker),
                                                 min(needed, maker_left))
                 if quantity == 0:
                     return False
                 if taker.order_type == "market" and taker.side == BUY:
-                    available -= limit_buy_hold_micro(quantity, self._price(maker),
+                    available -= limit_buy_hold_micro(quantity, self.price(maker),
                                                       instrument.taker_fee_bps)
                 needed -= quantity
                 maker_left -= quantity
@@ -788,24 +749,24 @@ class ReferenceEngine:
     def _cancel_order(self, command: CancelOrder) -> None:
         order = self._open_order(command.account, command.client_order_id)
         if order is None:
-            self._emit(CancelRejected, account=command.account,
-                       client_order_id=command.client_order_id, reason=reason.UNKNOWN_ORDER)
+            self.emit(CancelRejected, account=command.account,
+                      client_order_id=command.client_order_id, reason=reason.UNKNOWN_ORDER)
             return
         self._cancel(order, command.reason)
 
     def _amend_order(self, command: AmendOrder) -> None:
         def reject(why: str) -> None:
-            self._emit(AmendRejected, account=command.account,
-                       client_order_id=command.client_order_id, reason=why)
+            self.emit(AmendRejected, account=command.account,
+                      client_order_id=command.client_order_id, reason=why)
 
         order = self._open_order(command.account, command.client_order_id)
         if order is None:
             return reject(reason.UNKNOWN_ORDER)
         if command.new_price is None and command.new_quantity is None:
             return reject(reason.INVALID_ORDER)
-        instrument = self._instrument(order.instrument)
+        instrument = self.instrument(order.instrument)
         assert instrument is not None
-        price = self._price(order)
+        price = self.price(order)
         if command.new_price is not None:
             new_price = self._parse_price(instrument, command.new_price)
             if new_price is None:
@@ -821,7 +782,7 @@ class ReferenceEngine:
         asset, hold_now = self._hold(order)
         after = dataclasses.replace(order, price_micro=price, quantity=quantity)
         _, hold_after = self._hold(after)
-        if hold_after > self._balance(order.account, asset) + hold_now:
+        if hold_after > self.balance(order.account, asset) + hold_now:
             return reject(reason.INSUFFICIENT_FUNDS)
         if order.post_only and self._crosses_book(order.instrument, order.side, price):
             return reject(reason.POST_ONLY_WOULD_CROSS)
@@ -829,151 +790,19 @@ class ReferenceEngine:
         self._change(order, price_micro=price, quantity=quantity)
         if loses_priority:
             order.priority = self._next_priority()
-        self._emit(OrderAmended, account=order.account, client_order_id=order.client_order_id,
-                   order_id=str(order.order_id), instrument=order.instrument,
-                   price=format_micro(price), quantity=order.quantity,
-                   remaining_quantity=order.remaining)
+        self.emit(OrderAmended, account=order.account, client_order_id=order.client_order_id,
+                  order_id=str(order.order_id), instrument=order.instrument,
+                  price=format_micro(price), quantity=order.quantity,
+                  remaining_quantity=order.remaining)
         if loses_priority:
             self._match(order)  # what is left rests at the back of its new level
         return None
 
     def _mass_cancel(self, command: MassCancel) -> None:
-        if command.instrument is not None and self._instrument(command.instrument) is None:
-            self._emit(CommandRejected, command="mass_cancel", reason=reason.UNKNOWN_INSTRUMENT)
+        if command.instrument is not None and self.instrument(command.instrument) is None:
+            self.emit(CommandRejected, command="mass_cancel", reason=reason.UNKNOWN_INSTRUMENT)
             return
         for order in sorted(self.orders, key=lambda o: o.order_id):
             if order.account == command.account and command.instrument in (None,
                                                                            order.instrument):
                 self._cancel(order, command.reason)
-
-    # --------------------------------------------------------------------- delivery
-
-    def _bond_of(self, issue: Issue, hours: int) -> int:
-        """The bond of `hours` GPU-hours of an issue, in micro-USDC."""
-        instrument = self._instrument(issue.instrument)
-        if instrument is None or instrument.bond_micro is None:
-            raise ModelError(f"issue {issue.issue_id} of a non-deliverable instrument")
-        return hours * instrument.bond_micro
-
-    def _find_issue(self, issue_id: str) -> Issue | None:
-        for issue in self.issues:
-            if issue.issue_id == issue_id:
-                return issue
-        return None
-
-    def _issue_rejection(self, command: IssueCapacity) -> str | None:
-        """The first reason, in the order of PROTOCOL.md, to reject an issue."""
-        if self._find_issue(command.issue_id) is not None:
-            return reason.DUPLICATE_ISSUE
-        instrument = self._instrument(command.instrument)
-        if instrument is None:
-            return reason.UNKNOWN_INSTRUMENT
-        if instrument.bond_micro is None:
-            return reason.NOT_DELIVERABLE
-        if instrument.closed:
-            return reason.INSTRUMENT_CLOSED
-        if not 1 <= command.quantity <= instrument.max_order_quantity:
-            return reason.INVALID_QUANTITY
-        if command.quantity * instrument.bond_micro > self._balance(command.account, USDC):
-            return reason.INSUFFICIENT_FUNDS
-        return None
-
-    def _issue_capacity(self, command: IssueCapacity) -> None:
-        why = self._issue_rejection(command)
-        if why is not None:
-            # protocol-notes: a rejected issue does not use up its issue_id.
-            self._emit(IssueRejected, issue_id=command.issue_id, account=command.account,
-                       reason=why)
-            return
-        issue = Issue(issue_id=command.issue_id, account=command.account,
-                      instrument=command.instrument, node_id=command.node_id,
-                      quantity=command.quantity, unassigned=command.quantity,
-                      bonded=command.quantity)
-        self.issues.append(issue)
-        bond = self._bond_of(issue, issue.quantity)
-        self._credit(issue.account, USDC, -bond)
-        self._credit(issue.account, issue.instrument, issue.quantity)
-        self._emit(CapacityIssued, issue_id=issue.issue_id, account=issue.account,
-                   instrument=issue.instrument, node_id=issue.node_id,
-                   quantity=issue.quantity, bond=format_micro(bond))
-
-    def _release(self, issue: Issue, hours: int, amount: int) -> None:
-        """Give `amount` of the bond of `hours` GPU-hours back to the issuer."""
-        issue.bonded -= hours
-        self._credit(issue.account, USDC, amount)
-        self._emit(BondReleased, issue_id=issue.issue_id, account=issue.account,
-                   quantity=hours, amount=format_micro(amount))
-
-    def _redeem(self, instrument: Instrument) -> None:
-        """Redeem every token of a deliverable instrument at its close (protocol-notes,
-        Delivery, Close): issuers' own tokens release their bonds, other holders are
-        assigned deliveries, balances go to zero, what nobody holds is released."""
-        issues = [issue for issue in self.issues if issue.instrument == instrument.symbol]
-        tokens = {account: amount for (account, asset), amount in self.available.items()
-                  if asset == instrument.symbol and amount > 0}
-        for issue in issues:  # oldest first: the issuer's own tokens
-            share = min(issue.unassigned, tokens.get(issue.account, 0))
-            if share > 0:
-                tokens[issue.account] -= share
-                issue.unassigned -= share
-                self._release(issue, share, self._bond_of(issue, share))
-        for holder in sorted(tokens, key=str.encode):  # ascending byte order
-            for issue in issues:
-                taken = min(tokens[holder], issue.unassigned)
-                if taken == 0:
-                    continue
-                tokens[holder] -= taken
-                issue.unassigned -= taken
-                self.assignments.append(Assignment(issue_id=issue.issue_id, holder=holder,
-                                                   quantity=taken))
-                self._emit(DeliveryAssigned, instrument=instrument.symbol,
-                           issue_id=issue.issue_id, issuer=issue.account,
-                           node_id=issue.node_id, holder=holder, quantity=taken)
-        for account, asset in self.available:
-            if asset == instrument.symbol:
-                self.available[(account, asset)] = 0
-        for issue in issues:  # what nobody holds at the venue
-            if issue.unassigned > 0:
-                left = issue.unassigned
-                issue.unassigned = 0
-                self._release(issue, left, self._bond_of(issue, left))
-
-    def _find_assignment(self, issue_id: str, holder: str) -> Assignment | None:
-        for assignment in self.assignments:
-            if assignment.issue_id == issue_id and assignment.holder == holder:
-                return assignment
-        return None
-
-    def _report_rejection(self, command: DeliveryReport) -> str | None:
-        """The first reason, in the order of PROTOCOL.md, to reject a delivery report."""
-        issue = self._find_issue(command.issue_id)
-        if issue is None:
-            return reason.UNKNOWN_ISSUE
-        instrument = self._instrument(issue.instrument)
-        assignment = self._find_assignment(command.issue_id, command.holder)
-        if instrument is None or not instrument.closed or assignment is None:
-            return reason.NOT_ASSIGNED
-        if assignment.reported:
-            return reason.ALREADY_REPORTED
-        if not 0 <= command.delivered_ppm <= PPM_WHOLE:
-            return reason.INVALID_PPM
-        return None
-
-    def _delivery_report(self, command: DeliveryReport) -> None:
-        why = self._report_rejection(command)
-        if why is not None:
-            self._emit(ReportRejected, issue_id=command.issue_id, holder=command.holder,
-                       reason=why)
-            return
-        issue = self._find_issue(command.issue_id)
-        assignment = self._find_assignment(command.issue_id, command.holder)
-        assert issue is not None and assignment is not None
-        assignment.reported = True
-        bond = self._bond_of(issue, assignment.quantity)
-        compensation = bond * (PPM_WHOLE - command.delivered_ppm) // PPM_WHOLE
-        self._credit(assignment.holder, USDC, compensation)
-        self._emit(DeliverySettled, instrument=issue.instrument, issue_id=issue.issue_id,
-                   issuer=issue.account, holder=assignment.holder,
-                   quantity=assignment.quantity, delivered_ppm=command.delivered_ppm,
-                   compensation=format_micro(compensation), evidence=command.evidence)
-        self._release(issue, assignment.quantity, bond - compensation)
