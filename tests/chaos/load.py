@@ -267,14 +267,18 @@ class Reporter:
         self.unanswered_by_cause: Counter[str] = Counter()
 
     def add(self, assignments: Sequence[DeliveryAssigned]) -> None:
-        """Queue a report of each assignment not queued before."""
+        """Queue a report of each assignment not queued before: delivered_ppm goes round
+        DELIVERED_PPM, so the first few reports take every value; the evidence is left
+        out, empty or a root in turn."""
         for assignment in assignments:
             key = (assignment.issue_id, assignment.holder)
             if key in self.reports:
                 continue
-            evidence = self.rng.choice((None, "", f"{self.rng.getrandbits(256):064x}"))
+            index = len(self.reports)
+            evidence = (None, "", f"{self.rng.getrandbits(256):064x}")[index % 3]
             report = Report(assignment.instrument, assignment.issue_id, assignment.holder,
-                            assignment.quantity, self.rng.choice(DELIVERED_PPM), evidence)
+                            assignment.quantity, DELIVERED_PPM[index % len(DELIVERED_PPM)],
+                            evidence)
             self.reports[key] = report
             self.waiting.append(report)
 

@@ -36,13 +36,17 @@ log = logging.getLogger("gpux.chaos")
 
 
 class GpuxProcess(Service):
-    """One venue service run as `python -m gpux ARGUMENTS...` from the repository root."""
+    """One venue service run as `python -m gpux ARGUMENTS...` from the repository root.
+
+    Its log and state file are in `<services_dir>/<name>/`: services started at once
+    must not share the state file a start writes (and renames into place).
+    """
 
     start_timeout_s = 90.0
 
-    def __init__(self, run_dir: Path, name: str, arguments: list[str], env: dict[str, str],
-                 probe: Callable[[], bool] | None = None) -> None:
-        super().__init__(run_dir)
+    def __init__(self, services_dir: Path, name: str, arguments: list[str],
+                 env: dict[str, str], probe: Callable[[], bool] | None = None) -> None:
+        super().__init__(services_dir / name)
         self.name = name  # type: ignore[misc]  # per instance: it names the log file
         self.arguments = arguments
         self.env = env

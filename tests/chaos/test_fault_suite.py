@@ -125,6 +125,7 @@ DELIVERY_FAULTS = ("engine", "ledger", "settlement")
 BONDS = ("3", "0", "2.5")  # USDC per GPU-hour of the deliverable instruments, in turn
 TOKENS_WITHDRAWN = 2  # of each deliverable instrument, by the operator before its close
 ISSUE_SENDS_MAX = 10
+OPERATOR_INTERVAL_S = 0.1  # within the operator role's 20 requests a second
 USDC_FUNDING_MICRO = 1_000_000 * 10**6
 TOKEN_FUNDING = 100_000
 DAY_NS = 86_400 * 10**9
@@ -343,8 +344,7 @@ async def start_load(run: Run, stop: asyncio.Event) -> list[asyncio.Task[None]]:
         for index, wallet in enumerate(venue.wallets)
         for session in range(size.sessions_per_wallet)]
     operator = Operator(venue.operator_key, venue.operator.address, 0, venue.gateway_url,
-                        run.offered, seed=7, stats=run.stats,
-                        interval_s=size.trader_interval_s * 2)
+                        run.offered, seed=7, stats=run.stats, interval_s=OPERATOR_INTERVAL_S)
     tasks.append(asyncio.create_task(operator.run(stop), name="operator"))
     tasks.append(asyncio.create_task(run.depositor.run(stop, size.deposit_interval_s),
                                      name="depositor"))

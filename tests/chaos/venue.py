@@ -297,9 +297,9 @@ class Venue:
     def make_services(self, snapshot_every_commands: int) -> None:
         kafka = self.infrastructure.kafka.bootstrap_servers
         env = child_env(GPUX_SETTLER_KEY="0x" + bytes(self.settler.key).hex())
-        run_dir = self.root / "services"
+        services_dir = self.root / "services"
         namespace = ["--topic-namespace", self.namespace]
-        self.engine = GpuxProcess(run_dir, "engine", [
+        self.engine = GpuxProcess(services_dir, "engine", [
             "engine", "--log", "kafka", "--kafka", kafka, *namespace,
             "--transactional-id", self.engine_group, "--group-id", self.engine_group,
             "--snapshot-dir", str(self.root / "snapshots"),
@@ -308,17 +308,17 @@ class Venue:
             "--metrics-port", str(self.metrics_port),
         ], env, probe=self.engine_healthy)
         service_url = url_with_credentials(self.venue_url, SERVICE_ROLE, LEDGER_PASSWORD)
-        self.ledger = GpuxProcess(run_dir, "ledger", [
+        self.ledger = GpuxProcess(services_dir, "ledger", [
             "ledger", "run", "--kafka", kafka, "--database-url", service_url, *namespace,
             "--batch-size-max", "500", "--batch-interval-ms", "20",
         ], env)
-        self.settlement = GpuxProcess(run_dir, "settlement", [
+        self.settlement = GpuxProcess(services_dir, "settlement", [
             "settlement", "run", "--rpc", self.infrastructure.anvil.url,
             "--deployment", str(self.deployment_path), "--database-url", self.venue_url,
             "--confirmations", "1", "--batch-interval-ms", "300", "--poll-interval-ms", "100",
             "--kafka", kafka, *namespace,
         ], env)
-        self.gateway = GpuxProcess(run_dir, "gateway", [
+        self.gateway = GpuxProcess(services_dir, "gateway", [
             "gateway", "serve", "--kafka", kafka, "--database-url", self.gateway_db_url,
             "--port", str(self.gateway_port), "--gateway-id", "chaos", *namespace,
         ], env, probe=lambda: port_is_open(self.gateway_port))
