@@ -1,6 +1,8 @@
 """Property tests of the protocol codecs: every valid command and event (v1 and v2, Delivery
-included) survives a JSON and a msgpack round trip, a listing without a bond encodes as in v1,
-and `decode_command` never raises, whatever bytes or JSON it is given.
+and Strip orders included) survives a JSON and a msgpack round trip, a listing without a bond
+encodes as in v1, a strip whose id is too long to name its legs is malformed yet salvages
+what its rejection needs, and `decode_command` never raises, whatever bytes or JSON it is
+given.
 
 Strategies are derived from the Structs themselves through `msgspec.inspect`, so they honour
 the Meta constraints (identifier pattern, ts range, lengths, enumerations) and cover any command
@@ -25,6 +27,7 @@ from protocol import (
     InstrumentListed,
     ListInstrument,
     MalformedCommand,
+    NewStripOrder,
     decode_command,
     decode_event,
     encode,
@@ -45,6 +48,7 @@ IDENTIFIER_ALPHABET = string.ascii_letters + string.digits + "_.:-"
 _IDENTIFIER = re.compile(IDENTIFIER_PATTERN)
 
 EXAMPLES_MAX = 150
+LIST_SIZE_MAX = 12  # items of a list field drawn, when its type does not bound them
 FUZZ_EXAMPLES_MAX = 400
 _settings = settings(
     max_examples=EXAMPLES_MAX,
@@ -77,6 +81,9 @@ def _values(info: inspect.Type) -> st.SearchStrategy[Any]:
         return _integers(info)
     if isinstance(info, inspect.StrType):
         return _strings(info)
+    if isinstance(info, inspect.ListType):  # a strip's legs
+        return st.lists(_values(info.item_type), min_size=info.min_length or 0,
+                        max_size=info.max_length or LIST_SIZE_MAX)
     choice = choice_values(info, _values)
     if choice is None:
         raise AssertionError(f"no strategy for {info!r}: extend _values")
@@ -178,6 +185,27 @@ def test_a_listing_without_a_bond_encodes_as_in_v1(listing: Any, fmt: Format) ->
     assert ("bond_per_gpu_hour" in fields) == (listing.bond_per_gpu_hour is not None)
 
 
+@_settings
+@given(strip=_structs(NewStripOrder), length=st.integers(min_value=1, max_value=64),
+       draw=st.data(), fmt=formats)
+def test_a_strip_whose_id_cannot_name_its_legs_is_malformed_yet_salvaged(
+    strip: NewStripOrder, length: int, draw: st.DataObject, fmt: Format,
+) -> None:
+    """Up to 59 characters the strip decodes; from 60 to 64 its id is an identifier, but
+    `CLIENT_ORDER_ID:LEG_INDEX` would not fit in 64: the strip is malformed and keeps what
+    its `command_rejected` needs, the id included."""
+    client_order_id = draw.draw(st.text(IDENTIFIER_ALPHABET, min_size=length, max_size=length))
+    raw = msgspec.json.decode(encode(strip, "json"))
+    raw["client_order_id"] = client_order_id
+    result = decode_command(_wire(raw, fmt), fmt)
+    if length <= 59:
+        assert result == msgspec.structs.replace(strip, client_order_id=client_order_id)
+    else:
+        assert isinstance(result, MalformedCommand)
+        assert (result.type, result.ts, result.account, result.client_order_id) == (
+            "new_strip_order", strip.ts, strip.account, client_order_id)
+
+
 # --- decode_command never raises ---------------------------------------------------------------
 
 
@@ -207,7 +235,7 @@ def test_decode_command_never_raises_on_arbitrary_json_values(value: Any, fmt: F
     field=st.sampled_from(
         ["type", "ts", "account", "client_order_id", "instrument", "asset", "amount", "side",
          "quantity", "price", "post_only", "stp", "extra", "issue_id", "node_id", "holder",
-         "delivered_ppm", "evidence", "bond_per_gpu_hour"]
+         "delivered_ppm", "evidence", "bond_per_gpu_hour", "instruments", "limit_total"]
     ),
     value=json_values,
     fmt=formats,
