@@ -5,6 +5,11 @@ pub const TS_MAX: i128 = (1i128 << 63) - 1;
 /// `delivered_ppm` of a whole delivery; `evidence` holds at most this many characters.
 pub const PPM: i128 = 1_000_000;
 pub const EVIDENCE_CHARS_MAX: usize = 128;
+/// v2, Strip orders: a strip's legs, and the length of its client order id, so that a
+/// leg's `CLIENT_ORDER_ID:LEG_INDEX` fits in an identifier's 64 characters.
+pub const STRIP_LEGS_MIN: usize = 2;
+pub const STRIP_LEGS_MAX: usize = 168;
+pub const STRIP_CLIENT_ORDER_ID_CHARS_MAX: usize = 59;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Side {
@@ -181,6 +186,20 @@ pub struct DeliveryReport<'a> {
     pub evidence: Option<&'a [u8]>,
 }
 
+/// v2, Strip orders: `quantity` GPU-hours in each leg, all or nothing, at a total limit.
+#[derive(Debug)]
+pub struct NewStripOrder<'a> {
+    pub ts: i64,
+    pub account: &'a [u8],
+    pub client_order_id: &'a [u8],
+    pub side: Side,
+    /// The legs as given (any strings; the engine checks them).
+    pub instruments: Vec<&'a [u8]>,
+    /// Saturated to i128: only compared with the legs' bounds before any use.
+    pub quantity: i128,
+    pub limit_total: &'a [u8],
+}
+
 /// What `decode_command` returns for a line: a command, or a MalformedCommand with what
 /// `on_malformed` reads of it (`kind` is the type as given, "" when absent).
 #[derive(Debug)]
@@ -224,6 +243,7 @@ pub enum Command<'a> {
     },
     IssueCapacity(IssueCapacity<'a>),
     DeliveryReport(DeliveryReport<'a>),
+    NewStripOrder(NewStripOrder<'a>),
     Malformed {
         kind: &'a [u8],
         ts: Option<i64>,
@@ -241,6 +261,7 @@ impl Command<'_> {
             Command::NewOrder(c) => Some(c.ts),
             Command::IssueCapacity(c) => Some(c.ts),
             Command::DeliveryReport(c) => Some(c.ts),
+            Command::NewStripOrder(c) => Some(c.ts),
             Command::Deposit { ts, .. }
             | Command::Withdraw { ts, .. }
             | Command::CancelOrder { ts, .. }

@@ -11,11 +11,13 @@
 
 use crate::command::{
     is_cancel_reason, is_mass_cancel_reason, Amount, CancelReason, Command, DeliveryReport,
-    IssueCapacity, ListInstrument, NewOrder, OrderType, Side, Stp, TimeInForce, EVIDENCE_CHARS_MAX,
-    TS_MAX,
+    IssueCapacity, ListInstrument, NewOrder, NewStripOrder, OrderType, Side, Stp, TimeInForce,
+    EVIDENCE_CHARS_MAX, TS_MAX,
 };
 use crate::json::{Scanner, Str, Top, Val};
-use crate::schema::{eq_bytes, fields_of, is_identifier, tag_of, Kind, Tag, FIELDS_MAX};
+use crate::schema::{
+    eq_bytes, fields_of, is_identifier, is_strip_client_order_id, tag_of, Kind, Tag, FIELDS_MAX,
+};
 
 const MALFORMED_EMPTY: Command<'static> = Command::Malformed {
     kind: b"",
@@ -49,6 +51,10 @@ impl<'a> Members<'a> {
     fn valid(&self, kind: Kind, value: &Val) -> bool {
         match (kind, value) {
             (Kind::Identifier, Val::Str(s)) => is_identifier(self.bytes(*s)),
+            (Kind::StripClientOrderId, Val::Str(s)) => is_strip_client_order_id(self.bytes(*s)),
+            (Kind::StrList, Val::Array(elements)) => {
+                self.scanner.elements(*elements).iter().all(|v| matches!(v, Val::Str(_)))
+            }
             (Kind::Str | Kind::OptStr | Kind::StrOrInt, Val::Str(_)) => true,
             (Kind::ShortStr, Val::Str(s)) => (1..=64).contains(&char_count(self.bytes(*s))),
             (Kind::Evidence, Val::Str(s)) => char_count(self.bytes(*s)) <= EVIDENCE_CHARS_MAX,
@@ -135,6 +141,8 @@ pub(crate) trait FieldValues<'a> {
     /// An integer's value (saturated) and literal.
     fn integer(&self, field: usize) -> Option<(i128, &'a [u8])>;
     fn boolean(&self, field: usize) -> Option<bool>;
+    /// The strings of a `list[str]`, in order.
+    fn texts(&self, field: usize) -> Option<Vec<&'a [u8]>>;
 }
 
 struct Decoded<'m, 'a> {
@@ -164,6 +172,15 @@ impl<'a> FieldValues<'a> for Decoded<'_, 'a> {
             Some(Val::Bool(b)) => Some(b),
             _ => None,
         }
+    }
+
+    fn texts(&self, field: usize) -> Option<Vec<&'a [u8]>> {
+        let Some(Val::Array(elements)) = self.last[field] else { return None };
+        let text = |value: &Val| match value {
+            Val::Str(s) => self.members.bytes(*s),
+            _ => unreachable!("validated as a list of str"),
+        };
+        Some(self.members.scanner.elements(elements).iter().map(text).collect())
     }
 }
 
@@ -251,6 +268,15 @@ pub(crate) fn build<'a>(values: &impl FieldValues<'a>, tag: Tag) -> Command<'a> 
             holder: s(2),
             delivered_ppm: int(3),
             evidence: opt_s(4),
+        }),
+        Tag::NewStripOrder => Command::NewStripOrder(NewStripOrder {
+            ts,
+            account: s(1),
+            client_order_id: s(2),
+            side: if s(3) == b"buy" { Side::Buy } else { Side::Sell },
+            instruments: values.texts(4).expect("validated as a list of str"),
+            quantity: int(5),
+            limit_total: s(6),
         }),
     }
 }

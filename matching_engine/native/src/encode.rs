@@ -106,6 +106,23 @@ impl EventWriter {
         self.put(b"\"");
     }
 
+    /// A list of strings known to need no escaping (listed symbols).
+    pub fn plain_list<'v>(&mut self, name: &str, values: impl IntoIterator<Item = &'v [u8]>) {
+        self.key(name, 1);
+        self.put(b"[");
+        for (index, value) in values.into_iter().enumerate() {
+            self.out.reserve(value.len() + 3);
+            if index > 0 {
+                self.put(b",");
+            }
+            self.put(b"\"");
+            self.put(value);
+            self.put(b"\"");
+        }
+        self.out.reserve(1);
+        self.put(b"]");
+    }
+
     /// A decimal id string such as `order_id` and `trade_id`.
     #[inline(always)]
     pub fn id(&mut self, name: &str, value: u64) {

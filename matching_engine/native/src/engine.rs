@@ -4,6 +4,7 @@
 
 use crate::command::{Amount, Command, ListInstrument};
 use crate::money::{parse_micro, parse_positive_micro, parse_token_int, parse_token_text};
+use crate::schema::is_strip_client_order_id;
 use crate::state::{Engine, Instrument, Listing, NEVER, USDC, USDC_ASSET};
 
 pub const FEE_BPS_MAX: i64 = 1000;
@@ -43,6 +44,7 @@ impl Engine {
             Command::Tick { .. } => {}
             Command::IssueCapacity(c) => self.on_issue_capacity(c),
             Command::DeliveryReport(c) => self.on_delivery_report(c),
+            Command::NewStripOrder(c) => self.on_new_strip_order(c),
             Command::Malformed { kind, ts, account, client_order_id, instrument } => {
                 self.on_malformed(kind, ts.is_some(), *account, *client_order_id, *instrument)
             }
@@ -297,6 +299,7 @@ impl Engine {
                 | b"tick"
                 | b"issue_capacity"
                 | b"delivery_report"
+                | b"new_strip_order"
         );
         let names_account = matches!(
             kind,
@@ -306,8 +309,10 @@ impl Engine {
                 | b"cancel_order"
                 | b"amend_order"
                 | b"mass_cancel"
+                | b"new_strip_order"
         );
-        let names_order = matches!(kind, b"new_order" | b"cancel_order" | b"amend_order");
+        let names_order =
+            matches!(kind, b"new_order" | b"cancel_order" | b"amend_order" | b"new_strip_order");
         if !known
             || !has_ts
             || (names_account && account.is_none())
@@ -333,6 +338,18 @@ impl Engine {
             }
             b"amend_order" => {
                 w.begin("amend_rejected", seq, self.time);
+                w.plain("account", account);
+                w.plain("client_order_id", client_order_id);
+                w.plain("reason", b"invalid_order");
+            }
+            // An id too long to name the strip's legs is malformed syntax, as a missing one.
+            b"new_strip_order" if !is_strip_client_order_id(client_order_id) => {
+                w.begin("command_rejected", seq, self.time);
+                w.str("command", kind);
+                w.plain("reason", b"invalid_command");
+            }
+            b"new_strip_order" => {
+                w.begin("strip_rejected", seq, self.time);
                 w.plain("account", account);
                 w.plain("client_order_id", client_order_id);
                 w.plain("reason", b"invalid_order");

@@ -9,7 +9,9 @@ use crate::command::{
 };
 use crate::decode::{build, FieldValues};
 use crate::json::special_bytes;
-use crate::schema::{eq_bytes, fields_of, is_identifier, tag_of, Kind, FIELDS_MAX};
+use crate::schema::{
+    eq_bytes, fields_of, is_identifier, is_strip_client_order_id, tag_of, Kind, FIELDS_MAX,
+};
 
 #[derive(Clone, Copy)]
 enum Value<'a> {
@@ -17,6 +19,8 @@ enum Value<'a> {
     Integer(i128, &'a [u8]),
     Bool(bool),
     Null,
+    /// An array of plain strings, as the text between its brackets: `"A","B"`.
+    Texts(&'a [u8]),
 }
 
 struct Values<'a>([Option<Value<'a>>; FIELDS_MAX]);
@@ -41,6 +45,17 @@ impl<'a> FieldValues<'a> for Values<'a> {
             Some(Value::Bool(b)) => Some(b),
             _ => None,
         }
+    }
+
+    fn texts(&self, field: usize) -> Option<Vec<&'a [u8]>> {
+        let Some(Value::Texts(inner)) = self.0[field] else { return None };
+        // Plain strings hold no `"`: the quotes pair up, each pair around one string.
+        let mut quotes = memchr::memchr_iter(b'"', inner);
+        let mut texts = Vec::new();
+        while let (Some(open), Some(close)) = (quotes.next(), quotes.next()) {
+            texts.push(&inner[open + 1..close]);
+        }
+        Some(texts)
     }
 }
 
@@ -121,6 +136,25 @@ impl<'a> Cursor<'a> {
         Some((i128::from(value), digits))
     }
 
+    /// An array of plain strings; the text between its brackets.
+    fn texts(&mut self) -> Option<&'a [u8]> {
+        self.literal(b"[")?;
+        let start = self.pos;
+        if self.peek()? != b']' {
+            loop {
+                self.text()?;
+                match self.peek()? {
+                    b',' => self.pos += 1,
+                    b']' => break,
+                    _ => return None,
+                }
+            }
+        }
+        let inner = &self.line[start..self.pos];
+        self.pos += 1;
+        Some(inner)
+    }
+
     #[inline(always)]
     fn null(&mut self) -> bool {
         self.literal(b"null").is_some()
@@ -131,7 +165,11 @@ impl<'a> Cursor<'a> {
         let integer = |c: &mut Self| c.integer().map(|(v, l)| Value::Integer(v, l));
         match kind {
             Kind::Identifier => self.text().filter(|t| is_identifier(t)).map(Value::Text),
+            Kind::StripClientOrderId => {
+                self.text().filter(|t| is_strip_client_order_id(t)).map(Value::Text)
+            }
             Kind::Str => text(self),
+            Kind::StrList => self.texts().map(Value::Texts),
             Kind::ShortStr => self.text().filter(|t| (1..=64).contains(&t.len())).map(Value::Text),
             Kind::OptStr => {
                 if self.null() {

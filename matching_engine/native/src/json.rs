@@ -3,8 +3,9 @@
 //!
 //! It reads one command line and keeps the top-level object's members, in order and with
 //! duplicates, so `decode.rs` can replay msgspec's typed decode (which fails on the first
-//! bad member) and the salvage (which reads a dict, where the last duplicate wins).
-//! Nested arrays and objects are checked and skipped, never stored.
+//! bad member) and the salvage (which reads a dict, where the last duplicate wins). The
+//! elements of an array that is a member's value are kept too (a strip's `instruments`);
+//! anything nested deeper is checked and skipped, never stored.
 //!
 //! msgspec's rules reproduced here: whitespace is only space, tab, LF and CR; numbers are
 //! strict JSON (no leading zeros, no `+`, no `.5`, no NaN/Infinity); a float literal whose
@@ -58,6 +59,14 @@ impl Str {
     }
 }
 
+/// The elements of an array that is a top-level member's value: a run of
+/// `Scanner::elements`. (Empty for an array nested deeper, whose elements are not kept.)
+#[derive(Clone, Copy, Debug)]
+pub struct Elements {
+    start: u32,
+    len: u32,
+}
+
 #[derive(Clone, Copy, Debug)]
 pub enum Val {
     Str(Str),
@@ -65,7 +74,7 @@ pub enum Val {
     Float,
     Bool(bool),
     Null,
-    Array,
+    Array(Elements),
     Object,
 }
 
@@ -84,6 +93,8 @@ pub enum Top {
 pub struct Scanner {
     /// The top-level object's members, in order, duplicates kept.
     pub members: Vec<(Str, Val)>,
+    /// The elements of the arrays among the members' values, each array's in one run.
+    pub elements: Vec<Val>,
     /// Decoded strings that had escapes.
     pub scratch: Vec<u8>,
 }
@@ -108,9 +119,17 @@ impl Scanner {
         }
     }
 
+    /// The elements of an array among the members' values.
+    #[inline]
+    pub fn elements(&self, elements: Elements) -> &[Val] {
+        let start = elements.start as usize;
+        &self.elements[start..start + elements.len as usize]
+    }
+
     /// Scan one line (already stripped of its trailing CR/LF) as msgspec would.
     pub fn scan(&mut self, line: &[u8]) -> Top {
         self.members.clear();
+        self.elements.clear();
         self.scratch.clear();
         if line.len() >= LINE_BYTES_MAX {
             return Top::Invalid; // spans are 31 bits; such a line is no command anyway
@@ -146,7 +165,7 @@ impl Scanner {
             b't' => cursor.ident(b"true").map(|_| Val::Bool(true)),
             b'f' => cursor.ident(b"false").map(|_| Val::Bool(false)),
             b'"' => self.string(cursor, depth <= 1).map(Val::Str),
-            b'[' => self.items(cursor, depth + 1, b']', Self::element).map(|_| Val::Array),
+            b'[' => self.array(cursor, depth),
             b'{' => self.items(cursor, depth + 1, b'}', Self::member).map(|_| Val::Object),
             _ => cursor.number(),
         }
@@ -183,8 +202,32 @@ impl Scanner {
         }
     }
 
+    /// Scan an array at nesting `depth`; keep its elements when it is a top-level member's
+    /// value (`depth` 1).
+    fn array(&mut self, cursor: &mut Cursor<'_>, depth: u32) -> Scan<Val> {
+        let start = self.elements.len();
+        if depth == 1 {
+            self.items(cursor, depth + 1, b']', Self::kept_element)?;
+        } else {
+            self.items(cursor, depth + 1, b']', Self::element)?;
+        }
+        let len = self.elements.len() - start;
+        Ok(Val::Array(Elements { start: start as u32, len: len as u32 }))
+    }
+
     fn element(&mut self, cursor: &mut Cursor<'_>, depth: u32) -> Scan<()> {
         self.value(cursor, depth).map(|_| ())
+    }
+
+    /// Scan an element of a top-level member's array and keep it, a string decoded.
+    fn kept_element(&mut self, cursor: &mut Cursor<'_>, depth: u32) -> Scan<()> {
+        let value = if cursor.peek_ws()? == b'"' {
+            Val::Str(self.string(cursor, true)?)
+        } else {
+            self.value(cursor, depth)?
+        };
+        self.elements.push(value);
+        Ok(())
     }
 
     /// Scan `"key": value`; keep it when it is a member of the top-level object.

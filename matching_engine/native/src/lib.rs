@@ -32,6 +32,7 @@ mod python;
 pub mod schema;
 pub mod snapshot;
 pub mod state;
+mod strips;
 mod views;
 
 use decode::Decoder;

@@ -1,9 +1,17 @@
-//! Matching (matching_engine/core/orders.py): trades, fees, self-trade prevention, the fok
-//! simulation and the market buy's cap.
+//! Matching (matching_engine/core/orders.py): trades (an order's or a strip leg's), fees,
+//! self-trade prevention, the fok simulation and the market buy's cap.
 
 use crate::book::{cost, BPS, NIL};
 use crate::command::{Stp, TimeInForce};
 use crate::state::{Engine, USDC_ASSET};
+
+/// The taker of a trade: an order, or a strip's leg, which has no order (so no fill count
+/// and no hold) and trades under the strip's id and a client order id naming the leg.
+#[derive(Clone, Copy)]
+pub(crate) enum Taker<'a> {
+    Order(u32),
+    Leg { account: u32, is_buy: bool, strip_id: u64, client_order_id: &'a [u8] },
+}
 
 impl Engine {
     // -- execution -------------------------------------------------------------------------
@@ -61,14 +69,23 @@ impl Engine {
                     return true;
                 }
             }
-            self.trade(maker, taker, quantity);
+            self.trade(maker, Taker::Order(taker), quantity);
         }
     }
 
-    fn trade(&mut self, maker: u32, taker: u32, quantity: i64) {
-        let (instrument, price, taker_is_buy) = {
+    /// Fill `quantity` of the maker at its price to the taker: fees, holds, balances, the
+    /// `trade` event; a maker filled whole is closed.
+    pub(crate) fn trade(&mut self, maker: u32, taker: Taker<'_>, quantity: i64) {
+        let (instrument, price) = {
             let m = &self.orders[maker as usize];
-            (m.instrument, m.price, self.orders[taker as usize].is_buy)
+            (m.instrument, m.price)
+        };
+        let (taker_account, taker_is_buy, taker_slot) = match taker {
+            Taker::Order(slot) => {
+                let t = &self.orders[slot as usize];
+                (t.account, t.is_buy, Some(slot))
+            }
+            Taker::Leg { account, is_buy, .. } => (account, is_buy, None),
         };
         let (maker_bps, taker_bps) = {
             let i = &self.instruments[instrument as usize];
@@ -78,27 +95,37 @@ impl Engine {
         let maker_fee = notional * maker_bps / BPS;
         let taker_fee = notional * taker_bps / BPS;
         self.orders[maker as usize].filled += quantity;
-        self.orders[taker as usize].filled += quantity;
+        if let Some(slot) = taker_slot {
+            self.orders[slot as usize].filled += quantity;
+        }
+        let maker_account = self.orders[maker as usize].account;
+        // In the Python core's order (protocol.effects.trade_moves), which orders balances.
         let (buyer, buyer_fee, seller, seller_fee) = if taker_is_buy {
-            (taker, taker_fee, maker, maker_fee)
+            self.refresh_taker_hold(taker_slot);
+            self.refresh_hold(maker);
+            (taker_account, taker_fee, maker_account, maker_fee)
         } else {
-            (maker, maker_fee, taker, taker_fee)
+            self.refresh_hold(maker);
+            self.refresh_taker_hold(taker_slot);
+            (maker_account, maker_fee, taker_account, taker_fee)
         };
         let token = instrument + 1;
-        let buyer_account = self.orders[buyer as usize].account;
-        let seller_account = self.orders[seller as usize].account;
-        // In the Python core's order (protocol.effects.trade_moves), which orders balances.
-        self.refresh_hold(buyer);
-        self.refresh_hold(seller);
-        self.wallet(buyer_account, USDC_ASSET)[0] -= notional + buyer_fee;
-        self.wallet(buyer_account, token)[0] += i128::from(quantity);
-        self.wallet(seller_account, token)[0] -= i128::from(quantity);
-        self.wallet(seller_account, USDC_ASSET)[0] += notional - seller_fee;
+        self.wallet(buyer, USDC_ASSET)[0] -= notional + buyer_fee;
+        self.wallet(buyer, token)[0] += i128::from(quantity);
+        self.wallet(seller, token)[0] -= i128::from(quantity);
+        self.wallet(seller, USDC_ASSET)[0] += notional - seller_fee;
         let fee_account = self.fee_account;
         self.wallet(fee_account, USDC_ASSET)[0] += maker_fee + taker_fee;
         self.trade_counter += 1;
         let seq = self.next_seq();
-        let (m, t) = (&self.orders[maker as usize], &self.orders[taker as usize]);
+        let m = &self.orders[maker as usize];
+        let (taker_client_order_id, taker_order_id) = match taker {
+            Taker::Order(slot) => {
+                let t = &self.orders[slot as usize];
+                (&*t.client_order_id, t.order_id)
+            }
+            Taker::Leg { client_order_id, strip_id, .. } => (client_order_id, strip_id),
+        };
         let w = &mut self.events;
         w.begin("trade", seq, self.time);
         w.id("trade_id", self.trade_counter);
@@ -110,13 +137,21 @@ impl Engine {
         w.plain("maker_client_order_id", &m.client_order_id);
         w.id("maker_order_id", m.order_id);
         w.micro("maker_fee", maker_fee);
-        w.plain("taker_account", &self.accounts[t.account as usize].name);
-        w.plain("taker_client_order_id", &t.client_order_id);
-        w.id("taker_order_id", t.order_id);
+        w.plain("taker_account", &self.accounts[taker_account as usize].name);
+        w.plain("taker_client_order_id", taker_client_order_id);
+        w.id("taker_order_id", taker_order_id);
         w.micro("taker_fee", taker_fee);
         w.end();
         if m.quantity == m.filled {
             self.close(maker);
+        }
+    }
+
+    /// Refresh the hold of a taker that is an order (a strip's leg holds nothing).
+    #[inline]
+    fn refresh_taker_hold(&mut self, taker_slot: Option<u32>) {
+        if let Some(slot) = taker_slot {
+            self.refresh_hold(slot);
         }
     }
 

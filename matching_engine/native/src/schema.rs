@@ -2,7 +2,7 @@
 //! order, which are required and what values each takes. `decode.rs` and `fast.rs` both
 //! decode by it.
 
-use crate::command::TS_MAX;
+use crate::command::{STRIP_CLIENT_ORDER_ID_CHARS_MAX, TS_MAX};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Tag {
@@ -16,6 +16,7 @@ pub(crate) enum Tag {
     Tick,
     IssueCapacity,
     DeliveryReport,
+    NewStripOrder,
 }
 
 /// The schema of one field (protocol/commands.py).
@@ -23,7 +24,11 @@ pub(crate) enum Tag {
 pub(crate) enum Kind {
     /// `Identifier`: `^[A-Za-z0-9_.:\-]{1,64}\Z`.
     Identifier,
+    /// `StripClientOrderId`: an identifier of at most 59 characters.
+    StripClientOrderId,
     Str,
+    /// `list[str]`: an array of strings, any number of them.
+    StrList,
     /// A str of 1 to 64 characters (code points).
     ShortStr,
     OptStr,
@@ -140,6 +145,15 @@ const DELIVERY_REPORT: &[Field] = &[
     req(b"delivered_ppm", Kind::IntIn(-(TS_MAX + 1), TS_MAX)),
     opt(b"evidence", Kind::Evidence),
 ];
+const NEW_STRIP_ORDER: &[Field] = &[
+    req(b"ts", NS),
+    req(b"account", Kind::Identifier),
+    req(b"client_order_id", Kind::StripClientOrderId),
+    req(b"side", Kind::Side),
+    req(b"instruments", Kind::StrList),
+    req(b"quantity", Kind::AnyInt),
+    req(b"limit_total", Kind::Str),
+];
 
 pub(crate) const FIELDS_MAX: usize = 12;
 
@@ -155,6 +169,7 @@ pub(crate) fn tag_of(name: &[u8]) -> Option<Tag> {
         b"tick" => Tag::Tick,
         b"issue_capacity" => Tag::IssueCapacity,
         b"delivery_report" => Tag::DeliveryReport,
+        b"new_strip_order" => Tag::NewStripOrder,
         _ => return None,
     })
 }
@@ -171,6 +186,7 @@ pub(crate) fn fields_of(tag: Tag) -> &'static [Field] {
         Tag::Tick => TICK,
         Tag::IssueCapacity => ISSUE_CAPACITY,
         Tag::DeliveryReport => DELIVERY_REPORT,
+        Tag::NewStripOrder => NEW_STRIP_ORDER,
     }
 }
 
@@ -190,6 +206,12 @@ const IDENTIFIER_BYTES: [bool; 256] = {
 #[inline]
 pub fn is_identifier(value: &[u8]) -> bool {
     !value.is_empty() && value.len() <= 64 && value.iter().all(|&b| IDENTIFIER_BYTES[b as usize])
+}
+
+/// Whether `value` matches the pattern of a strip's client order id.
+#[inline]
+pub fn is_strip_client_order_id(value: &[u8]) -> bool {
+    is_identifier(value) && value.len() <= STRIP_CLIENT_ORDER_ID_CHARS_MAX
 }
 
 /// Byte-slice equality for short slices, without a call to memcmp.
