@@ -256,7 +256,8 @@ async def _check_chain(audit: Audit, venue: Venue, conn: asyncpg.Connection, eng
     unsettled, unpaid, uncredited = await _tails(venue, conn, events)
     audit.counts.update(unsettled_tail=len(unsettled), unpaid_tail=len(unpaid),
                         uncredited_tail=len(uncredited))
-    for name, tail in (("unsettled trades", unsettled), ("unpaid withdrawals", unpaid),
+    for name, tail in (("unsettled trades and delivery entries", unsettled),
+                       ("unpaid withdrawals", unpaid),
                        ("uncredited deposits", uncredited)):
         audit.same(f"tail of {name} after the drain", {k: v for k, v in tail.items() if v}, {})
     in_engine: Balances = {}

@@ -15,7 +15,9 @@
   watcher credits them; one deposit (mint/register, approve, deposit) at a time under
   `lock`, which the chain fault holds so that no deposit is ever half made.
 - `Withdrawer`: writes `withdraw` commands straight onto the commands topic (the gateway
-  has no withdrawal request); each is sent, or unknown when the broker did not confirm it.
+  has no withdrawal request): random ones of the trading wallets, and first any the suite
+  queued (the operator's issued tokens); each is sent, or unknown when the broker did not
+  confirm it.
 """
 
 from __future__ import annotations
@@ -376,7 +378,8 @@ class Depositor:
 
 
 class Withdrawer:
-    """Write `withdraw` commands for the trading wallets onto the commands topic."""
+    """Write `withdraw` commands onto the commands topic: the queued ones first, else a
+    random one of the trading wallets."""
 
     def __init__(self, event_log: EventLog, topic: str, accounts: Sequence[str],
                  symbols: Sequence[str], seed: int) -> None:

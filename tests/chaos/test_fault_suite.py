@@ -120,7 +120,8 @@ if SIZE_NAME not in SIZES:
 SIZE = SIZES[SIZE_NAME]
 STRICT = os.environ.get("GPUX_CHAOS_STRICT", "").strip() in ("1", "true", "yes")
 FAULTS = ("engine", "ledger", "settlement", "gateway", "kafka", "postgres", "chain")
-# Killed around each close: before it, after it, while its reports are sent, in rotation.
+# Killed around each close: before it, after it, while its reports are sent, in rotation
+# (in the reverse order every other round, so that each part follows each other one).
 DELIVERY_FAULTS = ("engine", "ledger", "settlement")
 BONDS = ("3", "0", "2.5")  # USDC per GPU-hour of the deliverable instruments, in turn
 TOKENS_WITHDRAWN = 2  # of each deliverable instrument, by the operator before its close
@@ -390,7 +391,8 @@ async def exercise(run: Run, stop_load: asyncio.Event, load: list[asyncio.Task[N
                         answered=run.stats.answered, seq=tail.seq)
         for close in range(size.closes):
             run.phase = f"round {round_number}: close {close + 1}"
-            await deliver(run, close)
+            order = DELIVERY_FAULTS if round_number % 2 else DELIVERY_FAULTS[::-1]
+            await deliver(run, close, order)
         run.phase = f"round {round_number}: closes"
         await timed(run, f"{run.phase} recovered",
                     lambda: works_end_to_end(run, size.recovery_timeout_s),
@@ -420,20 +422,20 @@ def restarted_after_sigkill(service: Service) -> None:
     service.restart()
 
 
-async def deliver(run: Run, close: int) -> None:
+async def deliver(run: Run, close: int, order: tuple[str, ...]) -> None:
     """List deliverable instruments closing in `delivery_lead_s`, issue on them and let
     them trade; kill one part just before the close and one just after it, then report
     every assignment and kill the third part while the reports go out.
 
-    The parts take the three roles in rotation (`close` counts from 0). "After" is, for
-    the engine, a moment just past the close's time (its events may not be committed
-    yet); for the ledger and settlement a moment just after the close is committed, which
-    is what they act on. Each kill's moment relative to the close is recorded as it came.
+    The parts of `order` take the three roles in rotation (`close` counts from 0). "After"
+    is, for the engine, a moment just past the close's time (its events may not be
+    committed yet); for the ledger and settlement a moment just after the close is
+    committed, which is what they act on. Each kill's moment relative to the close is
+    recorded as it came.
     """
     venue, size, tail = run.venue, run.size, run.venue.tail
     assert tail is not None
-    before, after, during = (DELIVERY_FAULTS[(close + step) % len(DELIVERY_FAULTS)]
-                             for step in range(len(DELIVERY_FAULTS)))
+    before, after, during = (order[(close + step) % len(order)] for step in range(3))
     close_ns = time.time_ns() + int(size.delivery_lead_s * 1e9)
     symbols = await list_deliverable(run, size.deliverable_per_close, close_ns)
     await issue_capacity(run, symbols)
