@@ -44,7 +44,8 @@ _STRIP_CLIENT_ORDER_ID: Final = re.compile(STRIP_CLIENT_ORDER_ID_PATTERN)
 
 
 class Maker(Protocol):
-    """A resting order as the simulation reads it."""
+    """A resting order as the simulation reads it: the engine's `Order`, or anything with
+    these three attributes (a NamedTuple of a view's book will do)."""
 
     @property
     def price(self) -> int:
@@ -119,7 +120,8 @@ def simulate_strip(makers_of: MakersOf[MakerT], account: str, is_buy: bool,
     trades with them); from each other maker, min(what is left of `quantity`, its
     remaining) at its price. Every leg is walked, a short one included, so a quote shows
     what each leg would get. Fees are per fill, as the trades will charge them: a view that
-    merges makers into one (an L2 level) quotes fees a few micro-USDC high at most.
+    merges makers into one (an L2 level) quotes fees high by less than a micro-USDC per
+    maker merged.
     """
     quoted = [_simulate_leg(makers_of(leg.symbol, is_buy), account, leg, quantity)
               for leg in legs]
@@ -158,7 +160,7 @@ def strip_refusal(quote: StripQuote[MakerT], is_buy: bool, limit_total: int,
     account's available balance of USDC or of a leg's token."""
     if not quote.fills_every_leg():
         return R.INSUFFICIENT_LIQUIDITY
-    if quote.notional > limit_total if is_buy else quote.notional < limit_total:
+    if (quote.notional > limit_total) if is_buy else (quote.notional < limit_total):
         return R.LIMIT_EXCEEDED
     if is_buy:
         if quote.notional + quote.taker_fees > available(USDC):
@@ -204,9 +206,8 @@ class StripFlow(OrderFlow):
         """Return the first failing check's reason before the simulation (protocol-notes'
         order), else the legs' instruments and `limit_total` in micro-USDC."""
         symbols = command.instruments
-        if not STRIP_LEGS_MIN <= len(symbols) <= STRIP_LEGS_MAX or len(set(symbols)) < len(
-            symbols
-        ):
+        leg_count = len(symbols)
+        if not STRIP_LEGS_MIN <= leg_count <= STRIP_LEGS_MAX or len(set(symbols)) < leg_count:
             return R.INVALID_ORDER, [], 0
         listed = self.instruments
         if any(symbol not in listed for symbol in symbols):
