@@ -6,7 +6,8 @@ orders passed over, fees per fill), execution (leg ids, maker holds, totals), bu
 The rule tests run, like tests/unit/test_engine_rules.py, against every implementation in
 STRIP_IMPLEMENTATIONS (the Python engine with its invariants checked after each command,
 the native Rust core and the independent reference model) and assert the exact events. The
-snapshot test drives both cores through `matching_engine.cores`.
+snapshot test drives both cores through `matching_engine.cores`; the last tests call the
+Python core's simulation as the gateway's quote does, on a view of the books of its own.
 
 The default market (`hours_market`): HOURS[0], HOURS[1], ... deliver one hour each, one
 after the other from DELIVERY, H100-SXM-80GB in eu-west, tick 0.01, maker 10 / taker 20
@@ -16,12 +17,13 @@ Orders placed after it get order ids "1", "2", ...
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import pytest
 
 from matching_engine.core.snapshot import decode_snapshot, encode_snapshot
+from matching_engine.core.strips import Fill, StripLeg, simulate_strip, strip_refusal
 from matching_engine.cores import NativeCore, PythonCore
 from tests.engine_helpers import (
     DELIVERY,
@@ -522,3 +524,58 @@ def test_a_rejected_strip_leaves_the_snapshot_byte_identical(
     after = decode_snapshot(core.snapshot())
     assert after.seq == decode_snapshot(before).seq + 1
     assert encode_snapshot(msgspec.structs.replace(after, seq=after.seq - 1)) == before
+
+
+# ------------------------------------------------------- the simulation as a function
+
+
+class ViewMaker(NamedTuple):
+    """A maker as a view of the books other than the engine's (the gateway's) holds it."""
+
+    price: int
+    remaining: int
+    account: str
+
+
+VIEW = {
+    ("A", True): [ViewMaker(2_000_000, 3, "me"), ViewMaker(2_500_000, 3, "bob"),
+                  ViewMaker(2_600_000, 5, "carol")],
+    ("B", True): [ViewMaker(3_000_000, 1, "bob"), ViewMaker(3_100_000, 9, "me")],
+    ("B", False): [ViewMaker(2_900_000, 9, "bob")],
+}
+VIEW_LEGS = [StripLeg("A", 20), StripLeg("B", 7)]
+
+
+def view_makers(symbol: str, is_buy: bool) -> list[ViewMaker]:
+    return VIEW.get((symbol, is_buy), [])
+
+
+def test_simulate_strip_quotes_a_views_makers_leg_by_leg_and_changes_none() -> None:
+    """Own orders passed over; a short leg still shows what it would get; fees per fill."""
+    before = {key: list(makers) for key, makers in VIEW.items()}
+    quote = simulate_strip(view_makers, "me", True, VIEW_LEGS, 4)
+    assert VIEW == before
+    bob_a, carol_a, bob_b = VIEW[("A", True)][1], VIEW[("A", True)][2], VIEW[("B", True)][0]
+    assert [leg.fills for leg in quote.legs] == [
+        [Fill(bob_a, 3, 15_000), Fill(carol_a, 1, 5_200)], [Fill(bob_b, 1, 2_100)]]
+    assert [(leg.symbol, leg.filled, leg.notional, leg.taker_fees) for leg in quote.legs] == [
+        ("A", 4, 10_100_000, 20_200), ("B", 1, 3_000_000, 2_100)]
+    assert (quote.notional, quote.taker_fees) == (13_100_000, 22_300)
+    assert not quote.fills_every_leg()
+    assert strip_refusal(quote, True, 10**18, lambda asset: 10**18) == "insufficient_liquidity"
+
+
+def test_strip_refusal_checks_the_limit_then_the_funds() -> None:
+    """Buy 1 a leg: 2.5 + 3 = 5.5 USDC notional, fees 0.005 + 0.0021."""
+    buy = simulate_strip(view_makers, "me", True, VIEW_LEGS, 1)
+    assert (buy.notional, buy.taker_fees) == (5_500_000, 7_100)
+    assert strip_refusal(buy, True, 5_499_999, lambda asset: 0) == "limit_exceeded"
+    assert strip_refusal(buy, True, 5_500_000, lambda asset: 5_507_099) == "insufficient_funds"
+    assert strip_refusal(buy, True, 5_500_000, lambda asset: 5_507_100) is None
+    sell = simulate_strip(view_makers, "me", False, [StripLeg("B", 7), StripLeg("C", 7)], 1)
+    assert not sell.fills_every_leg()
+    sell = simulate_strip(view_makers, "me", False, [StripLeg("B", 7)], 2)
+    tokens = {"B": 1}
+    assert strip_refusal(sell, False, 5_800_001, tokens.__getitem__) == "limit_exceeded"
+    assert strip_refusal(sell, False, 5_800_000, tokens.__getitem__) == "insufficient_funds"
+    assert strip_refusal(sell, False, 5_800_000, {"B": 2}.__getitem__) is None
