@@ -3,6 +3,9 @@ own trades (docs/index-methodology.md).
 
 | module | what it owns |
 |---|---|
+| `calculator` | the pure core: events in, values out, a function of the event log alone |
+| `events`, `book` | what the calculator reads of an event; the best bid and ask it keeps |
 | `value` | `IndexValue`, one published value |
 | `migrations/`, `store` | schema `index`: the upsert and the reads other services use |
+| `errors` | its failures |
 """
