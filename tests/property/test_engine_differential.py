@@ -1,9 +1,11 @@
 """Differential tests: the real engine and the reference model must agree byte for byte.
 
-Hypothesis draws random command sequences over a small market, and delivery flows
+Hypothesis draws random command sequences over a small market, delivery flows
 (`tests.protocol_strategies.delivery_flows`: issuance, trading of the tokens, the close and
-delivery reports); a seeded random stream of ~20,000 commands adds depth, and seeded
-delivery streams many closes. After every command both implementations must have emitted
+delivery reports) and strip flows (`strip_flows`: strips of every outcome over consecutive
+hours, some closing); a seeded random stream of ~20,000 commands adds depth, seeded
+delivery streams many closes, and the fixed strip edge flow the longest strips and exact
+limits. After every command both implementations must have emitted
 the same event bytes (`protocol.encode`) and (in the hypothesis tests) have the same final
 state.
 """
@@ -22,7 +24,12 @@ import protocol
 from matching_engine.core import Engine
 from tests.engine_helpers import MALFORMED_LINES, SECOND, T0, RandomStream
 from tests.property.test_native_differential import Generator
-from tests.protocol_strategies import delivery_edge_flow, delivery_flows
+from tests.protocol_strategies import (
+    delivery_edge_flow,
+    delivery_flows,
+    strip_edge_flow,
+    strip_flows,
+)
 from tests.reference_model import ReferenceEngine
 
 ACCOUNTS = ("alice", "bob", "carol", "erin")  # erin is thin: funds run out
@@ -270,3 +277,38 @@ def test_engine_and_reference_agree_over_seeded_delivery_streams(seed: int) -> N
     assert_same_state(engine, reference, "at the end")
     assert {"capacity_issued", "issue_rejected", "bond_released", "delivery_assigned",
             "report_rejected"} <= kinds
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(strip_flows())
+def test_engine_and_reference_agree_over_strip_flows(lines: list[bytes]) -> None:
+    """Events after every command; the engine's invariants and the state after every strip
+    (what it must leave as it was, or change by its trades alone) and at the end."""
+    engine = Engine(check_invariants=False)
+    reference = ReferenceEngine()
+    for number, line in enumerate(lines):
+        apply_both(engine, reference, line)
+        if b"new_strip_order" in line:
+            engine.validate()
+            assert_same_state(engine, reference, f"after command {number}: {line!r}")
+    engine.validate()
+    assert_same_state(engine, reference, "at the end")
+
+
+def test_engine_and_reference_agree_over_the_strip_edge_flow() -> None:
+    engine = Engine(check_invariants=True)
+    reference = ReferenceEngine()
+    outcomes: list[str] = []
+    for number, line in enumerate(strip_edge_flow()):
+        events = [msgspec.json.decode(event) for event in apply_both(engine, reference, line)]
+        outcomes += [event.get("reason", event["type"]) for event in events
+                     if event["type"] in ("strip_accepted", "strip_rejected")]
+        if number % 50 == 0:
+            assert_same_state(engine, reference, f"after command {number}: {line!r}")
+    assert_same_state(engine, reference, "at the end")
+    assert outcomes == [
+        "limit_exceeded", "strip_accepted", "insufficient_funds", "strip_accepted",
+        "invalid_order", "insufficient_liquidity", "strip_accepted", "limit_exceeded",
+        "insufficient_funds", "strip_accepted", "strip_accepted", "limit_exceeded",
+        "invalid_price", "instrument_closed", "strip_accepted", "insufficient_liquidity",
+    ]
