@@ -7,12 +7,18 @@ total less `held`. Order events also move the books' levels, through `MarketData
 Delivery (v2) moves money too: an issue's bond leaves the issuer's USDC and its tokens come
 in; releases and compensations come back in USDC; at the close of a deliverable instrument
 every balance of its token is redeemed to 0.
+
+A strip (v2) trades as a taker that is never an open order: between its strip_accepted and
+its strip_done each leg's trades name the strip's id as their taker order, and the leg is
+followed here as a market order of its own (`CLIENT_ORDER_ID:LEG_INDEX`), so its fills,
+execution reports and balances are those of any trade.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -70,6 +76,16 @@ class OpenOrder(msgspec.Struct, gc=False):
                           self.instrument.hold_fee_bps)
 
 
+@dataclass(slots=True)
+class StripInFlight:
+    """A strip between its strip_accepted and its strip_done, and its leg trading now."""
+
+    account: str
+    is_buy: bool
+    quantity: int
+    leg: OpenOrder | None = None
+
+
 class Accounts:
     """Apply the events of orders and money; hand out each account's state and reports."""
 
@@ -85,6 +101,7 @@ class Accounts:
         self.open_by_client: dict[tuple[str, str], OpenOrder] = {}
         self.by_account: dict[str, dict[str, OpenOrder]] = {}  # account -> order id -> order
         self.balances: dict[str, dict[str, list[int]]] = {}  # account -> asset -> [total, held]
+        self.strips: dict[str, StripInFlight] = {}  # strip id -> the strip trading now
         self._reports: dict[str, list[OrderReport]] = {}
         self._fills: dict[str, list[Fill]] = {}
         self._recent_fills: dict[str, deque[Fill]] = {}  # account -> its latest fills
@@ -103,6 +120,8 @@ class Accounts:
             events.AmendRejected: self.amend_rejected,
             events.CapacityIssued: self.issued, events.BondReleased: self.released,
             events.DeliverySettled: self.delivered, events.InstrumentClosed: self.redeem,
+            events.StripAccepted: self.strip_accepted, events.StripRejected: self.strip_rejected,
+            events.StripDone: self.strip_done,
         }
 
     def deposited(self, event: events.Deposited) -> None:
@@ -164,7 +183,10 @@ class Accounts:
 
     def trade(self, event: events.Trade) -> None:
         maker = self.orders[event.maker_order_id]
-        taker = self.orders[event.taker_order_id]
+        taker = self.orders.get(event.taker_order_id)
+        strip_leg = taker is None
+        if taker is None:
+            taker = self._strip_leg(event)
         instrument = maker.instrument
         price = parse_micro(event.price)
         quantity = event.quantity
@@ -199,8 +221,55 @@ class Accounts:
             status = "filled" if order.remaining == 0 else "open"
             self._report(order, event, "fill", status, fill_price=event.price,
                          fill_quantity=quantity)
-            if order.remaining == 0:
+            if order.remaining == 0 and not (strip_leg and order is taker):
                 self._close(order)
+
+    def strip_accepted(self, event: events.StripAccepted) -> None:
+        self.strips[event.strip_id] = StripInFlight(
+            account=event.account, is_buy=event.side == "buy", quantity=event.quantity)
+        self._strip_report(event.account, OrderReport(
+            event="strip_accepted", client_order_id=event.client_order_id, seq=event.seq,
+            ts=event.ts, status="open", order_id=event.strip_id, side=event.side,
+            quantity=event.quantity))
+
+    def strip_rejected(self, event: events.StripRejected) -> None:
+        self._strip_report(event.account, OrderReport(
+            event="strip_rejected", client_order_id=event.client_order_id, seq=event.seq,
+            ts=event.ts, status="rejected", reason=event.reason))
+
+    def strip_done(self, event: events.StripDone) -> None:
+        strip = self.strips.pop(event.strip_id, None)
+        if strip is None:
+            raise ProjectionError(f"strip_done of strip {event.strip_id}, never accepted")
+        if strip.leg is not None and (strip.leg.remaining or strip.leg.hold):
+            raise ProjectionError(f"strip {event.strip_id} done with leg "
+                                  f"{strip.leg.client_order_id} unfilled")
+        self._strip_report(event.account, OrderReport(
+            event="strip_done", client_order_id=event.client_order_id, seq=event.seq,
+            ts=event.ts, status="filled", order_id=event.strip_id))
+
+    def _strip_leg(self, event: events.Trade) -> OpenOrder:
+        """The taker of a strip's trade: its current leg, or the next leg, begun now."""
+        strip = self.strips.get(event.taker_order_id)
+        if strip is None:
+            raise ProjectionError(f"trade {event.trade_id}: taker order "
+                                  f"{event.taker_order_id} is neither open nor a strip")
+        leg = strip.leg
+        if leg is not None and leg.client_order_id == event.taker_client_order_id:
+            return leg
+        if leg is not None and leg.remaining:
+            raise ProjectionError(f"strip {event.taker_order_id} left leg "
+                                  f"{leg.client_order_id} with {leg.remaining} unfilled")
+        leg = strip.leg = OpenOrder(
+            order_id=event.taker_order_id, account=strip.account,
+            client_order_id=event.taker_client_order_id,
+            instrument=self.market.instruments[event.instrument], is_buy=strip.is_buy,
+            is_market=True, order_type="market", price=0, quantity=strip.quantity)
+        return leg
+
+    def _strip_report(self, account: str, report: OrderReport) -> None:
+        if self.reports_wanted(account):
+            self._reports.setdefault(account, []).append(report)
 
     def canceled(self, event: events.OrderCanceled) -> None:
         order = self.orders[event.order_id]

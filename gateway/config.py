@@ -105,6 +105,13 @@ class GatewayConfig:
     deliveries_settled_kept_max: int = 1_000
     clock_interval_ms: int | None = None  # None: this gateway runs no clock
     key_cache_ttl_ms: int = 60_000
+    # The GPU-hour price index (the `index` feed, GET /index): read from the index store in
+    # this PostgreSQL every `index_poll_interval_ms`, `index_page_seqs_max` seqs of rows a
+    # read at most; GET /index answers `index_history_max` values at most. None: no index.
+    index_database_url: str | None = field(default=None, repr=False)
+    index_poll_interval_ms: int = 1_000
+    index_page_seqs_max: int = 1_000
+    index_history_max: int = 1_440
 
     def __post_init__(self) -> None:
         require_positive(
@@ -118,7 +125,8 @@ class GatewayConfig:
             "send_batch_max", "event_batch_max", "event_check_window", "candles_kept_max",
             "candles_snapshot_max",
             "trades_snapshot_max", "fills_snapshot_max", "delivery_events_snapshot_max",
-            "deliveries_settled_kept_max", "key_cache_ttl_ms",
+            "deliveries_settled_kept_max", "key_cache_ttl_ms", "index_poll_interval_ms",
+            "index_page_seqs_max", "index_history_max",
         )
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be within 0..65535, got {self.port}")

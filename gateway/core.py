@@ -18,6 +18,7 @@ from gateway.auth import Principal, check_timestamp, new_nonce
 from gateway.config import ANONYMOUS, GatewayConfig, RateLimit
 from gateway.correlation import Correlator, Group, PendingOp
 from gateway.feeds import Feeds
+from gateway.index import IndexBoard
 from gateway.messages import API_VERSION, announced_limits, encode
 from gateway.orderentry import Plan, Planner
 from gateway.ports import AuthPort, CommandSink, Submission, Transport
@@ -26,6 +27,8 @@ from gateway.public import public_result
 from gateway.ratelimit import Charge, RateLimiter
 from gateway.replies import group_reply, rate_usage
 from gateway.session import Session
+from gateway.strips import quote_strip
+from index.value import IndexValue
 from protocol import AnyCommand, AnyEvent, CancelOrder, Tick
 from protocol import encode as encode_command
 from protocol import reasons as R
@@ -67,8 +70,10 @@ from wsapi.requests import (
     MassCancelRequest,
     MassQuoteRequest,
     NewOrderRequest,
+    NewStripOrderRequest,
     OpenOrders,
     Ping,
+    StripQuoteRequest,
     Subscribe,
     Time,
     Unsubscribe,
@@ -107,7 +112,8 @@ class GatewayCore:
             delivery_events_kept_max=config.delivery_events_snapshot_max,
             deliveries_settled_kept_max=config.deliveries_settled_kept_max,
             reports_wanted=lambda account: ("orders", account) in self.subscribers)
-        self.feeds = Feeds(config, self.projection)
+        self.index = IndexBoard()
+        self.feeds = Feeds(config, self.projection, self.index)
         self.subscribers = self.feeds.subscribers
         self.correlator = Correlator()
         self.planner = Planner(config.gateway_id)
@@ -241,6 +247,9 @@ class GatewayCore:
         elif isinstance(request, Deliveries):
             self._reply_ok(session, request.req_id, op,
                            self.projection.deliveries(principal.account), charge)
+        elif isinstance(request, StripQuoteRequest):
+            self._reply_ok(session, request.req_id, op,
+                           quote_strip(self.projection, principal.account, request), charge)
         else:
             self._order_entry(session, principal, request, op, charge, now_ns, mono_ns)
 
@@ -315,6 +324,8 @@ class GatewayCore:
             return planner.issue_capacity(request, account, ts)
         if isinstance(request, DeliveryReportRequest):
             return planner.delivery_report(request, account, ts)
+        if isinstance(request, NewStripOrderRequest):
+            return planner.new_strip_order(request, account, ts)
         raise AssertionError(f"no plan for {type(request).__name__}")
 
     def _cancel_all_after(
@@ -380,7 +391,9 @@ class GatewayCore:
         self, session: Session, request: Subscribe | Unsubscribe, op: str, charge: Charge
     ) -> None:
         feed = self.feeds.feed_of(session, request)
-        result = {"channel": request.channel, "instrument": request.instrument}
+        result: dict[str, Any] = {"channel": request.channel, "instrument": request.instrument}
+        if request.gpu is not None:
+            result.update(gpu=request.gpu, region=request.region)
         if isinstance(request, Unsubscribe):
             self.feeds.unsubscribe(session, feed)
             self._reply_ok(session, request.req_id, op, result, charge)
@@ -406,6 +419,13 @@ class GatewayCore:
             conns = subscribers.get((update.channel, update.key))
             if conns:
                 self.transport.push_many(conns, update.payload)
+
+    def add_index(self, values: list[IndexValue]) -> None:
+        """Take index values read from the store (in last_seq order) and send the updates
+        to the readers of the `index` feeds."""
+        subscribers = self.subscribers
+        for update in self.index.add(values, lambda channel, key: (channel, key) in subscribers):
+            self.transport.push_many(subscribers[(update.channel, update.key)], update.payload)
 
     def _reply_group(self, group: Group) -> None:
         session = self.sessions.get(group.conn_id)

@@ -12,6 +12,11 @@ followed by a fence: a cancel of a
 client order id that never exists, for the gateway's own account, which the engine always
 answers with cancel_rejected. Everything such a command caused lies between it and its fence.
 
+A strip (`new_strip_order`) is matched by (account, client_order_id) on its strip_accepted
+or strip_rejected, in a queue of its own (an open order may carry the same id); once
+accepted, by its strip id: the trades whose taker order it is make up its legs, and its
+strip_done completes it.
+
 An answer is never older than its command: the engine's time is the maximum `ts` it has
 seen, so every event a command causes has `ts` >= that command's stamp, and an event with
 an older `ts` is skipped. That keeps a gateway that lags behind the log from taking the
@@ -26,13 +31,16 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from gateway.strips import StripProgress, rejected_strip
 from protocol import AnyEvent, events
-from wsapi.messages import OrderResult
+from wsapi.messages import OrderResult, StripResult
 
 FENCE_ACCOUNT: Final = "gpux.gateway"
 KEYED_OPS: Final = frozenset({"new_order", "cancel_order", "amend_order"})
 FENCED_OPS: Final = frozenset(
     {"mass_cancel", "list_instrument", "deposit", "issue_capacity", "delivery_report"})
+STRIP_OP: Final = "new_strip_order"
+Outcome = OrderResult | StripResult
 
 
 @dataclass(slots=True)
@@ -43,7 +51,7 @@ class Group:
     req_id: int
     op: str
     deadline_ns: int
-    outcomes: list[OrderResult | None]
+    outcomes: list[Outcome | None]
     waiting: int
     context: Any = None  # what the reply needs besides the outcomes (rate usage)
     done: bool = False
@@ -69,6 +77,7 @@ class PendingOp:
     rejection: str | None = None
     listed: bool = False
     answer: OrderResult | None = None  # the engine's own answer, when it names the op
+    strip: StripProgress | None = None  # an accepted strip's trades so far
 
 
 @dataclass(slots=True)
@@ -77,6 +86,8 @@ class Correlator:
 
     by_key: dict[tuple[str, str], deque[PendingOp]] = field(default_factory=dict)
     by_fence: dict[str, PendingOp] = field(default_factory=dict)
+    by_strip_key: dict[tuple[str, str], deque[PendingOp]] = field(default_factory=dict)
+    by_strip_id: dict[str, PendingOp] = field(default_factory=dict)  # accepted strips
     groups: dict[int, Group] = field(default_factory=dict)  # id(group) -> group
 
     def register(self, group: Group, ops: list[PendingOp]) -> None:
@@ -90,6 +101,10 @@ class Correlator:
             elif op.op in FENCED_OPS:
                 assert op.fence_id is not None
                 self.by_fence[op.fence_id] = op
+            elif op.op == STRIP_OP:
+                assert op.client_order_id is not None
+                self.by_strip_key.setdefault((op.account, op.client_order_id),
+                                             deque()).append(op)
             else:
                 raise ValueError(f"cannot correlate op {op.op!r}")
 
@@ -108,6 +123,8 @@ class Correlator:
             return completed
         if self.by_fence:
             self._watch_fenced(event)
+        if self.by_strip_key or self.by_strip_id:
+            self._watch_strips(event, completed)
         key_fields = _KEY_EVENTS.get(kind)
         if key_fields is not None:
             key = (event.account, event.client_order_id)  # type: ignore[union-attr]
@@ -124,6 +141,38 @@ class Correlator:
                         self._resolve(op, outcome, completed)
                         break
         return completed
+
+    def _watch_strips(self, event: AnyEvent, completed: list[Group]) -> None:
+        """Follow a strip from its strip_accepted (or strip_rejected) to its strip_done."""
+        if isinstance(event, events.Trade):
+            op = self.by_strip_id.get(event.taker_order_id)
+            if op is not None and op.strip is not None:
+                op.strip.add(event)
+        elif isinstance(event, events.StripDone):
+            op = self.by_strip_id.pop(event.strip_id, None)
+            if op is not None and op.strip is not None:
+                self._resolve(op, op.strip.result(event), completed)
+        elif isinstance(event, (events.StripAccepted, events.StripRejected)):
+            op = self._take_strip((event.account, event.client_order_id), event.ts)
+            if op is None:
+                return
+            if isinstance(event, events.StripRejected):
+                self._resolve(op, rejected_strip(event), completed)
+            else:
+                op.strip = StripProgress(accepted=event)
+                self.by_strip_id[event.strip_id] = op
+
+    def _take_strip(self, key: tuple[str, str], ts: int) -> PendingOp | None:
+        """Remove and return the oldest strip of `key` an event stamped `ts` may answer."""
+        queue = self.by_strip_key.get(key)
+        if queue is None:
+            return None
+        op = next((op for op in queue if ts >= op.ts), None)
+        if op is not None:
+            queue.remove(op)
+            if not queue:
+                del self.by_strip_key[key]
+        return op
 
     def _watch_fenced(self, event: AnyEvent) -> None:
         """Note what a fenced op caused, for its outcome when its fence comes back."""
@@ -166,7 +215,7 @@ class Correlator:
                       and event.command == "delivery_report"):
                     op.rejection = op.rejection or event.reason
 
-    def _resolve(self, op: PendingOp, outcome: OrderResult, completed: list[Group]) -> None:
+    def _resolve(self, op: PendingOp, outcome: Outcome, completed: list[Group]) -> None:
         group = op.group
         if group.done or group.outcomes[op.index] is not None:
             return
@@ -211,6 +260,15 @@ class Correlator:
         for fence_id, op in list(self.by_fence.items()):
             if op.group is group:
                 del self.by_fence[fence_id]
+        for key, queue in list(self.by_strip_key.items()):
+            kept = deque(op for op in queue if op.group is not group)
+            if kept:
+                self.by_strip_key[key] = kept
+            else:
+                del self.by_strip_key[key]
+        for strip_id, op in list(self.by_strip_id.items()):
+            if op.group is group:
+                del self.by_strip_id[strip_id]
 
 
 _KEY_EVENTS: Final[dict[type[Any], bool]] = {

@@ -1,12 +1,14 @@
 """Subscriptions: who reads which feed, and the snapshot a new reader gets first.
 
-A feed is a (channel, key) pair: a public channel keyed by instrument, or a private one
-(`orders`, `fills`, `balances`, `deliveries`) keyed by the session's account. Pure, like the core.
+A feed is a (channel, key) pair: a public channel keyed by instrument, a private one
+(`orders`, `fills`, `balances`, `deliveries`) keyed by the session's account, or `index`
+keyed by a GPU class and region (gateway.index.class_key) or by `ALL`. Pure, like the core.
 """
 
 from __future__ import annotations
 
 from gateway.config import GatewayConfig
+from gateway.index import ALL, IndexBoard, class_key, gpu_class_of
 from gateway.messages import encode
 from gateway.projection import Projection
 from gateway.session import Session
@@ -18,7 +20,7 @@ from wsapi.errors import (
     RequestError,
 )
 from wsapi.messages import DeliveriesMessage, FillsMessage, OrdersMessage
-from wsapi.requests import PRIVATE_CHANNELS, Subscribe, Unsubscribe
+from wsapi.requests import INDEX_CHANNEL, PRIVATE_CHANNELS, Subscribe, Unsubscribe
 
 Feed = tuple[str, str]  # (channel, instrument or account)
 
@@ -26,14 +28,22 @@ Feed = tuple[str, str]  # (channel, instrument or account)
 class Feeds:
     """Hold the readers of every feed; check and apply (un)subscriptions."""
 
-    def __init__(self, config: GatewayConfig, projection: Projection) -> None:
+    def __init__(self, config: GatewayConfig, projection: Projection,
+                 index: IndexBoard) -> None:
         self.config = config
         self.projection = projection
+        self.index = index
         self.subscribers: dict[Feed, set[int]] = {}
 
     def feed_of(self, session: Session, request: Subscribe | Unsubscribe) -> Feed:
         """The feed a request names; RequestError says what is wrong with it."""
         channel = request.channel
+        if channel == INDEX_CHANNEL:
+            return self._index_feed(request)
+        if request.gpu is not None or request.region is not None:
+            field = "$.gpu" if request.gpu is not None else "$.region"
+            raise RequestError(INVALID_REQUEST, f"the {channel} channel takes no gpu or region",
+                               field=field)
         if channel in PRIVATE_CHANNELS:
             if session.principal is None:
                 raise RequestError(UNAUTHENTICATED, f"the {channel} channel needs a login")
@@ -48,6 +58,27 @@ class Feeds:
             raise RequestError(UNKNOWN_INSTRUMENT, f"no instrument {request.instrument!r}",
                                field="$.instrument")
         return channel, request.instrument
+
+    def _index_feed(self, request: Subscribe | Unsubscribe) -> Feed:
+        """The index of one class (`gpu` and `region`, of some instrument listed or some
+        value published) or of every class (neither)."""
+        if request.instrument is not None:
+            raise RequestError(INVALID_REQUEST, "the index channel takes a gpu and a region, "
+                               "not an instrument", field="$.instrument")
+        gpu, region = request.gpu, request.region
+        if gpu is None and region is None:
+            return INDEX_CHANNEL, ALL
+        if gpu is None or region is None:
+            raise RequestError(INVALID_REQUEST, "the index channel takes both gpu and region "
+                               "(one class) or neither (every class)",
+                               field="$.gpu" if gpu is None else "$.region")
+        gpu_class = (gpu, region)
+        if gpu_class not in self.index.latest and not any(
+                (i.spec.gpu, i.spec.region) == gpu_class
+                for i in self.projection.instruments.values()):
+            raise RequestError(INVALID_REQUEST, f"no instrument of gpu {gpu!r} in region "
+                               f"{region!r} is listed", field="$.gpu")
+        return INDEX_CHANNEL, class_key(gpu, region)
 
     def subscribe(self, session: Session, feed: Feed) -> bytes | None:
         """Add the session to the feed's readers; return the snapshot it gets first."""
@@ -93,4 +124,6 @@ class Feeds:
         if channel == "deliveries":
             return encode(DeliveriesMessage(kind="snapshot",
                                             events=projection.recent_delivery_events(key)))
+        if channel == INDEX_CHANNEL:
+            return encode(self.index.snapshot(None if key == ALL else gpu_class_of(key)))
         return None

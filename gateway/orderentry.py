@@ -22,6 +22,7 @@ from protocol import (
     ListInstrument,
     MassCancel,
     NewOrder,
+    NewStripOrder,
 )
 from protocol.commands import MassCancelReason
 from wsapi.errors import INVALID_REQUEST, RequestError
@@ -37,6 +38,7 @@ from wsapi.requests import (
     MassCancelBody,
     MassQuoteRequest,
     NewOrderBody,
+    NewStripOrderRequest,
     Quote,
 )
 
@@ -143,6 +145,15 @@ class Planner:
         return Plan(commands=[command, fence], ops=[OpSpec(
             op="delivery_report", account=account, issue_id=request.issue_id,
             holder=request.holder, fence_id=fence_id)])
+
+    def new_strip_order(self, request: NewStripOrderRequest, account: str, ts: int) -> Plan:
+        """Plan a strip: one command, answered by its strip_accepted ... strip_done or its
+        strip_rejected (no fence: both name the account and the client order id)."""
+        command = NewStripOrder(ts=ts, account=account, client_order_id=request.client_order_id,
+                                side=request.side, instruments=list(request.instruments),
+                                quantity=request.quantity, limit_total=request.limit_total)
+        return Plan(commands=[command], ops=[OpSpec(
+            op="new_strip_order", account=account, client_order_id=request.client_order_id)])
 
     def mass_cancel_command(self, account: str, ts: int, reason: MassCancelReason) -> MassCancel:
         """Return an unanswered mass cancel the venue makes for `account` (`reason`:

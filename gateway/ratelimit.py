@@ -1,8 +1,11 @@
 """Token buckets per API key and per IP; pure: the caller passes monotonic time in ns.
 
 A request costs one token per engine command it carries (a batch of 5 costs 5), at least
-one. A refused request is told how long until enough tokens have refilled. Buckets idle
-long enough to be full again are dropped, so memory is bounded by the active clients.
+one; a strip one per leg (wsapi.requests.request_cost). A bucket never charges more than it
+holds when full, so a request costing more (a strip of 168 legs, a trader's burst being 50)
+waits for a full bucket and empties it. A refused request is told how long until enough
+tokens have refilled. Buckets idle long enough to be full again are dropped, so memory is
+bounded by the active clients.
 """
 
 from __future__ import annotations
@@ -34,15 +37,19 @@ class TokenBucket:
         self.updated_ns = max(self.updated_ns, now_ns)
 
     def take(self, cost: int, now_ns: int) -> int:
-        """Take `cost` tokens and return 0, or take none and return the ms until possible."""
+        """Take `cost` tokens (a full bucket at most) and return 0, or take none and return
+        the ms until possible."""
         self._refill(now_ns)
+        cost = min(cost, self.limit.burst)
         if cost <= self.tokens:
             self.tokens -= cost
             return 0
-        if cost > self.limit.burst:
-            cost = self.limit.burst  # never satisfiable in one go: say when the bucket is full
         missing = cost - self.tokens
         return max(1, math.ceil(missing * 1000 / self.limit.per_second))
+
+    def refund(self, cost: int) -> None:
+        """Give back what `take(cost)` took."""
+        self.tokens += min(cost, self.limit.burst)
 
     def remaining(self) -> int:
         return int(self.tokens)
@@ -99,7 +106,7 @@ class RateLimiter:
         if wait_ms == 0:
             wait_ms = bucket.take(cost, now_ns)
             if wait_ms:
-                outer_bucket.tokens += cost  # refund: the request is refused as a whole
+                outer_bucket.refund(cost)  # the request is refused as a whole
         else:
             name = outer[0]
             bucket = outer_bucket

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 from gateway.correlation import Group
 from gateway.ratelimit import Charge
-from wsapi.messages import ErrorInfo, RateLimitUsage, Reply
+from wsapi.messages import ErrorInfo, OrderResult, RateLimitUsage, Reply
 
 
 def group_reply(group: Group, usage: RateLimitUsage | None) -> Reply:
     """One reply for a request's commands: a batch lists each result; a mass quote gives
-    its cancel's count and each quote's result; a single command its own result."""
+    its cancel's count and each quote's result; a single command its own result (a strip's
+    is a StripResult: its legs and totals)."""
     outcomes = [outcome for outcome in group.outcomes if outcome is not None]
     if group.op == "batch":
         return Reply(req_id=group.req_id, op=group.op, status="ok",
                      result={"results": outcomes}, rate_limit=usage)
     if group.op == "mass_quote":
         first, rest = outcomes[0], outcomes[1:]
+        assert isinstance(first, OrderResult)
         failed = first.status == "error"
         return Reply(
             req_id=group.req_id, op=group.op, status="error" if failed else "ok",

@@ -15,7 +15,9 @@ aborted: a close frame would wait behind the backlog) rather than buffered witho
 
 Tasks: the event loop (consume the events topic from the beginning, answer requests, fan
 out), the sender (batch queued commands into the commands topic), housekeeping (timeouts,
-dead-man's switches, heartbeats) and, with a clock, the ticker. Cancellation: `run` returns
+dead-man's switches, heartbeats), with a clock the ticker, and with an index database the
+index poller (gateway.indexsource). Plain HTTP requests on the port go to gateway.indexhttp
+(`/index`, `/index/latest`), which hands the rest to the site given. Cancellation: `run` returns
 when `stop` is set, closes the server (1001 to every client), sends the commands queued so
 far (cancel-on-disconnect included) within `shutdown_timeout_s`, then stops the clients.
 """
@@ -40,6 +42,8 @@ from gateway.auth import Authenticator, KeyStore
 from gateway.config import GatewayConfig
 from gateway.core import GatewayCore, Submission
 from gateway.errors import AuthError, StoreError
+from gateway.indexhttp import GatewayHttp
+from gateway.indexsource import IndexSource
 from gateway.metrics import CountingRateLimiter, GatewayMetrics, timed_correlator
 from gateway.sequencer import EventSequencer
 from wsapi.errors import OVERLOADED, UNAVAILABLE, RequestError
@@ -243,9 +247,9 @@ class GatewayService:
         self, event_log: EventLog, config: GatewayConfig, store: KeyStore | None = None,
         *, process_request: ProcessRequest | None = None, metrics: GatewayMetrics | None = None,
     ) -> None:
-        """`process_request` answers plain HTTP requests on the same port (the trading page:
-        gateway.static.StaticSite.process_request); None lets every request upgrade.
-        `metrics` (gateway.metrics) is fed when given."""
+        """`process_request` answers the plain HTTP requests on the same port that are not
+        the index's (the trading page: gateway.static.StaticSite.process_request); None lets
+        them all upgrade. `metrics` (gateway.metrics) is fed when given."""
         self.process_request = process_request
         self.store = store
         self.log = event_log
@@ -261,6 +265,11 @@ class GatewayService:
         self.auth = ServiceAuth(authenticator)
         self.core = GatewayCore(config, self.transport, self.sink, self.auth)
         self.auth.core = self.core
+        self.index_source = (
+            IndexSource(config.index_database_url, page_seqs_max=config.index_page_seqs_max)
+            if config.index_database_url is not None else None)
+        self.http = GatewayHttp(self.core.index, self.index_source, process_request,
+                                config.index_history_max)
         self.limit_report = LimitReport(metrics)
         self.core.limit_bit = self.limit_report
         if metrics is not None:
@@ -332,9 +341,13 @@ class GatewayService:
         if self.store is not None:
             tasks.append(asyncio.create_task(self._prune_nonces(self.store),
                                              name="gateway-nonce-pruning"))
+        if self.index_source is not None:
+            tasks.append(asyncio.create_task(self.index_source.follow(
+                lambda: self.core.index.last_seq, self.core.add_index,
+                self.config.index_poll_interval_ms), name="gateway-index"))
         server = await serve(
             self._handle, self.config.host, self.config.port, compression=None,
-            process_request=self.process_request,
+            process_request=self.http.process_request,
             max_size=self.config.frame_bytes_max, max_queue=16, ping_interval=20,
             ping_timeout=20, close_timeout=2,
         )
@@ -358,6 +371,8 @@ class GatewayService:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, stopping, return_exceptions=True)
+            if self.index_source is not None:
+                await self.index_source.close()
 
     async def _drain_commands(self) -> None:
         """Wait (bounded) until the commands queued at shutdown have been sent."""

@@ -122,7 +122,7 @@ class StaticSite:
             if not self.files:
                 return _text_response(http.HTTPStatus.SERVICE_UNAVAILABLE, NOT_BUILT)
             return _text_response(http.HTTPStatus.NOT_FOUND, "not found\n")
-        headers = _common_headers()
+        headers = common_headers()
         headers["ETag"] = found.etag
         headers["Cache-Control"] = "no-cache"
         if if_none_match is not None and found.etag in _etags(if_none_match):
@@ -146,7 +146,8 @@ def _etags(header: str) -> set[str]:
     return {tag.strip().removeprefix("W/") for tag in header.split(",")}
 
 
-def _common_headers() -> Headers:
+def common_headers() -> Headers:
+    """The headers of every plain HTTP response of the gateway (the page's and the index's)."""
     return Headers([
         ("Date", email.utils.formatdate(usegmt=True)),
         ("Connection", "close"),
@@ -157,7 +158,7 @@ def _common_headers() -> Headers:
 
 
 def _text_response(status: http.HTTPStatus, text: str) -> Response:
-    headers = _common_headers()
+    headers = common_headers()
     body = text.encode()
     headers["Content-Type"] = "text/plain; charset=utf-8"
     headers["Content-Length"] = str(len(body))

@@ -242,13 +242,48 @@ class DeliveriesMessage(_Message, tag="deliveries", frozen=True, kw_only=True):
     events: list[DeliveryEvent]
 
 
+class IndexPoint(msgspec.Struct, frozen=True, kw_only=True):
+    """One value of the GPU-hour price index (docs/index-methodology.md): the class `gpu` in
+    `region` at the minute starting `minute` (ISO 8601, UTC; `minute_ns` the same in ns).
+    `value` is USDC per GPU-hour, null when `source` is "none"; `source` says where it came
+    from (trades, else the mid of the best bid and ask, else the last value); `sufficient`
+    whether its trades (`trade_count`, `volume` GPU-hours, over `instrument_count`
+    instruments) meet the methodology's minimums; `inputs_hash` (64 hex digits) commits to
+    its exact inputs; `last_seq` is the engine event it follows."""
+
+    gpu: str
+    region: str
+    minute: str
+    minute_ns: int
+    value: str | None
+    source: Literal["trades", "mid", "last", "none"]
+    sufficient: bool
+    trade_count: int
+    volume: int
+    instrument_count: int
+    inputs_hash: str
+    last_seq: int
+
+
+class IndexMessage(_Message, tag="index", frozen=True, kw_only=True):
+    """The `index` feed: of one class (`gpu` and `region` given) or of every class (neither).
+    A snapshot holds the latest value of each class the feed covers, an update the values
+    published since, oldest first."""
+
+    kind: Kind
+    values: list[IndexPoint]
+    gpu: str | None = None
+    region: str | None = None
+
+
 ServerMessage = (
     Hello | Reply | Notice | Heartbeat | BookMessage | TradesMessage | TickerMessage
     | CandlesMessage | OrdersMessage | FillsMessage | BalancesMessage | DeliveriesMessage
+    | IndexMessage
 )
 FeedMessage = (
     BookMessage | TradesMessage | TickerMessage | CandlesMessage | OrdersMessage
-    | FillsMessage | BalancesMessage | DeliveriesMessage
+    | FillsMessage | BalancesMessage | DeliveriesMessage | IndexMessage
 )
 
 
@@ -288,6 +323,75 @@ class OrderResult(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
 class MassQuoteResult(msgspec.Struct, frozen=True, kw_only=True):
     canceled: int
     results: list[OrderResult]
+
+
+class StripFill(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One fill of a strip's leg: `quantity` GPU-hours at the maker's `price` and the
+    strip's taker `fee` on it (USDC); `trade_id` once traded (a quote's fills are not)."""
+
+    price: str
+    quantity: int
+    fee: str
+    trade_id: str | None = None
+
+
+class StripLeg(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One leg of a strip, its fills in the order they happen: `filled` GPU-hours (below the
+    strip's quantity only in a quote the book cannot fill), their `notional` and taker
+    `fees` (USDC). A traded leg names its taker order `client_order_id` (ID:LEG_INDEX)."""
+
+    instrument: str
+    filled: int
+    notional: str
+    fees: str
+    fills: list[StripFill]
+    client_order_id: str | None = None
+
+
+class StripResult(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """The engine's answer to a `new_strip_order`: accepted (strip_accepted, every leg's
+    trades, strip_done: `strip_id`, the legs and the totals) or rejected (strip_rejected,
+    `reason`). `notional` and `fees` are strip_done's; `total` is what the account pays
+    (a buy: notional plus fees) or receives (a sell: notional less fees), in USDC."""
+
+    op: str
+    status: Literal["accepted", "rejected", "error"]
+    client_order_id: str | None = None
+    reason: str | None = None
+    strip_id: str | None = None
+    side: Literal["buy", "sell"] | None = None
+    quantity: int | None = None
+    limit_total: str | None = None
+    notional: str | None = None
+    fees: str | None = None
+    total: str | None = None
+    legs: list[StripLeg] = msgspec.field(default_factory=list)
+
+    @property
+    def accepted(self) -> bool:
+        return self.status == "accepted"
+
+
+class StripQuoteResult(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What a strip would trade now, as the gateway sees the books and the account at event
+    `seq`: every leg's fills, `notional`, taker `fees` and `total` (as in StripResult), and
+    `reason`, the refusal the strip would meet now, absent when it would execute. The
+    engine decides on the books as they are when the order reaches it: the order can
+    still be refused, or trade at other prices."""
+
+    seq: int
+    side: Literal["buy", "sell"]
+    quantity: int
+    legs: list[StripLeg]
+    notional: str
+    fees: str
+    total: str
+    limit_total: str | None = None
+    reason: str | None = None
+
+    @property
+    def executable(self) -> bool:
+        return self.reason is None
 
 
 class Instrument(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

@@ -16,6 +16,8 @@ import msgspec
 from protocol.commands import (
     EVIDENCE_MAX_LENGTH,
     PPM,
+    STRIP_LEGS_MAX,
+    STRIP_LEGS_MIN,
     DeliveryHours,
     Identifier,
     Label,
@@ -29,6 +31,8 @@ RESERVED_PREFIX: Final = "gpux."
 
 ReqId = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
 ClientOrderId = Annotated[str, msgspec.Meta(pattern=r"^(?!gpux\.)[A-Za-z0-9_.:\-]{1,64}\Z")]
+# A strip's id names its legs `ID:LEG_INDEX`, which must fit in 64 characters.
+StripClientOrderId = Annotated[str, msgspec.Meta(pattern=r"^(?!gpux\.)[A-Za-z0-9_.:\-]{1,59}\Z")]
 Account = Annotated[str, msgspec.Meta(pattern=r"^(?!gpux\.)[A-Za-z0-9_.:\-]{1,64}\Z")]
 # A positive or zero USDC amount with at most 6 decimals; the engine checks the tick.
 Price = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,12}(\.[0-9]{1,6})?\Z")]
@@ -41,8 +45,10 @@ TimeInForce = Literal["gtc", "ioc", "fok", "gtd"]
 Stp = Literal["cancel_newest", "cancel_oldest", "cancel_both", "decrement"]
 CancelOnDisconnect = Literal["off", "session", "account"]
 Channel = Literal[
-    "book", "trades", "ticker", "candles", "orders", "fills", "balances", "deliveries"]
+    "book", "trades", "ticker", "candles", "orders", "fills", "balances", "deliveries", "index"]
+# Public channels keyed by an instrument; `index` is public too, keyed by GPU class and region.
 PUBLIC_CHANNELS: Final = frozenset({"book", "trades", "ticker", "candles"})
+INDEX_CHANNEL: Final = "index"
 PRIVATE_CHANNELS: Final = frozenset({"orders", "fills", "balances", "deliveries"})
 
 
@@ -167,13 +173,20 @@ class CancelAllAfter(Request, tag="cancel_all_after", frozen=True, kw_only=True)
 
 
 class Subscribe(Request, tag="subscribe", frozen=True, kw_only=True):
+    """A feed: an instrument's for the public channels, the account's for the private ones,
+    and for `index` one GPU class in one region (`gpu` and `region`) or every one (neither)."""
+
     channel: Channel
     instrument: Identifier | None = None
+    gpu: Label | None = None
+    region: Label | None = None
 
 
 class Unsubscribe(Request, tag="unsubscribe", frozen=True, kw_only=True):
     channel: Channel
     instrument: Identifier | None = None
+    gpu: Label | None = None
+    region: Label | None = None
 
 
 class Instruments(Request, tag="instruments", frozen=True, kw_only=True):
@@ -247,29 +260,61 @@ class Deliveries(Request, tag="deliveries", frozen=True, kw_only=True):
     """The account's issues and its assignments, as issuer and as holder."""
 
 
+StripLegs = Annotated[list[Identifier],
+                      msgspec.Meta(min_length=STRIP_LEGS_MIN, max_length=STRIP_LEGS_MAX)]
+
+
+class NewStripOrderRequest(Request, tag="new_strip_order", frozen=True, kw_only=True):
+    """Buy or sell `quantity` GPU-hours in each of the consecutive hours `instruments` (in
+    delivery order), all or nothing, for at most (a sell: at least) `limit_total` USDC of
+    notional over every leg, fees excluded (PROTOCOL.md v2, Strip orders)."""
+
+    client_order_id: StripClientOrderId
+    side: Side
+    instruments: StripLegs
+    quantity: Quantity
+    limit_total: Price
+
+
+class StripQuoteRequest(Request, tag="strip_quote", frozen=True, kw_only=True):
+    """What a `new_strip_order` of these fields would trade now, leg by leg, and the reason
+    it would be refused, from the gateway's view of the books and the account; nothing is
+    sent to the engine. Without `limit_total` no limit is checked."""
+
+    side: Side
+    instruments: StripLegs
+    quantity: Quantity
+    limit_total: Price | None = None
+
+
 AnyRequest = (
     Login | LoginWallet | NewOrderRequest | CancelOrderRequest | AmendOrderRequest
     | MassCancelRequest | BatchRequest | MassQuoteRequest | CancelAllAfter | Subscribe
     | Unsubscribe | Instruments | Time | Ping | OpenOrders | Balances | ListInstrumentRequest
     | DepositRequest | IssueCapacityRequest | DeliveryReportRequest | Deliveries
+    | NewStripOrderRequest | StripQuoteRequest
 )
 REQUEST_TYPES: Final[dict[str, type[msgspec.Struct]]] = {
     cls.__struct_config__.tag: cls
     for cls in AnyRequest.__args__
 }
 def request_cost(request: AnyRequest) -> int:
-    """The rate-limit tokens a request costs: one per engine command it carries, at least 1."""
+    """The rate-limit tokens a request costs: one per engine command it carries, at least 1;
+    a strip one per leg, as many as the orders that would trade the same hours."""
     if isinstance(request, BatchRequest):
         return max(1, len(request.orders))
     if isinstance(request, MassQuoteRequest):
         return 1 + len(request.quotes)
+    if isinstance(request, NewStripOrderRequest):
+        return len(request.instruments)
     return 1
 
 
 ADMIN_OPS: Final = frozenset({"list_instrument", "deposit"})
 TRADING_OPS: Final = frozenset(
     {"new_order", "cancel_order", "amend_order", "mass_cancel", "batch", "mass_quote",
-     "cancel_all_after", "open_orders", "balances", "issue_capacity", "deliveries"}
+     "cancel_all_after", "open_orders", "balances", "issue_capacity", "deliveries",
+     "new_strip_order", "strip_quote"}
 )
 MASS_QUOTE_ROLES: Final = frozenset({"market_maker", "operator", "admin"})
 ISSUE_ROLES: Final = frozenset({"operator", "market_maker", "admin"})
