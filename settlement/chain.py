@@ -1,4 +1,4 @@
-"""The web3 adapter: connect, deploy the three contracts, grant roles, send transactions.
+"""The web3 adapter: connect, deploy the contracts, grant roles, send transactions.
 
 Everything here is synchronous (web3's HTTP provider); the asyncio services call it through
 `asyncio.to_thread`. Transactions are signed locally with the sender's key (no unlocked
@@ -46,6 +46,7 @@ MINTER_ROLE: Final = keccak(text="MINTER_ROLE")
 DEPOSITED_TOPIC: Final = keccak(text="Deposited(address,uint256,uint256,string)")
 # Vault.BOND_ESCROW: the one address every issue's bond is held under in the Vault
 BOND_ESCROW: Final = to_checksum_address(keccak(text="gpux.vault.bond-escrow")[12:])
+ZERO_ADDRESS: Final = "0x" + "00" * 20
 CONNECTION_ERRORS: Final = (
     requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError,
 )
@@ -76,6 +77,8 @@ class Deployment(msgspec.Struct, frozen=True, kw_only=True):
     # `artifacts.source_hash` of the build deployed: a Vault from other sources may not speak
     # this build's `settle` ("" for a deployment recorded before the hash was kept)
     source_hash: str = ""
+    # "" for a deployment recorded before the IndexOracle (its source hash is another build's)
+    index_oracle: str = ""
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -207,7 +210,7 @@ class Chain:
 
 
 class Contracts:
-    """The three deployed contracts, bound to one chain."""
+    """The deployed contracts, bound to one chain."""
 
     def __init__(self, chain: Chain, deployment: Deployment) -> None:
         self.chain = chain
@@ -215,6 +218,10 @@ class Contracts:
         self.usdc = chain.contract("MockUSDC", deployment.usdc)
         self.gpu_hours = chain.contract("GpuHourToken", deployment.gpu_hours)
         self.vault = chain.contract("Vault", deployment.vault)
+        # A deployment from before the oracle names none: bound to the zero address (no
+        # code) so that `check()` can refuse the deployment with what to do.
+        self.index_oracle = chain.contract("IndexOracle",
+                                           deployment.index_oracle or ZERO_ADDRESS)
 
     def check(self) -> None:
         """Raise DeploymentError unless the chain is the deployment's, holds its code, and
@@ -229,7 +236,7 @@ class Contracts:
             raise DeploymentError(
                 f"the deployed contracts were built from other sources (source hash "
                 f"{deployed}, this build {built}): deploy this build's contracts")
-        for name in ("usdc", "gpu_hours", "vault"):
+        for name in ("usdc", "gpu_hours", "vault", "index_oracle"):
             address = getattr(self.deployment, name)
             if not self.chain.has_code(address):
                 raise DeploymentError(f"no contract code at the {name} address {address}: "
@@ -262,19 +269,21 @@ class Contracts:
 
 def deploy(chain: Chain, deployer: LocalAccount, *, settler: str, minter: str,
            usdc: str | None = None) -> Deployment:
-    """Deploy MockUSDC (unless `usdc` names a token), GpuHourToken and Vault; grant roles:
-    SETTLER to `settler`, MINTER to `minter` and to the Vault (which mints capacity issued at
-    the venue into its custody)."""
+    """Deploy MockUSDC (unless `usdc` names a token), GpuHourToken, Vault and IndexOracle;
+    grant roles: SETTLER of the Vault and of the oracle to `settler`, MINTER to `minter` and
+    to the Vault (which mints capacity issued at the venue into its custody)."""
     block_number = chain.block_number()
     usdc_address = usdc or chain.deploy_contract("MockUSDC", [], deployer)
     gpu_hours = chain.deploy_contract("GpuHourToken", [deployer.address, ""], deployer)
     vault = chain.deploy_contract("Vault", [deployer.address, usdc_address, gpu_hours], deployer)
+    index_oracle = chain.deploy_contract("IndexOracle", [deployer.address], deployer)
     deployment = Deployment(chain_id=chain.chain_id(), usdc=to_checksum_address(usdc_address),
                             gpu_hours=gpu_hours, vault=vault, block_number=block_number,
-                            source_hash=chain.artifacts.source_hash)
+                            source_hash=chain.artifacts.source_hash, index_oracle=index_oracle)
     contracts = Contracts(chain, deployment)
-    grant_settler = contracts.vault.functions.grantRole(SETTLER_ROLE, to_checksum_address(settler))
-    chain.transact(grant_settler, deployer)
+    for settled in (contracts.vault, contracts.index_oracle):
+        grant_settler = settled.functions.grantRole(SETTLER_ROLE, to_checksum_address(settler))
+        chain.transact(grant_settler, deployer)
     for holder in (to_checksum_address(minter), vault):
         chain.transact(contracts.gpu_hours.functions.grantRole(MINTER_ROLE, holder), deployer)
     return deployment

@@ -28,7 +28,7 @@ from eth_utils.crypto import keccak
 from ledger.journal import BOND_ACCOUNT_PREFIX, CHAIN_ACCOUNT, DELIVERY_ENTRY_KINDS
 from ledger.reads import DeliveryPosting
 from protocol import USDC
-from settlement.chain import BOND_ESCROW, token_id
+from settlement.chain import BOND_ESCROW, ZERO_ADDRESS, token_id
 from settlement.fills import USDC_ASSET, SupplyChange
 from settlement.merkle import leaf_hash
 
@@ -37,7 +37,6 @@ from settlement.merkle import leaf_hash
 MOVE_LEAF_TAG: Final = keccak(text="gpux.settlement.delivery-move")
 MOVE_LEAF_TYPES: Final = ["bytes32", "uint256", "string", "string", "address", "uint256",
                           "int256"]  # fmt: skip
-ZERO_ADDRESS: Final = "0x" + "00" * 20
 RESERVED_PREFIX: Final = "@"  # ledger accounts outside the protocol's account alphabet
 
 Move = DeliveryPosting  # a move as settlement sees it is the ledger's posting
