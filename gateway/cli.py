@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command")
     serve = commands.add_parser("serve", help="run the websocket gateway")
     add_log_flags(serve)
-    _database_url(serve)
+    _database_url(serve)  # the key store's, and the index store's (the `index` feed)
     serve.add_argument("--host", default=_DEFAULTS.host)
     serve.add_argument("--port", type=int, default=_DEFAULTS.port)
     serve.add_argument("--gateway-id", default=_DEFAULTS.gateway_id)
@@ -168,6 +168,7 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host, port=args.port, topic_namespace=args.topic_namespace,
         gateway_id=args.gateway_id, events_isolation=args.events_isolation,
         clock_interval_ms=args.clock_interval_ms if args.clock else None,
+        index_database_url=args.database_url or None,
         **{name: getattr(args, name) for name in LIMIT_FLAGS},
     )
     try:

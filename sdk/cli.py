@@ -6,12 +6,16 @@
     gpux trade orders [--instrument SYMBOL] | balances | time
     gpux trade issue --instrument SYMBOL --node NODE --quantity Q [--issue-id ID]
     gpux trade deliveries
+    gpux trade strip --gpu H100-SXM-80GB --region eu-west --from 2026-12-05T12:00 --hours 6
+                     --quantity 8 --max-total 96 [--side buy|sell] [--quote] [--cid ID]
+    gpux trade index --gpu H100-SXM-80GB --region eu-west [--from ISO --to ISO]
     gpux trade book SYMBOL [--depth 10] [--duration-s 30]
     gpux trade market-maker ... | operator ...   (see sdk.bots)
 
 Connects to --url (default $GPUX_URL or ws://127.0.0.1:8765) and logs in with an API key
 ($GPUX_KEY_ID and $GPUX_PRIVATE_KEY, or --key-id / --private-key) or a wallet
-($GPUX_WALLET_KEY or --wallet-key); `instruments`, `book` and `time` need no login.
+($GPUX_WALLET_KEY or --wallet-key); `instruments`, `book`, `index` and `time` need no
+login. Times (`--from`, `--to`) are ISO 8601, UTC unless they name a zone.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rich.console import Console, Group
@@ -31,10 +36,10 @@ from rich.text import Text
 from sdk.book import LocalBook
 from sdk.client import Client, ClientError, RequestFailed
 from sdk.signing import ApiKey, Credentials, Wallet
-from wsapi.messages import OrderResult
+from wsapi.messages import IndexMessage, IndexPoint, OrderResult, StripLeg
 
 console = Console()
-PUBLIC_COMMANDS = frozenset({"instruments", "book", "time"})
+PUBLIC_COMMANDS = frozenset({"instruments", "book", "time", "index"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,6 +85,27 @@ def build_parser() -> argparse.ArgumentParser:
     issue.add_argument("--issue-id", help="unique for all time (default: generated); "
                                           "give the same one to retry safely")
     commands.add_parser("deliveries", help="the account's issues and assignments")
+    strip = commands.add_parser(
+        "strip", help="buy or sell the same GPU-hours in consecutive hours, all or nothing")
+    strip.add_argument("--gpu", required=True, help="GPU class, e.g. H100-SXM-80GB")
+    strip.add_argument("--region", required=True)
+    strip.add_argument("--from", dest="start", required=True, type=_instant,
+                       help="the first hour, e.g. 2026-12-05T12:00")
+    strip.add_argument("--hours", required=True, type=int, help="consecutive hours (2-168)")
+    strip.add_argument("--quantity", required=True, type=int, help="GPU-hours in each hour")
+    strip.add_argument("--side", choices=("buy", "sell"), default="buy")
+    strip.add_argument("--max-total", help="a buy's limit: USDC of notional over every hour")
+    strip.add_argument("--min-total", help="a sell's limit: USDC of notional over every hour")
+    strip.add_argument("--quote", action="store_true",
+                       help="only show what it would cost now, leg by leg; trade nothing")
+    strip.add_argument("--cid", help="client order id, at most 59 characters (default: "
+                                     "generated)")
+    index = commands.add_parser("index", help="the GPU-hour price index of a class")
+    index.add_argument("--gpu", required=True)
+    index.add_argument("--region", required=True)
+    index.add_argument("--from", dest="start", type=_instant,
+                       help="history from then (default: the latest value only)")
+    index.add_argument("--to", dest="end", type=_instant, help="history up to then (now)")
     book = commands.add_parser("book", help="watch a book live")
     book.add_argument("instrument")
     book.add_argument("--depth", type=int, default=10)
@@ -131,7 +157,8 @@ async def _run(args: argparse.Namespace, credentials: Credentials | None) -> int
     handlers: dict[str, Callable[[Client, argparse.Namespace], Awaitable[int]]] = {
         "instruments": _instruments, "time": _time, "place": _place, "cancel": _cancel,
         "cancel-all": _cancel_all, "amend": _amend, "orders": _orders, "balances": _balances,
-        "book": _book, "issue": _issue, "deliveries": _deliveries,
+        "book": _book, "issue": _issue, "deliveries": _deliveries, "strip": _strip,
+        "index": _index,
     }
     async with Client(args.url, credentials=credentials, reconnect=args.command == "book") \
             as client:
@@ -151,8 +178,6 @@ async def _instruments(client: Client, args: argparse.Namespace) -> int:
 
 
 def _utc(ns: int) -> str:
-    from datetime import UTC, datetime
-
     return datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%Y-%m-%d %H:%M")
 
 
@@ -241,6 +266,90 @@ async def _deliveries(client: Client, args: argparse.Namespace) -> int:
     console.print(issues)
     console.print(assignments)
     return 0
+
+
+def _instant(text: str) -> int:
+    """An ISO 8601 time (UTC unless it names a zone) as ns since the epoch."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time like 2026-12-05T12:00: "
+                                         f"{text!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1) * 1000
+
+
+def _strip_limit(args: argparse.Namespace) -> str | None:
+    """The strip's limit_total: a buy's --max-total or a sell's --min-total (a quote may go
+    without one)."""
+    wanted, other = ("max_total", "min_total") if args.side == "buy" else \
+        ("min_total", "max_total")
+    flag, other_flag = (f"--{name.replace('_', '-')}" for name in (wanted, other))
+    if getattr(args, other) is not None:
+        raise SystemExit(f"gpux trade strip: a {args.side} takes {flag}, not {other_flag}")
+    limit: str | None = getattr(args, wanted)
+    if limit is None and not args.quote:
+        raise SystemExit(f"gpux trade strip: a {args.side} needs {flag} (or --quote)")
+    return limit
+
+
+async def _strip(client: Client, args: argparse.Namespace) -> int:
+    limit_total = _strip_limit(args)
+    legs = await client.strip_instruments(args.gpu, args.region, args.start, args.hours)
+    if args.quote:
+        quote = await client.strip_quote(legs, args.side, args.quantity, limit_total)
+        console.print(_legs_table(quote.legs, f"quote at event {quote.seq} (not traded)"))
+        console.print(f"notional {quote.notional}  fees {quote.fees}  total {quote.total}")
+        if quote.reason is not None:
+            console.print(f"[red]would be refused[/red]: {quote.reason}")
+            return 1
+        console.print("[green]would execute now[/green] (the engine decides when it arrives)")
+        return 0
+    assert limit_total is not None
+    result = await client.new_strip_order(legs, args.side, args.quantity, limit_total,
+                                          client_order_id=args.cid)
+    if not result.accepted:
+        console.print(f"[red]{result.status}[/red] new_strip_order "
+                      f"{result.client_order_id or ''} reason={result.reason}")
+        return 1
+    console.print(_legs_table(result.legs, f"strip {result.strip_id} ({result.side} "
+                                           f"{result.quantity} x {len(result.legs)} hours)"))
+    console.print(f"[green]accepted[/green] notional {result.notional}  fees {result.fees}  "
+                  f"total {result.total}")
+    return 0
+
+
+def _legs_table(legs: list[StripLeg], title: str) -> Table:
+    table = Table("instrument", "filled", "fills (quantity @ price)", "notional", "fees",
+                  title=title)
+    for leg in legs:
+        fills = ", ".join(f"{fill.quantity} @ {fill.price}" for fill in leg.fills)
+        table.add_row(leg.instrument, str(leg.filled), fills, leg.notional, leg.fees)
+    return table
+
+
+async def _index(client: Client, args: argparse.Namespace) -> int:
+    if args.start is None and args.end is None:
+        feed = await client.index(args.gpu, args.region)
+        snapshot: IndexMessage = await feed.get(client.request_timeout_s)
+        points = snapshot.values
+    else:
+        points = await client.index_history(args.gpu, args.region, args.start, args.end)
+    table = Table("minute (UTC)", "value", "source", "sufficient", "trades", "volume",
+                  "instruments", "inputs hash", title=f"index {args.gpu} {args.region}")
+    for item in points:
+        table.add_row(*_index_row(item))
+    console.print(table)
+    if not points:
+        console.print("no index value published for this class yet")
+    return 0
+
+
+def _index_row(item: IndexPoint) -> list[str]:
+    return [item.minute, item.value or "-", item.source, "yes" if item.sufficient else "no",
+            str(item.trade_count), str(item.volume), str(item.instrument_count),
+            item.inputs_hash[:16]]
 
 
 def render_book(book: LocalBook, depth: int) -> Any:

@@ -11,7 +11,8 @@ the client reconnects with backoff, logs in again and resubscribes; requests in 
 with `ConnectionLost` and are safe to retry with the same `client_order_id`.
 
 Each method sends one typed `wsapi.requests` request (built in `sdk.requests`); the
-connection and its protocol state live in `sdk.connection` and `sdk.session`.
+connection and its protocol state live in `sdk.connection` and `sdk.session`. The price
+index's history is read over HTTP from the gateway's port (`index_history`).
 
 Cancellation: every coroutine here may be cancelled; a cancelled request's reply is dropped.
 """
@@ -20,8 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import msgspec
 
@@ -29,12 +33,14 @@ from sdk.book import LocalBook
 from sdk.connection import Connection, Subscription
 from sdk.errors import ClientError, ConnectionLost, RequestFailed, SubscriptionOverflow
 from sdk.requests import (
+    IndexClass,
     Quote,
     RequestMaker,
     amend_item,
     batch_item,
     cancel_item,
     mass_cancel_item,
+    new_client_order_id,
     new_issue_id,
     new_order_item,
     order_request,
@@ -46,11 +52,14 @@ from sdk.signing import ApiKey, Wallet
 from wsapi.messages import (
     Balance,
     DeliveriesResult,
+    IndexPoint,
     Instrument,
     MassQuoteResult,
     OrderReport,
     OrderResult,
     ServerTime,
+    StripQuoteResult,
+    StripResult,
 )
 from wsapi.requests import (
     Balances,
@@ -65,19 +74,25 @@ from wsapi.requests import (
     IssueCapacityRequest,
     ListInstrumentRequest,
     MassQuoteRequest,
+    NewStripOrderRequest,
     OpenOrders,
     OrderType,
     Ping,
     Side,
     Stp,
+    StripQuoteRequest,
     Time,
     TimeInForce,
 )
 
+NS_PER_HOUR: Final = 3_600 * 10**9
+INDEX_READ_TIMEOUT_S: Final = 15.0
+INDEX_BYTES_MAX: Final = 16 * 1024 * 1024
+
 __all__ = [
-    "ApiKey", "Client", "ClientError", "ConnectionLost", "Quote", "RequestFailed",
-    "Subscription", "SubscriptionOverflow", "Wallet", "amend_item", "cancel_item",
-    "mass_cancel_item", "new_order_item",
+    "ApiKey", "Client", "ClientError", "ConnectionLost", "IndexClass", "Quote",
+    "RequestFailed", "Subscription", "SubscriptionOverflow", "Wallet", "amend_item",
+    "cancel_item", "consecutive_instruments", "mass_cancel_item", "new_order_item",
 ]
 
 
@@ -203,10 +218,81 @@ class Client(Connection):
         reply = await self._call(lambda req_id: Deliveries(req_id=req_id))
         return msgspec.convert(reply.result, DeliveriesResult)
 
+    # -- strips (PROTOCOL.md v2) -----------------------------------------------------------
+
+    async def new_strip_order(
+        self, instruments: Sequence[str], side: Side, quantity: int, limit_total: str, *,
+        client_order_id: str | None = None,
+    ) -> StripResult:
+        """Buy (or sell) `quantity` GPU-hours in each of the consecutive `instruments`, all
+        or nothing, for at most (a sell: at least) `limit_total` USDC of notional, fees
+        excluded. The result is accepted with every leg's fills and the totals, or rejected
+        with the engine's reason. Costs one rate-limit token per leg."""
+        legs = list(instruments)
+        chosen = client_order_id or new_client_order_id()
+        reply = await self._call(lambda req_id: NewStripOrderRequest(
+            req_id=req_id, client_order_id=chosen, side=side, instruments=legs,
+            quantity=quantity, limit_total=limit_total))
+        return msgspec.convert(reply.result, StripResult)
+
+    async def strip_quote(
+        self, instruments: Sequence[str], side: Side, quantity: int,
+        limit_total: str | None = None,
+    ) -> StripQuoteResult:
+        """What `new_strip_order` would trade now, leg by leg, and the reason it would be
+        refused (`reason`, None when it would execute), from the gateway's view: the order
+        can still be refused, or trade at other prices, when it reaches the engine."""
+        legs = list(instruments)
+        reply = await self._call(lambda req_id: StripQuoteRequest(
+            req_id=req_id, side=side, instruments=legs, quantity=quantity,
+            limit_total=limit_total))
+        return msgspec.convert(reply.result, StripQuoteResult)
+
+    async def strip_instruments(self, gpu: str, region: str, start_ns: int,
+                                hours: int) -> list[str]:
+        """The open instruments of `gpu` in `region` that deliver the `hours` consecutive
+        hours from `start_ns`, in delivery order: a strip's legs."""
+        return consecutive_instruments(await self.instruments(), gpu, region, start_ns, hours)
+
+    # -- the price index -------------------------------------------------------------------
+
+    async def index(self, gpu: str | None = None, region: str | None = None) -> Subscription:
+        """Subscribe to the index of one class (`gpu` and `region`) or of every class
+        (neither): a snapshot of the latest value(s), then each new value."""
+        if (gpu is None) != (region is None):
+            raise ValueError("give both gpu and region (one class), or neither (every class)")
+        key = None if gpu is None or region is None else IndexClass(gpu, region)
+        return await self.subscribe("index", key)
+
+    async def index_history(self, gpu: str, region: str, from_ns: int | None = None,
+                            to_ns: int | None = None, limit: int | None = None
+                            ) -> list[IndexPoint]:
+        """A class's index values with `from_ns <= minute < to_ns`, oldest first, from the
+        gateway's `GET /index` (defaults: the day up to now; at most the gateway's limit, so
+        ask again from the last minute on for more)."""
+        query: dict[str, str | int] = {"gpu": gpu, "region": region}
+        for name, value in (("from", from_ns), ("to", to_ns)):
+            if value is not None:
+                query[name] = _iso(value)
+        if limit is not None:
+            query["limit"] = limit
+        return await self._index_get("/index?" + urllib.parse.urlencode(query))
+
+    async def index_latest(self) -> list[IndexPoint]:
+        """The latest index value of every class, from the gateway's `GET /index/latest`."""
+        return await self._index_get("/index/latest")
+
+    async def _index_get(self, target: str) -> list[IndexPoint]:
+        url = _http_url(self.url) + target
+        body = await asyncio.to_thread(_http_get, url)
+        return msgspec.json.decode(body, type=list[IndexPoint])
+
     # -- feeds -----------------------------------------------------------------------------
 
-    async def subscribe(self, channel: Channel, instrument: str | None = None) -> Subscription:
-        """Subscribe and return a queue that gets the snapshot, then the updates."""
+    async def subscribe(self, channel: Channel,
+                        instrument: str | IndexClass | None = None) -> Subscription:
+        """Subscribe and return a queue that gets the snapshot, then the updates
+        (`instrument`: an IndexClass for one class's `index` feed)."""
         subscription = Subscription(channel, instrument, self.subscription_queue_max)
         if self.session.subscribe(channel, instrument, subscription):
             try:
@@ -232,6 +318,55 @@ class Client(Connection):
                 raise TimeoutError(f"no book snapshot for {instrument}")
             await asyncio.sleep(0.005)
         return book
+
+
+def consecutive_instruments(specs: Sequence[Instrument], gpu: str, region: str, start_ns: int,
+                            hours: int) -> list[str]:
+    """The open instruments of `gpu` in `region` delivering the `hours` consecutive hours
+    from `start_ns` (each leg starting where the one before it ends), in delivery order;
+    ValueError names the first hour no open instrument delivers."""
+    if hours < 1:
+        raise ValueError("hours must be >= 1")
+    by_start = {spec.delivery_start: spec for spec in specs
+                if spec.gpu == gpu and spec.region == region and spec.status == "open"}
+    legs: list[str] = []
+    start = start_ns
+    while len(legs) < hours:
+        spec = by_start.get(start)
+        if spec is None:
+            raise ValueError(f"no open {gpu} instrument in {region} delivers from "
+                             f"{_iso(start)}: {len(legs)} of {hours} hours found")
+        legs.append(spec.symbol)
+        start += spec.delivery_hours * NS_PER_HOUR
+    return legs
+
+
+def _iso(ns: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ns // 10**9, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _http_url(ws_url: str) -> str:
+    """The gateway's HTTP origin, from its websocket URL (ws -> http, wss -> https)."""
+    parts = urllib.parse.urlsplit(ws_url)
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+    return urllib.parse.urlunsplit((scheme, parts.netloc, "", "", ""))
+
+
+def _http_get(url: str) -> bytes:
+    """GET `url`; ClientError says what the gateway answered when it is not 200."""
+    try:
+        with urllib.request.urlopen(url, timeout=INDEX_READ_TIMEOUT_S) as response:  # noqa: S310
+            body: bytes = response.read(INDEX_BYTES_MAX + 1)
+    except urllib.error.HTTPError as error:
+        detail = error.read(4096).decode(errors="replace").strip()
+        raise ClientError(f"GET {url}: {error.code} {detail}") from None
+    except (urllib.error.URLError, TimeoutError) as error:
+        raise ClientError(f"GET {url}: {error}") from error
+    if len(body) > INDEX_BYTES_MAX:
+        raise ClientError(f"GET {url}: more than {INDEX_BYTES_MAX} bytes")
+    return body
 
 
 def _instruments_page(

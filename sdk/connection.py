@@ -28,7 +28,13 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from sdk.book import LocalBook
 from sdk.errors import ClientError, ConnectionLost, RequestFailed, SubscriptionOverflow
-from sdk.requests import RequestMaker, build_request, encode_request, subscribe_request
+from sdk.requests import (
+    FeedKey,
+    RequestMaker,
+    build_request,
+    encode_request,
+    subscribe_request,
+)
 from sdk.session import (
     LOGIN_ATTEMPTS_MAX,
     Answered,
@@ -50,9 +56,10 @@ FrameHook = Callable[[Literal["send", "recv"], str], None]
 
 
 class Subscription:
-    """A bounded queue of one channel's messages; iterate it with `async for`."""
+    """A bounded queue of one feed's messages; iterate it with `async for`. `instrument` is
+    the feed's key: an instrument, an `IndexClass` for one class's index, or None."""
 
-    def __init__(self, channel: Channel, instrument: str | None, size_max: int) -> None:
+    def __init__(self, channel: Channel, instrument: FeedKey, size_max: int) -> None:
         self.channel = channel
         self.instrument = instrument
         self.queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=size_max)

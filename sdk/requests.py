@@ -13,7 +13,7 @@ import itertools
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, cast, get_args
+from typing import Any, Final, NamedTuple, cast, get_args
 
 import msgspec
 
@@ -42,6 +42,18 @@ from wsapi.requests import (
 from wsapi.requests import Quote as QuoteBody
 
 RequestMaker = Callable[[int], AnyRequest]  # req_id -> the request carrying it
+
+
+class IndexClass(NamedTuple):
+    """The key of one class's `index` feed: a GPU class in a region."""
+
+    gpu: str
+    region: str
+
+
+# What a feed is of besides its channel: an instrument (public channels), an IndexClass
+# (one class's index), or None (the account's channels, the index of every class).
+FeedKey = str | IndexClass | None
 
 _encoder: Final = msgspec.json.Encoder()
 _ITEM_TYPES: Final[dict[str, type[BatchItem]]] = {
@@ -101,12 +113,18 @@ def order_request(item: BatchItem, req_id: int) -> AnyRequest:
     return cast(AnyRequest, kind(req_id=req_id, **msgspec.structs.asdict(item)))
 
 
-def subscribe_request(channel: Channel, instrument: str | None) -> RequestMaker:
-    return lambda req_id: Subscribe(req_id=req_id, channel=channel, instrument=instrument)
+def subscribe_request(channel: Channel, key: FeedKey) -> RequestMaker:
+    if isinstance(key, IndexClass):
+        return lambda req_id: Subscribe(req_id=req_id, channel=channel, gpu=key.gpu,
+                                        region=key.region)
+    return lambda req_id: Subscribe(req_id=req_id, channel=channel, instrument=key)
 
 
-def unsubscribe_request(channel: Channel, instrument: str | None) -> RequestMaker:
-    return lambda req_id: Unsubscribe(req_id=req_id, channel=channel, instrument=instrument)
+def unsubscribe_request(channel: Channel, key: FeedKey) -> RequestMaker:
+    if isinstance(key, IndexClass):
+        return lambda req_id: Unsubscribe(req_id=req_id, channel=channel, gpu=key.gpu,
+                                          region=key.region)
+    return lambda req_id: Unsubscribe(req_id=req_id, channel=channel, instrument=key)
 
 
 def batch_item(item: BatchItem | Mapping[str, Any]) -> BatchItem:

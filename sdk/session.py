@@ -24,7 +24,13 @@ from typing import Final, Generic, TypeVar
 
 from sdk.book import BookError, LocalBook
 from sdk.errors import ClientError
-from sdk.requests import RequestMaker, subscribe_request, unsubscribe_request
+from sdk.requests import (
+    FeedKey,
+    IndexClass,
+    RequestMaker,
+    subscribe_request,
+    unsubscribe_request,
+)
 from wsapi.errors import RATE_LIMITED
 from wsapi.messages import (
     BalancesMessage,
@@ -35,6 +41,7 @@ from wsapi.messages import (
     FillsMessage,
     Heartbeat,
     Hello,
+    IndexMessage,
     Notice,
     OrdersMessage,
     Reply,
@@ -46,7 +53,7 @@ from wsapi.requests import AnyRequest, Channel
 
 Waiter = TypeVar("Waiter")
 Subscriber = TypeVar("Subscriber")
-Feed = tuple[Channel, str | None]  # (channel, instrument); None on the account's channels
+Feed = tuple[Channel, FeedKey]  # (channel, instrument, index class or None)
 
 LOGIN_ATTEMPTS_MAX: Final = 5
 LOGIN_RETRY_MS_DEFAULT: Final = 100
@@ -167,7 +174,8 @@ class Session(Generic[Waiter, Subscriber]):
         if isinstance(message, BookMessage):
             return [*self._on_book(message), *self._deliver(message)]
         if isinstance(message, (TradesMessage, TickerMessage, CandlesMessage, OrdersMessage,
-                                FillsMessage, BalancesMessage, DeliveriesMessage)):
+                                FillsMessage, BalancesMessage, DeliveriesMessage,
+                                IndexMessage)):
             return self._deliver(message)
         if isinstance(message, Heartbeat):
             self.last_heartbeat = message
@@ -230,18 +238,18 @@ class Session(Generic[Waiter, Subscriber]):
 
     # -- feeds -----------------------------------------------------------------------------
 
-    def subscribe(self, channel: Channel, instrument: str | None, subscriber: Subscriber) -> bool:
+    def subscribe(self, channel: Channel, instrument: FeedKey, subscriber: Subscriber) -> bool:
         """Add a subscriber to a feed; return whether the feed is new (to subscribe to)."""
         subscribers = self._feeds.setdefault((channel, instrument), [])
         subscribers.append(subscriber)
         return len(subscribers) == 1
 
-    def abandon(self, channel: Channel, instrument: str | None) -> None:
+    def abandon(self, channel: Channel, instrument: FeedKey) -> None:
         """Forget a feed whose subscription the gateway refused, with its subscribers."""
         self._feeds.pop((channel, instrument), None)
 
     def unsubscribe(
-        self, channel: Channel, instrument: str | None, subscriber: Subscriber
+        self, channel: Channel, instrument: FeedKey, subscriber: Subscriber
     ) -> bool:
         """Remove a subscriber; return whether the feed has none left (to unsubscribe from)."""
         feed = (channel, instrument)
@@ -265,4 +273,8 @@ def feed_of(message: FeedMessage) -> Feed:
     """Return the feed a message belongs to."""
     if isinstance(message, (OrdersMessage, FillsMessage, BalancesMessage, DeliveriesMessage)):
         return _ACCOUNT_CHANNELS[type(message)], None
+    if isinstance(message, IndexMessage):
+        if message.gpu is None or message.region is None:
+            return "index", None
+        return "index", IndexClass(message.gpu, message.region)
     return _INSTRUMENT_CHANNELS[type(message)], message.instrument
