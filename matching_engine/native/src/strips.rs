@@ -13,7 +13,7 @@ use crate::book::{BPS, NIL};
 use crate::command::{NewStripOrder, Side, STRIP_LEGS_MAX, STRIP_LEGS_MIN};
 use crate::matching::Taker;
 use crate::money::{format_u64, parse_positive_micro};
-use crate::state::{Engine, USDC_ASSET};
+use crate::state::{Engine, Listing, USDC_ASSET};
 
 /// A listing's `delivery_hours` in the unit of `delivery_start`.
 const NS_PER_HOUR: i128 = 3_600_000_000_000;
@@ -26,19 +26,18 @@ struct Fill {
     quantity: i64,
 }
 
-/// A strip that passed every check: its fills in the order they are made, their notional
-/// and taker fees summed, and its `limit_total`, all in micro-USDC.
+/// What the simulation found a strip would do: its fills in the order they are made, and
+/// their notional and taker fees summed, in micro-USDC.
 struct Plan {
     fills: Vec<Fill>,
     notional: i128,
     taker_fees: i128,
-    limit_total: i128,
 }
 
 impl Engine {
     pub fn on_new_strip_order(&mut self, c: &NewStripOrder<'_>) {
         match self.check_strip(c) {
-            Ok(plan) => self.execute_strip(c, &plan),
+            Ok((limit_total, plan)) => self.execute_strip(c, limit_total, &plan),
             Err(reason) => {
                 let seq = self.next_seq();
                 let w = &mut self.events;
@@ -51,14 +50,15 @@ impl Engine {
         }
     }
 
-    /// The first failing check's reason, else what the strip will do.
-    fn check_strip(&self, c: &NewStripOrder<'_>) -> Result<Plan, &'static str> {
+    /// The first failing check's reason, else `limit_total` in micro-USDC and what the
+    /// strip will do.
+    fn check_strip(&self, c: &NewStripOrder<'_>) -> Result<(i128, Plan), &'static str> {
         let legs = self.strip_legs(c)?;
         let limit_total = parse_positive_micro(c.limit_total).ok_or("invalid_price")?;
         let quantity = c.quantity as i64;
         let is_buy = c.side == Side::Buy;
         let account = self.account_ids.get(c.account).copied();
-        let mut plan = self
+        let plan = self
             .simulate_strip(&legs, account, is_buy, quantity)
             .ok_or("insufficient_liquidity")?;
         let exceeds =
@@ -75,8 +75,7 @@ impl Engine {
         if !affordable {
             return Err("insufficient_funds");
         }
-        plan.limit_total = limit_total;
-        Ok(plan)
+        Ok((limit_total, plan))
     }
 
     /// The checks before the price's: the legs (2 to 168, none twice), listed, consecutive
@@ -108,7 +107,7 @@ impl Engine {
         if legs.iter().any(|&index| self.instruments[index as usize].closed) {
             return Err("instrument_closed");
         }
-        let too_many = |l: &crate::state::Listing| c.quantity > i128::from(l.max_order_quantity);
+        let too_many = |l: &Listing| c.quantity > i128::from(l.max_order_quantity);
         if c.quantity < 1 || legs.iter().map(listing).any(too_many) {
             return Err("invalid_quantity");
         }
@@ -125,12 +124,7 @@ impl Engine {
         is_buy: bool,
         quantity: i64,
     ) -> Option<Plan> {
-        let mut plan = Plan {
-            fills: Vec::with_capacity(legs.len()),
-            notional: 0,
-            taker_fees: 0,
-            limit_total: 0,
-        };
+        let mut plan = Plan { fills: Vec::with_capacity(legs.len()), notional: 0, taker_fees: 0 };
         for (leg, &index) in legs.iter().enumerate() {
             let instrument = &self.instruments[index as usize];
             let taker_fee_bps = i128::from(instrument.listing.taker_fee_bps);
@@ -162,7 +156,7 @@ impl Engine {
 
     /// Accept the strip, make its fills leg by leg as an immediate taker at the makers'
     /// prices, and report its totals.
-    fn execute_strip(&mut self, c: &NewStripOrder<'_>, plan: &Plan) {
+    fn execute_strip(&mut self, c: &NewStripOrder<'_>, limit_total: i128, plan: &Plan) {
         let account = self.account_id(c.account);
         let is_buy = c.side == Side::Buy;
         self.order_counter += 1;
@@ -176,7 +170,7 @@ impl Engine {
         w.plain("side", if is_buy { b"buy" } else { b"sell" });
         w.plain_list("instruments", c.instruments.iter().copied());
         w.int("quantity", c.quantity);
-        w.micro("limit_total", plan.limit_total);
+        w.micro("limit_total", limit_total);
         w.end();
         let mut leg_id = LegClientOrderId::new(c.client_order_id);
         for fill in &plan.fills {
@@ -225,5 +219,84 @@ impl LegClientOrderId {
         let end = self.prefix + digits.len() - start;
         self.bytes[self.prefix..end].copy_from_slice(&digits[start..]);
         &self.bytes[..end]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LegClientOrderId;
+    use crate::Core;
+
+    #[test]
+    fn a_leg_is_named_by_its_index_after_the_strip_id() {
+        let mut leg_id = LegClientOrderId::new(b"s-1");
+        assert_eq!(leg_id.of(0), b"s-1:0");
+        assert_eq!(leg_id.of(167), b"s-1:167");
+        assert_eq!(leg_id.of(9), b"s-1:9");
+        let longest = [b'x'; 59];
+        assert_eq!(LegClientOrderId::new(&longest).of(167).len(), 63);
+    }
+
+    const SETUP: &str = concat!(
+        r#"{"type":"list_instrument","ts":1,"symbol":"H-0","gpu":"H100","region":"eu","delivery_start":7200000000000,"delivery_hours":1,"tick_size":"0.01","max_order_quantity":9,"maker_fee_bps":0,"taker_fee_bps":30}"#,
+        "\n",
+        r#"{"type":"list_instrument","ts":1,"symbol":"H-1","gpu":"H100","region":"eu","delivery_start":10800000000000,"delivery_hours":1,"tick_size":"0.01","max_order_quantity":9,"maker_fee_bps":0,"taker_fee_bps":30}"#,
+        "\n",
+        r#"{"type":"deposit","ts":1,"account":"a","asset":"H-0","amount":5}"#,
+        "\n",
+        r#"{"type":"deposit","ts":1,"account":"a","asset":"H-1","amount":5}"#,
+        "\n",
+        r#"{"type":"deposit","ts":1,"account":"b","asset":"USDC","amount":"100"}"#,
+        "\n",
+        r#"{"type":"new_order","ts":1,"account":"a","client_order_id":"a0","instrument":"H-0","side":"sell","order_type":"limit","price":"2","quantity":5}"#,
+        "\n",
+        r#"{"type":"new_order","ts":1,"account":"a","client_order_id":"a1","instrument":"H-1","side":"sell","order_type":"limit","price":"3","quantity":5}"#,
+        "\n",
+    );
+
+    fn events_of(strip: &str) -> String {
+        let mut core = Core::default();
+        core.apply_batch(SETUP.as_bytes());
+        String::from_utf8(core.apply_batch(strip.as_bytes())).expect("UTF-8 events")
+    }
+
+    #[test]
+    fn a_strip_reads_alike_on_the_fast_path_and_the_general_one() {
+        let compact = r#"{"type":"new_strip_order","ts":2,"account":"b","client_order_id":"s","side":"buy","instruments":["H-0","H-1"],"quantity":2,"limit_total":"10.0"}"#;
+        let spaced = r#"{"type":"new_strip_order","ts":2,"account":"b","client_order_id":"s","side":"buy","instruments": [ "H\u002d0" , "H-1" ],"quantity":2,"limit_total":"10.0"}"#;
+        assert!(crate::fast::decode(compact.as_bytes()).is_some());
+        assert!(crate::fast::decode(spaced.as_bytes()).is_none());
+        let events = events_of(compact);
+        assert_eq!(events_of(spaced), events);
+        let lines: Vec<&str> = events.lines().collect();
+        assert_eq!(lines.len(), 4, "{events}");
+        assert!(
+            lines[0].ends_with(r#""instruments":["H-0","H-1"],"quantity":2,"limit_total":"10"}"#)
+        );
+        assert!(lines[1].contains(
+            r#""taker_client_order_id":"s:0","taker_order_id":"3","taker_fee":"0.012"}"#
+        ));
+        assert!(lines[2].contains(
+            r#""taker_client_order_id":"s:1","taker_order_id":"3","taker_fee":"0.018"}"#
+        ));
+        assert!(lines[3].ends_with(r#""strip_id":"3","notional":"10","fees":"0.03"}"#));
+    }
+
+    #[test]
+    fn a_refused_strip_changes_nothing_but_the_seq() {
+        let mut core = Core::default();
+        core.apply_batch(SETUP.as_bytes());
+        let before = core.engine.capture();
+        let refused = core.apply_batch(
+            br#"{"type":"new_strip_order","ts":1,"account":"b","client_order_id":"s","side":"buy","instruments":["H-0","H-1"],"quantity":2,"limit_total":"9.99"}"#,
+        );
+        assert!(refused.ends_with(
+            br#""reason":"limit_exceeded"}
+"#
+        ));
+        let mut after = core.engine.capture();
+        assert_eq!(after.seq, before.seq + 1);
+        after.seq = before.seq;
+        assert_eq!(after, before);
     }
 }

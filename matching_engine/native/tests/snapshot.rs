@@ -7,8 +7,9 @@ use gpux_native::Core;
 const SECOND: i64 = 1_000_000_000;
 
 /// Listings, deposits, resting and crossing orders, good-till-date orders (some canceled,
-/// some expiring), amends, issues of a deliverable instrument, closes (one with deliveries
-/// assigned) and reports: every part of the state a snapshot holds.
+/// some expiring), amends, a strip (and one refused), issues of a deliverable instrument,
+/// closes (one with deliveries assigned) and reports: every part of the state a snapshot
+/// holds.
 fn commands() -> Vec<String> {
     let mut lines = Vec::new();
     for (symbol, delivery_start) in [("H-1", 400), ("H-2", 40)] {
@@ -39,6 +40,25 @@ fn commands() -> Vec<String> {
         ));
     }
     lines.push(r#"{"type":"withdraw","ts":2,"account":"b","asset":"D-1","amount":2}"#.into());
+    for hour in 0..2i64 {
+        lines.push(format!(
+            r#"{{"type":"list_instrument","ts":2,"symbol":"S-{hour}","gpu":"H100","region":"eu","delivery_start":{},"delivery_hours":1,"tick_size":"0.01","max_order_quantity":1000,"maker_fee_bps":10,"taker_fee_bps":20}}"#,
+            300 * SECOND + hour * 3600 * SECOND
+        ));
+        lines.push(format!(
+            r#"{{"type":"deposit","ts":2,"account":"a","asset":"S-{hour}","amount":10}}"#
+        ));
+        for (index, price) in ["1", "1.5"].iter().enumerate() {
+            lines.push(format!(
+                r#"{{"type":"new_order","ts":2,"account":"a","client_order_id":"s{hour}-{index}","instrument":"S-{hour}","side":"sell","order_type":"limit","price":"{price}","quantity":2}}"#
+            ));
+        }
+    }
+    for (client_order_id, quantity) in [("strip", 3), ("too-much", 9)] {
+        lines.push(format!(
+            r#"{{"type":"new_strip_order","ts":2,"account":"c","client_order_id":"{client_order_id}","side":"buy","instruments":["S-0","S-1"],"quantity":{quantity},"limit_total":"10"}}"#
+        ));
+    }
     for index in 0..60i64 {
         let account = ["a", "b", "c"][index as usize % 3];
         let side = if index % 2 == 0 { "buy" } else { "sell" };
@@ -95,6 +115,8 @@ fn the_commands_reach_every_part_of_the_state() {
         "\"delivery_settled\"",
         "\"already_reported\"",
         "\"bond_released\"",
+        "\"strip_done\"",
+        "\"insufficient_liquidity\"",
     ] {
         assert!(events.contains(wanted), "no {wanted} in the events");
     }
