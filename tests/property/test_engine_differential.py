@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 import protocol
 from matching_engine.core import Engine
 from tests.engine_helpers import MALFORMED_LINES, SECOND, T0, RandomStream
-from tests.property.test_native_differential import Generator
+from tests.property.test_native_differential import STRIP_LINES, STRIP_SETUP, Generator
 from tests.protocol_strategies import (
     delivery_edge_flow,
     delivery_flows,
@@ -312,3 +312,33 @@ def test_engine_and_reference_agree_over_the_strip_edge_flow() -> None:
         "insufficient_funds", "strip_accepted", "strip_accepted", "limit_exceeded",
         "invalid_price", "instrument_closed", "strip_accepted", "insufficient_liquidity",
     ]
+
+
+def test_engine_and_reference_agree_over_strip_edge_lines() -> None:
+    """Strips as a log may carry them: escapes, ids at 59 and 60 characters, legs of every
+    JSON type, fields repeated, numbers at the edges of their types."""
+    engine = Engine(check_invariants=True)
+    reference = ReferenceEngine()
+    for number, line in enumerate(STRIP_SETUP + STRIP_LINES):
+        apply_both(engine, reference, line)
+        assert_same_state(engine, reference, f"after command {number}: {line!r}")
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_engine_and_reference_agree_over_seeded_strip_streams(seed: int) -> None:
+    """Hours listed one after the other and closing, strips over runs of them, among every
+    kind of command and breakage."""
+    engine = Engine(check_invariants=False)
+    reference = ReferenceEngine()
+    data = Generator(41_000 + seed, strips=True).stream(4_000)
+    kinds: set[str] = set()
+    records = [line.rstrip(b"\r") for line in data.split(b"\n")
+               if line.strip(b" \t\r\x0b\x0c")]  # as replay reads the lines
+    for number, line in enumerate(records):
+        events = apply_both(engine, reference, line)
+        kinds.update(msgspec.json.decode(event)["type"] for event in events)
+        if number % 200 == 0:
+            engine.validate()
+            assert_same_state(engine, reference, f"after command {number}")
+    assert_same_state(engine, reference, "at the end")
+    assert {"strip_accepted", "strip_done", "strip_rejected", "instrument_closed"} <= kinds

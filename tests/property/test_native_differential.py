@@ -18,7 +18,7 @@ import json
 import random
 import subprocess
 import sys
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 import pytest
@@ -31,7 +31,12 @@ from matching_engine.replay import replay_lines
 from matching_engine.workload import Workload
 from protocol import encode
 from protocol.codec import NESTING_MAX
-from tests.protocol_strategies import delivery_edge_flow, delivery_flows
+from tests.protocol_strategies import (
+    delivery_edge_flow,
+    delivery_flows,
+    strip_edge_flow,
+    strip_flows,
+)
 
 try:
     import gpux_native
@@ -42,6 +47,7 @@ else:
     IMPORT_ERROR = None
 
 SECOND = 1_000_000_000
+HOUR = 3600 * SECOND
 T0 = 1_700_000_000 * SECOND
 
 
@@ -111,16 +117,23 @@ class Generator:
 
     With `delivery` (Delivery, v2) most listings carry a bond, accounts issue capacity (ids
     new and repeated) and report on deliveries; the funding then gives no tokens, so the
-    tokens that trade are mostly issued ones. Without it the stream is the v1 stream of the
-    same seed, byte for byte.
+    tokens that trade are mostly issued ones. With `strips` (Strip orders, v2) instruments
+    are listed hour after hour in three series of class and region (a broken listing leaves
+    a gap), time now and then jumps an hour so that hours close, and strips are sent over
+    runs of the hours, mostly consecutive. Without either the stream is the v1 stream of
+    the same seed, byte for byte.
     """
 
     ACCOUNTS = ("a", "b", "c", "fees", "0xAbC", "d.e:f-g_h")
     TICKS = ("0.01", "0.05", "0.02", "0.000001", "0.250", "0.010")
     MID = 1_000_000
+    SERIES = (("H100-SXM-80GB", "eu-west"), ("H100-SXM-80GB", "us-east"),
+              ("A100-SXM-80GB", "eu-west"))
 
-    def __init__(self, seed: int, delivery: bool = False) -> None:
+    def __init__(self, seed: int, delivery: bool = False, strips: bool = False) -> None:
         self.delivery = delivery
+        self.strips = strips
+        self.series_of: dict[str, tuple[int, int]] = {}  # symbol -> (series, hours)
         self.issues: list[tuple[str, str]] = []  # (issue_id, instrument) as sent
         self.offers: list[list[tuple[str, Any]]] = []  # issuers' sells, sent next
         self.rng = random.Random(seed)
@@ -155,7 +168,9 @@ class Generator:
         if roll < 0.03:
             ts = max(0, self.ts - rng.randint(1, 5 * SECOND))  # late: time holds
         else:
-            if roll < 0.04:
+            if self.strips and roll > 0.997:
+                self.ts += HOUR  # the next hour closes
+            elif roll < 0.04:
                 self.ts += rng.randint(1, 60) * SECOND  # a jump: expiries and closes
             else:
                 self.ts += rng.randint(0, 3) * SECOND // 10
@@ -225,8 +240,15 @@ class Generator:
         if self.delivery and rng.random() < 0.8:
             pairs.append(("bond_per_gpu_hour", rng.choice(("1.5", "3", "0", "0.000001",
                                                            "1.500", "1000000000"))))
+        hour = None
+        if self.strips:
+            hour = self.on_the_hour(pairs)
+            delivery = hour[2]
         if valid and symbol not in self.listed:
             self.listed[symbol] = (round(float(tick) * 1_000_000), delivery)
+            if hour is not None:
+                self.series_of[symbol] = hour[:2]
+                self.quote_hour(symbol)
             return pairs
         index = rng.randrange(3, len(pairs))
         key, _ = pairs[index]
@@ -239,6 +261,92 @@ class Generator:
         if rng.random() < 0.2:
             pairs[2] = ("symbol", "USDC")
         return pairs
+
+    def on_the_hour(self, pairs: list[tuple[str, Any]]) -> tuple[int, int, int]:
+        """Make a listing the hour after the last one listed of the series with the fewest
+        open hours (1 or 2 hours long, after the engine time); return its series, hours and
+        delivery start."""
+        open_hours = self.open_hours()
+        series = open_hours.index(min(open_hours, key=len))
+        gpu, region = self.SERIES[series]
+        hours = self.rng.choice((1, 1, 1, 2))
+        start = max((self.listed[symbol][1] + listed_hours * HOUR
+                     for symbol, (listed_series, listed_hours) in self.series_of.items()
+                     if listed_series == series and symbol in self.listed),
+                    default=T0 + 300 * SECOND)
+        while start <= self.time:
+            start += HOUR
+        fields = {"gpu": gpu, "region": region, "delivery_start": start, "delivery_hours": hours}
+        pairs[:] = [(key, fields.get(key, value)) for key, value in pairs]
+        return series, hours, start
+
+    def strip_legs(self) -> list[str]:
+        """Mostly a run of a series' hours in delivery order (open, or now and then any);
+        else any listed symbols, or legs too few, too many, repeated or unknown."""
+        rng = self.rng
+        roll = rng.random()
+        runs = [run for run in (self.all_hours() if roll < 0.05 else self.open_hours())
+                if len(run) >= 2]
+        if roll < 0.85 and runs:
+            hours = rng.choice(runs)
+            first = rng.randrange(len(hours) - 1)
+            return hours[first:first + rng.randint(2, 6)]
+        if roll < 0.92 and self.listed:
+            return rng.sample(list(self.listed), min(len(self.listed), rng.randint(1, 4)))
+        legs = rng.choice((0, 1, 2, 168, 169))
+        return [rng.choice(("NOPE", "USDC", f"X{index}")) if legs > 2 else self.symbol()
+                for index in range(legs)]
+
+    def quote_hour(self, symbol: str) -> None:
+        """Queue a book for a new hour: one account deposits its tokens and offers them
+        above the mid, another bids below it (sent next, tokens first)."""
+        rng = self.rng
+        tick = self.listed[symbol][0]
+        seller, buyer = rng.sample(self.ACCOUNTS, 2)
+        quotes: list[list[tuple[str, Any]]] = [
+            [("type", "deposit"), ("ts", self.ts), ("account", seller), ("asset", symbol),
+             ("amount", 40)]]
+        for account, side, sign in ((seller, "sell", 1), (buyer, "buy", -1)):
+            self.counter += 1
+            ticks = max(1, self.MID // tick + sign * rng.randint(1, 3))
+            quotes.append([("type", "new_order"), ("ts", self.ts), ("account", account),
+                           ("client_order_id", f"o{self.counter}"), ("instrument", symbol),
+                           ("side", side), ("order_type", "limit"),
+                           ("price", self.decimal(ticks * tick)),
+                           ("quantity", rng.randint(5, 15))])
+        self.offers += reversed(quotes)
+
+    def all_hours(self) -> list[list[str]]:
+        """The listed hours of each series, in delivery order."""
+        hours: list[list[tuple[int, str]]] = [[] for _ in self.SERIES]
+        for symbol, (series, _) in self.series_of.items():
+            if symbol in self.listed:
+                hours[series].append((self.listed[symbol][1], symbol))
+        return [[symbol for _, symbol in sorted(series)] for series in hours]
+
+    def open_hours(self) -> list[list[str]]:
+        """The listed hours of each series still open, in delivery order."""
+        return [[symbol for symbol in series if self.listed[symbol][1] > self.time]
+                for series in self.all_hours()]
+
+    def strip(self) -> list[tuple[str, Any]]:
+        """A strip: priced per GPU-hour about the mid, or with any USDC amount as its limit."""
+        rng = self.rng
+        self.counter += 1
+        legs = self.strip_legs()
+        quantity = self.quantity() if rng.random() < 0.3 else rng.randint(1, 5)
+        if rng.random() < 0.8 and isinstance(quantity, int) and 1 <= quantity <= 1000:
+            per_hour = rng.choice((900_000, 1_000_000, 1_060_000, 1_200_000, 3_000_000))
+            limit_total = self.decimal(per_hour * quantity * max(1, len(legs)))
+        else:
+            limit_total = self.usdc_amount()
+        client_order_id = rng.choice((f"s{self.counter}",) * 8 + ("x" * 59, "x" * 60))
+        if self.client_order_ids and rng.random() < 0.1:  # an open order's id, perhaps
+            client_order_id = rng.choice(self.client_order_ids[-10:])[1]
+        return [("type", "new_strip_order"), ("ts", self.next_ts()), ("account", self.account()),
+                ("client_order_id", client_order_id),
+                ("side", rng.choice(("buy", "buy", "sell"))), ("instruments", legs),
+                ("quantity", quantity), ("limit_total", limit_total)]
 
     def deposit(self, withdraw: bool = False) -> list[tuple[str, Any]]:
         rng = self.rng
@@ -391,6 +499,16 @@ class Generator:
                 return self.issue()
             if roll < 0.12:
                 return self.report()
+        if self.strips:
+            roll = self.rng.random()
+            if roll < 0.12:
+                return self.strip()
+            if roll < 0.15 and min(map(len, self.open_hours())) < 4:
+                return self.list_instrument()  # hours enough for runs of them
+            open_hours = sum(self.open_hours(), [])
+            if roll < 0.2 and open_hours:
+                self.quote_hour(self.rng.choice(open_hours))  # depth where strips take
+                return self.offers.pop()
         roll = self.rng.random()
         if roll < 0.015 or len(self.open_symbols()) < 2:
             return self.list_instrument()
@@ -607,6 +725,127 @@ def test_the_delivery_edge_flow_is_byte_identical() -> None:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(delivery_flows())
 def test_hypothesis_delivery_flows_are_byte_identical(lines: list[bytes]) -> None:
+    assert_same(b"".join(line + b"\n" for line in lines), chunks=3)
+
+
+# ------------------------------------------------------------------- strip orders (v2)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_generated_strip_streams_are_byte_identical(seed: int) -> None:
+    assert_same(Generator(seed, strips=True).stream(3_000), chunks=1 + seed % 4)
+
+
+def test_seeded_strip_run_is_byte_identical_and_covers_strips() -> None:
+    data = Generator(20_251_206, strips=True).stream(40_000)
+    events = assert_same(data, chunks=5)
+    seen = {(event["type"], event.get("reason"))
+            for event in map(json.loads, events.splitlines())}
+    assert {("strip_accepted", None), ("strip_done", None)} <= seen
+    assert {("strip_rejected", why) for why in (
+        "invalid_order", "unknown_instrument", "instrument_closed", "invalid_quantity",
+        "invalid_price", "insufficient_liquidity", "limit_exceeded",
+        "insufficient_funds")} <= seen
+
+
+def test_the_strip_edge_flow_is_byte_identical() -> None:
+    """168 and 169 legs, limits and funds exact to the micro-USDC, notionals past 64 bits;
+    one batch and one line at a time."""
+    data = b"".join(line + b"\n" for line in strip_edge_flow())
+    expected = assert_same(data)
+    assert expected.count(b'"strip_done"') == 6
+    assert_same(data, chunks=data.count(b"\n"))
+
+
+# Strips as a log may carry them: escapes, ids at 59 and 60 characters as escapes count
+# them, legs of every JSON type, fields repeated, numbers at the edges of their types.
+STRIP_SETUP: Final = [
+    b'{"type":"list_instrument","ts":1,"symbol":"E%d","gpu":"H100","region":"eu",'
+    b'"delivery_start":%d,"delivery_hours":1,"tick_size":"0.01","max_order_quantity":9,'
+    b'"maker_fee_bps":3,"taker_fee_bps":7}' % (hour, HOUR * (hour + 1))
+    for hour in range(2)
+] + [
+    b'{"type":"deposit","ts":1,"account":"m","asset":"E0","amount":50}',
+    b'{"type":"deposit","ts":1,"account":"m","asset":"E1","amount":50}',
+    b'{"type":"deposit","ts":1,"account":"a","asset":"USDC","amount":"100"}',
+    b'{"type":"new_order","ts":1,"account":"m","client_order_id":"o0","instrument":"E0",'
+    b'"side":"sell","order_type":"limit","price":"1.01","quantity":9}',
+    b'{"type":"new_order","ts":1,"account":"m","client_order_id":"o1","instrument":"E1",'
+    b'"side":"sell","order_type":"limit","price":"1.03","quantity":9}',
+]
+STRIP_LINES: Final = [
+    b'{"type":"new_strip_order","ts":2,"account":"a","client_order_id":"s","side":"buy",'
+    b'"instruments":%s,"quantity":%s,"limit_total":%s}' % (legs, quantity, limit)
+    for legs, quantity, limit in (
+        (b'["E0","E1"]', b"1", b'"2.04"'),
+        (b'["E\\u0030","\\u00451"]', b"1", b'"2.04"'),
+        (b'["E0","E1"]', b"1", b'"2.0399999"'),
+        (b'["E0","E1"]', b"1", b'"2.040000"'),
+        (b'["E0","E1"]', b"1", b'"\\u0032.04"'),
+        (b'["E0","E1"]', b"1", b'"\\u0662.04"'),
+        (b'["E0","E1"]', b"1e0", b'"2.04"'),
+        (b'["E0","E1"]', b"1.0", b'"2.04"'),
+        (b'["E0","E1"]', b"-0", b'"2.04"'),
+        (b'["E0","E1"]', b"9", b'"18.36"'),
+        (b'["E0","E1"]', b"10", b'"30"'),
+        (b'["E0","E1"]', b"18446744073709551615", b'"30"'),
+        (b'["E0","E1"]', b"18446744073709551616", b'"30"'),
+        (b'["E0","E1"]', b"-9223372036854775809", b'"30"'),
+        (b'[["E0"],"E1"]', b"1", b'"3"'),
+        (b'{"0":"E0"}', b"1", b'"3"'),
+        (b'["E0",null]', b"1", b'"3"'),
+        (b'["E0",1]', b"1", b'"3"'),
+        (b'["E0",true]', b"1", b'"3"'),
+        (b'["E0","E1",]', b"1", b'"3"'),
+        (b'["E0" "E1"]', b"1", b'"3"'),
+        (b'["E0","E0"]', b"1", b'"3"'),
+        (b'["E0","E\\u0030"]', b"1", b'"3"'),
+        (b'["E1","E0"]', b"1", b'"3"'),
+        (b'["","E0"]', b"1", b'"3"'),
+        (b'["E0","\\ud800"]', b"1", b'"3"'),
+        (b'["E0","' + "é".encode() * 70 + b'"]', b"1", b'"3"'),
+        (b"[" + b",".join(b'"L%d"' % index for index in range(168)) + b"]", b"1", b'"3"'),
+        (b"[" + b",".join(b'"L%d"' % index for index in range(169)) + b"]", b"1", b'"3"'),
+        (b"[" + b",".join(b'"L%d"' % index for index in range(5000)) + b"]", b"1", b'"3"'),
+    )
+] + [
+    b'{"type":"new_strip_order","ts":2,"account":"a","client_order_id":"%s","side":"buy",'
+    b'"instruments":["E0","E1"],"quantity":1,"limit_total":"3"}' % client_order_id
+    for client_order_id in (b"x" * 59, b"x" * 60, b"x" * 58 + b"\\u0078", b"x" * 59 + b"\\u0078",
+                            b"x" * 64, b"x" * 65, b"x" * 58 + b"\\u00e9", b"")
+] + [
+    b'{"type":"new_strip_order","ts":2,"account":"a","client_order_id":"d","side":"buy",'
+    b'"instruments":["E0","E1"],"instruments":["E1"],"quantity":1,"limit_total":"3"}',
+    b'{"type":"new_strip_order","ts":2,"account":"a","client_order_id":"d","side":"buy",'
+    b'"instruments":["E0","E1"],"quantity":1,"limit_total":"3","limit_total":3}',
+    b'{"type":"new_strip_order","ts":2,"account":"a","client_order_id":"d","side":"sell",'
+    b'"instruments":["E0","E1"],"quantity":1,"limit_total":"3","side":"buy"}',
+    b'{"type":"new_strip_order","ts":2,"account":"a","client_order_id":"d","side":"buy",'
+    b'"instruments":["E0","E1"],"quantity":1}',
+    b'{"type":"new_strip_order","ts":2,"account":"a","client_order_id":"d","side":"buy",'
+    b'"instruments":["E0","E1"],"quantity":1,"limit_total":"3","price":"1"}',
+    b'{"type":"new_strip_order","ts":2,"account":"a","client_order_id":"d","side":"buy",'
+    b'"instruments":["E0","E1"],"quantity":1,"limit_total":null}',
+    b'{"type":"new_strip_order","ts":2,"client_order_id":"d","side":"buy",'
+    b'"instruments":["E0","E1"],"quantity":1,"limit_total":"3"}',
+    b'{"type":"new_strip_order","ts":2,"account":"a","side":"buy",'
+    b'"instruments":["E0","E1"],"quantity":1,"limit_total":"3"}',
+    b'{"type":"new_strip_order","account":"a","client_order_id":"d","side":"buy",'
+    b'"instruments":["E0","E1"],"quantity":1,"limit_total":"3"}',
+    b'{"type":"new_strip_order","ts":%d,"account":"a","client_order_id":"d","side":"buy",'
+    b'"instruments":["E0","E1"],"quantity":1,"limit_total":"3"}' % HOUR,
+]
+
+
+def test_strip_edge_lines_are_byte_identical() -> None:
+    for line in STRIP_LINES:
+        assert_same(b"\n".join([*STRIP_SETUP, line]) + b"\n")
+    assert_same(b"\n".join(STRIP_SETUP + STRIP_LINES) + b"\n")
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(strip_flows())
+def test_hypothesis_strip_flows_are_byte_identical(lines: list[bytes]) -> None:
     assert_same(b"".join(line + b"\n" for line in lines), chunks=3)
 
 
@@ -962,6 +1201,22 @@ def test_the_replay_cli_gives_the_same_bytes_on_either_core_over_delivery(
     final_state = json.loads(outputs["python"][1])
     assert list(final_state) == ["accounts", "open_orders", "issues", "deliveries"]
     assert final_state["issues"] and final_state["deliveries"]
+
+
+def test_the_replay_cli_gives_the_same_bytes_on_either_core_over_strips(tmp_path: Any) -> None:
+    path = tmp_path / "commands.jsonl"
+    later = 2 * 10**18  # after the generated stream's times
+    path.write_bytes(Generator(17, strips=True).stream(10_000)
+                     + b"".join(line + b"\n" for line in strip_edge_flow(later)))
+    outputs = {}
+    for core in ("python", "native"):
+        state = tmp_path / f"{core}.json"
+        result = subprocess.run(
+            [sys.executable, "-m", "matching_engine.replay", str(path), "--core", core,
+             "--final-state", str(state)], capture_output=True, check=True, timeout=300)
+        outputs[core] = (result.stdout, state.read_bytes())
+    assert outputs["native"] == outputs["python"]
+    assert outputs["python"][0].count(b'"strip_done"') > 6
 
 
 def test_native_replay_reads_blocks_cut_anywhere(monkeypatch: pytest.MonkeyPatch) -> None:
