@@ -1,7 +1,8 @@
 """`gpux settlement COMMAND`: build, deploy, register accounts, watch deposits, settle, prove.
 
   build                      compile the contracts (solc-js) into settlement/build/
-  deploy                     deploy MockUSDC, GpuHourToken and Vault; write the deployment file
+  deploy                     deploy MockUSDC, GpuHourToken, Vault and IndexOracle; write the
+                             deployment file
   register-account A ADDR    settle exchange account A to wallet ADDR (e.g. the `fees` account)
   deposits                   turn confirmed Vault deposits into `deposit` commands on Kafka
   run                        batch unsettled trades and delivery moves and settle them on
@@ -11,6 +12,11 @@
                              the same for the ledger's delivery posting (a bond, a
                              compensation, a release, tokens issued or redeemed), e.g.
                              `prove --move 42 @bond:issue-7 USDC`
+  index-status GPU REGION [--minute TIME]
+                             the price index of a class as the IndexOracle holds it (its
+                             latest minute, or TIME: ISO 8601 in UTC, or ns since the epoch),
+                             beside the database's value when there is a database; exits 1
+                             when they differ, e.g. `index-status H100-SXM-80GB eu-west`
 
 Endpoints default to $ETH_RPC_URL, $DATABASE_URL, $KAFKA_BOOTSTRAP; the deployment file to
 $GPUX_DEPLOYMENT or var/settlement/deployment.json; keys to $GPUX_DEPLOYER_KEY and
@@ -33,6 +39,7 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 
@@ -41,6 +48,8 @@ import msgspec
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
+from index import store as index_store
+from index.value import MINUTE_NS, IndexValue
 from runtime.observability import MetricsServer
 from runtime.postgres import ConnectionOpener, close_quietly, connect
 from settlement import store
@@ -49,6 +58,13 @@ from settlement.artifacts import ARTIFACT_PATH, build
 from settlement.chain import Chain, Contracts, Deployment, deploy, dev_account
 from settlement.deposits import DepositWatcher, WatcherConfig
 from settlement.errors import SettlementError
+from settlement.index_chain import (
+    OnChainIndexValue,
+    differences,
+    index_key,
+    read_latest,
+    read_value,
+)
 from settlement.metrics import SettlementMetrics
 from settlement.proofs import FillProof, MoveProof, prove, prove_move
 from settlement.submitter import Submitter, SubmitterConfig
@@ -57,6 +73,7 @@ log = logging.getLogger("gpux.settlement")
 DEFAULT_DEPLOYMENT = Path("var/settlement/deployment.json")
 DEV_CHAIN_ID = 31337
 APPLICATION_NAME = "gpux-settlement"  # how pg_stat_activity names our connections
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def main(argv: list[str]) -> int:
@@ -122,6 +139,15 @@ def _parser() -> argparse.ArgumentParser:
     _chain_options(command)
     _database_option(command)
     command.set_defaults(handler=_prove)
+
+    command = commands.add_parser("index-status", help="read the price index on chain")
+    command.add_argument("gpu")
+    command.add_argument("region")
+    command.add_argument("--minute", type=_minute_ns,
+                         help="a minute boundary: ISO 8601 in UTC or ns (default: the latest)")
+    _chain_options(command)
+    _database_option(command)
+    command.set_defaults(handler=_index_status)
     return parser
 
 
@@ -337,3 +363,60 @@ def _prove(arguments: argparse.Namespace) -> int:
         return 0
 
     return _with_database(arguments, run)
+
+
+def _minute_ns(text: str) -> int:
+    """Parse --minute: ns since the epoch, or an ISO 8601 time (UTC unless it says)."""
+    if text.isdigit():
+        return int(text)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither ns nor an ISO 8601 time") from error
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - EPOCH) // timedelta(microseconds=1) * 1000
+
+
+def _index_status(arguments: argparse.Namespace) -> int:
+    contracts = _contracts(arguments)
+    gpu, region = arguments.gpu, arguments.region
+    try:
+        if arguments.minute is None:
+            on_chain = read_latest(contracts, gpu, region)
+        else:
+            on_chain = read_value(contracts, gpu, region, arguments.minute)
+    except ValueError as error:
+        raise SettlementError(f"--minute: {error}") from error
+    minute_ns = on_chain.minute_ns if on_chain is not None else arguments.minute
+    status: dict[str, object] = {
+        "gpu": gpu, "region": region, "key": "0x" + index_key(gpu, region).hex(),
+        "minute_ns": minute_ns, "on_chain": _index_json(on_chain),
+    }  # fmt: skip
+    if not arguments.database_url or minute_ns is None:
+        print(json.dumps(status, indent=2))
+        return 0
+
+    async def compare(conn: asyncpg.Connection) -> int:
+        rows = await index_store.values(conn, gpu, region, minute_ns, minute_ns + MINUTE_NS, 1)
+        stored = rows[0] if rows else None
+        status["in_database"] = _index_json(stored)
+        differing = (differences(stored, on_chain)
+                     if stored is not None and on_chain is not None else [])
+        status["differences"] = differing
+        print(json.dumps(status, indent=2))
+        if differing:
+            print(f"{gpu} {region} at {minute_ns}: the chain and the database differ in "
+                  f"{', '.join(differing)}", file=sys.stderr)
+            return 1
+        return 0
+
+    return _with_database(arguments, compare)
+
+
+def _index_json(value: IndexValue | OnChainIndexValue | None) -> dict[str, object] | None:
+    if value is None:
+        return None
+    return {"value_micro": value.value_micro, "source": value.source,
+            "sufficient": value.sufficient, "inputs_hash": "0x" + value.inputs_hash.hex()}

@@ -1,5 +1,5 @@
-"""What the submitter sends: a batch of fills and delivery moves (`Vault.settle`) or a payout
-(`Vault.payout`).
+"""What the submitter sends: a batch of fills and delivery moves (`Vault.settle`), a payout
+(`Vault.payout`) or a publication of index values (`IndexOracle.publish`).
 
 A job knows its contract call, how to ask the chain whether it already happened (so nothing
 is sent twice), where it landed (its event), and which table records its sends.
@@ -13,7 +13,8 @@ from typing import Any
 
 from settlement.chain import Contracts, call_rpc
 from settlement.errors import RefusedError
-from settlement.store import Batch, JobTable, Payout, SendState
+from settlement.index_chain import differences, index_key, oracle_minute, publication, read_value
+from settlement.store import Batch, IndexPublication, JobTable, Payout, SendState
 
 ZERO_ROOT = b"\0" * 32
 
@@ -28,7 +29,7 @@ class Landing:
 
 
 class Job(abc.ABC):
-    kind: str  # "batch" or "payout", as metrics label it
+    kind: str  # "batch", "payout" or "index", as metrics label it
     table: JobTable
     key: int
     state: SendState
@@ -121,3 +122,41 @@ class PayoutJob(Job):
 
     def _landing_event(self, contracts: Contracts) -> Any:
         return contracts.vault.events.PaidOut(), {"withdrawalId": self.payout.withdrawal_seq}
+
+
+class IndexJob(Job):
+    """A publication of index values: one transaction, so the chain holds all of its values
+    or none, and its first value tells which."""
+
+    kind = "index"
+    table: JobTable = "index_publications"
+
+    def __init__(self, stored: IndexPublication) -> None:
+        self.publication = stored
+        self.key = stored.publication_id
+        self.state = stored
+
+    @property
+    def label(self) -> str:
+        return f"index publication {self.publication.publication_id}"
+
+    def call(self, contracts: Contracts) -> Any:
+        values = self.publication.index_values
+        return contracts.index_oracle.functions.publish([publication(value) for value in values])
+
+    def done_on_chain(self, contracts: Contracts) -> bool:
+        first = self.publication.index_values[0]
+        on_chain = read_value(contracts, first.gpu, first.region, first.minute_ns)
+        if on_chain is None:
+            return False
+        differing = differences(first, on_chain)
+        if differing:
+            raise RefusedError(f"{self.label}: the oracle holds another value of {first.gpu} "
+                               f"{first.region} at {first.minute_ns} ({', '.join(differing)} "
+                               "differ): was the store reset?")
+        return True
+
+    def _landing_event(self, contracts: Contracts) -> Any:
+        first = self.publication.index_values[0]
+        return contracts.index_oracle.events.IndexPublished(), {
+            "key": index_key(first.gpu, first.region), "minute": oracle_minute(first.minute_ns)}

@@ -6,7 +6,7 @@ runs every service in one process, makes one and lists its registry beside the o
 names differ: `gpux_settlement_*`). The metric objects are made per instance, never at
 import, so that two of them can live in one process without duplicate-name errors.
 
-Labels are bounded sets: `kind` is "batch" or "payout" (not `job`, which Prometheus sets on
+Labels are bounded sets: `kind` is "batch", "payout" or "index" (not `job`, which Prometheus sets on
 every scraped series), `reason` one of `TRANSACTION_REASONS` or of
 `settlement.accounts.REFUSALS`, `component` "submitter" or "deposits".
 """
@@ -21,7 +21,7 @@ from settlement.accounts import REFUSALS
 
 __all__ = ["SettlementMetrics"]
 
-JOB_KINDS: Final = ("batch", "payout")
+JOB_KINDS: Final = ("batch", "payout", "index")
 TRANSACTION_REASONS: Final = ("first", "bump", "resend")
 COMPONENTS: Final = ("submitter", "deposits")
 DEPOSIT_CREDITS: Final = ("named", "depositor")
@@ -63,7 +63,8 @@ class SettlementMetrics:
             "Withdrawals of the ledger with no payout stored yet", registry=registry,
         )
         self.open_jobs = Gauge(
-            "gpux_settlement_open_jobs", "Batches or payouts stored and not yet settled",
+            "gpux_settlement_open_jobs",
+            "Batches, payouts or index publications stored and not yet settled",
             ["kind"], registry=registry,
         )
         self.settled_seq = Gauge(
@@ -93,6 +94,11 @@ class SettlementMetrics:
         )
         self.withdrawals_paid = Counter(
             "gpux_settlement_withdrawals_paid", "Payouts of withdrawals settled on chain",
+            registry=registry,
+        )
+        self.index_values_published = Counter(
+            "gpux_settlement_index_values_published",
+            "Price index values published on the IndexOracle, `confirmations` deep",
             registry=registry,
         )
         self.transactions_sent = Counter(

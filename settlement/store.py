@@ -15,10 +15,15 @@ Tables:
   moves), for proofs.
 - `payouts`: one row per withdrawal of `ledger.withdrawals` paid out by `Vault.payout`,
   with the same `pending` / `sent` / `settled` life as a batch.
+- `index_publications`: values of the price index (`index.values`, read through
+  `index.store`) published by `IndexOracle.publish`, each with the settled batch they follow,
+  and the same life as a batch.
 - `watchers`: the next block each deposit watcher reads.
 
 Migrations are the files `settlement/migrations/NNN_name.sql`, applied by
-`runtime.migrations` and recorded in `settlement.schema_migrations`.
+`runtime.migrations` and recorded in `settlement.schema_migrations`. `migrate` applies the
+index's too: the submitter reads `index.values`, which stays empty (nothing to publish) on a
+venue that runs no index service.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from typing import Any, Final, Literal, TypeVar
 import asyncpg  # type: ignore[import-untyped]
 import msgspec
 
+from index import store as index_store
+from index.value import IndexValue
 from ledger import reads
 from ledger.reads import WithdrawalRecord
 from runtime.migrations import apply_migrations, load_migrations
@@ -42,13 +49,16 @@ from settlement.moves import ChainMove, Move
 
 BatchStatus = Literal["pending", "sent", "settled"]
 JobT = TypeVar("JobT")
-JobTable = Literal["batches", "payouts"]
-_KEY_COLUMN: Final = {"batches": "batch_id", "payouts": "withdrawal_seq"}
+JobTable = Literal["batches", "payouts", "index_publications"]
+_KEY_COLUMN: Final = {"batches": "batch_id", "payouts": "withdrawal_seq",
+                      "index_publications": "publication_id"}
 MIGRATIONS_DIR: Final = Path(__file__).resolve().parent / "migrations"
 
 
 async def migrate(conn: asyncpg.Connection) -> None:
-    """Apply settlement's migrations not yet applied (`runtime.migrations`)."""
+    """Apply the index's and settlement's migrations not yet applied (`runtime.migrations`;
+    the index's advisory lock lets the index service migrate at the same time)."""
+    await index_store.migrate(conn)
     await apply_migrations(conn, "settlement", load_migrations(MIGRATIONS_DIR))
 
 
@@ -196,8 +206,31 @@ class Payout(SendState, kw_only=True):
     amount: int
 
 
+IndexPosition = tuple[int, int, str, str]  # (last_seq, minute_ns, gpu, region)
+
+
+def index_position(value: IndexValue) -> IndexPosition:
+    """Return a value's place in the order `index.store.values_after` reads them in."""
+    return value.last_seq, value.minute_ns, value.gpu, value.region
+
+
+class IndexPublication(SendState, kw_only=True):
+    """A stored publication: the values `IndexOracle.publish` is called with (in index
+    order), the settled batch whose last_seq bounds theirs, and how far it has got."""
+
+    publication_id: int
+    batch_id: int
+    index_values: list[IndexValue]
+
+    @property
+    def position(self) -> IndexPosition:
+        """Where the next publication starts: after this one's last value."""
+        return index_position(self.index_values[-1])
+
+
 _BATCH_COLUMNS: Final = ", ".join(Batch.__struct_fields__)
 _PAYOUT_COLUMNS: Final = ", ".join(Payout.__struct_fields__)
+_PUBLICATION_COLUMNS: Final = ", ".join(IndexPublication.__struct_fields__)
 
 
 def _send_state(row: asyncpg.Record) -> dict[str, Any]:
@@ -222,6 +255,12 @@ def _payout(row: asyncpg.Record) -> Payout:
     values["asset"] = int(values["asset"])
     values["amount"] = int(values["amount"])
     return Payout(**values)
+
+
+def _index_publication(row: asyncpg.Record) -> IndexPublication:
+    values = _send_state(row)
+    values["index_values"] = msgspec.json.decode(values["index_values"], type=list[IndexValue])
+    return IndexPublication(**values)
 
 
 async def _open_job(conn: asyncpg.Connection, table: JobTable, columns: str,
@@ -334,6 +373,7 @@ class Backlog(msgspec.Struct, frozen=True, kw_only=True):
     unpaid_withdrawals: int
     open_batches: int
     open_payouts: int
+    open_index_publications: int
 
 
 BACKLOG_QUERY: Final = """
@@ -350,7 +390,9 @@ SELECT (SELECT seq FROM settled) AS settled_seq,
                               WHERE seq > (SELECT seq FROM paid) LIMIT $1) AS w)
            AS unpaid_withdrawals,
        (SELECT count(*) FROM settlement.batches WHERE status <> 'settled') AS open_batches,
-       (SELECT count(*) FROM settlement.payouts WHERE status <> 'settled') AS open_payouts
+       (SELECT count(*) FROM settlement.payouts WHERE status <> 'settled') AS open_payouts,
+       (SELECT count(*) FROM settlement.index_publications WHERE status <> 'settled')
+           AS open_index_publications
 """
 
 
@@ -384,6 +426,79 @@ async def insert_payout(conn: asyncpg.Connection, payout: Payout) -> None:
         "INSERT INTO settlement.payouts (withdrawal_seq, account, address, asset, amount, "
         "status) VALUES ($1, $2, $3, $4, $5, 'pending')",
         payout.withdrawal_seq, payout.account, payout.address, payout.asset, payout.amount,
+    )  # fmt: skip
+
+
+# --- index publications ---------------------------------------------------------------------
+
+
+class IndexProgress(msgspec.Struct, frozen=True, kw_only=True):
+    """How far the index is published: the last settled batch (zeros when none has settled)
+    and the last publication's id, batch and position (0, 0 and None when there is none)."""
+
+    settled_batch_id: int
+    settled_seq: int
+    publication_id: int
+    published_batch_id: int
+    position: IndexPosition | None
+
+
+async def index_progress(conn: asyncpg.Connection) -> IndexProgress:
+    settled = await conn.fetchrow(
+        "SELECT batch_id, last_seq FROM settlement.batches WHERE status = 'settled' "
+        "ORDER BY batch_id DESC LIMIT 1")
+    last = await conn.fetchrow(
+        "SELECT publication_id, batch_id, last_seq, minute_ns, gpu, region "
+        "FROM settlement.index_publications ORDER BY publication_id DESC LIMIT 1")
+    return IndexProgress(
+        settled_batch_id=settled["batch_id"] if settled is not None else 0,
+        settled_seq=settled["last_seq"] if settled is not None else 0,
+        publication_id=last["publication_id"] if last is not None else 0,
+        published_batch_id=last["batch_id"] if last is not None else 0,
+        position=(last["last_seq"], last["minute_ns"], last["gpu"], last["region"])
+        if last is not None else None,
+    )  # fmt: skip
+
+
+async def read_index_values(conn: asyncpg.Connection, after: IndexPosition | None,
+                            through_seq: int, limit: int) -> list[IndexValue]:
+    """Return up to `limit` values of `index.values` after position `after` (from the start
+    when None) with a last_seq of at most `through_seq`, in index order.
+
+    `index.store.values_after` hands out whole last_seqs; a publication may end inside one
+    (one event can release more values than a transaction takes), so the last_seq of `after`
+    is read again and what is not after it is left out.
+    """
+    after_seq = after[0] - 1 if after is not None else 0
+    rows = await index_store.values_after(conn, after_seq, limit + 1)
+    return [row for row in rows
+            if row.last_seq <= through_seq
+            and (after is None or index_position(row) > after)][:limit]
+
+
+async def open_index_publication(conn: asyncpg.Connection) -> IndexPublication | None:
+    """Return the oldest publication not yet settled (the submitter keeps at most one open)."""
+    return await _open_job(conn, "index_publications", _PUBLICATION_COLUMNS,
+                           _index_publication)
+
+
+async def get_index_publication(conn: asyncpg.Connection, publication_id: int
+                                ) -> IndexPublication | None:
+    return await _get_job(conn, "index_publications", _PUBLICATION_COLUMNS,
+                          _index_publication, publication_id)
+
+
+async def insert_index_publication(conn: asyncpg.Connection,
+                                   publication: IndexPublication) -> None:
+    if not publication.index_values:
+        raise ValueError(f"publication {publication.publication_id} holds no value")
+    last_seq, minute_ns, gpu, region = publication.position
+    await conn.execute(
+        "INSERT INTO settlement.index_publications (publication_id, batch_id, last_seq, "
+        "minute_ns, gpu, region, value_count, index_values, status) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending')",
+        publication.publication_id, publication.batch_id, last_seq, minute_ns, gpu, region,
+        len(publication.index_values), msgspec.json.encode(publication.index_values).decode(),
     )  # fmt: skip
 
 

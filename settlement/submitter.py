@@ -1,11 +1,13 @@
 """The batcher and submitter (`gpux settlement run`): one transaction job at a time.
 
-Jobs are batches of fills and delivery moves (`Vault.settle`) and payouts of withdrawals
-(`Vault.payout`); the settler key has at most one in flight, which keeps its nonces simple.
-Each `step()` does one thing and says what (an `Outcome`):
+Jobs are batches of fills and delivery moves (`Vault.settle`), payouts of withdrawals
+(`Vault.payout`) and publications of the price index (`IndexOracle.publish`); the settler key
+has at most one in flight, which keeps its nonces simple. Each `step()` does one thing and
+says what (an `Outcome`):
 - no open job: cut a batch from the unsettled trades and delivery entries (`batching`), or
-  else a payout of the next withdrawal once everything before it has settled, and store it
-  `pending`;
+  else a payout of the next withdrawal once everything before it has settled, or else a
+  publication of index values, and store it `pending` (a publication goes first once after
+  each settled batch: see below);
 - an open job the chain already holds: follow its transaction to `confirmations` blocks
   (re-checking the block is still canonical), then mark it `settled`;
 - an open job not on chain: sign the call, record the transaction (nonce, hash, fees) in
@@ -24,6 +26,14 @@ Payouts wait for what comes before them: a withdrawal at seq W is paid only when
 and delivery entry with a seq below W has settled, so the address's balance on chain covers
 it. A redemption waits for the payouts before it in turn (`batching`): the Vault pays out
 no redeemed token.
+
+The index goes on chain with the settlement batches: once a batch through seq S has settled,
+the values of `index.values` with a last_seq of at most S not yet published go out, at most
+`index_values_max` per transaction, in the order `index.store.values_after` gives them (so
+each class's minutes move forward, as the oracle requires). One publication goes before the
+next batch is cut, so every settled batch is followed by its values even under a steady
+stream of batches; the rest of a backlog (an index service catching up) goes whenever there
+is no batch or payout to store. Values never get ahead of the trades they come from.
 
 Its metrics (`settlement.metrics`): what it sends and settles, gas, the time from storing a
 job to its settling, and the backlog, read from the store every `backlog_interval_ms`.
@@ -72,10 +82,10 @@ from settlement.batching import (
 )
 from settlement.chain import USDC_ASSET, Contracts, call_rpc, token_id
 from settlement.errors import RefusedError
-from settlement.jobs import BatchJob, Job, PayoutJob
+from settlement.jobs import BatchJob, IndexJob, Job, PayoutJob
 from settlement.looping import SteppingService
 from settlement.metrics import SettlementMetrics
-from settlement.store import Batch, Payout
+from settlement.store import Batch, IndexProgress, IndexPublication, Payout
 
 log = logging.getLogger("gpux.settlement.submitter")
 BACKLOG_COUNT_MAX = 1_000_000  # rows the backlog gauges count at most (a bounded query)
@@ -112,11 +122,14 @@ class SubmitterConfig:
     pay_withdrawals: bool = True
     # how often the backlog gauges are read from the store (a few counts)
     backlog_interval_ms: int = 5000
+    # index values per IndexOracle.publish transaction (~47,000 gas each: settlement/README.md)
+    index_values_max: int = 100
 
     def __post_init__(self) -> None:
         require_positive(
             self, "confirmations", "batch_size_max", "poll_interval_ms", "sends_max",
             "priority_fee_wei", "max_fee_per_gas_cap_wei", "backlog_interval_ms",
+            "index_values_max",
         )
         if self.batch_interval_ms < 0 or self.stuck_after_ms < 0:
             raise ValueError("batch_interval_ms and stuck_after_ms must be >= 0")
@@ -166,11 +179,22 @@ class Submitter(SteppingService):
         job = await self._open_job()
         if job is not None:
             return await self._advance(job)
-        batch_outcome = await self._cut_batch()
-        if batch_outcome == Outcome.STORED or not self.config.pay_withdrawals:
-            return batch_outcome
-        payout_outcome = await self._cut_payout()
-        return payout_outcome if payout_outcome != Outcome.IDLE else batch_outcome
+        progress = await store.index_progress(self.conn)
+        owed = progress.settled_batch_id > progress.published_batch_id
+        if owed and await self._cut_index(progress) == Outcome.STORED:
+            return Outcome.STORED  # the values that came with the last settled batch
+        outcome = await self._cut_batch()
+        if outcome == Outcome.STORED:
+            return outcome
+        if self.config.pay_withdrawals:
+            payout_outcome = await self._cut_payout()
+            if payout_outcome != Outcome.IDLE:
+                outcome = payout_outcome
+            if outcome == Outcome.STORED:
+                return outcome
+        if not owed and await self._cut_index(progress) == Outcome.STORED:
+            return Outcome.STORED  # a backlog of values, while nothing else is to be sent
+        return outcome
 
     async def _read_backlog(self) -> None:
         """Refresh the backlog gauges, at most once per `backlog_interval_ms`."""
@@ -186,13 +210,17 @@ class Submitter(SteppingService):
         metrics.unpaid_withdrawals.set(backlog.unpaid_withdrawals)
         metrics.open_jobs.labels("batch").set(backlog.open_batches)
         metrics.open_jobs.labels("payout").set(backlog.open_payouts)
+        metrics.open_jobs.labels("index").set(backlog.open_index_publications)
 
     async def _open_job(self) -> Job | None:
         batch = await store.open_batch(self.conn)
         if batch is not None:
             return BatchJob(batch)
         payout = await store.open_payout(self.conn)
-        return PayoutJob(payout) if payout is not None else None
+        if payout is not None:
+            return PayoutJob(payout)
+        stored = await store.open_index_publication(self.conn)
+        return IndexJob(stored) if stored is not None else None
 
     # --- cutting ---------------------------------------------------------------------------
 
@@ -275,6 +303,23 @@ class Submitter(SteppingService):
                  withdrawal.asset, address)
         return Outcome.STORED
 
+    async def _cut_index(self, progress: IndexProgress) -> Outcome:
+        """Store a publication of the next index values up to the settled seq, if any."""
+        values = await store.read_index_values(self.conn, progress.position,
+                                               progress.settled_seq,
+                                               self.config.index_values_max)
+        if not values:
+            return Outcome.IDLE
+        stored = IndexPublication(publication_id=progress.publication_id + 1,
+                                  batch_id=progress.settled_batch_id, index_values=values,
+                                  status="pending")
+        await store.insert_index_publication(self.conn, stored)
+        first, last = values[0], values[-1]
+        log.info("index publication %d: %d values (last_seq %d..%d, after batch %d)",
+                 stored.publication_id, len(values), first.last_seq, last.last_seq,
+                 stored.batch_id)
+        return Outcome.STORED
+
     # --- advancing an open job -----------------------------------------------------------------
 
     async def _advance(self, job: Job) -> Outcome:
@@ -316,6 +361,8 @@ class Submitter(SteppingService):
             metrics.fills_settled.inc(job.batch.fill_count)
             metrics.moves_settled.inc(job.batch.move_count)
             metrics.settled_seq.set(job.batch.last_seq)
+        elif isinstance(job, IndexJob):
+            metrics.index_values_published.inc(len(job.publication.index_values))
         else:
             metrics.withdrawals_paid.inc()
 

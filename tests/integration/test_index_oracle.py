@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from eth_account.signers.local import LocalAccount
-from eth_utils import keccak
+from eth_utils.crypto import keccak
 from web3.contract.contract import ContractFunction
 from web3.exceptions import ContractCustomError
 from web3.logs import DISCARD
@@ -26,7 +26,7 @@ from settlement.index_chain import (
 )
 
 REGION = "eu-west"
-MINUTE = 29_500_000  # 2026-02-01T05:20Z, in minutes since the epoch
+MINUTE = 29_500_000  # 2026-02-02T02:40Z, in minutes since the epoch
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +194,8 @@ def test_a_value_costs_about_56000_gas_and_74000_for_a_classs_first(
 ) -> None:
     """The figures of `settlement/README.md`: publications of 1, 20 and 100 classes' first
     minutes, then of their next minutes (the steady state: a value per class a minute)."""
-    first, steady = {}, {}
+    first: dict[int, int] = {}
+    steady: dict[int, int] = {}
     for count in (1, 20, 100):
         for minute, gas in ((MINUTE, first), (MINUTE + 1, steady)):
             values = [index_value(f"gas-{count}-{number}", minute) for number in range(count)]

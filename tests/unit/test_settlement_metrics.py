@@ -54,7 +54,7 @@ class StubConn:
     async def fetch(self, query: str, *args: object) -> list[dict[str, int]]:
         assert "ledger.trades" in query
         return [{"settled_seq": 7, "unsettled_trades": 3, "unpaid_withdrawals": 1,
-                 "open_batches": 1, "open_payouts": 0}]
+                 "open_batches": 1, "open_payouts": 0, "open_index_publications": 0}]
 
 
 class OneStep(Submitter):
