@@ -4,10 +4,12 @@ The Rust core writes and reads the snapshot format of `matching_engine.core.snap
 itself (`snapshot.rs` in matching_engine/native). After the same commands both cores write
 the same bytes (maps in the order first filled, the expiry heap in `heapq`'s layout with
 the entries of closed orders); each restores the other's snapshot; restored, both go on
-to the same events and the same snapshots. The same holds through Delivery (v2): seeded
-delivery streams and hypothesis delivery flows, cut and restored anywhere, in either core,
-any number of times, go on as if never stopped. The native core refuses a damaged snapshot
-with ValueError, in its own words, naming the field or the fault.
+to the same events and the same snapshots. The same holds through Delivery (v2) and Strip
+orders (v2): seeded streams and hypothesis flows, cut and restored anywhere, in either core,
+any number of times, go on as if never stopped; and a rejected strip leaves the snapshot as
+it was, byte for byte, in both cores (but for `seq`, which its rejection takes). The native
+core refuses a damaged snapshot with ValueError, in its own words, naming the field or the
+fault.
 
 The native module must be built (`make native`); without it these tests fail, never skip.
 """
@@ -26,6 +28,8 @@ from matching_engine.core.snapshot import decode_snapshot
 from matching_engine.cores import Core, NativeCore, PythonCore
 from tests.property.test_native_differential import (
     SECOND,
+    STRIP_LINES,
+    STRIP_SETUP,
     T0,
     Generator,
     commands,
@@ -33,7 +37,12 @@ from tests.property.test_native_differential import (
     gtd_orders_then_expiry,
     native_engine,
 )
-from tests.protocol_strategies import delivery_edge_flow, delivery_flows
+from tests.protocol_strategies import (
+    delivery_edge_flow,
+    delivery_flows,
+    strip_edge_flow,
+    strip_flows,
+)
 
 
 def records_of(data: bytes) -> list[bytes]:
@@ -197,6 +206,11 @@ def test_a_delivery_snapshot_restores_in_either_core_and_goes_on_alike(seed: int
 def test_hypothesis_delivery_flows_restored_anywhere_go_on_as_never_stopped(
     lines: list[bytes], data: st.DataObject,
 ) -> None:
+    assert_cut_anywhere_goes_on_as_never_stopped(lines, data)
+
+
+def assert_cut_anywhere_goes_on_as_never_stopped(lines: list[bytes],
+                                                 data: st.DataObject) -> None:
     """At each cut both cores snapshot the same bytes and trade places: the Python core goes
     on from the native core's snapshot and the native core from the Python core's."""
     native_engine()
@@ -219,6 +233,99 @@ def test_hypothesis_delivery_flows_restored_anywhere_go_on_as_never_stopped(
     assert events == expected
     assert python.snapshot() == uninterrupted.snapshot()
     assert native.final_state() == python.final_state() == uninterrupted.final_state()
+
+
+# ------------------------------------------------------------------- strip orders (v2)
+
+
+def strip_records(seed: int, count: int) -> list[bytes]:
+    """A seeded strip stream, then the strip edge flow after its times."""
+    later = 2 * 10**18
+    return records_of(Generator(seed, strips=True).stream(count)) + strip_edge_flow(later)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_both_cores_write_the_same_snapshot_bytes_through_strip_streams(seed: int) -> None:
+    native_engine()
+    records = strip_records(9_300 + seed, 2_500)
+    python, native = PythonCore(), NativeCore()
+    for start in range(0, len(records), 97):
+        batch = records[start:start + 97]
+        assert native.apply_records(batch) == python.apply_records(batch)
+        assert snapshot_or_overflow(native) == snapshot_or_overflow(python), start
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_strip_snapshot_restores_in_either_core_and_goes_on_alike(seed: int) -> None:
+    native_engine()
+    records = strip_records(9_700 + seed, 3_000)
+    assert_restored_cores_go_on_alike(records, len(records) * (seed + 2) // 7)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(strip_flows(), st.data())
+def test_hypothesis_strip_flows_restored_anywhere_go_on_as_never_stopped(
+    lines: list[bytes], data: st.DataObject,
+) -> None:
+    assert_cut_anywhere_goes_on_as_never_stopped(lines, data)
+
+
+def ts_of(line: bytes) -> int | None:
+    """The line's ts when it has a valid one (else the line moves no time)."""
+    try:
+        ts = msgspec.json.decode(line).get("ts")
+    except (msgspec.DecodeError, AttributeError):
+        return None
+    return ts if type(ts) is int and 0 <= ts < 2**63 else None
+
+
+def with_seq(snapshot: bytes, seq: int) -> bytes:
+    """The snapshot with `seq` replaced, every other byte in its place."""
+    document = msgspec.msgpack.decode(snapshot)
+    document["seq"] = seq
+    return msgspec.msgpack.encode(document)
+
+
+def assert_rejected_strips_change_nothing(core_type: type[Core], lines: list[bytes]) -> int:
+    """Run `lines` through a fresh core, each strip after a tick at its ts (so that the
+    strip itself moves no time); a strip refused with one event must leave the snapshot as
+    it was but for `seq`, one further. Return how many strips were refused."""
+    core = core_type()
+    refused = 0
+    for line in lines:
+        if b"new_strip_order" not in line:
+            core.apply_records([line])
+            continue
+        ts = ts_of(line)
+        if ts is not None:
+            core.apply_records([b'{"type":"tick","ts":%d}' % ts])
+        before = core.snapshot()
+        events = [msgspec.json.decode(event) for event in core.apply_records([line])]
+        if [event["type"] for event in events] in (["strip_rejected"], ["command_rejected"]):
+            after = core.snapshot()
+            assert decode_snapshot(after).seq == decode_snapshot(before).seq + 1
+            assert with_seq(after, 0) == with_seq(before, 0), (core.name, line, events)
+            refused += 1
+    return refused
+
+
+@pytest.mark.parametrize("core_type", [PythonCore, NativeCore], ids=["python", "native"])
+def test_a_rejected_strip_leaves_the_state_byte_identical_at_the_edges(
+    core_type: type[Core],
+) -> None:
+    native_engine()
+    refused = assert_rejected_strips_change_nothing(core_type, strip_edge_flow())
+    refused += assert_rejected_strips_change_nothing(core_type, STRIP_SETUP + STRIP_LINES)
+    assert refused >= 40
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(strip_flows())
+def test_a_rejected_strip_leaves_the_state_byte_identical(lines: list[bytes]) -> None:
+    """In both cores, whatever refused it: malformed, a check, or the simulation."""
+    native_engine()
+    for core_type in (PythonCore, NativeCore):
+        assert_rejected_strips_change_nothing(core_type, lines)
 
 
 # ---------------------------------------------------------------- damaged snapshots
