@@ -55,11 +55,15 @@ class Book:
         self.orders[order_id] = _Order(levels, price, quantity)
         levels[price] = levels.get(price, 0) + quantity
 
-    def fill(self, order_id: str, quantity: int) -> None:
-        """Take a trade's quantity off the order, if the book keeps it."""
-        order = self.orders.get(order_id)
+    def fill(self, maker_order_id: str, taker_order_id: str, quantity: int) -> None:
+        """Take a trade's quantity off its maker and its taker, those the book keeps."""
+        orders = self.orders
+        order = orders.get(maker_order_id)
         if order is not None:
-            self._set_remaining(order_id, order, order.remaining - quantity)
+            self._set_remaining(maker_order_id, order, order.remaining - quantity)
+        order = orders.get(taker_order_id)
+        if order is not None:
+            self._set_remaining(taker_order_id, order, order.remaining - quantity)
 
     def reduce(self, order_id: str, remaining: int) -> None:
         order = self.orders.get(order_id)

@@ -39,6 +39,8 @@ from __future__ import annotations
 import hashlib
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from itertools import chain
+from operator import itemgetter, mul
 from typing import Final
 
 import msgspec
@@ -74,6 +76,13 @@ GAP_MINUTES_MAX: Final = 366 * 24 * 60
 EMPTY_MINUTE_DIGEST: Final = hashlib.sha256(b"[]").hexdigest()
 
 _encode = msgspec.json.Encoder().encode
+_price_of = itemgetter(1)
+_quantity_of = itemgetter(2)
+# How an order that never rests says so in compact JSON (market orders are ioc or fok
+# too): `"time_in_force":"` cannot occur inside a string value, whose quotes are escaped,
+# so the last one in a record is the field itself.
+_TIME_IN_FORCE: Final = b'"time_in_force":"'
+_NEVER_RESTING: Final = (b'ioc"', b'fok"')
 _decode_listed = msgspec.json.Decoder(events.Listed).decode
 _decode_closed = msgspec.json.Decoder(events.Closed).decode
 _decode_accepted = msgspec.json.Decoder(events.Accepted).decode
@@ -106,17 +115,17 @@ class _Instrument:
 
 
 class _Minute:
-    """One class's trades of one minute: (seq, price, quantity) in seq order and the
-    instrument of each; once the minute has passed, the totals per instrument and the hash
-    of the trades on the instruments in the window (for `digest_version`)."""
+    """One class's trades of one minute, as (seq, price, quantity) per instrument in seq
+    order; once the minute has passed, their totals per instrument (count, GPU-hours,
+    notional) and the hash of those on the instruments in the window (for
+    `digest_version`)."""
 
-    __slots__ = ("digest", "digest_version", "instruments", "minute", "totals", "triples")
+    __slots__ = ("digest", "digest_version", "minute", "totals", "trades")
 
     def __init__(self, minute: int) -> None:
         self.minute = minute  # ts // MINUTE_NS of its trades
-        self.triples: list[tuple[int, int, int]] = []
-        self.instruments: list[_Instrument] = []
-        self.totals: dict[_Instrument, list[int]] = {}
+        self.trades: dict[_Instrument, list[tuple[int, int, int]]] = {}
+        self.totals: dict[_Instrument, tuple[int, int, int]] = {}
         self.digest = ""
         self.digest_version = -1
 
@@ -288,6 +297,9 @@ class IndexCalculator:
             self.book.close(event.symbol)
 
     def _on_accepted(self, record: bytes) -> None:
+        at = record.rfind(_TIME_IN_FORCE) + len(_TIME_IN_FORCE)
+        if record[at:at + 4] in _NEVER_RESTING and at >= len(_TIME_IN_FORCE):
+            return  # an order that never rests: not worth decoding
         event = _decode_accepted(record)
         if event.order_type != "limit" or event.time_in_force not in RESTING_TIMES_IN_FORCE:
             return
@@ -300,14 +312,14 @@ class IndexCalculator:
 
     def _on_trade(self, record: bytes) -> None:
         trade = _decode_trade(record)
-        instrument = self._instrument(trade.instrument)
+        instrument = self.instruments.get(trade.instrument)
+        if instrument is None:
+            raise ValueError(f"instrument {trade.instrument} was never listed")
         price = self._prices.get(trade.price) or self._price(trade.price)
         quantity = trade.quantity
         if quantity < 1:
             raise ValueError(f"trade quantity must be >= 1, got {quantity}")
-        book = self.book
-        book.fill(trade.maker_order_id, quantity)
-        book.fill(trade.taker_order_id, quantity)
+        self.book.fill(trade.maker_order_id, trade.taker_order_id, quantity)
         series = instrument.series
         minute = series.current
         if minute is None:
@@ -315,8 +327,11 @@ class IndexCalculator:
         elif minute.minute != trade.ts // MINUTE_NS:
             raise ValueError(f"trade at ts {trade.ts} is outside minute {minute.minute} of "
                              "the events around it")
-        minute.triples.append((trade.seq, price, quantity))
-        minute.instruments.append(instrument)
+        trades = minute.trades.get(instrument)
+        if trades is None:
+            minute.trades[instrument] = [(trade.seq, price, quantity)]
+        else:
+            trades.append((trade.seq, price, quantity))
 
     def _on_canceled(self, record: bytes) -> None:
         self.book.cancel(_decode_canceled(record).order_id)
@@ -398,17 +413,11 @@ class IndexCalculator:
         if current is None:
             return
         series.current = None
-        totals = current.totals
-        for (_seq, price, quantity), instrument in zip(current.triples, current.instruments,
-                                                       strict=True):
-            total = totals.get(instrument)
-            if total is None:
-                totals[instrument] = [1, quantity, price * quantity]
-            else:
-                total[0] += 1
-                total[1] += quantity
-                total[2] += price * quantity
-        for instrument, (count, volume, notional) in totals.items():
+        for instrument, trades in current.trades.items():
+            count = len(trades)
+            volume = sum(map(_quantity_of, trades))
+            notional = sum(map(mul, map(_price_of, trades), map(_quantity_of, trades)))
+            current.totals[instrument] = (count, volume, notional)
             instrument.trades += count
             instrument.volume += volume
             instrument.notional += notional
@@ -469,12 +478,9 @@ class IndexCalculator:
         instruments eligible now, in seq order (remembered until those change)."""
         if minute.digest_version != series.eligible_version:
             eligible = series.eligible_set
-            if eligible.issuperset(minute.totals):
-                triples = minute.triples
-            else:
-                triples = [triple for triple, instrument
-                           in zip(minute.triples, minute.instruments, strict=True)
-                           if instrument in eligible]
+            lists = [trades for instrument, trades in minute.trades.items()
+                     if instrument in eligible]
+            triples = lists[0] if len(lists) == 1 else sorted(chain.from_iterable(lists))
             minute.digest = hashlib.sha256(_encode(triples)).hexdigest()
             minute.digest_version = series.eligible_version
         return minute.digest
