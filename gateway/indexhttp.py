@@ -51,9 +51,10 @@ class GatewayHttp:
     async def process_request(self, connection: ServerConnection,
                               request: Request) -> Response | None:
         """The websockets hook: None lets a websocket handshake go on; else the response."""
+        if "websocket" in request.headers.get("Upgrade", "").lower():
+            return None
         path, _, query = request.path.partition("?")
-        upgrade = "websocket" in request.headers.get("Upgrade", "").lower()
-        if not upgrade and path in (INDEX_PATH, LATEST_PATH):
+        if path in (INDEX_PATH, LATEST_PATH):
             return await self.index(path, query)
         if self.site is None:
             return None

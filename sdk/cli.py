@@ -296,7 +296,11 @@ def _strip_limit(args: argparse.Namespace) -> str | None:
 
 async def _strip(client: Client, args: argparse.Namespace) -> int:
     limit_total = _strip_limit(args)
-    legs = await client.strip_instruments(args.gpu, args.region, args.start, args.hours)
+    try:
+        legs = await client.strip_instruments(args.gpu, args.region, args.start, args.hours)
+    except ValueError as error:
+        console.print(f"[red]error[/red]: {error}")
+        return 2
     if args.quote:
         quote = await client.strip_quote(legs, args.side, args.quantity, limit_total)
         console.print(_legs_table(quote.legs, f"quote at event {quote.seq} (not traded)"))

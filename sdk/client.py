@@ -250,8 +250,8 @@ class Client(Connection):
 
     async def strip_instruments(self, gpu: str, region: str, start_ns: int,
                                 hours: int) -> list[str]:
-        """The open instruments of `gpu` in `region` that deliver the `hours` consecutive
-        hours from `start_ns`, in delivery order: a strip's legs."""
+        """The `hours` consecutive open instruments of `gpu` in `region` from `start_ns`, in
+        delivery order: a strip's legs (an hour each on hourly listings)."""
         return consecutive_instruments(await self.instruments(), gpu, region, start_ns, hours)
 
     # -- the price index -------------------------------------------------------------------
@@ -322,9 +322,9 @@ class Client(Connection):
 
 def consecutive_instruments(specs: Sequence[Instrument], gpu: str, region: str, start_ns: int,
                             hours: int) -> list[str]:
-    """The open instruments of `gpu` in `region` delivering the `hours` consecutive hours
-    from `start_ns` (each leg starting where the one before it ends), in delivery order;
-    ValueError names the first hour no open instrument delivers."""
+    """The `hours` consecutive open instruments of `gpu` in `region` from `start_ns` (each
+    starting where the one before it ends; an hour each on hourly listings), in delivery
+    order; ValueError names the first start no open instrument has."""
     if hours < 1:
         raise ValueError("hours must be >= 1")
     by_start = {spec.delivery_start: spec for spec in specs

@@ -40,3 +40,19 @@ def test_idle_buckets_are_pruned() -> None:
                    now_ns=0)
     assert limiter.prune(now_ns=0) == 0
     assert limiter.prune(now_ns=10 * S) == 2
+
+
+def test_a_request_costing_more_than_a_full_bucket_waits_for_a_full_one_and_empties_it() -> None:
+    bucket = TokenBucket(RateLimit(per_second=10, burst=50), now_ns=0)
+    assert bucket.take(10, 0) == 0
+    assert bucket.take(168, 0) == 1000, "ready when the bucket is full again"
+    assert bucket.take(168, S) == 0 and bucket.remaining() == 0
+    limiter = RateLimiter(RateLimit(per_second=1, burst=1000))
+    key = RateLimit(per_second=1, burst=5)
+    charge = limiter.charge(ip="a", principal="k", limit=key, cost=168, now_ns=0)
+    assert (charge.retry_after_ms, charge.remaining) == (0, 0)
+    again = limiter.charge(ip="a", principal="k", limit=key, cost=168, now_ns=0)
+    assert again.retry_after_ms == 5000
+    rest = limiter.charge(ip="a", principal="k2", limit=RateLimit(per_second=1, burst=1000),
+                          cost=1000 - 168, now_ns=0)
+    assert rest.retry_after_ms == 0, "the refused strip's tokens went back to the IP"

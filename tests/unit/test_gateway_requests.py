@@ -7,7 +7,16 @@ import json
 import pytest
 
 from wsapi.errors import RequestError
-from wsapi.requests import BatchRequest, NewOrderRequest, decode_request, salvage_req_id
+from wsapi.requests import (
+    BatchRequest,
+    NewOrderRequest,
+    NewStripOrderRequest,
+    StripQuoteRequest,
+    Subscribe,
+    decode_request,
+    request_cost,
+    salvage_req_id,
+)
 
 ORDER = {"op": "new_order", "req_id": 1, "client_order_id": "a1", "instrument": "H100.x",
          "side": "buy", "order_type": "limit", "price": "2.15", "quantity": 3}
@@ -64,3 +73,42 @@ def test_deep_nesting_is_refused_before_parsing() -> None:
     deep = '{"op": "ping", "req_id": 1, "x": ' + "[" * 50_000 + "]" * 50_000 + "}"
     assert refusal(deep.encode()).code == "invalid_request"
     assert salvage_req_id(deep) is None
+
+
+STRIP = {"op": "new_strip_order", "req_id": 3, "client_order_id": "run-7", "side": "buy",
+         "instruments": ["H100.h0", "H100.h1"], "quantity": 8, "limit_total": "96"}
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"instruments": ["H100.h0"]}, "$.instruments"),
+    ({"instruments": [f"H100.h{i}" for i in range(169)]}, "$.instruments"),
+    ({"instruments": ["H100.h0", "not a symbol"]}, "$.instruments[1]"),
+    ({"client_order_id": "x" * 60}, "$.client_order_id"),
+    ({"client_order_id": "gpux.fence"}, "$.client_order_id"),
+    ({"limit_total": 96}, "$.limit_total"),
+    ({"limit_total": "96.1234567"}, "$.limit_total"),
+    ({"quantity": 0}, "$.quantity"),
+    ({"side": "both"}, "$.side"),
+])
+def test_strip_refusals_name_the_field(change: dict[str, object], field: str) -> None:
+    assert refusal({**STRIP, **change}).field == field
+
+
+def test_a_strip_costs_a_token_per_leg_and_its_quote_one() -> None:
+    legs = [f"H100.h{i}" for i in range(168)]
+    strip = decode_request(json.dumps({**STRIP, "instruments": legs,
+                                       "client_order_id": "x" * 59}))
+    assert isinstance(strip, NewStripOrderRequest) and request_cost(strip) == 168
+    quote = decode_request(json.dumps({"op": "strip_quote", "req_id": 4, "side": "sell",
+                                       "instruments": legs[:6], "quantity": 8}))
+    assert isinstance(quote, StripQuoteRequest) and quote.limit_total is None
+    assert request_cost(quote) == 1
+
+
+def test_the_index_channel_takes_a_gpu_and_a_region() -> None:
+    request = decode_request(json.dumps({"op": "subscribe", "req_id": 1, "channel": "index",
+                                         "gpu": "H100-SXM-80GB", "region": "eu-west"}))
+    assert isinstance(request, Subscribe) and (request.gpu, request.region) == (
+        "H100-SXM-80GB", "eu-west")
+    assert refusal({"op": "subscribe", "req_id": 1, "channel": "index",
+                    "gpu": ""}).field == "$.gpu"
