@@ -12,7 +12,8 @@ calls `engine.validate()`. Outside, from nothing but the events and the final st
   close.
 
 Every other instrument listed is deliverable, and accounts issue capacity on any and report
-on deliveries.
+on deliveries. Once, three hours one after the other are listed, and accounts buy and sell
+strips of them (Strip orders, v2) among the other commands.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ INSTRUMENT_KINDS = (("0.0001", 20_008, 3, 7), ("0.05", 40, 17, 9), ("0.01", 200,
 INSTRUMENTS_MAX = 5
 BOND = "3"  # per GPU-hour, of the deliverable instruments (the odd ones)
 ISSUE_IDS = tuple(f"i{n}" for n in range(1, 9))
+HOUR = 3600 * SECOND
+HOURS = 3  # consecutive hours listed for strips
 
 accounts = st.sampled_from(ACCOUNTS)
 client_order_ids = st.sampled_from(CLIENT_ORDER_IDS)
@@ -74,6 +77,7 @@ class EngineMachine(RuleBasedStateMachine):
         self.deliverable: set[str] = set()
         self.issued: list[str] = []  # the issue ids accepted
         self.issuers: list[tuple[str, str]] = []  # (account, instrument) of each open issue
+        self.hours: list[int] = []  # indexes in `instruments` of the consecutive hours
 
     # ------------------------------------------------------------------ plumbing
 
@@ -263,6 +267,45 @@ class EngineMachine(RuleBasedStateMachine):
         issued = self.issued or list(ISSUE_IDS)
         self.send_fields("delivery_report", issue_id=data.draw(st.sampled_from(issued)),
                          holder=holder, delivered_ppm=delivered_ppm)
+
+    @precondition(lambda self: not self.hours)
+    @rule()
+    def list_hours(self) -> None:
+        """Three hours one after the other, of one class and region, with tokens to sell and
+        a book on each (alice bids, bob offers)."""
+        start = self.clock + 120 * SECOND
+        for hour in range(HOURS):
+            number = len(self.instruments)
+            tick, _, maker, taker = INSTRUMENT_KINDS[number % len(INSTRUMENT_KINDS)]
+            symbol = f"HOUR-{hour}"
+            events = self.send_fields(
+                "list_instrument", symbol=symbol, gpu="H100-SXM-80GB", region="eu-west",
+                delivery_start=start + hour * HOUR, delivery_hours=1, tick_size=tick,
+                max_order_quantity=30, maker_fee_bps=maker, taker_fee_bps=taker)
+            assert [type(event) for event in events] == [protocol.InstrumentListed]
+            self.hours.append(number)
+            for account in ACCOUNTS:
+                self.send_fields("deposit", account=account, asset=symbol,
+                                 amount=4 if account == "erin" else 100)
+            for level in (1, 2):
+                for account, side, sign in (("alice", "buy", -1), ("bob", "sell", 1)):
+                    self.send_fields(
+                        "new_order", account=account, client_order_id=f"{symbol}-{level}",
+                        instrument=symbol, side=side, order_type="limit",
+                        price=self.price(number, sign * level), quantity=3 * level)
+
+    @precondition(lambda self: self.hours)
+    @rule(account=accounts, client_order_id=client_order_ids, side=sides, quantity=quantities,
+          first=st.integers(0, HOURS - 2), count=st.integers(2, HOURS),
+          per_hour=st.sampled_from(("1", "2", "2.1", "3")), late=st.booleans())
+    def strip(self, account: str, client_order_id: str, side: str, quantity: int, first: int,
+              count: int, per_hour: str, late: bool) -> None:
+        """A strip over a run of the hours, limited about the mid (2 USDC a GPU-hour)."""
+        legs = [self.symbol(index) for index in self.hours[first:first + count]]
+        limit = protocol.parse_micro(per_hour) * max(quantity, 1) * len(legs)
+        self.send_fields("new_strip_order", late=late, account=account,
+                         client_order_id=client_order_id, side=side, instruments=legs,
+                         quantity=quantity, limit_total=protocol.format_micro(limit))
 
     @rule(line=st.sampled_from(MALFORMED_LINES))
     def malformed(self, line: bytes) -> None:
