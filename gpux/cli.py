@@ -15,6 +15,7 @@ SUBCOMMANDS: Final = {
     "trade": ("sdk.cli", "trade from the command line over the websocket API"),
     "ledger": ("ledger.cli", "project events into the PostgreSQL journal; verify, reconcile"),
     "settlement": ("settlement.cli", "settle fills on chain, watch deposits, pay withdrawals"),
+    "index": ("index.cli", "publish the GPU-hour price index; recompute and verify it"),
     "services": ("harness.cli", "start/stop real Kafka, PostgreSQL and anvil for local work"),
 }
 

@@ -7,5 +7,7 @@ own trades (docs/index-methodology.md).
 | `events`, `book` | what the calculator reads of an event; the best bid and ask it keeps |
 | `value` | `IndexValue`, one published value |
 | `migrations/`, `store` | schema `index`: the upsert and the reads other services use |
-| `errors` | its failures |
+| `service` | `gpux index run`: recompute from the start of the log, then follow it |
+| `verify` | `gpux index verify`: recompute from the public events, compare with the rows |
+| `cli`, `metrics`, `errors` | `gpux index ...`, its metrics, its failures |
 """

@@ -7,7 +7,7 @@ rather than publish values computed without it.
 
 from __future__ import annotations
 
-__all__ = ["EventError", "PriceIndexError", "SeqGapError"]
+__all__ = ["ConnectionLostError", "EventError", "PriceIndexError", "SeqGapError"]
 
 
 class PriceIndexError(Exception):
@@ -33,3 +33,9 @@ class SeqGapError(PriceIndexError):
         super().__init__(f"event log has {what}: expected seq {expected_seq}, got {got_seq}")
         self.expected_seq = expected_seq
         self.got_seq = got_seq
+
+
+class ConnectionLostError(PriceIndexError):
+    """The database connection closed while the service waited for events: start again."""
+
+    retriable = True
