@@ -2,9 +2,9 @@
 PostgreSQL: the values of `index.values` (written by `index.store.write_values`, as the
 index service does) go to the IndexOracle once the batch through their last_seq has settled,
 bounded per transaction, one publication before each next batch and the rest of a backlog
-when nothing else waits; a submitter restarted at any point of a publication publishes each
-value once; an oracle holding another value stops it; `gpux settlement index-status` reads
-a value back and compares it with the database."""
+when nothing else waits; a submitter restarted at any point of a publication, or a `run`
+killed with SIGKILL, publishes each value once; an oracle holding another value stops it;
+`gpux settlement index-status` reads a value back and compares it with the database."""
 
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ from settlement.index_chain import differences, index_key, publication, read_val
 from settlement.jobs import IndexJob
 from settlement.submitter import Outcome, Submitter, SubmitterConfig
 from settlement.testing import create_ledger_tables, fresh_database, insert_trades
+from tests.helpers import eventually, kill_if_running, stop_cleanly
 from tests.integration.database_faults import database_of
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -283,6 +284,62 @@ async def test_an_oracle_holding_another_value_stops_the_submitter(rig: Rig) -> 
     assert rig.settler_nonce() == nonce
     stored = await store.open_index_publication(rig.conn)
     assert stored is not None and stored.status == "pending"
+
+
+async def test_a_run_killed_with_sigkill_mid_publication_publishes_each_value_once(
+    rig: Rig, tmp_path: Path,
+) -> None:
+    """`gpux settlement run` sends the publication and is killed while it waits for its
+    confirmations; started again, it asks the chain first and sends nothing more."""
+    values = [index_value(OTHER_GPU, MINUTE, 1), index_value(GPU, MINUTE, 2)]
+    await rig.add_trades([1, 2])
+    await rig.add_values(values)
+    deployment_path = tmp_path / "deployment.json"
+    rig.contracts.deployment.save(deployment_path)
+    env = {**os.environ, "ETH_RPC_URL": rig.contracts.chain.rpc_url,
+           "DATABASE_URL": rig.database_url, "GPUX_DEPLOYMENT": str(deployment_path),
+           "GPUX_SETTLER_KEY": "0x" + bytes(rig.settler.key).hex(), "PYTHONPATH": str(ROOT)}
+    log_path = tmp_path / "run.log"
+    nonce = rig.settler_nonce()
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "gpux", "settlement", "run", "--confirmations", "3",
+             "--batch-interval-ms", "0", "--poll-interval-ms", "20", "--no-payouts"],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log_path.open("a"))
+
+    async def publication_is(status: str) -> bool:
+        stored = await store.get_index_publication(rig.conn, 1)
+        return stored is not None and stored.status == status
+
+    async def mined_while_the_batch_confirms() -> bool:
+        batch = await store.get_batch(rig.conn, 1)
+        if batch is None or batch.status != "settled":
+            rig.mine()  # blocks for the batch's confirmations; none once it has settled
+        return read_value(rig.contracts, GPU, REGION, values[1].minute_ns) is not None
+
+    runner = start()
+    try:
+        await eventually(mined_while_the_batch_confirms, timeout_s=60,
+                         message="the publication sent by `run` and mined")
+        runner.kill()  # SIGKILL: mined, one block of the three it waits for
+        runner.wait()
+        assert await publication_is("sent")
+        assert rig.settler_nonce() == nonce + 2  # the batch, the publication
+        runner = start()
+
+        async def settled_while_mining() -> bool:
+            rig.mine()
+            return await publication_is("settled")
+
+        await eventually(settled_while_mining, timeout_s=60,
+                         message="the publication settled by the restarted `run`")
+        stop_cleanly(runner, log_path)
+    finally:
+        kill_if_running(runner)
+    assert rig.settler_nonce() == nonce + 2
+    assert_on_chain(rig, values)
+    assert publication_events(rig) == keys(values)
 
 
 def gpux_settlement(*arguments: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
