@@ -42,6 +42,7 @@ from wsapi.messages import (
     BalancesMessage,
     BookMessage,
     FillsMessage,
+    IndexMessage,
     OrdersMessage,
     TickerMessage,
     TradesMessage,
@@ -657,6 +658,34 @@ async def _delivery_events(feed: Any, *awaited: str) -> list[Any]:
 
     await eventually(came, timeout_s=30, message=f"{', '.join(awaited)} on the deliveries feed")
     return seen
+
+
+async def test_a_strip_is_quoted_then_traded_and_the_index_feed_answers(market: Market) -> None:
+    """Strips and the index in this module's traffic (tests/e2e/test_gateway_strips.py
+    tells their whole story)."""
+    start_ns = (time.time_ns() // 3_600_000_000_000 + 48) * 3_600_000_000_000
+    symbols = [f"H100.strip{hour}.{market.run}" for hour in range(2)]
+    async with market.client(market.admin) as admin:
+        for hour, symbol in enumerate(symbols):
+            assert (await admin.list_instrument(
+                symbol=symbol, gpu="H100-SXM-80GB", region=f"strip-{market.run}",
+                delivery_start=start_ns + hour * 3_600_000_000_000, delivery_hours=1,
+                tick_size="0.01", max_order_quantity=1000, maker_fee_bps=0,
+                taker_fee_bps=0)).accepted
+    maker, maker_key = await market.key("strip-maker")
+    buyer, buyer_key = await market.key("strip-buyer")
+    await market.fund(maker, tokens=dict.fromkeys(symbols, 10))
+    await market.fund(buyer)
+    async with market.client(maker_key) as m, market.client(buyer_key) as b:
+        for symbol in symbols:
+            assert (await m.new_order(symbol, "sell", 10, "2.00")).accepted
+        quote = await b.strip_quote(symbols, "buy", 4, "16")
+        assert quote.executable and quote.total == "16"
+        strip = await b.new_strip_order(symbols, "buy", 4, "16")
+        assert strip.accepted and strip.notional == "16"
+        index = await b.index("H100-SXM-80GB", f"strip-{market.run}")
+        snapshot = await index.get(10)
+        assert isinstance(snapshot, IndexMessage) and snapshot.values == []
 
 
 async def test_every_documented_message_was_seen_and_all_traffic_matched_the_schema(
