@@ -61,9 +61,10 @@ def quote_strip(projection: Projection, account: str,
         lambda symbol, buy: _level_makers(projection.instruments[symbol], buy, own),
         account, is_buy, [SimulatedLeg(i.spec.symbol, i.spec.taker_fee_bps) for i in legs],
         request.quantity)
-    # Without a limit nothing can exceed it: a buy's is above any notional, a sell's 0.
-    limit_total = (sys.maxsize if is_buy else 0) if request.limit_total is None else \
-        parse_micro(request.limit_total)
+    if request.limit_total is None:  # nothing to exceed: a buy's above any notional, a sell's 0
+        limit_total = sys.maxsize if is_buy else 0
+    else:
+        limit_total = parse_micro(request.limit_total)
     balances = projection.balances.get(account, {})
     reason = strip_refusal(quote, is_buy, limit_total,
                            lambda asset: _available(balances.get(asset)))
@@ -86,7 +87,7 @@ def _check(projection: Projection,
     if any(symbol not in listed for symbol in symbols):
         return R.UNKNOWN_INSTRUMENT, []
     legs = [listed[symbol] for symbol in symbols]
-    if not consecutive(legs):
+    if not _consecutive(legs):
         return R.INVALID_ORDER, []
     if any(leg.closed for leg in legs):
         return R.INSTRUMENT_CLOSED, []
@@ -100,7 +101,7 @@ def _check(projection: Projection,
     return None, legs
 
 
-def consecutive(legs: list[InstrumentState]) -> bool:
+def _consecutive(legs: list[InstrumentState]) -> bool:
     """Whether the legs are of one GPU class and region, each delivering right after the one
     before it, in the order given."""
     first = legs[0].spec
@@ -196,4 +197,4 @@ def rejected_strip(event: events.StripRejected) -> StripResult:
                        client_order_id=event.client_order_id, reason=event.reason)
 
 
-__all__ = ["LevelMaker", "StripProgress", "consecutive", "quote_strip", "rejected_strip"]
+__all__ = ["LevelMaker", "StripProgress", "quote_strip", "rejected_strip"]

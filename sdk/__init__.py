@@ -7,7 +7,7 @@
 
 | module | what it owns |
 |---|---|
-| `client` | `Client`: the typed requests (orders, queries, feeds) |
+| `client` | `Client`: the typed requests (orders, strips, queries, feeds, the index) |
 | `connection` | the asyncio side: websocket, futures, timeouts, reconnects, subscription queues |
 | `session` | the protocol state, no I/O: request ids, pending replies, feed routing, book resyncs |
 | `requests` | the typed `wsapi` requests the SDK sends, and their encoding |
