@@ -2,9 +2,11 @@
 
 `VenueConfig` says what runs. The engine (under its supervisor) and `gateways` gateways
 always; with `database_url` and `ledger`, the ledger projector (its schema migrated first);
-with `settlement`, the deposit watcher and the batch submitter. `gpux dev` runs all of it
-on embedded defaults (gpux.dev.venue); the gateway's end-to-end tests and the fan-out
-benchmark run an engine and a gateway over Kafka or the embedded log (`Venue.running`).
+with `settlement`, the deposit watcher and the batch submitter; with `index`, the price
+index service (its schema migrated first, so readers find the table from the start).
+`gpux dev` runs all of it on embedded defaults (gpux.dev.venue); the gateway's end-to-end
+tests and the fan-out benchmark run an engine and a gateway over Kafka or the embedded log
+(`Venue.running`).
 The gateway's key store is the caller's (PostgreSQL in `gpux dev`, in memory in tests;
 None: no logins).
 
@@ -32,6 +34,9 @@ from gateway.auth import KeyStore
 from gateway.config import GatewayConfig
 from gateway.metrics import GatewayMetrics
 from gateway.service import GatewayService, ProcessRequest
+from index import store as index_store
+from index.metrics import IndexMetrics
+from index.service import IndexServiceConfig, IndexSupervisor
 from ledger.metrics import LedgerMetrics
 from ledger.migrate import apply_migrations
 from ledger.projector import ProjectorConfig, ProjectorSupervisor
@@ -78,13 +83,15 @@ class VenueConfig:
     database_url: str | None = None  # the ledger and settlement need one
     ledger: ProjectorConfig | None = None  # None: no ledger projector
     settlement: SettlementParts | None = None  # None: no settlement
+    index: IndexServiceConfig | None = None  # None: no price index service
     metrics_port: int = -1  # -1: no metrics server; 0: any free port
 
     def __post_init__(self) -> None:
         if self.gateways < 1:
             raise ValueError(f"gateways must be >= 1, got {self.gateways}")
-        if (self.ledger or self.settlement) is not None and self.database_url is None:
-            raise ValueError("the ledger and settlement need database_url")
+        if (self.ledger or self.settlement or self.index) is not None \
+                and self.database_url is None:
+            raise ValueError("the ledger, settlement and the index need database_url")
 
 
 @dataclass
@@ -102,6 +109,7 @@ class Venue:
     gateway_metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
     ledger_metrics: LedgerMetrics = field(default_factory=LedgerMetrics)
     settlement_metrics: SettlementMetrics = field(default_factory=SettlementMetrics)
+    index_metrics: IndexMetrics = field(default_factory=IndexMetrics)
     _tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _closers: list[Callable[[], Coroutine[Any, Any, Any]]] = field(default_factory=list)
 
@@ -181,6 +189,13 @@ class Venue:
             projector = ProjectorSupervisor(self.event_log, config.database_url,
                                             config.ledger, self.ledger_metrics)
             self._spawn("ledger", projector.run(self.stop_event))
+        if config.index is not None:
+            assert config.database_url is not None
+            index = IndexSupervisor(
+                self.event_log, config.database_url,
+                dataclasses.replace(config.index, topic_namespace=config.engine.topic_namespace),
+                self.index_metrics)
+            self._spawn("index", index.run(self.stop_event))
         if config.settlement is not None:
             await self._start_settlement(config.settlement)
         await self._start_gateways()
@@ -194,6 +209,8 @@ class Venue:
         try:
             if config.ledger is not None:
                 await apply_migrations(connection)
+            if config.index is not None:
+                await index_store.migrate(connection)
             if config.settlement is not None:
                 await settlement_store.migrate(connection)
                 await settlement_store.register_account(connection, FEE_ACCOUNT,
@@ -247,6 +264,8 @@ class Venue:
             registries.append(self.ledger_metrics.registry)
         if self.config.settlement is not None:
             registries.append(self.settlement_metrics.registry)
+        if self.config.index is not None:
+            registries.append(self.index_metrics.registry)
         self.metrics_server = MetricsServer(registries, self.healthy,
                                             host=self.config.gateway.host,
                                             port=self.config.metrics_port)

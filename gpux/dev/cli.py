@@ -6,7 +6,7 @@
 By default the event log is the embedded one, and PostgreSQL and anvil run under the data
 directory (gpux.dev.infra); `--kafka`, `--database-url` and `--eth-rpc-url` use real ones
 instead. It deploys the contracts, lists the next 24 delivery hours of three GPU classes,
-funds the demo accounts' USDC on chain (gpux.dev.lister), runs the engine, ledger,
+funds the demo accounts' USDC on chain (gpux.dev.lister), runs the engine, ledger, index,
 settlement and gateway services as tasks of this process (gpux.venue, set up by
 gpux.dev.venue) and the demo bots (gpux.dev.bots: the operator and the market maker issue
 the GPU-hours they sell), then prints the trading page's URL with a demo login.

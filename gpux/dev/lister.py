@@ -1,7 +1,9 @@
 """Keep the next 24 delivery hours listed, and fund the demo accounts on the first start.
 
 On every start, just after every hour and every few minutes: list the hours that are
-missing (admin commands straight to the commands topic). On the first start of a chain,
+missing (admin commands straight to the commands topic), each bonded at 1.5 times its
+class's latest price index value (read from `index.values`; the reference price while the
+index has none). On the first start of a chain,
 deposit the demo accounts' USDC through the Vault and wait until the deposit watcher has
 had the engine credit the last deposit. The GPU-hours of each hour are not funded here: the
 demo's operator and market maker issue them (gpux.dev.bots).
@@ -16,9 +18,11 @@ import time
 from collections.abc import Callable
 
 from gpux.dev.chain import fund_usdc_accounts
-from gpux.dev.market import listing_commands
+from gpux.dev.market import REGION, listing_commands
 from gpux.venue import Venue
+from index import store as index_store
 from matching_engine.core import Engine
+from runtime.postgres import connect
 
 log = logging.getLogger("gpux.dev")
 
@@ -40,7 +44,8 @@ class Lister:
     async def list_and_fund(self, *, fund_usdc: bool) -> int:
         """List the missing hours and, when `fund_usdc`, deposit the demo accounts' USDC;
         return how many hours were listed."""
-        commands = listing_commands(self._engine().instruments, time.time_ns())
+        commands = listing_commands(self._engine().instruments, time.time_ns(),
+                                    await self._latest_index())
         await self.venue.send_commands(list(commands))
         symbols = [command.symbol for command in commands]
         await self._until(lambda: all(s in self._engine().instruments for s in symbols),
@@ -55,6 +60,19 @@ class Lister:
         if symbols:
             log.info("listed %d hours", len(symbols))
         return len(symbols)
+
+    async def _latest_index(self) -> dict[str, int]:
+        """GPU class -> its latest index value in the demo's region (classes with one)."""
+        config = self.venue.config
+        if config.index is None or config.database_url is None:
+            return {}
+        connection = await connect(config.database_url, application_name="gpux-dev-lister")
+        try:
+            latest = await index_store.latest(connection)
+        finally:
+            await connection.close()
+        return {value.gpu: value.value_micro for value in latest
+                if value.region == REGION and value.value_micro is not None}
 
     async def run(self, stop: asyncio.Event) -> None:
         """List just after each hour, and every LIST_INTERVAL_S, until `stop`."""

@@ -2,7 +2,8 @@
 
 Three GPU classes in one region, one deliverable contract per delivery hour for the next 24
 hours (`listing_commands` lists whatever hours are missing, on every start and every few
-minutes), each bonded at 1.5 times its class's reference price. The demo accounts are
+minutes), each bonded at 1.5 times its class's price index when the index has a value, else
+1.5 times the class's reference price. The demo accounts are
 anvil's default dev wallets, so the same wallets exist on every start of the same chain and
 need no keys kept: each deposits USDC on chain through the Vault, credited by the deposit
 watcher like any depositor's. Nobody deposits GPU-hours: the accounts that supply them
@@ -16,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fractions import Fraction
@@ -89,28 +90,32 @@ def fair_price_micro(gpu: str, delivery_start_ns: int) -> int:
     return max(TICK_MICRO, round(price / TICK_MICRO) * TICK_MICRO)
 
 
-def bond_per_gpu_hour_micro(gpu: str) -> int:
-    """Return the bond of one GPU-hour of `gpu`: 1.5 times its reference price, rounded to
-    the cent (half up), so that an hour not delivered costs its issuer more than it sold
-    for."""
-    cents = GPU_CLASSES[gpu] * BOND_PER_REFERENCE / CENT_MICRO
+def bond_per_gpu_hour_micro(gpu: str, index_micro: int | None = None) -> int:
+    """Return the bond of one GPU-hour of `gpu`: 1.5 times the class's price index (its
+    reference price when there is none), rounded to the cent (half up), so that an hour not
+    delivered costs its issuer more than it sold for."""
+    price = GPU_CLASSES[gpu] if index_micro is None else index_micro
+    cents = price * BOND_PER_REFERENCE / CENT_MICRO
     return math.floor(cents + Fraction(1, 2)) * CENT_MICRO
 
 
-def listing_commands(listed: Collection[str], now_ns: int) -> list[ListInstrument]:
+def listing_commands(listed: Collection[str], now_ns: int,
+                     index_micro: Mapping[str, int] | None = None) -> list[ListInstrument]:
     """Return the listings of the upcoming delivery hours not yet in `listed`, by hour, each
-    deliverable with its class's bond."""
+    deliverable with its class's bond: from `index_micro` (GPU class -> its latest index
+    value in REGION) where it has the class, else from the reference price."""
+    index_micro = index_micro or {}
     commands = []
     for start in upcoming_hours(now_ns):
         for gpu in GPU_CLASSES:
             symbol = symbol_for(gpu, start)
             if symbol not in listed:
+                bond = bond_per_gpu_hour_micro(gpu, index_micro.get(gpu))
                 commands.append(ListInstrument(
                     ts=now_ns, symbol=symbol, gpu=gpu, region=REGION, delivery_start=start,
                     delivery_hours=1, tick_size=format_micro(TICK_MICRO),
                     max_order_quantity=MAX_ORDER_QUANTITY, maker_fee_bps=MAKER_FEE_BPS,
-                    taker_fee_bps=TAKER_FEE_BPS,
-                    bond_per_gpu_hour=format_micro(bond_per_gpu_hour_micro(gpu)),
+                    taker_fee_bps=TAKER_FEE_BPS, bond_per_gpu_hour=format_micro(bond),
                 ))
     return commands
 

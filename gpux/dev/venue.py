@@ -1,9 +1,9 @@
 """The dev venue: every service of `gpux.venue` with the settings of one machine's demo.
 
 Snapshots under the data dir, one confirmation on anvil (which mines a block per
-transaction), settlement every two seconds, a gateway clock, room in the operator's rate
-limit for the first issues and quotes on all 72 hours, and the trading page (with its proof
-lookups) on the gateway's port.
+transaction), settlement every two seconds, the price index service, a gateway clock, room
+in the operator's rate limit for the first issues and quotes on all 72 hours, and the
+trading page (with its proof lookups) on the gateway's port.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from gpux.dev.chain import DEV_CHAIN_ID, settler
 from gpux.dev.market import FEES_WALLET
 from gpux.dev.site import DevSite
 from gpux.venue import SettlementParts, Venue, VenueConfig
+from index.service import IndexServiceConfig
 from ledger.projector import ProjectorConfig
 from matching_engine.config import EngineConfig
 from settlement.chain import Contracts, dev_account
@@ -61,6 +62,7 @@ async def dev_venue(event_log: EventLog, contracts: Contracts, *, data_dir: Path
                                   poll_interval_ms=DEPOSIT_POLL_INTERVAL_MS),
             submitter=SubmitterConfig(confirmations=CONFIRMATIONS,
                                       batch_interval_ms=SETTLEMENT_BATCH_INTERVAL_MS)),
+        index=IndexServiceConfig(),
         metrics_port=metrics_port,
     )
     await gateway_store.migrate(database_url)
