@@ -127,6 +127,8 @@ def _parser() -> argparse.ArgumentParser:
     command.add_argument("--poll-interval-ms", type=int, default=defaults.poll_interval_ms)
     command.add_argument("--stuck-after-ms", type=int, default=defaults.stuck_after_ms)
     command.add_argument("--fee-bump-percent", type=int, default=defaults.fee_bump_percent)
+    command.add_argument("--index-values-max", type=int, default=defaults.index_values_max,
+                         help="price index values per IndexOracle transaction")
     command.add_argument("--no-payouts", action="store_true",
                          help="settle trades only; leave ledger.withdrawals unpaid")
     command.set_defaults(handler=_run)
@@ -268,6 +270,7 @@ def _run(arguments: argparse.Namespace) -> int:
         batch_interval_ms=arguments.batch_interval_ms,
         poll_interval_ms=arguments.poll_interval_ms, stuck_after_ms=arguments.stuck_after_ms,
         fee_bump_percent=arguments.fee_bump_percent, pay_withdrawals=not arguments.no_payouts,
+        index_values_max=arguments.index_values_max,
     )  # fmt: skip
     signer = _key("GPUX_SETTLER_KEY", contracts.chain)
 

@@ -122,7 +122,7 @@ class SubmitterConfig:
     pay_withdrawals: bool = True
     # how often the backlog gauges are read from the store (a few counts)
     backlog_interval_ms: int = 5000
-    # index values per IndexOracle.publish transaction (~47,000 gas each: settlement/README.md)
+    # index values per IndexOracle.publish transaction (~56,000 gas each: settlement/README.md)
     index_values_max: int = 100
 
     def __post_init__(self) -> None:
