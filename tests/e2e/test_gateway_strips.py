@@ -28,7 +28,7 @@ from gpux.venue import Venue
 from index import store as index_store
 from index.value import MINUTE_NS, IndexValue
 from protocol import parse_micro
-from runtime.postgres import connect
+from runtime.postgres import connect, create_database, drop_database
 from sdk import cli
 from sdk.client import ApiKey, Client
 from tests.helpers import eventually
@@ -52,7 +52,7 @@ class Market:
     store: PostgresKeyStore
     contract: ApiContract
     admin: ApiKey
-    database_url: str
+    index_url: str
     run: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
 
     @property
@@ -91,21 +91,26 @@ class Market:
 
 @pytest.fixture(scope="module")
 async def market(kafka_bootstrap: str, database_url: str) -> AsyncIterator[Market]:
+    """A venue whose gateway reads the index from a database of this module's own: the
+    store's `last_seq` counts one venue's events, and other tests' venues share the server."""
     await migrate(database_url)
     store = await PostgresKeyStore.open(database_url)
     namespace = f"gwstrip{uuid.uuid4().hex[:8]}."
+    index_database = f"gwstrip_{uuid.uuid4().hex[:12]}"
+    index_url = await create_database(database_url, index_database)
     event_log = KafkaLog(KafkaConfig(bootstrap_servers=kafka_bootstrap))
     config = GatewayConfig(port=0, clock_interval_ms=100, request_timeout_ms=20_000,
-                           index_database_url=database_url, index_poll_interval_ms=100)
+                           index_database_url=index_url, index_poll_interval_ms=100)
     admin = ApiKey(*await store.add_key(f"admin-{uuid.uuid4().hex[:6]}", "admin"))
     try:
         async with Venue.running(event_log, namespace=namespace, key_store=store,
                                  gateway=config) as venue:
             yield Market(venue=venue, store=store, contract=ApiContract(), admin=admin,
-                         database_url=database_url)
+                         index_url=index_url)
     finally:
         await event_log.close()
         await store.close()
+        await drop_database(database_url, index_database)
 
 
 def next_hour_ns(days_ahead: int) -> int:
@@ -242,7 +247,7 @@ async def test_a_strip_refused_for_liquidity_changes_nothing(market: Market) -> 
 async def test_index_values_reach_the_feed_and_http(market: Market) -> None:
     region = f"ap-{market.run}"
     await market.hours(region, next_hour_ns(4))
-    connection = await connect(market.database_url)
+    connection = await connect(market.index_url)
     try:
         await index_store.migrate(connection)
         last_seq = int(await connection.fetchval(
