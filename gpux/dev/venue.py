@@ -1,9 +1,10 @@
 """The dev venue: every service of `gpux.venue` with the settings of one machine's demo.
 
 Snapshots under the data dir, one confirmation on anvil (which mines a block per
-transaction), settlement every two seconds, the price index service, a gateway clock, room
-in the operator's rate limit for the first issues and quotes on all 72 hours, and the
-trading page (with its proof lookups) on the gateway's port.
+transaction), settlement every two seconds, the price index service (its values served by
+the gateway from the venue's database), a gateway clock, room in the operator's rate limit
+for the first issues and quotes on all 72 hours, and the trading page (with its proof
+lookups) on the gateway's port.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ async def dev_venue(event_log: EventLog, contracts: Contracts, *, data_dir: Path
         engine=EngineConfig(snapshot_dir=data_dir / "snapshots",
                             snapshot_every_commands=SNAPSHOT_EVERY_COMMANDS),
         gateway=GatewayConfig(host=host, port=port, clock_interval_ms=CLOCK_INTERVAL_MS,
-                              role_limits=dev_role_limits(), eip712_chain_id=DEV_CHAIN_ID),
+                              role_limits=dev_role_limits(), eip712_chain_id=DEV_CHAIN_ID,
+                              index_database_url=database_url),
         database_url=database_url,
         ledger=ProjectorConfig(),
         settlement=SettlementParts(
