@@ -15,8 +15,8 @@ short, for T and one class:
   of the mean of floor((bid + ask) / 2);
 - else `last`: the class's previous value; else `none`.
 
-`inputs_hash` commits to the exact inputs (`inputs_hash` below says how), so anyone holding
-the public events recomputes the same 32 bytes.
+`inputs_hash` commits to the exact inputs (the methodology, section 6, and `_trades_hash`
+say how), so anyone holding the public events recomputes the same 32 bytes.
 
 Why intermediate states never matter: every event of one command carries the same `ts`
 (the engine's time when it applied the command), so the state "after every event with
@@ -28,7 +28,8 @@ Speed: the index reads few kinds of events and few fields of them (`index.events
 two minute boundaries nothing is published, so a run of events that passes none is applied
 without reading every event's `ts` and `seq`: the run's first and last events are decoded
 to check that the seqs follow on and where the run ends, events of kinds the index does not
-use are skipped on their first bytes, and the rest are decoded down to their used fields.
+use are skipped on their first bytes, orders that never rest on their time in force, and
+the rest are decoded down to their used fields.
 Trades are kept per class and minute, with each minute's totals per instrument and the
 hash of its inputs computed once (again only when the set of instruments in the window
 changes), so a boundary costs a sum over the class's instruments, not over its trades.
@@ -61,7 +62,6 @@ __all__ = [
     "MIN_VOLUME",
     "WINDOW_MINUTES",
     "IndexCalculator",
-    "recompute",
 ]
 
 WINDOW_MINUTES: Final = 60
@@ -484,12 +484,3 @@ class IndexCalculator:
             minute.digest = hashlib.sha256(_encode(triples)).hexdigest()
             minute.digest_version = series.eligible_version
         return minute.digest
-
-
-def recompute(records: Iterable[Sequence[bytes]]) -> list[IndexValue]:
-    """Every value a log's batches of encoded events release, from seq 1."""
-    calculator = IndexCalculator()
-    released: list[IndexValue] = []
-    for batch in records:
-        released += calculator.feed(batch)
-    return released
