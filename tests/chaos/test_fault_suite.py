@@ -38,7 +38,7 @@ three-way reconciliation (engine replay == ledger == Vault), settlement exactly 
 deposit credited once, every acknowledged order accounted for, and every bond released or
 paid out exactly once and in full, in the events, the ledger and the Vault.
 
-    python -m pytest tests/chaos                                  # CI size: about 90-100 s
+    python -m pytest tests/chaos                                  # CI size: about 90 s
     GPUX_CHAOS_SIZE=full python -m pytest tests/chaos -s          # full size: about 8 minutes
 
 The full-size result goes in benchmarks/README.md. Each service's log, the broker's, the
@@ -64,12 +64,13 @@ import pytest
 from harness.errors import ServiceError
 from harness.service import Service, remove_run_dir
 from protocol import Withdraw
-from sdk.client import Client, ClientError
+from sdk.client import Client, ClientError, RequestFailed
 from tests.chaos.audit import audit_venue
 from tests.chaos.load import Depositor, LoadStats, Operator, Reporter, Trader, Withdrawer
 from tests.chaos.processes import GpuxProcess, Watchdog, log_tails
 from tests.chaos.venue import Infrastructure, Venue, build_venue
 from tests.helpers import eventually
+from wsapi.messages import OrderResult
 
 
 @dataclass(frozen=True)
@@ -105,14 +106,14 @@ SIZES = {
                     answers_per_phase=150, fault_duration_s=1.0, snapshot_every_commands=60,
                     recovery_timeout_s=120.0, broker_wedge_timeout_s=60.0, engine_kills=3,
                     closes=3, deliverable_per_close=2, issues=(12, 6), delivery_lead_s=5.0,
-                    report_interval_s=0.05, report_timeout_s=2.0, timeout_s=600),
+                    report_interval_s=0.05, report_timeout_s=1.0, timeout_s=600),
     "full": ChaosSize("full", wallets=12, sessions_per_wallet=3, instruments=4, rounds=3,
                       trader_interval_s=0.02, deposit_interval_s=0.3, withdraw_interval_s=0.2,
                       answers_per_phase=2000, fault_duration_s=3.0,
                       snapshot_every_commands=1000, recovery_timeout_s=240.0,
                       broker_wedge_timeout_s=90.0, engine_kills=20, closes=3,
                       deliverable_per_close=3, issues=(40, 25, 10), delivery_lead_s=12.0,
-                      report_interval_s=0.02, report_timeout_s=3.0, timeout_s=3600),
+                      report_interval_s=0.02, report_timeout_s=2.0, timeout_s=3600),
 }
 SIZE_NAME = os.environ.get("GPUX_CHAOS_SIZE", "").strip() or "ci"
 if SIZE_NAME not in SIZES:
@@ -126,6 +127,7 @@ DELIVERY_FAULTS = ("engine", "ledger", "settlement")
 BONDS = ("3", "0", "2.5")  # USDC per GPU-hour of the deliverable instruments, in turn
 TOKENS_WITHDRAWN = 2  # of each deliverable instrument, by the operator before its close
 ISSUE_SENDS_MAX = 10
+ADMISSION_TIMEOUT_S = 60.0
 OPERATOR_INTERVAL_S = 0.1  # within the operator role's 20 requests a second
 USDC_FUNDING_MICRO = 1_000_000 * 10**6
 TOKEN_FUNDING = 100_000
@@ -187,11 +189,11 @@ async def list_deliverable(run: Run, count: int, delivery_start: int) -> list[st
     symbols = [f"H100.chaos{uuid.uuid4().hex[:6]}.d{first + index}" for index in range(count)]
     async with Client(venue.gateway_url, credentials=venue.admin_key) as admin:
         for index, symbol in enumerate(symbols):
-            result = await admin.list_instrument(
-                symbol=symbol, gpu="H100-SXM-80GB", region="eu-west",
+            result = await admitted(partial(
+                admin.list_instrument, symbol=symbol, gpu="H100-SXM-80GB", region="eu-west",
                 delivery_start=delivery_start, delivery_hours=1, tick_size="0.01",
                 max_order_quantity=1000, maker_fee_bps=10, taker_fee_bps=20,
-                bond_per_gpu_hour=BONDS[(first + index) % len(BONDS)])
+                bond_per_gpu_hour=BONDS[(first + index) % len(BONDS)]))
             assert result.status == "accepted", result
     venue.deliverable += symbols
     return symbols
@@ -215,13 +217,28 @@ async def issued(operator: Client, symbol: str, node: str, quantity: int) -> Non
     issue_id = f"{symbol}:{node}"
     for _ in range(ISSUE_SENDS_MAX):
         try:
-            result = await operator.issue_capacity(symbol, node, quantity, issue_id=issue_id)
-        except ClientError:
+            result = await admitted(partial(operator.issue_capacity, symbol, node, quantity,
+                                            issue_id=issue_id))
+        except ClientError:  # no answer: it may have been applied, so the same id again
             await asyncio.sleep(0.5)
             continue
         assert result.accepted or result.reason == "duplicate_issue", result
         return
     raise AssertionError(f"issue {issue_id} unanswered after {ISSUE_SENDS_MAX} sends")
+
+
+async def admitted(request: Callable[[], Awaitable[OrderResult]]) -> OrderResult:
+    """Send a request again while the gateway turns it away before the engine sees it (a
+    rate limit, a full queue): at full size the load uses up the gateway's budget for
+    127.0.0.1, which every client of the suite shares."""
+    deadline_s = time.monotonic() + ADMISSION_TIMEOUT_S
+    while True:
+        try:
+            return await request()
+        except RequestFailed as error:
+            if not error.retriable or time.monotonic() > deadline_s:
+                raise
+            await asyncio.sleep((error.retry_after_ms or 100) / 1000)
 
 
 async def works_end_to_end(run: Run, timeout_s: float) -> None:
