@@ -74,6 +74,7 @@ MIN_VOLUME: Final = 40
 # made to publish a value for every minute of the jump.
 GAP_MINUTES_MAX: Final = 366 * 24 * 60
 EMPTY_MINUTE_DIGEST: Final = hashlib.sha256(b"[]").hexdigest()
+_PRICES_CACHED_MAX: Final = 1 << 16  # price texts remembered (a book has few levels)
 
 _encode = msgspec.json.Encoder().encode
 _price_of = itemgetter(1)
@@ -357,6 +358,8 @@ class IndexCalculator:
                 price = parse_positive_micro(text, "price")
             except ProtocolError as error:
                 raise ValueError(str(error)) from error
+            if len(self._prices) >= _PRICES_CACHED_MAX:
+                self._prices.clear()
             self._prices[text] = price
         return price
 
