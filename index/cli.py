@@ -5,6 +5,7 @@
                        [--metrics-port PORT]
     gpux index verify  (--events FILE.jsonl | --kafka HOST:PORT [--topic-namespace NS])
                        [--gpu G] [--region R] [--minute TIME] [--database-url URL]
+                       [--rpc URL --deployment FILE]
 
 `run` recomputes the index from the start of the events topic at every start, then follows
 it, upserting one row per GPU class, region and minute (docs/index-methodology.md). With
@@ -15,8 +16,10 @@ serves nothing.
 `verify` recomputes the values from the public events, a JSON Lines file of the whole log
 or the topic itself, keeping those of a class, a region or a minute (TIME: ISO 8601, UTC
 unless it says otherwise, e.g. 2026-12-05T12:34, or ns since the epoch). Without
-`--database-url` it prints them; with it, it compares them with the stored rows, prints each
-difference and exits 1 if there is any.
+`--database-url` it prints them; with it, it compares them with the stored rows; with `--rpc`
+(and the settlement deployment file), with the values the IndexOracle holds on chain (a
+minute not published yet is counted, not a difference). It prints each difference and exits
+1 if there is any.
 
 `--database-url` of migrate and run defaults to $DATABASE_URL, `--kafka` to $KAFKA_BOOTSTRAP.
 Exit codes: 0 success, 1 a difference or a failure, 2 usage.
@@ -32,6 +35,7 @@ import signal
 import sys
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -42,7 +46,15 @@ from index import store
 from index.errors import PriceIndexError
 from index.service import IndexServiceConfig, IndexSupervisor
 from index.value import MINUTE_NS, IndexValue
-from index.verify import Selection, compare, recompute_file, recompute_log
+from index.verify import (
+    ChainComparison,
+    Difference,
+    Selection,
+    compare,
+    compare_chain,
+    recompute_file,
+    recompute_log,
+)
 from protocol import format_micro
 from runtime.observability import MetricsServer
 from runtime.postgres import connect
@@ -106,6 +118,12 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--region")
     verify.add_argument("--minute", help="ISO 8601 (UTC by default) or ns since the epoch")
     verify.add_argument("--database-url", help="compare with this database's rows")
+    verify.add_argument("--rpc", help="compare with the IndexOracle on this chain node")
+    verify.add_argument("--deployment", type=Path,
+                        default=Path(os.environ.get("GPUX_DEPLOYMENT",
+                                                    "var/settlement/deployment.json")),
+                        help="the settlement deployment file naming the IndexOracle "
+                             "(default: $GPUX_DEPLOYMENT or var/settlement/deployment.json)")
     return parser
 
 
@@ -158,24 +176,49 @@ async def _verify(args: argparse.Namespace, out: TextIO) -> int:
     if not recomputed:
         print("the events release no value of that selection", file=out)
         return EXIT_FAILED
-    if args.database_url is None:
+    if args.database_url is None and args.rpc is None:
         print("\t".join(VALUE_COLUMNS), file=out)
         for value in recomputed:
             print(value_line(value), file=out)
         return EXIT_OK
-    connection = await connect(args.database_url)
-    try:
-        differences = await compare(connection, recomputed)
-    finally:
-        await connection.close()
+    classes = len({(value.gpu, value.region) for value in recomputed})
+    print(f"{len(recomputed)} values of {classes} classes recomputed", file=out)
+    failed = False
+    if args.database_url is not None:
+        connection = await connect(args.database_url)
+        try:
+            differences = await compare(connection, recomputed)
+        finally:
+            await connection.close()
+        _print_differences(differences, "stored", out)
+        print(f"database: {len(differences)} differences", file=out)
+        failed = bool(differences)
+    if args.rpc is not None:
+        chain = _compare_chain(args.rpc, args.deployment, recomputed)
+        _print_differences(chain.differences, "on chain", out)
+        print(f"chain: {chain.compared} values compared, {chain.unpublished} not published "
+              f"yet, {len(chain.differences)} differences", file=out)
+        failed = failed or bool(chain.differences)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _compare_chain(rpc_url: str, deployment: Path, recomputed: list[IndexValue]
+                   ) -> ChainComparison:
+    """Compare with the IndexOracle of the settlement deployment (settlement imported here
+    only: the rest of `gpux index` needs no chain)."""
+    from settlement.chain import Chain, Contracts, Deployment
+    from settlement.index_chain import differences, read_value
+
+    contracts = Contracts(Chain(rpc_url), Deployment.load(deployment))
+    contracts.check()
+    return compare_chain(recomputed, partial(read_value, contracts), differences)
+
+
+def _print_differences(differences: list[Difference], where: str, out: TextIO) -> None:
     for difference in differences:
         print(f"DIFF {format_minute(difference.minute_ns)}\t{difference.gpu}\t"
               f"{difference.region}\t{difference.field}\trecomputed {difference.recomputed}\t"
-              f"stored {difference.stored}", file=out)
-    classes = len({(value.gpu, value.region) for value in recomputed})
-    print(f"{len(recomputed)} values of {classes} classes recomputed, "
-          f"{len(differences)} differences", file=out)
-    return EXIT_FAILED if differences else EXIT_OK
+              f"{where} {difference.stored}", file=out)
 
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], Coroutine[Any, Any, int]]] = {

@@ -13,9 +13,10 @@ are not compared: the service may have read further than the verifier.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 import msgspec
@@ -26,8 +27,8 @@ from index import store
 from index.calculator import IndexCalculator
 from index.value import MINUTE_NS, IndexValue
 
-__all__ = ["COMPARED_FIELDS", "Difference", "Selection", "compare", "recompute_file",
-           "recompute_log"]
+__all__ = ["COMPARED_FIELDS", "ChainComparison", "Difference", "Selection", "compare",
+           "compare_chain", "recompute_file", "recompute_log"]
 
 BATCH_RECORDS = 10_000
 READ_TIMEOUT_S = 3_600.0
@@ -150,6 +151,56 @@ def _differences(recomputed: IndexValue | None, stored: IndexValue | None) -> li
                        stored=_text(getattr(stored, field)))
             for field in COMPARED_FIELDS
             if getattr(recomputed, field) != getattr(stored, field)]
+
+
+class OnChainValue(Protocol):
+    """What the verifier reads of a value on chain (`settlement.index_chain`)."""
+
+    @property
+    def value_micro(self) -> int | None: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def sufficient(self) -> bool: ...
+    @property
+    def inputs_hash(self) -> bytes: ...
+
+
+# (gpu, region, minute_ns) -> the value on chain, None while that minute is not published
+ChainReader = Callable[[str, str, int], OnChainValue | None]
+# (recomputed value, the one on chain) -> the fields where they differ
+ChainDifferences = Callable[[IndexValue, Any], list[str]]
+
+
+@dataclass(frozen=True)
+class ChainComparison:
+    """The recomputed values checked against the IndexOracle: the differences, and how many
+    values were compared and how many are not on chain yet (published after their batch)."""
+
+    differences: list[Difference]
+    compared: int
+    unpublished: int
+
+
+def compare_chain(recomputed: Iterable[IndexValue], read: ChainReader,
+                  differences: ChainDifferences) -> ChainComparison:
+    """Compare each recomputed value with the one the chain holds for its class and minute.
+
+    A minute the oracle does not hold yet is counted, not a difference: the submitter
+    publishes a value only after the batch that settles the seq it follows."""
+    found: list[Difference] = []
+    compared = unpublished = 0
+    for value in recomputed:
+        on_chain = read(value.gpu, value.region, value.minute_ns)
+        if on_chain is None:
+            unpublished += 1
+            continue
+        compared += 1
+        found += [Difference(gpu=value.gpu, region=value.region, minute_ns=value.minute_ns,
+                             field=field, recomputed=_text(getattr(value, field)),
+                             stored=_text(getattr(on_chain, field)))
+                  for field in differences(value, on_chain)]
+    return ChainComparison(differences=found, compared=compared, unpublished=unpublished)
 
 
 def _text(field: object) -> str:

@@ -24,7 +24,10 @@ from eth_account.datastructures import SignedTransaction
 from eth_account.signers.local import LocalAccount
 
 from index import store as index_store
+from index.calculator import IndexCalculator
 from index.value import MINUTE_NS, IndexValue, Source
+from matching_engine.core import Engine
+from protocol import Deposit, ListInstrument, NewOrder, encode
 from runtime.postgres import drop_database
 from settlement import store
 from settlement.chain import Chain, Contracts, deploy, dev_account
@@ -385,3 +388,63 @@ async def test_index_status_reads_a_value_from_the_chain_and_compares_it_with_th
                                   str((MINUTE + 5) * MINUTE_NS), env=env)
     assert unpublished.returncode == 0, unpublished.stderr
     assert json.loads(unpublished.stdout)["on_chain"] is None
+
+
+def engine_events(trade_price: str) -> list[bytes]:
+    """The events of a small market made by the Python engine: an H100 hour listed, a
+    maker's ask, a taker's buy at minute MINUTE, then a deposit two minutes later whose ts
+    releases the values of the minutes passed."""
+    start_ns = MINUTE * MINUTE_NS
+    hour_ns = 3_600 * 10**9
+    commands = [
+        ListInstrument(ts=start_ns, symbol=SYMBOL, gpu=GPU, region=REGION,
+                       delivery_start=start_ns + 2 * hour_ns, delivery_hours=1, tick_size="0.01",
+                       max_order_quantity=100, maker_fee_bps=0, taker_fee_bps=0),
+        Deposit(ts=start_ns, account="op-1", asset=SYMBOL, amount=10),
+        Deposit(ts=start_ns, account="buyer", asset="USDC", amount="1000"),
+        NewOrder(ts=start_ns + 1, account="op-1", client_order_id="ask", instrument=SYMBOL,
+                 side="sell", order_type="limit", price=trade_price, quantity=8),
+        NewOrder(ts=start_ns + 2, account="buyer", client_order_id="bid", instrument=SYMBOL,
+                 side="buy", order_type="limit", price=trade_price, quantity=8,
+                 time_in_force="ioc"),
+        Deposit(ts=start_ns + 2 * MINUTE_NS, account="buyer", asset="USDC", amount="1"),
+    ]
+    engine = Engine()
+    return [encode(event) for command in commands for event in engine.apply(command)]
+
+
+async def test_index_verify_recomputes_the_values_from_the_events_and_finds_them_on_chain(
+    rig: Rig, tmp_path: Path,
+) -> None:
+    events = engine_events("2.15")
+    values = IndexCalculator().feed(events)
+    assert [value.source for value in values] == ["trades", "trades"]  # minutes +1 and +2
+    assert {value.value_micro for value in values} == {2_150_000}
+    await rig.add_trades([max(value.last_seq for value in values)])
+    await rig.add_values(values)
+    await drive(rig, rig.submitter(), idle)
+    deployment_path = tmp_path / "deployment.json"
+    rig.contracts.deployment.save(deployment_path)
+
+    def verify(lines: list[bytes]) -> subprocess.CompletedProcess[str]:
+        events_path = tmp_path / "events.jsonl"
+        events_path.write_bytes(b"".join(line + b"\n" for line in lines))
+        return subprocess.run(
+            [sys.executable, "-m", "gpux", "index", "verify", "--events", str(events_path),
+             "--rpc", rig.contracts.chain.rpc_url, "--deployment", str(deployment_path),
+             "--database-url", rig.database_url],
+            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+            text=True, timeout=120, check=False)
+
+    agreeing = verify(events)
+    assert agreeing.returncode == 0, agreeing.stdout + agreeing.stderr
+    assert "database: 0 differences" in agreeing.stdout
+    assert "chain: 2 values compared, 0 not published yet, 0 differences" in agreeing.stdout
+    # a log whose trade printed at another price: the chain and the database both disagree
+    altered = verify(engine_events("2.16"))
+    assert altered.returncode == 1
+    chain_differences = [line for line in altered.stdout.splitlines()
+                         if line.startswith("DIFF") and "\ton chain " in line]
+    assert {line.split("\t")[3] for line in chain_differences} == {"value_micro",
+                                                                    "inputs_hash"}
+    assert "chain: 2 values compared, 0 not published yet, 4 differences" in altered.stdout
