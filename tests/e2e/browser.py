@@ -35,6 +35,7 @@ CHROMIUM_FLAGS = (
 BROWSER_START_TIMEOUT_S = 30.0
 CDP_TIMEOUT_S = 30.0
 WAIT_TIMEOUT_S = 20.0
+SHIFT = 8  # Input.dispatchMouseEvent's modifier bit
 
 
 def chromium_path() -> str | None:
@@ -231,7 +232,8 @@ class Page:
         return str(await self.evaluate(
             f"document.querySelector({json.dumps(selector)})?.textContent?.trim() ?? ''"))
 
-    async def click(self, selector: str) -> None:
+    async def click(self, selector: str, *, shift: bool = False) -> None:
+        """Click the middle of the element, as a mouse does (holding shift if asked)."""
         box = await self.evaluate(f"""(() => {{
             const element = document.querySelector({json.dumps(selector)});
             if (!element) return null;
@@ -243,7 +245,7 @@ class Page:
         for kind, buttons in (("mouseMoved", 0), ("mousePressed", 1), ("mouseReleased", 0)):
             await self.send("Input.dispatchMouseEvent", {
                 "type": kind, "x": box["x"], "y": box["y"], "button": "left",
-                "buttons": buttons, "clickCount": 1})
+                "buttons": buttons, "clickCount": 1, "modifiers": SHIFT if shift else 0})
 
     async def fill(self, selector: str, text: str) -> None:
         await self.click(selector)
@@ -287,6 +289,12 @@ class Page:
 def level_size(side: str, price_text: str) -> str:
     return (f"(document.querySelector('#ladder-{side} .level[data-price=\"{price_text}\"] .size')"
             f"?.textContent ?? '')")
+
+
+def sent_ops(page: Page, op: str) -> int:
+    """How many requests of `op` the page has sent."""
+    return sum(1 for direction, text in page.frames
+               if direction == "send" and json.loads(text).get("op") == op)
 
 
 def toast_with(text: str) -> str:

@@ -2,14 +2,18 @@
 API-key login signed in the browser, an order placed, amended and crossed through the page,
 its fill with the settlement-proof link, a reconnect after the gateway drops the page, a
 cancel; GPU-hours bought of an operator's issue assigned at close and settled by a delivery
-report, in the buyer's deliveries and the issuer's bonds; no console error anywhere.
+report, in the buyer's deliveries and the issuer's bonds; a strip of hours picked in the
+market list, quoted leg by leg and bought in one click, and one that cannot fill refused
+before anything is sent; the price index drawn beside the candles from the index store's
+rows, history and live; no console error anywhere.
 
 The venue (engine and gateway in this process) runs on the embedded log in a temporary
-directory with keys held in memory. The gateway serves web/dist on its websocket port
-through gateway.static's `process_request` hook: `Venue` does not hand the hook to its
-gateways, so this module wraps `gateway.service.serve` to pass it when the service passes
-none. Chromium is driven over the DevTools protocol with `websockets` (tests/e2e/browser.py).
-Screenshots and the browser console go to test-artifacts/trading-page/.
+directory with keys held in memory; its gateway reads the price index from a PostgreSQL
+database of this module's own. The gateway serves web/dist on its websocket port
+through gateway.static's `process_request` hook, which the venue hands to its gateway
+(after the gateway's own `/index`). Chromium is driven over the DevTools protocol with
+`websockets` (tests/e2e/browser.py). Screenshots and the browser console go to
+test-artifacts/trading-page/.
 """
 
 from __future__ import annotations
@@ -29,17 +33,19 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 import websockets
 
-import gateway.service
 from eventlog.embedded import EmbeddedConfig, EmbeddedLog
 from eventlog.port import COMMANDS_TOPIC
+from gateway.config import GatewayConfig
 from gateway.static import StaticSite
 from gateway.testing import ApiContract, MemoryKeyStore
-from gpux.venue import Venue
+from gpux.venue import Venue, VenueConfig
+from index import store as index_store
+from index.value import IndexValue
+from matching_engine.config import EngineConfig
 from protocol import (
     AnyCommand,
     DeliveryReport,
@@ -50,6 +56,7 @@ from protocol import (
     encode,
     format_micro,
 )
+from runtime.postgres import connect, create_database, drop_database
 from sdk.client import Client
 from sdk.signing import ApiKey
 from tests.e2e.browser import (
@@ -57,6 +64,7 @@ from tests.e2e.browser import (
     Browser,
     chromium_path,
     level_size,
+    sent_ops,
     toast_with,
     unavailable,
 )
@@ -73,6 +81,7 @@ REGION = "eu-west"
 HOURS_LISTED = 6
 HISTORY_MINUTES = 90
 BOOK_LEVELS = 15
+NAMESPACE = "page."
 
 
 # -- the venue ------------------------------------------------------------------------------
@@ -99,6 +108,7 @@ class Market:
     last_ticks: int
     keys: dict[str, tuple[str, str]]
     site: StaticSite
+    index_url: str
     symbols: list[str] = field(default_factory=list)
 
     @property
@@ -115,7 +125,7 @@ class Market:
         producer = self.event_log.producer()
         await producer.start()
         try:
-            await producer.send_batch("page." + COMMANDS_TOPIC, [encode(c) for c in commands])
+            await producer.send_batch(NAMESPACE + COMMANDS_TOPIC, [encode(c) for c in commands])
         finally:
             await producer.stop()
 
@@ -182,31 +192,32 @@ def _cross(symbol: str, ticks: int, quantity: int, maker_sells: bool, ts: int,
 
 
 @pytest.fixture(scope="module")
-async def market() -> AsyncIterator[Market]:
+async def market(database_url: str) -> AsyncIterator[Market]:
     if not (SITE_DIR / "index.html").is_file():
         unavailable(f"{SITE_DIR} is not built: run `npm run build:web`")
     site = StaticSite.from_directory(SITE_DIR)
-    serve = gateway.service.serve
-
-    def serve_with_page(*args: Any, **kwargs: Any) -> Any:
-        if kwargs.get("process_request") is None:  # a hook the service was given stays
-            kwargs["process_request"] = site.process_request
-        return serve(*args, **kwargs)
-
     store = MemoryKeyStore()
     keys = {name: store.add_key(name, role) for name, role in (
-        ("alice", "trader"), ("bob", "trader"), ("carol", "trader"), ("op-7", "operator"))}
-    with tempfile.TemporaryDirectory(prefix="gpux-page-") as directory, \
-            pytest.MonkeyPatch.context() as patch:
-        patch.setattr(gateway.service, "serve", serve_with_page)
+        ("alice", "trader"), ("bob", "trader"), ("carol", "trader"), ("dave", "trader"),
+        ("op-7", "operator"))}
+    # The index store's last_seq counts one venue's events: a database of the module's own.
+    index_database = f"page_index_{time.time_ns()}"
+    index_url = await create_database(database_url, index_database)
+    with tempfile.TemporaryDirectory(prefix="gpux-page-") as directory:
         event_log = EmbeddedLog.open(Path(directory) / "log", EmbeddedConfig(fsync=False))
+        venue = Venue(event_log, VenueConfig(
+            engine=EngineConfig(topic_namespace=NAMESPACE, transactional_id=f"{NAMESPACE}engine",
+                                group_id=f"{NAMESPACE}engine", batch_interval_ms=2),
+            gateway=GatewayConfig(port=0, index_database_url=index_url,
+                                  index_poll_interval_ms=100),
+        ), key_store=store, process_request=site.process_request)
         try:
-            async with Venue.running(event_log, namespace="page.",
-                                     key_store=store) as venue:
+            await venue.start()
+            try:
                 commands, symbols, last_ticks = seed_commands(time.time_ns())
                 producer = event_log.producer()
                 await producer.start()
-                await producer.send_batch("page." + COMMANDS_TOPIC,
+                await producer.send_batch(NAMESPACE + COMMANDS_TOPIC,
                                           [encode(c) for c in commands])
                 await producer.stop()
                 core = venue.gateways[0].core
@@ -216,9 +227,12 @@ async def market() -> AsyncIterator[Market]:
                 yield Market(venue=venue, event_log=event_log, url=venue.urls[0],
                              main=symbols[0],
                              other=symbols[HOURS_LISTED], last_ticks=last_ticks, keys=keys,
-                             site=site, symbols=symbols)
+                             site=site, index_url=index_url, symbols=symbols)
+            finally:
+                await venue.stop()
         finally:
             await event_log.close()
+            await drop_database(database_url, index_database)
 
 
 # -- a headless Chromium (tests/e2e/browser.py) ---------------------------------------------
@@ -485,6 +499,177 @@ async def test_page_shows_the_deliveries_of_gpu_hours_bought_and_the_issuers_bon
     assert contract.violations == [], contract.violations[:5]
     sent = {op for (direction, op), count in contract.seen.items() if direction == "send"}
     assert "deliveries" in sent, sent
+
+
+def usdc_text(micro: int) -> str:
+    """A USDC amount as the page writes it: grouped, at least two decimals."""
+    whole, _, fraction = format_micro(micro).partition(".")
+    return f"{int(whole):,}.{fraction.ljust(2, '0')}"
+
+
+def best_ask_micro(market: Market, symbol: str) -> int:
+    book = market.venue.gateways[0].core.projection.instruments[symbol].book
+    return min(book.asks)
+
+
+async def test_page_buys_a_strip_of_hours_picked_in_the_market_list(
+    market: Market, browser: Browser
+) -> None:
+    """Dave shift-clicks four consecutive L40S hours, each with the market maker's asks on
+    it; the ticket quotes them leg by leg (3 GPU-h at each hour's best ask, 5 bps taker fee)
+    and he buys them in one click at the quoted notional plus the 0.5 % slippage shown. A
+    strip of more than the books hold is refused by the quote and nothing is sent."""
+    legs = market.symbols[2 * HOURS_LISTED:2 * HOURS_LISTED + 4]  # L40S, hours 0-3
+    usdc_micro = 5_000 * 10**6
+    await market.send([Deposit(ts=time.time_ns(), account="dave", asset="USDC",
+                               amount=format_micro(usdc_micro))])
+    dave = await browser.new_page(1600, 1000)
+    await dave.goto(market.login_url("dave", legs[0]))
+    await dave.wait_for("document.getElementById('account-name').textContent === 'dave'"
+                        " && document.querySelector('#balances-body tr[data-asset=\"USDC\"]')"
+                        f" !== null && location.hash.includes({json.dumps(legs[0])})",
+                        "dave is logged in on the first hour")
+
+    # Shift-click the fourth hour: the four hours are the strip, marked in the list.
+    await dave.click(f'.hour[data-symbol="{legs[3]}"]', shift=True)
+    await dave.wait_for("!document.getElementById('strip-form').hidden"
+                        " && document.querySelectorAll('.hour.in-strip').length === 4",
+                        "the strip ticket opens on the four hours")
+    marked = await dave.evaluate("[...document.querySelectorAll('.hour.in-strip')]"
+                                 ".map((row) => row.dataset.symbol)")
+    assert marked == legs
+    assert await dave.text("#strip-hours") == "4 hours"
+    await dave.fill("#strip-quantity", "3")
+    await dave.wait_for("document.getElementById('strip-status').dataset.state === 'ready'"
+                        " && [...document.querySelectorAll('#strip-legs-body tr')].every("
+                        "(row) => row.dataset.filled === '3')", "the quote fills every hour")
+
+    # The quote, leg by leg: 3 GPU-h at each hour's best ask; the totals and the limit.
+    asks = [best_ask_micro(market, symbol) for symbol in legs]
+    rows = await dave.evaluate("[...document.querySelectorAll('#strip-legs-body tr')].map("
+                               "(row) => [row.dataset.symbol, ...[...row.cells].map("
+                               "(cell) => cell.textContent)])")
+    assert [row[0] for row in rows] == legs
+    assert [row[2:] for row in rows] == [
+        ["3/3", usdc_text(ask), usdc_text(3 * ask)] for ask in asks], rows
+    notional = 3 * sum(asks)
+    fees = sum(3 * ask * 5 // 10_000 for ask in asks)
+    limit = -(-notional * 10_050 // 10_000)  # the notional plus 0.5 %, rounded up
+    assert await dave.text("#strip-notional") == f"{usdc_text(notional)} USDC"
+    assert await dave.text("#strip-fees") == f"{usdc_text(fees)} USDC"
+    assert await dave.text("#strip-total") == f"{usdc_text(notional + fees)} USDC"
+    assert await dave.text("#strip-limit-shown") == f"{usdc_text(limit)} USDC (quote + 0.5 %)"
+    await dave.screenshot("10-strip-quoted")
+
+    # One click buys it: the result, the fills and the balances follow.
+    await dave.click("#strip-submit")
+    await dave.wait_for("document.getElementById('strip-result').dataset.status === 'accepted'",
+                        "the strip is bought")
+    assert f"paid {usdc_text(notional + fees)} USDC" in await dave.text("#strip-result")
+    sent = [json.loads(text) for direction, text in dave.frames
+            if direction == "send" and json.loads(text).get("op") == "new_strip_order"]
+    assert [(m["side"], m["instruments"], m["quantity"], m["limit_total"]) for m in sent] == [
+        ("buy", legs, 3, format_micro(limit))]
+    await dave.wait_for(" && ".join(
+        f"document.querySelector('#balances-body tr[data-asset=\"{symbol}\"] td.num')"
+        "?.textContent === '3'" for symbol in legs)
+        + " && document.querySelector('#balances-body tr[data-asset=\"USDC\"] td.num')"
+        f".textContent === {json.dumps(usdc_text(usdc_micro - notional - fees))}"
+        " && document.querySelectorAll('#fills-body tr[data-trade-id]').length === 4",
+        "dave holds 3 GPU-h of each hour, paid the total, and sees four fills")
+    assert await dave.evaluate(
+        "document.querySelectorAll('#orders-body tr[data-client-order-id]').length") == 0
+    await dave.click("#tab-fills")
+    await dave.screenshot("11-strip-bought")
+
+    # A limit below the cost: the quote says the strip would be refused for its limit.
+    await dave.fill("#strip-limit", "0.01")
+    await dave.wait_for("document.getElementById('strip-status').dataset.reason"
+                        " === 'limit_exceeded' && document.getElementById('strip-submit')"
+                        ".disabled", "a strip over its limit cannot be sent")
+    await dave.evaluate("(() => { const limit = document.getElementById('strip-limit');"
+                        " limit.value = ''; limit.dispatchEvent(new Event('input',"
+                        " {bubbles: true})); })()")
+
+    # More than the books hold: refused by the quote, the short hours named, nothing sent
+    # (not even on a click), while the ticket keeps asking for quotes.
+    await dave.fill("#strip-quantity", "5000")
+    await dave.wait_for("document.getElementById('strip-status').dataset.reason"
+                        " === 'insufficient_liquidity' && document.getElementById("
+                        "'strip-submit').disabled", "a strip the books cannot fill is refused")
+    assert "of 5000 GPU-h" in await dave.text("#strip-status")
+    assert await dave.evaluate("document.querySelectorAll('#strip-legs-body tr.short').length"
+                               " === 4")
+    quotes = sent_ops(dave, "strip_quote")
+    await dave.click("#strip-submit")
+    await eventually(lambda: sent_ops(dave, "strip_quote") > quotes, timeout_s=WAIT_TIMEOUT_S,
+                     message="the ticket quotes the strip again")
+    assert sent_ops(dave, "new_strip_order") == 1
+    await dave.screenshot("12-strip-refused")
+
+    contract = ApiContract()
+    dave.save_console("dave")
+    assert dave.errors == [], f"dave's console: {dave.errors}"
+    for direction, text in dave.frames:
+        contract.check(direction, text)
+    assert contract.violations == [], contract.violations[:5]
+
+
+async def test_chart_draws_the_index_of_the_class_from_its_history_and_its_feed(
+    market: Market, browser: Browser
+) -> None:
+    """Index rows of H100 in eu-west, written to the store as the index service writes them:
+    twenty minutes from trades, three falling back to the mid, one with no value; the page
+    draws them beside the candles (GET /index), then the next minute's value from the feed."""
+    gpu = "H100-SXM-80GB"
+    first_minute = time.time_ns() // MINUTE_NS * MINUTE_NS - 25 * MINUTE_NS
+    sources = ["trades"] * 12 + ["mid"] * 3 + ["none"] + ["trades"] * 8
+
+    def row(minute: int, source: str) -> IndexValue:
+        micro = None if source == "none" else 2_150_000 + minute * 2_500
+        return IndexValue(
+            gpu=gpu, region=REGION, minute_ns=first_minute + minute * MINUTE_NS,
+            value_micro=micro, source=source,  # type: ignore[arg-type]
+            trade_count=3 if source == "trades" else 0, volume=12 if source == "trades" else 0,
+            instrument_count=2 if source == "trades" else 0, sufficient=source == "trades",
+            inputs_hash=bytes([minute]) * 32, last_seq=1 + minute)
+
+    connection = await connect(market.index_url)
+    try:
+        await index_store.migrate(connection)
+        async with connection.transaction():
+            await index_store.write_values(
+                connection, [row(minute, source) for minute, source in enumerate(sources)])
+        page = await browser.new_page(1600, 1000)
+        await page.goto(f"{market.http_url}#instrument={market.main}")
+        await page.wait_for("document.getElementById('index-legend').dataset.minutes === '23'"
+                            " && document.getElementById('index-legend').dataset"
+                            ".fallbackMinutes === '3'",
+                            "the index's history is drawn, its fallback minutes dashed")
+        latest = format_micro(2_150_000 + 23 * 2_500)
+        assert await page.evaluate("document.getElementById('index-legend').dataset.value") \
+            == latest
+        assert await page.text("#index-latest") == f"{latest} · from trades"
+        await page.screenshot("13-index-line")
+
+        async with connection.transaction():
+            await index_store.write_values(connection, [row(len(sources), "mid")])
+        live = format_micro(2_150_000 + len(sources) * 2_500)
+        await page.wait_for("document.getElementById('index-legend').dataset.minutes === '24'"
+                            f" && document.getElementById('index-legend').dataset.value"
+                            f" === {json.dumps(live)}", "the feed's new value is drawn")
+        assert await page.text("#index-latest") == f"{live} · fallback: mid of bid and ask"
+    finally:
+        await connection.close()
+    page.save_console("index")
+    assert page.errors == [], f"the console: {page.errors}"
+    contract = ApiContract()
+    for direction, text in page.frames:
+        contract.check(direction, text)
+    assert contract.violations == [], contract.violations[:5]
+    subscribed = [json.loads(text) for direction, text in page.frames
+                  if direction == "send" and json.loads(text).get("channel") == "index"]
+    assert subscribed and subscribed[0]["gpu"] == gpu and subscribed[0]["region"] == REGION
 
 
 async def test_gateway_port_serves_the_page_and_nothing_outside_it(market: Market) -> None:

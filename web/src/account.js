@@ -1,6 +1,7 @@
 // The account's side of the page: open orders (cancel, amend in place), fills with the
 // link to their settlement proof, the order history and the balances, all from the private
-// feeds (orders, fills, balances); the activity tabs (deliveries.js fills two of them).
+// feeds (orders, fills, balances); the activity tabs (deliveries.js fills two of them). A
+// strip never rests: its reports and its legs' go to the history, never to open orders.
 
 import { byId, clockUtc, el, reasonText } from "./dom.js";
 import { decimalsOf, formatDecimal, formatQuantity, formatUsdc } from "./decimal.js";
@@ -19,6 +20,7 @@ export class AccountView {
     this.history = []; // newest first
     this.balances = new Map();
     this.rows = new Map(); // client_order_id -> { row, editing }
+    this.strips = new Set(); // ids of the strips trading now (their legs' order_id)
     this.loggedIn = false;
     this.tab = "orders";
     for (const tab of document.querySelectorAll(".activity .tab")) {
@@ -61,10 +63,17 @@ export class AccountView {
   applyOrders(message) {
     if (message.kind === "snapshot") this.orders.clear();
     for (const report of message.orders) {
-      const previous = this.orders.get(report.client_order_id);
+      if (report.event === "strip_accepted") this.strips.add(report.order_id);
+      const strip = report.event?.startsWith("strip_") || this.strips.has(report.order_id);
+      if (report.event === "strip_done") this.strips.delete(report.order_id);
+      // A strip's id may be an open order's too: its reports leave that order alone.
+      const previous = strip ? undefined : this.orders.get(report.client_order_id);
       const merged = { ...previous, ...report };
-      if (report.status === "open" || (report.status === undefined && previous)) this.orders.set(report.client_order_id, merged);
-      else if (report.status !== undefined) this.orders.delete(report.client_order_id);
+      if (!strip && (report.status === "open" || (report.status === undefined && previous))) {
+        this.orders.set(report.client_order_id, merged);
+      } else if (!strip && report.status !== undefined) {
+        this.orders.delete(report.client_order_id);
+      }
       if (message.kind === "update") this.history.unshift(merged);
     }
     this.history.length = Math.min(this.history.length, HISTORY_KEPT_MAX);

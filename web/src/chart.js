@@ -1,12 +1,19 @@
-// The price chart: one-minute candles and their volume, with TradingView's
-// lightweight-charts (Apache-2.0; the attribution link sits in the panel's header).
+// The price chart: one-minute candles and their volume, and beside them the GPU-hour price
+// index of the contract's class and region (docs/index-methodology.md): a solid line where a
+// minute's value comes from trades, dashed where it falls back to the mid of the best bid
+// and ask or to the last value, a gap where there is none. TradingView's lightweight-charts
+// (Apache-2.0; the attribution link sits in the panel's header).
 
-import { CandlestickSeries, ColorType, CrosshairMode, HistogramSeries, createChart } from "lightweight-charts";
-import { byId } from "./dom.js";
-import { decimalsOf } from "./decimal.js";
+import { CandlestickSeries, ColorType, CrosshairMode, HistogramSeries, LineSeries, LineStyle, createChart } from "lightweight-charts";
+import { byId, clockUtc } from "./dom.js";
+import { decimalsOf, formatDecimal } from "./decimal.js";
 
 const UP = "#2ebd85";
 const DOWN = "#f6465d";
+const INDEX = "#f0b90b";
+const HIDDEN = "rgba(0, 0, 0, 0)";
+const INDEX_POINTS_MAX = 2 * 1440; // two days of minutes; the oldest go first
+const SOURCE_TEXT = { trades: "from trades", mid: "fallback: mid of bid and ask", last: "fallback: last value", none: "no value" };
 
 export class PriceChart {
   constructor() {
@@ -35,8 +42,14 @@ export class PriceChart {
       priceFormat: { type: "volume" }, priceScaleId: "volume", lastValueVisible: false, priceLineVisible: false,
     });
     this.volume.priceScale().applyOptions({ scaleMargins: { top: 0.8, bottom: 0 } });
+    const indexLine = { color: INDEX, lineWidth: 2, priceLineVisible: false, crosshairMarkerRadius: 3 };
+    this.indexTrades = this.chart.addSeries(LineSeries, { ...indexLine, title: "index" });
+    this.indexFallback = this.chart.addSeries(LineSeries, { ...indexLine, lineStyle: LineStyle.Dashed, lastValueVisible: false });
+    this.legend = byId("index-legend");
     this.bars = new Map(); // start second -> candle bar
     this.lastTime = null;
+    this.indexClass = null; // { gpu, region } whose index is drawn
+    this.indexPoints = new Map(); // minute_ns -> IndexPoint
   }
 
   /** Start afresh for another instrument. */
@@ -44,15 +57,24 @@ export class PriceChart {
     const decimals = spec ? decimalsOf(spec.tick_size) : 2;
     const minMove = spec ? Number(spec.tick_size) : 0.01;
     this.candles.applyOptions({ priceFormat: { type: "price", precision: decimals, minMove } });
+    // An index value is a volume-weighted average: two more decimals than the tick.
+    const indexFormat = { type: "price", precision: decimals + 2, minMove: minMove / 100 };
+    this.indexTrades.applyOptions({ priceFormat: indexFormat });
+    this.indexFallback.applyOptions({ priceFormat: indexFormat });
     this.bars.clear();
     this.lastTime = null;
     this.candles.setData([]);
     this.volume.setData([]);
-    this.emptyNote.hidden = false;
+    this.showEmpty();
   }
 
-  /** Show the latest candles at a readable width: all of them when they fit. */
-  fit(count) {
+  showEmpty() {
+    this.emptyNote.hidden = this.bars.size > 0 || this.indexPoints.size > 0;
+  }
+
+  /** Show the latest minutes at a readable width: all of them when they fit. */
+  fit() {
+    const count = new Set([...this.bars.keys(), ...[...this.indexPoints.keys()].map((ns) => Math.floor(ns / 1e9))]).size;
     const width = this.container.clientWidth || 600;
     const visible = Math.floor(width / 7);
     const timeScale = this.chart.timeScale();
@@ -77,11 +99,76 @@ export class PriceChart {
       const all = [...this.bars.values()].sort((a, b) => a.candle.time - b.candle.time);
       this.candles.setData(all.map((bar) => bar.candle));
       this.volume.setData(all.map((bar) => bar.volume));
-      if (message.kind === "snapshot") this.fit(all.length);
+      if (message.kind === "snapshot") this.fit();
     }
     const times = [...this.bars.keys()];
     this.lastTime = times.length ? Math.max(...times) : null;
-    this.emptyNote.hidden = this.bars.size > 0;
+    this.showEmpty();
+  }
+
+  // -- the index line ------------------------------------------------------------------------
+
+  /** Draw the index of a class and region from now on (nothing drawn until values come). */
+  showIndexOf(gpu, region) {
+    if (this.indexClass?.gpu === gpu && this.indexClass?.region === region) return;
+    this.indexClass = { gpu, region };
+    this.indexPoints.clear();
+    this.drawIndex();
+  }
+
+  /** Add index values (IndexPoint, from GET /index or the `index` feed) of the class drawn;
+   * `fit` shows them all at a readable width (a history just read). */
+  addIndex(points, fit = false) {
+    const wanted = this.indexClass;
+    for (const point of points) {
+      if (wanted && point.gpu === wanted.gpu && point.region === wanted.region) this.indexPoints.set(point.minute_ns, point);
+    }
+    const oldest = [...this.indexPoints.keys()].sort((a, b) => a - b);
+    for (const minute of oldest.slice(0, Math.max(0, oldest.length - INDEX_POINTS_MAX))) this.indexPoints.delete(minute);
+    this.drawIndex();
+    if (fit) this.fit();
+  }
+
+  /** A segment is solid between two minutes valued from trades, dashed where either end is
+   * a fallback value, and absent next to a minute without a value. Both series carry every
+   * valued minute; a segment takes the colour of the point it starts from, so each series
+   * hides the segments that are the other's (whitespace would not break a line). */
+  drawIndex() {
+    const points = [...this.indexPoints.values()].sort((a, b) => a.minute_ns - b.minute_ns);
+    const solid = [];
+    const dashed = [];
+    points.forEach((point, index) => {
+      if (point.value === null) return;
+      const next = points[index + 1];
+      const joined = next !== undefined && next.value !== null;
+      const bothFromTrades = joined && point.source === "trades" && next.source === "trades";
+      const time = Math.floor(point.minute_ns / 1e9);
+      const value = Number(point.value);
+      solid.push({ time, value, color: bothFromTrades ? INDEX : HIDDEN });
+      dashed.push({ time, value, color: joined && !bothFromTrades ? INDEX : HIDDEN });
+    });
+    if (solid.length > 0) solid.at(-1).color = INDEX; // starts no segment; colours the price label
+    this.indexTrades.setData(solid);
+    this.indexFallback.setData(dashed);
+    this.legend.dataset.minutes = String(points.filter((p) => p.value !== null).length);
+    this.legend.dataset.fallbackMinutes = String(points.filter((p) => p.value !== null && p.source !== "trades").length);
+    this.renderLegend(points.at(-1));
+    this.showEmpty();
+  }
+
+  renderLegend(latest) {
+    const value = byId("index-latest");
+    if (!latest) {
+      value.textContent = "no values yet";
+      value.title = "";
+      this.legend.dataset.source = "";
+      return;
+    }
+    const flags = latest.source === "trades" && !latest.sufficient ? " · thin data" : "";
+    value.textContent = `${latest.value === null ? "–" : formatDecimal(latest.value, 2)} · ${SOURCE_TEXT[latest.source] ?? latest.source}${flags}`;
+    value.title = `${latest.gpu} · ${latest.region} at ${clockUtc(latest.minute_ns)} UTC: ${latest.trade_count} trades, ${latest.volume} GPU-h over ${latest.instrument_count} hours; inputs ${latest.inputs_hash}`;
+    this.legend.dataset.source = latest.source;
+    this.legend.dataset.value = latest.value ?? "";
   }
 }
 

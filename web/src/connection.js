@@ -11,7 +11,7 @@ const RATE_LIMIT_RETRIES_MAX = 5;
 const RECONNECT_DELAY_MS_MIN = 500;
 const RECONNECT_DELAY_MS_MAX = 10_000;
 const SILENCE_HEARTBEATS_MAX = 3;
-const PUBLIC_CHANNELS = new Set(["book", "trades", "ticker", "candles"]);
+const PUBLIC_CHANNELS = new Set(["book", "trades", "ticker", "candles", "index"]);
 
 export class RequestError extends Error {
   constructor(reply) {
@@ -21,8 +21,28 @@ export class RequestError extends Error {
   }
 }
 
-function subscriptionKey(channel, instrument) {
-  return `${channel}|${instrument ?? ""}`;
+/** A feed's scope: an instrument's symbol, `{ gpu, region }` for one class's index, or
+ * undefined (the private feeds, the index of every class). */
+function scopeKey(scope) {
+  if (scope === undefined || scope === null) return "";
+  return typeof scope === "string" ? scope : `${scope.gpu}|${scope.region}`;
+}
+
+function subscriptionKey(channel, scope) {
+  return `${channel}|${scopeKey(scope)}`;
+}
+
+/** The subscribe/unsubscribe fields of a feed and its scope. */
+function scopeFields(channel, scope) {
+  if (scope === undefined || scope === null) return { channel };
+  if (typeof scope === "string") return { channel, instrument: scope };
+  return { channel, gpu: scope.gpu, region: scope.region };
+}
+
+/** The scope a feed message belongs to (the public feeds name it; the private ones do not). */
+function messageScope(message) {
+  if (message.type === "index") return message.gpu === undefined ? undefined : { gpu: message.gpu, region: message.region };
+  return PUBLIC_CHANNELS.has(message.type) ? message.instrument : undefined;
 }
 
 export class GatewayClient {
@@ -95,35 +115,38 @@ export class GatewayClient {
     }
   }
 
-  /** Subscribe; `handler(message)` gets the snapshot and updates. Returns the unsubscriber. */
-  subscribe(channel, instrument, handler) {
-    const key = subscriptionKey(channel, instrument);
-    const subscription = { channel, instrument, handler };
+  /** Subscribe to a feed of a scope (an instrument, `{ gpu, region }` for one class's
+   * index, or none); `handler(message)` gets the snapshot and updates. Returns the
+   * unsubscriber. */
+  subscribe(channel, scope, handler) {
+    const key = subscriptionKey(channel, scope);
+    const subscription = { channel, scope, handler };
     this.subscriptions.set(key, subscription);
     this.#sendSubscribe(subscription);
     return () => {
       if (this.subscriptions.get(key) !== subscription) return;
       this.subscriptions.delete(key);
-      if (this.state === "open") {
-        const fields = instrument ? { channel, instrument } : { channel };
-        this.request("unsubscribe", fields).catch(() => {});
-      }
+      if (this.state === "open") this.request("unsubscribe", scopeFields(channel, scope)).catch(() => {});
     };
   }
 
   /** Ask again for a snapshot of a live subscription (after a gap in the book feed). */
-  resnapshot(channel, instrument) {
-    const subscription = this.subscriptions.get(subscriptionKey(channel, instrument));
+  resnapshot(channel, scope) {
+    const subscription = this.subscriptions.get(subscriptionKey(channel, scope));
     if (subscription) this.#sendSubscribe(subscription);
+  }
+
+  /** The gateway's plain HTTP origin (its `GET /index`): the websocket URL's, ws -> http. */
+  httpOrigin() {
+    const url = new URL(this.url);
+    return `${url.protocol === "wss:" ? "https:" : "http:"}//${url.host}`;
   }
 
   // -- internals ---------------------------------------------------------------------------
 
   #sendSubscribe(subscription) {
     if (this.state !== "open") return; // sent on (re)connect
-    const { channel, instrument } = subscription;
-    const fields = instrument ? { channel, instrument } : { channel };
-    this.request("subscribe", fields).catch((error) => {
+    this.request("subscribe", scopeFields(subscription.channel, subscription.scope)).catch((error) => {
       this.hooks.onSubscribeFailed?.(subscription, error);
     });
   }
@@ -240,8 +263,7 @@ export class GatewayClient {
         this.hooks.onNotice?.(message);
         return;
       default: {
-        const instrument = PUBLIC_CHANNELS.has(message.type) ? message.instrument : undefined;
-        const subscription = this.subscriptions.get(subscriptionKey(message.type, instrument));
+        const subscription = this.subscriptions.get(subscriptionKey(message.type, messageScope(message)));
         subscription?.handler(message); // a message for a feed no longer wanted is dropped
       }
     }

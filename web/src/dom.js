@@ -76,6 +76,10 @@ const REASONS = {
   dead_man_switch: "canceled by the venue: the dead-man's switch fired",
   not_deliverable: "this contract was listed without a bond: nothing can be issued on it",
   duplicate_issue: "an issue with this id was already made",
+  insufficient_liquidity: "some hour has not enough on offer from other accounts",
+  limit_exceeded: "the strip's cost is past its limit",
+  invalid_quantity: "the quantity is outside what the contract allows",
+  unknown_instrument: "the contract is not listed",
 };
 
 /** A reject or cancel reason for people: "post_only_would_cross" -> "post-only order would cross…". */

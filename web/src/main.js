@@ -6,7 +6,7 @@ import { AccountView } from "./account.js";
 import { LocalBook } from "./book.js";
 import { PriceChart } from "./chart.js";
 import { GatewayClient, RequestError } from "./connection.js";
-import { decimalsOf, formatDecimal, formatQuantity } from "./decimal.js";
+import { decimalsOf, formatDecimal, formatQuantity, formatUsdc } from "./decimal.js";
 import { DeliveriesView } from "./deliveries.js";
 import { DepthView } from "./depth.js";
 import { byId, countdown, dayUtc, reasonText, windowUtc } from "./dom.js";
@@ -14,6 +14,7 @@ import { LadderView } from "./ladder.js";
 import { MarketsView, shortLabels } from "./markets.js";
 import { OrderForm } from "./orderform.js";
 import { KeyError, keyFromFragment, parseApiKey } from "./signing.js";
+import { StripTicket } from "./strip.js";
 import { TapeView } from "./tape.js";
 import { toast } from "./toasts.js";
 
@@ -21,6 +22,7 @@ const INSTRUMENTS_REFRESH_MS = 60_000;
 const SESSION_KEY = "gpux.apiKey";
 const LAST_INSTRUMENT_KEY = "gpux.instrument";
 const MARKET_CHANNELS = ["book", "trades", "ticker", "candles"];
+const INDEX_HISTORY_MINUTES = 180; // the index line's past, beside the hour of candles
 
 class App {
   constructor() {
@@ -34,6 +36,8 @@ class App {
     this.orderCounter = 0;
     this.dirty = new Set();
     this.frame = null;
+    this.indexOf = null; // { gpu, region } whose index the chart draws
+    this.stopIndex = null;
     this.client = new GatewayClient(gatewayUrl(), {
       onState: (state) => this.showConnection(state),
       onLogin: (result, error) => this.onLogin(result, error),
@@ -41,7 +45,10 @@ class App {
       onSubscribeFailed: (subscription, error) =>
         toast("error", `Could not subscribe to ${subscription.channel}`, error.message),
     });
-    this.markets = new MarketsView({ onSelect: (symbol) => this.select(symbol) });
+    this.markets = new MarketsView({
+      onSelect: (symbol) => this.select(symbol),
+      onRange: (symbol) => this.pickStrip(symbol),
+    });
     this.ladder = new LadderView({ onPick: (price) => this.form.setPrice(price) });
     this.ladder.onResize = () => this.mark("book");
     this.depth = new DepthView();
@@ -51,6 +58,15 @@ class App {
       onSubmit: (fields) => this.placeOrder(fields),
       onLoginWanted: () => this.openLogin(),
       nowNs: () => Math.round(this.client.serverTimeMs()) * 1_000_000,
+    });
+    this.strip = new StripTicket({
+      quote: async (fields) => (await this.client.request("strip_quote", fields)).result,
+      send: (fields) => this.client.request("new_strip_order", fields),
+      nextClientOrderId: () => this.nextClientOrderId(),
+      onLoginWanted: () => this.openLogin(),
+      onLegs: (symbols) => this.markets.setStrip(symbols),
+      onResult: (result) => this.stripDone(result),
+      nowMs: () => this.client.serverTimeMs(),
     });
     this.account = new AccountView({
       onCancel: (id) => this.orderCommand("cancel_order", { client_order_id: id }, "Cancel"),
@@ -67,6 +83,7 @@ class App {
     this.deliveries.reset(null);
     this.tape.reset();
     this.bindLogin();
+    this.bindEntryTabs();
   }
 
   start() {
@@ -110,6 +127,7 @@ class App {
     this.instruments = new Map(listed.map((spec) => [spec.symbol, spec]));
     this.gpuLabels = shortLabels([...new Set([...this.instruments.values()].map((spec) => spec.gpu))]);
     this.markets.setInstruments([...this.instruments.values()], this.client.serverTimeMs());
+    this.strip.setInstruments(this.instruments);
     if (this.symbol === null || !this.instruments.has(this.symbol)) {
       const choice = this.instruments.has(this.wanted) ? this.wanted : this.defaultSymbol();
       if (choice) this.select(choice);
@@ -151,6 +169,8 @@ class App {
     this.form.setInstrument(spec);
     this.form.setBook(this.book);
     this.chart.reset(spec);
+    this.showIndex(spec);
+    this.strip.follow(symbol);
     this.tape.reset();
     byId("title-gpu").textContent = `${spec.gpu} · ${spec.region}`;
     const bond = spec.bond_per_gpu_hour === undefined ? "" : ` · bond ${spec.bond_per_gpu_hour} USDC per GPU-h`;
@@ -180,7 +200,35 @@ class App {
       this.book.resyncs += 1;
       this.client.resnapshot("book", this.symbol);
     }
+    if (this.strip.includes(this.symbol)) this.strip.bookMoved();
     this.mark("book");
+  }
+
+  // -- the price index ---------------------------------------------------------------------
+
+  /** Draw the index of the contract's class and region: its history from GET /index, then
+   * each new value from the `index` feed. */
+  showIndex(spec) {
+    if (this.indexOf?.gpu === spec.gpu && this.indexOf?.region === spec.region) return;
+    this.stopIndex?.();
+    const scope = { gpu: spec.gpu, region: spec.region };
+    this.indexOf = scope;
+    this.chart.showIndexOf(spec.gpu, spec.region);
+    this.stopIndex = this.client.subscribe("index", scope, (message) => this.chart.addIndex(message.values));
+    this.loadIndexHistory(scope);
+  }
+
+  async loadIndexHistory(scope) {
+    const from = new Date(this.client.serverTimeMs() - INDEX_HISTORY_MINUTES * 60_000).toISOString();
+    const query = new URLSearchParams({ gpu: scope.gpu, region: scope.region, from });
+    try {
+      const response = await fetch(`${this.client.httpOrigin()}/index?${query}`, { cache: "no-store" });
+      if (!response.ok) throw new Error((await response.json()).error ?? `HTTP ${response.status}`);
+      const points = await response.json();
+      if (this.indexOf === scope) this.chart.addIndex(points, true);
+    } catch (error) {
+      toast("error", "Could not load the price index", error.message);
+    }
   }
 
   onTrades(message) {
@@ -327,9 +375,11 @@ class App {
     this.client.subscribe("balances", undefined, (message) => {
       this.account.applyBalances(message);
       this.form.setAccount(true, this.account.balances);
+      this.strip.setAccount(true, this.account.balances);
     });
     this.client.subscribe("deliveries", undefined, (message) => this.deliveries.apply(message));
     this.form.setAccount(true, this.account.balances);
+    this.strip.setAccount(true, this.account.balances);
     toast("ok", `Logged in as ${result.account}`, `role ${result.role}`);
   }
 
@@ -348,10 +398,42 @@ class App {
     this.account.reset(false);
     this.deliveries.reset(null);
     this.form.setAccount(false, new Map());
+    this.strip.setAccount(false, new Map());
     this.mark("book");
   }
 
   // -- order entry -------------------------------------------------------------------------
+
+  bindEntryTabs() {
+    for (const tab of document.querySelectorAll(".entry-tabs .tab")) {
+      tab.addEventListener("click", () => this.showEntry(tab.dataset.entry));
+    }
+  }
+
+  /** Show the order form ("order") or the strip ticket ("strip"). */
+  showEntry(name) {
+    for (const tab of document.querySelectorAll(".entry-tabs .tab")) {
+      tab.setAttribute("aria-selected", String(tab.dataset.entry === name));
+    }
+    byId("order-form").hidden = name !== "order";
+    byId("strip-form").hidden = name !== "strip";
+    this.strip.setActive(name === "strip");
+  }
+
+  /** A shift-click in the market list: a strip of the hours from the one shown to `symbol`. */
+  pickStrip(symbol) {
+    this.strip.pickRange(this.symbol ?? symbol, symbol);
+    this.showEntry("strip");
+  }
+
+  stripDone(result) {
+    const hours = `${result.legs?.length ?? 0} hours × ${formatQuantity(result.quantity ?? 0)} GPU-h`;
+    if (result.status === "accepted") {
+      toast("ok", `Strip ${result.side === "buy" ? "bought" : "sold"}: ${hours}`, `${result.side === "buy" ? "paid" : "received"} ${formatUsdc(result.total)} USDC`);
+    } else {
+      toast("error", "Strip: rejected", reasonText(result.reason));
+    }
+  }
 
   nextClientOrderId() {
     this.orderCounter += 1;

@@ -1,18 +1,21 @@
-// The instrument picker: GPU classes as tabs, their delivery hours as a list.
+// The instrument picker: GPU classes as tabs, their delivery hours as a list. A click picks
+// the hour shown; a shift-click picks a range of hours from the one shown, for a strip.
 
 import { byId, dayUtc, el, windowUtc } from "./dom.js";
 
 const CLOSED_SHOWN_MAX = 3;
 
 export class MarketsView {
-  constructor({ onSelect }) {
+  constructor({ onSelect, onRange }) {
     this.onSelect = onSelect;
+    this.onRange = onRange;
     this.tabs = byId("gpu-tabs");
     this.hours = byId("hours");
     this.region = byId("markets-region");
     this.instruments = [];
     this.gpu = null;
     this.current = null;
+    this.strip = new Set(); // the symbols of the strip's hours, marked in the list
   }
 
   /** Show the instruments (InstrumentSpec list); `nowMs` decides which are closed. */
@@ -26,6 +29,12 @@ export class MarketsView {
     this.current = symbol;
     const spec = this.instruments.find((i) => i.symbol === symbol);
     if (spec) this.gpu = spec.gpu;
+    this.render();
+  }
+
+  /** Mark the hours of a strip (a list of symbols; empty for none). */
+  setStrip(symbols) {
+    this.strip = new Set(symbols);
     this.render();
   }
 
@@ -67,11 +76,13 @@ export class MarketsView {
     const open = this.isOpen(spec);
     const label = el("span", { class: "hour-time", text: windowUtc(spec.delivery_start, spec.delivery_hours) },
       showRegion ? el("span", { class: "hour-region", text: spec.region }) : null);
+    const inStrip = this.strip.has(spec.symbol);
     const button = el("button", {
-      type: "button", class: `hour${open ? "" : " closed"}`, "data-symbol": spec.symbol, title: spec.symbol,
+      type: "button", class: `hour${open ? "" : " closed"}${inStrip ? " in-strip" : ""}`, "data-symbol": spec.symbol,
+      title: `${spec.symbol}${open ? " · shift-click: a strip of the hours from the one shown to this one" : ""}`,
       "aria-current": String(spec.symbol === this.current),
-      onclick: () => this.onSelect(spec.symbol),
-    }, label, el("span", { class: "hour-status", text: open ? "Open" : "Closed" }));
+      onclick: (event) => (event.shiftKey && open ? this.onRange(spec.symbol) : this.onSelect(spec.symbol)),
+    }, label, el("span", { class: "hour-status", text: inStrip ? "Strip" : open ? "Open" : "Closed" }));
     return el("li", {}, button);
   }
 }
