@@ -7,7 +7,10 @@
 - a GPU operator (sdk.bots.operator_quoter) issuing its GPUs' capacity on every listed hour
   and offering it;
 - a taker that now and then buys or sells at market on the nearest hours, so trades print,
-  candles form and the maker's inventory moves its quotes.
+  candles form and the maker's inventory moves its quotes; on its second round, then one in
+  STRIP_EVERY_TAKES, it buys a strip of a few consecutive hours of a class instead
+  (sdk.bots.strip_buyer: at the quoted notional plus STRIP_SLIPPAGE_BPS, nothing sent when
+  the quote says it would be refused), so the demo shows strips.
 
 Issue ids are `ACCOUNT.SYMBOL.NODE` (sdk.bots.operator_quoter.issue_id): a restart issues
 nothing twice, the engine refusing the same id again with `duplicate_issue`. A bot's
@@ -20,6 +23,7 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
+import itertools
 import logging
 import random
 import time
@@ -30,7 +34,8 @@ from protocol import format_micro
 from sdk.book import price_micro
 from sdk.bots.market_maker import MarketMaker, MarketMakerConfig
 from sdk.bots.operator_quoter import DUPLICATE_ISSUE, Capacity, GpuClass, OperatorQuoter, issue_id
-from sdk.client import Client, ClientError, Quote
+from sdk.bots.strip_buyer import trade_strip
+from sdk.client import Client, ClientError, Quote, consecutive_instruments
 from sdk.signing import ApiKey
 from wsapi.messages import Instrument
 
@@ -48,6 +53,11 @@ TAKER_QUANTITY_MAX = 4
 DRIFT_CHANCE = 0.2  # per refresh (a second) that the maker's fair price moves a tick
 DRIFT_TICKS_MAX = 15  # how far it strays, about
 TAKER_HOME = 20  # GPU-hours of an hour the taker holds at which it buys and sells alike
+STRIP_EVERY_TAKES = 10  # one round in this many the taker buys a strip (every ~20 s),
+STRIP_FIRST_TAKE = 2  # from this one on, so that a demo of a few seconds shows a strip
+STRIP_HOURS_MAX = MAKER_HOURS  # a strip: 2 to this many hours from the nearest, all quoted
+STRIP_QUANTITY_MAX = 2  # GPU-hours per hour
+STRIP_SLIPPAGE_BPS = 50  # the limit: the quoted notional plus 0.5 %
 
 
 def nearest_hours(instruments: Iterable[Instrument], count: int,
@@ -121,6 +131,7 @@ class DemoBots:
         self.url = url
         self.keys = keys
         self.taker_orders = 0
+        self.taker_strips = 0  # strips sent (the engine's answer logged)
 
     def _client(self, account: str, cancel_on_disconnect: str = "off") -> Client:
         key = self.keys[account]
@@ -203,15 +214,20 @@ class DemoBots:
     async def _taker(self, stop: asyncio.Event) -> None:
         rng = random.Random()
         async with self._client("taker-1") as client:
+            instruments: list[Instrument] = []
             symbols: list[str] = []
             scanned_s = 0.0
-            while not stop.is_set():
+            for round_number in itertools.count(1):
                 await _pause(stop, rng.uniform(0.5, 1.5) * TAKER_INTERVAL_S)
+                if stop.is_set():
+                    return
                 if time.monotonic() - scanned_s > RESCAN_INTERVAL_S:
-                    symbols = sorted(nearest_hours(await client.instruments(), TAKER_HOURS,
-                                                   time.time_ns()))
+                    instruments = await client.instruments()
+                    symbols = sorted(nearest_hours(instruments, TAKER_HOURS, time.time_ns()))
                     scanned_s = time.monotonic()
-                if symbols and not stop.is_set():
+                if round_number % STRIP_EVERY_TAKES == STRIP_FIRST_TAKE:
+                    await self._buy_strip(client, rng, instruments)
+                elif symbols:
                     await self._take(client, rng, rng.choice(symbols))
 
     async def _take(self, client: Client, rng: random.Random, symbol: str) -> None:
@@ -226,3 +242,34 @@ class DemoBots:
             self.taker_orders += 1
         except ClientError as error:
             log.info("taker order on %s failed: %s", symbol, error)
+
+    async def _buy_strip(self, client: Client, rng: random.Random,
+                         instruments: list[Instrument]) -> None:
+        """Buy a strip of 2 to STRIP_HOURS_MAX consecutive hours of a class from its nearest
+        open hour, at the quoted notional plus the slippage; log what became of it."""
+        gpu = rng.choice(sorted(GPU_CLASSES))
+        nearest = nearest_hours(instruments, 1, time.time_ns())
+        first = next((i for i in nearest.values() if i.gpu == gpu), None)
+        if first is None:
+            return
+        hours = rng.randint(2, STRIP_HOURS_MAX)
+        quantity = rng.randint(1, STRIP_QUANTITY_MAX)
+        try:
+            legs = consecutive_instruments(instruments, gpu, REGION, first.delivery_start, hours)
+            outcome = await trade_strip(client, legs, "buy", quantity, STRIP_SLIPPAGE_BPS)
+        except (ValueError, ClientError) as error:
+            log.info("taker strip of %d %s hours failed: %s", hours, gpu, error)
+            return
+        result = outcome.result
+        if result is None:
+            log.info("taker strip of %d hours x %d GPU-h of %s from %s not sent: the quote "
+                     "says %s", hours, quantity, gpu, legs[0], outcome.reason)
+            return
+        self.taker_strips += 1
+        if result.accepted:
+            log.info("taker bought strip %s: %d hours x %d GPU-h of %s from %s, notional %s "
+                     "USDC (limit %s), fees %s", result.strip_id, hours, quantity, gpu, legs[0],
+                     result.notional, outcome.limit_total, result.fees)
+        else:
+            log.info("taker strip of %d hours x %d GPU-h of %s from %s refused by the engine: "
+                     "%s", hours, quantity, gpu, legs[0], result.reason)

@@ -4,7 +4,9 @@ market in Chromium, alice buys GPU-hours of the operator and offers them through
 another account crosses her, both see the fill; Ctrl-C stops everything, and a second start
 on the same data directory resumes the same market (instruments, balances, the trade and its
 settlement proof on chain) without issuing anything twice. Nobody gets GPU-hours by deposit:
-the log shows USDC deposits only, and every issue's bond taken from its issuer's USDC.
+the log shows USDC deposits only, and every issue's bond taken from its issuer's USDC. The
+taker bot buys a strip every twenty seconds or so: each one in the log bought every hour
+of it, at most its limit.
 
 `gpux dev` runs as a subprocess on a temporary data directory and free ports, with its
 embedded log, PostgreSQL (the pgserver wheel's binaries) and anvil. Screenshots and the
@@ -41,7 +43,11 @@ from protocol import (
     CapacityIssued,
     Deposited,
     IssueCapacity,
+    StripAccepted,
+    StripDone,
+    Trade,
     decode_command,
+    decode_event,
     encode,
     format_micro,
     parse_micro,
@@ -413,6 +419,26 @@ async def test_dev_brings_up_a_live_venue_that_trades_in_the_browser_and_resumes
     assert b'"duplicate_instrument"' not in b"".join(events), "no hour was listed twice"
     assert engine.trade_counter > 1, "the bots traded too"
     assert issuers == {"operator-1", "mm-1"}, "the operator and the market maker issued"
+    check_strips([decode_event(line) for line in events])
+
+
+def check_strips(events: list[object]) -> None:
+    """Every strip the taker bot bought traded each of its hours in order, its quantity in
+    each, for the notional strip_done says and at most its limit."""
+    accepted = {e.strip_id: e for e in events if isinstance(e, StripAccepted)}
+    done = [e for e in events if isinstance(e, StripDone)]
+    assert {e.strip_id for e in done} == set(accepted), "every accepted strip is done"
+    for strip in done:
+        legs = accepted[strip.strip_id]
+        assert legs.account == "taker-1" and legs.side == "buy"
+        trades = [e for e in events if isinstance(e, Trade) and e.taker_order_id == strip.strip_id]
+        bought: dict[str, int] = {}
+        for trade in trades:
+            bought[trade.instrument] = bought.get(trade.instrument, 0) + trade.quantity
+        assert list(bought) == legs.instruments
+        assert set(bought.values()) == {legs.quantity}
+        notional = sum(parse_micro(t.price) * t.quantity for t in trades)
+        assert notional == parse_micro(strip.notional) <= parse_micro(legs.limit_total)
 
 
 def replay_checking_issues(commands: list[bytes]) -> tuple[Engine, list[bytes], set[str]]:
