@@ -156,6 +156,11 @@ export class PriceChart {
     this.showEmpty();
   }
 
+  /** Say why there is no index line (a gateway without the index's database). */
+  indexUnavailable(why) {
+    byId("index-latest").textContent = why;
+  }
+
   renderLegend(latest) {
     const value = byId("index-latest");
     if (!latest) {

@@ -223,6 +223,10 @@ class App {
     const query = new URLSearchParams({ gpu: scope.gpu, region: scope.region, from });
     try {
       const response = await fetch(`${this.client.httpOrigin()}/index?${query}`, { cache: "no-store" });
+      if (response.status === 404) {
+        this.chart.indexUnavailable("not served by this gateway");
+        return;
+      }
       if (!response.ok) throw new Error((await response.json()).error ?? `HTTP ${response.status}`);
       const points = await response.json();
       if (this.indexOf === scope) this.chart.addIndex(points, true);

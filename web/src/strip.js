@@ -74,6 +74,8 @@ export class StripTicket {
     this.asked = null; // the key of the quote in flight
     this.timer = null;
     this.busy = false;
+    this.legsShown = ""; // the symbols last handed to onLegs, joined
+    this.hoursShown = ""; // what the From and To fields list now
     this.form.addEventListener("input", () => this.changed());
     this.form.addEventListener("change", (event) => {
       if (event.target === this.from || event.target === this.to) this.pickStarts();
@@ -83,8 +85,6 @@ export class StripTicket {
       event.preventDefault();
       this.send();
     });
-    this.legsShown = ""; // the symbols last handed to onLegs, joined
-    this.hoursShown = ""; // what the From and To fields list now
     setInterval(() => {
       if (document.visibilityState !== "hidden") this.requote(0);
     }, QUOTE_REFRESH_MS);
