@@ -39,7 +39,7 @@ deposit credited once, every acknowledged order accounted for, and every bond re
 paid out exactly once and in full, in the events, the ledger and the Vault.
 
     python -m pytest tests/chaos                                  # CI size: about 90 s
-    GPUX_CHAOS_SIZE=full python -m pytest tests/chaos -s          # full size: about 8 minutes
+    GPUX_CHAOS_SIZE=full python -m pytest tests/chaos -s          # full size: about 15 minutes
 
 The full-size result goes in benchmarks/README.md. Each service's log, the broker's, the
 database's and the node's are under the test's tmp dir (kept when it fails, with
