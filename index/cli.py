@@ -31,7 +31,6 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import sys
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
@@ -56,7 +55,7 @@ from index.verify import (
     recompute_log,
 )
 from protocol import format_micro
-from runtime.observability import MetricsServer
+from runtime.cli import run_until_signal
 from runtime.postgres import connect
 
 __all__ = ["format_minute", "main", "parse_minute"]
@@ -140,23 +139,12 @@ async def _migrate(args: argparse.Namespace, out: TextIO) -> int:
 async def _run(args: argparse.Namespace, out: TextIO) -> int:
     config = IndexServiceConfig(batch_size_max=args.batch_size_max,
                                 topic_namespace=args.topic_namespace)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
     event_log = open_log_from(args)
     supervisor = IndexSupervisor(event_log, args.database_url, config)
-    metrics_server = None
     try:
-        if args.metrics_port >= 0:
-            metrics_server = MetricsServer(supervisor.metrics.registry, supervisor.healthy,
-                                           port=args.metrics_port)
-            await metrics_server.start()
-            log.info("metrics on http://127.0.0.1:%d/metrics", metrics_server.port)
-        await supervisor.run(stop)
+        await run_until_signal(supervisor, supervisor.metrics.registry, args.metrics_port,
+                               log)
     finally:
-        if metrics_server is not None:
-            await metrics_server.stop()
         await event_log.close()
     return EXIT_OK
 

@@ -29,7 +29,6 @@ import asyncio
 import csv
 import logging
 import os
-import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -44,7 +43,7 @@ from ledger.projector import ProjectorConfig, ProjectorSupervisor
 from ledger.reconcile import reconcile
 from ledger.verify import verify_chain
 from protocol import USDC, format_micro
-from runtime.observability import MetricsServer
+from runtime.cli import run_until_signal
 from runtime.postgres import connect
 
 __all__ = ["main"]
@@ -133,23 +132,12 @@ async def _run(args: argparse.Namespace, out: TextIO) -> int:
         writer_connections=args.writer_connections, database_role=args.database_role or None,
         topic_namespace=args.topic_namespace,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
     event_log = open_log_from(args)
     supervisor = ProjectorSupervisor(event_log, args.database_url, config)
-    metrics_server = None
     try:
-        if args.metrics_port >= 0:
-            metrics_server = MetricsServer(supervisor.metrics.registry, supervisor.healthy,
-                                           port=args.metrics_port)
-            await metrics_server.start()
-            log.info("metrics on http://127.0.0.1:%d/metrics", metrics_server.port)
-        await supervisor.run(stop)
+        await run_until_signal(supervisor, supervisor.metrics.registry, args.metrics_port,
+                               log)
     finally:
-        if metrics_server is not None:
-            await metrics_server.stop()
         await event_log.close()
     return EXIT_OK
 

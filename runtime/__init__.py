@@ -9,6 +9,7 @@
 | `errors` | `RetriableError`, the base of errors that carry a `retriable` flag |
 | `npm` | `npm ci` from package-lock.json (anvil, solc-js) |
 | `config` | the checks every service's settings share |
+| `cli` | running a supervised service until a signal, its metrics served (`run` commands) |
 
 The event log's flags live with the log (`eventlog.flags`).
 """
