@@ -1,11 +1,11 @@
 """Test support: a fresh database per test module with the ledger's tables, and trades,
-withdrawals and journal entries written into them as the ledger projector would. Never used
-outside tests."""
+withdrawals and journal entries written into them as the ledger projector would; a submitter
+stepped on a dev chain until an outcome. Never used outside tests."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg  # type: ignore[import-untyped]
 import msgspec
@@ -16,6 +16,7 @@ from ledger.store import append_batch, read_position
 from protocol import effects
 from runtime.postgres import create_database
 from settlement.fills import Fill
+from settlement.submitter import Outcome, Submitter
 
 Posting = tuple[str, str, int]  # (account, asset, signed amount)
 
@@ -101,3 +102,26 @@ async def append_entries(conn: asyncpg.Connection, entries: Sequence[Entry],
         if entry.withdrawal is not None:
             batch.withdrawals.append((entry.seq, *entry.withdrawal, ts))
     await append_batch(conn, batch)
+
+
+async def drive(submitter: Submitter, until: Callable[[Outcome], Awaitable[bool]],
+                steps_max: int = 200) -> list[Outcome]:
+    """Step `submitter` until `until(outcome)`, mining a block on its chain (anvil) whenever
+    one is awaited; return the outcomes. Fail after `steps_max` steps."""
+    outcomes: list[Outcome] = []
+    for _ in range(steps_max):
+        outcome = await submitter.step()
+        outcomes.append(outcome)
+        if await until(outcome):
+            return outcomes
+        if outcome in (Outcome.CONFIRMING, Outcome.WAITING):
+            submitter.chain.rpc("anvil_mine", ["0x1"])
+    raise AssertionError(f"not done after {steps_max} steps: {outcomes}")
+
+
+async def idle(outcome: Outcome) -> bool:
+    return outcome == Outcome.IDLE
+
+
+async def settled(outcome: Outcome) -> bool:
+    return outcome == Outcome.SETTLED

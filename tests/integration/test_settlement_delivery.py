@@ -19,7 +19,7 @@ import os
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -58,7 +58,14 @@ from settlement.fills import Fill
 from settlement.moves import Move, asset_id
 from settlement.proofs import prove, prove_move
 from settlement.submitter import Outcome, Submitter, SubmitterConfig
-from settlement.testing import Entry, append_entries, create_ledger_tables, fresh_database
+from settlement.testing import (
+    Entry,
+    append_entries,
+    create_ledger_tables,
+    drive,
+    fresh_database,
+    idle,
+)
 from tests.integration.database_faults import database_of
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,9 +103,6 @@ class Rig:
         settings: dict[str, Any] = {"batch_interval_ms": 0, "batch_size_max": 3, **overrides}
         config = SubmitterConfig(confirmations=CONFIRMATIONS, poll_interval_ms=10, **settings)
         return cls(self.contracts, self.conn, self.settler, config)
-
-    def mine(self) -> None:
-        self.contracts.chain.rpc("anvil_mine", ["0x1"])
 
 
 @pytest.fixture
@@ -177,24 +181,6 @@ def closing(rig: Rig) -> list[Entry]:
     ]  # fmt: skip
 
 
-async def drive(rig: Rig, submitter: Submitter, until: Callable[[Outcome], Awaitable[bool]],
-                steps_max: int = 200) -> list[Outcome]:
-    """Step until `until(outcome)`, mining a block whenever one is awaited."""
-    outcomes: list[Outcome] = []
-    for _ in range(steps_max):
-        outcome = await submitter.step()
-        outcomes.append(outcome)
-        if await until(outcome):
-            return outcomes
-        if outcome in (Outcome.CONFIRMING, Outcome.WAITING):
-            rig.mine()
-    raise AssertionError(f"not done after {steps_max} steps: {outcomes}")
-
-
-async def idle(outcome: Outcome) -> bool:
-    return outcome == Outcome.IDLE
-
-
 async def assert_vault_matches_ledger(rig: Rig) -> None:
     """Every Vault balance of the rig's wallets and the escrow is the ledger's."""
     expected: Counter[tuple[str, int]] = Counter()
@@ -239,14 +225,14 @@ async def test_issuance_trades_close_and_reports_settle_until_the_vault_is_the_l
 ) -> None:
     await append_entries(rig.conn, opening(rig))
     submitter = rig.submitter()
-    await drive(rig, submitter, idle)
+    await drive(submitter, idle)
     await assert_vault_matches_ledger(rig)
     assert rig.contracts.vault_balance(BOND_ESCROW, USDC_ASSET) == effects.bond(10, BOND_PER_HOUR)
     assert custody(rig) == 10
     assert rig.contracts.symbol_of(TOKEN) == SYMBOL
 
     await append_entries(rig.conn, closing(rig), last_seq=16)
-    outcomes = await drive(rig, submitter, idle)
+    outcomes = await drive(submitter, idle)
     assert Outcome.SETTLED in outcomes
     await assert_vault_matches_ledger(rig)
     assert rig.contracts.vault_balance(BOND_ESCROW, USDC_ASSET) == 0
@@ -320,7 +306,7 @@ async def test_a_submitter_restarted_mid_batch_pays_and_releases_each_bond_once(
     async def bond_batch_stored(outcome: Outcome) -> bool:
         return await bond_batch_is(rig, "pending")
 
-    await drive(rig, first, bond_batch_stored)
+    await drive(first, bond_batch_stored)
     batch = await store.open_batch(rig.conn)
     assert batch is not None and batch.move_count > 0 and batch.supply
     if death == "recorded":  # the signed transaction recorded, never broadcast
@@ -334,7 +320,7 @@ async def test_a_submitter_restarted_mid_batch_pays_and_releases_each_bond_once(
         rig.contracts.chain.transact(rig.contracts.vault.functions.settle(
             batch.batch_id, batch.fills_root, batch.assets, batch.deltas, batch.supply),
             rig.settler)
-    outcomes = await drive(rig, rig.submitter(batch_size_max=100), idle)
+    outcomes = await drive(rig.submitter(batch_size_max=100), idle)
     if death in ("sent", "sent_unrecorded"):
         assert Outcome.SENT not in outcomes and Outcome.RESENT not in outcomes
     await assert_vault_matches_ledger(rig)
@@ -447,9 +433,9 @@ async def test_the_engines_delivery_flow_booked_by_the_ledger_settles_to_its_bal
     venue = Venue(rig, wallets)
     await venue.run(market_until_close())
     submitter = rig.submitter(batch_size_max=4)
-    await drive(rig, submitter, idle)
+    await drive(submitter, idle)
     await venue.run(close_and_reports())
-    await drive(rig, submitter, idle)
+    await drive(submitter, idle)
 
     ledger = await reads.balances(rig.conn)
     bonds = sum(amount for (account, _), amount in ledger.items()

@@ -13,7 +13,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,14 @@ from settlement.fills import Fill
 from settlement.index_chain import differences, index_key, publication, read_value
 from settlement.jobs import IndexJob
 from settlement.submitter import Outcome, Submitter, SubmitterConfig
-from settlement.testing import create_ledger_tables, fresh_database, insert_trades
+from settlement.testing import (
+    create_ledger_tables,
+    drive,
+    fresh_database,
+    idle,
+    insert_trades,
+    settled,
+)
 from tests.helpers import eventually, kill_if_running, stop_cleanly
 from tests.integration.database_faults import database_of
 
@@ -118,28 +125,6 @@ def index_value(gpu: str, minute: int, last_seq: int, value_micro: int | None = 
     )  # fmt: skip
 
 
-async def drive(rig: Rig, submitter: Submitter, until: Callable[[Outcome], Awaitable[bool]],
-                steps_max: int = 100) -> list[Outcome]:
-    """Step until `until(outcome)`, mining a block whenever one is awaited."""
-    outcomes: list[Outcome] = []
-    for _ in range(steps_max):
-        outcome = await submitter.step()
-        outcomes.append(outcome)
-        if await until(outcome):
-            return outcomes
-        if outcome in (Outcome.CONFIRMING, Outcome.WAITING):
-            rig.mine()
-    raise AssertionError(f"not done after {steps_max} steps: {outcomes}")
-
-
-async def settled(outcome: Outcome) -> bool:
-    return outcome == Outcome.SETTLED
-
-
-async def idle(outcome: Outcome) -> bool:
-    return outcome == Outcome.IDLE
-
-
 def assert_on_chain(rig: Rig, values: Sequence[IndexValue]) -> None:
     for value in values:
         on_chain = read_value(rig.contracts, value.gpu, value.region, value.minute_ns)
@@ -176,20 +161,20 @@ async def test_each_settled_batch_is_followed_by_the_values_up_to_its_last_seq(
     await rig.add_trades([1, 2, 3, 4])
     await rig.add_values([*through_2, *through_4, *after_4])
     submitter = rig.submitter()
-    outcomes = await drive(rig, submitter, settled)  # the batch of seqs 1..4
+    outcomes = await drive(submitter, settled)  # the batch of seqs 1..4
     assert outcomes[0] == Outcome.STORED and await store.open_index_publication(rig.conn) is None
     await rig.add_trades([5, 6, 7])
     assert await submitter.step() == Outcome.STORED  # the values first, then the next batch
     stored = await store.open_index_publication(rig.conn)
     assert stored is not None and stored.batch_id == 1
     assert stored.index_values == [*through_2, *through_4]
-    await drive(rig, submitter, settled)
+    await drive(submitter, settled)
     assert_on_chain(rig, [*through_2, *through_4])
     assert_not_on_chain(rig, after_4)  # never ahead of the trades settled
-    await drive(rig, submitter, settled)  # the batch of seqs 5..7
+    await drive(submitter, settled)  # the batch of seqs 5..7
     batch = await store.get_batch(rig.conn, 2)
     assert batch is not None and (batch.first_seq, batch.last_seq) == (5, 7)
-    await drive(rig, submitter, settled)
+    await drive(submitter, settled)
     assert_on_chain(rig, after_4)
     second = await store.get_index_publication(rig.conn, 2)
     assert second is not None and second.status == "settled" and second.batch_id == 2
@@ -209,13 +194,13 @@ async def test_a_backlog_goes_out_a_bounded_publication_per_batch_and_the_rest_w
     await rig.add_trades([1, 2])
     await rig.add_values(burst)
     submitter = rig.submitter(index_values_max=3)
-    await drive(rig, submitter, settled)  # the batch of seqs 1..2
+    await drive(submitter, settled)  # the batch of seqs 1..2
     await rig.add_trades([3, 4])
     kinds = []
     for _ in range(4):  # index, batch, index (after the batch), index (nothing else to do)
         assert await submitter.step() == Outcome.STORED
         kinds.append("index" if await store.open_index_publication(rig.conn) else "batch")
-        await drive(rig, submitter, settled)
+        await drive(submitter, settled)
     assert kinds == ["index", "batch", "index", "index"]
     publications = [await store.get_index_publication(rig.conn, number) for number in (1, 2, 3)]
     assert [(p.batch_id, p.index_values) for p in publications if p is not None] == [
@@ -243,7 +228,7 @@ async def test_a_submitter_restarted_mid_publication_publishes_each_value_once(
     await rig.add_trades([1, 2])
     await rig.add_values(values)
     first = rig.submitter()
-    await drive(rig, first, settled)  # the batch
+    await drive(first, settled)  # the batch
     assert await first.step() == Outcome.STORED
     stored = await store.open_index_publication(rig.conn)
     assert stored is not None and stored.status == "pending"
@@ -258,7 +243,7 @@ async def test_a_submitter_restarted_mid_publication_publishes_each_value_once(
         assert await first.step() == Outcome.SENT
     elif death == "sent_unrecorded":  # a predecessor sent it and died before recording it
         rig.contracts.chain.transact(IndexJob(stored).call(rig.contracts), rig.settler)
-    outcomes = await drive(rig, rig.submitter(), idle)
+    outcomes = await drive(rig.submitter(), idle)
     if death in ("sent", "sent_unrecorded"):
         assert Outcome.SENT not in outcomes and Outcome.RESENT not in outcomes
     assert rig.settler_nonce() == nonce + 1  # one transaction, whoever sent it
@@ -276,7 +261,7 @@ async def test_an_oracle_holding_another_value_stops_the_submitter(rig: Rig) -> 
     await rig.add_trades([1])
     await rig.add_values([ours])
     submitter = rig.submitter()
-    await drive(rig, submitter, settled)
+    await drive(submitter, settled)
     assert await submitter.step() == Outcome.STORED
     theirs = index_value(GPU, MINUTE, 1, 9_000_000)
     rig.contracts.chain.transact(
@@ -356,7 +341,7 @@ async def test_index_status_reads_a_value_from_the_chain_and_compares_it_with_th
     values = [index_value(GPU, MINUTE, 1), index_value(GPU, MINUTE + 1, 1, 2_400_000)]
     await rig.add_trades([1])
     await rig.add_values(values)
-    await drive(rig, rig.submitter(), idle)
+    await drive(rig.submitter(), idle)
     deployment_path = tmp_path / "deployment.json"
     rig.contracts.deployment.save(deployment_path)
     env = {**os.environ, "ETH_RPC_URL": rig.contracts.chain.rpc_url,
@@ -422,7 +407,7 @@ async def test_index_verify_recomputes_the_values_from_the_events_and_finds_them
     assert {value.value_micro for value in values} == {2_150_000}
     await rig.add_trades([max(value.last_seq for value in values)])
     await rig.add_values(values)
-    await drive(rig, rig.submitter(), idle)
+    await drive(rig.submitter(), idle)
     deployment_path = tmp_path / "deployment.json"
     rig.contracts.deployment.save(deployment_path)
 
