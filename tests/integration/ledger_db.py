@@ -106,8 +106,8 @@ def delivery_listing(symbol: str, bond_per_gpu_hour: str | None) -> ListInstrume
                           bond_per_gpu_hour=bond_per_gpu_hour)
 
 
-def limit_order(ts: int, account: str, client_order_id: str, symbol: str, side: str,
-                price: str, quantity: int) -> NewOrder:
+def limit_order(ts: int, account: str, client_order_id: str, symbol: str,
+                side: Literal["buy", "sell"], price: str, quantity: int) -> NewOrder:
     return NewOrder(ts=ts, account=account, client_order_id=client_order_id,
                     instrument=symbol, side=side, order_type="limit", price=price,
                     quantity=quantity)
@@ -123,6 +123,12 @@ def delivery_commands() -> list[AnyCommand]:
     delivery of op1's issue is reported 75 % delivered, carol's of op2's in full (with
     evidence), bob's of the zero bond not at all; the other assignments stay unreported.
     """
+    return [*delivery_until_close(), *delivery_close_and_reports()]
+
+
+def delivery_until_close() -> list[AnyCommand]:
+    """Return the commands of `delivery_commands` before its close: listings, deposits,
+    issues, trades and withdrawals."""
     return [
         delivery_listing(SYMBOL, "3"), delivery_listing(ZERO_BOND_SYMBOL, "0"),
         delivery_listing(PLAIN_SYMBOL, None),
@@ -144,6 +150,12 @@ def delivery_commands() -> list[AnyCommand]:
         limit_order(5, "bob", "b2", ZERO_BOND_SYMBOL, "buy", "1", 2),
         Withdraw(ts=6, account="dave", asset=SYMBOL, amount=2),
         Withdraw(ts=6, account="bob", asset=SYMBOL, amount=1),
+    ]
+
+
+def delivery_close_and_reports() -> list[AnyCommand]:
+    """Return the close of `delivery_commands` and the delivery reports after it."""
+    return [
         Tick(ts=DELIVERY_START + 1),
         DeliveryReport(ts=DELIVERY_START + 2, issue_id="i1", holder="bob",
                        delivered_ppm=750_000),

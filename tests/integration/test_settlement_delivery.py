@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 import pytest
@@ -37,14 +37,7 @@ from matching_engine.core import Engine
 from protocol import (
     USDC,
     AnyCommand,
-    DeliveryReport,
-    Deposit,
     Deposited,
-    IssueCapacity,
-    ListInstrument,
-    NewOrder,
-    Tick,
-    Withdraw,
     effects,
     encode,
 )
@@ -66,6 +59,7 @@ from settlement.testing import (
     fresh_database,
     idle,
 )
+from tests.integration import ledger_db
 from tests.integration.database_faults import database_of
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -196,10 +190,10 @@ async def assert_vault_matches_ledger(rig: Rig) -> None:
     assert on_chain == {key: expected[key] for key in on_chain}
 
 
-def custody(rig: Rig) -> int:
-    """What the Vault holds of the token on the token contract itself."""
+def custody(rig: Rig, token: int = TOKEN) -> int:
+    """What the Vault holds of `token` on the token contract itself."""
     contracts = rig.contracts
-    return int(contracts.gpu_hours.functions.balanceOf(contracts.vault.address, TOKEN).call())
+    return int(contracts.gpu_hours.functions.balanceOf(contracts.vault.address, token).call())
 
 
 async def assert_every_move_settled_once(rig: Rig) -> None:
@@ -331,62 +325,10 @@ async def test_a_submitter_restarted_mid_batch_pays_and_releases_each_bond_once(
 
 # --- the engine's own delivery flow, booked by the ledger's journal ---------------------
 
-ZERO_BOND_SYMBOL = "A100-SXM-80GB.eu-north.2026-06-01T00"  # deliverable, bond 0
-PLAIN_SYMBOL = "L4.eu-north.2026-06-01T00"  # listed without a bond: closes as in v1
-DELIVERY_START = 1_000
-
-
-def listing(symbol: str, bond_per_gpu_hour: str | None) -> ListInstrument:
-    return ListInstrument(ts=1, symbol=symbol, gpu="H100-SXM-80GB", region="eu-north",
-                          delivery_start=DELIVERY_START, delivery_hours=1, tick_size="0.01",
-                          max_order_quantity=100, maker_fee_bps=10, taker_fee_bps=20,
-                          bond_per_gpu_hour=bond_per_gpu_hour)
-
-
-def order(ts: int, account: str, client_order_id: str, symbol: str,
-          side: Literal["buy", "sell"], price: str, quantity: int) -> NewOrder:
-    return NewOrder(ts=ts, account=account, client_order_id=client_order_id, instrument=symbol,
-                    side=side, order_type="limit", price=price, quantity=quantity)
-
-
-def market_until_close() -> list[AnyCommand]:
-    """Two issuers bond SYMBOL (3 USDC per GPU-hour) and sell; bob and carol buy; dave
-    deposits 5 tokens minted outside the venue; op1 issues and sells ZERO_BOND_SYMBOL; bob
-    deposits PLAIN_SYMBOL; dave and bob withdraw SYMBOL tokens before the close."""
-    return [
-        listing(SYMBOL, "3"), listing(ZERO_BOND_SYMBOL, "0"), listing(PLAIN_SYMBOL, None),
-        *(Deposit(ts=2, account=account, asset=USDC, amount="1000")
-          for account in ("op1", "op2", "bob", "carol")),
-        Deposit(ts=2, account="dave", asset=SYMBOL, amount=5),
-        Deposit(ts=2, account="bob", asset=PLAIN_SYMBOL, amount=7),
-        IssueCapacity(ts=3, account="op1", issue_id="i1", instrument=SYMBOL, node_id="n1",
-                      quantity=10),
-        IssueCapacity(ts=3, account="op2", issue_id="i2", instrument=SYMBOL, node_id="n2",
-                      quantity=8),
-        IssueCapacity(ts=3, account="op1", issue_id="i3", instrument=ZERO_BOND_SYMBOL,
-                      node_id="n1", quantity=5),
-        order(4, "op1", "s1", SYMBOL, "sell", "2.5", 6),
-        order(4, "op2", "s2", SYMBOL, "sell", "2.6", 8),
-        order(5, "bob", "b1", SYMBOL, "buy", "2.6", 4),
-        order(5, "carol", "c1", SYMBOL, "buy", "2.6", 5),
-        order(5, "op1", "s3", ZERO_BOND_SYMBOL, "sell", "1", 2),
-        order(5, "bob", "b2", ZERO_BOND_SYMBOL, "buy", "1", 2),
-        Withdraw(ts=6, account="dave", asset=SYMBOL, amount=2),
-        Withdraw(ts=6, account="bob", asset=SYMBOL, amount=1),
-    ]  # fmt: skip
-
-
-def close_and_reports() -> list[AnyCommand]:
-    """The close; bob's delivery of i1 75 % done, carol's of i2 in full, bob's of the zero
-    bond not at all; the other assignments stay unreported, their bonds held."""
-    return [
-        Tick(ts=DELIVERY_START + 1),
-        DeliveryReport(ts=DELIVERY_START + 2, issue_id="i1", holder="bob",
-                       delivered_ppm=750_000),
-        DeliveryReport(ts=DELIVERY_START + 2, issue_id="i2", holder="carol",
-                       delivered_ppm=1_000_000, evidence="00ff"),
-        DeliveryReport(ts=DELIVERY_START + 2, issue_id="i3", holder="bob", delivered_ppm=0),
-    ]
+# The market of `ledger_db.delivery_commands` (two issuers bond ledger_db.SYMBOL and sell,
+# bob and carol buy, dave deposits tokens minted outside the venue, a bond of 0, an hour
+# listed without a bond, withdrawals before the close), cut at its close.
+MARKET_TOKEN = asset_id(ledger_db.SYMBOL)
 
 
 class Venue:
@@ -431,10 +373,10 @@ async def test_the_engines_delivery_flow_booked_by_the_ledger_settles_to_its_bal
     for account, wallet in wallets.items():
         await store.register_account(rig.conn, account, wallet.address)
     venue = Venue(rig, wallets)
-    await venue.run(market_until_close())
+    await venue.run(ledger_db.delivery_until_close())
     submitter = rig.submitter(batch_size_max=4)
     await drive(submitter, idle)
-    await venue.run(close_and_reports())
+    await venue.run(ledger_db.delivery_close_and_reports())
     await drive(submitter, idle)
 
     ledger = await reads.balances(rig.conn)
@@ -446,16 +388,18 @@ async def test_the_engines_delivery_flow_booked_by_the_ledger_settles_to_its_bal
     addresses["fees"] = rig.fees.address
     assert {account for account, _ in ledger if not account.startswith("@")} <= set(addresses)
     for account, address in addresses.items():
-        for asset in (USDC, SYMBOL, ZERO_BOND_SYMBOL, PLAIN_SYMBOL):
+        for asset in (USDC, ledger_db.SYMBOL, ledger_db.ZERO_BOND_SYMBOL, ledger_db.PLAIN_SYMBOL):
             assert rig.contracts.vault_balance(address, asset_id(asset)) == ledger.get(
                 (account, asset), 0), (account, asset)
     vault = rig.contracts.vault.functions
-    assert vault.redeemed(TOKEN).call() and vault.redeemed(asset_id(ZERO_BOND_SYMBOL)).call()
-    assert not vault.redeemed(asset_id(PLAIN_SYMBOL)).call()
-    assert custody(rig) == 0
-    assert rig.contracts.vault_balance(wallets["bob"].address, asset_id(PLAIN_SYMBOL)) == 7
+    assert vault.redeemed(MARKET_TOKEN).call()
+    assert vault.redeemed(asset_id(ledger_db.ZERO_BOND_SYMBOL)).call()
+    assert not vault.redeemed(asset_id(ledger_db.PLAIN_SYMBOL)).call()
+    assert custody(rig, MARKET_TOKEN) == 0
+    assert rig.contracts.vault_balance(wallets["bob"].address,
+                                       asset_id(ledger_db.PLAIN_SYMBOL)) == 7
     tokens = rig.contracts.gpu_hours.functions
-    assert [tokens.balanceOf(wallets[account].address, TOKEN).call()
+    assert [tokens.balanceOf(wallets[account].address, MARKET_TOKEN).call()
             for account in ("dave", "bob")] == [2, 1], "withdrawn before the close, paid out"
     await assert_every_move_settled_once(rig)
 
