@@ -1,6 +1,7 @@
 """Test support: a fresh database per test module with the ledger's tables, and trades,
 withdrawals and journal entries written into them as the ledger projector would; a submitter
-stepped on a dev chain until an outcome. Never used outside tests."""
+stepped on a dev chain until an outcome; a contract call checked to revert with a custom
+error. Never used outside tests."""
 
 from __future__ import annotations
 
@@ -9,12 +10,16 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg  # type: ignore[import-untyped]
 import msgspec
+from eth_utils.crypto import keccak
+from web3.contract.contract import ContractFunction
+from web3.exceptions import ContractCustomError
 
 from ledger.journal import CHAIN_ACCOUNT, JournalBatch, PostingRow, entry_hash
 from ledger.migrate import apply_migrations
 from ledger.store import append_batch, read_position
 from protocol import effects
 from runtime.postgres import create_database
+from settlement.chain import Contracts
 from settlement.fills import Fill
 from settlement.submitter import Outcome, Submitter
 
@@ -125,3 +130,25 @@ async def idle(outcome: Outcome) -> bool:
 
 async def settled(outcome: Outcome) -> bool:
     return outcome == Outcome.SETTLED
+
+
+def error_selector(contracts: Contracts, name: str) -> str:
+    """Return the selector (0x and 4 bytes in hex) of the custom error `name` of the
+    deployment's contracts."""
+    for contract in (contracts.vault, contracts.gpu_hours, contracts.index_oracle):
+        for entry in contract.abi:
+            if entry["type"] == "error" and entry["name"] == name:
+                types = ",".join(item["type"] for item in entry["inputs"])
+                return "0x" + keccak(text=f"{name}({types})")[:4].hex()
+    raise KeyError(name)
+
+
+def assert_reverts(contracts: Contracts, call: ContractFunction, sender: str, name: str) -> None:
+    """Check that `call` from `sender` reverts with custom error `name` (via eth_call)."""
+    try:
+        call.call({"from": sender})
+    except ContractCustomError as error:
+        data = error.data if isinstance(error.data, str) else error.args[0]
+        assert str(data).startswith(error_selector(contracts, name)), (name, data)
+        return
+    raise AssertionError(f"the call did not revert with {name}")

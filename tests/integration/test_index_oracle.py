@@ -10,9 +10,7 @@ from typing import Any
 
 import pytest
 from eth_account.signers.local import LocalAccount
-from eth_utils.crypto import keccak
 from web3.contract.contract import ContractFunction
-from web3.exceptions import ContractCustomError
 from web3.logs import DISCARD
 
 from index.value import MINUTE_NS, IndexValue, Source
@@ -24,6 +22,7 @@ from settlement.index_chain import (
     read_latest,
     read_value,
 )
+from settlement.testing import assert_reverts
 
 REGION = "eu-west"
 MINUTE = 29_500_000  # 2026-02-02T02:40Z, in minutes since the epoch
@@ -56,22 +55,6 @@ def index_value(gpu: str, minute: int, value_micro: int | None = 2_150_000,
 
 def publish(contracts: Contracts, values: Sequence[IndexValue]) -> ContractFunction:
     return contracts.index_oracle.functions.publish([publication(value) for value in values])
-
-
-def error_selector(contracts: Contracts, name: str) -> str:
-    for entry in contracts.index_oracle.abi:
-        if entry["type"] == "error" and entry["name"] == name:
-            types = ",".join(item["type"] for item in entry["inputs"])
-            return "0x" + keccak(text=f"{name}({types})")[:4].hex()
-    raise KeyError(name)
-
-
-def assert_reverts(contracts: Contracts, call: ContractFunction, sender: str, name: str) -> None:
-    """Check that `call` from `sender` reverts with custom error `name` (via eth_call)."""
-    with pytest.raises(ContractCustomError) as raised:
-        call.call({"from": sender})
-    data = raised.value.data if isinstance(raised.value.data, str) else raised.value.args[0]
-    assert str(data).startswith(error_selector(contracts, name)), (name, data)
 
 
 def test_the_key_of_a_class_is_its_names_abi_encoded(contracts: Contracts) -> None:

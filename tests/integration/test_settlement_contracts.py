@@ -9,9 +9,6 @@ from typing import Any
 import msgspec
 import pytest
 from eth_account.signers.local import LocalAccount
-from eth_utils import keccak
-from web3.contract.contract import ContractFunction
-from web3.exceptions import ContractCustomError
 from web3.logs import DISCARD
 
 from settlement.chain import (
@@ -35,6 +32,7 @@ from settlement.fills import (
 )
 from settlement.merkle import MerkleTree
 from settlement.moves import ZERO_ADDRESS, ChainMove, net_moves
+from settlement.testing import assert_reverts
 
 SYMBOL = "H100-SXM-80GB.us-east.2026-01-01T00"
 
@@ -60,22 +58,6 @@ def test_a_deployment_is_checked_against_the_chain_and_this_builds_sources(
         contracts.deployment, vault=new_wallet(contracts).address))
     with pytest.raises(DeploymentError, match="no contract code"):
         elsewhere.check()
-
-
-def error_selector(contracts: Contracts, name: str) -> str:
-    for entry in contracts.vault.abi + contracts.gpu_hours.abi:
-        if entry["type"] == "error" and entry["name"] == name:
-            types = ",".join(item["type"] for item in entry["inputs"])
-            return "0x" + keccak(text=f"{name}({types})")[:4].hex()
-    raise KeyError(name)
-
-
-def assert_reverts(contracts: Contracts, call: ContractFunction, sender: str, name: str) -> None:
-    """Check that `call` from `sender` reverts with custom error `name` (via eth_call)."""
-    with pytest.raises(ContractCustomError) as raised:
-        call.call({"from": sender})
-    data = raised.value.data if isinstance(raised.value.data, str) else raised.value.args[0]
-    assert str(data).startswith(error_selector(contracts, name)), (name, data)
 
 
 def fill(seq: int, buyer: str, seller: str, asset: int, price: int, quantity: int,
