@@ -3,11 +3,13 @@
 Every command goes through `protocol.decode_command` on JSON bytes, so the tests exercise the
 real decode path (and malformed input is built the same way). `Driver` wraps an engine, the
 real one or the reference model, checks `seq` continuity and returns events as the plain
-dicts of their JSON encoding, which is what the tests compare.
+dicts of their JSON encoding, which is what the tests compare. `run_both` holds the two
+cores (`matching_engine.cores`) to the same bytes, record by record.
 """
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -16,6 +18,7 @@ import msgspec
 
 import protocol
 from matching_engine.core import Engine
+from matching_engine.cores import NativeCore, PythonCore
 from tests.reference_model import ReferenceEngine
 
 T0 = 1_000_000_000_000  # ns: the time of the first command of most tests
@@ -176,6 +179,31 @@ class Driver:
         if entry is None:
             return zero, zero
         return entry["available"], entry["held"]
+
+
+# ------------------------------------------------------------- the two cores, records
+
+
+def run_both(records: list[bytes], python: PythonCore | None = None,
+             native: NativeCore | None = None) -> list[dict[str, Any]]:
+    """Apply each record to both cores, asserting the same events, final state and snapshot
+    after each; return the events as dicts."""
+    python = python if python is not None else PythonCore()
+    native = native if native is not None else NativeCore()
+    events: list[dict[str, Any]] = []
+    for record in records:
+        expected = python.apply_records([record])
+        assert native.apply_records([record]) == expected, record
+        assert json.dumps(native.final_state()) == json.dumps(python.final_state()), record
+        assert native.snapshot() == python.snapshot(), record
+        assert native.validate() is None, record
+        events += [json.loads(event) for event in expected]
+    return events
+
+
+def outcomes(events: list[dict[str, Any]]) -> set[tuple[str, str | None]]:
+    """(type, reason) of each event, reason None where it has none."""
+    return {(event["type"], event.get("reason")) for event in events}
 
 
 # ----------------------------------------------------------------- random streams

@@ -12,7 +12,6 @@ The native module must be built (`make native`); without it these tests fail, ne
 
 from __future__ import annotations
 
-import json
 import random
 from typing import Any
 
@@ -20,6 +19,7 @@ import msgspec
 import pytest
 
 from matching_engine.cores import NativeCore, PythonCore
+from tests.engine_helpers import outcomes, run_both
 
 SECOND = 1_000_000_000
 CLOSE = 100 * SECOND
@@ -60,27 +60,6 @@ def order(account: str, client_order_id: str, instrument: str, side: str, price:
 
 def tick(ts: int) -> bytes:
     return command("tick", ts)
-
-
-def run_both(records: list[bytes], python: PythonCore | None = None,
-             native: NativeCore | None = None) -> list[dict[str, Any]]:
-    """Apply each record to both cores, asserting the same events, final state and snapshot
-    after each; return the events as dicts."""
-    python = python if python is not None else PythonCore()
-    native = native if native is not None else NativeCore()
-    events: list[dict[str, Any]] = []
-    for record in records:
-        expected = python.apply_records([record])
-        assert native.apply_records([record]) == expected, record
-        assert json.dumps(native.final_state()) == json.dumps(python.final_state()), record
-        assert native.snapshot() == python.snapshot(), record
-        assert native.validate() is None, record
-        events += [json.loads(event) for event in expected]
-    return events
-
-
-def outcomes(events: list[dict[str, Any]]) -> set[tuple[str, str | None]]:
-    return {(event["type"], event.get("reason")) for event in events}
 
 
 # ------------------------------------------------------------- commands and their checks
