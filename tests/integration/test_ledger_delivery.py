@@ -109,11 +109,14 @@ def delivery_run() -> tuple[Engine, list[Any], int]:
     return engine, events, close_seq
 
 
-async def publish_commands(event_log: EventLog, namespace: str) -> None:
-    """Put the commands on the namespace's commands topic, for reconcile to replay."""
-    topic = namespace + COMMANDS_TOPIC
-    await event_log.create_topics([TopicSpec(name=topic)])
-    await feed(event_log, topic, [encode(command) for command in delivery_commands()])
+async def prepare_topics(event_log: EventLog, namespace: str) -> str:
+    """Put the commands on the namespace's commands topic, for reconcile to replay, and
+    create its events topic; return the events topic's name."""
+    commands_topic, events_topic = namespace + COMMANDS_TOPIC, namespace + EVENTS_TOPIC
+    await event_log.create_topics([TopicSpec(name=commands_topic)])
+    await feed(event_log, commands_topic, [encode(command) for command in delivery_commands()])
+    await event_log.create_topics([TopicSpec(name=events_topic)])
+    return events_topic
 
 
 async def run_projector_to(event_log: EventLog, service_url: str, config: ProjectorConfig,
@@ -160,9 +163,7 @@ async def test_projector_restarted_between_any_two_events_books_delivery_as_the_
     kafka_log: KafkaLog, ledger_db: LedgerDatabase, namespace: str
 ) -> None:
     engine, events, close_seq = delivery_run()
-    await publish_commands(kafka_log, namespace)
-    topic = namespace + EVENTS_TOPIC
-    await kafka_log.create_topics([TopicSpec(name=topic)])
+    topic = await prepare_topics(kafka_log, namespace)
     config = ProjectorConfig(topic_namespace=namespace)
     for event in events:  # each event alone, then a new projector: it must resume from the
         await feed(kafka_log, topic, [encode(event)])  # database, holdings included
@@ -217,9 +218,7 @@ async def test_a_close_in_the_batch_of_the_trades_before_it_redeems_what_they_mo
     kafka_log: KafkaLog, ledger_db: LedgerDatabase, namespace: str
 ) -> None:
     engine, events, close_seq = delivery_run()
-    await publish_commands(kafka_log, namespace)
-    topic = namespace + EVENTS_TOPIC
-    await kafka_log.create_topics([TopicSpec(name=topic)])
+    topic = await prepare_topics(kafka_log, namespace)
     await feed(kafka_log, topic, [encode(event) for event in events], chunk_size=len(events))
     await run_projector_to(kafka_log, ledger_db.service_url,
                            ProjectorConfig(topic_namespace=namespace), len(events))
