@@ -62,6 +62,7 @@ from sdk.signing import ApiKey
 from tests.e2e.browser import (
     WAIT_TIMEOUT_S,
     Browser,
+    Page,
     chromium_path,
     level_size,
     sent_ops,
@@ -386,14 +387,7 @@ async def test_page_shows_market_data_logs_in_trades_and_sees_its_fill(
                              f"no sideways scrolling at {width} px")
         await alice.screenshot(name)
 
-    contract = ApiContract()
-    for name, page in (("alice", alice), ("bob", bob)):
-        page.save_console(name)
-        assert page.errors == [], f"{name}'s console: {page.errors}"
-        for direction, text in page.frames:
-            contract.check(direction, text)
-    assert contract.violations == [], contract.violations[:5]
-    sent = {op for (direction, op), count in contract.seen.items() if direction == "send"}
+    sent = assert_pages_kept_the_contract({"alice": alice, "bob": bob})
     assert {"login", "new_order", "amend_order", "cancel_order", "subscribe", "unsubscribe",
             "instruments"} <= sent, sent
 
@@ -490,15 +484,21 @@ async def test_page_shows_the_deliveries_of_gpu_hours_bought_and_the_issuers_bon
                                  f" && document.querySelector('{row}').cells[3].textContent"
                                  " === 'to carol'", "op-7 sees what it delivered to carol")
 
+    sent = assert_pages_kept_the_contract({"carol": carol, "op-7": operator_page})
+    assert "deliveries" in sent, sent
+
+
+def assert_pages_kept_the_contract(pages: dict[str, Page]) -> set[str]:
+    """Save each page's console (named by its key), assert it logged no error and that every
+    websocket frame it sent or received kept the API contract; return the ops they sent."""
     contract = ApiContract()
-    for name, page in (("carol", carol), ("op-7", operator_page)):
+    for name, page in pages.items():
         page.save_console(name)
         assert page.errors == [], f"{name}'s console: {page.errors}"
         for direction, text in page.frames:
             contract.check(direction, text)
     assert contract.violations == [], contract.violations[:5]
-    sent = {op for (direction, op), count in contract.seen.items() if direction == "send"}
-    assert "deliveries" in sent, sent
+    return {op for direction, op in contract.seen if direction == "send"}
 
 
 def usdc_text(micro: int) -> str:
@@ -607,12 +607,7 @@ async def test_page_buys_a_strip_of_hours_picked_in_the_market_list(
     assert sent_ops(dave, "new_strip_order") == 1
     await dave.screenshot("12-strip-refused")
 
-    contract = ApiContract()
-    dave.save_console("dave")
-    assert dave.errors == [], f"dave's console: {dave.errors}"
-    for direction, text in dave.frames:
-        contract.check(direction, text)
-    assert contract.violations == [], contract.violations[:5]
+    assert_pages_kept_the_contract({"dave": dave})
 
 
 async def test_chart_draws_the_index_of_the_class_from_its_history_and_its_feed(
@@ -661,12 +656,7 @@ async def test_chart_draws_the_index_of_the_class_from_its_history_and_its_feed(
         assert await page.text("#index-latest") == f"{live} · fallback: mid of bid and ask"
     finally:
         await connection.close()
-    page.save_console("index")
-    assert page.errors == [], f"the console: {page.errors}"
-    contract = ApiContract()
-    for direction, text in page.frames:
-        contract.check(direction, text)
-    assert contract.violations == [], contract.violations[:5]
+    assert_pages_kept_the_contract({"index": page})
     subscribed = [json.loads(text) for direction, text in page.frames
                   if direction == "send" and json.loads(text).get("channel") == "index"]
     assert subscribed and subscribed[0]["gpu"] == gpu and subscribed[0]["region"] == REGION
