@@ -7,6 +7,7 @@ SIGKILL reaches the node itself.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import platform
@@ -61,6 +62,15 @@ def install_anvil() -> Path:
     return binary
 
 
+def dumped_chain(dumped: object) -> bytes:
+    """The chain an `anvil_dumpState` answered (0x-hex, gzip or not) as the JSON that
+    `--load-state` reads."""
+    if not isinstance(dumped, str) or not dumped.startswith("0x"):
+        raise ServiceError(f"anvil_dumpState returned {str(dumped)[:100]!r}")
+    raw = bytes.fromhex(dumped[2:])
+    return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+
+
 def json_rpc(url: str, method: str, params: list[object], timeout_s: float) -> object:
     """Make one JSON-RPC call and return its result; raise ServiceError on an RPC error."""
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
@@ -85,6 +95,8 @@ class AnvilService(Service):
         self.chain_id = chain_id
         self.port = 0
         self._binary = Path("/nonexistent")
+        # a chain saved by `save_chain` (an anvil_dumpState, uncompressed) that a start loads
+        self.chain_path: Path | None = None
 
     @property
     def endpoint(self) -> str:
@@ -100,10 +112,23 @@ class AnvilService(Service):
         self.port = free_port()
 
     def _command(self) -> list[str]:
-        return [
+        command = [
             str(self._binary), "--host", LOOPBACK_HOST, "--port", str(self.port),
             "--chain-id", str(self.chain_id),
         ]  # fmt: skip
+        if self.chain_path is not None and self.chain_path.is_file():
+            command += ["--load-state", str(self.chain_path)]
+        return command
+
+    def save_chain(self, state: bytes, path: Path) -> None:
+        """Keep a chain (`dumped_chain`) in `path` for every later start to load
+        (`--load-state`): a node whose chain outlives its process. The state goes over as a
+        file, not back through `anvil_loadState`, whose request grows with the chain and
+        outgrows what the node accepts."""
+        temporary = path.with_suffix(".tmp")
+        temporary.write_bytes(state)
+        temporary.replace(path)
+        self.chain_path = path
 
     def _probe_ready(self) -> bool:
         try:

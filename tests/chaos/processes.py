@@ -9,7 +9,6 @@ reaches every child), appends everything it prints to `<run dir>/<name>.log`, an
 from __future__ import annotations
 
 import asyncio
-import gzip
 import json
 import logging
 import os
@@ -20,7 +19,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.anvil import AnvilService, json_rpc
+from harness.anvil import AnvilService, dumped_chain, json_rpc
 from harness.errors import ServiceError
 from harness.paths import tail
 from harness.service import Service
@@ -89,37 +88,20 @@ class DurableAnvil(AnvilService):
     not move while it was taken and the dump's own head is that head.
     """
 
-    @property
-    def chain_path(self) -> Path:
-        return self.run_dir / "chain.json"
-
-    def _command(self) -> list[str]:
-        command = super()._command()
-        if self.chain_path.is_file():
-            command += ["--load-state", str(self.chain_path)]
-        return command
-
     def _head(self) -> int:
         return int(str(json_rpc(self.url, "eth_blockNumber", [], DUMP_TIMEOUT_S)), 16)
 
     def _consistent_dump(self) -> bytes:
         for _ in range(DUMP_ATTEMPTS_MAX):
             head = self._head()
-            dumped = json_rpc(self.url, "anvil_dumpState", [], DUMP_TIMEOUT_S)
-            if not isinstance(dumped, str) or not dumped.startswith("0x"):
-                raise ServiceError(f"anvil_dumpState returned {str(dumped)[:100]!r}")
-            raw = bytes.fromhex(dumped[2:])
-            state = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+            state = dumped_chain(json_rpc(self.url, "anvil_dumpState", [], DUMP_TIMEOUT_S))
             if json.loads(state).get("best_block_number") == head == self._head():
                 return state
         raise ServiceError(f"no consistent dump of the chain in {DUMP_ATTEMPTS_MAX} tries")
 
     def crash(self) -> None:
         json_rpc(self.url, "evm_setAutomine", [False], DUMP_TIMEOUT_S)
-        state = self._consistent_dump()
-        temporary = self.chain_path.with_suffix(".tmp")
-        temporary.write_bytes(state)
-        temporary.replace(self.chain_path)
+        self.save_chain(self._consistent_dump(), self.run_dir / "chain.json")
         self.kill()
 
 

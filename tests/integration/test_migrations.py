@@ -92,6 +92,7 @@ async def test_databases_of_the_version_only_runners_are_adopted(fresh_url: str)
         assert await connection.fetchval(
             "SELECT next_block FROM settlement.watchers WHERE name = 'deposits'") == 7
         assert await connection.fetchval(
-            "SELECT count(*) FROM settlement.schema_migrations") == 2  # 1 adopted, 2 run
+            "SELECT count(*) FROM settlement.schema_migrations") == len(
+                load_migrations(settlement_store.MIGRATIONS_DIR))  # 1 adopted, the later run
     finally:
         await connection.close()

@@ -7,13 +7,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import asyncpg
 import pytest
 from eth_account.datastructures import SignedTransaction
 from eth_account.signers.local import LocalAccount
 
-from harness.anvil import AnvilService
+from harness.anvil import AnvilService, dumped_chain
 from settlement import store
 from settlement.chain import USDC_ASSET, Chain, Contracts, deploy, dev_account, token_id
 from settlement.dev import deposit_tokens, deposit_usdc, new_wallet
@@ -309,7 +310,7 @@ async def test_a_settlement_undone_by_a_short_reorg_is_sent_again(venue: Rig) ->
 
 
 async def test_the_chain_node_restarted_under_a_pending_batch(
-    venue: Rig, anvil_service: AnvilService
+    venue: Rig, anvil_service: AnvilService, tmp_path: Path
 ) -> None:
     """A node that goes away is retried; the mempool it lost is made good by a resend."""
     await venue.add_trades(3)
@@ -322,8 +323,11 @@ async def test_the_chain_node_restarted_under_a_pending_batch(
     with pytest.raises(ChainUnavailableError) as raised:
         await submitter.step()
     assert raised.value.retriable
-    anvil_service.restart()  # a fresh chain on the same port: load what the old one had
-    venue.chain.rpc("anvil_loadState", [state])
+    anvil_service.save_chain(dumped_chain(state), tmp_path / "chain.json")
+    try:  # a node on the same port with the old one's chain and an empty mempool
+        anvil_service.restart()
+    finally:
+        anvil_service.chain_path = None
     outcomes = await drive(venue, submitter)
     assert Outcome.RESENT in outcomes
     assert await submitter.step() == Outcome.IDLE
