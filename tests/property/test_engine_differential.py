@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 import protocol
 from matching_engine.core import Engine
 from tests.engine_helpers import MALFORMED_LINES, SECOND, T0, RandomStream
-from tests.property.test_native_differential import STRIP_LINES, STRIP_SETUP, Generator
+from tests.property.differential import STRIP_LINES, STRIP_SETUP
+from tests.property.streams import Generator
 from tests.protocol_strategies import (
     delivery_edge_flow,
     delivery_flows,

@@ -26,17 +26,15 @@ from hypothesis import strategies as st
 
 from matching_engine.core.snapshot import decode_snapshot
 from matching_engine.cores import Core, NativeCore, PythonCore
-from tests.property.test_native_differential import (
-    SECOND,
+from tests.property.differential import (
     STRIP_LINES,
     STRIP_SETUP,
-    T0,
-    Generator,
     commands,
     funded_prefix,
     gtd_orders_then_expiry,
     native_engine,
 )
+from tests.property.streams import SECOND, T0, Generator
 from tests.protocol_strategies import (
     delivery_edge_flow,
     delivery_flows,
