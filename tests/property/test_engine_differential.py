@@ -13,6 +13,7 @@ state.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
@@ -23,7 +24,7 @@ from hypothesis import strategies as st
 import protocol
 from matching_engine.core import Engine
 from tests.engine_helpers import MALFORMED_LINES, SECOND, T0, RandomStream
-from tests.property.differential import STRIP_LINES, STRIP_SETUP
+from tests.property.differential import STRIP_LINES, STRIP_SETUP, records_of
 from tests.property.streams import Generator
 from tests.protocol_strategies import (
     delivery_edge_flow,
@@ -218,9 +219,9 @@ def assert_same_state(engine: Engine, reference: ReferenceEngine, where: str) ->
         f"final state differs {where}\nengine:    {engine_state}\nreference: {reference_state}")
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(command_streams())
-def test_engine_and_reference_emit_the_same_events_and_state(lines: list[bytes]) -> None:
+def assert_agree_after_every_line(lines: Iterable[bytes]) -> None:
+    """Apply each line to a fresh engine (its invariants checked) and reference model: the
+    same events and the same final state after every line."""
     engine = Engine(check_invariants=True)
     reference = ReferenceEngine()
     for number, line in enumerate(lines):
@@ -228,54 +229,50 @@ def test_engine_and_reference_emit_the_same_events_and_state(lines: list[bytes])
         assert_same_state(engine, reference, f"after command {number}: {line!r}")
 
 
-def test_engine_and_reference_agree_over_a_long_seeded_stream() -> None:
-    engine = Engine(check_invariants=False)
+def agree_over_stream(engine: Engine, lines: Iterable[bytes], state_every: int) -> list[str]:
+    """Apply `lines` to `engine` and a fresh reference model, the same events after each;
+    every `state_every` lines and at the end, validate the engine and compare the final
+    states (a long stream compared after every line would take too long). Return the types
+    of the events, in order."""
     reference = ReferenceEngine()
-    stream = RandomStream(seed=20_251_126)
-    event_count = 0
-    for number, line in enumerate(stream.lines(20_000)):
-        event_count += len(apply_both(engine, reference, line))
-        if number % 250 == 0:
+    types: list[str] = []
+    for number, line in enumerate(lines):
+        events = apply_both(engine, reference, line)
+        types += [msgspec.json.decode(event)["type"] for event in events]
+        if number % state_every == 0:
             engine.validate()
             assert_same_state(engine, reference, f"after command {number}")
     engine.validate()
     assert_same_state(engine, reference, "at the end")
-    assert event_count > 20_000
+    return types
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(command_streams())
+def test_engine_and_reference_emit_the_same_events_and_state(lines: list[bytes]) -> None:
+    assert_agree_after_every_line(lines)
+
+
+def test_engine_and_reference_agree_over_a_long_seeded_stream() -> None:
+    lines = RandomStream(seed=20_251_126).lines(20_000)
+    assert len(agree_over_stream(Engine(check_invariants=False), lines, state_every=250)) > 20_000
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(delivery_flows())
 def test_engine_and_reference_agree_over_delivery_flows(lines: list[bytes]) -> None:
-    engine = Engine(check_invariants=True)
-    reference = ReferenceEngine()
-    for number, line in enumerate(lines):
-        apply_both(engine, reference, line)
-        assert_same_state(engine, reference, f"after command {number}: {line!r}")
+    assert_agree_after_every_line(lines)
 
 
 def test_engine_and_reference_agree_over_the_delivery_edge_flow() -> None:
-    engine = Engine(check_invariants=True)
-    reference = ReferenceEngine()
-    for number, line in enumerate(delivery_edge_flow()):
-        apply_both(engine, reference, line)
-        assert_same_state(engine, reference, f"after command {number}: {line!r}")
+    assert_agree_after_every_line(delivery_edge_flow())
 
 
 @pytest.mark.parametrize("seed", range(3))
 def test_engine_and_reference_agree_over_seeded_delivery_streams(seed: int) -> None:
     """Many listings close with issues on them, among every kind of command and breakage."""
-    engine = Engine(check_invariants=True)
-    reference = ReferenceEngine()
-    data = Generator(31_000 + seed, delivery=True).stream(4_000)
-    kinds: set[str] = set()
-    records = [line.rstrip(b"\r") for line in data.split(b"\n")
-               if line.strip(b" \t\r\x0b\x0c")]  # as replay reads the lines
-    for number, line in enumerate(records):
-        events = apply_both(engine, reference, line)
-        kinds.update(msgspec.json.decode(event)["type"] for event in events)
-        if number % 200 == 0:
-            assert_same_state(engine, reference, f"after command {number}")
-    assert_same_state(engine, reference, "at the end")
+    records = records_of(Generator(31_000 + seed, delivery=True).stream(4_000))
+    kinds = set(agree_over_stream(Engine(check_invariants=True), records, state_every=200))
     assert {"capacity_issued", "issue_rejected", "bond_released", "delivery_assigned",
             "report_rejected"} <= kinds
 
@@ -318,28 +315,13 @@ def test_engine_and_reference_agree_over_the_strip_edge_flow() -> None:
 def test_engine_and_reference_agree_over_strip_edge_lines() -> None:
     """Strips as a log may carry them: escapes, ids at 59 and 60 characters, legs of every
     JSON type, fields repeated, numbers at the edges of their types."""
-    engine = Engine(check_invariants=True)
-    reference = ReferenceEngine()
-    for number, line in enumerate(STRIP_SETUP + STRIP_LINES):
-        apply_both(engine, reference, line)
-        assert_same_state(engine, reference, f"after command {number}: {line!r}")
+    assert_agree_after_every_line(STRIP_SETUP + STRIP_LINES)
 
 
 @pytest.mark.parametrize("seed", range(3))
 def test_engine_and_reference_agree_over_seeded_strip_streams(seed: int) -> None:
     """Hours listed one after the other and closing, strips over runs of them, among every
     kind of command and breakage."""
-    engine = Engine(check_invariants=False)
-    reference = ReferenceEngine()
-    data = Generator(41_000 + seed, strips=True).stream(4_000)
-    kinds: set[str] = set()
-    records = [line.rstrip(b"\r") for line in data.split(b"\n")
-               if line.strip(b" \t\r\x0b\x0c")]  # as replay reads the lines
-    for number, line in enumerate(records):
-        events = apply_both(engine, reference, line)
-        kinds.update(msgspec.json.decode(event)["type"] for event in events)
-        if number % 200 == 0:
-            engine.validate()
-            assert_same_state(engine, reference, f"after command {number}")
-    assert_same_state(engine, reference, "at the end")
+    records = records_of(Generator(41_000 + seed, strips=True).stream(4_000))
+    kinds = set(agree_over_stream(Engine(check_invariants=False), records, state_every=200))
     assert {"strip_accepted", "strip_done", "strip_rejected", "instrument_closed"} <= kinds
