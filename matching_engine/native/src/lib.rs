@@ -10,6 +10,9 @@
 //! `NativeEngine.snapshot()` and `NativeEngine.restore(snapshot)` write and read the engine
 //! snapshot of matching_engine/core/snapshot.py (`snapshot.rs`), byte for byte as the
 //! Python core does, so either core restores the other's snapshots.
+//!
+//! `NativeIndexCalculator.feed(records)` is the price index calculator of
+//! `index/calculator.py` (`index.rs`): the same values and errors for the same event records.
 
 pub mod book;
 mod capture;
@@ -20,6 +23,9 @@ pub mod encode;
 pub mod engine;
 pub mod expiries;
 mod fast;
+pub mod index;
+mod index_book;
+pub mod index_events;
 mod invariants;
 pub mod json;
 mod matching;

@@ -1,10 +1,13 @@
-//! The Python module `gpux_native`: the class `NativeEngine` over a `Core`.
+//! The Python module `gpux_native`: the class `NativeEngine` over a `Core`, and the class
+//! `NativeIndexCalculator` over an `index::IndexCalculator`.
 
-use pyo3::exceptions::{PyMemoryError, PyOverflowError, PyValueError};
+use pyo3::create_exception;
+use pyo3::exceptions::{PyException, PyMemoryError, PyOverflowError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyList};
 
+use crate::index::{IndexCalculator, IndexError};
 use crate::Core;
 
 /// The native engine core: `apply_batch(commands: bytes) -> bytes` of JSON Lines.
@@ -137,8 +140,84 @@ impl Drop for BytesWriter {
     }
 }
 
+create_exception!(
+    gpux_native,
+    IndexSeqGapError,
+    PyException,
+    "index.errors.SeqGapError's case: args (expected_seq, got_seq)."
+);
+create_exception!(
+    gpux_native,
+    IndexEventError,
+    PyException,
+    "index.errors.EventError's case: args (message, seq or None)."
+);
+
+/// The index calculator of `index/calculator.py`: `feed(records)` of encoded events returns
+/// the values released, as tuples in `index.value.IndexValue`'s field order.
+#[pyclass(module = "gpux_native", unsendable)]
+struct NativeIndexCalculator {
+    calculator: IndexCalculator,
+}
+
+#[pymethods]
+impl NativeIndexCalculator {
+    /// `event_types`: `protocol.events.EVENT_TYPES`' tags; `prefix_bytes`:
+    /// `index.events.PREFIX_BYTES`, how many first bytes tell them apart.
+    #[new]
+    fn new(event_types: Vec<String>, prefix_bytes: usize) -> Self {
+        let tags: Vec<&[u8]> = event_types.iter().map(|tag| tag.as_bytes()).collect();
+        NativeIndexCalculator { calculator: IndexCalculator::new(&tags, prefix_bytes) }
+    }
+
+    /// Apply the next encoded events (an iterable of bytes); return the values released.
+    /// IndexSeqGapError or IndexEventError when the log cannot be followed.
+    fn feed<'py>(
+        &mut self,
+        py: Python<'py>,
+        records: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let objects: Vec<Bound<'py, PyAny>> = records.try_iter()?.collect::<PyResult<_>>()?;
+        let records: Vec<&[u8]> = objects
+            .iter()
+            .map(|object| object.cast::<PyBytes>().map(|bytes| bytes.as_bytes()))
+            .collect::<Result<_, _>>()?;
+        let values = self.calculator.feed(&records).map_err(|error| match error {
+            IndexError::SeqGap { expected, got } => IndexSeqGapError::new_err((expected, got)),
+            IndexError::Event { message, seq } => IndexEventError::new_err((message, seq)),
+        })?;
+        let rows = PyList::empty(py);
+        for value in values {
+            let (gpu, region) = self.calculator.series_key(value.series);
+            rows.append((
+                std::str::from_utf8(gpu).expect("decoded as UTF-8"),
+                std::str::from_utf8(region).expect("decoded as UTF-8"),
+                value.minute_ns,
+                value.value_micro,
+                value.source.name(),
+                value.trade_count,
+                value.volume,
+                value.instrument_count,
+                value.sufficient,
+                PyBytes::new(py, &value.inputs_hash),
+                value.last_seq,
+            ))?;
+        }
+        Ok(rows)
+    }
+
+    /// The seq of the last event fed (0 before any).
+    #[getter]
+    fn seq(&self) -> i128 {
+        self.calculator.seq()
+    }
+}
+
 #[pymodule]
 fn gpux_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeEngine>()?;
+    m.add_class::<NativeIndexCalculator>()?;
+    m.add("IndexSeqGapError", m.py().get_type::<IndexSeqGapError>())?;
+    m.add("IndexEventError", m.py().get_type::<IndexEventError>())?;
     Ok(())
 }
