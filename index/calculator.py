@@ -547,7 +547,7 @@ class NativeIndexCalculator:
             rows = self._calculator.feed(records)
         except self._seq_gap_error as gap:
             expected_seq, got_seq = gap.args
-            raise SeqGapError(expected_seq, got_seq) from gap
+            raise SeqGapError(expected_seq, int(got_seq)) from gap
         except self._event_error as error:
             message, seq = error.args
             raise EventError(message, seq=seq) from error

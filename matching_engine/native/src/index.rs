@@ -158,8 +158,15 @@ pub struct IndexValue {
 /// `index.errors`: a log whose seqs do not follow on, or an event the index cannot follow.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum IndexError {
-    SeqGap { expected: i128, got: i128 },
-    Event { message: String, seq: Option<i128> },
+    /// `got` in decimal digits: it may be any integer the log holds.
+    SeqGap {
+        expected: i128,
+        got: String,
+    },
+    Event {
+        message: String,
+        seq: Option<i128>,
+    },
 }
 
 impl IndexError {
@@ -201,7 +208,10 @@ impl Handler {
 
 /// The fields every event has, and what reads an event of its type.
 struct Head {
+    /// Saturated to the i128 range: exact for every seq the calculator can expect.
     seq: i128,
+    /// The seq in decimal digits, exact, for a seq gap's message.
+    seq_text: Box<str>,
     ts: i128,
     /// Err(type) for a type that is not an event type.
     handler: Result<Option<Handler>, String>,
@@ -370,7 +380,12 @@ impl IndexCalculator {
             Some(&handler) => Ok(handler),
             None => Err(text(tag).into_owned()),
         };
-        Ok(Head { seq: fields.int(1), ts: fields.int(2), handler })
+        Ok(Head {
+            seq: fields.int(1),
+            seq_text: fields.int_text(1).into(),
+            ts: fields.int(2),
+            handler,
+        })
     }
 
     /// The first index in [low, high] whose event has ts >= boundary (high's has).
@@ -397,7 +412,7 @@ impl IndexCalculator {
         let head = self.head(record)?;
         let expected = self.state.seq + 1;
         if head.seq != expected {
-            return Err(IndexError::SeqGap { expected, got: head.seq });
+            return Err(IndexError::SeqGap { expected, got: head.seq_text.into() });
         }
         if let Some(ts) = self.state.ts {
             if head.ts < ts {
@@ -421,10 +436,13 @@ impl IndexCalculator {
         let seq = self.state.seq;
         let count = (end - start) as i128;
         if first.seq != seq + 1 {
-            return Err(IndexError::SeqGap { expected: seq + 1, got: first.seq });
+            return Err(IndexError::SeqGap { expected: seq + 1, got: first.seq_text.into() });
         }
         if last.seq != seq + count {
-            return Err(IndexError::SeqGap { expected: seq + count, got: last.seq });
+            return Err(IndexError::SeqGap {
+                expected: seq + count,
+                got: last.seq_text.clone().into(),
+            });
         }
         let ts = self.state.ts.expect("a run follows an applied event");
         if first.ts < ts {

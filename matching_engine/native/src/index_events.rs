@@ -196,6 +196,17 @@ impl<'a> Fields<'a> {
     pub fn int(&self, index: usize) -> i128 {
         self.reader.ints[index]
     }
+
+    /// The exact value of a `SaturatingInt` field, as decimal digits.
+    pub fn int_text(&self, index: usize) -> String {
+        let value = self.int(index);
+        if value != i128::MAX && value != i128::MIN {
+            return value.to_string();
+        }
+        // Saturated, so read by `read_general`, which kept the literal (never `-0` here).
+        let literal = self.reader.bytes(self.record, self.reader.spans[index]);
+        String::from_utf8(literal.to_vec()).expect("an integer literal is ASCII")
+    }
 }
 
 /// Reads records into fields, reusing its buffers from record to record.
@@ -452,8 +463,13 @@ impl Reader {
             return Err(Fault::Malformed); // trailing characters
         }
         for (index, field) in layout.fields.iter().enumerate() {
-            if self.present & 1 << index == 0 && field.kind != Kind::OptStr {
+            let present = self.present & 1 << index != 0;
+            if !present && field.kind != Kind::OptStr {
                 return Err(Fault::Missing(index as u8));
+            }
+            let saturated = matches!(self.ints[index], i128::MAX | i128::MIN);
+            if present && field.kind == Kind::Int && saturated {
+                return Err(Fault::Beyond(index as u8));
             }
         }
         Ok(())
@@ -484,11 +500,9 @@ impl Reader {
                 self.strings |= bit;
             }
             (Kind::Int | Kind::SaturatingInt, b'-' | b'0'..=b'9') => {
-                let value = cursor.integer(index as u8)?;
-                if kind == Kind::Int && (value == i128::MAX || value == i128::MIN) {
-                    return Err(Fault::Beyond(index as u8));
-                }
-                self.ints[index] = value;
+                let start = cursor.pos;
+                self.ints[index] = cursor.integer(index as u8)?; // Beyond: for the last one
+                self.spans[index] = Span::new(start, cursor.pos - start, false, true);
             }
             _ => return Err(Fault::WrongType(index as u8)),
         }

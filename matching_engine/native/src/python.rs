@@ -144,7 +144,7 @@ create_exception!(
     gpux_native,
     IndexSeqGapError,
     PyException,
-    "index.errors.SeqGapError's case: args (expected_seq, got_seq)."
+    "index.errors.SeqGapError's case: args (expected_seq, got_seq in decimal digits)."
 );
 create_exception!(
     gpux_native,
