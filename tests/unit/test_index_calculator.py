@@ -1,17 +1,26 @@
 """The index calculator from its rules (docs/index-methodology.md): the volume-weighted
 average of the window's trades, the window's edges in time and delivery, closed
 instruments left out, the mid, last and none fallbacks, what the inputs hash commits to,
-several minutes released at once, and the book it keeps from the order events."""
+several minutes released at once, and the book it keeps from the order events. Every test
+runs on both calculators: the Python reference and the native one (`make native`)."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 import pytest
 
-from index.calculator import HORIZON_NS, MIN_TRADES, MIN_VOLUME, IndexCalculator
+from index.calculator import (
+    CALCULATORS,
+    HORIZON_NS,
+    MIN_TRADES,
+    MIN_VOLUME,
+    Calculator,
+    new_calculator,
+)
 from index.errors import EventError, SeqGapError
 from index.value import MINUTE_NS, IndexValue
 from protocol import encode
@@ -37,10 +46,21 @@ def micro(text: str) -> int:
     return int(whole) * 1_000_000 + int(fraction.ljust(6, "0"))
 
 
+NewCalculator = Callable[[], Calculator]
+
+
+@pytest.fixture(params=CALCULATORS)
+def new(request: pytest.FixtureRequest) -> NewCalculator:
+    """Make calculators of one kind: each test runs once per kind."""
+    name: str = request.param
+    return lambda: new_calculator(name)
+
+
 class Log:
     """Events with seqs from 1, written in the engine's encoding."""
 
-    def __init__(self) -> None:
+    def __init__(self, new: NewCalculator) -> None:
+        self.new = new
         self.events: list[Event] = []
         self.order_ids = 0
 
@@ -82,7 +102,7 @@ class Log:
         self.add(Deposited, ts, account="x", asset="USDC", amount="1")
 
     def values(self) -> list[IndexValue]:
-        return IndexCalculator().feed_events(self.events)
+        return self.new().feed_events(self.events)
 
 
 def at(values: list[IndexValue], minute_ns: int, gpu: str = H100) -> IndexValue:
@@ -90,8 +110,8 @@ def at(values: list[IndexValue], minute_ns: int, gpu: str = H100) -> IndexValue:
     return value
 
 
-def test_a_value_is_the_volume_weighted_average_of_the_windows_trades() -> None:
-    log = Log()
+def test_a_value_is_the_volume_weighted_average_of_the_windows_trades(new: NewCalculator) -> None:
+    log = Log(new)
     log.listing("H-1", T + HOUR_NS)
     log.listing("H-2", T + 2 * HOUR_NS)
     log.trade(T - 30 * MINUTE_NS, "H-1", "2.10", 3)
@@ -107,8 +127,8 @@ def test_a_value_is_the_volume_weighted_average_of_the_windows_trades() -> None:
     assert value.last_seq == 5  # the last event before T
 
 
-def test_the_average_is_floored_to_the_micro_usdc() -> None:
-    log = Log()
+def test_the_average_is_floored_to_the_micro_usdc(new: NewCalculator) -> None:
+    log = Log(new)
     log.listing("H-1", T + HOUR_NS)
     log.trade(T - MINUTE_NS, "H-1", "2.000001", 1)
     log.trade(T - MINUTE_NS, "H-1", "2.000002", 2)
@@ -116,8 +136,8 @@ def test_the_average_is_floored_to_the_micro_usdc() -> None:
     assert at(log.values(), T).value_micro == (2_000_001 + 2 * 2_000_002) // 3 == 2_000_001
 
 
-def test_the_window_holds_the_last_sixty_minutes_exactly() -> None:
-    log = Log()
+def test_the_window_holds_the_last_sixty_minutes_exactly(new: NewCalculator) -> None:
+    log = Log(new)
     log.listing("H-1", T + 3 * HOUR_NS)
     log.trade(T - HOUR_NS - 1, "H-1", "9.00", 1)  # a nanosecond too old for T
     log.trade(T - HOUR_NS, "H-1", "2.00", 1)  # the oldest that counts for T
@@ -131,8 +151,8 @@ def test_the_window_holds_the_last_sixty_minutes_exactly() -> None:
     assert (after.value_micro, after.trade_count) == (5_000_000, 1)  # 2.00 left with T - 60 min
 
 
-def test_only_instruments_delivered_in_the_next_24_hours_count() -> None:
-    log = Log()
+def test_only_instruments_delivered_in_the_next_24_hours_count(new: NewCalculator) -> None:
+    log = Log(new)
     log.listing("due-now", T)  # still tradable at T: its close comes with the first ts >= T
     log.listing("last-hour", T + HORIZON_NS - HOUR_NS)
     log.listing("too-far", T + HORIZON_NS)
@@ -144,8 +164,8 @@ def test_only_instruments_delivered_in_the_next_24_hours_count() -> None:
     assert (value.value_micro, value.trade_count, value.instrument_count) == (2_500_000, 2, 2)
 
 
-def test_a_closed_instruments_trades_leave_the_index_at_its_close() -> None:
-    log = Log()
+def test_a_closed_instruments_trades_leave_the_index_at_its_close(new: NewCalculator) -> None:
+    log = Log(new)
     log.listing("closing", T - 30 * MINUTE_NS)
     log.listing("open", T + HOUR_NS)
     log.trade(T - 40 * MINUTE_NS, "closing", "9.00", 10)
@@ -158,8 +178,8 @@ def test_a_closed_instruments_trades_leave_the_index_at_its_close() -> None:
     assert (at(values, T).trade_count, at(values, T).value_micro) == (1, 2_000_000)
 
 
-def test_without_trades_the_index_is_the_mean_of_the_books_mids() -> None:
-    log = Log()
+def test_without_trades_the_index_is_the_mean_of_the_books_mids(new: NewCalculator) -> None:
+    log = Log(new)
     log.listing("H-1", T + HOUR_NS)
     log.listing("H-2", T + 2 * HOUR_NS)
     log.listing("H-3", T + 3 * HOUR_NS)
@@ -179,8 +199,8 @@ def test_without_trades_the_index_is_the_mean_of_the_books_mids() -> None:
     assert value.inputs_hash == expected
 
 
-def test_each_mid_is_floored_then_their_mean() -> None:
-    log = Log()
+def test_each_mid_is_floored_then_their_mean(new: NewCalculator) -> None:
+    log = Log(new)
     log.listing("H-1", T + HOUR_NS)
     log.listing("H-2", T + 2 * HOUR_NS)
     log.order(T - MINUTE_NS, "H-1", "buy", "2.000001", 1)
@@ -191,8 +211,8 @@ def test_each_mid_is_floored_then_their_mean() -> None:
     assert at(log.values(), T).value_micro == (2_000_001 + 2_000_002) // 2
 
 
-def test_then_the_last_value_then_none() -> None:
-    log = Log()
+def test_then_the_last_value_then_none(new: NewCalculator) -> None:
+    log = Log(new)
     log.listing("H-1", T + 2 * HOUR_NS)
     log.listing("H-2", T + 2 * HOUR_NS, gpu=A100)  # a class that never trades nor quotes
     log.trade(T - MINUTE_NS, "H-1", "2.00", 1)
@@ -213,8 +233,8 @@ def test_then_the_last_value_then_none() -> None:
             "none", None, hashlib.sha256(b'["none"]').digest())
 
 
-def test_the_trades_hash_is_the_documented_one() -> None:
-    log = Log()
+def test_the_trades_hash_is_the_documented_one(new: NewCalculator) -> None:
+    log = Log(new)
     log.listing("H-1", T + HOUR_NS)
     log.listing("H-2", T + 25 * HOUR_NS)  # beyond 24 h: its trade is not an input
     log.trade(T - HOUR_NS, "H-1", "2.10", 3)  # minute 0 of the window
@@ -230,10 +250,10 @@ def test_the_trades_hash_is_the_documented_one() -> None:
     assert at(log.values(), T).inputs_hash == expected
 
 
-def test_the_hash_changes_with_any_input_and_only_with_an_input() -> None:
+def test_the_hash_changes_with_any_input_and_only_with_an_input(new: NewCalculator) -> None:
     def value_with(price: str = "2.10", quantity: int = 3, far_price: str = "9.00",
                    second_seq_shift: bool = False) -> IndexValue:
-        log = Log()
+        log = Log(new)
         log.listing("H-1", T + HOUR_NS)
         log.listing("far", T + 30 * HOUR_NS)
         if second_seq_shift:
@@ -252,12 +272,12 @@ def test_the_hash_changes_with_any_input_and_only_with_an_input() -> None:
     assert (same.inputs_hash, same.value_micro) == (base.inputs_hash, base.value_micro)
 
 
-def test_an_event_that_passes_several_minutes_releases_each_of_them() -> None:
-    log = Log()
+def test_an_event_that_passes_several_minutes_releases_each_of_them(new: NewCalculator) -> None:
+    log = Log(new)
     log.listing("H-1", T + HOUR_NS)
     log.listing("A-1", T + HOUR_NS, gpu=A100)
     log.trade(T - 1, "H-1", "2.00", 1)
-    calculator = IndexCalculator()
+    calculator = new()
     calculator.feed_events(log.events)
     log.nothing(T + 3 * MINUTE_NS + 5)  # passes T, T + 1, T + 2 and T + 3 minutes
     released = calculator.feed([encode(log.events[-1])])
@@ -267,8 +287,8 @@ def test_an_event_that_passes_several_minutes_releases_each_of_them() -> None:
     assert all(v.source == "trades" for v in released if v.gpu == H100)
 
 
-def test_the_book_follows_the_order_events() -> None:
-    log = Log()
+def test_the_book_follows_the_order_events(new: NewCalculator) -> None:
+    log = Log(new)
     log.listing("H-1", T + HOUR_NS)
     bid = log.order(T - 9 * MINUTE_NS, "H-1", "buy", "2.00", 5)
     ask = log.order(T - 9 * MINUTE_NS, "H-1", "sell", "2.40", 2)
@@ -293,8 +313,8 @@ def test_the_book_follows_the_order_events() -> None:
     assert at(values, T - 4 * MINUTE_NS).source == "last"
 
 
-def test_trades_empty_the_makers_and_a_strips_taker_is_passed_over() -> None:
-    log = Log()
+def test_trades_empty_the_makers_and_a_strips_taker_is_passed_over(new: NewCalculator) -> None:
+    log = Log(new)
     log.listing("H-1", T + HOUR_NS)
     log.listing("H-2", T + 2 * HOUR_NS)
     log.order(T - 2 * HOUR_NS, "H-1", "buy", "2.00", 4)
@@ -306,9 +326,9 @@ def test_trades_empty_the_makers_and_a_strips_taker_is_passed_over() -> None:
     assert (value.source, value.value_micro) == ("mid", 2_300_000)
 
 
-def test_sufficiency_needs_enough_trades_and_volume() -> None:
+def test_sufficiency_needs_enough_trades_and_volume(new: NewCalculator) -> None:
     def flags(trades: int, quantity: int) -> bool:
-        log = Log()
+        log = Log(new)
         log.listing("H-1", T + HOUR_NS)
         for _ in range(trades):
             log.trade(T - MINUTE_NS, "H-1", "2.00", quantity)
@@ -321,8 +341,8 @@ def test_sufficiency_needs_enough_trades_and_volume() -> None:
     assert not flags(MIN_TRADES, (MIN_VOLUME - 1) // MIN_TRADES)
 
 
-def test_the_encoding_of_a_record_does_not_change_the_values() -> None:
-    log = Log()
+def test_the_encoding_of_a_record_does_not_change_the_values(new: NewCalculator) -> None:
+    log = Log(new)
     log.listing("H-1", T + HOUR_NS)
     log.order(T - 3 * MINUTE_NS, "H-1", "buy", "2.00", 4)
     log.order(T - 3 * MINUTE_NS, "H-1", "sell", "2.20", 4)
@@ -333,30 +353,30 @@ def test_the_encoding_of_a_record_does_not_change_the_values() -> None:
     reordered = [msgspec.json.format(msgspec.json.encode(
         dict(reversed(list(msgspec.json.decode(record).items())))), indent=1)
         for record in canonical]
-    assert IndexCalculator().feed(reordered) == IndexCalculator().feed(canonical)
+    assert new().feed(reordered) == new().feed(canonical)
 
 
-def test_a_log_the_index_cannot_follow_is_refused() -> None:
-    log = Log()
+def test_a_log_the_index_cannot_follow_is_refused(new: NewCalculator) -> None:
+    log = Log(new)
     log.listing("H-1", T + HOUR_NS)
     log.trade(T - MINUTE_NS, "H-1", "2.00", 1)
     records = [encode(event) for event in log.events]
     with pytest.raises(SeqGapError):
-        IndexCalculator().feed(records[1:])  # not from seq 1
+        new().feed(records[1:])  # not from seq 1
     with pytest.raises(SeqGapError):
-        IndexCalculator().feed([records[0], records[0]])
-    unlisted = Log()
+        new().feed([records[0], records[0]])
+    unlisted = Log(new)
     unlisted.trade(T, "nowhere", "2.00", 1)
     with pytest.raises(EventError, match="never listed"):
         unlisted.values()
-    backwards = Log()
+    backwards = Log(new)
     backwards.nothing(T)
     backwards.nothing(T - 1)
     with pytest.raises(EventError, match="before"):
         backwards.values()
     with pytest.raises(EventError):
-        IndexCalculator().feed([b"not json"])
-    bad_price = Log()
+        new().feed([b"not json"])
+    bad_price = Log(new)
     bad_price.listing("H-1", T + HOUR_NS)
     bad_price.trade(T, "H-1", "2.0000001", 1)
     with pytest.raises(EventError, match="seq 2"):
