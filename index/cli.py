@@ -2,10 +2,10 @@
 
     gpux index migrate --database-url URL
     gpux index run     --kafka HOST:PORT --database-url URL [--topic-namespace NS]
-                       [--metrics-port PORT]
+                       [--metrics-port PORT] [--calculator python|native]
     gpux index verify  (--events FILE.jsonl | --kafka HOST:PORT [--topic-namespace NS])
                        [--gpu G] [--region R] [--minute TIME] [--database-url URL]
-                       [--rpc URL --deployment FILE]
+                       [--rpc URL --deployment FILE] [--calculator python|native]
 
 `run` recomputes the index from the start of the events topic at every start, then follows
 it, upserting one row per GPU class, region and minute (docs/index-methodology.md). With
@@ -20,6 +20,9 @@ unless it says otherwise, e.g. 2026-12-05T12:34, or ns since the epoch). Without
 (and the settlement deployment file), with the values the IndexOracle holds on chain (a
 minute not published yet is counted, not a difference). It prints each difference and exits
 1 if there is any.
+
+Both compute with the native calculator when it is built (`make native`), else the Python
+one, its reference; `--calculator` chooses (the values are the same).
 
 `--database-url` of migrate and run defaults to $DATABASE_URL, `--kafka` to $KAFKA_BOOTSTRAP.
 Exit codes: 0 success, 1 a difference or a failure, 2 usage.
@@ -42,6 +45,7 @@ from eventlog.errors import LogError
 from eventlog.flags import LogFlagsError, add_log_flags, open_log_from
 from eventlog.port import EVENTS_TOPIC
 from index import store
+from index.calculator import CALCULATORS, default_calculator
 from index.errors import PriceIndexError
 from index.service import IndexServiceConfig, IndexSupervisor
 from index.value import MINUTE_NS, IndexValue
@@ -110,6 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size-max", type=int, default=IndexServiceConfig.batch_size_max)
     run.add_argument("--metrics-port", type=int, default=-1,
                      help="serve /metrics and /healthz here (0: any free port, -1: off)")
+    _add_calculator_flag(run)
     verify = commands.add_parser("verify", help="recompute values from the events; compare")
     add_log_flags(verify)
     verify.add_argument("--events", type=Path, help="a JSON Lines file of the whole event log")
@@ -123,7 +128,14 @@ def _parser() -> argparse.ArgumentParser:
                                                     "var/settlement/deployment.json")),
                         help="the settlement deployment file naming the IndexOracle "
                              "(default: $GPUX_DEPLOYMENT or var/settlement/deployment.json)")
+    _add_calculator_flag(verify)
     return parser
+
+
+def _add_calculator_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--calculator", choices=CALCULATORS, default=default_calculator(),
+                        help="which calculator recomputes the index (default: native when "
+                             "built, else python)")
 
 
 async def _migrate(args: argparse.Namespace, out: TextIO) -> int:
@@ -138,7 +150,8 @@ async def _migrate(args: argparse.Namespace, out: TextIO) -> int:
 
 async def _run(args: argparse.Namespace, out: TextIO) -> int:
     config = IndexServiceConfig(batch_size_max=args.batch_size_max,
-                                topic_namespace=args.topic_namespace)
+                                topic_namespace=args.topic_namespace,
+                                calculator=args.calculator)
     event_log = open_log_from(args)
     supervisor = IndexSupervisor(event_log, args.database_url, config)
     try:
@@ -153,12 +166,12 @@ async def _verify(args: argparse.Namespace, out: TextIO) -> int:
     selection = Selection(gpu=args.gpu, region=args.region,
                           minute_ns=None if args.minute is None else parse_minute(args.minute))
     if args.events is not None:
-        recomputed = recompute_file(args.events, selection)
+        recomputed = recompute_file(args.events, selection, args.calculator)
     else:
         event_log = open_log_from(args)
         try:
             recomputed = await recompute_log(event_log, args.topic_namespace + EVENTS_TOPIC,
-                                             selection)
+                                             selection, args.calculator)
         finally:
             await event_log.close()
     if not recomputed:

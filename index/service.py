@@ -11,14 +11,15 @@ relies on.
 `IndexSupervisor` (what `gpux index run` and the venue run) restarts it after a lost
 connection and keeps its `IndexMetrics`; its `healthy()` backs `/healthz`. An event the
 calculator cannot follow is not retriable: the service stops rather than publish values
-computed without it.
+computed without it. The calculator is the native one when it is built (`calculator`:
+"python" or "native", the same values either way), so a restart recomputes the log faster.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 
@@ -26,7 +27,7 @@ from eventlog.errors import LogError
 from eventlog.lag import LagGauge
 from eventlog.port import EVENTS_TOPIC, EventLog, TopicSpec
 from index import store
-from index.calculator import IndexCalculator
+from index.calculator import CALCULATORS, default_calculator, new_calculator
 from index.errors import ConnectionLostError, PriceIndexError
 from index.metrics import IndexMetrics
 from index.value import IndexValue
@@ -56,6 +57,8 @@ class IndexServiceConfig:
     retry: RetryPolicy = RetryPolicy()
     # Prefixed to the events topic's name, as the engine's `topic_namespace`.
     topic_namespace: str = ""
+    # Which calculator recomputes the index (index.calculator.CALCULATORS).
+    calculator: str = field(default_factory=default_calculator)
 
     @property
     def events_topic(self) -> str:
@@ -64,6 +67,8 @@ class IndexServiceConfig:
     def __post_init__(self) -> None:
         require_positive(self, "batch_size_max", "poll_timeout_ms", "feed_slice_records",
                          "write_rows_max")
+        if self.calculator not in CALCULATORS:
+            raise ValueError(f"calculator must be one of {CALCULATORS}, got {self.calculator!r}")
 
 
 class IndexService:
@@ -76,7 +81,7 @@ class IndexService:
         self.config = config
         self.metrics = metrics if metrics is not None else IndexMetrics()
         self.ready = asyncio.Event()
-        self.calculator = IndexCalculator()
+        self.calculator = new_calculator(config.calculator)
         self.lag = LagGauge(event_log, config.events_topic, self.metrics.lag, LAG_INTERVAL_S)
         self._connection: asyncpg.Connection | None = None
         self._ended = False

@@ -24,7 +24,7 @@ import msgspec
 from eventlog.port import EventLog, Record
 from eventlog.reading import for_each_batch_until, settled_end_offset
 from index import store
-from index.calculator import IndexCalculator
+from index.calculator import new_calculator
 from index.value import MINUTE_NS, IndexValue
 
 __all__ = ["COMPARED_FIELDS", "ChainComparison", "Difference", "Selection", "compare",
@@ -66,9 +66,11 @@ class Difference(msgspec.Struct, frozen=True, kw_only=True):
     stored: str
 
 
-def recompute_file(path: Path, selection: Selection) -> list[IndexValue]:
-    """Recompute from a JSON Lines file of the whole event log, from seq 1."""
-    calculator = IndexCalculator()
+def recompute_file(path: Path, selection: Selection, calculator_name: str | None = None
+                   ) -> list[IndexValue]:
+    """Recompute from a JSON Lines file of the whole event log, from seq 1, with the named
+    calculator (`index.calculator.new_calculator`: the native one when built)."""
+    calculator = new_calculator(calculator_name)
     kept: list[IndexValue] = []
     with path.open("rb") as lines:
         for batch in _batches(line.rstrip(b"\r\n") for line in lines):
@@ -88,11 +90,12 @@ def _batches(lines: Iterable[bytes]) -> Iterator[list[bytes]]:
         yield batch
 
 
-async def recompute_log(event_log: EventLog, topic: str, selection: Selection) -> list[IndexValue]:
+async def recompute_log(event_log: EventLog, topic: str, selection: Selection,
+                        calculator_name: str | None = None) -> list[IndexValue]:
     """Recompute from the events topic, from its start to what is committed now."""
+    calculator = new_calculator(calculator_name)
     end_offset = await settled_end_offset(event_log, topic)
     consumer = event_log.consumer(topic, isolation="read_committed", start="earliest")
-    calculator = IndexCalculator()
     kept: list[IndexValue] = []
 
     def feed(records: Sequence[Record]) -> None:
