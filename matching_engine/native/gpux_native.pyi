@@ -1,4 +1,7 @@
-"""The native matching engine core (Rust): byte-identical to `matching_engine.core`."""
+"""The native matching engine core (Rust): byte-identical to `matching_engine.core`; and
+the price index calculator of `index.calculator`."""
+
+from collections.abc import Iterable
 
 class NativeEngine:
     """Commands in as JSON Lines bytes, events out as JSON Lines bytes.
@@ -28,3 +31,24 @@ class NativeEngine:
     @property
     def seq(self) -> int:
         """The seq of the last event (0 before any)."""
+
+
+class IndexSeqGapError(Exception):
+    """A log whose seqs do not follow on: args (expected seq, got seq in decimal digits)."""
+
+class IndexEventError(Exception):
+    """An event the index cannot follow: args (message, seq or None)."""
+
+IndexRow = tuple[str, str, int, int | None, str, int, int, int, bool, bytes, int]
+
+class NativeIndexCalculator:
+    """`index.calculator.IndexCalculator` in Rust: the same values and errors for the same
+    records fed in the same batches."""
+
+    def __init__(self, event_types: list[str], prefix_bytes: int) -> None: ...
+    def feed(self, records: Iterable[bytes]) -> list[IndexRow]:
+        """Apply the next encoded events; return the values released, as tuples in
+        `index.value.IndexValue`'s field order."""
+    @property
+    def seq(self) -> int:
+        """The seq of the last event fed (0 before any)."""

@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 
 use crate::encode::write_json_str;
 use crate::index_book::{text, Book};
-use crate::index_events::{field, Fields, Kind, Reader, Struct};
+use crate::index_events::{field, rfind, Fields, Kind, Reader, Struct};
 use crate::money::{parse_positive_micro, write_i128};
 
 pub const MINUTE_NS: i128 = 60_000_000_000;
@@ -237,13 +237,23 @@ struct Triple {
     quantity: i128,
 }
 
-/// One class's trades of one minute, in the order they came.
+/// One class's trades of one minute, in the order they came; once the minute has passed,
+/// their totals per instrument (what leaves the window with it).
 struct Minute {
     minute: i128,
     trades: Vec<(u32, Triple)>,
+    totals: Vec<Totals>,
     /// The hex SHA-256 of the minute's inputs for `digest_version`.
     digest: [u8; 64],
     digest_version: i64,
+}
+
+/// One instrument's trades in one minute: count, GPU-hours, sum of price * quantity.
+struct Totals {
+    instrument: u32,
+    trades: i64,
+    volume: i128,
+    notional: i128,
 }
 
 /// The index of one (gpu, region).
@@ -513,14 +523,7 @@ fn handler_of(head: &Head, seq: i128) -> Step<Option<Handler>> {
 /// immediate-or-cancel or fill-or-kill (`"time_in_force":"` cannot occur inside a string
 /// value, whose quotes are escaped, so the last one in a record is the field itself).
 fn never_rests(record: &[u8]) -> bool {
-    let Some(last_start) = record.len().checked_sub(TIME_IN_FORCE.len()) else { return false };
-    // The last occurrence, from the end: it is near it, and begins with a quote.
-    let Some(at) = (0..=last_start)
-        .rev()
-        .find(|&at| record[at] == b'"' && record[at..].starts_with(TIME_IN_FORCE))
-    else {
-        return false;
-    };
+    let Some(at) = rfind(record, TIME_IN_FORCE) else { return false };
     let value = &record[at + TIME_IN_FORCE.len()..];
     value.starts_with(b"ioc\"") || value.starts_with(b"fok\"")
 }
@@ -640,6 +643,7 @@ impl State {
         let current = series.current.get_or_insert_with(|| Minute {
             minute,
             trades: Vec::new(),
+            totals: Vec::new(),
             digest: [0; 64],
             digest_version: -1,
         });
@@ -697,11 +701,11 @@ impl State {
         let (series, instruments) = (&mut self.series[index as usize], &mut self.instruments);
         while series.window.front().is_some_and(|oldest| oldest.minute < minute - WINDOW_MINUTES) {
             let gone = series.window.pop_front().expect("a minute in the window");
-            for (instrument, trade) in gone.trades {
-                let instrument = &mut instruments[instrument as usize];
-                instrument.trades -= 1;
-                instrument.volume -= trade.quantity;
-                instrument.notional -= trade.price * trade.quantity;
+            for totals in gone.totals {
+                let instrument = &mut instruments[totals.instrument as usize];
+                instrument.trades -= totals.trades;
+                instrument.volume -= totals.volume;
+                instrument.notional -= totals.notional;
             }
         }
         self.update_eligible(index, minute_ns)?;
@@ -739,13 +743,27 @@ impl State {
     /// Total the minute in progress into its instruments and move it into the window.
     fn end_minute(&mut self, index: u32) -> Applied {
         let series = &mut self.series[index as usize];
-        let Some(current) = series.current.take() else { return Ok(()) };
+        let Some(mut current) = series.current.take() else { return Ok(()) };
         for &(instrument, trade) in &current.trades {
-            let instrument = &mut self.instruments[instrument as usize];
-            instrument.trades += 1;
-            instrument.volume = checked(instrument.volume.checked_add(trade.quantity))?;
+            let at = match current.totals.iter().rposition(|totals| totals.instrument == instrument)
+            {
+                Some(at) => at,
+                None => {
+                    current.totals.push(Totals { instrument, trades: 0, volume: 0, notional: 0 });
+                    current.totals.len() - 1
+                }
+            };
+            let totals = &mut current.totals[at];
+            totals.trades += 1;
+            totals.volume = checked(totals.volume.checked_add(trade.quantity))?;
             let notional = checked(trade.price.checked_mul(trade.quantity))?;
-            instrument.notional = checked(instrument.notional.checked_add(notional))?;
+            totals.notional = checked(totals.notional.checked_add(notional))?;
+        }
+        for totals in &current.totals {
+            let instrument = &mut self.instruments[totals.instrument as usize];
+            instrument.trades += totals.trades;
+            instrument.volume = checked(instrument.volume.checked_add(totals.volume))?;
+            instrument.notional = checked(instrument.notional.checked_add(totals.notional))?;
         }
         series.window.push_back(current);
         Ok(())
@@ -942,4 +960,112 @@ fn hex(digest: &[u8; 32]) -> [u8; 64] {
         out[2 * i + 1] = DIGITS[(byte & 0xF) as usize];
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TYPES: [&[u8]; 4] = [b"instrument_listed", b"trade", b"deposited", b"order_accepted"];
+    const T: i128 = 29_000_000 * MINUTE_NS;
+    const HOUR_NS: i128 = 60 * MINUTE_NS;
+
+    fn listing(seq: i128, symbol: &str, delivery_start: i128) -> String {
+        format!(
+            r#"{{"type":"instrument_listed","seq":{seq},"ts":{},"symbol":"{symbol}","gpu":"H100","region":"eu-west","delivery_start":{delivery_start}}}"#,
+            T - 2 * HOUR_NS
+        )
+    }
+
+    fn trade(seq: i128, ts: i128, symbol: &str, price: &str, quantity: i128) -> String {
+        format!(
+            r#"{{"type":"trade","seq":{seq},"ts":{ts},"instrument":"{symbol}","price":"{price}","quantity":{quantity},"maker_order_id":"m","taker_order_id":"t"}}"#
+        )
+    }
+
+    fn values(records: &[String]) -> Vec<IndexValue> {
+        let records: Vec<&[u8]> = records.iter().map(|record| record.as_bytes()).collect();
+        let prefix_bytes = 21;
+        IndexCalculator::new(&TYPES, prefix_bytes).feed(&records).expect("a log it follows")
+    }
+
+    fn sha256_hex(text: &str) -> String {
+        hex(&Sha256::digest(text.as_bytes()).into()).iter().map(|&b| b as char).collect()
+    }
+
+    #[test]
+    fn the_trades_hash_is_the_documented_one() {
+        // docs/index-methodology.md, section 6: the window's first and last minutes hold the
+        // inputs; a trade on an instrument beyond 24 hours is not one.
+        let records = [
+            listing(1, "H-1", T + HOUR_NS),
+            listing(2, "H-2", T + 25 * HOUR_NS),
+            trade(3, T - HOUR_NS, "H-1", "2.10", 3),
+            trade(4, T - HOUR_NS + 1, "H-2", "2.00", 1),
+            trade(5, T - HOUR_NS + 2, "H-1", "2.20", 1),
+            trade(6, T - 1, "H-1", "2.30", 2),
+            format!(r#"{{"type":"deposited","seq":7,"ts":{T}}}"#),
+        ];
+        let mut minutes = vec![sha256_hex("[]"); 60];
+        minutes[0] = sha256_hex("[[3,2100000,3],[5,2200000,1]]");
+        minutes[59] = sha256_hex("[[6,2300000,2]]");
+        let document = format!(r#"["trades",["{}"]]"#, minutes.join(r#"",""#));
+        let value = values(&records).pop().expect("the value at T");
+        assert_eq!(value.minute_ns, T);
+        assert_eq!((value.source, value.trade_count, value.volume), (Source::Trades, 3, 6));
+        assert_eq!(value.value_micro, Some((6_300_000 + 2_200_000 + 4_600_000) / 6));
+        assert_eq!(value.inputs_hash, <[u8; 32]>::from(Sha256::digest(document.as_bytes())));
+    }
+
+    #[test]
+    fn without_trades_the_mid_else_none() {
+        let symbol = r#"H-\"1"#; // a symbol the hash writes escaped, as msgspec does
+        let order = |seq: i128, side: &str, price: &str| {
+            format!(
+                r#"{{"type":"order_accepted","seq":{seq},"ts":{},"order_id":"o{seq}","instrument":"{symbol}","side":"{side}","order_type":"limit","price":"{price}","quantity":1,"time_in_force":"gtc"}}"#,
+                T - 2 * HOUR_NS
+            )
+        };
+        let records = [
+            listing(1, symbol, T + HOUR_NS),
+            order(2, "buy", "2.00"),
+            order(3, "sell", "2.03"),
+            format!(r#"{{"type":"deposited","seq":4,"ts":{T}}}"#),
+        ];
+        let quoted = values(&records);
+        assert_eq!(quoted.len(), 120); // the minutes after the listing's, to T
+        let document = br#"["mid",[["H-\"1",2000000,2030000]]]"#;
+        for value in quoted {
+            assert_eq!((value.source, value.value_micro), (Source::Mid, Some(2_015_000)));
+            assert_eq!(value.inputs_hash, <[u8; 32]>::from(Sha256::digest(document)));
+        }
+        let unquoted = values(&[records[0].clone(), records[3].replace(":4,", ":2,")]);
+        for value in unquoted {
+            assert_eq!((value.source, value.value_micro), (Source::None, None));
+            assert_eq!(value.inputs_hash, <[u8; 32]>::from(Sha256::digest(br#"["none"]"#)));
+        }
+    }
+
+    #[test]
+    fn orders_that_never_rest_are_told_by_their_last_time_in_force() {
+        assert!(never_rests(br#"{"x":"a","time_in_force":"gtc","time_in_force":"ioc"}"#));
+        assert!(never_rests(br#"{"time_in_force":"fok"}"#));
+        assert!(!never_rests(br#"{"time_in_force":"ioc","time_in_force":"gtd"}"#));
+        assert!(!never_rests(br#"{"time_in_force":"iocx"}"#));
+        assert!(!never_rests(br#"{"time_in_force":"#));
+    }
+
+    #[test]
+    fn a_triple_is_written_as_msgspec_writes_it() {
+        for triple in [
+            Triple { seq: 1, price: 2_150_000, quantity: 10 },
+            Triple { seq: u64::MAX.into(), price: 0, quantity: 9 },
+            Triple { seq: -1, price: i128::from(u64::MAX) + 1, quantity: 7 },
+        ] {
+            let mut written = Vec::new();
+            write_triple(&mut written, &triple);
+            let expected = format!("[{},{},{}]", triple.seq, triple.price, triple.quantity);
+            assert_eq!(written, expected.as_bytes());
+        }
+    }
 }

@@ -705,6 +705,53 @@ fn small_integer(input: &[u8], pos: usize) -> Option<(i128, usize)> {
     Some((if negative { -i128::from(value) } else { i128::from(value) }, end))
 }
 
+/// The start of the last occurrence of `needle` (2 bytes or more) in `haystack`. Looks
+/// from the end, 16 places at a time where the first, second and last bytes all match.
+pub fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    assert!(needle.len() >= 2);
+    let last_start = haystack.len().checked_sub(needle.len())?;
+    let found = |at: usize| same_bytes(&haystack[at..at + needle.len()], needle);
+    let mut end = last_start + 1; // the places below `end` are left to look at
+    #[cfg(target_arch = "x86_64")]
+    while end >= 16 {
+        let start = end - 16;
+        let mut candidates = rfind_candidates(haystack, start, needle);
+        while candidates != 0 {
+            let at = start + 15 - candidates.leading_zeros() as usize;
+            if found(at) {
+                return Some(at);
+            }
+            candidates &= !(1 << (at - start));
+        }
+        end = start;
+    }
+    (0..end).rev().find(|&at| haystack[at] == needle[0] && found(at))
+}
+
+/// Of the places `start..start + 16` (where `needle` fits), those where the needle's first,
+/// second and last bytes match, one bit each.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn rfind_candidates(haystack: &[u8], start: usize, needle: &[u8]) -> u16 {
+    use std::arch::x86_64::{
+        _mm_and_si128, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8,
+    };
+    let last = needle.len() - 1;
+    let blocks = [
+        &haystack[start..start + 16],
+        &haystack[start + 1..start + 17],
+        &haystack[start + last..start + last + 16],
+    ];
+    // SAFETY: SSE2 is part of x86_64; each load reads the 16 bytes of its slice.
+    unsafe {
+        let matches = |block: &[u8], byte: u8| {
+            _mm_cmpeq_epi8(_mm_loadu_si128(block.as_ptr().cast()), _mm_set1_epi8(byte as i8))
+        };
+        let both = _mm_and_si128(matches(blocks[0], needle[0]), matches(blocks[1], needle[1]));
+        _mm_movemask_epi8(_mm_and_si128(both, matches(blocks[2], needle[last]))) as u16
+    }
+}
+
 /// `a == b` for short slices, in a few loads rather than a call to memcmp.
 #[inline(always)]
 fn same_bytes(a: &[u8], b: &[u8]) -> bool {
@@ -1037,6 +1084,25 @@ mod tests {
         assert_eq!(head(seq.as_bytes()), Ok((b"t".to_vec(), i128::MAX, 2)));
         let ts = format!(r#"{{"type":"t","seq":1,"ts":-{huge}}}"#);
         assert_eq!(head(ts.as_bytes()), Err(Fault::Beyond(2)));
+    }
+
+    #[test]
+    fn rfind_finds_the_last_occurrence() {
+        let needle = b"\"time_in_force\":\"";
+        let mut state = 7u64;
+        for _ in 0..2000 {
+            let mut haystack = Vec::new();
+            for _ in 0..(state % 90) {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                match state >> 60 {
+                    0 => haystack.extend_from_slice(needle),
+                    1 => haystack.extend_from_slice(&needle[..(state >> 40) as usize % 17]),
+                    _ => haystack.push(b"\"tf:_e"[(state >> 33) as usize % 6]),
+                }
+            }
+            let expected = haystack.windows(needle.len()).rposition(|window| window == needle);
+            assert_eq!(rfind(&haystack, needle), expected);
+        }
     }
 
     #[test]
