@@ -2,7 +2,7 @@
 //! `NativeIndexCalculator` over an `index::IndexCalculator`.
 
 use pyo3::create_exception;
-use pyo3::exceptions::{PyException, PyMemoryError, PyOverflowError, PyValueError};
+use pyo3::exceptions::{PyException, PyMemoryError, PyOverflowError, PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
@@ -69,6 +69,28 @@ impl NativeEngine {
     fn seq(&self) -> u64 {
         self.core.engine.seq
     }
+}
+
+/// The bytes of each item of `list` (TypeError for one that is not bytes), without a
+/// reference taken to each: the list holds them while it is borrowed.
+fn list_bytes<'a>(list: &'a Bound<'_, PyList>) -> PyResult<Vec<&'a [u8]>> {
+    let size = list.len();
+    let mut items = Vec::with_capacity(size);
+    for index in 0..size {
+        // SAFETY: `index` is below the list's length, the GIL is held and no Python code runs
+        // until the slices are dropped, so the list and its items stay as they are; the
+        // item is checked to be bytes before its buffer is read.
+        let bytes = unsafe {
+            let item = ffi::PyList_GET_ITEM(list.as_ptr(), index as ffi::Py_ssize_t);
+            if ffi::PyBytes_Check(item) == 0 {
+                return Err(PyTypeError::new_err(format!("record {index} is not bytes")));
+            }
+            let data = ffi::PyBytes_AsString(item).cast::<u8>();
+            std::slice::from_raw_parts(data, ffi::PyBytes_Size(item) as usize)
+        };
+        items.push(bytes);
+    }
+    Ok(items)
 }
 
 /// A bytes object written in place (PyBytesWriter): the events are copied once, from
@@ -177,11 +199,11 @@ impl NativeIndexCalculator {
         py: Python<'py>,
         records: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let objects: Vec<Bound<'py, PyAny>> = records.try_iter()?.collect::<PyResult<_>>()?;
-        let records: Vec<&[u8]> = objects
-            .iter()
-            .map(|object| object.cast::<PyBytes>().map(|bytes| bytes.as_bytes()))
-            .collect::<Result<_, _>>()?;
+        let list = match records.cast::<PyList>() {
+            Ok(list) => list.clone(),
+            Err(_) => PyList::new(py, records.try_iter()?.collect::<PyResult<Vec<_>>>()?)?,
+        };
+        let records = list_bytes(&list)?;
         let values = self.calculator.feed(&records).map_err(|error| match error {
             IndexError::SeqGap { expected, got } => IndexSeqGapError::new_err((expected, got)),
             IndexError::Event { message, seq } => IndexEventError::new_err((message, seq)),
