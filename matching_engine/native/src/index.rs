@@ -27,6 +27,7 @@ use crate::index_book::{text, Book};
 use crate::index_events::{field, rfind, Fields, Kind, Reader, Struct};
 use crate::money::{parse_positive_micro, write_i128};
 
+// The methodology's figures, as index/calculator.py and index/value.py have them.
 pub const MINUTE_NS: i128 = 60_000_000_000;
 pub const WINDOW_MINUTES: i128 = 60;
 pub const HORIZON_NS: i128 = 24 * 3600 * 1_000_000_000;
@@ -271,6 +272,9 @@ struct Series {
     previous: Option<(Option<i128>, [u8; 32])>,
 }
 
+/// A series' (gpu, region).
+type SeriesKey = (Box<[u8]>, Box<[u8]>);
+
 /// Everything the events build, apart from how they are read.
 #[derive(Default)]
 struct State {
@@ -281,7 +285,7 @@ struct State {
     instruments: Vec<Instrument>,
     symbols: FxHashMap<Box<[u8]>, u32>,
     series: Vec<Series>,
-    series_keys: FxHashMap<(Box<[u8]>, Box<[u8]>), u32>,
+    series_keys: FxHashMap<SeriesKey, u32>,
     /// By (gpu, region): the order values come in.
     series_order: Vec<u32>,
     /// JSON being hashed.
@@ -555,7 +559,7 @@ impl State {
         if self.symbols.contains_key(symbol) {
             return Err(format!("instrument {} listed twice", text(symbol)));
         }
-        let key: (Box<[u8]>, Box<[u8]>) = (event.text(3).into(), event.text(4).into());
+        let key: SeriesKey = (event.text(3).into(), event.text(4).into());
         let series = match self.series_keys.get(&key) {
             Some(&series) => series,
             None => {

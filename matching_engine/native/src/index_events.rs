@@ -20,6 +20,12 @@
 //! (README, "Where it can differ"). msgspec skips nested values with the interpreter's
 //! recursion limit, which depends on the caller's stack; here nesting deeper than
 //! `NESTING_DEPTH_MAX` is refused.
+//!
+//! Speed: most records are as the engine writes them, compact and of plain ASCII, and of a
+//! kind whose last record had the same keys in the same order. Such a record is read in one
+//! pass over its quotes (`Quotes`, found 16 bytes at a time) and the bytes between its values
+//! compared with that last record's (`Template`); anything else takes the general reading,
+//! which alone says what is wrong with a record. Both read the same values.
 
 use crate::json::special_bytes;
 
