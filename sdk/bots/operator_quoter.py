@@ -39,6 +39,7 @@ import yaml  # type: ignore[import-untyped]
 
 from protocol import format_micro
 from protocol.commands import IDENTIFIER_PATTERN
+from protocol.effects import bond
 from sdk.book import price_micro
 from sdk.client import Client, ClientError, Quote
 from sdk.signing import ApiKey
@@ -157,7 +158,7 @@ def plan_issues(
         planned.append(PlannedIssue(
             issue_id=issue_id(account, spec.symbol, gpu_class.node), instrument=spec.symbol,
             node_id=gpu_class.node, quantity=quantity,
-            bond_micro=quantity * price_micro(spec.bond_per_gpu_hour)))
+            bond_micro=bond(quantity, price_micro(spec.bond_per_gpu_hour))))
     return planned
 
 
