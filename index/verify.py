@@ -149,11 +149,18 @@ def _differences(recomputed: IndexValue | None, stored: IndexValue | None) -> li
         return [Difference(gpu=some.gpu, region=some.region, minute_ns=some.minute_ns,
                            field="row", recomputed="present" if recomputed else "missing",
                            stored="present" if stored else "missing")]
-    return [Difference(gpu=some.gpu, region=some.region, minute_ns=some.minute_ns, field=field,
+    return _field_differences(recomputed, stored, [
+        field for field in COMPARED_FIELDS if getattr(recomputed, field) != getattr(stored, field)])
+
+
+def _field_differences(recomputed: IndexValue, other: object, fields: Iterable[str]
+                       ) -> list[Difference]:
+    """One Difference per field named, with the recomputed value's and the other's."""
+    return [Difference(gpu=recomputed.gpu, region=recomputed.region,
+                       minute_ns=recomputed.minute_ns, field=field,
                        recomputed=_text(getattr(recomputed, field)),
-                       stored=_text(getattr(stored, field)))
-            for field in COMPARED_FIELDS
-            if getattr(recomputed, field) != getattr(stored, field)]
+                       stored=_text(getattr(other, field)))
+            for field in fields]
 
 
 class OnChainValue(Protocol):
@@ -199,10 +206,7 @@ def compare_chain(recomputed: Iterable[IndexValue], read: ChainReader,
             unpublished += 1
             continue
         compared += 1
-        found += [Difference(gpu=value.gpu, region=value.region, minute_ns=value.minute_ns,
-                             field=field, recomputed=_text(getattr(value, field)),
-                             stored=_text(getattr(on_chain, field)))
-                  for field in differences(value, on_chain)]
+        found += _field_differences(value, on_chain, differences(value, on_chain))
     return ChainComparison(differences=found, compared=compared, unpublished=unpublished)
 
 
