@@ -16,6 +16,8 @@ SUBCOMMANDS: Final = {
     "ledger": ("ledger.cli", "project events into the PostgreSQL journal; verify, reconcile"),
     "settlement": ("settlement.cli", "settle fills on chain, watch deposits, pay withdrawals"),
     "index": ("index.cli", "publish the GPU-hour price index; recompute and verify it"),
+    "delivery": ("delivery.cli", "certify access, probe delivered hours, report and verify them"),
+    "operator": ("agent.cli", "run an operator's node agent; answer the venue's challenges"),
     "services": ("harness.cli", "start/stop real Kafka, PostgreSQL and anvil for local work"),
 }
 
