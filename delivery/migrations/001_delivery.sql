@@ -62,10 +62,12 @@ CREATE TABLE delivery.assignments (
     assigned_seq     bigint   NOT NULL UNIQUE,
     PRIMARY KEY (issue_id, holder)
 );
--- The event log position the service has applied (one row).
+-- The event log position the service has applied (one row): the last event's seq and the
+-- log offset to read on from, written in the same transaction as what the events added.
 CREATE TABLE delivery.progress (
-    name      text    COLLATE "C" PRIMARY KEY CHECK (name = 'events'),
-    last_seq  bigint  NOT NULL CHECK (last_seq >= 0)
+    name         text    COLLATE "C" PRIMARY KEY CHECK (name = 'events'),
+    last_seq     bigint  NOT NULL CHECK (last_seq >= 0),
+    next_offset  bigint  NOT NULL CHECK (next_offset >= 0)
 );
 
 -- Certificates issued: one per (assignment, holder key), valid exactly for the window.
@@ -81,6 +83,8 @@ CREATE TABLE delivery.certificates (
     PRIMARY KEY (issue_id, holder, fingerprint),
     FOREIGN KEY (issue_id, holder) REFERENCES delivery.assignments
 );
+-- Certificate serials, holders' and the prober's alike: never reused.
+CREATE SEQUENCE delivery.certificate_serial AS bigint START 1;
 
 -- The prober's samples: one per minute of an assignment's window, signed, hash-chained per
 -- assignment (prev_hash is the previous minute's sample_hash, 32 zero bytes for minute 0).
@@ -104,6 +108,34 @@ BEGIN
 END $$;
 CREATE TRIGGER samples_append_only BEFORE UPDATE OR DELETE ON delivery.samples
     FOR EACH ROW EXECUTE FUNCTION delivery.refuse_change();
+-- A sample extends its assignment's chain or is refused: minute 0 links to 32 zero bytes,
+-- minute k to minute k-1's sample_hash, and the minute lies inside the window's minutes.
+-- With the primary key this keeps a chain whole and in order whoever writes it.
+CREATE FUNCTION delivery.check_sample_link() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    window_minutes bigint;
+BEGIN
+    SELECT (window_end_ns - window_start_ns) / 60000000000 INTO window_minutes
+        FROM delivery.assignments WHERE issue_id = NEW.issue_id AND holder = NEW.holder;
+    IF window_minutes IS NOT NULL AND NEW.minute >= window_minutes THEN
+        RAISE EXCEPTION 'sample minute % is beyond the window''s % minutes', NEW.minute,
+            window_minutes USING ERRCODE = 'check_violation';
+    END IF;
+    IF NEW.minute = 0 THEN
+        IF NEW.prev_hash <> decode(repeat('00', 32), 'hex') THEN
+            RAISE EXCEPTION 'minute 0 must link to 32 zero bytes'
+                USING ERRCODE = 'check_violation';
+        END IF;
+    ELSIF NOT EXISTS (SELECT 1 FROM delivery.samples WHERE issue_id = NEW.issue_id
+            AND holder = NEW.holder AND minute = NEW.minute - 1
+            AND sample_hash = NEW.prev_hash) THEN
+        RAISE EXCEPTION 'sample minute % does not extend the chain at minute %', NEW.minute,
+            NEW.minute - 1 USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER samples_extend_chain BEFORE INSERT ON delivery.samples
+    FOR EACH ROW EXECUTE FUNCTION delivery.check_sample_link();
 
 -- One report per assignment: what the service measured and sent as `delivery_report`, and
 -- what the engine answered. recorded_id orders the rows for readers that follow them (the
