@@ -8,6 +8,7 @@ restart (same ports, same data), endpoint and log_path.
 | module | what it owns |
 |---|---|
 | `kafka`, `postgres`, `anvil` | each service: install, start, stop, kill, restart |
+| `sshd` | Debian's OpenSSH server from pinned .debs: a GPU node's sshd for delivery tests |
 | `service`, `ports`, `paths`, `errors` | what the services share |
 | `install`, `maven/` | fetching ahead of time; the Kafka jars pinned by hash |
 | `containers` | the same services from Docker images, where an engine answers |

@@ -3,7 +3,9 @@
 `up` starts Kafka, PostgreSQL and anvil detached (they outlive the command), prints the
 env lines clients need and writes them to DIR/env; `down` stops what the state files in
 DIR name; `status` shows it (exit code 0 when all run, 3 otherwise). `install` fetches the
-pinned versions of all three; `pin-kafka` fetches Kafka's jars afresh and pins their digests.
+pinned versions of all three, and of the OpenSSH server the delivery tests run as a node's
+sshd (`harness.sshd`; not part of `up`); `pin-kafka` fetches Kafka's jars afresh and pins
+their digests.
 """
 
 from __future__ import annotations

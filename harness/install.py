@@ -1,8 +1,9 @@
 """Fetch everything the services need ahead of time; fast and silent when all is cached.
 
 Each at the version the repo pins: Kafka's jars through Maven (harness/maven/pom.xml, every
-jar checked against harness/maven/jars.sha256), anvil through `npm ci` (package-lock.json)
-and PostgreSQL from the `pgserver` wheel of uv.lock.
+jar checked against harness/maven/jars.sha256), anvil through `npm ci` (package-lock.json),
+PostgreSQL from the `pgserver` wheel of uv.lock, and Debian's OpenSSH server from its two
+.debs pinned by sha256 in harness/sshd.py.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ from collections.abc import Callable
 from harness.anvil import install_anvil
 from harness.kafka import KAFKA_VERSION, install_kafka
 from harness.postgres import bin_dir_for, ensure_os_user, require_bin_dir
+from harness.sshd import OPENSSH_VERSION, install_sshd
 
 
 def install_all(report: Callable[[str], None] = print) -> None:
-    """Install Kafka, anvil and PostgreSQL; report each step with its duration."""
+    """Install Kafka, anvil, PostgreSQL and sshd; report each step with its duration."""
     _timed(report, f"kafka {KAFKA_VERSION} jars", lambda: str(install_kafka()))
     _timed(report, "anvil", lambda: str(install_anvil()))
     _timed(report, "postgresql binaries", lambda: str(ensure_postgres()))
+    _timed(report, f"openssh-server {OPENSSH_VERSION}", lambda: str(install_sshd()))
 
 
 def _timed(report: Callable[[str], None], what: str, step: Callable[[], str]) -> None:
