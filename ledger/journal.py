@@ -22,6 +22,10 @@ bond per GPU-hour):
     redeemed          (a deliverable instrument's `instrument_closed`) every holder's
                       token balance -> 0, chain token +what they held
 
+Every `delivery_settled` also leaves a `ledger.delivery_reports` row (seq, issue_id, holder,
+delivered_ppm, evidence), whether or not it moves money: the report itself, which settlement
+commits on chain as its batch's evidence leaf.
+
 Postings of one entry are merged per (account, asset) and zero amounts are dropped, so an
 entry has at most one posting per account and asset, and an event whose postings are all
 zero (a bond of 0, a release of 0, a close with no tokens left) has no entry. Every entry
@@ -69,7 +73,7 @@ from protocol import (
     decode_event,
     effects,
 )
-from protocol.commands import PPM
+from protocol.commands import EVIDENCE_MAX_LENGTH, PPM
 from protocol.errors import ProtocolError
 from protocol.money import parse_micro
 
@@ -121,6 +125,8 @@ IssueRow = tuple[int, str, str, str, str, int, int, int]
 # (seq, issue_id, account, quantity, amount, ts)
 BondReleaseRow = tuple[int, str, str, int, int, int]
 RedemptionRow = tuple[int, str, int, int]  # (seq, instrument, quantity, ts)
+# (seq, issue_id, holder, delivered_ppm, evidence or None, ts)
+DeliveryReportRow = tuple[int, str, str, int, str | None, int]
 
 ENTRY_COLUMNS: Final = ("seq", "kind", "ts", "prev_hash", "hash")
 POSTING_COLUMNS: Final = ("seq", "account", "asset", "amount")
@@ -136,6 +142,9 @@ ISSUE_COLUMNS: Final = (
 )  # fmt: skip
 BOND_RELEASE_COLUMNS: Final = ("seq", "issue_id", "account", "quantity", "amount", "ts")
 REDEMPTION_COLUMNS: Final = ("seq", "instrument", "quantity", "ts")
+DELIVERY_REPORT_COLUMNS: Final = (
+    "seq", "issue_id", "holder", "delivered_ppm", "evidence", "ts",
+)  # fmt: skip
 
 _MICRO_CACHE_SIZE_MAX: Final = 1 << 14
 _micro_cache: dict[str, int] = {}
@@ -328,6 +337,16 @@ def delivery_settled_postings(event: DeliverySettled, bond_per_gpu_hour: int) ->
                     (seq, event.holder, USDC, compensation)))
 
 
+def delivery_report_row(event: DeliverySettled) -> DeliveryReportRow:
+    """Return a report's `ledger.delivery_reports` row; raise ValueError for evidence longer
+    than the protocol allows."""
+    evidence = event.evidence
+    if evidence is not None and len(evidence) > EVIDENCE_MAX_LENGTH:
+        raise ValueError(f"evidence of {len(evidence)} characters; at most "
+                         f"{EVIDENCE_MAX_LENGTH}")
+    return (event.seq, event.issue_id, event.holder, event.delivered_ppm, evidence, event.ts)
+
+
 def redeemed_entry(
     event: InstrumentClosed, holders: dict[str, int]
 ) -> tuple[list[PostingRow], RedemptionRow]:
@@ -373,6 +392,7 @@ class JournalBatch:
     issues: list[IssueRow] = field(default_factory=list)
     bond_releases: list[BondReleaseRow] = field(default_factory=list)
     redemptions: list[RedemptionRow] = field(default_factory=list)
+    delivery_reports: list[DeliveryReportRow] = field(default_factory=list)
     failure: LedgerError | None = None
 
     @property
@@ -485,8 +505,10 @@ class JournalBuilder:
             batch.bond_releases.append(release_row)
             return postings
         if isinstance(event, DeliverySettled):
-            return delivery_settled_postings(
+            postings = delivery_settled_postings(
                 event, delivery.bond_per_gpu_hour(event.instrument))
+            batch.delivery_reports.append(delivery_report_row(event))
+            return postings
         if isinstance(event, InstrumentListed):
             return self._book_listing(batch, event)
         if isinstance(event, InstrumentClosed):

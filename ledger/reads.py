@@ -1,4 +1,5 @@
-"""Read the journal: balances at any seq, statements, fees, bonds, and rows for settlement.
+"""Read the journal: balances at any seq, statements, fees, bonds, delivery reports, and rows
+for settlement.
 
 A bond is the account `@bond:ISSUE_ID`: `balances` and `statement` show it like any other
 account, and `bonds` lists the issues (of one issuer, or all) with what each still holds.
@@ -20,6 +21,7 @@ __all__ = [
     "BondRecord",
     "Checkpoint",
     "DeliveryPosting",
+    "DeliveryReport",
     "FeesEarned",
     "StatementLine",
     "TradeRecord",
@@ -27,6 +29,8 @@ __all__ = [
     "balances",
     "bonds",
     "delivery_postings",
+    "delivery_report",
+    "delivery_reports_after",
     "entry_count",
     "fees_earned",
     "first_trade_after",
@@ -130,6 +134,18 @@ class DeliveryPosting(msgspec.Struct, frozen=True, kw_only=True):
     account: str
     asset: str
     amount: int
+    ts: int
+
+
+class DeliveryReport(msgspec.Struct, frozen=True, kw_only=True):
+    """One row of `ledger.delivery_reports`: a `delivery_settled` as reported, the share
+    delivered in ppm and its evidence (None when the report gave none)."""
+
+    seq: int
+    issue_id: str
+    holder: str
+    delivered_ppm: int
+    evidence: str | None
     ts: int
 
 
@@ -265,6 +281,35 @@ async def delivery_postings(
         after_seq, limit,
     )
     return [DeliveryPosting(**dict(row)) for row in rows]
+
+
+_REPORT_COLUMNS = "seq, issue_id, holder, delivered_ppm, evidence, ts"
+
+
+async def delivery_reports_after(
+    connection: asyncpg.Connection, after_seq: int, limit: int
+) -> list[DeliveryReport]:
+    """Return up to `limit` delivery reports with seq > `after_seq`, in seq order."""
+    _check_limit(limit)
+    rows = await connection.fetch(
+        f"SELECT {_REPORT_COLUMNS} FROM ledger.delivery_reports WHERE seq > $1 "
+        "ORDER BY seq LIMIT $2",
+        after_seq, limit,
+    )
+    return [DeliveryReport(**dict(row)) for row in rows]
+
+
+async def delivery_report(
+    connection: asyncpg.Connection, issue_id: str, holder: str
+) -> DeliveryReport | None:
+    """Return the report of the assignment (`issue_id`, `holder`), or None when there is
+    none (not reported yet, or reported before the ledger kept reports)."""
+    row = await connection.fetchrow(
+        f"SELECT {_REPORT_COLUMNS} FROM ledger.delivery_reports "
+        "WHERE issue_id = $1 AND holder = $2",
+        issue_id, holder,
+    )
+    return None if row is None else DeliveryReport(**dict(row))
 
 
 async def bonds(

@@ -1,11 +1,11 @@
 """Append journal batches to PostgreSQL and read back where the journal stands.
 
 `append_batch` writes one batch in one transaction: entries, postings and the side rows
-(trades, withdrawals, listings, issues, bond releases, redemptions) by COPY, then the
-checkpoint row (last applied seq and the log offset after it). A crash anywhere loses the
-whole transaction, so the database always holds whole batches and a checkpoint that says
-exactly where they end; `read_position` and `read_delivery_state` read back what the
-journal builder continues from.
+(trades, withdrawals, listings, issues, bond releases, redemptions, delivery reports) by
+COPY, then the checkpoint row (last applied seq and the log offset after it). A crash
+anywhere loses the whole transaction, so the database always holds whole batches and a
+checkpoint that says exactly where they end; `read_position` and `read_delivery_state`
+read back what the journal builder continues from.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from ledger.errors import LedgerStateError, LockTimeoutError
 from ledger.journal import (
     BOND_RELEASE_COLUMNS,
     CHAIN_ACCOUNT,
+    DELIVERY_REPORT_COLUMNS,
     ENTRY_COLUMNS,
     GENESIS_HASH,
     INSTRUMENT_COLUMNS,
@@ -150,6 +151,7 @@ async def append_batch(
             ("issues", ISSUE_COLUMNS, batch.issues),
             ("bond_releases", BOND_RELEASE_COLUMNS, batch.bond_releases),
             ("redemptions", REDEMPTION_COLUMNS, batch.redemptions),
+            ("delivery_reports", DELIVERY_REPORT_COLUMNS, batch.delivery_reports),
         ):
             if records:
                 await connection.copy_records_to_table(

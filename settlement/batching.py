@@ -1,18 +1,24 @@
-"""Cut a batch from unsettled trades and delivery moves: resolve accounts, net, build the
-Merkle tree. Pure.
+"""Cut a batch from unsettled trades, delivery moves and delivery reports: resolve accounts,
+net, build the Merkle tree. Pure.
 
-Batches are contiguous runs of the ledger's seqs (trades, and the postings of delivery
-entries), so "settled through seq S" is one number. A trade or entry whose account has no
-wallet address stops the batch before it (the batch waits for the registration rather than
-skipping it: a later batch cannot settle what an earlier one left out without breaking that
-order). An entry is never split: all its postings settle in one batch. The fee account must
-have an address for any batch to be cut.
+Batches are contiguous runs of the ledger's seqs (trades, the postings of delivery entries,
+and delivery reports), so "settled through seq S" is one number. A trade or entry whose
+account has no wallet address stops the batch before it (the batch waits for the
+registration rather than skipping it: a later batch cannot settle what an earlier one left
+out without breaking that order). An entry is never split: all its postings (and its report)
+settle in one batch. The fee account must have an address for any batch to be cut.
 
 A redemption (the `redeemed` entry of a close) also waits for the payout of every withdrawal
 before it: once the Vault has burned the instrument's tokens it pays none of them out, and a
 withdrawal of the token before the close is owed.
 
-The tree's leaves are the batch's fills, then its moves, each in seq order.
+A delivery report (`settlement.reports`) settles with the entry of its seq, when it has
+one: it needs no address and moves no asset, and its evidence leaf only commits the
+measurement to the batch's root.
+
+The tree's leaves are the batch's fills, then its moves, then its reports' evidence leaves,
+each in seq order (a batch without reports has exactly the tree it had before reports were
+batched).
 """
 
 from __future__ import annotations
@@ -45,16 +51,20 @@ from settlement.moves import (
     supply_changes,
     to_chain_move,
 )
+from settlement.reports import ChainEvidence, Report, to_chain_evidence
 
-Item = Fill | Move  # what a batch settles: a trade, or one posting of a delivery entry
+# What a batch settles: a trade, one posting of a delivery entry, or a delivery report.
+Item = Fill | Move | Report
 
 
 class BatchPlan(msgspec.Struct, frozen=True, kw_only=True):
-    """What a new batch holds: its fills and moves, their tree root, the settle arguments."""
+    """What a new batch holds: its fills, moves and evidence leaves, their tree root, the
+    settle arguments."""
 
     fills: list[ChainFill]
     trade_ids: list[str]
     moves: list[ChainMove]
+    evidence: list[ChainEvidence]
     fills_root: bytes
     assets: list[int]
     deltas: list[int]
@@ -72,14 +82,16 @@ class Blocked(msgspec.Struct, frozen=True):
     withdrawal_seq: int | None = None
 
 
-def split(items: Sequence[Item]) -> tuple[list[Fill], list[Move]]:
-    """Return the fills and the moves of `items`, each in the given order."""
+def split(items: Sequence[Item]) -> tuple[list[Fill], list[Move], list[Report]]:
+    """Return the fills, the moves and the reports of `items`, each in the given order."""
+    fills = [item for item in items if isinstance(item, Fill)]
     moves = [item for item in items if isinstance(item, Move)]
-    return [item for item in items if not isinstance(item, Move)], moves
+    return fills, moves, [item for item in items if isinstance(item, Report)]
 
 
 def entries(items: Sequence[Item]) -> list[list[Item]]:
-    """Group items in seq order into entries: a trade alone, or a delivery entry's postings."""
+    """Group items in seq order into entries: a trade alone, or a delivery event's postings
+    and report."""
     grouped: list[list[Item]] = []
     for item in items:
         if grouped and grouped[-1][0].seq == item.seq:
@@ -89,33 +101,39 @@ def entries(items: Sequence[Item]) -> list[list[Item]]:
     return grouped
 
 
-def in_seq_order(fills: Sequence[Fill], moves: Sequence[Move], entries_max: int) -> list[Item]:
-    """Merge two reads after one seq into the items to consider for a batch, in seq order.
+def in_seq_order(fills: Sequence[Fill], moves: Sequence[Move], entries_max: int,
+                 reports: Sequence[Report] = ()) -> list[Item]:
+    """Merge reads after one seq into the items to consider for a batch, in seq order.
 
     `fills` are up to `entries_max` trades, `moves` the postings of up to `entries_max`
-    delivery entries, both read in one snapshot. A read that came back full may have left
-    out what lies beyond its last seq, so only the seqs both reads cover are kept; of those,
-    the first `entries_max` entries.
+    delivery entries, `reports` up to `entries_max` delivery reports, all read in one
+    snapshot. A read that came back full may have left out what lies beyond its last seq,
+    so only the seqs every read covers are kept; of those, the first `entries_max` entries.
+    Within a seq, moves come before the report.
     """
-    bound: int | None = None
+    bounds: list[int] = []
     if len(fills) == entries_max:
-        bound = fills[-1].seq
+        bounds.append(fills[-1].seq)
     if moves and len(entries(moves)) == entries_max:
-        bound = moves[-1].seq if bound is None else min(bound, moves[-1].seq)
-    merged: list[Item] = sorted([*fills, *moves], key=lambda item: item.seq)  # stable
+        bounds.append(moves[-1].seq)
+    if len(reports) == entries_max:
+        bounds.append(reports[-1].seq)
+    bound = min(bounds, default=None)
+    merged: list[Item] = sorted([*fills, *moves, *reports], key=lambda item: item.seq)
     kept = [item for item in merged if bound is None or item.seq <= bound]
     return [item for entry in entries(kept)[:entries_max] for item in entry]
 
 
 def accounts_to_resolve(items: Sequence[Item]) -> set[str]:
-    """Return the accounts of `items` that need a wallet address, the fee account included."""
-    fills, moves = split(items)
+    """Return the accounts of `items` that need a wallet address, the fee account included
+    (a report needs none)."""
+    fills, moves, _reports = split(items)
     return accounts_of(fills) | accounts_of_moves(moves)
 
 
 def _assets(entry: Sequence[Item]) -> set[int]:
     return {asset_id(item.asset) if isinstance(item, Move) else token_id(item.instrument)
-            for item in entry}
+            for item in entry if not isinstance(item, Report)}
 
 
 def settleable_prefix(items: Sequence[Item], addresses: Mapping[str, str], *,
@@ -143,22 +161,26 @@ def settleable_prefix(items: Sequence[Item], addresses: Mapping[str, str], *,
 
 
 def plan_batch(fills: Sequence[Fill], addresses: Mapping[str, str],
-               moves: Sequence[Move] = ()) -> BatchPlan:
-    """Net `fills` and `moves` (all accounts resolved) into one batch."""
-    if not fills and not moves:
-        raise ValueError("a batch needs at least one fill or move")
+               moves: Sequence[Move] = (), reports: Sequence[Report] = ()) -> BatchPlan:
+    """Net `fills` and `moves` (all accounts resolved) into one batch with `reports`'
+    evidence leaves."""
+    if not fills and not moves and not reports:
+        raise ValueError("a batch needs at least one fill, move or report")
     chain_fills = [to_chain_fill(fill, addresses, token_id(fill.instrument)) for fill in fills]
     chain_moves = [to_chain_move(move, addresses) for move in moves]
+    evidence = [to_chain_evidence(report) for report in reports]
     totals = net(chain_fills, addresses[FEE_ACCOUNT])
     for key, amount in net_moves(chain_moves).items():
         totals[key] = totals.get(key, 0) + amount
     net_deltas = encode_deltas({key: amount for key, amount in totals.items() if amount != 0},
                                supply_changes(moves))
     check_zero_sum(net_deltas)
-    leaves = [fill.leaf() for fill in chain_fills] + [move.leaf() for move in chain_moves]
+    leaves = [*(fill.leaf() for fill in chain_fills), *(move.leaf() for move in chain_moves),
+              *(leaf.leaf() for leaf in evidence)]
     tree = MerkleTree(leaves)
-    seqs = [fill.seq for fill in fills] + [move.seq for move in moves]
+    seqs = [*(fill.seq for fill in fills), *(move.seq for move in moves),
+            *(report.seq for report in reports)]
     return BatchPlan(fills=chain_fills, trade_ids=[fill.trade_id for fill in fills],
-                     moves=chain_moves, fills_root=tree.root, assets=net_deltas.assets,
-                     deltas=net_deltas.deltas, supply=net_deltas.supply,
+                     moves=chain_moves, evidence=evidence, fills_root=tree.root,
+                     assets=net_deltas.assets, deltas=net_deltas.deltas, supply=net_deltas.supply,
                      first_seq=min(seqs), last_seq=max(seqs))

@@ -5,13 +5,18 @@
                              deployment file
   register-account A ADDR    settle exchange account A to wallet ADDR (e.g. the `fees` account)
   deposits                   turn confirmed Vault deposits into `deposit` commands on Kafka
-  run                        batch unsettled trades and delivery moves and settle them on
-                             chain, pay withdrawals out (and watch deposits too with --kafka)
+  run                        batch unsettled trades, delivery moves and delivery reports and
+                             settle them on chain, pay withdrawals out (and watch deposits
+                             too with --kafka)
   prove TRADE_ID             print a fill's batch, transaction and Merkle proof, verified on chain
   prove --move SEQ ACCOUNT ASSET
                              the same for the ledger's delivery posting (a bond, a
                              compensation, a release, tokens issued or redeemed), e.g.
                              `prove --move 42 @bond:issue-7 USDC`
+  prove --evidence ISSUE HOLDER
+                             the same for a delivery report: the evidence leaf (seq,
+                             delivered_ppm, the evidence root) the ledger recorded for the
+                             assignment, e.g. `prove --evidence op-1.h7.n-17 alice`
   index-status GPU REGION [--minute TIME]
                              the price index of a class as the IndexOracle holds it (its
                              latest minute, or TIME: ISO 8601 in UTC, or ns since the epoch),
@@ -66,7 +71,14 @@ from settlement.index_chain import (
     read_value,
 )
 from settlement.metrics import SettlementMetrics
-from settlement.proofs import FillProof, MoveProof, prove, prove_move
+from settlement.proofs import (
+    EvidenceProof,
+    FillProof,
+    MoveProof,
+    prove,
+    prove_evidence,
+    prove_move,
+)
 from settlement.submitter import Submitter, SubmitterConfig
 
 log = logging.getLogger("gpux.settlement")
@@ -133,11 +145,14 @@ def _parser() -> argparse.ArgumentParser:
                          help="settle trades only; leave ledger.withdrawals unpaid")
     command.set_defaults(handler=_run)
 
-    command = commands.add_parser("prove", help="prove one fill or delivery move on chain")
+    command = commands.add_parser("prove",
+                                  help="prove one fill, delivery move or report on chain")
     which = command.add_mutually_exclusive_group(required=True)
     which.add_argument("trade_id", nargs="?", help="the trade id of a fill")
     which.add_argument("--move", nargs=3, metavar=("SEQ", "ACCOUNT", "ASSET"),
                        help="a delivery posting: its seq, ledger account and asset")
+    which.add_argument("--evidence", nargs=2, metavar=("ISSUE", "HOLDER"),
+                       help="a delivery report: its issue id and holder")
     _chain_options(command)
     _database_option(command)
     command.set_defaults(handler=_prove)
@@ -350,8 +365,12 @@ def _prove(arguments: argparse.Namespace) -> int:
     contracts = _contracts(arguments)
 
     async def run(conn: asyncpg.Connection) -> int:
-        proof: FillProof | MoveProof
-        if arguments.move is None:
+        proof: FillProof | MoveProof | EvidenceProof
+        if arguments.evidence is not None:
+            issue_id, holder = arguments.evidence
+            what = f"the delivery report of {issue_id} for {holder}"
+            proof = await prove_evidence(conn, contracts, issue_id, holder)
+        elif arguments.move is None:
             what = f"trade {arguments.trade_id}"
             proof = await prove(conn, contracts, arguments.trade_id)
         else:

@@ -92,6 +92,11 @@ class SettlementMetrics:
             "Delivery postings (bonds, compensation, issued and redeemed tokens) in the settled "
             "batches", registry=registry,
         )
+        self.reports_settled = Counter(
+            "gpux_settlement_reports_settled",
+            "Delivery reports committed as evidence leaves of the settled batches",
+            registry=registry,
+        )
         self.withdrawals_paid = Counter(
             "gpux_settlement_withdrawals_paid", "Payouts of withdrawals settled on chain",
             registry=registry,

@@ -1,6 +1,6 @@
-"""Proof of a fill or of a delivery move: its batch, the settling transaction, the Merkle
-proof, and checks of it against the root the Vault holds on chain (locally and by the Vault's
-own `verifyLeaf`)."""
+"""Proof of a fill, a delivery move or a delivery report's evidence: its batch, the settling
+transaction, the Merkle proof, and checks of it against the root the Vault holds on chain
+(locally and by the Vault's own `verifyLeaf`)."""
 
 from __future__ import annotations
 
@@ -56,6 +56,16 @@ class MoveProof(_Proof, frozen=True, kw_only=True):
     move: dict[str, str]
 
 
+class EvidenceProof(_Proof, frozen=True, kw_only=True):
+    """A delivery report's proof: the assignment (issue_id, holder), the report's seq and, in
+    `evidence`, the fields its leaf encodes (delivered_ppm, the evidence string)."""
+
+    issue_id: str
+    holder: str
+    seq: int
+    evidence: dict[str, str]
+
+
 def _as_strings(fields: dict[str, Any]) -> dict[str, str]:
     return {name: str(value) for name, value in fields.items()}
 
@@ -75,12 +85,7 @@ async def _check(conn: asyncpg.Connection, contracts: Contracts, what: str, batc
     if tree.levels[0][leaf_index] != leaf or tree.root != batch.fills_root:
         raise SettlementError(f"batch {batch.batch_id}'s stored leaves do not match its root")
     proof = tree.proof(leaf_index)
-    chain_root = await asyncio.to_thread(contracts.batch_root, batch.batch_id)
-    by_vault = await asyncio.to_thread(
-        call_rpc,
-        lambda: bool(contracts.vault.functions.verifyLeaf(batch.batch_id, proof, leaf).call()),
-        "Vault.verifyLeaf",
-    )
+    chain_root, by_vault = await on_chain(contracts, batch.batch_id, proof, leaf)
     return {
         "batch_id": str(batch.batch_id), "batch_status": batch.status,
         "tx_hash": _hex(batch.tx_hash) if batch.tx_hash else None,
@@ -89,6 +94,19 @@ async def _check(conn: asyncpg.Connection, contracts: Contracts, what: str, batc
         "chain_root": _hex(chain_root), "verified_locally": verify(proof, chain_root, leaf),
         "verified_by_vault": by_vault,
     }  # fmt: skip
+
+
+async def on_chain(contracts: Contracts, batch_id: int, proof: list[bytes], leaf: bytes
+                   ) -> tuple[bytes, bool]:
+    """Return batch `batch_id`'s root on chain (zeros before it settles) and whether the
+    Vault's `verifyLeaf` takes `proof` of `leaf` against it."""
+    chain_root = await asyncio.to_thread(contracts.batch_root, batch_id)
+    by_vault = await asyncio.to_thread(
+        call_rpc,
+        lambda: bool(contracts.vault.functions.verifyLeaf(batch_id, proof, leaf).call()),
+        "Vault.verifyLeaf",
+    )
+    return chain_root, by_vault
 
 
 async def prove(conn: asyncpg.Connection, contracts: Contracts, trade_id: str) -> FillProof:
@@ -114,3 +132,18 @@ async def prove_move(conn: asyncpg.Connection, contracts: Contracts, seq: int, a
                            stored.move.leaf())
     return MoveProof(seq=seq, account=account, asset=asset,
                      move=_as_strings(msgspec.to_builtins(stored.move)), **checked)
+
+
+async def prove_evidence(conn: asyncpg.Connection, contracts: Contracts, issue_id: str,
+                         holder: str) -> EvidenceProof:
+    """Build and check the proof of the delivery report of (`issue_id`, `holder`) as the
+    ledger recorded it; raise SettlementError if it is in no batch."""
+    what = f"the delivery report of {issue_id} for {holder}"
+    stored = await store.find_evidence(conn, issue_id, holder)
+    if stored is None:
+        raise SettlementError(f"{what} is in no batch yet")
+    checked = await _check(conn, contracts, what, stored.batch_id, stored.leaf_index,
+                           stored.evidence.leaf())
+    return EvidenceProof(issue_id=issue_id, holder=holder, seq=stored.evidence.seq,
+                         evidence=_as_strings(msgspec.to_builtins(stored.evidence)),
+                         **checked)

@@ -1,7 +1,7 @@
 """The PostgreSQL adapter: schema `settlement`, and reads of the ledger's tables.
 
-Reads the trades, delivery postings and withdrawals it settles through the ledger's read API
-(`ledger.reads`), and counts its backlog against the ledger's tables.
+Reads the trades, delivery postings, delivery reports and withdrawals it settles through the
+ledger's read API (`ledger.reads`), and counts its backlog against the ledger's tables.
 
 Tables:
 - `accounts`: the wallet address each named exchange account settles to. An account that
@@ -11,8 +11,8 @@ Tables:
 - `batches`: one row per batch, stored `pending` before its transaction is first sent, then
   `sent` (nonce, every transaction hash broadcast, last fees), then `settled` (the mined
   transaction, block, gas) once it has its confirmations.
-- `batch_fills`, `batch_moves`: the leaves of each batch (its fills, then its delivery
-  moves), for proofs.
+- `batch_fills`, `batch_moves`, `batch_evidence`: the leaves of each batch (its fills,
+  then its delivery moves, then its delivery reports' evidence), for proofs.
 - `payouts`: one row per withdrawal of `ledger.withdrawals` paid out by `Vault.payout`,
   with the same `pending` / `sent` / `settled` life as a batch.
 - `index_publications`: values of the price index (`index.values`, read through
@@ -46,6 +46,7 @@ from settlement.accounts import is_reserved_account, is_wallet_address
 from settlement.errors import SettlementError
 from settlement.fills import ChainFill, Fill, SupplyTuple
 from settlement.moves import ChainMove, Move
+from settlement.reports import ChainEvidence, Report
 
 BatchStatus = Literal["pending", "sent", "settled"]
 JobT = TypeVar("JobT")
@@ -127,15 +128,16 @@ async def save_next_block(conn: asyncpg.Connection, name: str, block: int) -> No
 
 
 async def read_unsettled(conn: asyncpg.Connection, after_seq: int, limit: int
-                         ) -> tuple[list[Fill], list[Move]]:
-    """Return up to `limit` trades and the postings of up to `limit` delivery entries after
-    `after_seq`, from one snapshot of the ledger (so neither read sees rows the other missed:
-    `batching.in_seq_order` relies on it)."""
+                         ) -> tuple[list[Fill], list[Move], list[Report]]:
+    """Return up to `limit` trades, the postings of up to `limit` delivery entries and up to
+    `limit` delivery reports after `after_seq`, from one snapshot of the ledger (so no read
+    sees rows another missed: `batching.in_seq_order` relies on it)."""
     with _ledger_tables():
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             fills = await reads.unsettled_trades(conn, after_seq, limit)
             moves = await reads.delivery_postings(conn, after_seq, limit)
-    return fills, moves
+            reports = await reads.delivery_reports_after(conn, after_seq, limit)
+    return fills, moves, reports
 
 
 async def read_withdrawals(conn: asyncpg.Connection, after_seq: int, limit: int
@@ -190,6 +192,7 @@ class Batch(SendState, kw_only=True):
     last_seq: int
     fill_count: int
     move_count: int = 0
+    evidence_count: int = 0
     fills_root: bytes
     assets: list[int]
     deltas: list[int]
@@ -306,19 +309,22 @@ async def settled_through(conn: asyncpg.Connection) -> int:
 
 
 async def insert_batch(conn: asyncpg.Connection, batch: Batch, fills: Sequence[ChainFill],
-                       trade_ids: Sequence[str], moves: Sequence[ChainMove] = ()) -> None:
-    """Store a new pending batch with its leaves (fills, then moves), in one transaction."""
-    if (batch.fill_count, batch.move_count) != (len(fills), len(moves)):
-        raise ValueError(f"batch {batch.batch_id} counts {batch.fill_count} fills and "
-                         f"{batch.move_count} moves, given {len(fills)} and {len(moves)}")
+                       trade_ids: Sequence[str], moves: Sequence[ChainMove] = (),
+                       evidence: Sequence[ChainEvidence] = ()) -> None:
+    """Store a new pending batch with its leaves (fills, then moves, then evidence), in one
+    transaction."""
+    counts = (batch.fill_count, batch.move_count, batch.evidence_count)
+    if counts != (len(fills), len(moves), len(evidence)):
+        raise ValueError(f"batch {batch.batch_id} counts {counts} fills, moves and evidence "
+                         f"leaves, given {(len(fills), len(moves), len(evidence))}")
     async with conn.transaction():
         await conn.execute(
             "INSERT INTO settlement.batches (batch_id, first_seq, last_seq, fill_count, "
-            "move_count, fills_root, assets, deltas, supply, status) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending')",
+            "move_count, evidence_count, fills_root, assets, deltas, supply, status) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending')",
             batch.batch_id, batch.first_seq, batch.last_seq, batch.fill_count,
-            batch.move_count, batch.fills_root, batch.assets, batch.deltas,
-            msgspec.json.encode(batch.supply).decode(),
+            batch.move_count, batch.evidence_count, batch.fills_root, batch.assets,
+            batch.deltas, msgspec.json.encode(batch.supply).decode(),
         )  # fmt: skip
         await conn.copy_records_to_table(
             "batch_fills", schema_name="settlement",
@@ -338,6 +344,18 @@ async def insert_batch(conn: asyncpg.Connection, batch: Batch, fills: Sequence[C
                 for index, move in enumerate(moves)
             ],
         )  # fmt: skip
+        if evidence:
+            first_index = len(fills) + len(moves)
+            await conn.copy_records_to_table(
+                "batch_evidence", schema_name="settlement",
+                columns=["batch_id", "leaf_index", "seq", "issue_id", "holder", "leaf",
+                         "evidence"],
+                records=[
+                    (batch.batch_id, first_index + index, leaf.seq, leaf.issue_id,
+                     leaf.holder, leaf.leaf(), msgspec.json.encode(leaf).decode())
+                    for index, leaf in enumerate(evidence)
+                ],
+            )  # fmt: skip
 
 
 async def record_send(conn: asyncpg.Connection, table: JobTable, key: int, nonce: int,
@@ -539,11 +557,33 @@ async def find_move(conn: asyncpg.Connection, seq: int, account: str, asset: int
     return StoredMove(batch_id=row["batch_id"], leaf_index=row["leaf_index"], move=move)
 
 
+class StoredEvidence(msgspec.Struct, frozen=True):
+    batch_id: int
+    leaf_index: int
+    evidence: ChainEvidence
+
+
+async def find_evidence(conn: asyncpg.Connection, issue_id: str, holder: str
+                        ) -> StoredEvidence | None:
+    """Return the stored evidence leaf of the report of (`issue_id`, `holder`), or None."""
+    row = await conn.fetchrow(
+        "SELECT batch_id, leaf_index, evidence FROM settlement.batch_evidence "
+        "WHERE issue_id = $1 AND holder = $2",
+        issue_id, holder,
+    )  # fmt: skip
+    if row is None:
+        return None
+    evidence = msgspec.json.decode(row["evidence"], type=ChainEvidence)
+    return StoredEvidence(batch_id=row["batch_id"], leaf_index=row["leaf_index"],
+                          evidence=evidence)
+
+
 async def batch_leaves(conn: asyncpg.Connection, batch_id: int) -> list[bytes]:
-    """Return a batch's leaves in tree order: its fills, then its moves."""
+    """Return a batch's leaves in tree order: its fills, then its moves, then its evidence."""
     rows = await conn.fetch(
         "SELECT leaf_index, leaf FROM settlement.batch_fills WHERE batch_id = $1 UNION ALL "
-        "SELECT leaf_index, leaf FROM settlement.batch_moves WHERE batch_id = $1 "
+        "SELECT leaf_index, leaf FROM settlement.batch_moves WHERE batch_id = $1 UNION ALL "
+        "SELECT leaf_index, leaf FROM settlement.batch_evidence WHERE batch_id = $1 "
         "ORDER BY leaf_index",
         batch_id,
     )

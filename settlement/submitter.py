@@ -1,8 +1,9 @@
 """The batcher and submitter (`gpux settlement run`): one transaction job at a time.
 
-Jobs are batches of fills and delivery moves (`Vault.settle`), payouts of withdrawals
-(`Vault.payout`) and publications of the price index (`IndexOracle.publish`); the settler key
-has at most one in flight, which keeps its nonces simple. Each `step()` does one thing and
+Jobs are batches of fills, delivery moves and delivery reports' evidence (`Vault.settle`),
+payouts of withdrawals (`Vault.payout`) and publications of the price index
+(`IndexOracle.publish`); the settler key has at most one in flight, which keeps its nonces
+simple. Each `step()` does one thing and
 says what (an `Outcome`):
 - no open job: cut a batch from the unsettled trades and delivery entries (`batching`), or
   else a payout of the next withdrawal once everything before it has settled, or else a
@@ -227,8 +228,9 @@ class Submitter(SteppingService):
     async def _cut_batch(self) -> Outcome:
         after_seq, last_batch_id = await store.batched_through(self.conn)
         entries_max = self.config.batch_size_max
-        items = in_seq_order(*await store.read_unsettled(self.conn, after_seq, entries_max),
-                             entries_max)
+        trades, postings, reported = await store.read_unsettled(self.conn, after_seq,
+                                                                entries_max)
+        items = in_seq_order(trades, postings, entries_max, reported)
         if not items:
             return Outcome.IDLE
         waited_ms = (time.monotonic() - self._last_cut_s) * 1000
@@ -242,18 +244,21 @@ class Submitter(SteppingService):
             if blocked is not None and blocked.withdrawal_seq is not None:
                 return Outcome.WAITING_FOR_PAYOUTS
             return Outcome.WAITING_FOR_ACCOUNTS
-        fills, moves = split(prefix)
-        plan = plan_batch(fills, addresses, moves)
+        fills, moves, reports = split(prefix)
+        plan = plan_batch(fills, addresses, moves, reports)
         batch = Batch(batch_id=last_batch_id + 1, first_seq=plan.first_seq,
                       last_seq=plan.last_seq, fill_count=len(plan.fills),
-                      move_count=len(plan.moves), fills_root=plan.fills_root,
+                      move_count=len(plan.moves), evidence_count=len(plan.evidence),
+                      fills_root=plan.fills_root,
                       assets=plan.assets, deltas=plan.deltas, supply=plan.supply,
                       status="pending")
-        await store.insert_batch(self.conn, batch, plan.fills, plan.trade_ids, plan.moves)
+        await store.insert_batch(self.conn, batch, plan.fills, plan.trade_ids, plan.moves,
+                                 plan.evidence)
         self._last_cut_s = time.monotonic()
-        log.info("batch %d: %d fills and %d delivery moves (seq %d..%d), %d deltas, %d supply "
-                 "changes", batch.batch_id, batch.fill_count, batch.move_count, batch.first_seq,
-                 batch.last_seq, len(batch.deltas), len(batch.supply))
+        log.info("batch %d: %d fills, %d delivery moves and %d delivery reports (seq %d..%d), "
+                 "%d deltas, %d supply changes", batch.batch_id, batch.fill_count,
+                 batch.move_count, batch.evidence_count, batch.first_seq, batch.last_seq,
+                 len(batch.deltas), len(batch.supply))
         return Outcome.STORED
 
     async def _unpaid_withdrawal(self) -> int | None:
@@ -360,6 +365,7 @@ class Submitter(SteppingService):
             metrics.batches_settled.inc()
             metrics.fills_settled.inc(job.batch.fill_count)
             metrics.moves_settled.inc(job.batch.move_count)
+            metrics.reports_settled.inc(job.batch.evidence_count)
             metrics.settled_seq.set(job.batch.last_seq)
         elif isinstance(job, IndexJob):
             metrics.index_values_published.inc(len(job.publication.index_values))

@@ -1,5 +1,6 @@
 """Test support: a fresh database per test module with the ledger's tables, and trades,
-withdrawals and journal entries written into them as the ledger projector would; a submitter
+withdrawals, delivery reports and journal entries written into them as the ledger projector
+would; a submitter
 stepped on a dev chain until an outcome; a contract call checked to revert with a custom
 error. Never used outside tests."""
 
@@ -53,14 +54,20 @@ async def insert_withdrawal(conn: asyncpg.Connection, seq: int, account: str, as
                        seq, account, asset, amount)
 
 
+Report = tuple[str, str, int, str | None]  # (issue_id, holder, delivered_ppm, evidence)
+
+
 class Entry(msgspec.Struct, frozen=True, kw_only=True):
-    """A journal entry to append: its postings, and the side row of a trade or withdrawal."""
+    """A journal entry to append: its postings, and the side row of a trade, withdrawal or
+    delivery report. An entry whose postings are all zero (a report of full delivery) leaves
+    only its side row, as the journal books it."""
 
     seq: int
     kind: str
     postings: list[Posting] = []
     trade: Fill | None = None
     withdrawal: tuple[str, str, int] | None = None  # (account, asset, amount)
+    report: Report | None = None
 
     @classmethod
     def of_trade(cls, fill: Fill) -> Entry:
@@ -94,11 +101,12 @@ async def append_entries(conn: asyncpg.Connection, entries: Sequence[Entry],
     batch = JournalBatch(position.last_seq + 1, last, last + 1, position.head_hash)
     for entry in entries:
         postings = _postings(entry)
-        new_hash = entry_hash(batch.head_hash, entry.seq, postings)
         ts = entry.seq * 1000
-        batch.entries.append((entry.seq, entry.kind, ts, batch.head_hash, new_hash))
-        batch.postings += postings
-        batch.head_hash = new_hash
+        if postings:
+            new_hash = entry_hash(batch.head_hash, entry.seq, postings)
+            batch.entries.append((entry.seq, entry.kind, ts, batch.head_hash, new_hash))
+            batch.postings += postings
+            batch.head_hash = new_hash
         if entry.trade is not None:
             fill = entry.trade
             batch.trades.append((fill.seq, fill.trade_id, fill.instrument, fill.price_micro,
@@ -106,6 +114,8 @@ async def append_entries(conn: asyncpg.Connection, entries: Sequence[Entry],
                                  fill.seller_fee_micro, fill.seller, fill.buyer, "buy", ts))
         if entry.withdrawal is not None:
             batch.withdrawals.append((entry.seq, *entry.withdrawal, ts))
+        if entry.report is not None:
+            batch.delivery_reports.append((entry.seq, *entry.report, ts))
     await append_batch(conn, batch)
 
 
