@@ -363,7 +363,7 @@ def test_batch_boundaries_do_not_change_the_journal() -> None:
     pieces = [builder.build(records([event], first_offset=index))
               for index, event in enumerate(events)]
     for field_name in ("entries", "postings", "trades", "withdrawals", "instruments",
-                       "issues", "bond_releases", "redemptions"):
+                       "issues", "bond_releases", "redemptions", "delivery_reports"):
         assert [row for piece in pieces for row in getattr(piece, field_name)] == getattr(
             whole, field_name), field_name
     assert builder.head_hash == whole.head_hash
