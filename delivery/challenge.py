@@ -54,17 +54,18 @@ if TYPE_CHECKING:
 __all__ = [
     "LINE_BYTES_MAX",
     "Backend",
+    "ChallengeError",
     "Checker",
     "ChallengeMessage",
     "ChallengeResult",
-    "Commitment",
+    "CommitmentMessage",
     "ErrorMessage",
     "Inventory",
     "Message",
     "NumpyBackend",
     "OpenMessage",
-    "Ping",
-    "Pong",
+    "PingMessage",
+    "PongMessage",
     "Responder",
     "RowOpening",
     "RowsMessage",
@@ -102,11 +103,11 @@ class Message(msgspec.Struct, frozen=True, kw_only=True, tag_field="type",
     """Base of every challenge wire message."""
 
 
-class Ping(Message, tag="ping", frozen=True, kw_only=True):
+class PingMessage(Message, tag="ping", frozen=True, kw_only=True):
     """Prober: are you there, and what do you have?"""
 
 
-class Pong(Message, tag="pong", frozen=True, kw_only=True):
+class PongMessage(Message, tag="pong", frozen=True, kw_only=True):
     """Node: what it has (per GPU memory), and the backend that will answer challenges."""
 
     gpu_count: Annotated[int, msgspec.Meta(ge=0, le=1024)]
@@ -121,7 +122,7 @@ class ChallengeMessage(Message, tag="challenge", frozen=True, kw_only=True):
     n: ChallengeSize
 
 
-class Commitment(Message, tag="commitment", frozen=True, kw_only=True):
+class CommitmentMessage(Message, tag="commitment", frozen=True, kw_only=True):
     """Node: the Merkle root over the hashed rows of C."""
 
     root: Hex32
@@ -153,7 +154,10 @@ class ErrorMessage(Message, tag="error", frozen=True, kw_only=True):
     reason: Annotated[str, msgspec.Meta(max_length=512)]
 
 
-AnyMessage = Ping | Pong | ChallengeMessage | Commitment | OpenMessage | RowsMessage | ErrorMessage
+AnyMessage = (
+    PingMessage | PongMessage | ChallengeMessage | CommitmentMessage | OpenMessage | RowsMessage
+    | ErrorMessage
+)
 
 _ENCODER: Final = msgspec.json.Encoder()
 _DECODER: Final = msgspec.json.Decoder(AnyMessage)
@@ -349,8 +353,8 @@ class Responder:
 
     def handle(self, message: Message) -> Message:
         """The reply to `message`; a `ChallengeError` for one out of turn or not for a node."""
-        if isinstance(message, Ping):
-            return Pong(
+        if isinstance(message, PingMessage):
+            return PongMessage(
                 gpu_count=self.inventory.gpu_count,
                 gpu_memory_mib=self.inventory.gpu_memory_mib,
                 device=self.inventory.device,
@@ -369,7 +373,7 @@ class Responder:
             reply = ErrorMessage(reason=str(exc)[:512])
         return encode_message(reply)
 
-    def _commit(self, message: ChallengeMessage) -> Commitment:
+    def _commit(self, message: ChallengeMessage) -> CommitmentMessage:
         self._tree = None
         self._rows = None
         a, b = matrices(bytes.fromhex(message.seed), message.n)
@@ -378,7 +382,7 @@ class Responder:
         tree = MerkleTree(row_leaves(c))
         self._tree = tree
         self._rows = rows
-        return Commitment(root=tree.root.hex())
+        return CommitmentMessage(root=tree.root.hex())
 
     def _open(self, message: OpenMessage) -> RowsMessage:
         tree, rows = self._tree, self._rows
@@ -444,7 +448,7 @@ class Checker:
         """The challenge to send (start the answer clock when it is sent)."""
         return ChallengeMessage(seed=self.seed.hex(), n=self.n)
 
-    def open_message(self, commitment: Commitment) -> OpenMessage:
+    def open_message(self, commitment: CommitmentMessage) -> OpenMessage:
         """Record the node's root and pick the rows to open (distinct, random)."""
         if self._root is not None:
             raise ChallengeError("open_message called twice for one challenge")

@@ -18,7 +18,7 @@ bucket is always present, in that order.
 Percentiles (p10, p50, p90) of the throughput ratios of all passed challenges in the group
 are nearest-rank: the p-th is the value at 1-based rank ceil(p/100 * N) of the N sorted
 ratios (never interpolated, so always an observed ratio). With no passed challenge (hours
-that had none, or only failed ones) each percentile is None.
+that had none, or only failed ones) `throughput_ratio_percentiles` is None.
 
 Pure: no I/O, no clock.
 """
@@ -90,19 +90,20 @@ class HourRecord(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ThroughputPercentiles(msgspec.Struct, frozen=True, kw_only=True):
-    """Nearest-rank percentiles of throughput ratios; None when there was no passed challenge."""
+    """Nearest-rank percentiles of the passed challenges' throughput ratios."""
 
-    p10: float | None
-    p50: float | None
-    p90: float | None
+    p10: float
+    p50: float
+    p90: float
 
 
 class NodeRecord(msgspec.Struct, frozen=True, kw_only=True):
     """One node's figures over the hour records given.
 
-    gpu_hours_assigned is the sum of quantities; gpu_microhours_delivered the sum of
-    quantity * delivered_ppm (divide by 1,000,000 for GPU-hours); delivered_share_ppm their
-    ratio.
+    gpu_hours_assigned is the sum of quantities (GPU-hours); gpu_hours_delivered is
+    ppm-weighted, the sum of quantity * delivered_ppm (divide by 1,000,000 for GPU-hours, so
+    it stays an exact integer); delivered_share_ppm is their ratio. The percentiles are None
+    when no challenge passed.
     """
 
     node_id: str
@@ -110,12 +111,12 @@ class NodeRecord(msgspec.Struct, frozen=True, kw_only=True):
     region: str
     hours: int
     gpu_hours_assigned: int
-    gpu_microhours_delivered: int
+    gpu_hours_delivered: int
     delivered_share_ppm: int
     delivered_share_histogram: dict[str, int]
     challenges_passed: int
     challenges_failed: int
-    throughput_ratio_percentiles: ThroughputPercentiles
+    throughput_ratio_percentiles: ThroughputPercentiles | None
     incidents_count: int
     last_window_start_ns: int
 
@@ -127,12 +128,12 @@ class OperatorRecord(msgspec.Struct, frozen=True, kw_only=True):
     nodes: list[NodeRecord]
     hours: int
     gpu_hours_assigned: int
-    gpu_microhours_delivered: int
+    gpu_hours_delivered: int
     delivered_share_ppm: int
     delivered_share_histogram: dict[str, int]
     challenges_passed: int
     challenges_failed: int
-    throughput_ratio_percentiles: ThroughputPercentiles
+    throughput_ratio_percentiles: ThroughputPercentiles | None
     incidents_count: int
     last_window_start_ns: int
 
@@ -258,13 +259,20 @@ class _Totals:
     def share_ppm(self) -> int:
         return self.delivered // self.assigned if self.assigned else 0
 
-    def percentiles(self) -> ThroughputPercentiles:
+    def percentiles(self) -> ThroughputPercentiles | None:
         ordered = sorted(self.ratios)
+        if not ordered:
+            return None
         return ThroughputPercentiles(
-            p10=nearest_rank(ordered, 10),
-            p50=nearest_rank(ordered, 50),
-            p90=nearest_rank(ordered, 90),
+            p10=_rank(ordered, 10), p50=_rank(ordered, 50), p90=_rank(ordered, 90)
         )
+
+
+def _rank(ordered: Sequence[float], percent: int) -> float:
+    value = nearest_rank(ordered, percent)
+    if value is None:
+        raise ValueError("no values to rank")
+    return value
 
 
 def operator_records(hours: Iterable[HourRecord]) -> list[OperatorRecord]:
@@ -290,7 +298,7 @@ def operator_records(hours: Iterable[HourRecord]) -> list[OperatorRecord]:
                 region=latest.region,
                 hours=node_totals.hours,
                 gpu_hours_assigned=node_totals.assigned,
-                gpu_microhours_delivered=node_totals.delivered,
+                gpu_hours_delivered=node_totals.delivered,
                 delivered_share_ppm=node_totals.share_ppm(),
                 delivered_share_histogram=dict(node_totals.histogram),
                 challenges_passed=node_totals.passed,
@@ -307,7 +315,7 @@ def operator_records(hours: Iterable[HourRecord]) -> list[OperatorRecord]:
                 nodes=node_records,
                 hours=totals.hours,
                 gpu_hours_assigned=totals.assigned,
-                gpu_microhours_delivered=totals.delivered,
+                gpu_hours_delivered=totals.delivered,
                 delivered_share_ppm=totals.share_ppm(),
                 delivered_share_histogram=dict(totals.histogram),
                 challenges_passed=totals.passed,
