@@ -23,6 +23,7 @@ from typing import Final
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 import msgspec
 
+from delivery.evidence import StoredSample
 from runtime.migrations import apply_migrations, load_migrations
 
 __all__ = [
@@ -35,7 +36,6 @@ __all__ = [
     "Node",
     "Progress",
     "ReportRow",
-    "SampleRow",
     "active_assignments",
     "append_sample",
     "apply_events",
@@ -140,18 +140,6 @@ class MissingCertificate(msgspec.Struct, frozen=True, kw_only=True):
     window_end_ns: int
     fingerprint: str
     public_key: str
-
-
-class SampleRow(msgspec.Struct, frozen=True, kw_only=True):
-    """One stored sample (the table's row)."""
-
-    minute: int
-    body: bytes
-    sample_hash: bytes
-    prev_hash: bytes
-    signer_id: str
-    signature: bytes
-    written_ns: int
 
 
 class ReportRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -336,7 +324,7 @@ async def store_certificate(connection: asyncpg.Connection, missing: MissingCert
 # -- samples ---------------------------------------------------------------------------------
 
 async def append_sample(connection: asyncpg.Connection, issue_id: str, holder: str,
-                        row: SampleRow) -> None:
+                        sample: StoredSample, written_ns: int) -> None:
     """Append one minute's signed sample; `ChainRefused` when that minute is stored already
     or the sample does not extend the stored chain (the table's trigger checks the link)."""
     try:
@@ -344,24 +332,25 @@ async def append_sample(connection: asyncpg.Connection, issue_id: str, holder: s
             "INSERT INTO delivery.samples (issue_id, holder, minute, body, sample_hash, "
             "prev_hash, signer_id, signature, written_ns) "
             "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            issue_id, holder, row.minute, row.body, row.sample_hash, row.prev_hash,
-            row.signer_id, row.signature, row.written_ns)
+            issue_id, holder, sample.minute, sample.body, sample.sample_hash,
+            sample.prev_hash, sample.signer_id, sample.signature, written_ns)
     except (asyncpg.UniqueViolationError, asyncpg.CheckViolationError) as error:
-        raise ChainRefused(f"sample {issue_id}/{holder} minute {row.minute}: {error}") from error
+        raise ChainRefused(
+            f"sample {issue_id}/{holder} minute {sample.minute}: {error}") from error
 
 
 async def samples(connection: asyncpg.Connection, issue_id: str, holder: str
-                  ) -> list[SampleRow]:
+                  ) -> list[StoredSample]:
     """An assignment's samples in minute order (at most a window's minutes: bounded by the
     trigger)."""
     rows = await connection.fetch(
-        "SELECT minute, body, sample_hash, prev_hash, signer_id, signature, written_ns "
+        "SELECT minute, body, sample_hash, prev_hash, signer_id, signature "
         "FROM delivery.samples WHERE issue_id = $1 AND holder = $2 ORDER BY minute",
         issue_id, holder)
-    return [SampleRow(minute=row["minute"], body=bytes(row["body"]),
-                      sample_hash=bytes(row["sample_hash"]), prev_hash=bytes(row["prev_hash"]),
-                      signer_id=row["signer_id"], signature=bytes(row["signature"]),
-                      written_ns=row["written_ns"]) for row in rows]
+    return [StoredSample(minute=row["minute"], body=bytes(row["body"]),
+                         sample_hash=bytes(row["sample_hash"]),
+                         prev_hash=bytes(row["prev_hash"]), signer_id=row["signer_id"],
+                         signature=bytes(row["signature"])) for row in rows]
 
 
 # -- reports ---------------------------------------------------------------------------------

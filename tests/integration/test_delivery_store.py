@@ -12,7 +12,8 @@ import asyncpg  # type: ignore[import-untyped]
 import pytest
 
 from delivery import store
-from delivery.store import Assignment, Instrument, Progress, SampleRow
+from delivery.evidence import StoredSample
+from delivery.store import Assignment, Instrument, Progress
 from runtime.postgres import connect, create_database, drop_database
 
 START_NS = 1_800_000_000 * 10**9
@@ -42,11 +43,10 @@ def assigned(holder: str, seq: int) -> Assignment:
                       window_end_ns=START_NS + HOUR_NS, assigned_seq=seq)
 
 
-def sample(minute: int, prev_hash: bytes) -> SampleRow:
+def sample(minute: int, prev_hash: bytes) -> StoredSample:
     body = f"minute {minute}".encode()
-    return SampleRow(minute=minute, body=body, sample_hash=hashlib.sha256(body).digest(),
-                     prev_hash=prev_hash, signer_id=SIGNER, signature=bytes(64),
-                     written_ns=START_NS + minute)
+    return StoredSample(minute=minute, body=body, sample_hash=hashlib.sha256(body).digest(),
+                        prev_hash=prev_hash, signer_id=SIGNER, signature=bytes(64))
 
 
 async def test_a_batch_applied_twice_stores_each_event_once_with_its_position(
@@ -72,19 +72,19 @@ async def test_samples_extend_the_chain_once_each_and_never_change(
     await store.apply_events(connection, [INSTRUMENT], [assigned("alice", 9)],
                              Progress(last_seq=9, next_offset=9))
     with pytest.raises(store.ChainRefused):  # minute 0 links to zeros
-        await store.append_sample(connection, "op.i1", "alice", sample(0, b"\x01" * 32))
+        await store.append_sample(connection, "op.i1", "alice", sample(0, b"\x01" * 32), 7)
     first = sample(0, store.ZERO_HASH)
-    await store.append_sample(connection, "op.i1", "alice", first)
+    await store.append_sample(connection, "op.i1", "alice", first, 7)
     with pytest.raises(store.ChainRefused):  # the minute is taken
-        await store.append_sample(connection, "op.i1", "alice", first)
+        await store.append_sample(connection, "op.i1", "alice", first, 7)
     with pytest.raises(store.ChainRefused):  # a gap
-        await store.append_sample(connection, "op.i1", "alice", sample(2, first.sample_hash))
+        await store.append_sample(connection, "op.i1", "alice", sample(2, first.sample_hash), 7)
     with pytest.raises(store.ChainRefused):  # a broken link
-        await store.append_sample(connection, "op.i1", "alice", sample(1, store.ZERO_HASH))
+        await store.append_sample(connection, "op.i1", "alice", sample(1, store.ZERO_HASH), 7)
     second = sample(1, first.sample_hash)
-    await store.append_sample(connection, "op.i1", "alice", second)
+    await store.append_sample(connection, "op.i1", "alice", second, 7)
     with pytest.raises(store.ChainRefused):  # beyond the window's 60 minutes
-        await store.append_sample(connection, "op.i1", "alice", sample(60, second.sample_hash))
+        await store.append_sample(connection, "op.i1", "alice", sample(60, second.sample_hash), 7)
     assert await store.samples(connection, "op.i1", "alice") == [first, second]
     for statement in ("UPDATE delivery.samples SET written_ns = 0",
                       "DELETE FROM delivery.samples WHERE minute = 1"):
