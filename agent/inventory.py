@@ -76,7 +76,8 @@ class Inventory(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     driver: str | None = None
 
 
-class Declared(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class Declared(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True,
+               omit_defaults=True):
     """A profile as the operator declares it: a JSON file, flags, or both (flags win)."""
 
     gpu: str | None = None
