@@ -133,13 +133,18 @@ async def run_projector_to(event_log: EventLog, service_url: str, config: Projec
         await task
 
 
+def pure_batch(events: list[Any]) -> JournalBatch:
+    """Return the journal batch the pure builder makes of the events in one go."""
+    batch = JournalBuilder(0, GENESIS_HASH).build([Record("events", 0, index, None,
+                                                          encode(event))
+                                                   for index, event in enumerate(events)])
+    assert batch.failure is None
+    return batch
+
+
 def pure_head_hash(events: list[Any]) -> bytes:
     """Return the head hash of the journal the pure builder makes of the events in one go."""
-    builder = JournalBuilder(0, GENESIS_HASH)
-    batch = builder.build([Record("events", 0, index, None, encode(event))
-                           for index, event in enumerate(events)])
-    assert batch.failure is None
-    return builder.head_hash
+    return pure_batch(events).head_hash
 
 
 async def checked_journal(connection: Any, event_log: EventLog, namespace: str,
@@ -186,6 +191,16 @@ async def test_projector_restarted_between_any_two_events_books_delivery_as_the_
         ]
         assert await reads.redeemed_instruments(connection) == [SYMBOL, ZERO_BOND_SYMBOL]
         await check_bond_reads(connection)
+        # every report, also those that moved no money, as the pure journal keeps them
+        reports = await reads.delivery_reports_after(connection, 0, 100)
+        assert [(report.seq, report.issue_id, report.holder, report.delivered_ppm,
+                 report.evidence, report.ts) for report in reports] == pure_batch(
+                     events).delivery_reports
+        assert [(report.issue_id, report.holder, report.evidence) for report in reports] == [
+            ("i1", "bob", None), ("i2", "carol", "00ff"), ("i3", "bob", None)]
+        carol = await reads.delivery_report(connection, "i2", "carol")
+        assert carol is not None and carol.delivered_ppm == 1_000_000
+        assert await reads.delivery_report(connection, "i1", "carol") is None
     finally:
         await connection.close()
 
