@@ -4,6 +4,7 @@ nothing, bounded retries, and flags refused with the flag's name."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import shlex
 from pathlib import Path
@@ -14,12 +15,17 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from agent.cli import main
 from agent.config import AgentConfig, ChallengeConfig, read_host_key_line
+from agent.embedded import serve_embedded
 from agent.errors import ConfigError, RegistrationError
 from agent.inventory import Inventory, read_inventory
 from agent.node import run_agent
 from agent.registration import Registered, Registration, register_with_retries
+from delivery import challenge
 from delivery.ca import PROBER_PRINCIPAL, CertificateAuthority, holder_principal
+from delivery.classes import demo_floors
 from delivery.sshd_config import CA_KEYS_FILE_NAME, PRINCIPALS_FILE_NAME
+from harness.ports import free_port
+from tests.agent_helpers import probe_exchange, prober_client
 
 CA = CertificateAuthority.generate()
 INVENTORY = Inventory(source="profile", gpu="L40S-48GB", gpu_count=2, gpu_memory_mib=46_068,
@@ -187,3 +193,33 @@ def test_the_command_refuses_a_missing_inventory_before_calling_the_venue(
     assert main(argv) == 1
     assert "--gpu-count" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
+
+
+# ---- --embedded: the agent serves SSH itself ------------------------------------------------
+
+
+async def test_the_embedded_node_registers_its_own_key_and_answers_the_prober(
+        tmp_path: Path) -> None:
+    venue = StubVenue()
+    key_path = tmp_path / "node" / "host_key"
+    config = _config(tmp_path, mode="embedded", sshd_dir=None, host_key_line=None,
+                     embedded_key_path=key_path, listen_host="127.0.0.1", port=free_port(),
+                     host="127.0.0.1")
+    floor = demo_floors()[INVENTORY.gpu]
+    for run in range(2):  # a restart serves and registers the same host key
+        stop, started = asyncio.Event(), asyncio.Event()
+        serving = asyncio.create_task(serve_embedded(config, INVENTORY, venue.register,
+                                                     out=io.StringIO(), stop=stop,
+                                                     started=started))
+        await asyncio.wait_for(started.wait(), timeout=30)
+        registered_key = venue.received[run].host_key
+        client = prober_client(CA, tmp_path / f"prober{run}")
+        seen = await client.probe("127.0.0.1", config.port, config.login, registered_key,
+                                  lambda session: probe_exchange(session, floor))
+        stop.set()
+        await asyncio.wait_for(serving, timeout=30)
+        assert seen.pong == challenge.PongMessage(gpu_count=2, gpu_memory_mib=46_068,
+                                                  device="declared L40S-48GB")
+        assert seen.verdict.passed, seen.verdict
+    assert venue.received[0] == venue.received[1]
+    assert key_path.stat().st_mode & 0o777 == 0o600
