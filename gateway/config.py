@@ -112,6 +112,19 @@ class GatewayConfig:
     index_poll_interval_ms: int = 1_000
     index_page_seqs_max: int = 1_000
     index_history_max: int = 1_440
+    # Delivery (docs/delivery.md): the delivery service's PostgreSQL, where `register_node`,
+    # `register_ssh_key` and `delivery_access` read and write, and whose reports the
+    # `quality` feed and GET /quality follow, polled every `quality_poll_interval_ms`,
+    # `quality_page_size` reports a read at most, the latest `quality_hours_kept_max` hours
+    # kept. An account registers `ssh_keys_per_account_max` keys at most; `delivery_access`
+    # lists `access_assignments_max` assignments at most, the latest windows first.
+    # None: this gateway serves no delivery database.
+    delivery_database_url: str | None = field(default=None, repr=False)
+    quality_poll_interval_ms: int = 1_000
+    quality_page_size: int = 1_000
+    quality_hours_kept_max: int = 100_000
+    ssh_keys_per_account_max: int = 10
+    access_assignments_max: int = 200
 
     def __post_init__(self) -> None:
         require_positive(
@@ -126,7 +139,9 @@ class GatewayConfig:
             "candles_snapshot_max",
             "trades_snapshot_max", "fills_snapshot_max", "delivery_events_snapshot_max",
             "deliveries_settled_kept_max", "key_cache_ttl_ms", "index_poll_interval_ms",
-            "index_page_seqs_max", "index_history_max",
+            "index_page_seqs_max", "index_history_max", "quality_poll_interval_ms",
+            "quality_page_size", "quality_hours_kept_max", "ssh_keys_per_account_max",
+            "access_assignments_max",
         )
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be within 0..65535, got {self.port}")

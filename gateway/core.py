@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from delivery.registry import ReportRow
 from gateway.admission import ANONYMOUS_PER_IP, LOGIN_DEADLINE, Admission, key_of
 from gateway.auth import Principal, check_timestamp, new_nonce
 from gateway.config import ANONYMOUS, GatewayConfig, RateLimit
@@ -21,9 +22,10 @@ from gateway.feeds import Feeds
 from gateway.index import IndexBoard
 from gateway.messages import API_VERSION, announced_limits, encode
 from gateway.orderentry import Plan, Planner
-from gateway.ports import AuthPort, CommandSink, Submission, Transport
+from gateway.ports import AuthPort, CommandSink, DeskPort, Submission, Transport
 from gateway.projection import Projection
 from gateway.public import public_result
+from gateway.quality import QualityBoard
 from gateway.ratelimit import Charge, RateLimiter
 from gateway.replies import group_reply, rate_usage
 from gateway.session import Session
@@ -43,6 +45,7 @@ from wsapi.errors import (
     RATE_LIMITED,
     TOO_MANY_PENDING,
     UNAUTHENTICATED,
+    UNAVAILABLE,
     RequestError,
 )
 from wsapi.messages import ErrorInfo, Heartbeat, Hello, Notice, Reply
@@ -52,6 +55,7 @@ from wsapi.requests import (
     DELIVERY_ROLE,
     ISSUE_ROLES,
     MASS_QUOTE_ROLES,
+    NODE_ROLES,
     TRADING_OPS,
     AmendOrderRequest,
     AnyRequest,
@@ -60,6 +64,7 @@ from wsapi.requests import (
     CancelAllAfter,
     CancelOrderRequest,
     Deliveries,
+    DeliveryAccess,
     DeliveryReportRequest,
     DepositRequest,
     Instruments,
@@ -73,6 +78,9 @@ from wsapi.requests import (
     NewStripOrderRequest,
     OpenOrders,
     Ping,
+    QualityRequest,
+    RegisterNode,
+    RegisterSshKey,
     StripQuoteRequest,
     Subscribe,
     Time,
@@ -101,8 +109,12 @@ class GatewayCore:
         sink: CommandSink,
         auth: AuthPort,
         projection: Projection | None = None,
+        desk: DeskPort | None = None,
     ) -> None:
+        """`desk` None: this gateway serves no delivery database (its delivery requests
+        are refused `unavailable`, and so is the quality record)."""
         self.config = config
+        self.desk = desk
         self.transport = transport
         self.sink = sink
         self.auth = auth
@@ -113,7 +125,9 @@ class GatewayCore:
             deliveries_settled_kept_max=config.deliveries_settled_kept_max,
             reports_wanted=lambda account: ("orders", account) in self.subscribers)
         self.index = IndexBoard()
-        self.feeds = Feeds(config, self.projection, self.index)
+        self.quality = QualityBoard(config.quality_hours_kept_max)
+        self.feeds = Feeds(config, self.projection, self.index, self.quality,
+                           quality_served=desk is not None)
         self.subscribers = self.feeds.subscribers
         self.correlator = Correlator()
         self.planner = Planner(config.gateway_id)
@@ -234,7 +248,13 @@ class GatewayCore:
         if isinstance(request, (Subscribe, Unsubscribe)):
             self._subscription(session, request, op, charge)
             return
+        if isinstance(request, QualityRequest):
+            self._quality(session, request, charge)
+            return
         principal = self._require_role(session, op)
+        if isinstance(request, (RegisterNode, RegisterSshKey, DeliveryAccess)):
+            self._desk(session, principal, request, op)
+            return
         if isinstance(request, CancelAllAfter):
             self._cancel_all_after(session, principal, request, charge, mono_ns)
         elif isinstance(request, OpenOrders):
@@ -270,6 +290,9 @@ class GatewayCore:
             raise RequestError(FORBIDDEN, f"mass_quote is not for the {role} role")
         if op == "issue_capacity" and role not in ISSUE_ROLES:
             raise RequestError(FORBIDDEN, f"issue_capacity is for the operator, market_maker "
+                               f"and admin roles, not {role}")
+        if op == "register_node" and role not in NODE_ROLES:
+            raise RequestError(FORBIDDEN, f"register_node is for the operator, market_maker "
                                f"and admin roles, not {role}")
         if op not in ADMIN_OPS and op not in TRADING_OPS and op not in DELIVERY_OPS:
             raise RequestError(INVALID_REQUEST, f"{op} is not an account operation")
@@ -339,6 +362,45 @@ class GatewayCore:
             self.dead_man[principal.account] = mono_ns + request.timeout_s * 1_000_000_000
             result = {"armed": True, "timeout_s": request.timeout_s}
         self._reply_ok(session, request.req_id, "cancel_all_after", result, charge)
+
+    # -- delivery desk and quality record ---------------------------------------------------
+
+    def _desk(self, session: Session, principal: Principal,
+              request: RegisterNode | RegisterSshKey | DeliveryAccess, op: str) -> None:
+        """Hand a request of the delivery database to the desk; `desk_result` answers it."""
+        if self.desk is None:
+            raise RequestError(UNAVAILABLE, "this gateway serves no delivery database")
+        if len(session.pending) >= self.config.pending_per_session_max:
+            raise RequestError(TOO_MANY_PENDING, "too many requests awaiting an answer",
+                               retry_after_ms=100)
+        session.pending.add(request.req_id)
+        self.desk.begin(session.conn_id, request.req_id, op, principal.account, request)
+
+    def desk_result(self, conn_id: int, req_id: int, op: str, outcome: Any,
+                    mono_ns: int) -> None:
+        """Answer a request the desk handled: `outcome` is its result or a RequestError."""
+        session = self.sessions.get(conn_id)
+        if session is None:
+            return
+        session.pending.discard(req_id)
+        charge = self._charge(session, 0, mono_ns)
+        if isinstance(outcome, RequestError):
+            self._refuse(session, req_id, op, outcome, charge)
+        else:
+            self._reply_ok(session, req_id, op, outcome, charge)
+
+    def _quality(self, session: Session, request: QualityRequest, charge: Charge) -> None:
+        if self.desk is None:
+            raise RequestError(UNAVAILABLE, "this gateway serves no delivery database")
+        self._reply_ok(session, request.req_id, "quality",
+                       {"operators": self.quality.operators(request.operator)}, charge)
+
+    def add_reports(self, rows: list[ReportRow]) -> None:
+        """Take report rows read from the delivery database (new ones, in recorded_id order)
+        and send the `quality` feed's update to its readers."""
+        subscribers = self.subscribers
+        for update in self.quality.add(rows, lambda channel, key: (channel, key) in subscribers):
+            self.transport.push_many(subscribers[(update.channel, update.key)], update.payload)
 
     # -- login -----------------------------------------------------------------------------
 

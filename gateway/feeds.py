@@ -2,7 +2,8 @@
 
 A feed is a (channel, key) pair: a public channel keyed by instrument, a private one
 (`orders`, `fills`, `balances`, `deliveries`) keyed by the session's account, or `index`
-keyed by a GPU class and region (gateway.index.class_key) or by `ALL`. Pure, like the core.
+keyed by a GPU class and region (gateway.index.class_key) or by `ALL`, or `quality`, one feed
+keyed by `gateway.quality.ALL`. Pure, like the core.
 """
 
 from __future__ import annotations
@@ -11,16 +12,25 @@ from gateway.config import GatewayConfig
 from gateway.index import ALL, IndexBoard, class_key, gpu_class_of
 from gateway.messages import encode
 from gateway.projection import Projection
+from gateway.quality import ALL as QUALITY_ALL
+from gateway.quality import QualityBoard
 from gateway.session import Session
 from wsapi.errors import (
     INVALID_REQUEST,
     SUBSCRIPTION_LIMIT,
     UNAUTHENTICATED,
+    UNAVAILABLE,
     UNKNOWN_INSTRUMENT,
     RequestError,
 )
 from wsapi.messages import DeliveriesMessage, FillsMessage, OrdersMessage
-from wsapi.requests import INDEX_CHANNEL, PRIVATE_CHANNELS, Subscribe, Unsubscribe
+from wsapi.requests import (
+    INDEX_CHANNEL,
+    PRIVATE_CHANNELS,
+    QUALITY_CHANNEL,
+    Subscribe,
+    Unsubscribe,
+)
 
 Feed = tuple[str, str]  # (channel, instrument or account)
 
@@ -28,11 +38,13 @@ Feed = tuple[str, str]  # (channel, instrument or account)
 class Feeds:
     """Hold the readers of every feed; check and apply (un)subscriptions."""
 
-    def __init__(self, config: GatewayConfig, projection: Projection,
-                 index: IndexBoard) -> None:
+    def __init__(self, config: GatewayConfig, projection: Projection, index: IndexBoard,
+                 quality: QualityBoard | None = None, *, quality_served: bool = False) -> None:
         self.config = config
         self.projection = projection
         self.index = index
+        self.quality = quality or QualityBoard(config.quality_hours_kept_max)
+        self.quality_served = quality_served
         self.subscribers: dict[Feed, set[int]] = {}
 
     def feed_of(self, session: Session, request: Subscribe | Unsubscribe) -> Feed:
@@ -40,6 +52,8 @@ class Feeds:
         channel = request.channel
         if channel == INDEX_CHANNEL:
             return self._index_feed(request)
+        if channel == QUALITY_CHANNEL:
+            return self._quality_feed(request)
         if request.gpu is not None or request.region is not None:
             field = "$.gpu" if request.gpu is not None else "$.region"
             raise RequestError(INVALID_REQUEST, f"the {channel} channel takes no gpu or region",
@@ -79,6 +93,18 @@ class Feeds:
             raise RequestError(INVALID_REQUEST, f"no instrument of gpu {gpu!r} in region "
                                f"{region!r} is listed", field="$.gpu")
         return INDEX_CHANNEL, class_key(gpu, region)
+
+    def _quality_feed(self, request: Subscribe | Unsubscribe) -> Feed:
+        """Every operator's record: the channel takes no instrument and no class."""
+        if (request.instrument is not None or request.gpu is not None
+                or request.region is not None):
+            field = ("$.instrument" if request.instrument is not None
+                     else "$.gpu" if request.gpu is not None else "$.region")
+            raise RequestError(INVALID_REQUEST, "the quality channel takes no instrument, gpu "
+                               "or region", field=field)
+        if not self.quality_served:
+            raise RequestError(UNAVAILABLE, "this gateway serves no delivery database")
+        return QUALITY_CHANNEL, QUALITY_ALL
 
     def subscribe(self, session: Session, feed: Feed) -> bytes | None:
         """Add the session to the feed's readers; return the snapshot it gets first."""
@@ -126,4 +152,6 @@ class Feeds:
                                             events=projection.recent_delivery_events(key)))
         if channel == INDEX_CHANNEL:
             return encode(self.index.snapshot(None if key == ALL else gpu_class_of(key)))
+        if channel == QUALITY_CHANNEL:
+            return encode(self.quality.snapshot())
         return None

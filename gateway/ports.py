@@ -1,6 +1,7 @@
 """What the gateway core is given to act through: a transport to the connections, a sink
-for commands bound for the log, and a port that verifies logins (gateway.service provides
-all three; the tests give stubs)."""
+for commands bound for the log, a port that verifies logins, and a desk that answers the
+delivery requests from the delivery database (gateway.service provides them; the tests give
+stubs)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from gateway.correlation import Group
-from wsapi.requests import Login, LoginWallet
+from wsapi.requests import DeliveryAccess, Login, LoginWallet, RegisterNode, RegisterSshKey
 
 
 class Transport(Protocol):
@@ -43,4 +44,11 @@ class CommandSink(Protocol):
 class AuthPort(Protocol):
     def begin(self, conn_id: int, req_id: int, request: Login | LoginWallet, nonce: str) -> None:
         """Verify the login in the background, then call `GatewayCore.login_result`."""
+        ...
+
+
+class DeskPort(Protocol):
+    def begin(self, conn_id: int, req_id: int, op: str, account: str,
+              request: RegisterNode | RegisterSshKey | DeliveryAccess) -> None:
+        """Answer the request in the background, then call `GatewayCore.desk_result`."""
         ...

@@ -15,9 +15,11 @@ aborted: a close frame would wait behind the backlog) rather than buffered witho
 
 Tasks: the event loop (consume the events topic from the beginning, answer requests, fan
 out), the sender (batch queued commands into the commands topic), housekeeping (timeouts,
-dead-man's switches, heartbeats), with a clock the ticker, and with an index database the
-index poller (gateway.indexsource). Plain HTTP requests on the port go to gateway.indexhttp
-(`/index`, `/index/latest`), which hands the rest to the site given. Cancellation: `run` returns
+dead-man's switches, heartbeats), with a clock the ticker, with an index database the
+index poller (gateway.indexsource), and with a delivery database the reports poller
+(gateway.deliverysource) and the delivery desk's requests (gateway.deliverydesk). Plain HTTP
+requests on the port go to gateway.indexhttp (`/index`, `/index/latest`, `/quality`), which
+hands the rest to the site given. Cancellation: `run` returns
 when `stop` is set, closes the server (1001 to every client), sends the commands queued so
 far (cancel-on-disconnect included) within `shutdown_timeout_s`, then stops the clients.
 """
@@ -36,11 +38,14 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
+from delivery.registry import ReportRow
 from eventlog.errors import LogError
 from eventlog.port import COMMANDS_TOPIC, EVENTS_TOPIC, Consumer, EventLog, Producer, TopicSpec
 from gateway.auth import Authenticator, KeyStore
 from gateway.config import GatewayConfig
 from gateway.core import GatewayCore, Submission
+from gateway.deliverydesk import DeliveryDesk
+from gateway.deliverysource import DeliverySource
 from gateway.errors import AuthError, StoreError
 from gateway.indexhttp import GatewayHttp
 from gateway.indexsource import IndexSource
@@ -263,13 +268,26 @@ class GatewayService:
             if store is not None else None
         )
         self.auth = ServiceAuth(authenticator)
-        self.core = GatewayCore(config, self.transport, self.sink, self.auth)
+        self.delivery_source = (
+            DeliverySource(config.delivery_database_url, page_size=config.quality_page_size)
+            if config.delivery_database_url is not None else None)
+        self.desk = DeliveryDesk(
+            self.delivery_source, ssh_keys_per_account_max=config.ssh_keys_per_account_max,
+            access_assignments_max=config.access_assignments_max)
+        self.core = GatewayCore(config, self.transport, self.sink, self.auth,
+                                desk=self.desk if self.delivery_source is not None else None)
         self.auth.core = self.core
+        core = self.core
+        self.desk.answer = lambda conn_id, req_id, op, outcome: core.desk_result(
+            conn_id, req_id, op, outcome, time.monotonic_ns())
         self.index_source = (
             IndexSource(config.index_database_url, page_seqs_max=config.index_page_seqs_max)
             if config.index_database_url is not None else None)
-        self.http = GatewayHttp(self.core.index, self.index_source, process_request,
-                                config.index_history_max)
+        delivery_source = self.delivery_source
+        self.http = GatewayHttp(
+            self.core.index, self.index_source, process_request, config.index_history_max,
+            quality=self.core.quality if delivery_source is not None else None,
+            quality_readable=delivery_source.readable if delivery_source is not None else None)
         self.limit_report = LimitReport(metrics)
         self.core.limit_bit = self.limit_report
         if metrics is not None:
@@ -345,6 +363,10 @@ class GatewayService:
             tasks.append(asyncio.create_task(self.index_source.follow(
                 lambda: self.core.index.last_seq, self.core.add_index,
                 self.config.index_poll_interval_ms), name="gateway-index"))
+        if self.delivery_source is not None:
+            tasks.append(asyncio.create_task(self.delivery_source.follow(
+                self._add_reports, self.config.quality_poll_interval_ms),
+                name="gateway-quality"))
         server = await serve(
             self._handle, self.config.host, self.config.port, compression=None,
             process_request=self.http.process_request,
@@ -373,6 +395,22 @@ class GatewayService:
             await asyncio.gather(*tasks, stopping, return_exceptions=True)
             if self.index_source is not None:
                 await self.index_source.close()
+            await self.desk.close()
+            if self.delivery_source is not None:
+                await self.delivery_source.close()
+
+    def _add_reports(self, rows: list[ReportRow]) -> None:
+        """Hand new reports to the core (its quality feed), writing its frames at once."""
+        self.transport.cork()
+        try:
+            self.core.add_reports(rows)
+        finally:
+            self.transport.uncork()
+        board = self.core.quality
+        if board.last_refusal is not None:
+            log.warning("%d delivery reports refused so far; the last: %s", board.rows_refused,
+                        board.last_refusal)
+            board.last_refusal = None
 
     async def _drain_commands(self) -> None:
         """Wait (bounded) until the commands queued at shutdown have been sent."""

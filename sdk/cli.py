@@ -6,6 +6,9 @@
     gpux trade orders [--instrument SYMBOL] | balances | time
     gpux trade issue --instrument SYMBOL --node NODE --quantity Q [--issue-id ID]
     gpux trade deliveries
+    gpux trade ssh-key add FILE          register an SSH public key (e.g. ~/.ssh/id_ed25519.pub)
+    gpux trade access [--issue ID] [--identity ~/.ssh/id_ed25519]   certificates + ssh lines
+    gpux trade quality [--operator A]    every operator's measured delivery record
     gpux trade strip --gpu H100-SXM-80GB --region eu-west --from 2026-12-05T12:00 --hours 6
                      --quantity 8 --max-total 96 [--side buy|sell] [--quote] [--cid ID]
     gpux trade index --gpu H100-SXM-80GB --region eu-west [--from ISO --to ISO]
@@ -14,8 +17,8 @@
 
 Connects to --url (default $GPUX_URL or ws://127.0.0.1:8765) and logs in with an API key
 ($GPUX_KEY_ID and $GPUX_PRIVATE_KEY, or --key-id / --private-key) or a wallet
-($GPUX_WALLET_KEY or --wallet-key); `instruments`, `book`, `index` and `time` need no
-login. Times (`--from`, `--to`) are ISO 8601, UTC unless they name a zone.
+($GPUX_WALLET_KEY or --wallet-key); `instruments`, `book`, `index`, `quality` and `time`
+need no login. Times (`--from`, `--to`) are ISO 8601, UTC unless they name a zone.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console, Group
@@ -33,13 +37,21 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from sdk.access import write_access
 from sdk.book import LocalBook
 from sdk.client import Client, ClientError, RequestFailed
 from sdk.signing import ApiKey, Credentials, Wallet
-from wsapi.messages import IndexMessage, IndexPoint, OrderResult, StripLeg
+from wsapi.messages import (
+    IndexMessage,
+    IndexPoint,
+    NodeQuality,
+    OperatorQuality,
+    OrderResult,
+    StripLeg,
+)
 
 console = Console()
-PUBLIC_COMMANDS = frozenset({"instruments", "book", "time", "index"})
+PUBLIC_COMMANDS = frozenset({"instruments", "book", "time", "index", "quality"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,6 +118,19 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--from", dest="start", type=_instant,
                        help="history from then (default: the latest value only)")
     index.add_argument("--to", dest="end", type=_instant, help="history up to then (now)")
+    ssh_key = commands.add_parser("ssh-key", help="register an SSH public key for delivery")
+    ssh_key_commands = ssh_key.add_subparsers(dest="ssh_key_command", required=True)
+    ssh_key_add = ssh_key_commands.add_parser("add", help="register a public key file")
+    ssh_key_add.add_argument("file", type=Path, help="an OpenSSH public key, e.g. "
+                                                     "~/.ssh/id_ed25519.pub")
+    access = commands.add_parser(
+        "access", help="the certificates and ssh lines of the account's assigned nodes")
+    access.add_argument("--issue", help="only this issue id's assignment")
+    access.add_argument("--identity", type=Path,
+                        help="the private key registered (its .pub beside it): the "
+                             "certificates and known_hosts files are written next to it")
+    quality = commands.add_parser("quality", help="every operator's measured delivery record")
+    quality.add_argument("--operator", help="only this operator's record, node by node")
     book = commands.add_parser("book", help="watch a book live")
     book.add_argument("instrument")
     book.add_argument("--depth", type=int, default=10)
@@ -158,7 +183,7 @@ async def _run(args: argparse.Namespace, credentials: Credentials | None) -> int
         "instruments": _instruments, "time": _time, "place": _place, "cancel": _cancel,
         "cancel-all": _cancel_all, "amend": _amend, "orders": _orders, "balances": _balances,
         "book": _book, "issue": _issue, "deliveries": _deliveries, "strip": _strip,
-        "index": _index,
+        "index": _index, "ssh-key": _ssh_key, "access": _access, "quality": _quality,
     }
     async with Client(args.url, credentials=credentials, reconnect=args.command == "book") \
             as client:
@@ -266,6 +291,69 @@ async def _deliveries(client: Client, args: argparse.Namespace) -> int:
     console.print(issues)
     console.print(assignments)
     return 0
+
+
+async def _ssh_key(client: Client, args: argparse.Namespace) -> int:
+    try:
+        line = args.file.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeError) as error:
+        raise SystemExit(f"gpux trade ssh-key add: cannot read {args.file}: {error}") from None
+    result = await client.register_ssh_key(line)
+    console.print(f"{'registered' if result.added else 'already registered'}: "
+                  f"{result.fingerprint}")
+    return 0
+
+
+async def _access(client: Client, args: argparse.Namespace) -> int:
+    items = await client.delivery_access(args.issue)
+    if not items:
+        console.print("no assignments")
+        return 0
+    if args.identity is not None:
+        for line in write_access(items, args.identity.expanduser()):
+            window = f"{_utc(line.window_start)} .. {_utc(line.window_end)}"
+            console.print(f"[bold]{line.issue_id}[/bold] node {line.node_id}, {window}")
+            console.print(f"  {line.ssh_command or line.waiting_for}", soft_wrap=True)
+        return 0
+    for item in items:
+        window = f"{_utc(item.window_start)} .. {_utc(item.window_end)}"
+        console.print(f"[bold]{item.issue_id}[/bold] node {item.node_id}, {window}")
+        if item.pending:
+            console.print("  certificate pending: register an SSH key (`gpux trade ssh-key "
+                          "add`); the delivery service issues one within seconds")
+        elif item.ssh_command is None:
+            console.print(f"  node {item.node_id} is not registered yet")
+        else:
+            console.print(f"  {item.ssh_command}", soft_wrap=True)
+            console.print("  (give --identity to write the certificate and known_hosts "
+                          "files the line names)")
+    return 0
+
+
+async def _quality(client: Client, args: argparse.Namespace) -> int:
+    records = await client.quality(args.operator)
+    table = Table("operator / node", "hours", "GPU-hours", "delivered", "share",
+                  "100% / 99 / 95 / 90 / 75 / <75", "ratio p10/p50/p90", "incidents",
+                  title="quality record")
+    for record in records:
+        table.add_row(*_quality_row(record.operator, record))
+        if args.operator is not None:
+            for node in record.nodes:
+                table.add_row(*_quality_row(f"  {node.node_id} ({node.gpu}, {node.region})",
+                                            node))
+    console.print(table)
+    return 0
+
+
+def _quality_row(name: str, record: OperatorQuality | NodeQuality) -> list[str]:
+    ratios = record.throughput_ratio_percentiles
+    shown = "-" if ratios is None else " / ".join(
+        f"{value:.2f}" for value in (ratios.p10, ratios.p50, ratios.p90))
+    return [name, str(record.hours), str(record.gpu_hours_assigned),
+            f"{record.gpu_hours_delivered / 1_000_000:g}",
+            f"{record.delivered_share_ppm / 10_000:g}%",
+            " / ".join(str(count) for count in record.delivered_share_histogram.values()),
+            shown, str(record.incidents_count)]
 
 
 def _instant(text: str) -> int:

@@ -50,14 +50,20 @@ from sdk.requests import (
 )
 from sdk.signing import ApiKey, Wallet
 from wsapi.messages import (
+    AccessItem,
     Balance,
     DeliveriesResult,
+    DeliveryAccessResult,
     IndexPoint,
     Instrument,
     MassQuoteResult,
+    OperatorQuality,
     OrderReport,
     OrderResult,
+    QualityResult,
+    RegisterNodeResult,
     ServerTime,
+    SshKeyResult,
     StripQuoteResult,
     StripResult,
 )
@@ -68,6 +74,7 @@ from wsapi.requests import (
     CancelAllAfter,
     Channel,
     Deliveries,
+    DeliveryAccess,
     DeliveryReportRequest,
     DepositRequest,
     Instruments,
@@ -78,6 +85,9 @@ from wsapi.requests import (
     OpenOrders,
     OrderType,
     Ping,
+    QualityRequest,
+    RegisterNode,
+    RegisterSshKey,
     Side,
     Stp,
     StripQuoteRequest,
@@ -217,6 +227,58 @@ class Client(Connection):
         """The account's issues and its assignments, as issuer and as holder."""
         reply = await self._call(lambda req_id: Deliveries(req_id=req_id))
         return msgspec.convert(reply.result, DeliveriesResult)
+
+    # -- delivery access and the quality record (docs/delivery.md) ----------------------
+
+    async def register_node(
+        self, node_id: str, *, gpu: str, region: str, gpu_count: int, gpu_memory_mib: int,
+        host: str, port: int, login: str, host_key: str,
+        inventory: Mapping[str, Any] | None = None,
+    ) -> RegisterNodeResult:
+        """Register (or update) a node of this account (roles operator, market_maker,
+        admin): where it is reached over SSH, its host key line and what it has. The result
+        holds the venue CA's public key and the principals its sshd accepts. Raises
+        RequestFailed `forbidden` for a node id of another account, `unavailable` (with
+        retry_after_ms) while the delivery service has not published its CA."""
+        fields = dict(inventory or {})
+        reply = await self._call(lambda req_id: RegisterNode(
+            req_id=req_id, node_id=node_id, gpu=gpu, region=region, gpu_count=gpu_count,
+            gpu_memory_mib=gpu_memory_mib, host=host, port=port, login=login,
+            host_key=host_key, inventory=fields))
+        return msgspec.convert(reply.result, RegisterNodeResult)
+
+    async def register_ssh_key(self, public_key: str) -> SshKeyResult:
+        """Register an SSH public key line of this account (idempotent): the delivery
+        service certifies it for each assignment the account holds."""
+        reply = await self._call(lambda req_id: RegisterSshKey(req_id=req_id,
+                                                                 public_key=public_key))
+        return msgspec.convert(reply.result, SshKeyResult)
+
+    async def delivery_access(self, issue_id: str | None = None) -> list[AccessItem]:
+        """This account's assignments as a holder (one issue's with `issue_id`), the latest
+        windows first: node, window, certificates and `ssh` line (sdk.access writes the
+        files the line names)."""
+        reply = await self._call(lambda req_id: DeliveryAccess(req_id=req_id,
+                                                                 issue_id=issue_id))
+        return msgspec.convert(reply.result, DeliveryAccessResult).assignments
+
+    async def quality(self, operator: str | None = None) -> list[OperatorQuality]:
+        """Every operator's quality record (or `operator`'s): public, no login needed."""
+        reply = await self._call(lambda req_id: QualityRequest(req_id=req_id,
+                                                                 operator=operator))
+        return msgspec.convert(reply.result, QualityResult).operators
+
+    async def quality_feed(self) -> Subscription:
+        """Subscribe to every operator's record: a snapshot, then each operator's record
+        again whenever hours of it are reported."""
+        return await self.subscribe("quality")
+
+    async def quality_http(self, operator: str | None = None) -> list[OperatorQuality]:
+        """The records from the gateway's `GET /quality` (no websocket request)."""
+        target = "/quality" + ("?" + urllib.parse.urlencode({"operator": operator})
+                               if operator is not None else "")
+        body = await asyncio.to_thread(_http_get, _http_url(self.url) + target)
+        return msgspec.json.decode(body, type=list[OperatorQuality])
 
     # -- strips (PROTOCOL.md v2) -----------------------------------------------------------
 

@@ -44,6 +44,7 @@ from wsapi.messages import (
     IndexMessage,
     Notice,
     OrdersMessage,
+    QualityMessage,
     Reply,
     TickerMessage,
     TradesMessage,
@@ -273,6 +274,8 @@ def feed_of(message: FeedMessage) -> Feed:
     """Return the feed a message belongs to."""
     if isinstance(message, (OrdersMessage, FillsMessage, BalancesMessage, DeliveriesMessage)):
         return _ACCOUNT_CHANNELS[type(message)], None
+    if isinstance(message, QualityMessage):
+        return "quality", None
     if isinstance(message, IndexMessage):
         if message.gpu is None or message.region is None:
             return "index", None

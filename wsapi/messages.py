@@ -276,14 +276,74 @@ class IndexMessage(_Message, tag="index", frozen=True, kw_only=True):
     region: str | None = None
 
 
+class RatioPercentiles(msgspec.Struct, frozen=True, kw_only=True):
+    """Nearest-rank percentiles of the passed challenges' throughput over the class floor's
+    (1.0: at the floor; above: faster)."""
+
+    p10: float
+    p50: float
+    p90: float
+
+
+class NodeQuality(msgspec.Struct, frozen=True, kw_only=True):
+    """One node's measured record (delivery.quality.NodeRecord): the figures of
+    OperatorQuality over the hours delivered from this node."""
+
+    node_id: str
+    gpu: str
+    region: str
+    hours: int
+    gpu_hours_assigned: int
+    gpu_hours_delivered: int
+    delivered_share_ppm: int
+    delivered_share_histogram: dict[str, int]
+    challenges_passed: int
+    challenges_failed: int
+    throughput_ratio_percentiles: RatioPercentiles | None
+    incidents_count: int
+    last_window_start_ns: int
+
+
+class OperatorQuality(msgspec.Struct, frozen=True, kw_only=True):
+    """An operator's public record of measured delivery (delivery.quality.OperatorRecord):
+    over its `hours` (assignments measured), the GPU-hours assigned and delivered
+    (`gpu_hours_delivered` ppm-weighted: the sum of quantity x delivered_ppm, so divide by
+    1,000,000 for GPU-hours), their ratio (`delivered_share_ppm`), how many hours fell in
+    each delivered-share bucket ("100", "99-100", "95-99", "90-95", "75-90", "0-75",
+    percent), the challenges passed and failed with their throughput against the class
+    floor (null while none passed), the runs of undelivered minutes (`incidents_count`),
+    and each node's figures."""
+
+    operator: str
+    nodes: list[NodeQuality]
+    hours: int
+    gpu_hours_assigned: int
+    gpu_hours_delivered: int
+    delivered_share_ppm: int
+    delivered_share_histogram: dict[str, int]
+    challenges_passed: int
+    challenges_failed: int
+    throughput_ratio_percentiles: RatioPercentiles | None
+    incidents_count: int
+    last_window_start_ns: int
+
+
+class QualityMessage(_Message, tag="quality", frozen=True, kw_only=True):
+    """The `quality` feed: a snapshot holds every operator's record, an update the records
+    of the operators whose hours were reported since, whole."""
+
+    kind: Kind
+    operators: list[OperatorQuality]
+
+
 ServerMessage = (
     Hello | Reply | Notice | Heartbeat | BookMessage | TradesMessage | TickerMessage
     | CandlesMessage | OrdersMessage | FillsMessage | BalancesMessage | DeliveriesMessage
-    | IndexMessage
+    | IndexMessage | QualityMessage
 )
 FeedMessage = (
     BookMessage | TradesMessage | TickerMessage | CandlesMessage | OrdersMessage
-    | FillsMessage | BalancesMessage | DeliveriesMessage | IndexMessage
+    | FillsMessage | BalancesMessage | DeliveriesMessage | IndexMessage | QualityMessage
 )
 
 
@@ -447,6 +507,64 @@ class DeliveriesResult(msgspec.Struct, frozen=True, kw_only=True):
     seq: int
     issues: list[Issue]
     assignments: list[Assignment]
+
+
+class RegisterNodeResult(msgspec.Struct, frozen=True, kw_only=True):
+    """A node registered: the venue CA's public key its sshd trusts (`TrustedUserCAKeys`)
+    and the two principals it accepts (`AuthorizedPrincipalsFile`): a holder's and the
+    delivery service's prober's (with the challenge responder as its forced command)."""
+
+    node_id: str
+    ca_public_key: str
+    holder_principal: str
+    prober_principal: str
+
+
+class SshKeyResult(msgspec.Struct, frozen=True, kw_only=True):
+    """An SSH public key registered (or known already): its SHA256 fingerprint."""
+
+    fingerprint: str
+    added: bool
+
+
+class AccessCertificate(msgspec.Struct, frozen=True, kw_only=True):
+    """An OpenSSH user certificate for the holder's key `fingerprint`, valid for the window;
+    `file` is the name the SDK writes it under (next to the identity file)."""
+
+    fingerprint: str
+    certificate: str
+    file: str
+
+
+class AccessItem(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One assignment as its holder reaches it: the node (`host`, `port`, `login`, its
+    `host_key`; null while no node of that id is registered), the window (ns), the
+    certificates issued so far and the `ssh` line using them. `pending` is true while none
+    is issued (no key registered yet, or the delivery service has not reached it)."""
+
+    issue_id: str
+    instrument: str
+    node_id: str
+    issuer: str
+    quantity: int
+    window_start: int
+    window_end: int
+    certificates: list[AccessCertificate]
+    pending: bool
+    host: str | None = None
+    port: int | None = None
+    login: str | None = None
+    host_key: str | None = None
+    known_hosts_file: str | None = None
+    ssh_command: str | None = None
+
+
+class DeliveryAccessResult(msgspec.Struct, frozen=True, kw_only=True):
+    assignments: list[AccessItem]
+
+
+class QualityResult(msgspec.Struct, frozen=True, kw_only=True):
+    operators: list[OperatorQuality]
 
 
 class ServerTime(msgspec.Struct, frozen=True, kw_only=True):

@@ -45,10 +45,13 @@ TimeInForce = Literal["gtc", "ioc", "fok", "gtd"]
 Stp = Literal["cancel_newest", "cancel_oldest", "cancel_both", "decrement"]
 CancelOnDisconnect = Literal["off", "session", "account"]
 Channel = Literal[
-    "book", "trades", "ticker", "candles", "orders", "fills", "balances", "deliveries", "index"]
+    "book", "trades", "ticker", "candles", "orders", "fills", "balances", "deliveries", "index",
+    "quality"]
 # Public channels keyed by an instrument; `index` is public too, keyed by GPU class and region.
 PUBLIC_CHANNELS: Final = frozenset({"book", "trades", "ticker", "candles"})
 INDEX_CHANNEL: Final = "index"
+# The quality record of every operator (public, one feed, no key).
+QUALITY_CHANNEL: Final = "quality"
 PRIVATE_CHANNELS: Final = frozenset({"orders", "fills", "balances", "deliveries"})
 
 
@@ -260,6 +263,56 @@ class Deliveries(Request, tag="deliveries", frozen=True, kw_only=True):
     """The account's issues and its assignments, as issuer and as holder."""
 
 
+# -- delivery access and the quality record (docs/delivery.md) --------------------------------
+
+# A host name, an IPv4 address or an IPv6 one (bare or in brackets).
+Host = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9.:\-\[\]]{1,253}\Z")]
+LoginName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]{0,31}\Z")]
+# An OpenSSH public key line ("ssh-ed25519 AAAA... comment"); the gateway parses it.
+PublicKeyLine = Annotated[str, msgspec.Meta(min_length=1, max_length=16_384)]
+INVENTORY_ENTRIES_MAX: Final = 64
+INVENTORY_BYTES_MAX: Final = 8_192  # the inventory object encoded as JSON, at most
+
+
+class RegisterNode(Request, tag="register_node", frozen=True, kw_only=True):
+    """Register (or update) a node of the session's account (roles operator, market_maker,
+    admin): where the delivery service and the holders reach it over SSH, and what it has.
+    `node_id` is the one `issue_capacity` names; one account owns it."""
+
+    node_id: Identifier
+    gpu: Label
+    region: Label
+    gpu_count: Annotated[int, msgspec.Meta(ge=1, le=65_536)]
+    gpu_memory_mib: Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]  # per GPU
+    host: Host
+    port: Annotated[int, msgspec.Meta(ge=1, le=65_535)]
+    login: LoginName
+    host_key: PublicKeyLine
+    inventory: Annotated[dict[str, Any],
+                         msgspec.Meta(max_length=INVENTORY_ENTRIES_MAX)] = msgspec.field(
+        default_factory=dict)
+
+
+class RegisterSshKey(Request, tag="register_ssh_key", frozen=True, kw_only=True):
+    """Register an SSH public key of the session's account: the delivery service issues a
+    certificate for it for every assignment the account holds. Idempotent."""
+
+    public_key: PublicKeyLine
+
+
+class DeliveryAccess(Request, tag="delivery_access", frozen=True, kw_only=True):
+    """The account's assignments as a holder (one issue's with `issue_id`): each node's
+    address and host key, the window, the certificates issued and the `ssh` line."""
+
+    issue_id: Identifier | None = None
+
+
+class QualityRequest(Request, tag="quality", frozen=True, kw_only=True):
+    """The quality record of every operator (or of `operator`): public, no login needed."""
+
+    operator: Account | None = None
+
+
 StripLegs = Annotated[list[Identifier],
                       msgspec.Meta(min_length=STRIP_LEGS_MIN, max_length=STRIP_LEGS_MAX)]
 
@@ -292,7 +345,8 @@ AnyRequest = (
     | MassCancelRequest | BatchRequest | MassQuoteRequest | CancelAllAfter | Subscribe
     | Unsubscribe | Instruments | Time | Ping | OpenOrders | Balances | ListInstrumentRequest
     | DepositRequest | IssueCapacityRequest | DeliveryReportRequest | Deliveries
-    | NewStripOrderRequest | StripQuoteRequest
+    | NewStripOrderRequest | StripQuoteRequest | RegisterNode | RegisterSshKey
+    | DeliveryAccess | QualityRequest
 )
 REQUEST_TYPES: Final[dict[str, type[msgspec.Struct]]] = {
     cls.__struct_config__.tag: cls
@@ -314,8 +368,11 @@ ADMIN_OPS: Final = frozenset({"list_instrument", "deposit"})
 TRADING_OPS: Final = frozenset(
     {"new_order", "cancel_order", "amend_order", "mass_cancel", "batch", "mass_quote",
      "cancel_all_after", "open_orders", "balances", "issue_capacity", "deliveries",
-     "new_strip_order", "strip_quote"}
+     "new_strip_order", "strip_quote", "register_node", "register_ssh_key", "delivery_access"}
 )
+# Requests answered from the delivery database (gateway.deliverydesk), not by the engine.
+DESK_OPS: Final = frozenset({"register_node", "register_ssh_key", "delivery_access"})
+NODE_ROLES: Final = frozenset({"operator", "market_maker", "admin"})
 MASS_QUOTE_ROLES: Final = frozenset({"market_maker", "operator", "admin"})
 ISSUE_ROLES: Final = frozenset({"operator", "market_maker", "admin"})
 # The delivery service's credential sends these and no other account operation; no other
