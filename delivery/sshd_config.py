@@ -52,7 +52,10 @@ def prober_principal_line(responder_command: str) -> str:
         raise DeliveryError(f"the responder command is over {RESPONDER_COMMAND_CHARS_MAX} chars")
     if any(character in responder_command for character in "\r\n\0"):
         raise DeliveryError("the responder command must be one line")
-    quoted = responder_command.replace("\\", "\\\\").replace('"', '\\"')
+    if responder_command.endswith("\\"):  # it would escape the closing quote
+        raise DeliveryError("the responder command must not end with a backslash")
+    # sshd unescapes `\"` alone (auth-options.c opt_dequote); other backslashes stay as they are
+    quoted = responder_command.replace('"', '\\"')
     return f'command="{quoted}",{PROBER_RESTRICTIONS} {PROBER_PRINCIPAL}'
 
 
