@@ -33,6 +33,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any, Final
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
@@ -53,7 +54,7 @@ from delivery.evidence import (
 )
 from delivery.keys import ProberCertificate, VenueKeys
 from delivery.metrics import DeliveryMetrics
-from delivery.prober import NodeAddress, gpus_required, plan_minutes, probe_minute
+from delivery.prober import NodeAddress, ProbeClient, gpus_required, plan_minutes, probe_minute
 from delivery.quality import hour_record
 from delivery.transport import ProberClient
 from eventlog.errors import LogError
@@ -143,17 +144,19 @@ class DeliveryService:
 
     def __init__(self, event_log: EventLog, database_url: str, config: ServiceConfig,
                  metrics: DeliveryMetrics | None = None,
-                 clock: Callable[[], int] = time.time_ns) -> None:
+                 clock: Callable[[], int] = time.time_ns,
+                 prober_factory: Callable[[Path, str], ProbeClient] = ProberClient) -> None:
         self.log = event_log
         self.database_url = database_url
         self.config = config
         self.metrics = metrics if metrics is not None else DeliveryMetrics()
         self.clock = clock
+        self.prober_factory = prober_factory
         self.ready = asyncio.Event()
         self.random = secrets.SystemRandom()
         self.keys = VenueKeys(config.keys_dir)
         self._pool: asyncpg.Pool | None = None
-        self._prober: ProberClient | None = None
+        self._prober: ProbeClient | None = None
         self._prober_certificate: ProberCertificate | None = None
         self._probing: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._probes = asyncio.Semaphore(config.probe_concurrency_max)
@@ -293,7 +296,7 @@ class DeliveryService:
         certificate = self.keys.issue_prober_certificate(
             self.clock(), self.config.prober_certificate_validity_s, serial)
         self._prober_certificate = certificate
-        self._prober = ProberClient(self.keys.prober_key_path, certificate.line)
+        self._prober = self.prober_factory(self.keys.prober_key_path, certificate.line)
         log.info("prober certificate valid until %d ns", certificate.valid_before_ns)
 
     # -- probing -----------------------------------------------------------------------------
@@ -467,10 +470,12 @@ class DeliverySupervisor(Supervisor[DeliveryService]):
     from the database as after a crash."""
 
     def __init__(self, event_log: EventLog, database_url: str, config: ServiceConfig,
-                 metrics: DeliveryMetrics | None = None) -> None:
+                 metrics: DeliveryMetrics | None = None,
+                 prober_factory: Callable[[Path, str], ProbeClient] = ProberClient) -> None:
         self.metrics = metrics if metrics is not None else DeliveryMetrics()
         super().__init__(
-            lambda: DeliveryService(event_log, database_url, config, self.metrics),
+            lambda: DeliveryService(event_log, database_url, config, self.metrics,
+                                    prober_factory=prober_factory),
             what="delivery", policy=config.retry, is_retriable=is_retriable,
             on_restart=self.metrics.restarts.inc, logger=log,
         )
