@@ -27,6 +27,7 @@ import pytest
 
 from delivery import store
 from delivery.challenge import (
+    Inventory,
     PongMessage,
     Responder,
     RowsMessage,
@@ -56,18 +57,13 @@ OUTAGE = range(20, 35)  # 15 minutes down
 ONE_MINUTE_PPM = 1_000_000 // WINDOW_MINUTES + 1
 
 
-class Inventory(msgspec.Struct, frozen=True):
-    gpu_count: int = 8
-    gpu_memory_mib: int = 81_920
-    device: str = "numpy"
-
-
+INVENTORY = Inventory(gpu_count=8, gpu_memory_mib=81_920, device="numpy")
 class Channel:
     """The node side of one session: a Responder, possibly lying or slow."""
 
     def __init__(self, node: FakeNode) -> None:
         self.node = node
-        self.responder = Responder(select_backend("numpy"), Inventory())
+        self.responder = Responder(select_backend("numpy"), INVENTORY)
         self.replies: list[bytes] = []
 
     async def send_line(self, line: bytes) -> None:
