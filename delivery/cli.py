@@ -9,6 +9,8 @@
     gpux delivery verify  ISSUE HOLDER --database-url URL
                           (--events FILE.jsonl | --kafka HOST:PORT [--topic-namespace NS])
                           [--rpc URL --deployment FILE]
+    gpux delivery access  HOLDER [--issue ID] [--identity ~/.ssh/id_ed25519]
+                          [--url WS_URL] [--key KEY_ID:PRIVATE_KEY]
 
 `run` follows the events topic (read committed), issues holder certificates for each
 assignment's window, probes each assignment's node once a `--minute-ms` (60000: a real
@@ -23,6 +25,10 @@ samples, checks their chain and signatures against the published signers, and co
 them with the service's report and with the `delivery_settled` event of the log; with
 `--rpc` also with the evidence leaf settlement put on chain. It prints what it checked and
 every problem, and exits 0 only when everything agrees.
+
+`access` asks the gateway (`delivery_access`, with the holder's own API key, as `gpux trade`)
+for the holder's assignments, writes the certificates of `--identity`'s key and the nodes'
+known_hosts files next to it, and prints the `ssh` line of each assignment.
 
 `--database-url` defaults to $DATABASE_URL, `--kafka` to $KAFKA_BOOTSTRAP.
 Exit codes: 0 success, 1 a problem or a failure, 2 usage.
@@ -99,6 +105,13 @@ def _parser() -> argparse.ArgumentParser:
                                                     "var/settlement/deployment.json")))
     verify.add_argument("--settlement-database-url",
                         help="where settlement's leaves are (default: --database-url)")
+    access = commands.add_parser("access", help="certificates and ssh lines of a holder")
+    access.add_argument("holder", metavar="HOLDER")
+    access.add_argument("--issue", help="only this issue id's assignment")
+    access.add_argument("--identity", type=Path, default=Path("~/.ssh/id_ed25519"))
+    access.add_argument("--url", default=os.environ.get("GPUX_URL", "ws://127.0.0.1:8765"))
+    access.add_argument("--key", default=os.environ.get("GPUX_KEY"),
+                        metavar="KEY_ID:PRIVATE_KEY", help="the holder's API key")
     return parser
 
 
@@ -232,10 +245,30 @@ async def _on_chain(args: argparse.Namespace, result: VerifyResult) -> list[str]
                                 args.holder, result.delivered_ppm, result.evidence_root_hex)
 
 
+async def _access(args: argparse.Namespace, out: TextIO) -> int:
+    """The holder's access through the SDK (sdk.access writes the files)."""
+    from sdk.access import write_access
+    from sdk.client import ApiKey, Client
+
+    api_key = _api_key(args.key)
+    if api_key is None:
+        raise ValueError("--key KEY_ID:PRIVATE_KEY (or $GPUX_KEY) of the holder is required")
+    async with Client(args.url, credentials=ApiKey(*api_key)) as client:
+        items = await client.delivery_access(args.issue)
+    if not items:
+        print(f"{args.holder}: no assignments", file=out)
+        return EXIT_OK
+    for line in write_access(items, args.identity.expanduser()):
+        print(f"# {line.issue_id} node {line.node_id}", file=out)
+        print(line.ssh_command or f"# {line.waiting_for}", file=out)
+    return EXIT_OK
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], Coroutine[Any, Any, int]]] = {
     "migrate": _migrate,
     "run": _run,
     "verify": _verify,
+    "access": _access,
 }
 
 
@@ -244,7 +277,7 @@ def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    if not args.database_url:
+    if args.command != "access" and not args.database_url:
         print(f"gpux delivery {args.command}: --database-url URL (or $DATABASE_URL) is "
               "required", file=sys.stderr)
         return EXIT_USAGE
