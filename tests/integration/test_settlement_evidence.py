@@ -216,12 +216,40 @@ async def test_each_report_is_proved_on_chain_and_a_forged_one_is_not(rig: Rig) 
                                                    BOB_ROOT))
 
 
-async def test_a_report_that_moves_no_money_settles_in_a_batch_of_its_own(rig: Rig) -> None:
-    """One entry per batch: the zero bond's report (no compensation, a release of 0) makes
-    a batch of one evidence leaf, which the Vault settles with no delta."""
-    await settled_market(rig, batch_size_max=1)
-    (i3,) = [report for report in await reads.delivery_reports_after(rig.conn, 0, 100)
-             if report.issue_id == "i3"]
+async def test_an_evidence_leaf_costs_settle_nothing_and_alone_settles_with_no_delta(
+    rig: Rig,
+) -> None:
+    """One entry per batch. Bob's compensation batch (two moves and his report's leaf) costs
+    `settle` the same gas with or without the leaf in its tree: the call carries the root
+    only. The zero bond's report (no compensation, a release of 0) makes a batch of one
+    evidence leaf, which the Vault settles with no delta."""
+    venue = Venue(rig)
+    await venue.run(ledger_db.delivery_until_close())
+    submitter = rig.submitter(batch_size_max=1)
+    await drive(submitter, idle)
+    await venue.run(close_and_report())
+    bob_i1, _carol, i3 = await reads.delivery_reports_after(rig.conn, 0, 100)
+
+    async def compensation_batch_stored(_outcome: object) -> bool:
+        batch = await store.open_batch(rig.conn)
+        return batch is not None and batch.first_seq == bob_i1.seq
+
+    await drive(submitter, compensation_batch_stored)
+    stored = await store.open_batch(rig.conn)
+    assert stored is not None and stored.status == "pending"
+    assert (stored.fill_count, stored.move_count, stored.evidence_count) == (0, 2, 1)
+    leaves = await store.batch_leaves(rig.conn, stored.batch_id)
+    assert leaves[-1] == chain_evidence(bob_i1.seq, "i1", "bob", 750_000, BOB_ROOT).leaf()
+
+    def settle_gas(root: bytes) -> int:
+        call = rig.contracts.vault.functions.settle(stored.batch_id, root, stored.assets,
+                                                    stored.deltas, stored.supply)
+        return int(call.estimate_gas({"from": rig.settler.address}))
+
+    with_leaf = settle_gas(stored.fills_root)
+    without_leaf = settle_gas(MerkleTree(leaves[:-1]).root)
+    assert abs(with_leaf - without_leaf) < 400, "the root's bytes only: calldata noise"
+    await drive(submitter, idle)
     batch = await rig.conn.fetchrow(
         "SELECT batch_id, fill_count, move_count, evidence_count, fills_root, deltas, status, "
         "gas_used FROM settlement.batches WHERE first_seq = $1", i3.seq)
@@ -230,7 +258,9 @@ async def test_a_report_that_moves_no_money_settles_in_a_batch_of_its_own(rig: R
     leaf = chain_evidence(i3.seq, "i3", "bob", 0, None).leaf()
     assert bytes(batch["fills_root"]) == leaf == rig.contracts.batch_root(batch["batch_id"])
     assert await rig.check("i3", "bob", 0, None) == []
-    print(f"gas of a batch holding one evidence leaf alone: {batch['gas_used']}")
+    print(f"settle gas of bob's compensation batch: {with_leaf} with its evidence leaf, "
+          f"{without_leaf} without; of a batch holding one evidence leaf alone: "
+          f"{batch['gas_used']}")
 
 
 async def test_a_v1_journal_settles_with_the_roots_of_its_fills_alone(rig: Rig) -> None:
