@@ -3,7 +3,8 @@
     gpux operator agent --node-id ID --region R --host HOST --port PORT --login USER
                         [--profile FILE | --gpu-class C --gpu-count N --gpu-memory-mib M]
                         [--no-nvml] [--url URL] [--key KEY_ID:PRIVATE_KEY]
-                        (--sshd-dir DIR --host-key FILE | --embedded [--embedded-host-key F])
+                        (--sshd-dir DIR --host-key FILE [--responder-python PYTHON]
+                         | --embedded [--embedded-host-key FILE] [--listen-host ADDRESS])
     gpux operator challenge [--profile FILE | --gpu-class ...] [--no-nvml] [--backend B]
 
 `agent` reads the node's inventory (NVML when `nvidia-ml-py` is installed and a GPU answers,
@@ -80,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--host-key", type=Path, help="the sshd's host public key file")
     agent.add_argument("--embedded-host-key", type=Path,
                        help="the embedded server's host key (created if absent)")
+    agent.add_argument("--responder-python", default=sys.executable,
+                       help="the Python sshd runs `-m gpux operator challenge` with "
+                            "(default: this one)")
     agent.add_argument("--listen-host", default="0.0.0.0",  # noqa: S104 -- serves the network
                        help="the embedded server's listening address")
     _add_inventory_flags(agent)
@@ -137,7 +141,7 @@ def _agent(args: argparse.Namespace) -> int:
         sshd_dir=args.sshd_dir,
         host_key_line=read_host_key_line(args.host_key) if args.host_key else None,
         embedded_key_path=embedded_key, listen_host=args.listen_host,
-        challenge=_challenge_config(args))
+        challenge=_challenge_config(args), python=args.responder_python)
     inventory = read_inventory(config.challenge.profile, declared=config.challenge.declared,
                                use_nvml=config.challenge.use_nvml)
     register = sdk_register(args.url, ApiKey(key_id, private_key))

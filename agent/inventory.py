@@ -53,6 +53,7 @@ GPU_MEMORY_MIB_MAX = 16 * 1024 * 1024  # 16 TiB per GPU: far beyond any GPU, bel
 GPU_CLASS = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 DEVICE_NAME_CHARS_MAX = 96
 MIB = 1024 * 1024
+INVENTORY_DOCUMENT_BYTES_MAX = 8_192  # what `register_node` takes (wsapi.requests)
 
 
 class Device(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -293,6 +294,10 @@ def write_profile(inventory: Inventory, path: Path) -> None:
 
 
 def inventory_document(inventory: Inventory) -> dict[str, Any]:
-    """Return the inventory as the JSON object `register_node` carries (`inventory`)."""
+    """Return the inventory as the JSON object `register_node` carries (`inventory`): with
+    the devices listed when that fits the request's bound, else with their count only."""
     document: dict[str, Any] = msgspec.to_builtins(inventory)
+    if len(msgspec.json.encode(document)) > INVENTORY_DOCUMENT_BYTES_MAX:
+        document["devices"] = []
+        document["devices_omitted"] = len(inventory.devices)
     return document

@@ -66,7 +66,8 @@ class StubPynvml:
     def nvmlDeviceGetName(self, handle: Any) -> str | bytes:  # noqa: N802
         if self.fail_on_name:
             raise StubNvmlError("GPU is lost")
-        return self.gpus[handle][0]
+        name: str | bytes = self.gpus[handle][0]
+        return name
 
     def nvmlDeviceGetMemoryInfo(self, handle: Any) -> StubMemory:  # noqa: N802
         return StubMemory(total=self.gpus[handle][1])
@@ -238,3 +239,13 @@ def test_the_registered_document_is_plain_json() -> None:
 def test_device_names_map_to_the_venue_classes(name: str, memory_mib: int,
                                                gpu: str | None) -> None:
     assert class_from_device_name(name, memory_mib) == gpu
+
+
+def test_a_registered_document_too_large_for_the_request_keeps_the_figures_only() -> None:
+    long_name = "NVIDIA H100 80GB HBM3 " + "x" * 70
+    measured = read_inventory(nvml=StubPynvml(gpus=[(long_name, H100_BYTES)] * 64),
+                              declared=Declared(gpu="H100-SXM-80GB"))
+    document = inventory_document(measured)
+    assert len(msgspec.json.encode(document)) <= 8_192
+    assert (document["gpu_count"], document["devices"], document["devices_omitted"]) == (
+        64, [], 64)
