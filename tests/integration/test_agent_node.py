@@ -3,13 +3,14 @@ it) registers a node through a real gateway into the delivery database, and the 
 writes make Debian's OpenSSH server (harness.sshd) let the venue's certificates in: the
 prober's certificate is forced into `gpux operator challenge`, whose commitment and rows the
 prober's Checker accepts; a holder's certificate for the node gets a session, one for
-another node does not.
+another node does not. With `--embedded` the agent serves SSH itself until SIGTERM.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -33,6 +34,7 @@ from gateway.config import GatewayConfig
 from gateway.service import GatewayService
 from gateway.store import PostgresKeyStore
 from gateway.store import migrate as migrate_gateway
+from harness.ports import free_port
 from harness.sshd import SshdService
 from runtime.postgres import create_database, drop_database
 from tests.agent_helpers import HOUR_NS, probe_exchange, prober_client
@@ -209,3 +211,37 @@ async def test_the_agent_registers_the_node_and_its_files_let_openssh_serve_the_
         assert await registry.node(venue.conn, NODE) == node
     finally:
         sshd.stop()
+
+
+async def test_the_embedded_agent_serves_the_prober_until_sigterm(venue: Venue,
+                                                                  tmp_path: Path) -> None:
+    port = free_port()
+    key_file = tmp_path / "embedded_host_key"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gpux", "operator", "agent", "--url", venue.url, "--key",
+        venue.key, "--node-id", NODE, "--region", "eu-west", "--host", "127.0.0.1", "--port",
+        str(port), "--login", "gpux", "--gpu-class", GPU, "--gpu-count", "1",
+        "--gpu-memory-mib", "46068", "--no-nvml", "--embedded", "--embedded-host-key",
+        str(key_file), "--listen-host", "127.0.0.1", cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert process.stdout is not None and process.stderr is not None
+        printed = b""
+        while b"serving SSH" not in printed:  # the agent says so once it listens
+            line = await asyncio.wait_for(process.stdout.readline(), COMMAND_TIMEOUT_S)
+            assert line, (await process.stderr.read()).decode()
+            printed += line
+        node = await registry.node(venue.conn, NODE)
+        assert node is not None
+        assert (node.port, node.login, node.gpu_count) == (port, "gpux", 1)
+        client = prober_client(venue.ca, tmp_path)
+        seen = await client.probe("127.0.0.1", port, "gpux", node.host_key,
+                                  lambda session: probe_exchange(session, FLOOR))
+        assert seen.verdict.passed, seen.verdict
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), COMMAND_TIMEOUT_S) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
