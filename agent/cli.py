@@ -36,10 +36,7 @@ from pathlib import Path
 from agent.config import AgentConfig, ChallengeConfig, read_host_key_line
 from agent.errors import AgentError
 from agent.inventory import Declared, read_inventory
-from agent.node import run_agent
-from agent.registration import sdk_register
 from agent.responder import run_challenge
-from sdk.signing import ApiKey
 
 __all__ = ["build_parser", "main"]
 
@@ -142,6 +139,11 @@ def _agent(args: argparse.Namespace) -> int:
         host_key_line=read_host_key_line(args.host_key) if args.host_key else None,
         embedded_key_path=embedded_key, listen_host=args.listen_host,
         challenge=_challenge_config(args), python=args.responder_python)
+    # imported here: the challenge, which sshd starts at every probe, needs neither
+    from agent.node import run_agent
+    from agent.registration import sdk_register
+    from sdk.signing import ApiKey
+
     inventory = read_inventory(config.challenge.profile, declared=config.challenge.declared,
                                use_nvml=config.challenge.use_nvml)
     register = sdk_register(args.url, ApiKey(key_id, private_key))
