@@ -32,6 +32,8 @@ from delivery.challenge import (
     available_backends,
     decode_message,
     encode_message,
+    entries,
+    expected_rows,
     matrices,
     product,
     row_leaf,
@@ -165,13 +167,34 @@ def test_matrices_are_deterministic_small_integers_a_then_b() -> None:
     assert not numpy.array_equal(a, other_a)
 
 
-def test_matrices_follow_the_documented_drawing() -> None:
+@pytest.mark.parametrize("n", [1, 3, 5, 8])
+def test_matrices_follow_the_documented_drawing(n: int) -> None:
     state = int.from_bytes(hashlib.sha256(b"gpux.challenge" + SEED).digest(), "big")
     generator = numpy.random.Generator(numpy.random.PCG64(state))
-    a = generator.integers(0, 16, size=(8, 8), dtype=numpy.uint8)
-    b = generator.integers(0, 16, size=(8, 8), dtype=numpy.uint8)
-    got_a, got_b = matrices(SEED, 8)
-    assert numpy.array_equal(got_a, a) and numpy.array_equal(got_b, b)
+    drawn = []
+    for _ in range(2):
+        nibbles = []
+        for word in generator.bit_generator.random_raw((n * n + 15) // 16).tolist():
+            for byte in int(word).to_bytes(8, "little"):
+                nibbles += [byte & 0x0F, byte >> 4]
+        drawn.append(numpy.array(nibbles[: n * n], dtype=numpy.uint8).reshape(n, n))
+    got_a, got_b = entries(SEED, n)
+    assert numpy.array_equal(got_a, drawn[0]) and numpy.array_equal(got_b, drawn[1])
+    float_a, float_b = matrices(SEED, n)
+    assert float_a.dtype == numpy.float32
+    assert numpy.array_equal(float_a, got_a) and numpy.array_equal(float_b, got_b)
+
+
+def test_expected_rows_are_the_rows_of_the_product_in_column_blocks() -> None:
+    a, b = entries(SEED, 70)
+    c = product(a, b)
+    assert c.dtype == numpy.int32
+    assert numpy.array_equal(expected_rows(SEED, 70, [69, 0, 5]), c[[69, 0, 5]])
+
+
+def test_large_products_hash_on_threads_with_the_same_leaves() -> None:
+    c = numpy.arange(600 * 4, dtype=numpy.int32).reshape(600, 4)
+    assert row_leaves(c) == [row_leaf(index, c[index]) for index in range(600)]
 
 
 def test_the_product_is_exact_at_the_largest_entries() -> None:
