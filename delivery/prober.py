@@ -128,10 +128,10 @@ def plan_minutes(
     """Plan every minute of a window: its due instant and whether it sets a challenge.
 
     Minute 0 always sets a challenge; so do `challenges_per_hour` distinct random minutes
-    per 60 minutes of window (at most every other minute). A probe is due at the minute's
+    per 60 minutes of window (at most every minute). A probe is due at the minute's
     start plus a random offset in the first half of the minute.
     """
-    if window_minutes < 1 or minute_ms < 2 or challenges_per_hour < 0:
+    if window_minutes < 1 or minute_ms < 1 or challenges_per_hour < 0:
         raise ValueError(
             f"window_minutes {window_minutes}, minute_ms {minute_ms} and challenges_per_hour "
             f"{challenges_per_hour} out of range")
