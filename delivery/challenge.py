@@ -10,7 +10,8 @@ A node that skipped rows cannot know which will be opened, so it must compute th
 Exactness: entries are integers 0..15, so every entry of C, and every partial sum on the
 way, is an integer <= 225 n < 2^24 for n <= 65536, which float32 represents exactly
 whatever the summation order: every backend (numpy/BLAS, torch, cupy) must produce the
-same C, provided TF32 is off (this module turns it off for torch and cupy).
+same C, provided TF32 is off (this module turns it off for torch; cupy uses it only with
+CUPY_TF32=1, which the cupy backend refuses).
 
 Drawing (the contract every implementation must follow):
 `rng = numpy.random.Generator(numpy.random.PCG64(int.from_bytes(sha256(b"gpux.challenge" +
@@ -30,23 +31,20 @@ below). A line is at most `LINE_BYTES_MAX` (8 MiB: a rows message of 4 rows of n
 is about 2.5 MB). The prober times the answer from sending `challenge` to receiving
 `commitment`.
 
-Measured on this machine (`python -m benchmarks.delivery_challenge`: 2 shared vCPUs of an
-Intel Xeon, numpy with OpenBLAS; answer = the Responder's challenge step, i.e. drawing A
-and B, the product, hashing the rows and the tree, what the prober times; check = the
-Checker's verdict on 4 rows, drawing A and B included; best of 15, in ms):
+Measured on this machine (`python -m benchmarks.delivery_challenge --runs 15`, 2 shared
+vCPUs of an Intel Xeon, numpy with OpenBLAS; answer = the Responder's challenge step, i.e.
+drawing A and B, the product, hashing the rows and the tree, what the prober times; check =
+the Checker's verdict on 4 rows, drawing included), in ms, over four runs minutes apart
+while other helpers' tests loaded the 2 cores to a load average of 11-18:
 
-    n       answer ms   check ms
-    256     1.6-2       0.7-0.9
-    512     7-21        2.8-2.9
-    1024    25-78       10-24
+    n       answer (best)   answer (worst of 15)   check (best)
+    256     1.3-12          64-134                 0.3-0.4
+    512     16-66           96-186                 1.1-1.4 (10.7 once)
+    1024    48-129          251-311                3.0-3.7
 
-(the ranges are runs minutes apart while other helpers' tests loaded the 2 cores to a
-load average of 12; single answers under that load took up to 40 ms for n = 256 and
-250 ms for n = 1024).
-
-So the demo floor (n = 256, 2,000 ms) leaves a margin of 50x over the worst answer seen
-under load, and a check is always cheaper than an answer (4 rows: 4 n^2, not n^3). For
-n = 4096 the answer took 5.0 s and the check 0.36 s here.
+On a quiet moment earlier (same machine) n = 256 answered in 1.6 ms, 512 in 7 ms, 1024 in
+25 ms. So the demo floor (n = 256, 2,000 ms) leaves 15x over the worst answer seen under
+load, and a check is far cheaper than an answer (4 rows: 4 n^2 work, not n^3).
 """
 
 from __future__ import annotations
@@ -322,6 +320,8 @@ class CupyBackend:  # pragma: no cover - needs cupy and a CUDA GPU
     name = "cupy"
 
     def __init__(self, cupy: Any) -> None:
+        if os.environ.get("CUPY_TF32", "0") != "0":
+            raise ChallengeError("the cupy backend needs CUPY_TF32 unset or 0 (TF32 is inexact)")
         self._cupy = cupy
 
     def product(self, a: Entries, b: Entries) -> Product:
@@ -343,6 +343,8 @@ def _gpu_backend(name: str) -> Backend | None:
             return TorchBackend(module)
         if name == "cupy" and module.cuda.runtime.getDeviceCount() > 0:
             return CupyBackend(module)
+    except ChallengeError:
+        raise
     except Exception:  # noqa: BLE001 - a broken driver means "no GPU", not a crash
         return None
     return None  # pragma: no cover
