@@ -406,12 +406,18 @@ class Responder:
     """The node's side of the exchange, without I/O: one message in, one reply out.
 
     It keeps C's Merkle tree and rows between `challenge` and `open`, answers one `open`
-    per challenge, and refuses an `open` before a challenge.
+    per challenge, and refuses an `open` before a challenge, and a challenge larger than
+    `challenge_n_max` (a node's bound on the memory a challenge may take: about 7 n^2 bytes
+    on the host with numpy).
     """
 
-    def __init__(self, backend: Backend, inventory: Inventory) -> None:
+    def __init__(
+        self, backend: Backend, inventory: Inventory, *, challenge_n_max: int = CHALLENGE_N_MAX
+    ) -> None:
+        _check_size(challenge_n_max)
         self.backend = backend
         self.inventory = inventory
+        self.challenge_n_max = challenge_n_max
         self._tree: MerkleTree | None = None
         self._rows: numpy.typing.NDArray[numpy.int32] | None = None
 
@@ -440,6 +446,10 @@ class Responder:
     def _commit(self, message: ChallengeMessage) -> CommitmentMessage:
         self._tree = None
         self._rows = None
+        if message.n > self.challenge_n_max:
+            raise ChallengeError(
+                f"challenge of n={message.n} exceeds this node's limit {self.challenge_n_max}"
+            )
         a, b = entries(bytes.fromhex(message.seed), message.n)
         c = product(a, b, self.backend)
         tree = MerkleTree(row_leaves(c))

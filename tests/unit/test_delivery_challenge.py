@@ -378,6 +378,14 @@ def test_the_responder_refuses_an_open_before_a_challenge_and_a_second_open() ->
         responder.handle(PongMessage(gpu_count=1, gpu_memory_mib=1, device="x"))
 
 
+def test_the_responder_refuses_a_challenge_over_its_limit() -> None:
+    responder = Responder(NumpyBackend(), INVENTORY, challenge_n_max=64)
+    line = encode_message(ChallengeMessage(seed=SEED.hex(), n=65))
+    reply = decode_message(responder.handle_line(line))
+    assert isinstance(reply, ErrorMessage) and "65" in reply.reason
+    assert isinstance(responder.handle(ChallengeMessage(seed=SEED.hex(), n=64)), CommitmentMessage)
+
+
 def test_the_checker_refuses_bad_arguments_and_steps_out_of_order() -> None:
     with pytest.raises(ChallengeError, match="seed"):
         Checker(b"short", 8, pick=first_rows)
