@@ -30,6 +30,8 @@ from settlement.reports import ChainEvidence, chain_evidence
 __all__ = ["check_on_chain", "check_with"]
 
 APPLICATION_NAME = "gpux-evidence-check"
+# what an unreachable, lost or refusing database raises
+_DATABASE_FAILURES = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 async def check_on_chain(rpc_url: str, deployment_path: Path, database_url: str,
@@ -49,10 +51,12 @@ async def check_on_chain(rpc_url: str, deployment_path: Path, database_url: str,
         return [f"the chain: {error}"]
     try:
         conn = await connect(database_url, application_name=APPLICATION_NAME)
-    except (OSError, asyncpg.PostgresError) as error:
+    except _DATABASE_FAILURES as error:
         return [f"the database: cannot connect ({type(error).__name__}: {error})"]
     try:
         return await check_with(conn, contracts, issue_id, holder, delivered_ppm, evidence_hex)
+    except _DATABASE_FAILURES as error:
+        return [f"the database: {type(error).__name__}: {error}"]
     finally:
         await close_quietly(conn)
 

@@ -214,6 +214,10 @@ async def test_each_report_is_proved_on_chain_and_a_forged_one_is_not(rig: Rig) 
                                                    rig.deployment_path.with_name("none"),
                                                    rig.database_url, "i1", "bob", 750_000,
                                                    BOB_ROOT))
+    unreachable = await check_on_chain(rig.contracts.chain.rpc_url, rig.deployment_path,
+                                       "postgresql://nobody@127.0.0.1:1/none", "i1", "bob",
+                                       750_000, BOB_ROOT)
+    assert len(unreachable) == 1 and unreachable[0].startswith("the database")
 
 
 async def test_an_evidence_leaf_costs_settle_nothing_and_alone_settles_with_no_delta(
