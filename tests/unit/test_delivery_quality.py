@@ -11,7 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from delivery.classes import ClassFloor
-from delivery.evidence import ChallengeRecord, Outcome, Sample, SampleChain, Signer
+from delivery.evidence import (
+    ChallengeRecord,
+    Outcome,
+    Sample,
+    SampleChain,
+    Signer,
+    check_chain,
+    delivered_ppm,
+)
 from delivery.quality import (
     HISTOGRAM_BUCKETS,
     HourRecord,
@@ -196,3 +204,34 @@ def test_no_hours_no_records_and_no_challenges_no_percentiles() -> None:
 def test_records_encode_as_plain_json() -> None:
     (op,) = operator_records([record([sample(0, "delivered", challenge(700))])])
     assert msgspec.json.decode(msgspec.json.encode(op), type=OperatorRecord) == op
+
+
+OUTCOME_LIST: list[Outcome] = [
+    "delivered", "unreachable", "below_floor", "challenge_failed", "unmeasured"
+]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    outcomes=st.lists(st.sampled_from(OUTCOME_LIST), min_size=1, max_size=90),
+    kept=st.data(),
+)
+def test_the_hour_record_agrees_with_the_report_and_the_chain(
+    outcomes: list[Outcome], kept: st.DataObject
+) -> None:
+    signer = Signer.generate()
+    chain = SampleChain(signer, issue_id="iss", holder="bob", node_id="n1",
+                        window_minutes=len(outcomes), last=None)
+    stored = [chain.append(probed_ns=minute, outcome=outcome)
+              for minute, outcome in enumerate(outcomes)]
+    assert check_chain(stored, {signer.signer_id: signer.public_key_raw}, len(outcomes)) == []
+    subset = kept.draw(st.lists(st.sampled_from(stored), unique_by=lambda item: item.minute))
+    hour = record(subset, window_minutes=len(outcomes))  # type: ignore[arg-type]
+    assert hour.delivered_ppm == delivered_ppm(subset, len(outcomes))
+    not_delivered = sum(
+        incident.last_minute - incident.first_minute + 1 for incident in hour.incidents
+    )
+    assert hour.delivered_minutes + not_delivered == len(outcomes)
+    for left, right in zip(hour.incidents, hour.incidents[1:], strict=False):
+        assert left.last_minute < right.first_minute
+        assert left.last_minute + 1 < right.first_minute or left.outcome != right.outcome
