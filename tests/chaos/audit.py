@@ -21,6 +21,9 @@
    every delivery posting in one settled batch, the Vault's bond escrow equal to the
    ledger's bonds (0), a closed token's custody 0 and marked redeemed); every report the
    delivery service was told about is the engine's.
+7. Client feeds (`tests.chaos.feed_audit`): every feed message and reply a client received
+   that carries a seq equals what the committed log gives at that seq, and no seq is
+   skipped or repeated on any one subscription.
 
 Bonds settle on chain to one address, `Vault.BOND_ESCROW`: the three-way comparison folds
 every `@bond:ISSUE_ID` account into one (`ESCROW`) that settles there.
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -73,6 +77,8 @@ from settlement.chain import BOND_ESCROW, USDC_ASSET, token_id
 from settlement.errors import SettlementError
 from settlement.fills import ChainFill
 from settlement.proofs import prove
+from tests.chaos.feed_audit import audit_feeds
+from tests.chaos.feeds import FeedRecorder
 from tests.chaos.load import Depositor, LoadStats, Reporter, Withdrawer
 from tests.chaos.venue import Venue
 
@@ -154,7 +160,8 @@ def _trade_deltas(rows: Iterable[asyncpg.Record]) -> Balances:
 
 
 async def audit_venue(venue: Venue, stats: LoadStats, depositor: Depositor,
-                      withdrawer: Withdrawer, reporter: Reporter) -> Audit:
+                      withdrawer: Withdrawer, reporter: Reporter,
+                      recorder: FeedRecorder | None = None) -> Audit:
     audit = Audit()
     commands = await _read_topic(venue, venue.commands_topic)
     event_bytes = await _read_topic(venue, venue.events_topic)
@@ -181,7 +188,19 @@ async def audit_venue(venue: Venue, stats: LoadStats, depositor: Depositor,
     await asyncio.to_thread(_check_deposits, audit, venue, depositor, events)
     _check_orders(audit, stats, engine, events)
     _check_withdrawals(audit, withdrawer, commands, events)
+    if recorder is not None:
+        _check_client_feeds(audit, recorder, event_bytes, events)
     return audit
+
+
+def _check_client_feeds(audit: Audit, recorder: FeedRecorder, event_bytes: list[bytes],
+                        events: list[Any]) -> None:
+    """What every client was told at a seq against the committed log (feed_audit)."""
+    started = time.perf_counter()
+    feeds = audit_feeds(recorder, event_bytes, events)
+    audit.counts["client_feeds"] = dict(sorted(feeds.counts.items()))
+    audit.counts["client_feeds"]["audit_seconds"] = round(time.perf_counter() - started, 1)
+    audit.problems += feeds.problems
 
 
 def _first_difference(left: list[Any], right: list[Any]) -> int | None:

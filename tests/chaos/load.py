@@ -5,9 +5,14 @@
   fixed mid (the mix of `matching_engine.workload`) in the instruments not closed yet (a
   list the suite keeps up to date). Every new order has a client order id of its own, and
   its outcome is kept: accepted (with the engine's order id), rejected (with the reason),
-  or unknown (no answer: the connection, the gateway or the engine was down).
+  or unknown (no answer: the connection, the gateway or the engine was down). Each
+  trader subscribes to its account's balances, orders and fills (the first session of
+  each wallet to the books of the suite's fixed instruments too) and now and then asks
+  for its balances; what it receives that carries an event seq is recorded
+  (`tests.chaos.feeds`) for the audit to check against the committed log.
 - `Operator`: the issuer, with an operator API key: sells the tokens it issued on the
-  deliverable instruments not closed yet (asks around the mid, some crossing the bids).
+  deliverable instruments not closed yet (asks around the mid, some crossing the bids);
+  subscribes to its deliveries feed too and now and then asks for its deliveries.
 - `Reporter`: the delivery service, with a delivery API key: reports each assignment it is
   given (delivered_ppm 0, 1,000,000 and between), sending again until the engine answers;
   an `already_reported` after a resend means an earlier send was applied.
@@ -29,6 +34,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from eth_account.signers.local import LocalAccount
 from web3.logs import DISCARD
@@ -37,12 +43,14 @@ from eventlog.errors import LogError
 from eventlog.port import EventLog, Producer
 from protocol import DeliveryAssigned, Withdraw, encode
 from sdk.client import ApiKey, Client, ClientError, RequestFailed, Wallet
+from sdk.requests import FeedKey
 from sdk.signing import Credentials
 from settlement.chain import Contracts
 from settlement.dev import deposit_tokens, deposit_usdc
 from settlement.errors import SettlementError
+from tests.chaos.feeds import ClientRecording
 from wsapi.messages import OrderResult
-from wsapi.requests import Side, TimeInForce
+from wsapi.requests import Channel, Side, TimeInForce
 
 log = logging.getLogger("gpux.chaos")
 
@@ -56,6 +64,11 @@ USDC_DEPOSIT_MICRO = 50 * 10**6
 TOKEN_DEPOSIT = 20
 OPERATOR_OPEN_ORDERS_MAX = 8
 SIDES: tuple[Side, ...] = ("buy", "sell")
+SUBSCRIBE_ATTEMPTS_MAX = 20
+POSITION_REQUEST_SHARE = 0.02  # of a trader's steps: a `balances` (or `deliveries`) request
+# The account's feeds each trader reads, balances first: its snapshot's seq is a position
+# the others' subscriptions are checked up to.
+PRIVATE_FEEDS: tuple[Channel, ...] = ("balances", "orders", "fills")
 # Shares delivered the reporter draws from: none, all, and between (1 and 999,999 at the
 # edges of the rounding of the compensation).
 DELIVERED_PPM = (0, 1_000_000, 500_000, 1, 999_999, 250_000, 875_000)
@@ -97,6 +110,7 @@ class LoadStats:
     unanswered_by_cause: Counter[str] = field(default_factory=Counter)
     orders: list[OrderRecord] = field(default_factory=list)
     reconnects: int = 0
+    subscribe_failures: int = 0
     latencies_ms: list[float] = field(default_factory=list)  # of answered requests
 
     def latency_summary(self) -> dict[str, float]:
@@ -126,7 +140,8 @@ class Trader:
     """Trade as one account, in one session of its own, through the gateway."""
 
     def __init__(self, credentials: Credentials, account: str, session: int, url: str,
-                 symbols: list[str], seed: int, interval_s: float, stats: LoadStats) -> None:
+                 symbols: list[str], seed: int, interval_s: float, stats: LoadStats,
+                 recording: ClientRecording | None = None, books: Sequence[str] = ()) -> None:
         self.credentials = credentials
         self.account = account
         self.url = url
@@ -137,20 +152,34 @@ class Trader:
         self.open: deque[str] = deque()
         self.count = 0
         self.prefix = f"k{self.account[2:8]}s{session}"  # sessions never share an id
+        self.recording = recording
+        self.books = list(books)
 
     @classmethod
     def of_wallet(cls, wallet: LocalAccount, session: int, url: str, symbols: list[str],
-                  seed: int, interval_s: float, stats: LoadStats) -> Trader:
+                  seed: int, interval_s: float, stats: LoadStats,
+                  recording: ClientRecording | None = None, books: Sequence[str] = ()
+                  ) -> Trader:
         """A trader logged in with its wallet's EIP-712 signature."""
         return cls(Wallet("0x" + bytes(wallet.key).hex()), wallet.address, session, url,
-                   symbols, seed, interval_s, stats)
+                   symbols, seed, interval_s, stats, recording, books)
+
+    def feeds(self) -> list[tuple[Channel, FeedKey]]:
+        """The feeds this trader reads (the SDK subscribes to them again on a reconnect)."""
+        return [*((channel, None) for channel in PRIVATE_FEEDS),
+                *(("book", symbol) for symbol in self.books)]
 
     async def run(self, stop: asyncio.Event) -> None:
         client = Client(self.url, credentials=self.credentials,
                         reconnect_attempts_max=1_000_000, reconnect_backoff_max_s=0.5,
-                        request_timeout_s=REQUEST_TIMEOUT_S)
+                        request_timeout_s=REQUEST_TIMEOUT_S,
+                        on_frame=self.recording.hook if self.recording else None,
+                        subscription_queue_max=1)  # the recording is read, not the queues
         await connect(client, self.account)
         try:
+            if self.recording is not None:
+                for channel, key in self.feeds():
+                    await self._subscribe(client, channel, key)
             while not stop.is_set():
                 if self.symbols:
                     await self._step(client)
@@ -158,6 +187,24 @@ class Trader:
         finally:
             self.stats.reconnects += client.reconnects
             await client.close()
+
+    async def _subscribe(self, client: Client, channel: Channel, key: FeedKey) -> None:
+        """Subscribe, trying again while refused for a while or not answered."""
+        for _ in range(SUBSCRIBE_ATTEMPTS_MAX):
+            try:
+                await client.subscribe(channel, key)
+                return
+            except RequestFailed as error:
+                if not error.retriable:
+                    raise
+                await asyncio.sleep((error.retry_after_ms or 100) / 1000)
+            except (ClientError, OSError, TimeoutError):
+                await asyncio.sleep(0.2)
+        self.stats.subscribe_failures += 1
+
+    async def _position_request(self, client: Client) -> Any:
+        """A request whose reply is a state of the log at a seq."""
+        return await client.balances()
 
     async def _step(self, client: Client) -> None:
         self.stats.requests += 1
@@ -174,6 +221,9 @@ class Trader:
 
     async def _act(self, client: Client) -> None:
         rng = self.rng
+        if self.recording is not None and rng.random() < POSITION_REQUEST_SHARE:
+            await self._position_request(client)
+            return
         roll = rng.random()
         if self.open and (len(self.open) > OPEN_ORDERS_MAX or roll < 0.15):
             await self._answered(client.cancel_order(self.open.popleft()))
@@ -227,8 +277,19 @@ class Operator(Trader):
     instruments not closed yet (`symbols`), the oldest canceled now and then. An ask the
     operator has no tokens left for is rejected, which is an answer like any other."""
 
+    def feeds(self) -> list[tuple[Channel, FeedKey]]:
+        return [*super().feeds(), ("deliveries", None)]
+
+    async def _position_request(self, client: Client) -> Any:
+        if self.rng.random() < 0.5:
+            return await client.deliveries()
+        return await client.balances()
+
     async def _act(self, client: Client) -> None:
         rng = self.rng
+        if self.recording is not None and rng.random() < POSITION_REQUEST_SHARE:
+            await self._position_request(client)
+            return
         if self.open and (len(self.open) > OPERATOR_OPEN_ORDERS_MAX or rng.random() < 0.1):
             await self._answered(client.cancel_order(self.open.popleft()))
         else:

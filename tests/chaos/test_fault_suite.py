@@ -36,7 +36,10 @@ are being sent, so at CI size's 3 closes each of the nine (part, moment) pairs h
 Then the load stops, everything drains, and `tests/chaos/audit.py` checks the logs, the
 three-way reconciliation (engine replay == ledger == Vault), settlement exactly once, every
 deposit credited once, every acknowledged order accounted for, and every bond released or
-paid out exactly once and in full, in the events, the ledger and the Vault.
+paid out exactly once and in full, in the events, the ledger and the Vault. The clients
+record every frame they receive that carries an event seq (`tests/chaos/feeds.py`), and
+`tests/chaos/feed_audit.py` checks each against the final committed log at its seq, and
+that no subscription skipped or repeated a seq, the resync after a reconnect included.
 
     python -m pytest tests/chaos                                  # CI size: about 90 s
     GPUX_CHAOS_SIZE=full python -m pytest tests/chaos -s          # full size: about 15 minutes
@@ -55,7 +58,7 @@ import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -66,6 +69,7 @@ from harness.service import Service, remove_run_dir
 from protocol import Withdraw
 from sdk.client import Client, ClientError, RequestFailed
 from tests.chaos.audit import audit_venue
+from tests.chaos.feeds import FeedRecorder
 from tests.chaos.load import Depositor, LoadStats, Operator, Reporter, Trader, Withdrawer
 from tests.chaos.processes import GpuxProcess, Watchdog, log_tails
 from tests.chaos.venue import Infrastructure, Venue, build_venue
@@ -152,6 +156,7 @@ class Run:
     phase: str = "setup"
     watchdog: Watchdog | None = None
     started_s: float = 0.0
+    recorder: FeedRecorder = field(default_factory=FeedRecorder)
 
     def __post_init__(self) -> None:
         self.started_s = time.monotonic()
@@ -357,12 +362,16 @@ async def start_load(run: Run, stop: asyncio.Event) -> list[asyncio.Task[None]]:
     tasks = [asyncio.create_task(
         Trader.of_wallet(wallet, session, venue.gateway_url, venue.tradable,
                          seed=index * 100 + session, stats=run.stats,
-                         interval_s=size.trader_interval_s).run(stop),
+                         interval_s=size.trader_interval_s,
+                         recording=run.recorder.client(f"trader-{index}.{session}",
+                                                       wallet.address),
+                         books=venue.symbols if session == 0 else ()).run(stop),
         name=f"trader-{index}.{session}")
         for index, wallet in enumerate(venue.wallets)
         for session in range(size.sessions_per_wallet)]
     operator = Operator(venue.operator_key, venue.operator.address, 0, venue.gateway_url,
-                        run.offered, seed=7, stats=run.stats, interval_s=OPERATOR_INTERVAL_S)
+                        run.offered, seed=7, stats=run.stats, interval_s=OPERATOR_INTERVAL_S,
+                        recording=run.recorder.client("operator", venue.operator.address))
     tasks.append(asyncio.create_task(operator.run(stop), name="operator"))
     tasks.append(asyncio.create_task(run.depositor.run(stop, size.deposit_interval_s),
                                      name="depositor"))
@@ -532,7 +541,8 @@ async def run_and_audit(run: Run, result_path: Path) -> None:
         stop_all.set()
         await asyncio.gather(*load, *background, return_exceptions=True)
     await asyncio.to_thread(venue.stop_services)
-    audit = await audit_venue(venue, run.stats, run.depositor, run.withdrawer, run.reporter)
+    audit = await audit_venue(venue, run.stats, run.depositor, run.withdrawer, run.reporter,
+                              run.recorder)
     report = {
         "size": asdict(run.size), "seconds": round(time.monotonic() - run.started_s, 1),
         "counts": audit.counts, "delivery_kills": run.delivery_kills,
@@ -542,6 +552,7 @@ async def run_and_audit(run: Run, result_path: Path) -> None:
         "broker_rescues": run.broker_rescues,
         "unanswered_by_cause": dict(run.stats.unanswered_by_cause),
         "latency": run.stats.latency_summary(), "sdk_reconnects": run.stats.reconnects,
+        "subscribe_failures": run.stats.subscribe_failures,
         "event_tail_errors": venue.tail.errors,
         "deposit_failures": run.depositor.failures, "audit_problems": audit.problems,
         "timeline": run.timeline,
