@@ -50,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the websocket gateway")
     add_log_flags(serve)
     _database_url(serve)  # the key store's, and the index store's (the `index` feed)
+    serve.add_argument("--delivery-database-url",
+                       default=os.environ.get("GPUX_DELIVERY_DATABASE_URL"),
+                       help="the delivery service's PostgreSQL (register_node, "
+                            "register_ssh_key, delivery_access, the quality record; default: "
+                            "$GPUX_DELIVERY_DATABASE_URL, else --database-url; '' for none)")
     serve.add_argument("--host", default=_DEFAULTS.host)
     serve.add_argument("--port", type=int, default=_DEFAULTS.port)
     serve.add_argument("--gateway-id", default=_DEFAULTS.gateway_id)
@@ -169,6 +174,8 @@ def _serve(args: argparse.Namespace) -> int:
         gateway_id=args.gateway_id, events_isolation=args.events_isolation,
         clock_interval_ms=args.clock_interval_ms if args.clock else None,
         index_database_url=args.database_url or None,
+        delivery_database_url=(args.database_url if args.delivery_database_url is None
+                               else args.delivery_database_url) or None,
         **{name: getattr(args, name) for name in LIMIT_FLAGS},
     )
     try:

@@ -176,7 +176,7 @@ class Session(Generic[Waiter, Subscriber]):
             return [*self._on_book(message), *self._deliver(message)]
         if isinstance(message, (TradesMessage, TickerMessage, CandlesMessage, OrdersMessage,
                                 FillsMessage, BalancesMessage, DeliveriesMessage,
-                                IndexMessage)):
+                                IndexMessage, QualityMessage)):
             return self._deliver(message)
         if isinstance(message, Heartbeat):
             self.last_heartbeat = message

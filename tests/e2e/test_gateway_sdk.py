@@ -105,7 +105,8 @@ async def market(kafka_bootstrap: str, database_url: str) -> AsyncIterator[Marke
     limits["market_maker"] = RateLimit(per_second=5000, burst=5000)
     limits[ANONYMOUS] = RateLimit(per_second=20, burst=40)
     config = GatewayConfig(port=0, clock_interval_ms=100, heartbeat_interval_ms=300,
-                           role_limits=limits, request_timeout_ms=20_000)
+                           role_limits=limits, request_timeout_ms=20_000,
+                           delivery_database_url=database_url)
     admin_account = f"admin-{uuid.uuid4().hex[:6]}"
     admin = ApiKey(*await store.add_key(admin_account, "admin"))
     try:
@@ -686,6 +687,30 @@ async def test_a_strip_is_quoted_then_traded_and_the_index_feed_answers(market: 
         index = await b.index("H100-SXM-80GB", f"strip-{market.run}")
         snapshot = await index.get(10)
         assert isinstance(snapshot, IndexMessage) and snapshot.values == []
+
+
+async def test_ssh_keys_access_and_the_quality_record_are_answered(market: Market) -> None:
+    """The delivery desk and the quality record in this module's traffic
+    (tests/e2e/test_gateway_delivery_desk.py tells their whole story)."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from delivery.ca import public_key_line_of
+    from wsapi.messages import QualityMessage
+
+    _, holder_key = await market.key("access-holder")
+    key_line = public_key_line_of(ed25519.Ed25519PrivateKey.generate())
+    async with market.client(holder_key) as holder, market.client() as anyone:
+        assert (await holder.register_ssh_key(key_line)).added
+        assert await holder.delivery_access() == []
+        with pytest.raises(RequestFailed) as refused:
+            await holder.register_node(
+                f"n-{market.run}", gpu="H100-SXM-80GB", region="eu-west", gpu_count=1,
+                gpu_memory_mib=81_559, host="127.0.0.1", port=22, login="gpux",
+                host_key=key_line)
+        assert refused.value.code == "forbidden", "a trader registers no node"
+        feed = await anyone.quality_feed()
+        assert isinstance(await feed.get(10), QualityMessage)
+        assert isinstance(await anyone.quality(f"nobody-{market.run}"), list)
 
 
 async def test_every_documented_message_was_seen_and_all_traffic_matched_the_schema(

@@ -447,7 +447,7 @@ async def test_page_shows_the_deliveries_of_gpu_hours_bought_and_the_issuers_bon
                                  ".map((cell) => cell.textContent)")
     hour = datetime.fromtimestamp(start / 1e9, tz=UTC).strftime("%H:%M")
     assert cells[0].endswith(hour) and cells[2:] == [
-        "h100-node-7", "from op-7", "5", "awaiting report", "–", "–"], cells
+        "h100-node-7", "from op-7", "5", "awaiting report", "–", "–", "–"], cells
     await carol.wait_for(toast_with("Delivery assigned"), "carol is told of the assignment")
     assert await carol.text("#deliveries-count") == "1"
     await carol.screenshot("07-delivery-assigned")

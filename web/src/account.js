@@ -46,8 +46,10 @@ export class AccountView {
     for (const tab of document.querySelectorAll(".activity .tab")) {
       tab.setAttribute("aria-selected", String(tab.dataset.tab === name));
     }
+    byId("activity-empty").hidden = this.loggedIn || name === "quality";
     for (const panel of document.querySelectorAll(".activity .tab-panel")) {
-      panel.hidden = !this.loggedIn || panel.dataset.panel !== name;
+      // Quality is public: every operator's record shows logged in or not.
+      panel.hidden = (!this.loggedIn && panel.dataset.panel !== "quality") || panel.dataset.panel !== name;
     }
   }
 
@@ -111,7 +113,7 @@ export class AccountView {
   renderOrders() {
     byId("orders-count").textContent = String(this.orders.size);
     byId("cancel-all").disabled = this.orders.size === 0;
-    byId("activity-empty").hidden = this.loggedIn;
+    byId("activity-empty").hidden = this.loggedIn || this.tab === "quality";
     byId("activity-empty").textContent = "Log in to see your orders, fills and deliveries.";
     const body = byId("orders-body");
     const orders = [...this.orders.values()].sort((a, b) => b.ts - a.ts);

@@ -8,6 +8,7 @@ import { PriceChart } from "./chart.js";
 import { GatewayClient, RequestError } from "./connection.js";
 import { decimalsOf, formatDecimal, formatQuantity, formatUsdc } from "./decimal.js";
 import { DeliveriesView } from "./deliveries.js";
+import { QualityView } from "./quality.js";
 import { DepthView } from "./depth.js";
 import { byId, countdown, dayUtc, reasonText, windowUtc } from "./dom.js";
 import { LadderView } from "./ladder.js";
@@ -39,7 +40,10 @@ class App {
     this.indexOf = null; // { gpu, region } whose index the chart draws
     this.stopIndex = null;
     this.client = new GatewayClient(gatewayUrl(), {
-      onState: (state) => this.showConnection(state),
+      onState: (state) => {
+        this.showConnection(state);
+        if (state === "open") this.quality.start();
+      },
       onLogin: (result, error) => this.onLogin(result, error),
       onNotice: (notice) => toast("error", "Notice", notice.message),
       onSubscribeFailed: (subscription, error) =>
@@ -77,7 +81,13 @@ class App {
     });
     this.deliveries = new DeliveriesView({
       load: async () => (await this.client.request("deliveries")).result,
+      loadAccess: async () => (await this.client.request("delivery_access")).result,
+      registerKey: async (line) => (await this.client.request("register_ssh_key", { public_key: line })).result,
       describe: (symbol) => this.describe(symbol),
+    });
+    this.quality = new QualityView({
+      load: async () => (await this.client.request("quality")).result,
+      subscribe: (handler) => this.client.subscribe("quality", undefined, handler),
     });
     this.account.reset(false);
     this.deliveries.reset(null);
