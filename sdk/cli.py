@@ -310,7 +310,11 @@ async def _access(client: Client, args: argparse.Namespace) -> int:
         console.print("no assignments")
         return 0
     if args.identity is not None:
-        for line in write_access(items, args.identity.expanduser()):
+        try:
+            lines = write_access(items, args.identity.expanduser())
+        except ValueError as error:
+            raise SystemExit(f"gpux trade access: {error}") from None
+        for line in lines:
             window = f"{_utc(line.window_start)} .. {_utc(line.window_end)}"
             console.print(f"[bold]{line.issue_id}[/bold] node {line.node_id}, {window}")
             console.print(f"  {line.ssh_command or line.waiting_for}", soft_wrap=True)

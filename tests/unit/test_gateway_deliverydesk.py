@@ -21,8 +21,8 @@ from gateway.config import GatewayConfig
 from gateway.core import GatewayCore
 from gateway.deliverydesk import access_item, checked_key, checked_node
 from gateway.deliverysource import QualityCursor
-from gateway.index import QueryError
-from gateway.indexhttp import quality_query
+from gateway.index import IndexBoard, QueryError
+from gateway.indexhttp import GatewayHttp, quality_query
 from sdk.access import fingerprint, write_access
 from tests.unit.test_gateway_core import NOW_NS, EngineSink, StubAuth, StubTransport, replies
 from wsapi.errors import RequestError
@@ -262,6 +262,21 @@ def test_the_cursor_rereads_a_gap_until_it_fills_or_stays_open_too_long() -> Non
     cursor.poll_done()
     cursor.poll_done()
     assert (cursor.low, cursor.seen) == (5, set()), "id 4 given up after two polls"
+
+
+async def test_get_quality_is_404_without_a_delivery_database_503_before_a_read() -> None:
+    board = make(StubDesk())[0].quality
+    board.add([row(1, hour("i1", "op1", "n-1", 60, []))], lambda channel, key: False)
+    readable = False
+    served = GatewayHttp(IndexBoard(), None, None, 10, quality=board,
+                         quality_readable=lambda: readable)
+    assert served.quality_record("").status_code == 503
+    readable = True
+    response = served.quality_record("operator=op1")
+    assert response.status_code == 200
+    assert [o["operator"] for o in json.loads(response.body)] == ["op1"]
+    assert served.quality_record("operator=op1&x=1").status_code == 400
+    assert GatewayHttp(IndexBoard(), None, None, 10).quality_record("").status_code == 404
 
 
 def test_the_quality_query_names_what_is_wrong() -> None:
