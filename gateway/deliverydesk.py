@@ -188,6 +188,9 @@ class DeliveryDesk:
             log.warning("%s: the delivery database failed: %s", op, error)
             outcome = RequestError(UNAVAILABLE, "the delivery database cannot be reached now",
                                    retry_after_ms=READ_RETRY_MS)
+        except Exception as error:  # noqa: BLE001 -- every request gets its one reply
+            log.exception("%s failed", op)
+            outcome = RequestError(UNAVAILABLE, f"{op} failed ({type(error).__name__})")
         self._answer(conn_id, req_id, op, outcome)
 
     async def handle(self, source: DeliverySource, account: str,
