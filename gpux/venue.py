@@ -3,7 +3,10 @@
 `VenueConfig` says what runs. The engine (under its supervisor) and `gateways` gateways
 always; with `database_url` and `ledger`, the ledger projector (its schema migrated first);
 with `settlement`, the deposit watcher and the batch submitter; with `index`, the price
-index service (its schema migrated first, so readers find the table from the start).
+index service (its schema migrated first, so readers find the table from the start); with
+`delivery`, the delivery service (delivery.service: certificates, probes, signed samples,
+reports), its schema migrated first too and started after the gateways, since it sends its
+reports through the first one with `delivery_api_key` (a `delivery`-role key).
 `gpux dev` runs all of it on embedded defaults (gpux.dev.venue); the gateway's end-to-end
 tests and the fan-out benchmark run an engine and a gateway over Kafka or the embedded log
 (`Venue.running`).
@@ -29,6 +32,10 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 
+from delivery import store as delivery_store
+from delivery.config import ServiceConfig
+from delivery.metrics import DeliveryMetrics
+from delivery.service import DeliverySupervisor
 from eventlog.port import EventLog, Producer, TopicSpec
 from gateway.auth import KeyStore
 from gateway.config import GatewayConfig
@@ -84,14 +91,21 @@ class VenueConfig:
     ledger: ProjectorConfig | None = None  # None: no ledger projector
     settlement: SettlementParts | None = None  # None: no settlement
     index: IndexServiceConfig | None = None  # None: no price index service
+    delivery: ServiceConfig | None = None  # None: no delivery service
+    # The delivery service's (key_id, private_key) of a `delivery`-role key: it reports
+    # through the first gateway (its URL is known once the gateway listens). None: the
+    # service measures and stores reports but sends none.
+    delivery_api_key: tuple[str, str] | None = None
     metrics_port: int = -1  # -1: no metrics server; 0: any free port
 
     def __post_init__(self) -> None:
         if self.gateways < 1:
             raise ValueError(f"gateways must be >= 1, got {self.gateways}")
-        if (self.ledger or self.settlement or self.index) is not None \
+        if (self.ledger or self.settlement or self.index or self.delivery) is not None \
                 and self.database_url is None:
-            raise ValueError("the ledger, settlement and the index need database_url")
+            raise ValueError("the ledger, settlement, the index and delivery need database_url")
+        if self.delivery_api_key is not None and self.delivery is None:
+            raise ValueError("delivery_api_key is for the delivery service: give delivery")
 
 
 @dataclass
@@ -110,6 +124,8 @@ class Venue:
     ledger_metrics: LedgerMetrics = field(default_factory=LedgerMetrics)
     settlement_metrics: SettlementMetrics = field(default_factory=SettlementMetrics)
     index_metrics: IndexMetrics = field(default_factory=IndexMetrics)
+    delivery_metrics: DeliveryMetrics = field(default_factory=DeliveryMetrics)
+    delivery: DeliverySupervisor | None = None
     _tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _closers: list[Callable[[], Coroutine[Any, Any, Any]]] = field(default_factory=list)
 
@@ -168,6 +184,7 @@ class Venue:
 
     def healthy(self) -> bool:
         return (self.engine.healthy() and bool(self.gateways)
+                and (self.delivery is None or self.delivery.healthy())
                 and all(g.ready.is_set() for g in self.gateways)
                 and all(not task.done() for task in self._tasks.values()))
 
@@ -199,6 +216,7 @@ class Venue:
         if config.settlement is not None:
             await self._start_settlement(config.settlement)
         await self._start_gateways()
+        await self._start_delivery()
         await self._start_metrics()
 
     async def _migrate(self) -> None:
@@ -211,6 +229,8 @@ class Venue:
                 await apply_migrations(connection)
             if config.index is not None:
                 await index_store.migrate(connection)
+            if config.delivery is not None:
+                await delivery_store.migrate(connection)
             if config.settlement is not None:
                 await settlement_store.migrate(connection)
                 await settlement_store.register_account(connection, FEE_ACCOUNT,
@@ -256,6 +276,23 @@ class Venue:
         for gateway in self.gateways:
             await self._until(gateway.ready.is_set, "the gateway listens")
 
+    async def _start_delivery(self) -> None:
+        """Start the delivery service once the gateway it reports through listens; return
+        when it serves (its keys loaded and published)."""
+        config = self.config
+        if config.delivery is None:
+            return
+        assert config.database_url is not None
+        service_config = dataclasses.replace(
+            config.delivery, topic_namespace=config.engine.topic_namespace)
+        if config.delivery_api_key is not None:
+            service_config = dataclasses.replace(service_config, gateway_url=self.urls[0],
+                                                 api_key=config.delivery_api_key)
+        self.delivery = DeliverySupervisor(self.event_log, config.database_url, service_config,
+                                           self.delivery_metrics)
+        self._spawn("delivery", self.delivery.run(self.stop_event))
+        await self._until(self.delivery.healthy, "the delivery service serves")
+
     async def _start_metrics(self) -> None:
         if self.config.metrics_port < 0:
             return
@@ -266,6 +303,8 @@ class Venue:
             registries.append(self.settlement_metrics.registry)
         if self.config.index is not None:
             registries.append(self.index_metrics.registry)
+        if self.config.delivery is not None:
+            registries.append(self.delivery_metrics.registry)
         self.metrics_server = MetricsServer(registries, self.healthy,
                                             host=self.config.gateway.host,
                                             port=self.config.metrics_port)

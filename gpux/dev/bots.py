@@ -12,6 +12,13 @@
   (sdk.bots.strip_buyer: at the quoted notional plus STRIP_SLIPPAGE_BPS, nothing sent when
   the quote says it would be refused), so the demo shows strips.
 
+- the demo delivery hours (gpux.dev.market, region `eu-west-demo`): the operator and the
+  market maker each issue DEMO_GPU_HOURS of every open one on their node of its class and
+  offer them all, the market maker DEMO_DISCOUNT_TICKS cheaper. A visitor buying a few at
+  market therefore gets the market maker's, whose node is down for part of each measured
+  hour (gpux.dev.nodes): the hour's report pays the visitor from the market maker's bond.
+  The other bots trade the hourly books of `REGION` only.
+
 Issue ids are `ACCOUNT.SYMBOL.NODE` (sdk.bots.operator_quoter.issue_id): a restart issues
 nothing twice, the engine refusing the same id again with `duplicate_issue`. A bot's
 failure is logged and does not stop the venue.
@@ -29,7 +36,14 @@ import random
 import time
 from collections.abc import Iterable
 
-from gpux.dev.market import GPU_CLASSES, REGION, ApiKeyRecord, fair_price_micro
+from gpux.dev.market import (
+    GPU_CLASSES,
+    REGION,
+    TICK_MICRO,
+    ApiKeyRecord,
+    fair_price_micro,
+    is_demo,
+)
 from protocol import format_micro
 from sdk.book import price_micro
 from sdk.bots.market_maker import MarketMaker, MarketMakerConfig
@@ -58,15 +72,19 @@ STRIP_FIRST_TAKE = 2  # from this one on, so that a demo of a few seconds shows 
 STRIP_HOURS_MAX = MAKER_HOURS  # a strip: 2 to this many hours from the nearest, all quoted
 STRIP_QUANTITY_MAX = 2  # GPU-hours per hour
 STRIP_SLIPPAGE_BPS = 50  # the limit: the quoted notional plus 0.5 %
+DEMO_GPU_HOURS = 4  # what the operator and the market maker each issue of a demo hour
+DEMO_DISCOUNT_TICKS = 5  # the market maker offers its demo GPU-hours this much cheaper
+DEMO_INTERVAL_S = 2.0  # how often the demo sellers look for demo hours to issue and offer
 
 
 def nearest_hours(instruments: Iterable[Instrument], count: int,
                   now_ns: int) -> dict[str, Instrument]:
-    """Return the `count` nearest open delivery hours of each GPU class, past the lead."""
+    """Return the `count` nearest open delivery hours of each GPU class in REGION (not the
+    demo hours), past the lead."""
     chosen: dict[str, Instrument] = {}
     for gpu in GPU_CLASSES:
         upcoming = sorted((i for i in instruments
-                           if i.gpu == gpu and i.status == "open"
+                           if i.gpu == gpu and i.region == REGION and i.status == "open"
                            and i.delivery_start > now_ns + LEAD_NS),
                           key=lambda i: i.delivery_start)
         chosen.update((i.symbol, i) for i in upcoming[:count])
@@ -143,6 +161,10 @@ class DemoBots:
             self._guarded("market maker", self._market_makers(stop)),
             self._guarded("operator", self._operator(stop)),
             self._guarded("taker", self._taker(stop)),
+            self._guarded("demo seller operator-1", self._demo_seller(
+                stop, "operator-1", "op1", 0)),
+            self._guarded("demo seller mm-1", self._demo_seller(
+                stop, "mm-1", "mm1", DEMO_DISCOUNT_TICKS)),
         )
 
     @staticmethod
@@ -210,6 +232,43 @@ class DemoBots:
         )
         async with self._client("operator-1") as client:
             await OperatorQuoter(client, capacity).run(stop, OPERATOR_INTERVAL_S)
+
+    async def _demo_seller(self, stop: asyncio.Event, account: str, owner: str,
+                           discount_ticks: int) -> None:
+        """Issue DEMO_GPU_HOURS of each open demo hour on `owner`'s node of its class, and
+        keep what `account` holds of it offered at the class's reference price less
+        `discount_ticks`, until `stop`."""
+        async with self._client(account, cancel_on_disconnect="session") as client:
+            while not stop.is_set():
+                now_ns = time.time_ns()
+                for instrument in await client.instruments():
+                    if (is_demo(instrument.region) and instrument.status == "open"
+                            and instrument.bond_per_gpu_hour is not None
+                            and instrument.delivery_start > now_ns):
+                        await self._sell_demo_hour(client, account, owner, instrument,
+                                                   discount_ticks)
+                await _pause(stop, DEMO_INTERVAL_S)
+
+    @staticmethod
+    async def _sell_demo_hour(client: Client, account: str, owner: str,
+                              instrument: Instrument, discount_ticks: int) -> None:
+        node = node_name(owner, instrument.gpu)
+        result = await client.issue_capacity(instrument.symbol, node, DEMO_GPU_HOURS,
+                                             issue_id(account, instrument.symbol, node))
+        if not result.accepted and result.reason != DUPLICATE_ISSUE:
+            log.warning("%s's issue on demo hour %s was refused: %s", account,
+                        instrument.symbol, result.reason)
+        balance = (await client.balances()).get(instrument.symbol)
+        held = int(balance.available) + int(balance.held) if balance is not None else 0
+        price = max(TICK_MICRO, GPU_CLASSES[instrument.gpu] - discount_ticks * TICK_MICRO)
+        order_id = "demo-" + hashlib.sha256(f"{account}/{instrument.symbol}".encode()
+                                            ).hexdigest()[:16]
+        plan = ([Quote(order_id, "sell", format_micro(price), min(held, DEMO_GPU_HOURS))]
+                if held > 0 else [])
+        resting = await client.open_orders(instrument.symbol)
+        if {(q.client_order_id, q.quantity) for q in plan} != {
+                (o.client_order_id, o.remaining_quantity) for o in resting}:
+            await client.mass_quote(instrument.symbol, plan)
 
     async def _taker(self, stop: asyncio.Event) -> None:
         rng = random.Random()

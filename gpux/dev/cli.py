@@ -1,6 +1,7 @@
 """`gpux dev`: the whole venue in one process, alive, on embedded defaults; Ctrl-C stops it.
 
     gpux dev [--data-dir var/dev] [--port 8765] [--metrics-port 9100]
+             [--delivery-minute-ms 1000] [--demo-lead-s 180] [--demo-interval-s 600]
     gpux dev --kafka HOST:PORT --database-url URL [--eth-rpc-url URL]     (real services)
 
 By default the event log is the embedded one, and PostgreSQL and anvil run under the data
@@ -10,6 +11,15 @@ funds the demo accounts' USDC on chain (gpux.dev.lister), runs the engine, ledge
 settlement and gateway services as tasks of this process (gpux.venue, set up by
 gpux.dev.venue) and the demo bots (gpux.dev.bots: the operator and the market maker issue
 the GPU-hours they sell), then prints the trading page's URL with a demo login.
+
+It also delivers what is sold (issue 17): the delivery service runs with the others on a
+compressed minute (`--delivery-minute-ms`: an hour's 60 probes in its first 60 s by
+default), the operator's and the market maker's nodes run as embedded SSH servers on
+loopback (gpux.dev.nodes; the market maker's H100 node is down for 15 of each measured
+hour's 60 minutes, so its buyers are compensated from its bond), and a demo H100 hour in
+region `eu-west-demo` opens `--demo-lead-s` after the start and then every
+`--demo-interval-s` (gpux.dev.market), issued and offered by the bots. The page account
+has an SSH key under DATA_DIR/delivery, registered, so its access line works.
 Starting it again on the same data directory resumes the same market: same log, database,
 chain and keys.
 """
@@ -25,16 +35,33 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from eventlog.port import EventLog
 from gpux.dev.bots import DemoBots
 from gpux.dev.chain import open_contracts
 from gpux.dev.infra import Infrastructure
-from gpux.dev.lister import Lister
-from gpux.dev.market import PAGE_ACCOUNT, ApiKeyRecord, demo_keys, page_url
+from gpux.dev.lister import DemoSchedule, Lister
+from gpux.dev.market import (
+    DEMO_GPU,
+    PAGE_ACCOUNT,
+    ApiKeyRecord,
+    demo_keys,
+    demo_symbol_for,
+    page_url,
+)
+from gpux.dev.nodes import (
+    OUTAGE_FIRST_MINUTE,
+    OUTAGE_MINUTES,
+    OUTAGE_NODE,
+    SimulatedNodes,
+    Window,
+    page_identity,
+    register_page_key,
+)
 from gpux.dev.status import StatusReporter
-from gpux.dev.venue import dev_venue
+from gpux.dev.venue import DELIVERY_MINUTE_MS, dev_venue
 from gpux.venue import Venue
 from runtime.observability import JsonLogFormatter
 
@@ -43,6 +70,8 @@ log = logging.getLogger("gpux.dev")
 DEFAULT_PORT = 8765
 DEFAULT_METRICS_PORT = 9100
 KEYS_FILE = "demo-keys.json"
+DEMO_LEAD_S = 180.0
+DEMO_INTERVAL_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -58,6 +87,9 @@ class DevOptions:
     bots: bool
     verbose: bool
     json_logs: bool
+    delivery_minute_ms: int = DELIVERY_MINUTE_MS
+    demo_lead_s: float = DEMO_LEAD_S
+    demo_interval_s: float = DEMO_INTERVAL_S
 
 
 def parse_args(argv: list[str]) -> DevOptions:
@@ -80,12 +112,26 @@ def parse_args(argv: list[str]) -> DevOptions:
     parser.add_argument("--verbose", action="store_true", help="log INFO to the terminal too")
     parser.add_argument("--json-logs", action="store_true",
                         help="write DATA_DIR/dev.log as JSON lines")
+    parser.add_argument("--delivery-minute-ms", type=int, default=DELIVERY_MINUTE_MS,
+                        help=f"the delivery prober's minute (default {DELIVERY_MINUTE_MS}: an "
+                             "hour's 60 samples in its first 60 s; 60000 is real time)")
+    parser.add_argument("--demo-lead-s", type=float, default=DEMO_LEAD_S,
+                        help=f"the first demo delivery hour starts this long after the start "
+                             f"(default {DEMO_LEAD_S:.0f})")
+    parser.add_argument("--demo-interval-s", type=float, default=DEMO_INTERVAL_S,
+                        help=f"then one every so long (default {DEMO_INTERVAL_S:.0f}, >= 60)")
     args = parser.parse_args(argv)
+    if args.delivery_minute_ms < 20:
+        parser.error("--delivery-minute-ms must be >= 20")
+    if args.demo_lead_s < 0 or args.demo_interval_s < 60:
+        parser.error("--demo-lead-s must be >= 0 and --demo-interval-s >= 60")
     return DevOptions(
         data_dir=args.data_dir.absolute(), host=args.host, port=args.port,
         metrics_port=args.metrics_port, kafka=args.kafka, database_url=args.database_url,
         eth_rpc_url=args.eth_rpc_url, duration_s=args.duration_s, bots=args.bots,
         verbose=args.verbose, json_logs=args.json_logs,
+        delivery_minute_ms=args.delivery_minute_ms, demo_lead_s=args.demo_lead_s,
+        demo_interval_s=args.demo_interval_s,
     )
 
 
@@ -118,8 +164,35 @@ def open_event_log(options: DevOptions) -> EventLog:
     return EmbeddedLog.open(options.data_dir / "log", EmbeddedConfig(fsync=False))
 
 
+def utc_clock(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%H:%M:%S UTC")
+
+
+def delivery_lines(options: DevOptions, url: str, keys: dict[str, ApiKeyRecord],
+                   demo: DemoSchedule, nodes: SimulatedNodes, identity: Path,
+                   now_ns: int) -> list[str]:
+    """What the banner says of delivery: the compressed minute, the nodes and their outage,
+    the next demo hour, and the command that prints the page account's ssh line."""
+    start = demo.next_start_ns(now_ns)
+    gpux = Path(sys.executable).with_name("gpux")
+    page = keys[PAGE_ACCOUNT]
+    minute_s = options.delivery_minute_ms / 1000
+    return [
+        f"  delivery       probes every {options.delivery_minute_ms} ms (an hour's 60 samples "
+        f"in its first {60 * minute_s:.0f} s); {nodes.describe()}; {OUTAGE_NODE} is down "
+        f"minutes {OUTAGE_FIRST_MINUTE}-{OUTAGE_FIRST_MINUTE + OUTAGE_MINUTES - 1} of each "
+        "measured hour (its buyers are compensated)",
+        f"  demo hour      {demo_symbol_for(DEMO_GPU, start)} opens {utc_clock(start)} (then "
+        f"every {demo.interval_ns / 60e9:g} min): buy it on the page (H100, region "
+        "eu-west-demo); Deliveries shows the access line, Quality the measured hour",
+        f"  ssh access     {gpux} trade --url {url} --key {page.key_id}:{page.private_key} "
+        f"access --identity {identity}",
+    ]
+
+
 def banner(options: DevOptions, venue: Venue, infra: Infrastructure,
-           keys: dict[str, ApiKeyRecord], startup_s: float) -> str:
+           keys: dict[str, ApiKeyRecord], startup_s: float,
+           delivery: list[str] | None = None) -> str:
     host, port = options.host, venue.port
     lines = [
         f"gpux dev: the venue is up ({startup_s:.1f} s)",
@@ -138,6 +211,7 @@ def banner(options: DevOptions, venue: Venue, infra: Infrastructure,
         "--role trader",
         f"  CLI client     {gpux} trade --url ws://{host}:{port} "
         f"--key {alice.key_id}:{alice.private_key} balances",
+        *(delivery or []),
         f"  services       log {log_name}; {infra.describe()}",
         f"Ctrl-C stops; running it again resumes this market ({options.data_dir}).",
     ]
@@ -164,6 +238,7 @@ async def run(options: DevOptions) -> int:
         loop.add_signal_handler(signum, on_signal)
     infra = Infrastructure(options.data_dir, database_url=options.database_url,
                            rpc_url=options.eth_rpc_url)
+    demo = DemoSchedule.from_start(time.time_ns(), options.demo_lead_s, options.demo_interval_s)
     try:
         await infra.start()
         contracts, deployed = await asyncio.to_thread(
@@ -173,18 +248,33 @@ async def run(options: DevOptions) -> int:
             venue, key_store = await dev_venue(
                 event_log, contracts, data_dir=options.data_dir,
                 database_url=infra.database_url, host=options.host, port=options.port,
-                metrics_port=options.metrics_port)
+                metrics_port=options.metrics_port,
+                delivery_minute_ms=options.delivery_minute_ms)
+            nodes: SimulatedNodes | None = None
             try:
                 await venue.start()
-                lister = Lister(venue)
+                lister = Lister(venue, demo)
                 await lister.list_and_fund(fund_usdc=deployed)
                 keys = await demo_keys(key_store, options.data_dir / KEYS_FILE)
-                print(banner(options, venue, infra, keys, time.monotonic() - started),
-                      flush=True)
+                url = f"ws://{options.host}:{venue.port}"
+                identity = page_identity(options.data_dir, PAGE_ACCOUNT)
+                nodes = SimulatedNodes(url, keys, options.data_dir,
+                                       minute_ms=options.delivery_minute_ms,
+                                       windows=lambda gpu: windows_of(venue, gpu),
+                                       host=options.host)
+                await asyncio.gather(nodes.start(),
+                                     register_page_key(url, keys[PAGE_ACCOUNT], identity))
+                delivery = delivery_lines(options, url, keys, demo, nodes, identity,
+                                          time.time_ns())
+                print(banner(options, venue, infra, keys, time.monotonic() - started,
+                             delivery), flush=True)
                 up.set()
-                return await _serve(options, venue, lister, keys, stop, infra.database_url)
+                return await _serve(options, venue, lister, keys, stop, infra.database_url,
+                                    nodes, demo)
             finally:
-                await venue.stop()
+                await venue.stop()  # the prober stops before the nodes it probes
+                if nodes is not None:
+                    await nodes.stop()
         finally:
             await event_log.close()
     finally:
@@ -192,16 +282,35 @@ async def run(options: DevOptions) -> int:
         print("gpux dev: stopped", flush=True)
 
 
+def windows_of(venue: Venue, gpu: str) -> list[Window]:
+    """The delivery windows of the engine's deliverable instruments of `gpu` (none while the
+    engine recovers, or on the native core, whose state is in Rust)."""
+    engine = venue.engine_state
+    if engine is None:
+        return []
+    return [Window(start_ns=i.delivery_start, minutes=i.delivery_hours * 60)
+            for i in list(engine.instruments.values()) if i.gpu == gpu]
+
+
 async def _serve(options: DevOptions, venue: Venue, lister: Lister,
-                 keys: dict[str, ApiKeyRecord], stop: asyncio.Event, database_url: str) -> int:
-    """Run the bots, the lister and the status line until `stop` or a service fails."""
+                 keys: dict[str, ApiKeyRecord], stop: asyncio.Event, database_url: str,
+                 nodes: SimulatedNodes, demo: DemoSchedule) -> int:
+    """Run the bots, the lister, the nodes' outages and the status line until `stop` or a
+    service fails."""
     if options.duration_s is not None:
         asyncio.get_running_loop().call_later(options.duration_s, stop.set)
+
+    def next_demo() -> str:
+        start = demo.next_start_ns(time.time_ns())
+        return f"next demo hour {utc_clock(start)} ({demo_symbol_for(DEMO_GPU, start)})"
+
     helpers: list[asyncio.Task[None]] = [
         asyncio.create_task(lister.run(stop), name="lister"),
+        asyncio.create_task(nodes.run(stop), name="nodes"),
         asyncio.create_task(StatusReporter(
             database_url, lambda: venue.engine_state,
             lambda: len(venue.gateway.transport.connections) if venue.gateway else 0,
+            delivery=next_demo,
         ).run(stop), name="status"),
     ]
     if options.bots:

@@ -10,6 +10,15 @@ watcher like any depositor's. Nobody deposits GPU-hours: the accounts that suppl
 (the operator, the market maker) issue them at the venue, bonding USDC (gpux.dev.bots), and
 the traders buy theirs. The API keys are made once and kept in the data directory
 (`demo-keys.json`, private keys: mode 0600).
+
+The demo delivery hours (issue 17): so that a visitor sees an hour delivered without waiting
+for the next whole hour, `gpux dev` also lists one H100 hour starting `--demo-lead-s` after
+its start (rounded up to the minute) and then one every `--demo-interval-s`. They are not
+hour-aligned, so they live in a region of their own, `eu-west-demo`, with a minute in the
+symbol (`H100-SXM-80GB.eu-west-demo.20261205T0931`): the hourly strips, the price index
+series of `eu-west` and the bots trading the hourly books (`REGION`) never see them; the
+page lists them among the H100 hours with their region shown. The operator and the market
+maker each issue DEMO_GPU_HOURS of a demo hour and offer them (gpux.dev.bots).
 """
 
 from __future__ import annotations
@@ -35,6 +44,11 @@ TICK_MICRO: Final = 10_000  # 0.01 USDC
 GPU_CLASSES: Final = {"H100-SXM-80GB": 2_150_000, "A100-SXM-80GB": 1_300_000,
                       "L40S-48GB": 800_000}
 BOND_PER_REFERENCE: Final = Fraction(3, 2)  # a GPU-hour's bond, in reference prices
+DEMO_REGION: Final = "eu-west-demo"  # the demo hours' own region: see the module docstring
+DEMO_GPU: Final = "H100-SXM-80GB"
+MINUTE_NS: Final = 60 * 10**9
+DEMO_SLOTS_AHEAD: Final = 2  # demo hours listed ahead of now
+DEMO_LIST_LEAD_NS: Final = 30 * 10**9  # a demo hour this close to its start is not listed
 CENT_MICRO: Final = 10_000
 MAX_ORDER_QUANTITY: Final = 10_000
 MAKER_FEE_BPS: Final = 2
@@ -73,6 +87,50 @@ DEMO_ACCOUNTS: Final = (
 def symbol_for(gpu: str, delivery_start_ns: int) -> str:
     hour = datetime.fromtimestamp(delivery_start_ns / 1e9, tz=UTC).strftime("%Y%m%dT%H")
     return f"{gpu}.{REGION}.{hour}"
+
+
+def demo_symbol_for(gpu: str, delivery_start_ns: int) -> str:
+    """The symbol of a demo hour: its region and its start to the minute."""
+    minute = datetime.fromtimestamp(delivery_start_ns / 1e9, tz=UTC).strftime("%Y%m%dT%H%M")
+    return f"{gpu}.{DEMO_REGION}.{minute}"
+
+
+def is_demo(region: str) -> bool:
+    """Tell whether an instrument of `region` is a demo hour (not one of the hourly books)."""
+    return region == DEMO_REGION
+
+
+def demo_anchor_ns(started_ns: int, lead_ns: int) -> int:
+    """The first demo hour's start: `lead_ns` after `started_ns`, rounded up to the minute."""
+    return -(-(started_ns + lead_ns) // MINUTE_NS) * MINUTE_NS
+
+
+def demo_starts(anchor_ns: int, interval_ns: int, now_ns: int,
+                count: int = DEMO_SLOTS_AHEAD) -> list[int]:
+    """The next `count` demo hour starts (`anchor_ns + k * interval_ns`, k >= 0) at least
+    DEMO_LIST_LEAD_NS after `now_ns`."""
+    if interval_ns <= 0:
+        raise ValueError(f"interval_ns must be > 0, got {interval_ns}")
+    earliest = now_ns + DEMO_LIST_LEAD_NS
+    k = max(0, -(-(earliest - anchor_ns) // interval_ns))
+    return [anchor_ns + (k + i) * interval_ns for i in range(count)]
+
+
+def demo_listing_commands(listed: Collection[str], now_ns: int,
+                          starts: list[int]) -> list[ListInstrument]:
+    """The listings of the demo hours starting at `starts` not yet in `listed`: DEMO_GPU in
+    DEMO_REGION, one hour each, bonded at 1.5 reference prices like the hourly books."""
+    commands = []
+    for start in starts:
+        symbol = demo_symbol_for(DEMO_GPU, start)
+        if symbol not in listed:
+            commands.append(ListInstrument(
+                ts=now_ns, symbol=symbol, gpu=DEMO_GPU, region=DEMO_REGION,
+                delivery_start=start, delivery_hours=1, tick_size=format_micro(TICK_MICRO),
+                max_order_quantity=MAX_ORDER_QUANTITY, maker_fee_bps=MAKER_FEE_BPS,
+                taker_fee_bps=TAKER_FEE_BPS,
+                bond_per_gpu_hour=format_micro(bond_per_gpu_hour_micro(DEMO_GPU))))
+    return commands
 
 
 def upcoming_hours(now_ns: int) -> Iterator[int]:
@@ -145,6 +203,23 @@ async def demo_keys(store: PostgresKeyStore, path: Path) -> dict[str, ApiKeyReco
     if keys != kept:
         _write_keys(path, keys)
     return keys
+
+
+async def service_key(store: PostgresKeyStore, path: Path, account: str,
+                      role: str) -> ApiKeyRecord:
+    """Return the API key of a venue service's account (the delivery service's), kept in
+    `path` like the demo keys: the one there while the store still knows it, else a new
+    one (written to `path`, 0600)."""
+    kept = _read_keys(path).get(account)
+    if kept is not None and kept.role == role:
+        stored = await store.get_key(kept.key_id)
+        if stored is not None and not stored.revoked and stored.account == account:
+            return kept
+    key_id, private_key = await store.add_key(account, role)
+    record = ApiKeyRecord(account, role, key_id, private_key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_keys(path, {account: record})
+    return record
 
 
 def _read_keys(path: Path) -> dict[str, ApiKeyRecord]:

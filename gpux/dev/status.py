@@ -1,5 +1,7 @@
 """What `gpux dev` prints every few seconds: engine seq and trades, the seq the ledger has
-projected, the trades not yet settled on chain, connected clients and the nearest books.
+projected, the trades not yet settled on chain, connected clients and the nearest books;
+then, when delivery runs, the hours measured and settled (`delivery.reports`) and the
+caller's delivery note (the next demo hour).
 (The figures behind it are on /metrics, from each service's own metrics.)
 """
 
@@ -13,7 +15,7 @@ from collections.abc import Callable
 import asyncpg  # type: ignore[import-untyped]
 
 from gpux.dev.bots import LEAD_NS
-from gpux.dev.market import GPU_CLASSES
+from gpux.dev.market import GPU_CLASSES, REGION
 from matching_engine.core import Engine
 from protocol import format_micro
 from settlement import store as settlement_store
@@ -27,7 +29,8 @@ def market_summary(engine: Engine, now_ns: int) -> str:
     parts = []
     for gpu in GPU_CLASSES:
         instrument = min((i for i in engine.instruments.values()
-                          if i.gpu == gpu and not i.closed and i.delivery_start > now_ns + LEAD_NS),
+                          if i.gpu == gpu and i.region == REGION and not i.closed
+                          and i.delivery_start > now_ns + LEAD_NS),
                          key=lambda i: i.delivery_start, default=None)
         if instrument is None:
             continue
@@ -42,11 +45,13 @@ class StatusReporter:
 
     def __init__(self, database_url: str,
                  engine: Callable[[], Engine | None], connections: Callable[[], int],
-                 interval_s: float = STATUS_INTERVAL_S) -> None:
+                 interval_s: float = STATUS_INTERVAL_S,
+                 delivery: Callable[[], str] | None = None) -> None:
         self.database_url = database_url
         self.engine = engine
         self.connections = connections
         self.interval_s = interval_s
+        self.delivery = delivery
 
     async def run(self, stop: asyncio.Event) -> None:
         connection = await asyncpg.connect(self.database_url)
@@ -69,6 +74,18 @@ class StatusReporter:
         clock = time.strftime("%H:%M:%S")
         if engine is None:
             return f"{clock}  engine recovering"
-        return (f"{clock}  seq {engine.seq}  trades {engine.trade_counter}  ledger {ledger_seq}"
+        line = (f"{clock}  seq {engine.seq}  trades {engine.trade_counter}  ledger {ledger_seq}"
                 f"  unsettled {backlog}  clients {self.connections()}  "
                 + market_summary(engine, time.time_ns()))
+        if self.delivery is not None:
+            line += f"\n{clock}  {await delivery_summary(connection)}  {self.delivery()}"
+        return line
+
+
+async def delivery_summary(connection: asyncpg.Connection) -> str:
+    """The hours measured, how many the engine settled, and how many fell short."""
+    row = await connection.fetchrow(
+        "SELECT count(*) AS measured, count(*) FILTER (WHERE outcome = 'settled') AS settled,"
+        " count(*) FILTER (WHERE delivered_ppm < 1000000) AS short FROM delivery.reports")
+    return (f"delivery: {row['measured']} hours measured, {row['settled']} settled, "
+            f"{row['short']} short")

@@ -3,8 +3,12 @@
 Snapshots under the data dir, one confirmation on anvil (which mines a block per
 transaction), settlement every two seconds, the price index service (its values served by
 the gateway from the venue's database), a gateway clock, room in the operator's rate limit
-for the first issues and quotes on all 72 hours, and the trading page (with its proof
-lookups) on the gateway's port.
+for the first issues and quotes on all 72 hours, the trading page (with its proof
+lookups) on the gateway's port, and the delivery service: on the dev database and log, its
+keys under DATA_DIR/delivery/keys, the demo class floors (numpy on a CPU answers the
+challenge) and a compressed minute (`delivery_minute_ms`, 1,000 by default: an hour's 60
+samples are taken in its first minute), reporting with a `delivery`-role key of account
+DELIVERY_ACCOUNT kept in DATA_DIR/delivery/delivery-key.json.
 """
 
 from __future__ import annotations
@@ -13,13 +17,15 @@ from pathlib import Path
 
 import asyncpg  # type: ignore[import-untyped]
 
+from delivery.classes import demo_floors
+from delivery.config import ServiceConfig
 from eventlog.port import EventLog
 from gateway import store as gateway_store
 from gateway.config import GatewayConfig, RateLimit
 from gateway.static import StaticSite
 from gateway.store import PostgresKeyStore
 from gpux.dev.chain import DEV_CHAIN_ID, settler
-from gpux.dev.market import FEES_WALLET
+from gpux.dev.market import FEES_WALLET, service_key
 from gpux.dev.site import DevSite
 from gpux.venue import SettlementParts, Venue, VenueConfig
 from index.service import IndexServiceConfig
@@ -34,6 +40,8 @@ SETTLEMENT_BATCH_INTERVAL_MS = 2000
 DEPOSIT_POLL_INTERVAL_MS = 500
 CLOCK_INTERVAL_MS = 1000
 SNAPSHOT_EVERY_COMMANDS = 20_000
+DELIVERY_ACCOUNT = "gpux.delivery"
+DELIVERY_MINUTE_MS = 1_000  # an hour measured in its first minute
 
 
 def dev_role_limits() -> dict[str, RateLimit]:
@@ -45,16 +53,26 @@ def dev_role_limits() -> dict[str, RateLimit]:
 
 
 async def dev_venue(event_log: EventLog, contracts: Contracts, *, data_dir: Path,
-                    database_url: str, host: str, port: int, metrics_port: int
+                    database_url: str, host: str, port: int, metrics_port: int,
+                    delivery_minute_ms: int = DELIVERY_MINUTE_MS
                     ) -> tuple[Venue, PostgresKeyStore]:
     """The dev venue, not started, and its key store (migrated); the key store and the
     trading page's database pool close with the venue."""
+    await gateway_store.migrate(database_url)
+    key_store = await PostgresKeyStore.open(database_url)
+    try:
+        delivery_key = await service_key(key_store, data_dir / "delivery" / "delivery-key.json",
+                                         DELIVERY_ACCOUNT, "delivery")
+    except BaseException:
+        await key_store.close()
+        raise
     config = VenueConfig(
         engine=EngineConfig(snapshot_dir=data_dir / "snapshots",
                             snapshot_every_commands=SNAPSHOT_EVERY_COMMANDS),
         gateway=GatewayConfig(host=host, port=port, clock_interval_ms=CLOCK_INTERVAL_MS,
                               role_limits=dev_role_limits(), eip712_chain_id=DEV_CHAIN_ID,
-                              index_database_url=database_url),
+                              index_database_url=database_url,
+                              delivery_database_url=database_url),
         database_url=database_url,
         ledger=ProjectorConfig(),
         settlement=SettlementParts(
@@ -65,10 +83,11 @@ async def dev_venue(event_log: EventLog, contracts: Contracts, *, data_dir: Path
             submitter=SubmitterConfig(confirmations=CONFIRMATIONS,
                                       batch_interval_ms=SETTLEMENT_BATCH_INTERVAL_MS)),
         index=IndexServiceConfig(),
+        delivery=ServiceConfig(keys_dir=data_dir / "delivery" / "keys",
+                               minute_ms=delivery_minute_ms, floors=demo_floors()),
+        delivery_api_key=(delivery_key.key_id, delivery_key.private_key),
         metrics_port=metrics_port,
     )
-    await gateway_store.migrate(database_url)
-    key_store = await PostgresKeyStore.open(database_url)
     proof_pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
     site = DevSite(StaticSite.from_directory(), proof_pool, contracts)
     venue = Venue(event_log, config, key_store=key_store,

@@ -1,0 +1,237 @@
+"""The simulated operator nodes of `gpux dev`, and the page account's SSH key.
+
+The demo's GPU-hours are issued on node ids (gpux.dev.bots.node_name: `op1-h100`,
+`mm1-l40s`, ...). Each of them runs here as an embedded SSH server on a free loopback port
+(delivery.embedded_ssh.EmbeddedNode: no OpenSSH needed) answering the prober's challenge
+with numpy, and is registered through the gateway with its account's key, as
+`gpux operator agent --embedded` does (the agent's registration, host key file and
+responder are reused). A node declares the GPUs its account issues of an hour (the
+operator's OPERATOR_GPUS, the market maker's MAKER_GPU_HOURS), so the ping of any holder's
+assignment finds enough; host keys live under DATA_DIR/delivery/nodes, so a restart
+registers the same keys (on new ports).
+
+One node fails part of its hours: OUTAGE_NODE (the market maker's H100 node) is paused
+(connections refused) during minutes OUTAGE_FIRST_MINUTE to OUTAGE_FIRST_MINUTE +
+OUTAGE_MINUTES - 1 of every measured hour of a window of its class, in the prober's
+compressed minutes (`minute_ms`). Its buyers' reports say 45 of 60 minutes
+(delivered_ppm 750000), and the bond pays them the rest. The windows come from the
+engine's instruments of that class; the pause and resume happen at the exact instants
+(timers on the next change, the instrument list looked at every RESCAN_S). With
+`minute_ms` at most 1,000 the measured hours of two windows starting at different minutes
+never overlap, so an outage meant for one window never costs another.
+
+The page account (PAGE_ACCOUNT) gets an Ed25519 key pair at DATA_DIR/delivery/<account>_ed25519
+(made once, 0600), registered with the gateway at every start (idempotent), so the
+delivery service certifies it for each hour the account holds and `gpux trade access
+--identity` prints a working `ssh` line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from agent.config import AgentConfig, ChallengeConfig
+from agent.embedded import host_key_line_of
+from agent.inventory import Inventory
+from agent.node import registration_of
+from agent.registration import register_with_retries, sdk_register
+from agent.responder import make_responder
+from delivery import challenge
+from delivery.embedded_ssh import DEFAULT_LOGIN, EmbeddedNode
+from gpux.dev.bots import MAKER_GPU_HOURS, OPERATOR_GPUS, node_name
+from gpux.dev.market import DEMO_GPU, GPU_CLASSES, REGION, ApiKeyRecord
+from harness.ports import free_port
+from sdk.client import Client
+from sdk.signing import ApiKey
+
+__all__ = ["OUTAGE_NODE", "NodeSpec", "SimulatedNodes", "Window", "demo_nodes",
+           "next_change_ns", "outage_intervals", "page_identity", "paused_at",
+           "register_page_key"]
+
+log = logging.getLogger("gpux.dev.nodes")
+
+OUTAGE_NODE: Final = node_name("mm1", DEMO_GPU)
+OUTAGE_FIRST_MINUTE: Final = 30
+OUTAGE_MINUTES: Final = 15
+RESCAN_S: Final = 1.0
+START_ATTEMPTS_MAX: Final = 3  # a free port taken between the pick and the bind: pick again
+# Memory per GPU each simulated node declares (MiB): the classes' real figures.
+GPU_MEMORY_MIB: Final = {"H100-SXM-80GB": 81_559, "A100-SXM-80GB": 81_920, "L40S-48GB": 46_068}
+HOUR_MINUTES: Final = 60
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSpec:
+    """A simulated node: its id, the account that issues on it, its class and GPU count."""
+
+    node_id: str
+    account: str
+    gpu: str
+    gpu_count: int
+
+
+def demo_nodes() -> list[NodeSpec]:
+    """The nodes the demo's operator and market maker issue on, one per GPU class each."""
+    nodes = []
+    for gpu in GPU_CLASSES:
+        nodes.append(NodeSpec(node_name("op1", gpu), "operator-1", gpu, OPERATOR_GPUS))
+        nodes.append(NodeSpec(node_name("mm1", gpu), "mm-1", gpu, MAKER_GPU_HOURS))
+    return nodes
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A delivery window as the prober measures it: its start and its length in minutes."""
+
+    start_ns: int
+    minutes: int
+
+
+def outage_intervals(windows: Iterable[Window], minute_ns: int) -> list[tuple[int, int]]:
+    """The [start, end) instants OUTAGE_NODE is down: minutes OUTAGE_FIRST_MINUTE.. of each
+    measured hour of each window, in the prober's minutes of `minute_ns`. Pure."""
+    intervals = []
+    for window in windows:
+        for hour in range(max(window.minutes // HOUR_MINUTES, 1)):
+            first = window.start_ns + (hour * HOUR_MINUTES + OUTAGE_FIRST_MINUTE) * minute_ns
+            intervals.append((first, first + OUTAGE_MINUTES * minute_ns))
+    return sorted(set(intervals))
+
+
+def paused_at(now_ns: int, intervals: Sequence[tuple[int, int]]) -> bool:
+    return any(start <= now_ns < end for start, end in intervals)
+
+
+def next_change_ns(now_ns: int, intervals: Sequence[tuple[int, int]]) -> int | None:
+    """The next instant after `now_ns` at which an interval begins or ends, if any."""
+    later = [edge for interval in intervals for edge in interval if edge > now_ns]
+    return min(later, default=None)
+
+
+def page_identity(data_dir: Path, account: str) -> Path:
+    """The page account's private key file (an OpenSSH Ed25519 key, its public half beside it
+    as `.pub`), made on the first call (0600)."""
+    path = data_dir / "delivery" / f"{account}_ed25519"
+    public = path.with_name(path.name + ".pub")
+    if not path.exists():
+        key = ed25519.Ed25519PrivateKey.generate()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.OpenSSH,
+                                           serialization.NoEncryption()))
+        line = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                             serialization.PublicFormat.OpenSSH).decode()
+        public.write_text(f"{line} {account}@gpux-dev\n")
+    return path
+
+
+async def register_page_key(url: str, key: ApiKeyRecord, identity: Path) -> str:
+    """Register the identity's public key for `key`'s account; return its fingerprint."""
+    public = identity.with_name(identity.name + ".pub").read_text().strip()
+    async with Client(url, credentials=ApiKey(key.key_id, key.private_key),
+                      reconnect=False) as client:
+        return (await client.register_ssh_key(public)).fingerprint
+
+
+class SimulatedNodes:
+    """The demo's nodes: registered and served on loopback until `stop`; one with outages."""
+
+    def __init__(self, url: str, keys: dict[str, ApiKeyRecord], data_dir: Path, *,
+                 minute_ms: int, windows: Callable[[str], list[Window]],
+                 host: str = "127.0.0.1", specs: list[NodeSpec] | None = None) -> None:
+        """`windows(gpu)`: the delivery windows of a GPU class's instruments (the outage
+        node's class is asked)."""
+        self.url = url
+        self.keys = keys
+        self.key_dir = data_dir / "delivery" / "nodes"
+        self.minute_ns = minute_ms * 1_000_000
+        self.windows = windows
+        self.host = host
+        self.specs = specs if specs is not None else demo_nodes()
+        self.nodes: dict[str, EmbeddedNode] = {}
+
+    async def start(self) -> None:
+        """Register every node and start its server (all at once)."""
+        results = await asyncio.gather(*(self._start(spec) for spec in self.specs),
+                                       return_exceptions=True)
+        errors = [result for result in results if isinstance(result, BaseException)]
+        if errors:
+            await self.stop()
+            raise errors[0]
+
+    async def _start(self, spec: NodeSpec) -> None:
+        key = self.keys[spec.account]
+        register = sdk_register(self.url, ApiKey(key.key_id, key.private_key))
+        key_path = self.key_dir / f"{spec.node_id}_host_key"
+        host_key = host_key_line_of(key_path)
+        inventory = Inventory(source="profile", gpu=spec.gpu, gpu_count=spec.gpu_count,
+                              gpu_memory_mib=GPU_MEMORY_MIB.get(spec.gpu, 0),
+                              device=f"simulated {spec.gpu}")
+        responder = make_responder(inventory, "numpy")
+        backend, declared = responder.backend, responder.inventory
+        for attempt in range(1, START_ATTEMPTS_MAX + 1):
+            port = free_port(self.host)
+            config = AgentConfig(node_id=spec.node_id, region=REGION, host=self.host, port=port,
+                                 login=DEFAULT_LOGIN, mode="embedded",
+                                 embedded_key_path=key_path, listen_host=self.host,
+                                 challenge=ChallengeConfig(backend="numpy"))
+            registered = await register_with_retries(
+                register, registration_of(config, inventory, host_key))
+            node = EmbeddedNode(registered.ca_public_key, spec.node_id,
+                                lambda: challenge.Responder(backend, declared),
+                                host=self.host, port=port, login=DEFAULT_LOGIN,
+                                host_key_path=key_path)
+            try:
+                await node.start()
+            except OSError:
+                if attempt == START_ATTEMPTS_MAX:
+                    raise
+                continue
+            self.nodes[spec.node_id] = node
+            log.info("node %s of %s serves SSH on %s:%d (%d x %s)", spec.node_id,
+                     spec.account, self.host, node.port, spec.gpu_count, spec.gpu)
+            return
+
+    def describe(self) -> str:
+        return f"{len(self.nodes)} simulated nodes on {self.host} (embedded SSH)"
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Pause OUTAGE_NODE during its outages, until `stop`."""
+        node = self.nodes.get(OUTAGE_NODE)
+        if node is None:
+            await stop.wait()
+            return
+        gpu = next(spec.gpu for spec in self.specs if spec.node_id == OUTAGE_NODE)
+        while not stop.is_set():
+            now_ns = time.time_ns()
+            intervals = outage_intervals(self.windows(gpu), self.minute_ns)
+            if paused_at(now_ns, intervals) != node.paused:
+                if node.paused:
+                    node.resume()
+                    log.info("node %s serves again", OUTAGE_NODE)
+                else:
+                    await node.pause()
+                    log.info("node %s is down (its simulated outage)", OUTAGE_NODE)
+            wait_s = RESCAN_S
+            change = next_change_ns(now_ns, intervals)
+            if change is not None:
+                wait_s = min(wait_s, max(0.0, (change - time.time_ns()) / 1e9))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), wait_s)
+
+    async def stop(self) -> None:
+        nodes, self.nodes = list(self.nodes.values()), {}
+        await asyncio.gather(*(node.stop() for node in nodes), return_exceptions=True)
