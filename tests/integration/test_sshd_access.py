@@ -123,7 +123,7 @@ async def test_a_holder_is_let_in_inside_the_window_and_refused_once_it_has_pass
     node: Node,
 ) -> None:
     now_ns = time.time_ns()
-    end_ns = now_ns + 2 * NS_PER_S
+    end_ns = now_ns + 3 * NS_PER_S  # room for two logins on a loaded machine
     certificate = node.certificate([holder_principal(NODE_ID)], now_ns - NS_PER_S, end_ns)
     line = node.ssh_line(certificate)
 
