@@ -122,8 +122,9 @@ def _short(value: object, length_max: int = 600) -> str:
     return text if len(text) <= length_max else text[:length_max] + "..."
 
 
-async def _read_topic(venue: Venue, topic: str) -> list[bytes]:
-    consumer = venue.event_log.consumer(topic, start="earliest", isolation="read_committed")
+async def _read_topic(venue: Venue, topic: str, isolation: str = "read_committed"
+                      ) -> list[bytes]:
+    consumer = venue.event_log.consumer(topic, start="earliest", isolation=isolation)
     await consumer.start()
     try:
         records = await read_to_end(consumer, records_max=RECORDS_MAX, timeout_s=READ_TIMEOUT_S)
@@ -189,17 +190,37 @@ async def audit_venue(venue: Venue, stats: LoadStats, depositor: Depositor,
     _check_orders(audit, stats, engine, events)
     _check_withdrawals(audit, withdrawer, commands, events)
     if recorder is not None:
-        _check_client_feeds(audit, recorder, event_bytes, events)
+        await _check_client_feeds(audit, venue, recorder, event_bytes, events)
     return audit
 
 
-def _check_client_feeds(audit: Audit, recorder: FeedRecorder, event_bytes: list[bytes],
-                        events: list[Any]) -> None:
-    """What every client was told at a seq against the committed log (feed_audit)."""
+class _Seq(msgspec.Struct):
+    seq: int
+
+
+async def _check_client_feeds(audit: Audit, venue: Venue, recorder: FeedRecorder,
+                              event_bytes: list[bytes], events: list[Any]) -> None:
+    """What every client was told at a seq against the committed log (feed_audit); and
+    how many of those seqs the gateway may have read first from a transaction the engine's
+    kill aborted: the events topic read uncommitted holds those copies too, each of which
+    must be the committed event's bytes."""
     started = time.perf_counter()
     feeds = audit_feeds(recorder, event_bytes, events)
-    audit.counts["client_feeds"] = dict(sorted(feeds.counts.items()))
-    audit.counts["client_feeds"]["audit_seconds"] = round(time.perf_counter() - started, 1)
+    every = await _read_topic(venue, venue.events_topic, isolation="read_uncommitted")
+    copies: Counter[int] = Counter()
+    for value in every:
+        seq = msgspec.json.decode(value, type=_Seq).seq
+        copies[seq] += 1
+        committed = event_bytes[seq - 1] if 0 < seq <= len(event_bytes) else None
+        if value != committed:
+            audit.problems.append(f"an uncommitted copy of seq {seq} is not the committed "
+                                  f"event: {_short(value)} vs {_short(committed)}")
+    aborted = {seq for seq, count in copies.items() if count > 1}
+    counts = audit.counts["client_feeds"] = dict(sorted(feeds.counts.items()))
+    counts["events_read_uncommitted"] = len(every)
+    counts["seqs_with_an_aborted_copy"] = len(aborted)
+    counts["seqs_seen_with_an_aborted_copy"] = len(feeds.seqs_seen & aborted)
+    counts["audit_seconds"] = round(time.perf_counter() - started, 1)
     audit.problems += feeds.problems
 
 
