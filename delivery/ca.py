@@ -34,7 +34,9 @@ PROBER_PRINCIPAL = "gpux-prober"
 HOLDER_PRINCIPAL_PREFIX = "gpux-node-"
 # A node id goes into a principal name, a file name and sshd/asyncssh principal patterns
 # (where `*`, `?`, `,` and `!` mean something): letters, digits and `._-` only.
-NODE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# The protocol's node id syntax ([A-Za-z0-9_.:-]{1,64}) starting with a letter or digit, so that
+# no node id is a path component like ".." or reads as an option ("-x").
+NODE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 RSA_BITS_MIN = 2048
 NS_PER_S = 1_000_000_000
 PUBLIC_KEY_LINE_CHARS_MAX = 16_384
@@ -65,7 +67,7 @@ def require_node_id(node_id: str) -> None:
     """Raise DeliveryError unless `node_id` is safe in principals, patterns and file names."""
     if not NODE_ID_PATTERN.fullmatch(node_id):
         raise DeliveryError(
-            f"node id {node_id!r} must be 1-64 letters, digits, '.', '_' or '-',"
+            f"node id {node_id!r} must be 1-64 letters, digits, '.', ':', '_' or '-',"
             " starting with a letter or digit"
         )
 

@@ -189,6 +189,7 @@ def test_keys_that_are_not_accepted_are_refused_by_name(tmp_path: Path) -> None:
 
 def test_holder_principal_names_the_node_and_refuses_pattern_characters() -> None:
     assert holder_principal("rack1-node.07_a") == "gpux-node-rack1-node.07_a"
+    assert holder_principal("eu:rack1:7") == "gpux-node-eu:rack1:7"  # the protocol allows ":"
     for bad in ("", "a b", "node*", "n?", "a,b", "!a", "-a", "a/b", "x" * 65):
         with pytest.raises(DeliveryError):
             holder_principal(bad)

@@ -130,7 +130,7 @@ def test_a_node_is_checked_before_the_database_sees_it() -> None:
     node = checked_node("op1", msgspec.convert({**NODE, "req_id": 1}, RegisterNode))
     assert node.host_key == HOST_KEY and node.account == "op1"
     for change, field in [({"host_key": "ssh-ed25519 AAAA"}, "$.host_key"),
-                          ({"node_id": "n:17"}, "$.node_id"),
+                          ({"node_id": "-n17"}, "$.node_id"),
                           ({"inventory": {"notes": "x" * 8200}}, "$.inventory")]:
         request = msgspec.convert({**NODE, "req_id": 1, **change}, RegisterNode)
         with pytest.raises(RequestError) as refused:
