@@ -75,7 +75,7 @@ test-latest: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy protocol matching_engine eventlog ledger settlement gateway sdk wsapi runtime gpux harness index
+	$(VENV)/bin/mypy protocol matching_engine eventlog ledger settlement gateway sdk wsapi runtime gpux harness index delivery agent
 
 bench: $(STAMP) $(NATIVE_STAMP)
 	$(PY) -m benchmarks.engine_core
