@@ -238,26 +238,38 @@ class DemoBots:
         """Issue DEMO_GPU_HOURS of each open demo hour on `owner`'s node of its class, and
         keep what `account` holds of it offered at the class's reference price less
         `discount_ticks`, until `stop`."""
+        issued: set[str] = set()  # demo hours issued (this run or, duplicate_issue, before)
         async with self._client(account, cancel_on_disconnect="session") as client:
             while not stop.is_set():
                 now_ns = time.time_ns()
-                for instrument in await client.instruments():
-                    if (is_demo(instrument.region) and instrument.status == "open"
-                            and instrument.bond_per_gpu_hour is not None
-                            and instrument.delivery_start > now_ns):
-                        await self._sell_demo_hour(client, account, owner, instrument,
-                                                   discount_ticks)
+                open_demo = [i for i in await client.instruments()
+                             if is_demo(i.region) and i.status == "open"
+                             and i.bond_per_gpu_hour is not None and i.delivery_start > now_ns]
+                for instrument in open_demo:
+                    if instrument.symbol not in issued:
+                        await self._issue_demo_hour(client, account, owner, instrument)
+                        issued.add(instrument.symbol)
+                    await self._offer_demo_hour(client, account, instrument, discount_ticks)
+                issued &= {i.symbol for i in open_demo}  # bounded: the open demo hours
                 await _pause(stop, DEMO_INTERVAL_S)
 
     @staticmethod
-    async def _sell_demo_hour(client: Client, account: str, owner: str,
-                              instrument: Instrument, discount_ticks: int) -> None:
+    async def _issue_demo_hour(client: Client, account: str, owner: str,
+                               instrument: Instrument) -> None:
+        """Issue DEMO_GPU_HOURS on `owner`'s node of the class, once (the id is stable: a
+        restart's second issue is refused `duplicate_issue`); a refusal is logged."""
         node = node_name(owner, instrument.gpu)
         result = await client.issue_capacity(instrument.symbol, node, DEMO_GPU_HOURS,
                                              issue_id(account, instrument.symbol, node))
         if not result.accepted and result.reason != DUPLICATE_ISSUE:
             log.warning("%s's issue on demo hour %s was refused: %s", account,
                         instrument.symbol, result.reason)
+
+    @staticmethod
+    async def _offer_demo_hour(client: Client, account: str, instrument: Instrument,
+                               discount_ticks: int) -> None:
+        """Keep one ask of what the account holds of the demo hour (at most DEMO_GPU_HOURS)
+        at the class's reference price less `discount_ticks`; quote only on a change."""
         balance = (await client.balances()).get(instrument.symbol)
         held = int(balance.available) + int(balance.held) if balance is not None else 0
         price = max(TICK_MICRO, GPU_CLASSES[instrument.gpu] - discount_ticks * TICK_MICRO)

@@ -25,7 +25,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +34,7 @@ import pytest
 from eventlog.embedded import EmbeddedLog
 from eventlog.port import COMMANDS_TOPIC, EVENTS_TOPIC
 from gpux.dev.bots import OPERATOR_GPUS, node_name
-from gpux.dev.market import GPU_CLASSES, TICK_MICRO, bond_per_gpu_hour_micro
+from gpux.dev.market import GPU_CLASSES, REGION, TICK_MICRO, bond_per_gpu_hour_micro
 from harness.ports import free_ports
 from harness.service import remove_run_dir
 from matching_engine.core import Engine
@@ -78,17 +78,18 @@ class DevProcess:
     reader: asyncio.Task[None] | None = None
 
     @classmethod
-    async def start(cls, data_dir: Path, name: str) -> DevProcess:
+    async def start(cls, data_dir: Path, name: str, extra_args: Sequence[str] = (),
+                    artifacts: Path = ARTIFACTS) -> DevProcess:
         port, metrics_port = free_ports(2)
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        stderr = (ARTIFACTS / f"{name}-stderr.txt").open("wb")
+        artifacts.mkdir(parents=True, exist_ok=True)
+        stderr = (artifacts / f"{name}-stderr.txt").open("wb")
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "gpux", "dev", "--data-dir", str(data_dir),
-            "--port", str(port), "--metrics-port", str(metrics_port),
+            "--port", str(port), "--metrics-port", str(metrics_port), *extra_args,
             cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr)
         stderr.close()
         dev = cls(process)
-        dev.reader = asyncio.create_task(dev._read(ARTIFACTS / f"{name}-stdout.txt"))
+        dev.reader = asyncio.create_task(dev._read(artifacts / f"{name}-stdout.txt"))
         await eventually(lambda: dev.url is not None or process.returncode is not None,
                          timeout_s=START_TIMEOUT_S, interval_s=0.2,
                          message=f"gpux dev ({name}) printed its URL")
@@ -224,16 +225,21 @@ def tokens(balances: dict[str, Balance], symbol: str) -> int:
     return int(balance.available) + int(balance.held) if balance is not None else 0
 
 
+def hourly(instruments: list[Instrument]) -> list[Instrument]:
+    """The hourly books (not the demo delivery hours of their own region)."""
+    return [i for i in instruments if i.region == REGION]
+
+
 def last_hour(instruments: list[Instrument], gpu: str) -> Instrument:
     """The furthest delivery hour: only the operator quotes it, the bots never trade it."""
-    return max((i for i in instruments if i.gpu == gpu and i.status == "open"),
+    return max((i for i in hourly(instruments) if i.gpu == gpu and i.status == "open"),
                key=lambda i: i.delivery_start)
 
 
 def next_hour(instruments: list[Instrument], gpu: str) -> Instrument:
     """The nearest delivery hour not about to close: the market maker quotes it."""
     soon_ns = time.time_ns() + 5 * 60 * 10**9
-    return min((i for i in instruments
+    return min((i for i in hourly(instruments)
                 if i.gpu == gpu and i.status == "open" and i.delivery_start > soon_ns),
                key=lambda i: i.delivery_start)
 
@@ -276,7 +282,7 @@ async def test_dev_brings_up_a_live_venue_that_trades_in_the_browser_and_resumes
     try:
         keys = json.loads((data_dir / "demo-keys.json").read_text())
         before = await snapshot(dev, keys["alice"])
-        assert len(before.instruments) == 72, "24 delivery hours of 3 GPU classes"
+        assert len(hourly(before.instruments)) == 72, "24 delivery hours of 3 GPU classes"
         assert {(i.gpu, i.bond_per_gpu_hour) for i in before.instruments} == {
             (gpu, format_micro(bond_per_gpu_hour_micro(gpu))) for gpu in GPU_CLASSES
         }, "every hour deliverable, bonded at 1.5 reference prices"
