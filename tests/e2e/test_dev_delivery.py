@@ -7,12 +7,14 @@ so at the close she holds an assignment of each issue: one on the operator's nod
 the market maker's node, which is down for minutes 30-44 of the measured hour. Then:
 - `delivery_access` gives her a certificate for each, and she logs in to both embedded
   nodes inside the window, with asyncssh and with the `ssh` line the banner's access command
-  prints (OpenSSH's client);
+  prints (OpenSSH's client); the page, opened from the printed URL, shows both access lines
+  on the Deliveries tab while the hour is measured (where Chromium is installed; without it
+  the page steps are left out, said on stderr);
 - each report settles from the measurement: the operator's hour in full, the market
   maker's 45 of 60 minutes (750000 ppm, a minute either way tolerated), and alice's USDC
   grows by exactly the compensation the engine paid;
 - the quality request, feed and `GET /quality` show both operators' hours, the market
-  maker's with its incident;
+  maker's with its incident, and so does the page's Quality tab;
 - /metrics counts the settled reports; Ctrl-C stops everything (exit 0).
 """
 
@@ -25,6 +27,8 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncssh
@@ -37,7 +41,8 @@ from harness.service import remove_run_dir
 from protocol import USDC, parse_micro
 from sdk.client import Client
 from sdk.signing import ApiKey
-from tests.e2e.test_dev_venue import ROOT, START_TIMEOUT_S, DevProcess, http_get
+from tests.e2e.browser import Browser, chromium_path
+from tests.e2e.test_dev_venue import ROOT, START_TIMEOUT_S, DevProcess, http_get, log_in_from_url
 from tests.helpers import eventually
 from wsapi.messages import AccessItem, Assignment, Instrument, OperatorQuality, QualityMessage
 
@@ -103,8 +108,21 @@ async def login_with_printed_ssh(dev: DevProcess) -> list[str]:
     return outputs
 
 
+@pytest.fixture
+async def page_browser(tmp_path: Path) -> AsyncIterator[Browser | None]:
+    """Chromium for the page steps, or None where it is not installed."""
+    executable = chromium_path()
+    if executable is None:
+        print("chromium is not installed: the page steps are left out", file=sys.stderr)
+        yield None
+        return
+    async with Browser.launch(str(executable), tmp_path / "profile", ARTIFACTS) as launched:
+        yield launched
+
+
 @pytest.mark.timeout(900)
-async def test_a_demo_hour_bought_is_delivered_measured_and_compensated(tmp_path: Path) -> None:
+async def test_a_demo_hour_bought_is_delivered_measured_and_compensated(
+        tmp_path: Path, page_browser: Browser | None) -> None:
     assert shutil.which("ssh") is not None, "the test runs the printed ssh line: apt-get " \
         "install openssh-client"
     shutil.rmtree(ARTIFACTS, ignore_errors=True)
@@ -151,8 +169,21 @@ async def test_a_demo_hour_bought_is_delivered_measured_and_compensated(tmp_path
             assert {i.quantity for i in items} == {DEMO_GPU_HOURS}
             assert all(i.window_start == demo.delivery_start for i in items)
 
-            # Alice logs in to the healthy node at once, with asyncssh and with ssh.
+            # Alice logs in to the healthy node at once; the page shows both access lines.
             assert healthy_node in await login_with_asyncssh(nodes[healthy_node], identity)
+            page = None
+            if page_browser is not None:
+                page = await page_browser.new_page(1600, 1000)
+                await log_in_from_url(page, dev.url or "", "alice")
+                await page.click("#tab-deliveries")
+                for item in items:
+                    row = (f'#deliveries-body tr[data-issue-id="{item.issue_id}"]'
+                           '[data-holder="alice"]')
+                    await page.wait_for(f"document.querySelector('{row} [data-field=ssh]')"
+                                        " !== null", f"the ssh line of {item.node_id} shows")
+                    assert (await page.text(f"{row} [data-field=ssh]")).endswith(
+                        f"-p {item.port} {item.login}@{item.host}")
+                await page.screenshot("01-deliveries-access-lines")
 
             # The reports settle from the measurement, paying her the compensation.
             settled: dict[str, Assignment] = {}
@@ -199,6 +230,18 @@ async def test_a_demo_hour_bought_is_delivered_measured_and_compensated(tmp_path
                 assert isinstance(message, QualityMessage)
                 fed.update((r.operator, r) for r in message.operators)
             check_quality(fed, healthy_node)
+            if page is not None:
+                await page.click("#tab-quality")
+                for operator in ("operator-1", "mm-1"):
+                    await page.wait_for(f"document.querySelector('#quality-body tr[data-operator="
+                                        f"\"{operator}\"]') !== null",
+                                        f"the Quality tab shows {operator}")
+                await page.click("#tab-deliveries")
+                await page.screenshot("02-deliveries-settled")
+                await page.click("#tab-quality")
+                await page.screenshot("03-quality")
+                page.save_console("alice")
+                assert page.errors == [], f"alice's console: {page.errors}"
 
         status, body = await asyncio.to_thread(http_get, dev.metrics_url + "/metrics")
         assert status == 200
