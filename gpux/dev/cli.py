@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from delivery.keys import CA_FILE
 from eventlog.port import EventLog
 from gpux.dev.bots import DemoBots
 from gpux.dev.chain import open_contracts
@@ -61,7 +62,7 @@ from gpux.dev.nodes import (
     register_page_key,
 )
 from gpux.dev.status import StatusReporter
-from gpux.dev.venue import DELIVERY_MINUTE_MS, dev_venue
+from gpux.dev.venue import DELIVERY_MINUTE_MS, delivery_keys_dir, dev_venue
 from gpux.venue import Venue
 from runtime.observability import JsonLogFormatter
 
@@ -238,7 +239,6 @@ async def run(options: DevOptions) -> int:
         loop.add_signal_handler(signum, on_signal)
     infra = Infrastructure(options.data_dir, database_url=options.database_url,
                            rpc_url=options.eth_rpc_url)
-    demo = DemoSchedule.from_start(time.time_ns(), options.demo_lead_s, options.demo_interval_s)
     try:
         await infra.start()
         contracts, deployed = await asyncio.to_thread(
@@ -250,19 +250,24 @@ async def run(options: DevOptions) -> int:
                 database_url=infra.database_url, host=options.host, port=options.port,
                 metrics_port=options.metrics_port,
                 delivery_minute_ms=options.delivery_minute_ms)
-            nodes: SimulatedNodes | None = None
+            # The nodes serve before the venue starts: a restarted delivery service probes
+            # at once, and finds them on the ports they were registered with.
+            nodes = SimulatedNodes(options.data_dir, delivery_keys_dir(options.data_dir) / CA_FILE,
+                                   minute_ms=options.delivery_minute_ms,
+                                   windows=lambda gpu: windows_of(venue, gpu),
+                                   host=options.host)
             try:
+                await nodes.listen()
                 await venue.start()
+                # The first demo hour counts from now, however long the services took to start.
+                demo = DemoSchedule.from_start(time.time_ns(), options.demo_lead_s,
+                                               options.demo_interval_s)
                 lister = Lister(venue, demo)
                 await lister.list_and_fund(fund_usdc=deployed)
                 keys = await demo_keys(key_store, options.data_dir / KEYS_FILE)
                 url = f"ws://{options.host}:{venue.port}"
                 identity = page_identity(options.data_dir, PAGE_ACCOUNT)
-                nodes = SimulatedNodes(url, keys, options.data_dir,
-                                       minute_ms=options.delivery_minute_ms,
-                                       windows=lambda gpu: windows_of(venue, gpu),
-                                       host=options.host)
-                await asyncio.gather(nodes.start(),
+                await asyncio.gather(nodes.register(url, keys),
                                      register_page_key(url, keys[PAGE_ACCOUNT], identity))
                 delivery = delivery_lines(options, url, keys, demo, nodes, identity,
                                           time.time_ns())
@@ -273,8 +278,7 @@ async def run(options: DevOptions) -> int:
                                     nodes, demo)
             finally:
                 await venue.stop()  # the prober stops before the nodes it probes
-                if nodes is not None:
-                    await nodes.stop()
+                await nodes.stop()
         finally:
             await event_log.close()
     finally:

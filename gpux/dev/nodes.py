@@ -7,8 +7,9 @@ with numpy, and is registered through the gateway with its account's key, as
 `gpux operator agent --embedded` does (the agent's registration, host key file and
 responder are reused). A node declares the GPUs its account issues of an hour (the
 operator's OPERATOR_GPUS, the market maker's MAKER_GPU_HOURS), so the ping of any holder's
-assignment finds enough; host keys live under DATA_DIR/delivery/nodes, so a restart
-registers the same keys (on new ports).
+assignment finds enough; host keys and ports live under DATA_DIR/delivery/nodes, so a
+restart serves the same keys on the same ports (while free) before the delivery service
+resumes probing, then registers again.
 
 One node fails part of its hours: OUTAGE_NODE (the market maker's H100 node) is paused
 (connections refused) during minutes OUTAGE_FIRST_MINUTE to OUTAGE_FIRST_MINUTE +
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import time
@@ -48,6 +50,7 @@ from agent.node import registration_of
 from agent.registration import register_with_retries, sdk_register
 from agent.responder import make_responder
 from delivery import challenge
+from delivery.ca import CertificateAuthority, parse_public_key
 from delivery.embedded_ssh import DEFAULT_LOGIN, EmbeddedNode
 from gpux.dev.bots import MAKER_GPU_HOURS, OPERATOR_GPUS, node_name
 from gpux.dev.market import DEMO_GPU, GPU_CLASSES, REGION, ApiKeyRecord
@@ -65,7 +68,8 @@ OUTAGE_NODE: Final = node_name("mm1", DEMO_GPU)
 OUTAGE_FIRST_MINUTE: Final = 30
 OUTAGE_MINUTES: Final = 15
 RESCAN_S: Final = 1.0
-START_ATTEMPTS_MAX: Final = 3  # a free port taken between the pick and the bind: pick again
+START_ATTEMPTS_MAX: Final = 3  # a port taken between the pick and the bind: pick again
+PORTS_FILE: Final = "ports.json"  # node id -> the port it served on last
 # Memory per GPU each simulated node declares (MiB): the classes' real figures.
 GPU_MEMORY_MIB: Final = {"H100-SXM-80GB": 81_559, "A100-SXM-80GB": 81_920, "L40S-48GB": 46_068}
 HOUR_MINUTES: Final = 60
@@ -147,66 +151,100 @@ async def register_page_key(url: str, key: ApiKeyRecord, identity: Path) -> str:
 
 
 class SimulatedNodes:
-    """The demo's nodes: registered and served on loopback until `stop`; one with outages."""
+    """The demo's nodes: served on loopback and registered until `stop`; one with outages.
 
-    def __init__(self, url: str, keys: dict[str, ApiKeyRecord], data_dir: Path, *,
+    `listen()` starts the servers before the venue (so that after a restart the delivery
+    service, probing at once, finds them where they were registered: each node keeps its
+    port, in PORTS_FILE, while it is free); they trust the venue CA's key from the dev's
+    delivery keys directory. `register()` then registers each through the gateway and
+    checks that the CA key the venue answers is the one the node trusts."""
+
+    def __init__(self, data_dir: Path, ca_path: Path, *,
                  minute_ms: int, windows: Callable[[str], list[Window]],
                  host: str = "127.0.0.1", specs: list[NodeSpec] | None = None) -> None:
-        """`windows(gpu)`: the delivery windows of a GPU class's instruments (the outage
-        node's class is asked)."""
-        self.url = url
-        self.keys = keys
+        """`ca_path`: the delivery service's CA key file (made here when missing, as the
+        service would); `windows(gpu)`: the delivery windows of a GPU class's instruments
+        (the outage node's class is asked)."""
         self.key_dir = data_dir / "delivery" / "nodes"
+        self.ca_path = ca_path
         self.minute_ns = minute_ms * 1_000_000
         self.windows = windows
         self.host = host
         self.specs = specs if specs is not None else demo_nodes()
         self.nodes: dict[str, EmbeddedNode] = {}
+        self.registered: set[str] = set()
 
-    async def start(self) -> None:
-        """Register every node and start its server (all at once)."""
-        results = await asyncio.gather(*(self._start(spec) for spec in self.specs),
-                                       return_exceptions=True)
-        errors = [result for result in results if isinstance(result, BaseException)]
-        if errors:
+    def _inventory(self, spec: NodeSpec) -> Inventory:
+        return Inventory(source="profile", gpu=spec.gpu, gpu_count=spec.gpu_count,
+                         gpu_memory_mib=GPU_MEMORY_MIB.get(spec.gpu, 0),
+                         device=f"simulated {spec.gpu}")
+
+    def _host_key_path(self, spec: NodeSpec) -> Path:
+        return self.key_dir / f"{spec.node_id}_host_key"
+
+    async def listen(self) -> None:
+        """Start every node's server: on its former port while that is free."""
+        ca_line = CertificateAuthority.load_or_create(self.ca_path).public_key_line()
+        kept = _read_ports(self.key_dir / PORTS_FILE)
+        try:
+            for spec in self.specs:
+                self.nodes[spec.node_id] = await self._listen(spec, ca_line,
+                                                              kept.get(spec.node_id))
+        except BaseException:
             await self.stop()
-            raise errors[0]
+            raise
+        _write_ports(self.key_dir / PORTS_FILE,
+                     {node_id: node.port for node_id, node in self.nodes.items()})
 
-    async def _start(self, spec: NodeSpec) -> None:
-        key = self.keys[spec.account]
-        register = sdk_register(self.url, ApiKey(key.key_id, key.private_key))
-        key_path = self.key_dir / f"{spec.node_id}_host_key"
-        host_key = host_key_line_of(key_path)
-        inventory = Inventory(source="profile", gpu=spec.gpu, gpu_count=spec.gpu_count,
-                              gpu_memory_mib=GPU_MEMORY_MIB.get(spec.gpu, 0),
-                              device=f"simulated {spec.gpu}")
-        responder = make_responder(inventory, "numpy")
+    async def _listen(self, spec: NodeSpec, ca_line: str, port: int | None) -> EmbeddedNode:
+        host_key_line_of(self._host_key_path(spec))  # made once, 0600, the agent's way
+        responder = make_responder(self._inventory(spec), "numpy")
         backend, declared = responder.backend, responder.inventory
         for attempt in range(1, START_ATTEMPTS_MAX + 1):
-            port = free_port(self.host)
-            config = AgentConfig(node_id=spec.node_id, region=REGION, host=self.host, port=port,
-                                 login=DEFAULT_LOGIN, mode="embedded",
-                                 embedded_key_path=key_path, listen_host=self.host,
-                                 challenge=ChallengeConfig(backend="numpy"))
-            registered = await register_with_retries(
-                register, registration_of(config, inventory, host_key))
-            node = EmbeddedNode(registered.ca_public_key, spec.node_id,
+            node = EmbeddedNode(ca_line, spec.node_id,
                                 lambda: challenge.Responder(backend, declared),
-                                host=self.host, port=port, login=DEFAULT_LOGIN,
-                                host_key_path=key_path)
+                                host=self.host, port=port or free_port(self.host),
+                                login=DEFAULT_LOGIN, host_key_path=self._host_key_path(spec))
             try:
                 await node.start()
-            except OSError:
+            except OSError:  # the port was taken: another one
                 if attempt == START_ATTEMPTS_MAX:
                     raise
+                port = None
                 continue
-            self.nodes[spec.node_id] = node
-            log.info("node %s of %s serves SSH on %s:%d (%d x %s)", spec.node_id,
-                     spec.account, self.host, node.port, spec.gpu_count, spec.gpu)
-            return
+            return node
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    async def register(self, url: str, keys: dict[str, ApiKeyRecord]) -> None:
+        """Register every listening node through the gateway at `url` with its account's
+        key (all at once)."""
+        results = await asyncio.gather(*(self._register(url, keys[spec.account], spec)
+                                         for spec in self.specs), return_exceptions=True)
+        errors = [result for result in results if isinstance(result, BaseException)]
+        if errors:
+            raise errors[0]
+
+    async def _register(self, url: str, key: ApiKeyRecord, spec: NodeSpec) -> None:
+        node = self.nodes[spec.node_id]
+        config = AgentConfig(node_id=spec.node_id, region=REGION, host=self.host,
+                             port=node.port, login=node.login, mode="embedded",
+                             embedded_key_path=self._host_key_path(spec),
+                             listen_host=self.host, challenge=ChallengeConfig(backend="numpy"))
+        inventory = self._inventory(spec)
+        registered = await register_with_retries(
+            sdk_register(url, ApiKey(key.key_id, key.private_key)),
+            registration_of(config, inventory, node.host_key_line))
+        trusted, _ = parse_public_key(CertificateAuthority.load_or_create(
+            self.ca_path).public_key_line())
+        if parse_public_key(registered.ca_public_key)[0] != trusted:
+            raise RuntimeError(f"the venue's CA is not the one node {spec.node_id} trusts "
+                               f"({self.ca_path})")
+        self.registered.add(spec.node_id)
+        log.info("node %s of %s registered, serving SSH on %s:%d (%d x %s)", spec.node_id,
+                 spec.account, self.host, node.port, spec.gpu_count, spec.gpu)
 
     def describe(self) -> str:
-        return f"{len(self.nodes)} simulated nodes on {self.host} (embedded SSH)"
+        return f"{len(self.registered)} simulated nodes on {self.host} (embedded SSH)"
 
     async def run(self, stop: asyncio.Event) -> None:
         """Pause OUTAGE_NODE during its outages, until `stop`."""
@@ -235,3 +273,20 @@ class SimulatedNodes:
     async def stop(self) -> None:
         nodes, self.nodes = list(self.nodes.values()), {}
         await asyncio.gather(*(node.stop() for node in nodes), return_exceptions=True)
+
+
+def _read_ports(path: Path) -> dict[str, int]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): v for k, v in data.items() if isinstance(v, int) and 0 < v < 65_536}
+
+
+def _write_ports(path: Path, ports: dict[str, int]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(ports, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    temporary.replace(path)

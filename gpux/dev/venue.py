@@ -44,6 +44,11 @@ DELIVERY_ACCOUNT = "gpux.delivery"
 DELIVERY_MINUTE_MS = 1_000  # an hour measured in its first minute
 
 
+def delivery_keys_dir(data_dir: Path) -> Path:
+    """Where the delivery service keeps its CA, signer and prober keys."""
+    return data_dir / "delivery" / "keys"
+
+
 def dev_role_limits() -> dict[str, RateLimit]:
     """The gateway's limits, with room for the demo operator's first issues and quotes on all
     72 hours at once: an issue (1 token) and a mass quote of one ask (2 tokens) each."""
@@ -83,7 +88,7 @@ async def dev_venue(event_log: EventLog, contracts: Contracts, *, data_dir: Path
             submitter=SubmitterConfig(confirmations=CONFIRMATIONS,
                                       batch_interval_ms=SETTLEMENT_BATCH_INTERVAL_MS)),
         index=IndexServiceConfig(),
-        delivery=ServiceConfig(keys_dir=data_dir / "delivery" / "keys",
+        delivery=ServiceConfig(keys_dir=delivery_keys_dir(data_dir),
                                minute_ms=delivery_minute_ms, floors=demo_floors()),
         delivery_api_key=(delivery_key.key_id, delivery_key.private_key),
         metrics_port=metrics_port,
