@@ -20,6 +20,7 @@ hour's 60 minutes, so its buyers are compensated from its bond), and a demo H100
 region `eu-west-demo` opens `--demo-lead-s` after the start and then every
 `--demo-interval-s` (gpux.dev.market), issued and offered by the bots. The page account
 has an SSH key under DATA_DIR/delivery, registered, so its access line works.
+
 Starting it again on the same data directory resumes the same market: same log, database,
 chain and keys.
 """
