@@ -70,27 +70,39 @@ class Venue:
     namespace: str
     engine: ChildProcess
     engine_port: int
-    gateway: ChildProcess
+    gateways: list[ChildProcess]  # one, or several on one port (SO_REUSEPORT)
     url: str
     keys: dict[str, list[str]]
-    taps_dir: Path
+    taps_dirs: list[Path]
     kafka_pid: int | None
     taps_taken: int = 0
 
+    @property
+    def gateway(self) -> ChildProcess:
+        return self.gateways[0]
+
     def take_taps(self) -> dict[str, tuple[int, int]]:
-        """Ask the gateway for its taps since the last call; return cid -> (ts, received)."""
-        path = self.taps_dir / f"taps-{self.taps_taken}.msgpack"
-        self.gateway.process.send_signal(signal.SIGUSR2)
-        deadline = time.monotonic() + 60
-        while not path.exists():
-            self.gateway.check()
-            if time.monotonic() > deadline:
-                raise RuntimeError("the gateway wrote no taps")
-            time.sleep(0.05)
+        """Ask the gateways for their taps since the last call; return cid -> (ts, received)."""
+        for gateway in self.gateways:
+            gateway.process.send_signal(signal.SIGUSR2)
+        taps: dict[str, tuple[int, int]] = {}
+        for gateway, taps_dir in zip(self.gateways, self.taps_dirs, strict=True):
+            path = taps_dir / f"taps-{self.taps_taken}.msgpack"
+            deadline = time.monotonic() + 60
+            while not path.exists():
+                gateway.check()
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the gateway wrote no taps")
+                time.sleep(0.05)
+            rows = msgspec.msgpack.decode(path.read_bytes())
+            path.unlink()
+            # Every gateway sees every event; the answer's reader is the client's gateway:
+            # keep the earliest receipt of each order (the stages are an estimate with N > 1).
+            for cid, ts, received in rows:
+                if cid not in taps or received < taps[cid][1]:
+                    taps[cid] = (ts, received)
         self.taps_taken += 1
-        rows = msgspec.msgpack.decode(path.read_bytes())
-        path.unlink()
-        return {cid: (ts, received) for cid, ts, received in rows}
+        return taps
 
 
 async def write_setup(kafka: str, namespace: str, accounts: list[str]) -> int:
@@ -144,24 +156,35 @@ def start_venue(kafka: str, kafka_pid: int | None, work: Path, args: argparse.Na
         if time.monotonic() > deadline:
             raise RuntimeError("the engine did not apply the setup commands")
         time.sleep(0.1)
-    taps_dir = work / "taps"
-    taps_dir.mkdir()
     keys_path = work / "keys.json"
-    gateway = ChildProcess("gateway", [
-        sys.executable, "-m", "benchmarks.e2e_services", "gateway", "--kafka", kafka,
-        "--namespace", namespace, "--accounts", str(len(accounts)),
-        "--keys-out", str(keys_path), "--taps-dir", str(taps_dir),
-        "--fetch-max-wait-ms", str(args.fetch_max_wait_ms),
-    ], work / "gateway.log")
-    while not keys_path.exists():
-        gateway.check()
-        if time.monotonic() > deadline:
-            raise RuntimeError("the gateway did not start")
-        time.sleep(0.1)
+    gateways: list[ChildProcess] = []
+    taps_dirs: list[Path] = []
+    port = 0
+    for index in range(args.gateways):
+        taps_dir = work / f"taps-{index}"
+        taps_dir.mkdir()
+        announce = keys_path if index == 0 else work / f"keys-{index}.json"
+        extra = ["--reuse-port", "--gateway-id", f"bench{index}"] if args.gateways > 1 else []
+        if index > 0:
+            extra += ["--keys-in", str(keys_path)]
+        gateway = ChildProcess(f"gateway{index or ''}", [
+            sys.executable, "-m", "benchmarks.e2e_services", "gateway", "--kafka", kafka,
+            "--namespace", namespace, "--accounts", str(len(accounts)), "--port", str(port),
+            "--keys-out", str(announce), "--taps-dir", str(taps_dir),
+            "--fetch-max-wait-ms", str(args.fetch_max_wait_ms), *extra,
+        ], work / f"gateway{index or ''}.log")
+        gateways.append(gateway)
+        taps_dirs.append(taps_dir)
+        while not announce.exists():
+            gateway.check()
+            if time.monotonic() > deadline:
+                raise RuntimeError("the gateway did not start")
+            time.sleep(0.1)
+        port = json.loads(announce.read_text())["port"]
     announced = json.loads(keys_path.read_text())
     return Venue(kafka=kafka, namespace=namespace, engine=engine, engine_port=engine_port,
-                 gateway=gateway, url=f"ws://127.0.0.1:{announced['port']}",
-                 keys=announced["keys"], taps_dir=taps_dir, kafka_pid=kafka_pid)
+                 gateways=gateways, url=f"ws://127.0.0.1:{announced['port']}",
+                 keys=announced["keys"], taps_dirs=taps_dirs, kafka_pid=kafka_pid)
 
 
 async def wait_instruments(url: str, key: list[str]) -> None:
@@ -321,16 +344,18 @@ def start_profiles(args: argparse.Namespace, pids: dict[str, int]
     """Sample the named processes with py-spy during the single-order saturation run."""
     if args.profile is None:
         return {}
-    py_spy = Path(sys.executable).parent / "py-spy"
-    if not py_spy.exists():
-        print("--profile: py-spy is not installed in this environment (pip install py-spy)")
+    found = Path(sys.executable).parent / "py-spy"
+    py_spy = str(found) if found.exists() else shutil.which("py-spy")
+    if py_spy is None:
+        print("--profile: py-spy is neither in this environment nor on PATH (pip install "
+              "py-spy)")
         return {}
     args.profile.mkdir(parents=True, exist_ok=True)
     profilers = {}
     for name, pid in pids.items():
         path = args.profile / f"{name}.collapsed"
         profilers[name] = (subprocess.Popen(
-            [str(py_spy), "record", "--pid", str(pid),
+            [py_spy, "record", "--pid", str(pid),
              "--duration", str(int(args.saturate_s)), "--rate", "200", "--format", "raw",
              "--nonblocking", "-o", str(path)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), path)
@@ -371,7 +396,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         kafka = kafka_service.bootstrap_servers
         kafka_pid = kafka_service.pid
     figures: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "machine": machine(),
-                               "processes": args.processes,
+                               "gateways": args.gateways, "processes": args.processes,
                                "connections": args.processes * args.connections}
     venue = None
     clients = None
@@ -383,7 +408,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         figures["core"] = args.core
         asyncio.run(wait_instruments(venue.url, next(iter(venue.keys.values()))))
         clients = Clients(venue, args.processes, args.connections)
-        pids = {"engine": [venue.engine.pid], "gateway": [venue.gateway.pid],
+        pids = {"engine": [venue.engine.pid],
+                "gateway": [gateway.pid for gateway in venue.gateways],
                 "clients": clients.pids}
         if kafka_pid is not None:
             pids["kafka"] = [kafka_pid]
@@ -409,7 +435,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         if clients is not None:
             clients.stop()
         if venue is not None:
-            venue.gateway.stop()
+            for gateway in venue.gateways:
+                gateway.stop()
             venue.engine.stop()
         if kafka_service is not None:
             kafka_service.stop()
@@ -444,6 +471,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="batch requests (of 20 orders) in flight per connection")
     parser.add_argument("--fetch-max-wait-ms", type=int, default=5,
                         help="the gateway's Kafka fetch wait (as gpux gateway's default)")
+    parser.add_argument("--gateways", type=int, default=1,
+                        help="gateway processes on one port (SO_REUSEPORT), each consuming "
+                             "the events; the kernel spreads the connections over them")
     parser.add_argument("--core", choices=("python", "native"), default="python",
                         help="the engine's matching core")
     parser.add_argument("--engine-args", default="",

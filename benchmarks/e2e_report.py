@@ -22,6 +22,7 @@ def verdict(value: float, target: float, higher_is_better: bool) -> str:
 def print_report(figures: dict[str, Any]) -> None:
     print("\n=== end to end: SDK clients -> gateway -> Kafka -> engine -> Kafka -> gateway ===")
     print(f"{figures['machine']}; engine core: {figures['core']}; "
+          f"{figures.get('gateways', 1)} gateway process(es); "
           f"{figures['connections']} connections in {figures['processes']} client processes")
     echo = figures["baseline_echo"]
     kafka = figures["baseline_kafka"]

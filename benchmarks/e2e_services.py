@@ -1,7 +1,7 @@
 """The processes `benchmarks.e2e` starts besides Kafka and `gpux engine`.
 
     python -m benchmarks.e2e_services gateway --kafka HOST:PORT --namespace NS --port P \
-        --accounts N --keys-out keys.json --taps-dir DIR
+        --accounts N --keys-out keys.json --taps-dir DIR [--reuse-port] [--keys-in keys.json]
     python -m benchmarks.e2e_services echo --port P
 
 `gateway` runs the gateway service (`gateway.service.GatewayService`, the code `gpux gateway
@@ -12,6 +12,8 @@ machine's clients, all on 127.0.0.1, are not refused by the per-IP bucket. It ta
 core's `apply_events`: for each order event whose client order id starts with `L` (the
 latency runs) it keeps (client order id, command stamp `ts`, time the gateway received the
 event); SIGUSR2 writes what it kept to the next `taps-N.msgpack` in `--taps-dir` and clears.
+With `--reuse-port` several gateways share one port (SO_REUSEPORT); the second and later
+take the first one's API keys (`--keys-in`).
 
 `echo` is the baseline server: a websocket echo through the same library with the same
 options (uvloop, no compression).
@@ -33,7 +35,8 @@ import msgspec
 RATE_UNLIMITED = 10_000_000.0
 
 
-def bench_gateway_config(port: int, namespace: str) -> Any:
+def bench_gateway_config(port: int, namespace: str, *, reuse_port: bool = False,
+                         gateway_id: str = "bench") -> Any:
     """Return the gateway config of the benchmark: defaults with the rate limits lifted."""
     from gateway.config import ANONYMOUS, GatewayConfig, RateLimit
 
@@ -41,8 +44,9 @@ def bench_gateway_config(port: int, namespace: str) -> Any:
     limits = dict(GatewayConfig().role_limits)
     limits["market_maker"] = unlimited
     limits[ANONYMOUS] = unlimited
-    return GatewayConfig(port=port, topic_namespace=namespace, gateway_id="bench",
-                         role_limits=limits, ip_limit=unlimited, connections_per_ip_max=5_000)
+    return GatewayConfig(port=port, reuse_port=reuse_port, topic_namespace=namespace,
+                         gateway_id=gateway_id, role_limits=limits, ip_limit=unlimited,
+                         connections_per_ip_max=5_000)
 
 
 class EventTaps:
@@ -86,12 +90,19 @@ async def run_gateway(args: argparse.Namespace) -> None:
     from gateway.testing import MemoryKeyStore
 
     store = MemoryKeyStore()
-    keys = {f"bench{index:04d}": store.add_key(f"bench{index:04d}", "market_maker")
-            for index in range(args.accounts)}
+    if args.keys_in:  # another gateway on the same port made the keys
+        keys = json.loads(Path(args.keys_in).read_text())["keys"]
+        for account, (key_id, private_key) in keys.items():
+            store.add_existing_key(account, "market_maker", key_id, private_key)
+    else:
+        keys = {f"bench{index:04d}": store.add_key(f"bench{index:04d}", "market_maker")
+                for index in range(args.accounts)}
     event_log = KafkaLog(KafkaConfig(bootstrap_servers=args.kafka, client_id="gpux-bench",
                                      fetch_max_wait_ms=args.fetch_max_wait_ms,
                                      linger_ms=args.linger_ms))
-    service = GatewayService(event_log, bench_gateway_config(args.port, args.namespace), store)
+    service = GatewayService(event_log, bench_gateway_config(
+        args.port, args.namespace, reuse_port=args.reuse_port, gateway_id=args.gateway_id),
+        store, tune_gc=True)  # as `gpux gateway serve` runs it
     taps = EventTaps(Path(args.taps_dir))
     taps.wrap(service.core)
     stop = asyncio.Event()
@@ -141,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     gateway.add_argument("--taps-dir", required=True)
     gateway.add_argument("--fetch-max-wait-ms", type=int, default=5)
     gateway.add_argument("--linger-ms", type=int, default=0)
+    gateway.add_argument("--reuse-port", action="store_true",
+                         help="bind with SO_REUSEPORT (several gateways on one port)")
+    gateway.add_argument("--keys-in", help="take the API keys a first gateway wrote")
+    gateway.add_argument("--gateway-id", default="bench")
     echo = roles.add_parser("echo")
     echo.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)

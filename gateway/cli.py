@@ -1,6 +1,6 @@
 """`gpux gateway`: serve the websocket API, apply the key store's migrations, add API keys.
 
-    gpux gateway serve --kafka HOST:PORT --database-url URL --port 8765 [--clock]
+    gpux gateway serve --kafka HOST:PORT --database-url URL --port 8765 [--clock] [--reuse-port]
     gpux gateway --kafka ... --database-url ... --port ...      (serve is the default)
     gpux gateway migrate --database-url URL
     gpux gateway add-key --database-url URL --account A --role trader
@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=_DEFAULTS.host)
     serve.add_argument("--port", type=int, default=_DEFAULTS.port)
     serve.add_argument("--gateway-id", default=_DEFAULTS.gateway_id)
+    serve.add_argument("--reuse-port", action="store_true",
+                       help="bind with SO_REUSEPORT: start several gateway processes on one "
+                            "port (each with its own --gateway-id, --clock on one only) and "
+                            "the kernel spreads connections over them")
     serve.add_argument("--clock", action="store_true",
                        help="send a tick command every --clock-interval-ms (one gateway only)")
     serve.add_argument("--clock-interval-ms", type=int, default=1000)
@@ -170,7 +174,8 @@ async def _set_role(database_url: str, account: str, role: str) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     config = GatewayConfig(
-        host=args.host, port=args.port, topic_namespace=args.topic_namespace,
+        host=args.host, port=args.port, reuse_port=args.reuse_port,
+        topic_namespace=args.topic_namespace,
         gateway_id=args.gateway_id, events_isolation=args.events_isolation,
         clock_interval_ms=args.clock_interval_ms if args.clock else None,
         index_database_url=args.database_url or None,
@@ -215,7 +220,7 @@ async def _run(args: argparse.Namespace, config: GatewayConfig) -> None:
         site = StaticSite.from_directory()
         metrics = GatewayMetrics()
         service = GatewayService(event_log, config, store, process_request=site.process_request,
-                                 metrics=metrics)
+                                 metrics=metrics, tune_gc=True)
         if args.metrics_port >= 0:
             metrics_server = MetricsServer(metrics.registry, service.ready.is_set,
                                            port=args.metrics_port)

@@ -44,6 +44,9 @@ class GatewayConfig:
 
     host: str = "127.0.0.1"
     port: int = 8765
+    # Bind with SO_REUSEPORT, so several gateway processes share one port and the kernel
+    # spreads new connections over them (each consumes the events on its own).
+    reuse_port: bool = False
     topic_namespace: str = ""
     gateway_id: str = "gw"
     # A frame above this size closes the connection with 1009 (message too big).

@@ -10,8 +10,7 @@ the log, and an `AuthPort` that verifies logins against the key store and calls 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from delivery.registry import ReportRow
 from gateway.admission import ANONYMOUS_PER_IP, LOGIN_DEADLINE, Admission, key_of
@@ -21,7 +20,7 @@ from gateway.correlation import Correlator, Group, PendingOp
 from gateway.feeds import Feeds
 from gateway.index import IndexBoard
 from gateway.messages import API_VERSION, announced_limits, encode
-from gateway.orderentry import Plan, Planner
+from gateway.orderentry import Plan, Planner, new_order_command
 from gateway.ports import AuthPort, CommandSink, DeskPort, Submission, Transport
 from gateway.projection import Projection
 from gateway.public import public_result
@@ -92,11 +91,14 @@ from wsapi.requests import (
 
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008  # a limit of gateway.admission closed the connection
-
-
-@dataclass(frozen=True, slots=True)
-class ReplyContext:
-    charge: Charge
+# The requests answered by the engine (GatewayCore._order_entry), checked first.
+ORDER_ENTRY_REQUESTS: Final = frozenset({
+    NewOrderRequest, CancelOrderRequest, AmendOrderRequest, MassCancelRequest, BatchRequest,
+    MassQuoteRequest, ListInstrumentRequest, DepositRequest, IssueCapacityRequest,
+    DeliveryReportRequest, NewStripOrderRequest})
+# Account operations any role but the delivery service's may send (_require_role).
+ANY_TRADER_OPS: Final = (TRADING_OPS - DELIVERY_OPS - ADMIN_OPS
+                         - {"mass_quote", "issue_capacity", "register_node"})
 
 
 class GatewayCore:
@@ -238,6 +240,10 @@ class GatewayCore:
         self, session: Session, request: AnyRequest, op: str, charge: Charge, now_ns: int,
         mono_ns: int,
     ) -> None:
+        if type(request) in ORDER_ENTRY_REQUESTS:  # the hot path first
+            self._order_entry(session, self._require_role(session, op), request, op, charge,
+                              now_ns, mono_ns)
+            return
         if isinstance(request, (Login, LoginWallet)):
             self._login(session, request, now_ns)
             return
@@ -278,6 +284,8 @@ class GatewayCore:
         if principal is None:
             raise RequestError(UNAUTHENTICATED, f"{op} needs a login")
         role = principal.role
+        if op in ANY_TRADER_OPS and role != DELIVERY_ROLE:  # what an order needs, at once
+            return principal
         if role == DELIVERY_ROLE and op not in DELIVERY_OPS:
             raise RequestError(FORBIDDEN, f"the delivery role sends delivery_report only, "
                                f"not {op}")
@@ -308,47 +316,59 @@ class GatewayCore:
         if self.sink.room() < 1:
             raise RequestError(OVERLOADED, "the command queue is full", retry_after_ms=100)
         ts = self._stamp(now_ns)
-        plan = self._plan(principal.account, request, ts)
-        group = Group(conn_id=session.conn_id, req_id=request.req_id, op=op,
+        account = principal.account
+        req_id = request.req_id
+        group = Group(conn_id=session.conn_id, req_id=req_id, op=op,
                       deadline_ns=mono_ns + self.config.request_timeout_ms * 1_000_000,
-                      outcomes=[None] * len(plan.ops), waiting=len(plan.ops),
-                      context=ReplyContext(charge))
-        self.correlator.register(group, [
-            PendingOp(group=group, index=index, op=spec.op, account=spec.account, ts=ts,
-                      client_order_id=spec.client_order_id, instrument=spec.instrument,
-                      asset=spec.asset, deposit_id=spec.deposit_id, issue_id=spec.issue_id,
-                      holder=spec.holder, fence_id=spec.fence_id)
-            for index, spec in enumerate(plan.ops)
-        ])
-        session.pending.add(request.req_id)
-        for spec in plan.ops:
-            if spec.op == "new_order" and spec.client_order_id is not None:
-                session.remember_placed(spec.client_order_id, self.config.session_orders_max)
-        submission = Submission([encode_command(c) for c in plan.commands], group)
+                      outcomes=[None], waiting=1, context=charge)
+        if type(request) is NewOrderRequest:  # the hot path: one op, one command, no plan
+            client_order_id = request.client_order_id
+            self.correlator.register(group, [PendingOp(
+                group=group, index=0, op=op, account=account, ts=ts,
+                client_order_id=client_order_id, instrument=request.instrument)])
+            session.pending.add(req_id)
+            session.remember_placed(client_order_id, self.config.session_orders_max)
+            self._offer(Submission([encode_command(new_order_command(request, account, ts))],
+                                   group))
+            return
+        plan = self._plan(account, request, ts, group)
+        group.outcomes = [None] * len(plan.ops)
+        group.waiting = len(plan.ops)
+        self.correlator.register(group, plan.ops)
+        session.pending.add(req_id)
+        session_orders_max = self.config.session_orders_max
+        for pending in plan.ops:
+            if pending.op == "new_order" and pending.client_order_id is not None:
+                session.remember_placed(pending.client_order_id, session_orders_max)
+        self._offer(Submission([encode_command(c) for c in plan.commands], group))
+
+    def _offer(self, submission: Submission) -> None:
+        """Queue a request's commands, or answer it overloaded when the queue is full."""
         if self.sink.offer(submission):
-            self.commands_sent += len(plan.commands)
+            self.commands_sent += len(submission.payloads)
         else:
             self.submission_failed(submission, OVERLOADED)
 
-    def _plan(self, account: str, request: AnyRequest, ts: int) -> Plan:
+    def _plan(self, account: str, request: AnyRequest, ts: int, group: Group) -> Plan:
         planner = self.planner
         if isinstance(request, (NewOrderRequest, CancelOrderRequest, AmendOrderRequest,
                                 MassCancelRequest)):
-            return planner.single(request, account, ts)
+            return planner.single(request, account, ts, group)
         if isinstance(request, BatchRequest):
-            return planner.batch(request, account, ts, self.config.batch_size_max)
+            return planner.batch(request, account, ts, self.config.batch_size_max, group)
         if isinstance(request, MassQuoteRequest):
-            return planner.mass_quote(request, account, ts, self.config.mass_quote_size_max)
+            return planner.mass_quote(request, account, ts, self.config.mass_quote_size_max,
+                                      group)
         if isinstance(request, ListInstrumentRequest):
-            return planner.list_instrument(request, account, ts)
+            return planner.list_instrument(request, account, ts, group)
         if isinstance(request, DepositRequest):
-            return planner.deposit(request, ts)
+            return planner.deposit(request, ts, group)
         if isinstance(request, IssueCapacityRequest):
-            return planner.issue_capacity(request, account, ts)
+            return planner.issue_capacity(request, account, ts, group)
         if isinstance(request, DeliveryReportRequest):
-            return planner.delivery_report(request, account, ts)
+            return planner.delivery_report(request, account, ts, group)
         if isinstance(request, NewStripOrderRequest):
-            return planner.new_strip_order(request, account, ts)
+            return planner.new_strip_order(request, account, ts, group)
         raise AssertionError(f"no plan for {type(request).__name__}")
 
     def _cancel_all_after(
@@ -495,7 +515,7 @@ class GatewayCore:
             return
         session.pending.discard(group.req_id)
         context = group.context
-        charge = context.charge if isinstance(context, ReplyContext) else None
+        charge = context if isinstance(context, Charge) else None
         self._send_reply(session, group_reply(group, rate_usage(charge)))
 
     def submission_failed(self, submission: Submission, reason: str) -> None:
@@ -555,9 +575,13 @@ class GatewayCore:
         principal = session.principal
         limit: RateLimit = self.config.role_limits[
             principal.role if principal is not None else ANONYMOUS]
-        return self.limiter.charge(
-            ip=session.ip, principal=key_of(principal) if principal is not None else None,
-            limit=limit, cost=cost, now_ns=mono_ns)
+        limiter = self.limiter
+        names = session.bucket_names
+        if names is None or names[0] is not principal:  # named once per login
+            names = session.bucket_names = (principal, *limiter.bucket_names(
+                session.ip, key_of(principal) if principal is not None else None))
+        return limiter.charge_both((names[1], limiter.ip_limit), (names[2], limit), cost,
+                                   mono_ns)
 
     def _reply_ok(
         self, session: Session, req_id: int, op: str, result: Any, charge: Charge

@@ -31,6 +31,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import msgspec
+
 from gateway.strips import StripProgress, rejected_strip
 from protocol import AnyEvent, events
 from wsapi.messages import OrderResult, StripResult
@@ -43,9 +45,12 @@ STRIP_OP: Final = "new_strip_order"
 Outcome = OrderResult | StripResult
 
 
-@dataclass(slots=True)
-class Group:
-    """One client request: one or more ops whose outcomes make up its single reply."""
+class Group(msgspec.Struct, kw_only=True, eq=False, gc=False):
+    """One client request: one or more ops whose outcomes make up its single reply.
+
+    Made per request (a Struct is cheaper to make than a dataclass), compared by identity,
+    and untracked by the garbage collector: it refers to its outcomes and context only,
+    which never refer back."""
 
     conn_id: int
     req_id: int
@@ -53,13 +58,13 @@ class Group:
     deadline_ns: int
     outcomes: list[Outcome | None]
     waiting: int
-    context: Any = None  # what the reply needs besides the outcomes (rate usage)
+    context: Any = None  # what the reply needs besides the outcomes (the rate charge)
     done: bool = False
 
 
-@dataclass(slots=True)
-class PendingOp:
-    """One engine command of a group, waiting for the event that answers it."""
+class PendingOp(msgspec.Struct, kw_only=True, eq=False, gc=False):
+    """One engine command of a group, waiting for the event that answers it (a Struct, as
+    Group: compared by identity, untracked, referring to nothing that refers back)."""
 
     group: Group
     index: int

@@ -1,6 +1,8 @@
 """Turn order-entry requests into engine commands and the ops that await their answers.
 
-Pure: the caller passes the account and the `ts` to stamp. A mass cancel (alone, in a batch
+Pure: the caller passes the account, the `ts` to stamp and the request's `Group`, which the
+ops are made for (no intermediate op description: an order's hot path makes one pending op
+and one command). A mass cancel (alone, in a batch
 or in a mass quote), a listing, a deposit, an issue and a delivery report are each followed
 by a fence (see gateway.correlation), so their outcome is known when the fence comes back.
 """
@@ -9,9 +11,9 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
-from gateway.correlation import FENCE_ACCOUNT
+from gateway.correlation import FENCE_ACCOUNT, Group, PendingOp
 from protocol import (
     AmendOrder,
     AnyCommand,
@@ -46,25 +48,19 @@ OrderBody = NewOrderBody | CancelOrderBody | AmendOrderBody | MassCancelBody
 FENCE_PREFIX: Final = RESERVED_PREFIX + "fence"
 
 
-@dataclass(frozen=True, slots=True)
-class OpSpec:
-    """What one pending op waits for (becomes a correlation.PendingOp)."""
-
-    op: str
-    account: str
-    client_order_id: str | None = None
-    instrument: str | None = None
-    asset: str | None = None
-    deposit_id: str | None = None
-    issue_id: str | None = None
-    holder: str | None = None
-    fence_id: str | None = None
-
-
 @dataclass(slots=True)
 class Plan:
+    """A request's commands, in log order, and the ops of `group` that await answers."""
+
+    group: Group
+    ts: int
     commands: list[AnyCommand]
-    ops: list[OpSpec]
+    ops: list[PendingOp]
+
+    def op(self, op: str, account: str, **fields: Any) -> None:
+        """Add the next op of the group (see correlation.PendingOp for the fields)."""
+        self.ops.append(PendingOp(group=self.group, index=len(self.ops), op=op,
+                                  account=account, ts=self.ts, **fields))
 
 
 class Planner:
@@ -79,35 +75,37 @@ class Planner:
         fence_id = f"{self._fence_base}{self._fences}"
         return fence_id, CancelOrder(ts=ts, account=FENCE_ACCOUNT, client_order_id=fence_id)
 
-    def single(self, body: OrderBody, account: str, ts: int) -> Plan:
-        plan = Plan(commands=[], ops=[])
+    def single(self, body: OrderBody, account: str, ts: int, group: Group) -> Plan:
+        plan = Plan(group, ts, [], [])
         self._add(plan, body, account, ts)
         return plan
 
-    def batch(self, request: BatchRequest, account: str, ts: int, size_max: int) -> Plan:
+    def batch(self, request: BatchRequest, account: str, ts: int, size_max: int,
+              group: Group) -> Plan:
         """Plan a whole batch, or refuse it whole: nothing of a refused batch is sent."""
         _refuse_items("batch", "orders", size_max, [
             item.client_order_id if isinstance(item, NewOrderBody) else None
             for item in request.orders])
-        plan = Plan(commands=[], ops=[])
+        plan = Plan(group, ts, [], [])
         for item in request.orders:
             self._add(plan, item, account, ts)
         return plan
 
-    def mass_quote(self, request: MassQuoteRequest, account: str, ts: int, size_max: int) -> Plan:
+    def mass_quote(self, request: MassQuoteRequest, account: str, ts: int, size_max: int,
+                   group: Group) -> Plan:
         """Plan a mass cancel of the account's orders on the instrument, then the quotes."""
         _refuse_items("mass quote", "quotes", size_max,
                       [quote.client_order_id for quote in request.quotes])
-        plan = Plan(commands=[], ops=[])
+        plan = Plan(group, ts, [], [])
         self._add(plan, MassCancelBody(instrument=request.instrument), account, ts)
         for quote in request.quotes:
             plan.commands.append(_quote_order(quote, request.instrument, account, ts))
-            plan.ops.append(OpSpec(op="new_order", account=account,
-                                   client_order_id=quote.client_order_id,
-                                   instrument=request.instrument))
+            plan.op("new_order", account, client_order_id=quote.client_order_id,
+                    instrument=request.instrument)
         return plan
 
-    def list_instrument(self, request: ListInstrumentRequest, account: str, ts: int) -> Plan:
+    def list_instrument(self, request: ListInstrumentRequest, account: str, ts: int,
+                        group: Group) -> Plan:
         fence_id, fence = self._fence(ts)
         command = ListInstrument(
             ts=ts, symbol=request.symbol, gpu=request.gpu, region=request.region,
@@ -116,44 +114,51 @@ class Planner:
             maker_fee_bps=request.maker_fee_bps, taker_fee_bps=request.taker_fee_bps,
             bond_per_gpu_hour=request.bond_per_gpu_hour,
         )
-        return Plan(commands=[command, fence], ops=[OpSpec(
-            op="list_instrument", account=account, instrument=request.symbol,
-            fence_id=fence_id)])
+        plan = Plan(group, ts, [command, fence], [])
+        plan.op("list_instrument", account, instrument=request.symbol, fence_id=fence_id)
+        return plan
 
-    def deposit(self, request: DepositRequest, ts: int) -> Plan:
+    def deposit(self, request: DepositRequest, ts: int, group: Group) -> Plan:
         fence_id, fence = self._fence(ts)
         command = Deposit(ts=ts, account=request.account, asset=request.asset,
                           amount=request.amount, deposit_id=request.deposit_id)
-        return Plan(commands=[command, fence], ops=[OpSpec(
-            op="deposit", account=request.account, asset=request.asset,
-            deposit_id=request.deposit_id, fence_id=fence_id)])
+        plan = Plan(group, ts, [command, fence], [])
+        plan.op("deposit", request.account, asset=request.asset,
+                deposit_id=request.deposit_id, fence_id=fence_id)
+        return plan
 
-    def issue_capacity(self, request: IssueCapacityRequest, account: str, ts: int) -> Plan:
+    def issue_capacity(self, request: IssueCapacityRequest, account: str, ts: int,
+                       group: Group) -> Plan:
         fence_id, fence = self._fence(ts)
         command = IssueCapacity(ts=ts, account=account, issue_id=request.issue_id,
                                 instrument=request.instrument, node_id=request.node_id,
                                 quantity=request.quantity)
-        return Plan(commands=[command, fence], ops=[OpSpec(
-            op="issue_capacity", account=account, instrument=request.instrument,
-            issue_id=request.issue_id, fence_id=fence_id)])
+        plan = Plan(group, ts, [command, fence], [])
+        plan.op("issue_capacity", account, instrument=request.instrument,
+                issue_id=request.issue_id, fence_id=fence_id)
+        return plan
 
-    def delivery_report(self, request: DeliveryReportRequest, account: str, ts: int) -> Plan:
+    def delivery_report(self, request: DeliveryReportRequest, account: str, ts: int,
+                        group: Group) -> Plan:
         """Plan a report of the delivery service (`account`); the report names the holder."""
         fence_id, fence = self._fence(ts)
         command = DeliveryReport(ts=ts, issue_id=request.issue_id, holder=request.holder,
                                  delivered_ppm=request.delivered_ppm, evidence=request.evidence)
-        return Plan(commands=[command, fence], ops=[OpSpec(
-            op="delivery_report", account=account, issue_id=request.issue_id,
-            holder=request.holder, fence_id=fence_id)])
+        plan = Plan(group, ts, [command, fence], [])
+        plan.op("delivery_report", account, issue_id=request.issue_id,
+                holder=request.holder, fence_id=fence_id)
+        return plan
 
-    def new_strip_order(self, request: NewStripOrderRequest, account: str, ts: int) -> Plan:
+    def new_strip_order(self, request: NewStripOrderRequest, account: str, ts: int,
+                        group: Group) -> Plan:
         """Plan a strip: one command, answered by its strip_accepted ... strip_done or its
         strip_rejected (no fence: both name the account and the client order id)."""
         command = NewStripOrder(ts=ts, account=account, client_order_id=request.client_order_id,
                                 side=request.side, instruments=list(request.instruments),
                                 quantity=request.quantity, limit_total=request.limit_total)
-        return Plan(commands=[command], ops=[OpSpec(
-            op="new_strip_order", account=account, client_order_id=request.client_order_id)])
+        plan = Plan(group, ts, [command], [])
+        plan.op("new_strip_order", account, client_order_id=request.client_order_id)
+        return plan
 
     def mass_cancel_command(self, account: str, ts: int, reason: MassCancelReason) -> MassCancel:
         """Return an unanswered mass cancel the venue makes for `account` (`reason`:
@@ -162,31 +167,28 @@ class Planner:
 
     def _add(self, plan: Plan, body: OrderBody, account: str, ts: int) -> None:
         if isinstance(body, NewOrderBody):
-            plan.commands.append(_new_order(body, account, ts))
-            plan.ops.append(OpSpec(op="new_order", account=account,
-                                   client_order_id=body.client_order_id,
-                                   instrument=body.instrument))
+            plan.commands.append(new_order_command(body, account, ts))
+            plan.op("new_order", account, client_order_id=body.client_order_id,
+                    instrument=body.instrument)
         elif isinstance(body, CancelOrderBody):
             plan.commands.append(CancelOrder(ts=ts, account=account,
                                              client_order_id=body.client_order_id))
-            plan.ops.append(OpSpec(op="cancel_order", account=account,
-                                   client_order_id=body.client_order_id))
+            plan.op("cancel_order", account, client_order_id=body.client_order_id)
         elif isinstance(body, AmendOrderBody):
             plan.commands.append(AmendOrder(ts=ts, account=account,
                                             client_order_id=body.client_order_id,
                                             new_price=body.new_price,
                                             new_quantity=body.new_quantity))
-            plan.ops.append(OpSpec(op="amend_order", account=account,
-                                   client_order_id=body.client_order_id))
+            plan.op("amend_order", account, client_order_id=body.client_order_id)
         else:
             fence_id, fence = self._fence(ts)
             plan.commands += [MassCancel(ts=ts, account=account, instrument=body.instrument),
                               fence]
-            plan.ops.append(OpSpec(op="mass_cancel", account=account,
-                                   instrument=body.instrument, fence_id=fence_id))
+            plan.op("mass_cancel", account, instrument=body.instrument, fence_id=fence_id)
 
 
-def _new_order(body: NewOrderBody, account: str, ts: int) -> NewOrder:
+def new_order_command(body: NewOrderBody, account: str, ts: int) -> NewOrder:
+    """The engine command of a new order request (or batch item) of `account`."""
     return NewOrder(
         ts=ts, account=account, client_order_id=body.client_order_id,
         instrument=body.instrument, side=body.side, order_type=body.order_type,

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Final
+
+import msgspec
 
 from gateway.config import RateLimit
 
@@ -30,17 +31,17 @@ class TokenBucket:
         self.tokens = float(limit.burst)
         self.updated_ns = now_ns
 
-    def _refill(self, now_ns: int) -> None:
-        elapsed_ns = max(0, now_ns - self.updated_ns)
-        self.tokens = min(float(self.limit.burst),
-                          self.tokens + elapsed_ns * self.limit.per_second / NS_PER_S)
-        self.updated_ns = max(self.updated_ns, now_ns)
-
     def take(self, cost: int, now_ns: int) -> int:
         """Take `cost` tokens (a full bucket at most) and return 0, or take none and return
         the ms until possible."""
-        self._refill(now_ns)
-        cost = min(cost, self.limit.burst)
+        limit = self.limit
+        elapsed_ns = now_ns - self.updated_ns
+        if elapsed_ns > 0:  # refill; time never runs back
+            tokens = self.tokens + elapsed_ns * limit.per_second / NS_PER_S
+            self.tokens = tokens if tokens < limit.burst else float(limit.burst)
+            self.updated_ns = now_ns
+        if cost > limit.burst:
+            cost = limit.burst
         if cost <= self.tokens:
             self.tokens -= cost
             return 0
@@ -59,9 +60,9 @@ class TokenBucket:
         return self.updated_ns + int(missing * NS_PER_S / self.limit.per_second)
 
 
-@dataclass(frozen=True, slots=True)
-class Charge:
-    """The outcome of charging a request: refused when `retry_after_ms` > 0."""
+class Charge(msgspec.Struct, frozen=True, gc=False):
+    """The outcome of charging a request: refused when `retry_after_ms` > 0. (A msgspec
+    Struct: one is made per request, and a frozen dataclass costs several times more.)"""
 
     bucket: str
     remaining: int
@@ -84,8 +85,13 @@ class RateLimiter:
         self, *, ip: str, principal: str | None, limit: RateLimit, cost: int, now_ns: int
     ) -> Charge:
         """Charge the IP bucket and the principal's (or the anonymous IP's) bucket."""
-        name = f"key:{principal}" if principal is not None else f"anon:{ip}"
-        return self.charge_both((f"ip:{ip}", self.ip_limit), (name, limit), cost, now_ns)
+        ip_name, name = self.bucket_names(ip, principal)
+        return self.charge_both((ip_name, self.ip_limit), (name, limit), cost, now_ns)
+
+    @staticmethod
+    def bucket_names(ip: str, principal: str | None) -> tuple[str, str]:
+        """The names of the buckets `charge` takes from (a caller may keep them)."""
+        return f"ip:{ip}", f"key:{principal}" if principal is not None else f"anon:{ip}"
 
     def charge_login(
         self, *, ip: str, key: str, ip_limit: RateLimit, key_limit: RateLimit, now_ns: int
@@ -115,7 +121,7 @@ class RateLimiter:
 
     def _bucket(self, name: str, limit: RateLimit, now_ns: int) -> TokenBucket:
         bucket = self._buckets.get(name)
-        if bucket is None or bucket.limit != limit:
+        if bucket is None or (bucket.limit is not limit and bucket.limit != limit):
             bucket = TokenBucket(limit, now_ns)
             self._buckets[name] = bucket
             while len(self._buckets) > self.buckets_max:

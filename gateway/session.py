@@ -26,6 +26,8 @@ class Session:
     # client order ids placed through this session, for cancel-on-disconnect "session"
     placed: OrderedDict[str, None] = field(default_factory=OrderedDict)
     closed: bool = False
+    # The rate limiter's bucket names for this session, and the principal they are for.
+    bucket_names: tuple[Principal | None, str, str] | None = None
 
     @property
     def account(self) -> str | None:

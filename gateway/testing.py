@@ -126,6 +126,20 @@ class MemoryKeyStore:
                                           public_key=public_key)
         return key_id, private_key
 
+    def add_existing_key(self, account: str, role: str, key_id: str, private_key: str) -> None:
+        """Hold a key another store made (`add_key`'s output), e.g. in a second gateway."""
+        import base64
+
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+        from gateway.auth import KeyRecord
+
+        private = Ed25519PrivateKey.from_private_bytes(base64.urlsafe_b64decode(private_key))
+        public = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        self._records[key_id] = KeyRecord(key_id=key_id, account=account, role=role,
+                                          public_key=public)
+
     async def get_key(self, key_id: str) -> Any:
         return self._records.get(key_id)
 

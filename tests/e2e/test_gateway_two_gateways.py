@@ -32,13 +32,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @contextmanager
 def gateway_process(
-    kafka: str, database_url: str, namespace: str, port: int, name: str, log_path: Path
+    kafka: str, database_url: str, namespace: str, port: int, name: str, log_path: Path,
+    *extra: str,
 ) -> Iterator[subprocess.Popen[bytes]]:
     with log_path.open("ab") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "gpux", "gateway", "--kafka", kafka, "--database-url",
              database_url, "--port", str(port), "--topic-namespace", namespace,
-             "--gateway-id", name],
+             "--gateway-id", name, *extra],
             cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
@@ -140,6 +141,76 @@ async def test_two_gateway_processes_serve_one_market_consistently(
                     seen: set[tuple[str, str]] = set()
                     await eventually(alice_sees_her_order_on_b, timeout_s=15,
                                      message="gateway B reports alice's order placed on A")
+    finally:
+        stop.set()
+        await engine_task
+        await event_log.close()
+
+
+async def test_two_gateway_processes_share_one_port_with_reuse_port(
+    kafka_bootstrap: str, database_url: str, tmp_path: Path
+) -> None:
+    """`--reuse-port`: both processes bind the same port, the kernel spreads connections
+    over them, and each answers the orders of its own connections from its own reading of
+    the events."""
+    namespace = f"gwr{uuid.uuid4().hex[:8]}."
+    run = uuid.uuid4().hex[:6]
+    await migrate(database_url)
+    store = await PostgresKeyStore.open(database_url)
+    admin = ApiKey(*await store.add_key(f"adminr-{run}", "admin"))
+    trader = ApiKey(*await store.add_key(f"carolr-{run}", "trader"))
+    await store.close()
+    event_log = KafkaLog(KafkaConfig(bootstrap_servers=kafka_bootstrap))
+    engine = EngineService(event_log, EngineConfig(
+        topic_namespace=namespace, transactional_id=f"{namespace}engine",
+        group_id=f"{namespace}engine", batch_interval_ms=2))
+    await event_log.create_topics([TopicSpec(name=engine.config.commands_topic),
+                                   TopicSpec(name=engine.config.events_topic)])
+    stop = asyncio.Event()
+    engine_task = asyncio.create_task(engine.run(stop))
+    (port,) = free_ports(1)
+    url = f"ws://127.0.0.1:{port}"
+    symbol = f"H100.reuse.{run}"
+    try:
+        with gateway_process(kafka_bootstrap, database_url, namespace, port, "gr1",
+                             tmp_path / "gr1.log", "--reuse-port") as first, \
+                gateway_process(kafka_bootstrap, database_url, namespace, port, "gr2",
+                                tmp_path / "gr2.log", "--reuse-port") as second:
+            await eventually(lambda: listening(first, port) and listening(second, port),
+                             timeout_s=60, message="both gateways run on one port")
+            async with Client(url, credentials=admin) as a:
+                assert (await a.list_instrument(
+                    symbol=symbol, gpu="H100-SXM-80GB", region="eu-west",
+                    delivery_start=time.time_ns() + 86_400 * 10**9, delivery_hours=1,
+                    tick_size="0.01", max_order_quantity=1000, maker_fee_bps=0,
+                    taker_fee_bps=0)).accepted
+                assert (await a.deposit(f"carolr-{run}", "USDC", "100000")).accepted
+            clients: dict[str, Client] = {}  # gateway id -> a connection it serves
+            try:
+                for _ in range(64):  # the kernel hashes each connection to one of the two
+                    client = Client(url, credentials=trader)
+                    await client.connect()
+                    assert client.hello is not None
+                    if client.hello.gateway_id in clients:
+                        await client.close()
+                    else:
+                        clients[client.hello.gateway_id] = client
+                    if len(clients) == 2:
+                        break
+                assert sorted(clients) == ["gr1", "gr2"]
+                for number, (gateway_id, client) in enumerate(sorted(clients.items())):
+
+                    async def listed(client: Client = client) -> bool:
+                        return symbol in {i.symbol for i in await client.instruments()}
+
+                    await eventually(listed, timeout_s=15,
+                                     message=f"{gateway_id} has read the listing")
+                    placed = await client.new_order(symbol, "buy", 1, f"1.{number}0",
+                                                    client_order_id=f"r{number}")
+                    assert placed.accepted, (gateway_id, placed)
+            finally:
+                for client in clients.values():
+                    await client.close()
     finally:
         stop.set()
         await engine_task
