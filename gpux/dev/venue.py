@@ -42,6 +42,10 @@ CLOCK_INTERVAL_MS = 1000
 SNAPSHOT_EVERY_COMMANDS = 20_000
 DELIVERY_ACCOUNT = "gpux.delivery"
 DELIVERY_MINUTE_MS = 1_000  # an hour measured in its first minute
+# How often the delivery service looks for windows to probe: a small part of the compressed
+# minute, so that an hour assigned at its close (a clock tick after its start) is probed
+# from its first minutes.
+DELIVERY_SCHEDULE_INTERVAL_MS = 250
 
 
 def delivery_keys_dir(data_dir: Path) -> Path:
@@ -89,7 +93,8 @@ async def dev_venue(event_log: EventLog, contracts: Contracts, *, data_dir: Path
                                       batch_interval_ms=SETTLEMENT_BATCH_INTERVAL_MS)),
         index=IndexServiceConfig(),
         delivery=ServiceConfig(keys_dir=delivery_keys_dir(data_dir),
-                               minute_ms=delivery_minute_ms, floors=demo_floors()),
+                               minute_ms=delivery_minute_ms, floors=demo_floors(),
+                               schedule_interval_ms=DELIVERY_SCHEDULE_INTERVAL_MS),
         delivery_api_key=(delivery_key.key_id, delivery_key.private_key),
         metrics_port=metrics_port,
     )
