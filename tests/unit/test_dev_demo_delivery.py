@@ -31,6 +31,7 @@ from gpux.dev.market import (
 )
 from gpux.dev.nodes import (
     OUTAGE_NODE,
+    SimulatedNodes,
     Window,
     demo_nodes,
     next_change_ns,
@@ -148,3 +149,24 @@ def test_the_page_account_key_is_made_once_private(tmp_path: Path) -> None:
     assert host_key_line_of(identity) == canonical, "an OpenSSH private key of that public key"
     assert page_identity(tmp_path, "alice") == identity
     assert identity.with_name(identity.name + ".pub").read_text() == public, "kept, not remade"
+
+
+async def test_the_nodes_serve_again_on_their_ports_trusting_the_venue_ca(tmp_path: Path) -> None:
+    ca_path = tmp_path / "keys" / "ssh_ca"
+    first = SimulatedNodes(tmp_path, ca_path, minute_ms=1000, windows=lambda gpu: [])
+    await first.listen()
+    try:
+        ports = {node_id: node.port for node_id, node in first.nodes.items()}
+        host_keys = {node_id: node.host_key_line for node_id, node in first.nodes.items()}
+        assert set(ports) == {spec.node_id for spec in demo_nodes()}
+        assert len(set(ports.values())) == len(ports)
+        assert ca_path.is_file(), "the CA the delivery service then loads"
+    finally:
+        await first.stop()
+    again = SimulatedNodes(tmp_path, ca_path, minute_ms=1000, windows=lambda gpu: [])
+    await again.listen()
+    try:
+        assert {node_id: node.port for node_id, node in again.nodes.items()} == ports
+        assert {node_id: n.host_key_line for node_id, n in again.nodes.items()} == host_keys
+    finally:
+        await again.stop()
