@@ -84,6 +84,9 @@ class ChaosSize:
     name: str
     wallets: int
     sessions_per_wallet: int  # gateway sessions (SDK clients) trading for each wallet
+    # of them, those that read their account's feeds and record what they receive
+    # (tests/chaos/feeds.py): at full size all three sent 3 million frames and more
+    recorded_sessions_per_wallet: int
     instruments: int
     rounds: int  # times the whole sequence of faults is run
     trader_interval_s: float  # pause between one trader's requests
@@ -105,13 +108,15 @@ class ChaosSize:
 
 
 SIZES = {
-    "ci": ChaosSize("ci", wallets=4, sessions_per_wallet=2, instruments=2, rounds=1,
+    "ci": ChaosSize("ci", wallets=4, sessions_per_wallet=2, recorded_sessions_per_wallet=2,
+                    instruments=2, rounds=1,
                     trader_interval_s=0.05, deposit_interval_s=0.5, withdraw_interval_s=0.5,
                     answers_per_phase=150, fault_duration_s=1.0, snapshot_every_commands=60,
                     recovery_timeout_s=120.0, broker_wedge_timeout_s=60.0, engine_kills=3,
                     closes=3, deliverable_per_close=2, issues=(12, 6), delivery_lead_s=5.0,
                     report_interval_s=0.05, report_timeout_s=1.0, timeout_s=600),
-    "full": ChaosSize("full", wallets=12, sessions_per_wallet=3, instruments=4, rounds=3,
+    "full": ChaosSize("full", wallets=12, sessions_per_wallet=3, recorded_sessions_per_wallet=1,
+                      instruments=4, rounds=3,
                       trader_interval_s=0.02, deposit_interval_s=0.3, withdraw_interval_s=0.2,
                       answers_per_phase=2000, fault_duration_s=3.0,
                       snapshot_every_commands=1000, recovery_timeout_s=240.0,
@@ -364,7 +369,8 @@ async def start_load(run: Run, stop: asyncio.Event) -> list[asyncio.Task[None]]:
                          seed=index * 100 + session, stats=run.stats,
                          interval_s=size.trader_interval_s,
                          recording=run.recorder.client(f"trader-{index}.{session}",
-                                                       wallet.address),
+                                                       wallet.address)
+                         if session < size.recorded_sessions_per_wallet else None,
                          books=venue.symbols if session == 0 else ()).run(stop),
         name=f"trader-{index}.{session}")
         for index, wallet in enumerate(venue.wallets)
