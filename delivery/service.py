@@ -68,6 +68,9 @@ __all__ = ["DeliveryService", "DeliverySupervisor", "intake_batch", "is_retriabl
 log = logging.getLogger("gpux.delivery")
 APPLICATION_NAME: Final = "gpux-delivery"
 HOUR_NS: Final = 3600 * 10**9
+# A probe starts at most minute / LATE_START_DIVISOR after it is due, else its minute is
+# `unmeasured`: due at the latest at half the minute, it then has a quarter minute left.
+LATE_START_DIVISOR: Final = 4
 _LISTED: Final = b'"instrument_listed"'
 _ASSIGNED: Final = b'"delivery_assigned"'
 
@@ -358,10 +361,13 @@ class DeliveryService:
 
     async def _measure(self, assignment: store.Assignment, floor: ClassFloor, due_ns: int,
                        challenge: bool, end_ns: int) -> MinuteResult:
-        """One minute's result: `unmeasured` when its time passed before a probe could
-        start, `unreachable` for a node not registered by the issuer, else the probe's."""
+        """One minute's result: `unmeasured` when the prober could not start its probe
+        within a quarter minute of its due instant (the venue's lateness, not the node's:
+        a later start would leave the node less than the quarter minute the plan promises),
+        `unreachable` for a node not registered by the issuer, else the probe's."""
+        latest_start_ns = due_ns + self.config.minute_ns // LATE_START_DIVISOR
         now_ns = self.clock()
-        if now_ns >= end_ns:
+        if now_ns > latest_start_ns:
             return MinuteResult(probed_ns=now_ns, outcome="unmeasured")
         if due_ns > now_ns:
             await asyncio.sleep((due_ns - now_ns) / 1e9)
@@ -371,20 +377,19 @@ class DeliveryService:
         if node is None or node.account != assignment.issuer:
             return MinuteResult(probed_ns=probed_ns, outcome="unreachable")
         try:
-            async with asyncio.timeout((end_ns - self.clock()) / 1e9):
+            async with asyncio.timeout(max(latest_start_ns - self.clock(), 0) / 1e9):
                 await self._probes.acquire()
         except TimeoutError:
             return MinuteResult(probed_ns=self.clock(), outcome="unmeasured")
         try:
             probed_ns = self.clock()
-            if probed_ns >= end_ns or self._prober is None:
+            if probed_ns > latest_start_ns or self._prober is None:
                 return MinuteResult(probed_ns=probed_ns, outcome="unmeasured")
-            hours = max(assignment.window_minutes // 60, 1)
             found = await probe_minute(
                 self._prober, NodeAddress(host=node.host, port=node.port, login=node.login,
                                           host_key=node.host_key),
-                floor, gpus_required(assignment.quantity, hours), challenge, self.random,
-                end_ns, self.clock)
+                floor, gpus_required(assignment.quantity, assignment.window_minutes // 60),
+                challenge, self.random, end_ns, self.clock)
         finally:
             self._probes.release()
         return MinuteResult(probed_ns=probed_ns, outcome=found.outcome,

@@ -108,12 +108,6 @@ class Assignment(msgspec.Struct, frozen=True, kw_only=True):
     def window_minutes(self) -> int:
         return (self.window_end_ns - self.window_start_ns) // (60 * 10**9)
 
-    @property
-    def gpus_required(self) -> int:
-        """GPUs the node must show in each minute: the GPU-hours spread over the hours."""
-        hours = max(self.window_minutes // 60, 1)
-        return -(-self.quantity // hours)
-
 
 class Node(msgspec.Struct, frozen=True, kw_only=True):
     """A registered node: who owns it and how the prober reaches it."""

@@ -59,7 +59,7 @@ async def test_a_batch_applied_twice_stores_each_event_once_with_its_position(
     await store.apply_events(connection, *batch)  # read again after a crash before the commit
     assert await store.progress(connection) == Progress(last_seq=10, next_offset=14)
     active = await store.active_assignments(connection, START_NS + 1, 100)
-    assert [(a.holder, a.gpu, a.window_minutes, a.gpus_required) for a in active] == [
+    assert [(a.holder, a.gpu, a.window_minutes, a.quantity) for a in active] == [
         ("alice", "H100-SXM-80GB", 60, 4), ("bob", "H100-SXM-80GB", 60, 4)]
     assert await store.active_assignments(connection, START_NS, 100) == []
     with pytest.raises(ValueError, match="behind"):
