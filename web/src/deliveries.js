@@ -158,7 +158,15 @@ export class DeliveriesView {
       el("td", { class: `status-${assignment.status}`, text: settled ? "settled" : "awaiting report" }),
       el("td", { class: "num", "data-field": "delivered", text: settled ? percentOfPpm(assignment.delivered_ppm) : "–", title: assignment.evidence ? `evidence ${assignment.evidence}` : "" }),
       el("td", { class: "num", "data-field": "compensation", text: settled ? formatUsdc(assignment.compensation) : "–" }),
-      el("td", { class: "access", "data-field": "access" }, receiving && !settled ? this.accessCell(assignment) : "–"));
+      el("td", { class: "access", "data-field": "access" }, receiving && this.accessOpen(assignment) ? this.accessCell(assignment) : "–"));
+  }
+
+  /** Whether the holder may still reach the node: until the window ends, whether or not the
+   * measured hour has been reported yet (a compressed probe minute reports it early). */
+  accessOpen(assignment) {
+    const item = this.access.get(assignment.issue_id);
+    if (!item) return assignment.status !== "settled";
+    return Date.now() * 1e6 < item.window_end;
   }
 
   /** How the holder reaches the node: the ssh line to copy, or what it still waits for. */
