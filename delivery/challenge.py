@@ -62,6 +62,7 @@ import numpy.typing
 
 from delivery.errors import ChallengeError
 from delivery.merkle import MerkleTree, verify_proof
+from runtime.validation import invalid_path
 
 if TYPE_CHECKING:
     from delivery.classes import ClassFloor
@@ -197,15 +198,16 @@ def encode_message(message: Message) -> bytes:
 def decode_message(line: bytes, *, line_bytes_max: int = LINE_BYTES_MAX) -> AnyMessage:
     """Decode one NDJSON line (a trailing newline allowed) into its message.
 
-    Raise a `ChallengeError` for a line over `line_bytes_max` or a malformed message; the
-    error names the offending field (msgspec's path, e.g. `$.rows[0].index`).
+    Raise a `ChallengeError` for a line over `line_bytes_max` or a malformed message; its
+    `field` is the JSON path of what is wrong (`$.rows[0].index`; `$`: the whole message).
     """
     if len(line) > line_bytes_max:
         raise ChallengeError(f"message line of {len(line)} bytes exceeds {line_bytes_max}")
     try:
         return _DECODER.decode(line.rstrip(b"\r\n"))
     except msgspec.ValidationError as exc:
-        raise ChallengeError(f"malformed challenge message: {exc}") from exc
+        raise ChallengeError(f"malformed challenge message: {exc}",
+                             field=invalid_path(str(exc))[0]) from exc
     except msgspec.DecodeError as exc:
         raise ChallengeError(f"challenge message is not JSON: {exc}") from exc
 

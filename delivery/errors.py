@@ -20,4 +20,12 @@ class DeliveryError(RetriableError):
 
 
 class ChallengeError(DeliveryError):
-    """Refuse a challenge message or step: malformed, too long, out of turn, or no backend."""
+    """Refuse a challenge message or step: malformed, too long, out of turn, or no backend.
+
+    `field` is the JSON path of the wire message's value at fault (`$.seed`,
+    `$.rows[0].index`; `$` for the whole message), None when no message is at fault."""
+
+    def __init__(self, message: str, *, field: str | None = None,
+                 retriable: bool | None = None) -> None:
+        super().__init__(message, retriable=retriable)
+        self.field = field

@@ -8,7 +8,6 @@ own decoding (protocol.commands), so a request that decodes here always decodes 
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
@@ -24,6 +23,7 @@ from protocol.commands import (
     MaxOrderQuantity,
     Nanoseconds,
 )
+from runtime.validation import invalid_path
 from wsapi.errors import INVALID_JSON, INVALID_REQUEST, UNKNOWN_OP, RequestError
 
 # Client order ids starting with this prefix are the gateway's own (fences): refused here.
@@ -386,8 +386,6 @@ BRACKETS_MAX: Final = 1024
 
 _decoder: Final = msgspec.json.Decoder(AnyRequest)
 _generic: Final = msgspec.json.Decoder()
-_AT = re.compile(r" - at `(?P<path>\$[^`]*)`\Z")
-_NAMED = re.compile(r"(?:unknown|missing required) field `(?P<name>.*)`\Z", re.DOTALL)
 # UnicodeError: invalid UTF-8 in bytes, or a lone surrogate in a str (msgspec encodes it).
 _UNDECODABLE: Final = (msgspec.DecodeError, UnicodeError, RecursionError)
 
@@ -437,12 +435,7 @@ def _too_deep(data: bytes | str) -> bool:
 
 def _validation_error(data: bytes | str, message: str) -> RequestError:
     """Turn msgspec's message into a RequestError whose `field` is a JSON path."""
-    match = _AT.search(message)
-    path = match.group("path") if match else "$"
-    text = message[: match.start()] if match else message
-    named = _NAMED.search(text)
-    if named is not None:
-        path = f"{path}.{named.group('name')}"
+    path, text = invalid_path(message)
     if path == "$.op" or (path == "$" and "op" in text and "tag" in text.lower()):
         return RequestError(UNKNOWN_OP, _unknown_op_message(data), field="$.op")
     return RequestError(INVALID_REQUEST, text, field=path)

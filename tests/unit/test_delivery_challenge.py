@@ -463,16 +463,26 @@ def test_rows_messages_round_trip(rows: list[tuple[int, list[int], list[str]]]) 
         (b'{"type":"challenge","seed":"' + b"ab" * 32 + b'","n":65537}', "$.n"),
         (b'{"type":"open","rows":[-1]}', "$.rows[0]"),
         (b'{"type":"open","rows":[]}', "$.rows"),
-        (b'{"type":"open","rows":[1],"extra":1}', "extra"),
+        (b'{"type":"open","rows":[1],"extra":1}', "$.extra"),
         (b'{"type":"rows","rows":[{"index":1,"values":[-3],"proof":[]}]}', "$.rows[0].values[0]"),
-        (b'{"type":"pong","gpu_count":1,"device":"x"}', "gpu_memory_mib"),
-        (b'{"type":"launch"}', "type"),
+        (b'{"type":"rows","rows":[{"index":1,"values":[3],"proof":[],"x":1}]}', "$.rows[0].x"),
+        (b'{"type":"pong","gpu_count":1,"device":"x"}', "$.gpu_memory_mib"),
+        (b'{"type":"launch"}', "$.type"),
     ],
 )
 def test_a_malformed_message_is_refused_naming_its_field(line: bytes, field: str) -> None:
     with pytest.raises(ChallengeError) as caught:
         decode_message(line)
-    assert field in str(caught.value)
+    assert caught.value.field == field
+
+
+def test_a_message_wrong_as_a_whole_is_refused_at_the_root() -> None:
+    with pytest.raises(ChallengeError) as caught:
+        decode_message(b"[1]")
+    assert caught.value.field == "$"
+    with pytest.raises(ChallengeError) as caught:
+        decode_message(b'{"type":"ping"}', line_bytes_max=4)
+    assert caught.value.field is None
 
 
 def test_a_line_that_is_not_json_or_too_long_is_refused() -> None:
