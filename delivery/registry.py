@@ -2,7 +2,7 @@
 operators register, holders' SSH public keys, the certificate authority's public key, the
 holders' assignments with their nodes and certificates, and the measured reports the
 quality record is made of. asyncpg, like `index.store`; the delivery service (delivery.store)
-owns every other write.
+owns every other write, and reads a node through `node` here.
 
 Why a module of its own: the gateway needs a handful of statements over tables the service
 writes, and nothing of the service; both sides apply the same migrations, so either may
@@ -93,9 +93,14 @@ async def register_node(connection: asyncpg.Connection, node: Node, now_ns: int)
 
 
 async def node(connection: asyncpg.Connection, node_id: str) -> Node | None:
+    """The node registered as `node_id`, None when there is none (the gateway's requests and
+    the delivery service's probes read it alike)."""
     row = await connection.fetchrow("SELECT * FROM delivery.nodes WHERE node_id = $1", node_id)
-    if row is None:
-        return None
+    return None if row is None else _node(row)
+
+
+def _node(row: Any) -> Node:
+    """The Node of a row with the columns of `delivery.nodes`."""
     return Node(node_id=row["node_id"], account=row["account"], gpu=row["gpu"],
                 region=row["region"], gpu_count=row["gpu_count"],
                 gpu_memory_mib=row["gpu_memory_mib"], host=row["host"], port=row["port"],
@@ -203,11 +208,7 @@ async def access(connection: asyncpg.Connection, holder: str, issue_id: str | No
 
 
 def _access(row: Any, certificates: list[Certificate]) -> Access:
-    node = None if row["account"] is None else Node(
-        node_id=row["node_id"], account=row["account"], gpu=row["gpu"], region=row["region"],
-        gpu_count=row["gpu_count"], gpu_memory_mib=row["gpu_memory_mib"], host=row["host"],
-        port=row["port"], login=row["login"], host_key=row["host_key"],
-        inventory=msgspec.json.decode(row["inventory"]))
+    node = None if row["account"] is None else _node(row)
     return Access(issue_id=row["issue_id"], holder=row["holder"], instrument=row["instrument"],
                   issuer=row["issuer"], node_id=row["node_id"], quantity=row["quantity"],
                   window_start_ns=row["window_start_ns"], window_end_ns=row["window_end_ns"],

@@ -39,7 +39,7 @@ from typing import Any, Final
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 import msgspec
 
-from delivery import store
+from delivery import registry, store
 from delivery.ca import holder_principal
 from delivery.classes import ClassFloor, floor_for
 from delivery.config import ServiceConfig
@@ -372,7 +372,7 @@ class DeliveryService:
         if due_ns > now_ns:
             await asyncio.sleep((due_ns - now_ns) / 1e9)
         async with self.pool.acquire() as connection:
-            node = await store.node(connection, assignment.node_id)
+            node = await registry.node(connection, assignment.node_id)
         probed_ns = self.clock()
         if node is None or node.account != assignment.issuer:
             return MinuteResult(probed_ns=probed_ns, outcome="unreachable")

@@ -33,7 +33,6 @@ __all__ = [
     "ChainRefused",
     "Instrument",
     "MissingCertificate",
-    "Node",
     "Progress",
     "ReportRow",
     "active_assignments",
@@ -43,7 +42,6 @@ __all__ = [
     "missing_certificates",
     "migrate",
     "next_serial",
-    "node",
     "pending_reports",
     "progress",
     "publish_authority",
@@ -107,21 +105,6 @@ class Assignment(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def window_minutes(self) -> int:
         return (self.window_end_ns - self.window_start_ns) // (60 * 10**9)
-
-
-class Node(msgspec.Struct, frozen=True, kw_only=True):
-    """A registered node: who owns it and how the prober reaches it."""
-
-    node_id: str
-    account: str
-    gpu: str
-    region: str
-    gpu_count: int
-    gpu_memory_mib: int
-    host: str
-    port: int
-    login: str
-    host_key: str
 
 
 class MissingCertificate(msgspec.Struct, frozen=True, kw_only=True):
@@ -270,13 +253,6 @@ async def active_assignments(connection: asyncpg.Connection, starts_before_ns: i
         "delivery.reports r WHERE r.issue_id = a.issue_id AND r.holder = a.holder) "
         "ORDER BY a.assigned_seq LIMIT $2", starts_before_ns, limit)
     return [Assignment(**dict(row)) for row in rows]
-
-
-async def node(connection: asyncpg.Connection, node_id: str) -> Node | None:
-    row = await connection.fetchrow(
-        "SELECT node_id, account, gpu, region, gpu_count, gpu_memory_mib, host, port, login, "
-        "host_key FROM delivery.nodes WHERE node_id = $1", node_id)
-    return None if row is None else Node(**dict(row))
 
 
 # -- certificates ----------------------------------------------------------------------------
