@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 
@@ -267,6 +267,21 @@ class _Totals:
             p10=_rank(ordered, 10), p50=_rank(ordered, 50), p90=_rank(ordered, 90)
         )
 
+    def figures(self) -> dict[str, Any]:
+        """The fields a NodeRecord and an OperatorRecord share, by name."""
+        return {
+            "hours": self.hours,
+            "gpu_hours_assigned": self.assigned,
+            "gpu_hours_delivered": self.delivered,
+            "delivered_share_ppm": self.share_ppm(),
+            "delivered_share_histogram": dict(self.histogram),
+            "challenges_passed": self.passed,
+            "challenges_failed": self.failed,
+            "throughput_ratio_percentiles": self.percentiles(),
+            "incidents_count": self.incidents,
+            "last_window_start_ns": self.last_window_start_ns,
+        }
+
 
 def _rank(ordered: Sequence[float], percent: int) -> float:
     value = nearest_rank(ordered, percent)
@@ -290,39 +305,11 @@ def operator_records(hours: Iterable[HourRecord]) -> list[OperatorRecord]:
         per_node[hour.node_id] = (totals, latest)
     records: list[OperatorRecord] = []
     for operator in sorted(operators):
-        totals = operators[operator]
         node_records = [
-            NodeRecord(
-                node_id=node_id,
-                gpu=latest.gpu,
-                region=latest.region,
-                hours=node_totals.hours,
-                gpu_hours_assigned=node_totals.assigned,
-                gpu_hours_delivered=node_totals.delivered,
-                delivered_share_ppm=node_totals.share_ppm(),
-                delivered_share_histogram=dict(node_totals.histogram),
-                challenges_passed=node_totals.passed,
-                challenges_failed=node_totals.failed,
-                throughput_ratio_percentiles=node_totals.percentiles(),
-                incidents_count=node_totals.incidents,
-                last_window_start_ns=node_totals.last_window_start_ns,
-            )
+            NodeRecord(node_id=node_id, gpu=latest.gpu, region=latest.region,
+                       **node_totals.figures())
             for node_id, (node_totals, latest) in sorted(nodes[operator].items())
         ]
-        records.append(
-            OperatorRecord(
-                operator=operator,
-                nodes=node_records,
-                hours=totals.hours,
-                gpu_hours_assigned=totals.assigned,
-                gpu_hours_delivered=totals.delivered,
-                delivered_share_ppm=totals.share_ppm(),
-                delivered_share_histogram=dict(totals.histogram),
-                challenges_passed=totals.passed,
-                challenges_failed=totals.failed,
-                throughput_ratio_percentiles=totals.percentiles(),
-                incidents_count=totals.incidents,
-                last_window_start_ns=totals.last_window_start_ns,
-            )
-        )
+        records.append(OperatorRecord(operator=operator, nodes=node_records,
+                                      **operators[operator].figures()))
     return records
