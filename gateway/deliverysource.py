@@ -2,11 +2,11 @@
 requests (gateway.deliverydesk), the `quality` feed and `GET /quality` (the tables are the
 delivery service's, read and written through `delivery.registry`).
 
-The pool opens on first use and applies the delivery migrations (idempotent; each schema's
-migrations take turns under an advisory lock), so the gateway may start before the delivery
-service. `follow` polls the reports every `interval_ms` by `recorded_id`, as the index poller
-follows `last_seq`, and hands the new hours to the core; a failed read is logged and tried
-again at the next poll: the delivery database never stops the gateway.
+The pool opens on first use and applies the delivery migrations
+(`runtime.postgres.MigratedPool`), so the gateway may start before the delivery service.
+`follow` polls the reports every `interval_ms` by `recorded_id`, as the index poller follows
+`last_seq`, and hands the new hours to the core; a failed read is logged and tried again at
+the next poll: the delivery database never stops the gateway.
 
 A report's `recorded_id` comes from a sequence, so a row may commit after one with a higher
 id: the reader reads from the lowest id it has not seen (`QualityCursor`), leaving out the
@@ -27,6 +27,7 @@ from typing import Final, TypeVar
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 
 from delivery import registry
+from runtime.postgres import MigratedPool
 
 log = logging.getLogger("gpux.gateway.delivery")
 
@@ -88,33 +89,15 @@ class DeliverySource:
         self.cursor = QualityCursor(gap_polls_max)
         self.read_once = False  # a poll of the reports has succeeded
         self.failing = False  # the last poll failed
-        self._pool: asyncpg.Pool | None = None
-        self._opening = asyncio.Lock()
-
-    async def _connected(self) -> asyncpg.Pool:
-        async with self._opening:
-            if self._pool is None:
-                pool = await asyncpg.create_pool(
-                    self.database_url, min_size=1, max_size=POOL_SIZE_MAX,
-                    timeout=READ_TIMEOUT_S, command_timeout=READ_TIMEOUT_S)
-                try:
-                    async with pool.acquire() as connection:
-                        await registry.migrate(connection)
-                except BaseException:
-                    await pool.close()
-                    raise
-                self._pool = pool
-            return self._pool
+        self._pool = MigratedPool(database_url, registry.migrate, size_max=POOL_SIZE_MAX,
+                                  timeout_s=READ_TIMEOUT_S)
 
     async def run(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """Run `work` on a pooled connection."""
-        async with (await self._connected()).acquire() as connection:
-            return await work(connection)
+        return await self._pool.run(work)
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        await self._pool.close()
 
     async def new_reports(self) -> list[registry.ReportRow]:
         """The reports not read before, in recorded_id order: a page at most per call."""

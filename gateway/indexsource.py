@@ -5,8 +5,8 @@
 later one the rows written since the last `last_seq` seen, a page of `page_seqs_max` seqs at
 a time, and hands them to the core, which updates the feed's readers. A failed read is
 logged and tried again at the next poll: the index never stops the gateway. The pool opens
-on first use and applies the index's migrations (idempotent, and each schema's migrations
-take turns under an advisory lock), so the gateway may start before the index service.
+on first use and applies the index's migrations (`runtime.postgres.MigratedPool`), so the
+gateway may start before the index service.
 
 Cancellation: `follow` runs until cancelled; `history` may be cancelled with its request.
 """
@@ -23,6 +23,7 @@ import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type informat
 from gateway.index import HistoryQuery
 from index import store
 from index.value import IndexValue
+from runtime.postgres import MigratedPool
 
 log = logging.getLogger("gpux.gateway.index")
 
@@ -41,47 +42,27 @@ class IndexSource:
             raise ValueError("page_seqs_max must be >= 1")
         self.database_url = database_url
         self.page_seqs_max = page_seqs_max
-        self._pool: asyncpg.Pool | None = None
-        self._opening = asyncio.Lock()
-
-    async def _connected(self) -> asyncpg.Pool:
-        async with self._opening:
-            if self._pool is None:
-                pool = await asyncpg.create_pool(
-                    self.database_url, min_size=1, max_size=POOL_SIZE_MAX,
-                    timeout=READ_TIMEOUT_S, command_timeout=READ_TIMEOUT_S)
-                try:
-                    async with pool.acquire() as connection:
-                        await store.migrate(connection)
-                except BaseException:
-                    await pool.close()
-                    raise
-                self._pool = pool
-            return self._pool
+        self._pool = MigratedPool(database_url, store.migrate, size_max=POOL_SIZE_MAX,
+                                  timeout_s=READ_TIMEOUT_S)
 
     async def latest(self) -> list[IndexValue]:
         """The newest value of every class, in last_seq order."""
-        async with (await self._connected()).acquire() as connection:
-            values = await store.latest(connection)
+        values: list[IndexValue] = await self._pool.run(store.latest)
         return sorted(values, key=lambda value: (value.last_seq, value.minute_ns))
 
     async def after(self, last_seq: int) -> list[IndexValue]:
         """The rows of the first `page_seqs_max` last_seqs above `last_seq`, in order."""
-        async with (await self._connected()).acquire() as connection:
-            values: list[IndexValue] = await store.values_after(connection, last_seq,
-                                                                self.page_seqs_max)
+        values: list[IndexValue] = await self._pool.run(
+            lambda connection: store.values_after(connection, last_seq, self.page_seqs_max))
         return values
 
     async def history(self, query: HistoryQuery) -> list[IndexValue]:
-        async with (await self._connected()).acquire() as connection:
-            values: list[IndexValue] = await store.values(
-                connection, query.gpu, query.region, query.from_ns, query.to_ns, query.limit)
+        values: list[IndexValue] = await self._pool.run(lambda connection: store.values(
+            connection, query.gpu, query.region, query.from_ns, query.to_ns, query.limit))
         return values
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        await self._pool.close()
 
     async def follow(self, board_last_seq: Callable[[], int],
                      add: Callable[[list[IndexValue]], None], interval_ms: int) -> None:

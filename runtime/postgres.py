@@ -17,6 +17,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
@@ -26,6 +27,7 @@ from runtime.retry import Backoff, RetryPolicy, describe_error
 __all__ = [
     "ConnectionConfig",
     "ConnectionOpener",
+    "MigratedPool",
     "close_quietly",
     "connect",
     "create_database",
@@ -41,6 +43,7 @@ CLOSE_TIMEOUT_S = 5.0
 log = logging.getLogger("gpux.postgres")
 
 ConnectionOpener = Callable[[], Awaitable[asyncpg.Connection]]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +83,54 @@ async def connect(
             await connection.close()
             raise
     return connection
+
+
+class MigratedPool:
+    """A small pool opened on first use, the schema's migrations applied before it is used.
+
+    For a reader of another service's schema (the gateway's index and delivery sources): it
+    may start before that service, since the migrations are idempotent and each schema's
+    take turns under an advisory lock. A pool that fails to open or migrate is closed, and
+    the next use tries again. Every wait is bounded by `timeout_s` (connecting, each
+    statement). Cancellation: `run` may be cancelled with its caller (asyncpg gives the
+    connection back to the pool).
+    """
+
+    def __init__(self, database_url: str, migrate: Callable[[asyncpg.Connection], Awaitable[None]],
+                 *, size_max: int, timeout_s: float) -> None:
+        if size_max < 1 or timeout_s <= 0:
+            raise ValueError(f"size_max {size_max} must be >= 1 and timeout_s {timeout_s} > 0")
+        self.database_url = database_url
+        self.migrate = migrate
+        self.size_max = size_max
+        self.timeout_s = timeout_s
+        self._pool: asyncpg.Pool | None = None
+        self._opening = asyncio.Lock()
+
+    async def _opened(self) -> asyncpg.Pool:
+        async with self._opening:
+            if self._pool is None:
+                pool = await asyncpg.create_pool(
+                    self.database_url, min_size=1, max_size=self.size_max,
+                    timeout=self.timeout_s, command_timeout=self.timeout_s)
+                try:
+                    async with pool.acquire() as connection:
+                        await self.migrate(connection)
+                except BaseException:
+                    await pool.close()
+                    raise
+                self._pool = pool
+            return self._pool
+
+    async def run(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """Run `work` on a pooled connection, opening the pool first if need be."""
+        async with (await self._opened()).acquire() as connection:
+            return await work(connection)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
 
 
 def is_connection_failure(error: BaseException) -> bool:
