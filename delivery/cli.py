@@ -37,7 +37,6 @@ Exit codes: 0 success, 1 a problem or a failure, 2 usage.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
@@ -58,16 +57,20 @@ from eventlog.flags import LogFlagsError, add_log_flags, open_log_from
 from eventlog.port import EVENTS_TOPIC, EventLog
 from eventlog.reading import for_each_batch_until, settled_end_offset
 from protocol.events import DeliverySettled
-from runtime.cli import run_until_signal
+from runtime.cli import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    migrate_schema,
+    run_command,
+    run_until_signal,
+)
 from runtime.postgres import connect
 
 __all__ = ["main"]
 
 log = logging.getLogger("gpux.delivery")
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
 _SETTLED = b'"delivery_settled"'
 _settled_decoder = msgspec.json.Decoder(DeliverySettled)
 
@@ -133,13 +136,7 @@ def _api_key(text: str | None) -> tuple[str, str] | None:
 
 
 async def _migrate(args: argparse.Namespace, out: TextIO) -> int:
-    connection = await connect(args.database_url)
-    try:
-        await store.migrate(connection)
-    finally:
-        await connection.close()
-    print("schema delivery is up to date", file=out)
-    return EXIT_OK
+    return await migrate_schema(args.database_url, "delivery", store.migrate, out)
 
 
 async def _run(args: argparse.Namespace, out: TextIO) -> int:
@@ -275,17 +272,11 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], Coroutine[Any, Any, 
 def main(argv: list[str]) -> int:
     """Run one `gpux delivery` subcommand; return the process exit code."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.command != "access" and not args.database_url:
         print(f"gpux delivery {args.command}: --database-url URL (or $DATABASE_URL) is "
               "required", file=sys.stderr)
         return EXIT_USAGE
-    try:
-        return asyncio.run(_COMMANDS[args.command](args, sys.stdout))
-    except (LogFlagsError, ValueError) as error:
-        print(f"gpux delivery {args.command}: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    except (DeliveryError, LogError, OSError) as error:
-        print(f"gpux delivery {args.command}: {error}", file=sys.stderr)
-        return EXIT_FAILED
+    return run_command(f"gpux delivery {args.command}",
+                       _COMMANDS[args.command](args, sys.stdout),
+                       usage_errors=(LogFlagsError, ValueError),
+                       failure_errors=(DeliveryError, LogError, OSError))

@@ -31,7 +31,6 @@ Exit codes: 0 success, 1 a difference or a failure, 2 usage.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
@@ -59,16 +58,20 @@ from index.verify import (
     recompute_log,
 )
 from protocol import format_micro
-from runtime.cli import run_until_signal
+from runtime.cli import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    migrate_schema,
+    run_command,
+    run_until_signal,
+)
 from runtime.postgres import connect
 
 __all__ = ["format_minute", "main", "parse_minute"]
 
 log = logging.getLogger("gpux.index")
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
 VALUE_COLUMNS = ("minute", "gpu", "region", "value", "source", "trade_count", "volume",
                  "instrument_count", "sufficient", "inputs_hash", "last_seq")
 
@@ -139,13 +142,7 @@ def _add_calculator_flag(parser: argparse.ArgumentParser) -> None:
 
 
 async def _migrate(args: argparse.Namespace, out: TextIO) -> int:
-    connection = await connect(args.database_url)
-    try:
-        await store.migrate(connection)
-    finally:
-        await connection.close()
-    print("schema index is up to date", file=out)
-    return EXIT_OK
+    return await migrate_schema(args.database_url, "index", store.migrate, out)
 
 
 async def _run(args: argparse.Namespace, out: TextIO) -> int:
@@ -232,17 +229,11 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], Coroutine[Any, Any, 
 def main(argv: list[str]) -> int:
     """Run one `gpux index` subcommand; return the process exit code."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.command != "verify" and not args.database_url:
         print(f"gpux index {args.command}: --database-url URL (or $DATABASE_URL) is required",
               file=sys.stderr)
         return EXIT_USAGE
-    try:
-        return asyncio.run(_COMMANDS[args.command](args, sys.stdout))
-    except (LogFlagsError, ValueError) as error:
-        print(f"gpux index {args.command}: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    except (PriceIndexError, LogError, OSError) as error:
-        print(f"gpux index {args.command}: {error}", file=sys.stderr)
-        return EXIT_FAILED
+    return run_command(f"gpux index {args.command}",
+                       _COMMANDS[args.command](args, sys.stdout),
+                       usage_errors=(LogFlagsError, ValueError),
+                       failure_errors=(PriceIndexError, LogError, OSError))

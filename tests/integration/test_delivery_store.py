@@ -4,7 +4,9 @@ changed or deleted), certificates owed per holder key, and reports answered once
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import sys
 import uuid
 from collections.abc import AsyncIterator
 
@@ -135,3 +137,23 @@ async def test_a_report_is_written_once_and_answered_once(
     assert await store.pending_reports(connection, 10) == []
     stored = await store.report(connection, "op.i1", "alice")
     assert stored is not None and stored.outcome == "settled"
+
+
+async def test_gpux_delivery_migrate_creates_the_schema_and_runs_again(database_url: str) -> None:
+    name = f"delivery_{uuid.uuid4().hex[:12]}"
+    url = await create_database(database_url, name)
+    try:
+        for _ in range(2):
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "gpux", "delivery", "migrate", "--database-url", url,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            out, err = await asyncio.wait_for(process.communicate(), 60)
+            assert process.returncode == 0, err.decode()
+            assert out.decode().strip() == "schema delivery is up to date"
+        connection = await connect(url)
+        try:
+            assert await store.progress(connection) is None
+        finally:
+            await connection.close()
+    finally:
+        await drop_database(database_url, name)
