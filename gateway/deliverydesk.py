@@ -235,7 +235,8 @@ class DeliveryDesk:
 
     def _answer(self, conn_id: int, req_id: int, op: str,
                 outcome: msgspec.Struct | RequestError) -> None:
-        assert self.answer is not None, "the core sets DeliveryDesk.answer"
+        if self.answer is None:
+            raise RuntimeError("the core sets DeliveryDesk.answer before any request")
         self.answer(conn_id, req_id, op, outcome)
 
     async def close(self) -> None:
