@@ -11,6 +11,8 @@ whole tokens otherwise). Every list is bounded by a `limit`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 import msgspec
 
@@ -39,6 +41,7 @@ __all__ = [
     "statement",
     "unsettled_trades",
     "withdrawals_after",
+    "first_withdrawals_of",
 ]
 
 LIMIT_MAX = 1_000_000
@@ -256,6 +259,19 @@ async def withdrawals_after(
         after_seq, limit,
     )
     return [WithdrawalRecord(**dict(row)) for row in rows]
+
+
+async def first_withdrawals_of(
+    connection: asyncpg.Connection, after_seq: int, assets: Sequence[str]
+) -> dict[str, int]:
+    """Return, for each of `assets` withdrawn after `after_seq`, the seq of its first such
+    withdrawal (assets with none are left out)."""
+    rows = await connection.fetch(
+        "SELECT asset, min(seq) AS seq FROM ledger.withdrawals "
+        "WHERE seq > $1 AND asset = ANY($2::text[]) GROUP BY asset",
+        after_seq, list(assets),
+    )
+    return {row["asset"]: row["seq"] for row in rows}
 
 
 _DELIVERY_KINDS_SQL = ", ".join(f"'{kind}'" for kind in DELIVERY_ENTRY_KINDS)

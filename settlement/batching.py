@@ -136,11 +136,19 @@ def _assets(entry: Sequence[Item]) -> set[int]:
             for item in entry if not isinstance(item, Report)}
 
 
+def redeemed_assets(items: Sequence[Item]) -> set[str]:
+    """Return the assets (instrument symbols) whose tokens `items` redeem."""
+    return {item.asset for item in items if isinstance(item, Move) and item.kind == "redeemed"}
+
+
 def settleable_prefix(items: Sequence[Item], addresses: Mapping[str, str], *,
-                      unpaid_withdrawal_seq: int | None = None
+                      unpaid_withdrawals: Mapping[str, int] | None = None
                       ) -> tuple[list[Item], Blocked | None]:
     """Return the longest prefix of whole entries of `items` that can settle, and what stops
-    the rest. `unpaid_withdrawal_seq` is the first withdrawal not paid out yet, if any."""
+    the rest. `unpaid_withdrawals` maps an asset to its first withdrawal not paid out yet:
+    a redemption burns its tokens, after which the Vault refuses to pay them out, so it
+    waits for the earlier withdrawals of its own token (and of no other asset)."""
+    unpaid = unpaid_withdrawals or {}
     if FEE_ACCOUNT not in addresses:
         return [], Blocked(items[0].seq if items else 0, [FEE_ACCOUNT])
     prefix: list[Item] = []
@@ -150,9 +158,10 @@ def settleable_prefix(items: Sequence[Item], addresses: Mapping[str, str], *,
         missing = sorted(accounts_to_resolve(entry) - addresses.keys())
         if missing:
             return prefix, Blocked(seq, missing)
-        redeems = isinstance(entry[0], Move) and entry[0].kind == "redeemed"
-        if redeems and unpaid_withdrawal_seq is not None and unpaid_withdrawal_seq < seq:
-            return prefix, Blocked(seq, [], unpaid_withdrawal_seq)
+        waits_for = min((unpaid[asset] for asset in redeemed_assets(entry) if asset in unpaid),
+                        default=None)
+        if waits_for is not None and waits_for < seq:
+            return prefix, Blocked(seq, [], waits_for)
         if len(assets | _assets(entry)) > BATCH_ASSETS_MAX:
             return prefix, None  # the vault takes at most 256 assets (USDC included)
         assets |= _assets(entry)

@@ -147,6 +147,15 @@ async def read_withdrawals(conn: asyncpg.Connection, after_seq: int, limit: int
         return await reads.withdrawals_after(conn, after_seq, limit)
 
 
+async def first_unpaid_withdrawals(conn: asyncpg.Connection, after_seq: int,
+                                   assets: Sequence[str]) -> dict[str, int]:
+    """Return, per asset of `assets`, the seq of its first withdrawal after `after_seq`."""
+    if not assets:
+        return {}
+    with _ledger_tables():
+        return await reads.first_withdrawals_of(conn, after_seq, assets)
+
+
 async def first_unsettled_after(conn: asyncpg.Connection, seq: int) -> int | None:
     """Return the seq of the first trade or delivery entry after `seq`, or None."""
     with _ledger_tables():

@@ -52,6 +52,7 @@ import asyncio
 import enum
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -74,10 +75,12 @@ from runtime.retry import RetryPolicy
 from settlement import store
 from settlement.batching import (
     Blocked,
+    Item,
     accounts_to_resolve,
     entries,
     in_seq_order,
     plan_batch,
+    redeemed_assets,
     settleable_prefix,
     split,
 )
@@ -237,8 +240,8 @@ class Submitter(SteppingService):
         if len(entries(items)) < entries_max and waited_ms < self.config.batch_interval_ms:
             return Outcome.WAITING_FOR_TRADES
         addresses = await store.addresses(self.conn, accounts_to_resolve(items))
-        prefix, blocked = settleable_prefix(items, addresses,
-                                            unpaid_withdrawal_seq=await self._unpaid_withdrawal())
+        prefix, blocked = settleable_prefix(
+            items, addresses, unpaid_withdrawals=await self._unpaid_withdrawals(items))
         self._log_blocked(blocked)
         if not prefix:
             if blocked is not None and blocked.withdrawal_seq is not None:
@@ -261,13 +264,14 @@ class Submitter(SteppingService):
                  len(batch.deltas), len(batch.supply))
         return Outcome.STORED
 
-    async def _unpaid_withdrawal(self) -> int | None:
-        """Return the seq of the first withdrawal not paid out, when this submitter pays."""
+    async def _unpaid_withdrawals(self, items: Sequence[Item]) -> dict[str, int]:
+        """Return, per token `items` redeem, its first withdrawal not paid out, when this
+        submitter pays."""
         if not self.config.pay_withdrawals:
-            return None
+            return {}
         after_seq = await store.paid_through(self.conn)
-        withdrawals = await store.read_withdrawals(self.conn, after_seq, 1)
-        return withdrawals[0].seq if withdrawals else None
+        return await store.first_unpaid_withdrawals(self.conn, after_seq,
+                                                    sorted(redeemed_assets(items)))
 
     def _log_blocked(self, blocked: Blocked | None) -> None:
         """Say once why the batch stops where it does."""

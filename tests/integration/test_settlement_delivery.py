@@ -442,9 +442,13 @@ def test_a_batch_never_splits_an_entry_and_a_redemption_waits_for_earlier_payout
     prefix, blocked = settleable_prefix(items, addresses)
     assert [item.seq for item in prefix] == [2, 3, 3, 6, 6, 6]
     assert blocked == Blocked(8, ["carol"])
-    prefix, blocked = settleable_prefix(items, addresses, unpaid_withdrawal_seq=4)
+    prefix, blocked = settleable_prefix(items, addresses, unpaid_withdrawals={SYMBOL: 4})
     assert [item.seq for item in prefix] == [2, 3, 3]
     assert blocked == Blocked(6, [], 4)
-    prefix, _ = settleable_prefix(items, addresses, unpaid_withdrawal_seq=7)
+    prefix, _ = settleable_prefix(items, addresses, unpaid_withdrawals={SYMBOL: 7})
+    assert [item.seq for item in prefix] == [2, 3, 3, 6, 6, 6]
+    # Another asset's payouts, USDC's or another hour's, never hold a redemption back.
+    prefix, _ = settleable_prefix(items, addresses,
+                                  unpaid_withdrawals={USDC: 4, SYMBOL + "x": 5})
     assert [item.seq for item in prefix] == [2, 3, 3, 6, 6, 6]
 
