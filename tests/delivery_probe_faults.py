@@ -7,11 +7,14 @@ runnable as the forced command of a test OpenSSH:
 
 MODE is `honest`, `wrong_rows` (every opened row's first value off by one, proofs kept) or
 `slow` (each commitment sent `DELAY_MS` after the challenge arrived). It answers NDJSON on
-stdin/stdout until its input ends.
+stdin/stdout until its input ends. An honest one is the responder of every test OpenSSH node
+(`forced_command`); the operator's real command is `gpux operator challenge` (package
+`agent`), which these tests keep out of the way.
 """
 
 from __future__ import annotations
 
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -65,10 +68,13 @@ class FaultyResponder:
         return encode_message(reply)
 
 
-def command_line(python: str, mode: Mode, gpu_count: int, gpu_memory_mib: int,
-                 delay_ms: int = 0) -> str:
-    """The forced command that runs this script as a node's responder."""
-    return f"{python} {SCRIPT} {mode} {gpu_count} {gpu_memory_mib} {delay_ms}"
+def forced_command(mode: Mode, gpu_count: int, gpu_memory_mib: int, delay_ms: int = 0) -> str:
+    """The principals file's forced command that runs this script as a node's responder
+    under this Python (through `sh -c "..."`, so the principals file's quoting reaches sshd
+    intact)."""
+    words = [sys.executable, str(SCRIPT), mode, str(gpu_count), str(gpu_memory_mib),
+             str(delay_ms)]
+    return f'/bin/sh -c "exec {shlex.join(words)}"'
 
 
 def main(argv: list[str]) -> int:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shlex
 import subprocess
 import sys
 import time
@@ -44,6 +43,7 @@ from runtime.postgres import drop_database
 from sdk.access import write_access
 from sdk.client import ApiKey, Client
 from settlement.testing import fresh_database
+from tests.delivery_probe_faults import forced_command
 from tests.helpers import eventually
 from tests.integration.database_faults import database_of
 
@@ -54,9 +54,7 @@ ISSUE, NODE = "op-north.hour.n-1", "n-hour-1"
 MINUTE_MS = 4_000  # a real sshd starts the responder (python, numpy) per session: ~1-2 s
 DELIVERY_IN_S = 8
 OUTAGE_FIRST, OUTAGE_MINUTES = 20, 15
-RESPONDER = Path(__file__).with_name("sshd_responder.py")
-RESPONDER_COMMAND = (f'/bin/sh -c "exec {shlex.quote(sys.executable)} '
-                     f'{shlex.quote(str(RESPONDER))} 8 81559"')
+RESPONDER_COMMAND = forced_command("honest", 8, 81559)
 WAIT_S = 150.0
 
 

@@ -12,8 +12,6 @@ responder in process.
 from __future__ import annotations
 
 import random
-import shlex
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -29,7 +27,7 @@ from delivery.prober import MinuteOutcome, NodeAddress, probe_minute
 from delivery.sshd_config import principals_lines
 from delivery.transport import ProberClient
 from harness.sshd import SshdService
-from tests.delivery_probe_faults import SCRIPT, FaultyResponder, Mode
+from tests.delivery_probe_faults import FaultyResponder, Mode, forced_command
 
 NS_PER_S = 1_000_000_000
 HOUR_NS = 3600 * NS_PER_S
@@ -63,14 +61,6 @@ def prober(tmp_path: Path) -> Prober:
     return Prober(ca, ProberClient(key_path, certificate))
 
 
-def forced_command(mode: Mode, delay_ms: int) -> str:
-    """The principals file's forced command: the faulty responder script under this Python
-    (through `sh -c "..."`, so the principals file's quoting reaches sshd intact)."""
-    words = [sys.executable, str(SCRIPT), mode, str(GPU_COUNT), str(GPU_MEMORY_MIB),
-             str(delay_ms)]
-    return f'/bin/sh -c "exec {shlex.join(words)}"'
-
-
 @pytest.fixture(params=["openssh", "embedded"])
 async def make_node(request: pytest.FixtureRequest, prober: Prober) -> AsyncIterator[NodeFactory]:
     """Nodes of one kind: the session's OpenSSH (one node: its principals file is rewritten
@@ -81,8 +71,8 @@ async def make_node(request: pytest.FixtureRequest, prober: Prober) -> AsyncIter
 
     async def openssh_node(mode: Mode, delay_ms: int) -> NodeAddress:
         assert sshd is not None
-        sshd.authorize([prober.ca.public_key_line()],
-                       principals_lines(NODE_ID, forced_command(mode, delay_ms)))
+        command = forced_command(mode, GPU_COUNT, GPU_MEMORY_MIB, delay_ms)
+        sshd.authorize([prober.ca.public_key_line()], principals_lines(NODE_ID, command))
         return NodeAddress(host=sshd.host, port=sshd.port, login=sshd.login,
                            host_key=sshd.host_key_line)
 
@@ -173,7 +163,7 @@ async def test_a_stopped_embedded_node_is_unreachable(prober: Prober) -> None:
 async def test_a_stopped_openssh_node_is_unreachable(prober: Prober, tmp_path: Path) -> None:
     sshd = SshdService(tmp_path / "sshd")
     sshd.authorize([prober.ca.public_key_line()],
-                   principals_lines(NODE_ID, forced_command("honest", 0)))
+                   principals_lines(NODE_ID, forced_command("honest", GPU_COUNT, GPU_MEMORY_MIB)))
     sshd.start()
     try:
         address = NodeAddress(host=sshd.host, port=sshd.port, login=sshd.login,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import secrets
 import shlex
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from delivery.classes import demo_floors
 from delivery.sshd_config import principals_lines, render_node_files
 from delivery.transport import LineSession, ProbeError, ProberClient
 from harness.sshd import SshdService
+from tests.delivery_probe_faults import forced_command
 from tests.helpers import eventually
 
 NS_PER_S = 1_000_000_000
@@ -49,12 +49,7 @@ GPU_COUNT = 8
 GPU_MEMORY_MIB = 81_559
 SSH_TIMEOUT_S = 20.0
 SSH_FAILED = 255  # ssh's exit status when it cannot log in
-RESPONDER_SCRIPT = Path(__file__).with_name("sshd_responder.py")
-# Through `sh -c "..."`: the principals file's quoting reaches sshd intact.
-RESPONDER_COMMAND = (
-    f'/bin/sh -c "exec {shlex.quote(sys.executable)} {shlex.quote(str(RESPONDER_SCRIPT))}'
-    f' {GPU_COUNT} {GPU_MEMORY_MIB}"'
-)
+RESPONDER_COMMAND = forced_command("honest", GPU_COUNT, GPU_MEMORY_MIB)
 
 
 @dataclass
