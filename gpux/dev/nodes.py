@@ -33,15 +33,11 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
-
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from agent.config import AgentConfig, ChallengeConfig
 from agent.embedded import host_key_line_of
@@ -125,19 +121,12 @@ def next_change_ns(now_ns: int, intervals: Sequence[tuple[int, int]]) -> int | N
 
 def page_identity(data_dir: Path, account: str) -> Path:
     """The page account's private key file (an OpenSSH Ed25519 key, its public half beside it
-    as `.pub`), made on the first call (0600)."""
+    as `.pub`), made on the first call (0600) as the agent makes a host key; a `.pub` that
+    a kill left unwritten is written again from the key."""
     path = data_dir / "delivery" / f"{account}_ed25519"
     public = path.with_name(path.name + ".pub")
-    if not path.exists():
-        key = ed25519.Ed25519PrivateKey.generate()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.OpenSSH,
-                                           serialization.NoEncryption()))
-        line = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
-                                             serialization.PublicFormat.OpenSSH).decode()
+    line = host_key_line_of(path)
+    if not public.exists():
         public.write_text(f"{line} {account}@gpux-dev\n")
     return path
 
@@ -173,6 +162,7 @@ class SimulatedNodes:
         self.specs = specs if specs is not None else demo_nodes()
         self.nodes: dict[str, EmbeddedNode] = {}
         self.registered: set[str] = set()
+        self.trusted_ca_key: str | None = None  # the CA key line the nodes trust, once listening
 
     def _inventory(self, spec: NodeSpec) -> Inventory:
         return Inventory(source="profile", gpu=spec.gpu, gpu_count=spec.gpu_count,
@@ -185,6 +175,7 @@ class SimulatedNodes:
     async def listen(self) -> None:
         """Start every node's server: on its former port while that is free."""
         ca_line = CertificateAuthority.load_or_create(self.ca_path).public_key_line()
+        self.trusted_ca_key = parse_public_key(ca_line)[0]
         kept = _read_ports(self.key_dir / PORTS_FILE)
         try:
             for spec in self.specs:
@@ -234,9 +225,7 @@ class SimulatedNodes:
         registered = await register_with_retries(
             sdk_register(url, ApiKey(key.key_id, key.private_key)),
             registration_of(config, inventory, node.host_key_line))
-        trusted, _ = parse_public_key(CertificateAuthority.load_or_create(
-            self.ca_path).public_key_line())
-        if parse_public_key(registered.ca_public_key)[0] != trusted:
+        if parse_public_key(registered.ca_public_key)[0] != self.trusted_ca_key:
             raise RuntimeError(f"the venue's CA is not the one node {spec.node_id} trusts "
                                f"({self.ca_path})")
         self.registered.add(spec.node_id)

@@ -151,6 +151,18 @@ def test_the_page_account_key_is_made_once_private(tmp_path: Path) -> None:
     assert identity.with_name(identity.name + ".pub").read_text() == public, "kept, not remade"
 
 
+def test_a_page_key_whose_public_half_a_kill_left_unwritten_gets_it_again(
+        tmp_path: Path) -> None:
+    identity = page_identity(tmp_path, "alice")
+    public_path = identity.with_name(identity.name + ".pub")
+    public = public_path.read_text()
+    public_path.unlink()
+    assert page_identity(tmp_path, "alice") == identity
+    assert public_path.read_text() == public
+    assert sorted(path.name for path in identity.parent.iterdir()) == sorted(
+        [identity.name, public_path.name]), "no temporary file left"
+
+
 async def test_the_nodes_serve_again_on_their_ports_trusting_the_venue_ca(tmp_path: Path) -> None:
     ca_path = tmp_path / "keys" / "ssh_ca"
     first = SimulatedNodes(tmp_path, ca_path, minute_ms=1000, windows=lambda gpu: [])
