@@ -59,7 +59,7 @@ class ByteStream(Protocol):
 
 class LineReader:
     """Read newline-terminated lines from a byte stream, never holding more than
-    `line_bytes_max` bytes of an unfinished line."""
+    `line_bytes_max` + 1 bytes of an unfinished line."""
 
     def __init__(self, stream: ByteStream, line_bytes_max: int = LINE_BYTES_MAX) -> None:
         if line_bytes_max < 1:
@@ -79,7 +79,9 @@ class LineReader:
                 return line
             if len(self._buffer) > self._line_bytes_max:
                 raise ProbeError(f"a line exceeds {self._line_bytes_max} bytes", retriable=False)
-            chunk = await self._stream.read(READ_CHUNK_BYTES)
+            # No more than one byte past the bound: enough to tell a line is too long.
+            room = self._line_bytes_max + 1 - len(self._buffer)
+            chunk = await self._stream.read(min(READ_CHUNK_BYTES, room))
             if not chunk:
                 if self._buffer:
                     raise ProbeError("the stream ended in the middle of a line")

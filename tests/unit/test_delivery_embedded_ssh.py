@@ -340,3 +340,21 @@ async def test_the_line_reader_splits_lines_across_chunks_and_bounds_them() -> N
         await LineReader(_Chunks([b"x" * 40]), line_bytes_max=16).read_line()
     with pytest.raises(ProbeError):
         await LineReader(_Chunks([b"half a line"]), line_bytes_max=16).read_line()
+
+
+class _Endless:
+    """A stream of `x` bytes without end that counts what it handed out."""
+
+    def __init__(self) -> None:
+        self.handed_out = 0
+
+    async def read(self, n: int = -1) -> bytes:
+        self.handed_out += n
+        return b"x" * n
+
+
+async def test_the_line_reader_reads_no_more_than_one_byte_past_its_bound() -> None:
+    stream = _Endless()
+    with pytest.raises(ProbeError):
+        await LineReader(stream, line_bytes_max=100_000).read_line()
+    assert stream.handed_out == 100_001
