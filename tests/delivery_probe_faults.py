@@ -9,24 +9,30 @@ MODE is `honest`, `wrong_rows` (every opened row's first value off by one, proof
 `slow` (each commitment sent `DELAY_MS` after the challenge arrived). It answers NDJSON on
 stdin/stdout until its input ends. An honest one is the responder of every test OpenSSH node
 (`forced_command`); the operator's real command is `gpux operator challenge` (package
-`agent`), which these tests keep out of the way.
+`agent`), which these tests keep out of the way. `honest_challenge` is the prober's side of
+one challenge, for the tests of the SSH transport alone.
 """
 
 from __future__ import annotations
 
+import secrets
 import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Final, Literal, cast
+from typing import TYPE_CHECKING, Final, Literal, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from delivery.challenge import (  # noqa: E402
     LINE_BYTES_MAX,
     ChallengeMessage,
+    Checker,
+    CommitmentMessage,
     ErrorMessage,
     Inventory,
+    PingMessage,
+    PongMessage,
     Responder,
     RowOpening,
     RowsMessage,
@@ -34,7 +40,11 @@ from delivery.challenge import (  # noqa: E402
     encode_message,
     select_backend,
 )
+from delivery.classes import ClassFloor  # noqa: E402
 from delivery.errors import ChallengeError  # noqa: E402
+
+if TYPE_CHECKING:  # the script a node runs per probe session need not import asyncssh
+    from delivery.transport import LineSession
 
 Mode = Literal["honest", "wrong_rows", "slow"]
 MODES: Final = ("honest", "wrong_rows", "slow")
@@ -75,6 +85,22 @@ def forced_command(mode: Mode, gpu_count: int, gpu_memory_mib: int, delay_ms: in
     words = [sys.executable, str(SCRIPT), mode, str(gpu_count), str(gpu_memory_mib),
              str(delay_ms)]
     return f'/bin/sh -c "exec {shlex.join(words)}"'
+
+
+async def honest_challenge(session: LineSession, floor: ClassFloor) -> bool:
+    """Ping the node, set it a challenge of the floor's size and check its rows: whether
+    the answer passed (the time is not judged)."""
+    await session.send_line(encode_message(PingMessage()))
+    if not isinstance(decode_message(await session.receive_line()), PongMessage):
+        return False
+    checker = Checker(secrets.token_bytes(32), floor.challenge_n, pick=secrets.randbelow)
+    await session.send_line(encode_message(checker.challenge_message()))
+    commitment = decode_message(await session.receive_line())
+    if not isinstance(commitment, CommitmentMessage):
+        return False
+    await session.send_line(encode_message(checker.open_message(commitment)))
+    rows = decode_message(await session.receive_line())
+    return checker.verdict(rows, answer_ms=1, floor=floor).passed
 
 
 def main(argv: list[str]) -> int:

@@ -8,7 +8,6 @@ with asyncssh / the prober's `ProberClient`.
 
 from __future__ import annotations
 
-import secrets
 import shlex
 import subprocess
 import time
@@ -28,8 +27,6 @@ from delivery.ca import (
     ssh_command_line,
 )
 from delivery.challenge import (
-    Checker,
-    CommitmentMessage,
     PingMessage,
     PongMessage,
     decode_message,
@@ -39,7 +36,7 @@ from delivery.classes import demo_floors
 from delivery.sshd_config import principals_lines, render_node_files
 from delivery.transport import LineSession, ProbeError, ProberClient
 from harness.sshd import SshdService
-from tests.delivery_probe_faults import forced_command
+from tests.delivery_probe_faults import forced_command, honest_challenge
 from tests.helpers import eventually
 
 NS_PER_S = 1_000_000_000
@@ -223,15 +220,7 @@ async def test_the_prober_client_runs_a_challenge_through_sshd_and_checks_the_ho
     floor = demo_floors()["H100-SXM-80GB"]
 
     async def exchange(session: LineSession) -> bool:
-        await session.send_line(encode_message(PingMessage()))
-        assert isinstance(decode_message(await session.receive_line()), PongMessage)
-        checker = Checker(secrets.token_bytes(32), floor.challenge_n, pick=secrets.randbelow)
-        await session.send_line(encode_message(checker.challenge_message()))
-        commitment = decode_message(await session.receive_line())
-        assert isinstance(commitment, CommitmentMessage)
-        await session.send_line(encode_message(checker.open_message(commitment)))
-        rows = decode_message(await session.receive_line())
-        return checker.verdict(rows, answer_ms=1, floor=floor).passed
+        return await honest_challenge(session, floor)
 
     sshd = node.sshd
     assert await client.probe(sshd.host, sshd.port, sshd.login, sshd.host_key_line, exchange)

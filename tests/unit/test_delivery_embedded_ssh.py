@@ -5,7 +5,6 @@ host key checked."""
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -21,8 +20,6 @@ from delivery.ca import (
     holder_principal,
 )
 from delivery.challenge import (
-    Checker,
-    CommitmentMessage,
     Inventory,
     PingMessage,
     PongMessage,
@@ -35,6 +32,7 @@ from delivery.classes import demo_floors
 from delivery.embedded_ssh import EmbeddedNode
 from delivery.errors import DeliveryError
 from delivery.transport import LineReader, LineSession, ProbeError, ProberClient
+from tests.delivery_probe_faults import honest_challenge
 
 NS_PER_S = 1_000_000_000
 HOUR_NS = 3600 * NS_PER_S
@@ -205,14 +203,7 @@ async def test_the_prober_client_runs_a_whole_challenge_on_the_node(
     )
 
     async def exchange(session: LineSession) -> bool:
-        assert (await ping(session)).gpu_count == INVENTORY.gpu_count
-        checker = Checker(secrets.token_bytes(32), floor.challenge_n, pick=secrets.randbelow)
-        await session.send_line(encode_message(checker.challenge_message()))
-        commitment = decode_message(await session.receive_line())
-        assert isinstance(commitment, CommitmentMessage)
-        await session.send_line(encode_message(checker.open_message(commitment)))
-        rows = decode_message(await session.receive_line())
-        return checker.verdict(rows, answer_ms=1, floor=floor).passed
+        return await honest_challenge(session, floor)
 
     assert await client.probe(node.host, node.port, node.login, node.host_key_line, exchange)
 
