@@ -5,7 +5,8 @@ Two files and a few sshd_config lines, nothing else on the node changes:
 - the principals file (`AuthorizedPrincipalsFile`) for the node's login user: the holder
   principal `gpux-node-<node_id>` (a holder gets an ordinary session for the window its
   certificate names), and the prober principal with a forced command (the challenge
-  responder), no pty and no forwarding, so the prober's certificate can do nothing else;
+  responder), no pty, no forwarding and no ~/.ssh/rc, so the prober's certificate can do
+  nothing else;
 - the config snippet naming both files, inside `Match User <login>` when the login user is
   given (then no other account of the machine accepts the venue's certificates).
 
@@ -26,7 +27,10 @@ from delivery.errors import DeliveryError
 
 CA_KEYS_FILE_NAME = "gpux_trusted_user_ca_keys"
 PRINCIPALS_FILE_NAME = "gpux_authorized_principals"
-PROBER_RESTRICTIONS = "no-pty,no-port-forwarding,no-agent-forwarding,no-X11-forwarding"
+# no-user-rc: a ~/.ssh/rc runs before the forced command, and what it prints would reach
+# the prober ahead of the first reply line.
+PROBER_RESTRICTIONS = ("no-pty,no-port-forwarding,no-agent-forwarding,no-X11-forwarding,"
+                       "no-user-rc")
 RESPONDER_COMMAND_CHARS_MAX = 1024
 
 
