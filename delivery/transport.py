@@ -143,10 +143,6 @@ class ProberClient:
         self.session_timeout_s = session_timeout_s
         self.line_bytes_max = line_bytes_max
 
-    def replace_certificate(self, certificate_line: str) -> None:
-        """Use a newly issued certificate (same key) from the next probe on."""
-        self._certificate = _import_certificate(certificate_line)
-
     async def probe(
         self,
         host: str,
