@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from pathlib import Path
 from typing import TextIO
 
@@ -26,6 +25,7 @@ from agent.registration import Register, register_with_retries
 from agent.responder import make_responder
 from delivery import challenge
 from delivery.embedded_ssh import EmbeddedNode
+from delivery.keyfiles import create_private_file
 
 __all__ = ["host_key_line_of", "serve_embedded"]
 
@@ -33,27 +33,15 @@ HOST_KEY_BYTES_MAX = 64 * 1024
 
 
 def host_key_line_of(path: Path) -> str:
-    """Return the public line of the Ed25519 host key in `path`, creating the key (0600)
-    when the file does not exist. Raise ConfigError naming the file when it is unusable.
-
-    The key is written whole to a temporary file and then linked to `path`, so a kill
-    midway leaves no half key behind, and of two creators at once the first key stays."""
+    """Return the public line of the Ed25519 host key in `path`, creating the key (0600,
+    `delivery.keyfiles`) when the file does not exist. Raise ConfigError naming the file
+    when it is unusable."""
     if not path.exists():
         key = ed25519.Ed25519PrivateKey.generate()
-        path.parent.mkdir(parents=True, exist_ok=True)
         data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
                                  serialization.NoEncryption())
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            with os.fdopen(descriptor, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            with contextlib.suppress(FileExistsError):
-                os.link(temporary, path)
-        finally:
-            temporary.unlink(missing_ok=True)
+        with contextlib.suppress(FileExistsError):  # a concurrent creator won: its key
+            create_private_file(path, data)
     try:
         data = path.read_bytes()[:HOST_KEY_BYTES_MAX]
         loaded = serialization.load_ssh_private_key(data, password=None)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import re
 import shlex
 from collections.abc import Sequence
@@ -29,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import ssh
 
 from delivery.errors import DeliveryError
+from delivery.keyfiles import create_private_file
 
 PROBER_PRINCIPAL = "gpux-prober"
 HOLDER_PRINCIPAL_PREFIX = "gpux-node-"
@@ -167,10 +167,7 @@ def _write_private(path: Path, key: ed25519.Ed25519PrivateKey) -> None:
         serialization.PrivateFormat.OpenSSH,
         serialization.NoEncryption(),
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(data)
+    create_private_file(path, data)
 
 
 class CertificateAuthority:

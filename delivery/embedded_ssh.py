@@ -18,7 +18,6 @@ before authentication) while it keeps its port; `resume()` serves again: an outa
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final, Protocol
@@ -28,6 +27,7 @@ import asyncssh
 from delivery.ca import PROBER_PRINCIPAL, holder_principal, parse_public_key
 from delivery.challenge import LINE_BYTES_MAX, Inventory, Responder, select_backend
 from delivery.errors import DeliveryError
+from delivery.keyfiles import create_private_file
 from delivery.sshd_config import PROBER_RESTRICTIONS
 from delivery.transport import LineReader, ProbeError
 
@@ -239,11 +239,11 @@ def _load_or_create_host_key(path: Path | None) -> asyncssh.SSHKey:
         return asyncssh.generate_private_key("ssh-ed25519")
     if not path.exists():
         key = asyncssh.generate_private_key("ssh-ed25519")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(key.export_private_key("openssh"))
-        return key
+        try:
+            create_private_file(path, key.export_private_key("openssh"))
+            return key
+        except FileExistsError:
+            pass  # a concurrent creator won; load its key
     try:
         return asyncssh.read_private_key(path)
     except (OSError, asyncssh.KeyImportError) as error:

@@ -22,7 +22,6 @@ writes the key file.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal
@@ -33,6 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from delivery.errors import DeliveryError
+from delivery.keyfiles import create_private_file
 from delivery.merkle import merkle_root
 
 if TYPE_CHECKING:
@@ -189,15 +189,12 @@ class Signer:
         except OSError as exc:
             raise DeliveryError(f"cannot read the signing key {path}: {exc}") from exc
         signer = cls.generate()
-        path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            create_private_file(path, signer.private_bytes())
         except FileExistsError:  # another process created it first: use theirs
             return cls.from_private_bytes(path.read_bytes())
         except OSError as exc:
             raise DeliveryError(f"cannot create the signing key {path}: {exc}") from exc
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(signer.private_bytes())
         return signer
 
     def private_bytes(self) -> bytes:
