@@ -9,7 +9,8 @@ policy is the one `delivery.sshd_config` gives OpenSSH:
 - principal `gpux-prober`: forced into the challenge responder whatever the client asks,
   no pty, no forwarding; each session gets a fresh responder from `responder_factory`
   (a `delivery.challenge.Responder` by default) and speaks NDJSON over stdin/stdout, the
-  computation in a worker thread so other sessions keep being served.
+  computation in a worker thread so other sessions keep being served; past
+  RESPONDER_MESSAGES_MAX messages the session ends with exit status 1.
 
 `pause()` makes the node unreachable (open sessions are closed, new connections are dropped
 before authentication) while it keeps its port; `resume()` serves again: an outage to probe.
@@ -36,6 +37,8 @@ __all__ = ["EmbeddedNode", "LineResponder"]
 RESPONDER_COMMAND: Final = "gpux-embedded-responder"
 LOGIN_TIMEOUT_S: Final = 10.0
 HOLDER_SHELL_LINES_MAX: Final = 1000
+# A probe is ping, challenge, open: as `gpux operator challenge`, a session answers no more.
+RESPONDER_MESSAGES_MAX: Final = 16
 HOLDER_LINE_BYTES_MAX: Final = 4096
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
@@ -179,10 +182,15 @@ class EmbeddedNode:
     async def _serve_responder(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
         responder = self._responder_factory()
         reader = LineReader(process.stdin, self._line_bytes_max)
-        while (line := await reader.read_line()) is not None:
+        for _ in range(RESPONDER_MESSAGES_MAX):
+            line = await reader.read_line()
+            if line is None:
+                return
             reply = await asyncio.to_thread(responder.handle_line, line)
             process.stdout.write(reply)
             await process.stdout.drain()
+        if await reader.read_line() is not None:
+            raise ProbeError(f"more than {RESPONDER_MESSAGES_MAX} messages in one session")
 
     async def _serve_holder(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
         banner = (

@@ -29,7 +29,7 @@ from delivery.challenge import (
     select_backend,
 )
 from delivery.classes import demo_floors
-from delivery.embedded_ssh import EmbeddedNode
+from delivery.embedded_ssh import RESPONDER_MESSAGES_MAX, EmbeddedNode
 from delivery.errors import DeliveryError
 from delivery.transport import LineReader, LineSession, ProbeError, ProberClient
 from tests.delivery_probe_faults import honest_challenge
@@ -349,3 +349,23 @@ async def test_the_line_reader_reads_no_more_than_one_byte_past_its_bound() -> N
     with pytest.raises(ProbeError):
         await LineReader(stream, line_bytes_max=100_000).read_line()
     assert stream.handed_out == 100_001
+
+
+async def test_a_prober_session_answers_a_bounded_number_of_messages(
+    node: EmbeddedNode, keys: Keys
+) -> None:
+    client = ProberClient(
+        keys.key_path, keys.certificate([PROBER_PRINCIPAL], now_ns(), now_ns() + HOUR_NS)
+    )
+
+    async def exchange(session: LineSession) -> int:
+        for _ in range(RESPONDER_MESSAGES_MAX):
+            await ping(session)
+        await session.send_line(encode_message(PingMessage()))
+        await session.receive_line()  # the session ends instead
+        return RESPONDER_MESSAGES_MAX + 1
+
+    with pytest.raises(ProbeError):
+        await client.probe(node.host, node.port, node.login, node.host_key_line, exchange)
+    assert (await client.probe(node.host, node.port, node.login, node.host_key_line,
+                               ping)).gpu_count == INVENTORY.gpu_count, "the next session is served"
