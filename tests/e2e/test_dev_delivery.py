@@ -2,14 +2,15 @@
 
 `gpux dev` runs as a subprocess (tests.e2e.test_dev_venue.DevProcess) with the first demo
 hour `--demo-lead-s` after it is up. The operator and the market maker each issue and offer
-DEMO_GPU_HOURS of it; the page account (alice) buys all of them at market through the SDK,
-so at the close she holds an assignment of each issue: one on the operator's node, one on
-the market maker's node, which is down for minutes 30-44 of the measured hour. Then:
+DEMO_GPU_HOURS of it; the page account (alice) buys all of them on the page, in Chromium,
+opened from the URL `gpux dev` prints: she picks the demo hour among the H100 hours, and one
+market order of the ticket takes both asks (the market maker's is the cheaper). So at the
+close she holds an assignment of each issue: one on the operator's node, one on the market
+maker's node, which is down for minutes 30-44 of the measured hour. Then:
 - `delivery_access` gives her a certificate for each, and she logs in to both embedded
   nodes inside the window, with asyncssh and with the `ssh` line the banner's access command
-  prints (OpenSSH's client); the page, opened from the printed URL, shows both access lines
-  on the Deliveries tab while the hour is measured (where Chromium is installed; without it
-  the page steps are left out, said on stderr);
+  prints (OpenSSH's client); the page shows both access lines on the Deliveries tab while
+  the hour is measured;
 - each report settles from the measurement: the operator's hour in full, the market
   maker's 45 of 60 minutes (750000 ppm, a minute either way tolerated), and alice's USDC
   grows by exactly the compensation the engine paid;
@@ -27,7 +28,6 @@ import re
 import shlex
 import shutil
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -41,7 +41,7 @@ from harness.service import remove_run_dir
 from protocol import USDC, parse_micro
 from sdk.client import Client
 from sdk.signing import ApiKey
-from tests.e2e.browser import Browser, chromium_path
+from tests.e2e.browser import Browser, Page, chromium_path, sent_ops, unavailable
 from tests.e2e.test_dev_venue import ROOT, START_TIMEOUT_S, DevProcess, http_get, log_in_from_url
 from tests.helpers import eventually
 from wsapi.messages import AccessItem, Assignment, Instrument, OperatorQuality, QualityMessage
@@ -109,20 +109,53 @@ async def login_with_printed_ssh(dev: DevProcess) -> list[str]:
 
 
 @pytest.fixture
-async def page_browser(tmp_path: Path) -> AsyncIterator[Browser | None]:
-    """Chromium for the page steps, or None where it is not installed."""
+async def page_browser(tmp_path: Path) -> AsyncIterator[Browser]:
+    """Chromium, in which alice buys the demo hour and follows its delivery."""
     executable = chromium_path()
     if executable is None:
-        print("chromium is not installed: the page steps are left out", file=sys.stderr)
-        yield None
-        return
+        unavailable("chromium is not installed (apt-get install chromium): the demo hour is "
+                    "bought on the page")
     async with Browser.launch(str(executable), tmp_path / "profile", ARTIFACTS) as launched:
         yield launched
 
 
+async def buy_on_the_page(page: Page, symbol: str, quantity: int) -> None:
+    """Pick the demo hour among its class's hours (region shown), wait for both sellers'
+    asks on its ladder, and buy `quantity` at market through the order ticket; return once
+    the fills and the GPU-hours show on the page."""
+    await page.click(f'.gpu-tab[data-gpu="{DEMO_GPU}"]')
+    hour = f'.hour[data-symbol="{symbol}"]'
+    await page.wait_for(f"document.querySelector('{hour} .hour-region')?.textContent"
+                        f" === '{DEMO_REGION}'", "the demo hour is listed, its region shown")
+    await page.click(hour)
+    asks = "[...document.querySelectorAll('#ladder-asks .level[data-price]')]"
+    await page.wait_for(f"location.hash.includes({json.dumps(symbol)})"
+                        f" && {asks}.length === 2 && {asks}.reduce((sum, row) =>"
+                        f" sum + Number(row.querySelector('.size').textContent), 0)"
+                        f" === {quantity}", "both sellers' asks are on the demo hour's ladder",
+                        timeout_s=30)
+    await page.screenshot("00-demo-hour-offered")
+    orders_before = sent_ops(page, "new_order")
+    await page.click(".side.buy input[value=buy] + span")
+    await page.click(".type-tabs input[value=market] + span")
+    await page.fill("#order-quantity", str(quantity))
+    await page.click("#order-submit")
+    await page.wait_for(
+        "document.querySelectorAll('#fills-body tr[data-trade-id]').length === 2"
+        f" && document.querySelector('#balances-body tr[data-asset=\"{symbol}\"]') !== null",
+        "alice sees both fills and holds the demo hour", timeout_s=30)
+    assert sent_ops(page, "new_order") == orders_before + 1
+    sent = [json.loads(text) for direction, text in page.frames
+            if direction == "send" and json.loads(text).get("op") == "new_order"]
+    order = sent[-1]
+    assert (order["instrument"], order["side"], order["order_type"], order["quantity"]) == (
+        symbol, "buy", "market", quantity), order
+    await page.screenshot("00-demo-hour-bought")
+
+
 @pytest.mark.timeout(900)
 async def test_a_demo_hour_bought_is_delivered_measured_and_compensated(
-        tmp_path: Path, page_browser: Browser | None) -> None:
+        tmp_path: Path, page_browser: Browser) -> None:
     assert shutil.which("ssh") is not None, "the test runs the printed ssh line: apt-get " \
         "install openssh-client"
     shutil.rmtree(ARTIFACTS, ignore_errors=True)
@@ -141,13 +174,15 @@ async def test_a_demo_hour_bought_is_delivered_measured_and_compensated(
             assert (demo.gpu, demo.region, demo.delivery_hours) == (DEMO_GPU, DEMO_REGION, 1)
             assert demo.bond_per_gpu_hour is not None
 
-            # Both sellers issue the demo hour and offer it; alice buys all of it at market.
+            # Both sellers issue the demo hour and offer it; alice, on the page opened from
+            # the printed URL, buys all of it at market through the order ticket.
             for seller in (operator_key, maker_key):
                 await eventually(functools.partial(offers, dev, seller, symbol),
                                  timeout_s=START_TIMEOUT_S, interval_s=0.5,
                                  message="a seller offers its demo GPU-hours")
-            bought = await alice.new_order(symbol, "buy", 2 * DEMO_GPU_HOURS)
-            assert bought.status == "accepted", bought
+            page = await page_browser.new_page(1600, 1000)
+            await log_in_from_url(page, dev.url or "", "alice")
+            await buy_on_the_page(page, symbol, 2 * DEMO_GPU_HOURS)
             await eventually(lambda: alice_tokens(alice, symbol, 2 * DEMO_GPU_HOURS),
                              timeout_s=30, interval_s=0.2, message="alice holds the demo hour")
             usdc_before = parse_micro((await alice.balances())[USDC].available)
@@ -171,19 +206,15 @@ async def test_a_demo_hour_bought_is_delivered_measured_and_compensated(
 
             # Alice logs in to the healthy node at once; the page shows both access lines.
             assert healthy_node in await login_with_asyncssh(nodes[healthy_node], identity)
-            page = None
-            if page_browser is not None:
-                page = await page_browser.new_page(1600, 1000)
-                await log_in_from_url(page, dev.url or "", "alice")
-                await page.click("#tab-deliveries")
-                for item in items:
-                    row = (f'#deliveries-body tr[data-issue-id="{item.issue_id}"]'
-                           '[data-holder="alice"]')
-                    await page.wait_for(f"document.querySelector('{row} [data-field=ssh]')"
-                                        " !== null", f"the ssh line of {item.node_id} shows")
-                    assert (await page.text(f"{row} [data-field=ssh]")).endswith(
-                        f"-p {item.port} {item.login}@{item.host}")
-                await page.screenshot("01-deliveries-access-lines")
+            await page.click("#tab-deliveries")
+            for item in items:
+                row = (f'#deliveries-body tr[data-issue-id="{item.issue_id}"]'
+                       '[data-holder="alice"]')
+                await page.wait_for(f"document.querySelector('{row} [data-field=ssh]')"
+                                    " !== null", f"the ssh line of {item.node_id} shows")
+                assert (await page.text(f"{row} [data-field=ssh]")).endswith(
+                    f"-p {item.port} {item.login}@{item.host}")
+            await page.screenshot("01-deliveries-access-lines")
 
             # The reports settle from the measurement, paying her the compensation.
             settled: dict[str, Assignment] = {}
@@ -230,18 +261,17 @@ async def test_a_demo_hour_bought_is_delivered_measured_and_compensated(
                 assert isinstance(message, QualityMessage)
                 fed.update((r.operator, r) for r in message.operators)
             check_quality(fed, healthy_node)
-            if page is not None:
-                await page.click("#tab-quality")
-                for operator in ("operator-1", "mm-1"):
-                    await page.wait_for(f"document.querySelector('#quality-body tr[data-operator="
-                                        f"\"{operator}\"]') !== null",
-                                        f"the Quality tab shows {operator}")
-                await page.click("#tab-deliveries")
-                await page.screenshot("02-deliveries-settled")
-                await page.click("#tab-quality")
-                await page.screenshot("03-quality")
-                page.save_console("alice")
-                assert page.errors == [], f"alice's console: {page.errors}"
+            await page.click("#tab-quality")
+            for operator in ("operator-1", "mm-1"):
+                await page.wait_for(f"document.querySelector('#quality-body tr[data-operator="
+                                    f"\"{operator}\"]') !== null",
+                                    f"the Quality tab shows {operator}")
+            await page.click("#tab-deliveries")
+            await page.screenshot("02-deliveries-settled")
+            await page.click("#tab-quality")
+            await page.screenshot("03-quality")
+            page.save_console("alice")
+            assert page.errors == [], f"alice's console: {page.errors}"
 
         status, body = await asyncio.to_thread(http_get, dev.metrics_url + "/metrics")
         assert status == 200
