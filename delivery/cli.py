@@ -251,6 +251,10 @@ async def _access(args: argparse.Namespace, out: TextIO) -> int:
     if api_key is None:
         raise ValueError("--key KEY_ID:PRIVATE_KEY (or $GPUX_KEY) of the holder is required")
     async with Client(args.url, credentials=ApiKey(*api_key)) as client:
+        account = client.login.account if client.login is not None else None
+        if account != args.holder:
+            raise ValueError(f"the key logs in as {account!r}, not as the holder "
+                             f"{args.holder!r}: a holder's access needs the holder's own key")
         items = await client.delivery_access(args.issue)
     if not items:
         print(f"{args.holder}: no assignments", file=out)

@@ -14,6 +14,8 @@ service would; the venue runs on the embedded log with keys held in memory.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
 import tempfile
 import time
@@ -27,6 +29,7 @@ import msgspec
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from delivery import cli as delivery_cli
 from delivery import registry
 from delivery.ca import CertificateAuthority, holder_principal, public_key_line_of
 from delivery.quality import HourRecord, Incident
@@ -103,6 +106,7 @@ async def test_nodes_keys_access_and_the_quality_record_through_the_gateway(
                         assert bad_key.value.field == "$.host_key"
 
                         await keys_and_access(database, ca, alice, tempfile_dir=Path(directory))
+                        await access_from_the_command_line(url, holder, Path(directory))
                         await quality_record(database, url, op, anyone, feed)
                 finally:
                     await database.close()
@@ -150,6 +154,20 @@ async def keys_and_access(database: object, ca: CertificateAuthority, alice: Cli
     (line,) = write_access([item], identity)
     assert line.ssh_command is not None
     assert (tempfile_dir / item.certificates[0].file).read_text().strip() == certificate
+
+
+async def access_from_the_command_line(url: str, holder: ApiKey, directory: Path) -> None:
+    """`gpux delivery access HOLDER` prints the holder's ssh line, and refuses a key that logs
+    in as another account."""
+    identity = directory / "id_ed25519"
+    key = f"{holder.key_id}:{holder.private_key}"
+    argv = ["access", "alice", "--url", url, "--key", key, "--identity", str(identity)]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert await asyncio.to_thread(delivery_cli.main, argv) == 0
+    assert "# op1-h1-n17 node n-17" in printed.getvalue()
+    assert "gpux@127.0.0.1" in printed.getvalue()
+    assert await asyncio.to_thread(delivery_cli.main, ["access", "bob", *argv[2:]]) == 2
 
 
 async def quality_record(database: object, url: str, op: Client, anyone: Client,
