@@ -32,6 +32,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import os
 import shutil
 import signal
 import subprocess
@@ -318,10 +319,13 @@ def echo_baseline(clients: Clients, args: argparse.Namespace, rate_per_s: float
                 raise RuntimeError("echo server did not start")
             time.sleep(0.05)
         url = f"ws://127.0.0.1:{port}"
+        cpu = Cpu({"echo": [echo.pid], "clients": clients.pids})
+        cpu.begin()
         outcomes = clients.run({"kind": "echo_saturate", "url": url,
                                 "connections": args.connections, "window": args.window,
                                 "duration_s": args.saturate_s, "warmup_s": args.warmup_s},
                                args.saturate_s + 60)
+        usage = cpu.end()
         seconds = max(outcome["seconds"] for outcome in outcomes)
         saturation = sum(outcome["answered"] for outcome in outcomes) / seconds
         outcomes = clients.run({"kind": "echo_rate", "url": url,
@@ -332,7 +336,7 @@ def echo_baseline(clients: Clients, args: argparse.Namespace, rate_per_s: float
         for outcome in outcomes:
             for value in outcome["latencies_ns"]:
                 histogram.record_ns(value)
-        return {"saturation_per_s": saturation, "rate_per_s": rate_per_s,
+        return {"saturation_per_s": saturation, "cpu": usage, "rate_per_s": rate_per_s,
                 "latency": histogram.summary(), "_histogram": histogram}
     finally:
         echo.stop()
@@ -431,6 +435,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         figures["baseline_kafka"] = asyncio.run(
             kafka_round_trips(kafka, venue.namespace, args.kafka_round_trips))
         figures["ratios"] = ratios(figures)
+        figures["clients_bound"] = clients_bound(figures)
     finally:
         if clients is not None:
             clients.stop()
@@ -456,6 +461,19 @@ def ratios(figures: dict[str, Any]) -> dict[str, float]:
         "single_vs_echo": single["orders_per_s"] / echo_per_s,
         "batch_vs_echo": batch["orders_per_s"] / echo_per_s,
     }
+
+
+def clients_bound(figures: dict[str, Any]) -> dict[str, float]:
+    """The most each saturation ratio could be on this machine's cores if the clients were
+    the only process that used CPU, at the CPU per order they used in this run."""
+    cores = os.cpu_count() or 1
+    echo_per_s = figures["baseline_echo"]["saturation_per_s"]
+    bounds = {}
+    for run, name in zip(figures["saturation"], ("single_vs_echo", "batch_vs_echo"),
+                         strict=True):
+        clients_s_per_order = run["cpu"]["clients"] / run["orders_per_s"]
+        bounds[name] = cores / clients_s_per_order / echo_per_s
+    return bounds
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,6 +45,10 @@ def print_report(figures: dict[str, Any]) -> None:
     print(f"  baseline: websocket echo, same library, same clients: "
           f"{echo['saturation_per_s']:,.0f} round trips/s  (e2e single / echo = "
           f"{figures['saturation'][0]['orders_per_s'] / echo['saturation_per_s']:.2f})")
+    if "cpu" in echo:
+        per_trip = {name: round(cores / echo["saturation_per_s"] * 1e6)
+                    for name, cores in echo["cpu"].items()}
+        print(f"  {'':<18} cpu (cores): {echo['cpu']}; CPU per round trip (us): {per_trip}")
     for name, top in figures.get("profiles", {}).items():
         print(f"  profile of the {name} at saturation (py-spy, inclusive share of samples):")
         for frame, share in top[:25]:
@@ -71,6 +75,10 @@ def print_report(figures: dict[str, Any]) -> None:
     for name, (value, target, higher) in ratio_targets(figures["ratios"]).items():
         print(f"  {name:<18} {value:>6.2f}   target {'>=' if higher else '<='} {target:.1f}  "
               f"{verdict(value, target, higher)}")
+    bound = figures.get("clients_bound")
+    if bound is not None:
+        print("  bound by the clients' own CPU per order (all cores theirs alone): "
+              + ", ".join(f"{name} <= {value:.2f}" for name, value in bound.items()))
     print("\nstages (ms: p50 / p99 / mean; percentiles of stages do not add up)")
     for level in figures["levels"]:
         print(f"  at {level['fraction']:.0%}:")
