@@ -435,7 +435,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         figures["baseline_kafka"] = asyncio.run(
             kafka_round_trips(kafka, venue.namespace, args.kafka_round_trips))
         figures["ratios"] = ratios(figures)
-        figures["clients_bound"] = clients_bound(figures)
+        figures["gateway_as_echo_bound"] = gateway_as_echo_bound(figures)
     finally:
         if clients is not None:
             clients.stop()
@@ -463,16 +463,20 @@ def ratios(figures: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def clients_bound(figures: dict[str, Any]) -> dict[str, float]:
-    """The most each saturation ratio could be on this machine's cores if the clients were
-    the only process that used CPU, at the CPU per order they used in this run."""
+def gateway_as_echo_bound(figures: dict[str, Any]) -> dict[str, float]:
+    """The most each saturation ratio could be on this machine's cores if the gateway cost
+    only what the echo server costs per frame, every other process (clients, broker,
+    engine) the CPU per order it used in this run."""
     cores = os.cpu_count() or 1
-    echo_per_s = figures["baseline_echo"]["saturation_per_s"]
+    echo = figures["baseline_echo"]
+    echo_server_s_per_frame = echo["cpu"]["echo"] / echo["saturation_per_s"]
     bounds = {}
     for run, name in zip(figures["saturation"], ("single_vs_echo", "batch_vs_echo"),
                          strict=True):
-        clients_s_per_order = run["cpu"]["clients"] / run["orders_per_s"]
-        bounds[name] = cores / clients_s_per_order / echo_per_s
+        others_s_per_order = sum(cores_used for process, cores_used in run["cpu"].items()
+                                 if process != "gateway") / run["orders_per_s"]
+        s_per_order = others_s_per_order + echo_server_s_per_frame / run["batch_size"]
+        bounds[name] = cores / s_per_order / echo["saturation_per_s"]
     return bounds
 
 
