@@ -60,8 +60,10 @@ class KafkaProducer(Producer):
 
     Inside a transaction, sends only queue records; `commit` waits for every record to be
     acknowledged and then commits, so a transaction is never committed without one of its
-    records. After `FencedError` the producer is dead; after a timeout from `commit` its
-    state is unknown: stop it and start a new one, which aborts what was left open.
+    records. A send raises the failure of any earlier send of the transaction that has
+    failed by then, so the caller aborts instead of writing past it. After `FencedError`
+    the producer is dead; after a timeout from `commit` its state is unknown: stop it and
+    start a new one, which aborts what was left open.
     """
 
     def __init__(self, config: KafkaConfig, transactional_id: str | None) -> None:
@@ -140,6 +142,7 @@ class KafkaProducer(Producer):
             raise TransactionStateError("a transactional producer sends only in a transaction")
         await self._check_partition(producer, topic, partition)
         if self._in_transaction:
+            self._raise_failed_sends()
             limit = self._config.transaction_records_max
             if self._pending_records + len(entries) > limit:
                 raise LogError(f"transaction over transaction_records_max={limit} records")
@@ -168,6 +171,19 @@ class KafkaProducer(Producer):
         future: asyncio.Future[Any] = await producer.send_batch(builder, topic,
                                                                 partition=partition)
         return future, count
+
+    def _raise_failed_sends(self) -> None:
+        """Raise the failure of a record batch of the open transaction that has failed, so
+        no later record follows it into the partition; forget the batches already
+        acknowledged (the commit waits for the others)."""
+        unacknowledged = []
+        with self._fencing_noted(), translated("earlier send in the transaction"):
+            for future in self._pending:
+                if future.done():
+                    future.result()
+                else:
+                    unacknowledged.append(future)
+        self._pending = unacknowledged
 
     async def _acknowledged(
         self, batches: list[tuple[asyncio.Future[Any], int]], action: str

@@ -8,6 +8,9 @@ import sys
 import uuid
 from pathlib import Path
 
+import pytest
+
+from eventlog.errors import LogError
 from eventlog.kafka import KafkaLog
 from eventlog.port import Isolation, Record, TopicSpec
 from eventlog.reading import read_until, settled_end_offset
@@ -137,3 +140,43 @@ async def test_venue_topics_keep_records_forever_by_default(kafka_log: KafkaLog)
 
     assert configs["retention.ms"] == "-1"
     assert configs["cleanup.policy"] == "delete"
+
+
+async def test_a_send_after_a_failed_send_in_a_transaction_fails_at_once(
+    kafka_log: KafkaLog, kafka_bootstrap: str,
+) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-untyped]
+
+    topic = unique("small-records")
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, 1, 1,
+                                            topic_configs={"max.message.bytes": "1000"})])
+    finally:
+        await admin.close()
+    producer = kafka_log.producer(unique("fail-fast"))
+    await producer.start()
+    refusals: list[LogError] = []
+
+    async def refused() -> bool:
+        try:
+            await producer.send_batch(topic, [])  # sends nothing; checks the earlier sends
+        except LogError as error:
+            refusals.append(error)
+            return True
+        return False
+
+    try:
+        await producer.begin()
+        await producer.send_batch(topic, [b"x" * 5000])  # queued; the broker refuses it
+        await eventually(refused, message="the refusal raised by a later send")
+        with pytest.raises(LogError):
+            await producer.send_batch(topic, [b"after"])
+        await producer.abort()
+    finally:
+        await producer.stop()
+
+    assert not refusals[0].retriable
+    # no record reached the partition: its one offset is the abort's marker
+    assert await kafka_log.end_offset(topic, isolation="read_uncommitted") == 1
