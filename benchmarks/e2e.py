@@ -22,8 +22,11 @@ with an API key of its own account. It measures:
    adapter (an idempotent produce to a read_uncommitted consumer; a transactional produce
    to a read_committed consumer, as the engine writes and the gateway reads).
 
-It prints every figure beside its target, saves `benchmarks/e2e_latency.png` and
-`benchmarks/e2e_stages.png`, and with `--json PATH` the figures as JSON.
+It prints every figure beside its target, the ratios of issue 15 (json `ratios.*`) with the
+most the saturation ratios could be were the gateway as cheap as the echo server per frame
+(json `gateway_as_echo_bound`), saves `benchmarks/e2e_latency.png` and
+`benchmarks/e2e_stages.png`, and with `--json PATH` the figures as JSON. Its transport floor,
+the two Kafka hops alone, is `benchmarks.kafka_floor`.
 """
 
 from __future__ import annotations
