@@ -37,18 +37,16 @@ def print_report(figures: dict[str, Any]) -> None:
         print(f"  {label:<18} {run['orders_per_s']:>10,.0f} orders/s   target >= "
               f"{TARGET_ORDERS_PER_S:,}  {verdict(run['orders_per_s'], TARGET_ORDERS_PER_S, True)}"
               f"   statuses {run['statuses']}")
-        per_order = {name: round(cores / run["orders_per_s"] * 1e6)
-                     for name, cores in run["cpu"].items()}
-        print(f"  {'':<18} cpu (cores): {run['cpu']}; CPU per order (us): {per_order}")
+        print(f"  {'':<18} cpu (cores): {run['cpu']}; CPU per order (us): "
+              f"{cpu_us_per(run['cpu'], run['orders_per_s'])}")
         print(f"  {'':<18} engine: {run['engine']['commands_per_batch']:.0f} commands/batch, "
               f"{run['engine']['batch_ms_mean']:.2f} ms/batch")
     print(f"  baseline: websocket echo, same library, same clients: "
           f"{echo['saturation_per_s']:,.0f} round trips/s  (e2e single / echo = "
           f"{figures['saturation'][0]['orders_per_s'] / echo['saturation_per_s']:.2f})")
     if "cpu" in echo:
-        per_trip = {name: round(cores / echo["saturation_per_s"] * 1e6)
-                    for name, cores in echo["cpu"].items()}
-        print(f"  {'':<18} cpu (cores): {echo['cpu']}; CPU per round trip (us): {per_trip}")
+        print(f"  {'':<18} cpu (cores): {echo['cpu']}; CPU per round trip (us): "
+              f"{cpu_us_per(echo['cpu'], echo['saturation_per_s'])}")
     for name, top in figures.get("profiles", {}).items():
         print(f"  profile of the {name} at saturation (py-spy, inclusive share of samples):")
         for frame, share in top[:25]:
@@ -198,6 +196,11 @@ def machine() -> str:
     memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return (f"{os.cpu_count()} cores ({cpu}), {memory_gib:.0f} GiB, Python "
             f"{platform.python_version()}, load average {os.getloadavg()[0]:.1f} at start")
+
+
+def cpu_us_per(cpu: dict[str, float], per_s: float) -> dict[str, int]:
+    """Each process's CPU (cores used) as microseconds per unit of work at `per_s` units/s."""
+    return {name: round(cores / per_s * 1e6) for name, cores in cpu.items()}
 
 
 def without_histograms(value: Any) -> Any:

@@ -197,7 +197,7 @@ def measure(kafka: str, kafka_pid: int, work: Path, mode: str,
 
 
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    from benchmarks.e2e_report import machine
+    from benchmarks.e2e_report import machine, without_histograms
     from harness.kafka import KafkaService
 
     kafka_service = KafkaService(work / "kafka")
@@ -217,8 +217,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         print("baseline ...", flush=True)
         baseline = asyncio.run(kafka_round_trips(kafka, f"floor{uuid.uuid4().hex[:8]}.",
                                                  args.round_trips))
-        figures["baseline_plain_hop"] = {key: value for key, value in baseline["plain"].items()
-                                         if not key.startswith("_")}
+        figures["baseline_plain_hop"] = without_histograms(baseline["plain"])
     finally:
         kafka_service.stop()
     plain = figures["baseline_plain_hop"]
