@@ -137,7 +137,9 @@ async def test_trades_settle_as_one_netted_batch_whose_fills_prove(venue: Rig) -
     fills = await venue.add_trades(30)
     submitter = venue.submitter()
     outcomes = await drive(venue, submitter)
-    assert outcomes[:3] == [Outcome.STORED, Outcome.SENT, Outcome.CONFIRMING]
+    # Sent once, then only awaited: anvil's automine may answer before or after it mines.
+    assert outcomes[:2] == [Outcome.STORED, Outcome.SENT]
+    assert set(outcomes[2:-1]) <= {Outcome.WAITING, Outcome.CONFIRMING}
     assert await submitter.step() == Outcome.IDLE
     hours = sum(fill.quantity for fill in fills)
     notional = hours * PRICE_MICRO
