@@ -115,7 +115,7 @@ async def test_a_holder_is_let_in_inside_the_window_and_refused_once_it_has_pass
     node: Node,
 ) -> None:
     now_ns = time.time_ns()
-    end_ns = now_ns + 3 * NS_PER_S  # room for two logins on a loaded machine
+    end_ns = now_ns + 8 * NS_PER_S  # room for two logins on a loaded machine
     certificate = node.certificate([holder_principal(NODE_ID)], now_ns - NS_PER_S, end_ns)
     line = node.ssh_line(certificate)
 
@@ -125,7 +125,7 @@ async def test_a_holder_is_let_in_inside_the_window_and_refused_once_it_has_pass
     assert await run_with_asyncssh(node, certificate, "echo asyncssh") == "asyncssh\n"
 
     window_end_s = -(-end_ns // NS_PER_S)  # the certificate's valid_before
-    await eventually(lambda: time.time() >= window_end_s, timeout_s=10,
+    await eventually(lambda: time.time() >= window_end_s, timeout_s=15,
                      message="the window's end")  # fmt: skip
     after = run_ssh(line, "echo", "after-the-window")
     assert after.returncode == SSH_FAILED

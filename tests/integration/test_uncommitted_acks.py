@@ -16,6 +16,8 @@ from eventlog.port import Isolation, Record, TopicSpec
 from eventlog.reading import read_until
 from gateway.sequencer import EventSequencer
 from matching_engine.config import EngineConfig
+from matching_engine.core import Engine
+from matching_engine.replay import replay_lines
 from matching_engine.service import EngineService
 from matching_engine.workload import Workload
 from protocol import encode
@@ -48,6 +50,7 @@ async def test_events_read_before_an_engine_crash_are_what_the_restarted_engine_
                                    TopicSpec(name=config.events_topic)])
     workload = Workload(instruments=2, accounts=8, seed=3)
     commands = [encode(c) for c in [*workload.setup(), *workload.flow(400)]]
+    event_count = len(list(replay_lines(commands, Engine())))
 
     crashed = EngineService(kafka_log, config)
     task = asyncio.create_task(crashed.run(asyncio.Event()))
@@ -57,7 +60,7 @@ async def test_events_read_before_an_engine_crash_are_what_the_restarted_engine_
 
     async def all_events_visible_uncommitted() -> bool:
         seen_before[:] = await read_now(kafka_log, config.events_topic, "read_uncommitted")
-        return len(seen_before) >= crashed.core.seq > 0
+        return crashed.core.seq == event_count and len(seen_before) >= event_count
 
     await eventually(all_events_visible_uncommitted, timeout_s=60,
                      message="the crashing engine's events, read uncommitted")
