@@ -113,7 +113,7 @@ SIZES = {
                     trader_interval_s=0.05, deposit_interval_s=0.5, withdraw_interval_s=0.5,
                     answers_per_phase=150, fault_duration_s=1.0, snapshot_every_commands=60,
                     recovery_timeout_s=120.0, broker_wedge_timeout_s=60.0, engine_kills=3,
-                    closes=3, deliverable_per_close=2, issues=(12, 6), delivery_lead_s=5.0,
+                    closes=3, deliverable_per_close=2, issues=(12, 6), delivery_lead_s=8.0,
                     report_interval_s=0.05, report_timeout_s=1.0, timeout_s=600),
     "full": ChaosSize("full", wallets=12, sessions_per_wallet=3, recorded_sessions_per_wallet=1,
                       instruments=4, rounds=3,
