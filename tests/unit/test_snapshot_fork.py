@@ -65,22 +65,27 @@ def test_a_failing_child_is_counted_and_leaves_no_file(tmp_path: Path) -> None:
 def test_the_child_holds_none_of_the_parents_listening_ports(tmp_path: Path) -> None:
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
-    writer = ForkedSnapshots(SnapshotStore(tmp_path))
+    writer = ForkedSnapshots(SnapshotStore(tmp_path / "snapshots"))
+    released = tmp_path / "released"
 
-    def slow_capture() -> bytes:
-        time.sleep(1.0)
+    def capture_until_released() -> bytes:  # the child has closed every inherited fd
+        deadline = time.monotonic() + 60
+        while not released.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
         return b"state"
 
-    assert writer.start(10, 1, slow_capture)
+    assert writer.start(10, 1, capture_until_released)
     listener.close()  # as a killed engine's port is closed, while its child still writes
     bound_while_child_ran = False
-    for _ in range(50):  # the child drops its copies first thing, within milliseconds
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # the child drops its copies first thing
         try:
             with socket.create_server(("127.0.0.1", port)):  # a new engine binds the port
                 bound_while_child_ran = writer.running()
             break
         except OSError:
             time.sleep(0.01)
+    released.touch()
     assert bound_while_child_ran
     writer.wait(timeout_s=60)
     assert writer.written == 1
