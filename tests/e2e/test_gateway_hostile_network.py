@@ -321,7 +321,7 @@ async def test_6_instruments_are_open_ones_by_default_and_closed_ones_page_by_cu
     market: Market,
 ) -> None:
     _, key = await market.trader("pager")  # a trader's bucket: anonymous pages may run dry
-    closing = await market.instrument("closing", starts_in_ns=300_000_000)
+    closing = await market.instrument("closing", starts_in_ns=2 * 10**9)
     open_ones = [await market.instrument(f"open{index}") for index in range(3)]
     async with market.client(key) as trader:
         await eventually(lambda: _has_closed(trader, closing), timeout_s=WAIT_S,

@@ -8,12 +8,14 @@ One venue (engine and gateway in this process, a fresh topic namespace, a clock 
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -49,6 +51,7 @@ from wsapi.messages import (
 )
 
 DAY_NS = 86_400 * 10**9
+ANONYMOUS_LIMIT = RateLimit(per_second=20, burst=40)
 
 
 @dataclass
@@ -103,7 +106,7 @@ async def market(kafka_bootstrap: str, database_url: str) -> AsyncIterator[Marke
     event_log = KafkaLog(KafkaConfig(bootstrap_servers=kafka_bootstrap))
     limits = dict(GatewayConfig().role_limits)
     limits["market_maker"] = RateLimit(per_second=5000, burst=5000)
-    limits[ANONYMOUS] = RateLimit(per_second=20, burst=40)
+    limits[ANONYMOUS] = ANONYMOUS_LIMIT
     config = GatewayConfig(port=0, clock_interval_ms=100, heartbeat_interval_ms=300,
                            role_limits=limits, request_timeout_ms=20_000,
                            delivery_database_url=database_url)
@@ -180,7 +183,7 @@ async def test_every_order_type_gets_the_engines_answer_and_execution_reports(
         market_buy = await b.new_order(symbol, "buy", 2, client_order_id="b-mkt")
         assert market_buy.accepted
         gtd = await b.new_order(symbol, "buy", 3, "1.50", client_order_id="b-gtd",
-                                time_in_force="gtd", expire_at=time.time_ns() + 300_000_000)
+                                time_in_force="gtd", expire_at=time.time_ns() + 2 * 10**9)
         assert gtd.accepted
         resting = await b.new_order(symbol, "buy", 7, "1.90", client_order_id="b-gtc")
         retry = await b.new_order(symbol, "buy", 7, "1.90", client_order_id="b-gtc")
@@ -386,16 +389,19 @@ async def test_rate_limits_refuse_with_retry_after_and_every_reply_shows_usage(
 ) -> None:
     # From another loopback address: the anonymous bucket is per IP.
     async with market.client(local_address=("127.0.0.2", 0)) as anonymous:
-        replies = [await anonymous.request("ping") for _ in range(5)]
+        started = time.monotonic()
+        replies = await asyncio.gather(*(anonymous.request("ping") for _ in range(5)))
+        refill = math.ceil(ANONYMOUS_LIMIT.per_second * (time.monotonic() - started))
         usage = [reply.rate_limit.remaining for reply in replies if reply.rate_limit]
-        assert usage == sorted(usage, reverse=True) and len(usage) == 5
-        refused = None
-        for _ in range(100):
-            try:
-                await anonymous.request("time")
-            except RequestFailed as error:
-                refused = error
-                break
+        assert len(usage) == 5
+        # Each ping is charged a token; the bucket refills only as fast as time passes.
+        assert all(later <= earlier - 1 + refill for earlier, later in pairwise(usage)), (
+            usage, refill)
+        assert usage[-1] <= usage[0] - (len(usage) - 1) + refill, (usage, refill)
+        # Sent at once, so the bucket has no time to refill between them.
+        outcomes = await asyncio.gather(*(anonymous.request("time") for _ in range(100)),
+                                        return_exceptions=True)
+        refused = next((error for error in outcomes if isinstance(error, RequestFailed)), None)
         assert refused is not None and refused.code == "rate_limited"
         assert refused.retry_after_ms is not None and refused.retry_after_ms > 0
         await asyncio.sleep(refused.retry_after_ms / 1000)
@@ -543,14 +549,6 @@ async def test_delivery_from_issue_through_close_to_report_as_each_party_sees_it
     reports 95% delivered: the trader is paid 0.75 USDC, the operator gets 14.25 back."""
     run = market.run
     symbol, later = f"H100.deliv.{run}", f"H100.deliv-later.{run}"
-    start = time.time_ns() + 8 * 10**9  # the venue's clock closes it then
-    async with market.client(market.admin) as admin:
-        for listed, delivery_start in ((symbol, start), (later, start + DAY_NS)):
-            assert (await admin.list_instrument(
-                symbol=listed, gpu="H100-SXM-80GB", region="eu-west",
-                delivery_start=delivery_start, delivery_hours=1, tick_size="0.01",
-                max_order_quantity=1000, maker_fee_bps=0, taker_fee_bps=0,
-                bond_per_gpu_hour="3")).accepted
     plain = await market.instrument("deliv-plain")
     operator, operator_key = await market.key("deliv-op", "operator")
     trader, trader_key = await market.key("deliv-trader")
@@ -563,6 +561,14 @@ async def test_delivery_from_issue_through_close_to_report_as_each_party_sees_it
         op_feed, t_feed = await op.subscribe("deliveries"), await t.subscribe("deliveries")
         assert (await op_feed.get(5)).kind == "snapshot"
         assert (await t_feed.get(5)).kind == "snapshot"
+        # Listed last, so the 8 s to its close are for issuing and trading only.
+        start = time.time_ns() + 8 * 10**9  # the venue's clock closes it then
+        for listed, delivery_start in ((symbol, start), (later, start + DAY_NS)):
+            assert (await admin.list_instrument(
+                symbol=listed, gpu="H100-SXM-80GB", region="eu-west",
+                delivery_start=delivery_start, delivery_hours=1, tick_size="0.01",
+                max_order_quantity=1000, maker_fee_bps=0, taker_fee_bps=0,
+                bond_per_gpu_hour="3")).accepted
         specs = {spec.symbol: spec for spec in await t.instruments()}
         assert (specs[symbol].bond_per_gpu_hour, specs[plain].bond_per_gpu_hour) == ("3", None)
 

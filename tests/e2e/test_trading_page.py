@@ -288,12 +288,14 @@ async def test_page_shows_market_data_logs_in_trades_and_sees_its_fill(
     await alice.fill("#order-price", bid)
     await alice.fill("#order-quantity", "7")
     await alice.click("#order-submit")
+    # The ladder is redrawn on the next frame, the orders table as its message comes: the
+    # level is marked as alice's once both are drawn.
     await alice.wait_for(f"{level_size('bids', bid)} === '7'"
                          " && document.querySelectorAll('#orders-body tr[data-client-order-id]')"
-                         ".length === 1", "the order rests on the book and in open orders")
-    assert await alice.evaluate(
-        f"document.querySelector('#ladder-bids .level[data-price=\"{bid}\"]')"
-        ".classList.contains('mine')")
+                         ".length === 1"
+                         f" && document.querySelector('#ladder-bids .level[data-price=\"{bid}\"]')"
+                         ".classList.contains('mine')",
+                         "the order rests on the book, marked as alice's, and in open orders")
     await alice.screenshot("02-order-resting")
 
     # Amend it in place: new price and total quantity.
@@ -359,12 +361,19 @@ async def test_page_shows_market_data_logs_in_trades_and_sees_its_fill(
     # The gateway drops every connection (as a restart would): the pages reconnect, log in
     # again by themselves and resubscribe; the cancel below needs that login.
     service = market.venue.gateways[0]
+    # The page records the drop itself: it may reconnect before a poll would see it down.
+    assert await alice.evaluate(
+        "(() => { const indicator = document.getElementById('connection');"
+        " window.sawConnectionDrop = false;"
+        " new MutationObserver(() => { if (indicator.dataset.state !== 'open')"
+        " window.sawConnectionDrop = true; })"
+        ".observe(indicator, {attributes: true, attributeFilter: ['data-state']});"
+        " return true; })()")
     for conn_id in list(service.transport.connections):
         service.transport.close(conn_id, 1012, "restarting")
-    await alice.wait_for("document.getElementById('connection').dataset.state !== 'open'",
-                         "the page sees the connection drop")
-    await alice.wait_for("document.getElementById('connection').dataset.state === 'open'",
-                         "the page reconnects")
+    await alice.wait_for("window.sawConnectionDrop"
+                         " && document.getElementById('connection').dataset.state === 'open'",
+                         "the page sees the connection drop and reconnects")
     await eventually(lambda: any(s.principal is not None and s.principal.account == "alice"
                                  for s in service.core.sessions.values()),
                      timeout_s=WAIT_TIMEOUT_S, message="the page logged in again")

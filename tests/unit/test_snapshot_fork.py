@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from matching_engine.core import Engine
@@ -17,6 +18,18 @@ def engine_after(commands: int) -> Engine:
     for command in workload.setup() + workload.flow(commands):
         engine.apply(command)
     return engine
+
+
+def capture_once_released(released: Path) -> Callable[[], bytes]:
+    """A capture that holds its child until the test creates `released` (the child has
+    closed every inherited fd, so a file is what it can wait on)."""
+    def capture() -> bytes:
+        deadline = time.monotonic() + 60
+        while not released.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return b"state"
+
+    return capture
 
 
 def test_the_child_writes_the_state_as_of_the_fork(tmp_path: Path) -> None:
@@ -34,19 +47,18 @@ def test_the_child_writes_the_state_as_of_the_fork(tmp_path: Path) -> None:
 
 
 def test_one_child_at_a_time(tmp_path: Path) -> None:
-    writer = ForkedSnapshots(SnapshotStore(tmp_path))
+    store_dir, released = tmp_path / "snapshots", tmp_path / "released"
+    writer = ForkedSnapshots(SnapshotStore(store_dir))
+    capture = capture_once_released(released)
 
-    def slow_capture() -> bytes:
-        time.sleep(0.5)
-        return b"state"
-
-    assert writer.start(10, 1, slow_capture)
-    assert not writer.start(20, 2, slow_capture), "a second child while the first runs"
+    assert writer.start(10, 1, capture)
+    assert not writer.start(20, 2, capture), "a second child while the first runs"
+    released.touch()
     writer.wait(timeout_s=60)
-    assert writer.start(30, 3, slow_capture)
+    assert writer.start(30, 3, capture)
     writer.wait(timeout_s=60)
     assert writer.written == 2
-    assert [path.name for path in sorted(tmp_path.glob("*.snapshot"))] == [
+    assert [path.name for path in sorted(store_dir.glob("*.snapshot"))] == [
         f"{10:020d}.snapshot", f"{30:020d}.snapshot"]
 
 
@@ -67,14 +79,7 @@ def test_the_child_holds_none_of_the_parents_listening_ports(tmp_path: Path) -> 
     port = listener.getsockname()[1]
     writer = ForkedSnapshots(SnapshotStore(tmp_path / "snapshots"))
     released = tmp_path / "released"
-
-    def capture_until_released() -> bytes:  # the child has closed every inherited fd
-        deadline = time.monotonic() + 60
-        while not released.exists() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return b"state"
-
-    assert writer.start(10, 1, capture_until_released)
+    assert writer.start(10, 1, capture_once_released(released))
     listener.close()  # as a killed engine's port is closed, while its child still writes
     bound_while_child_ran = False
     deadline = time.monotonic() + 30
