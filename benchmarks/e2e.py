@@ -395,9 +395,9 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     kafka = args.kafka
     kafka_pid = None
     if not kafka:
-        from harness.kafka import KafkaService
+        from harness.kafka import KAFKA_VERSION, KafkaService
 
-        print("starting Kafka 4.1.1 (KRaft) ...", flush=True)
+        print(f"starting Kafka {KAFKA_VERSION} (KRaft) ...", flush=True)
         kafka_service = KafkaService(work / "kafka")
         kafka_service.start()
         kafka = kafka_service.bootstrap_servers

@@ -198,10 +198,10 @@ def measure(kafka: str, kafka_pid: int, work: Path, mode: str,
 
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from benchmarks.e2e_report import machine, without_histograms
-    from harness.kafka import KafkaService
+    from harness.kafka import KAFKA_VERSION, KafkaService
 
     kafka_service = KafkaService(work / "kafka")
-    print("starting Kafka 4.1.1 (KRaft) ...", flush=True)
+    print(f"starting Kafka {KAFKA_VERSION} (KRaft) ...", flush=True)
     kafka_service.start()
     figures: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(),
                                "rate_per_s": args.rate}
